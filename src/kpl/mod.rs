@@ -1,0 +1,1 @@
+//! KPL aggregate de-aggregation and encoding (being built; see issue 3).

@@ -1,0 +1,2 @@
+//! rsmld
+pub mod kpl;
