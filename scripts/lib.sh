@@ -1,0 +1,99 @@
+# shellcheck shell=bash
+# Shared helpers for the end-to-end scripts. Source it; it defines variables and functions only.
+#
+#   RSMLD_REPO   the repository root (derived from this file's location)
+#   RSMLD_STATE  everything installed or generated at run time (default <repo>/.state)
+#   RSMLD_VENV   the Python venv holding the daemon jars, boto3 and aws-kinesis-agg
+#   RSMLD_NPM    the npm prefix holding kinesis-local and dynalite
+#   RSMLD_EMU_STATE  state file of the running emulators (default $RSMLD_STATE/emulators.env)
+
+RSMLD_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RSMLD_STATE="${RSMLD_STATE:-$RSMLD_REPO/.state}"
+RSMLD_VENV="$RSMLD_STATE/venv"
+RSMLD_NPM="$RSMLD_STATE/npm"
+RSMLD_PY="$RSMLD_VENV/bin/python"
+RSMLD_EMU_STATE="${RSMLD_EMU_STATE:-$RSMLD_STATE/emulators.env}"
+
+log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# site-packages directory of the venv (where amazon_kclpy/jars lives).
+venv_site_packages() {
+    "$RSMLD_PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+}
+
+# Directory of the KCL jars installed by install-daemon.sh.
+kcl_jars_dir() {
+    local sp
+    sp="$(venv_site_packages)" || return 1
+    printf '%s/amazon_kclpy/jars\n' "$sp"
+}
+
+# A TCP port on 127.0.0.1 that is free right now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_port PORT TIMEOUT_SECONDS: succeed once something accepts on 127.0.0.1:PORT.
+wait_port() {
+    local port="$1" timeout="${2:-30}"
+    python3 - "$port" "$timeout" <<'PY'
+import socket, sys, time
+port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+}
+
+# pid_alive PID: the process exists and is not a zombie.
+pid_alive() {
+    local pid="$1" st
+    [ -n "$pid" ] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    st="$(ps -o stat= -p "$pid" 2>/dev/null)" || return 1
+    case "$st" in Z*) return 1 ;; esac
+    return 0
+}
+
+# stop_pid PID [GRACE_SECONDS]: SIGTERM the process (and its process group if it leads one),
+# then SIGKILL whatever is left after the grace period.
+stop_pid() {
+    local pid="$1" grace="${2:-5}" i pgid
+    pid_alive "$pid" || return 0
+    pgid="$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ')"
+    if [ "$pgid" = "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null; else kill -TERM "$pid" 2>/dev/null; fi
+    for ((i = 0; i < grace * 10; i++)); do
+        pid_alive "$pid" || return 0
+        sleep 0.1
+    done
+    log "pid $pid ignored SIGTERM for ${grace}s; sending SIGKILL"
+    if [ "$pgid" = "$pid" ]; then kill -KILL -- "-$pid" 2>/dev/null; else kill -KILL "$pid" 2>/dev/null; fi
+    for ((i = 0; i < 50; i++)); do
+        pid_alive "$pid" || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# http_ready PORT TIMEOUT_SECONDS: succeed once 127.0.0.1:PORT answers an HTTP request with any status.
+http_ready() {
+    local port="$1" timeout="${2:-30}"
+    python3 - "$port" "$timeout" <<'PY'
+import sys, time, urllib.request, urllib.error
+port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    try:
+        urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=2).read()
+        sys.exit(0)
+    except urllib.error.HTTPError:
+        sys.exit(0)          # any HTTP answer means the server is up
+    except Exception:
+        time.sleep(0.2)
+sys.exit(1)
+PY
+}
