@@ -1,0 +1,446 @@
+//! The wire messages, both directions, as the Java daemon (KCL 2.x/3.x, and 1.x's
+//! `shutdown`) reads and writes them.
+//!
+//! Decoding is lenient, as the daemon may add fields and sends `null` freely: unknown
+//! fields are ignored, and `subSequenceNumber`, `millisBehindLatest` and
+//! `approximateArrivalTimestamp` may be missing or null. A daemon line is decoded through
+//! one flat struct rather than serde's internally tagged enums, which would buffer a whole
+//! 64 MiB `processRecords` line into an intermediate tree first.
+//!
+//! Encoding is strict, because the daemon's Jackson mapper fails on unknown properties and
+//! then *skips the line*, leaving both sides waiting forever: a processor message carries
+//! exactly the fields the daemon's model has, nothing more. The daemon-side encoders exist
+//! for the test driver and the benchmark simulator, and reproduce the Java shapes (nulls
+//! included).
+
+use serde::de::Deserializer;
+use serde::ser::{SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::sequence::{Esn, SequenceNumber};
+
+/// The `action` of a message: what a `status` answers, and what the session is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    /// The first message: shard id and starting checkpoint.
+    Initialize,
+    /// A batch of records (possibly empty).
+    ProcessRecords,
+    /// A graceful shutdown (or KCL 3.x lease hand-off) is starting; checkpointing allowed.
+    ShutdownRequested,
+    /// The lease is gone; no checkpoint is possible.
+    LeaseLost,
+    /// The shard is closed and fully delivered; SHARD_END must be checkpointed.
+    ShardEnded,
+    /// KCL 1.x only: `shutdown` with a reason (TERMINATE or ZOMBIE).
+    Shutdown,
+    /// A checkpoint request (processor) or its reply (daemon).
+    Checkpoint,
+    /// The acknowledgement that ends every action.
+    Status,
+}
+
+impl Action {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Initialize => "initialize",
+            Action::ProcessRecords => "processRecords",
+            Action::ShutdownRequested => "shutdownRequested",
+            Action::LeaseLost => "leaseLost",
+            Action::ShardEnded => "shardEnded",
+            Action::Shutdown => "shutdown",
+            Action::Checkpoint => "checkpoint",
+            Action::Status => "status",
+        }
+    }
+
+    fn from_wire(s: &str) -> Option<Action> {
+        Some(match s {
+            "initialize" => Action::Initialize,
+            "processRecords" => Action::ProcessRecords,
+            "shutdownRequested" => Action::ShutdownRequested,
+            "leaseLost" => Action::LeaseLost,
+            "shardEnded" => Action::ShardEnded,
+            "shutdown" => Action::Shutdown,
+            "checkpoint" => Action::Checkpoint,
+            "status" => Action::Status,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The reason of a KCL 1.x `shutdown`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// The shard ended (2.x: `shardEnded`): checkpoint required.
+    Terminate,
+    /// The lease was lost (2.x: `leaseLost`): no checkpoint.
+    Zombie,
+    /// Any other reason string, kept for the error message.
+    Other(String),
+}
+
+impl ShutdownReason {
+    fn from_wire(s: &str) -> Self {
+        match s {
+            "TERMINATE" => ShutdownReason::Terminate,
+            "ZOMBIE" => ShutdownReason::Zombie,
+            other => ShutdownReason::Other(other.to_owned()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            ShutdownReason::Terminate => "TERMINATE",
+            ShutdownReason::Zombie => "ZOMBIE",
+            ShutdownReason::Other(s) => s,
+        }
+    }
+}
+
+/// One record of a `processRecords` batch, as the daemon sends it (already de-aggregated
+/// by a KCL 2.x daemon: one entry per KPL user record).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The payload, base64 (standard alphabet, padded); kept encoded until a worker needs it.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// The (user record's) partition key.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub partition_key: String,
+    /// The Kinesis sequence number (shared by all user records of one aggregate).
+    pub sequence_number: SequenceNumber,
+    /// The index of the user record in its aggregate; 0 (or absent) for plain records.
+    #[serde(default)]
+    pub sub_sequence_number: Option<i64>,
+    /// When Kinesis accepted the record, epoch milliseconds.
+    #[serde(default)]
+    pub approximate_arrival_timestamp: Option<i64>,
+}
+
+impl Record {
+    /// The record's extended sequence number (a missing sub-sequence number counts as 0).
+    pub fn esn(&self) -> Esn {
+        Esn::new(
+            self.sequence_number.clone(),
+            self.sub_sequence_number.unwrap_or(0),
+        )
+    }
+}
+
+/// A message from the daemon to the processor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DaemonMessage {
+    /// `initialize`: the shard and the lease's current checkpoint.
+    Initialize {
+        /// The shard id, e.g. `shardId-000000000003`.
+        shard_id: String,
+        /// The lease checkpoint: digits or a sentinel; null only in theory.
+        sequence_number: Option<SequenceNumber>,
+        /// The checkpoint's sub-sequence number.
+        sub_sequence_number: Option<i64>,
+    },
+    /// `processRecords`: a batch (possibly empty).
+    ProcessRecords {
+        /// The records, in shard order.
+        records: Vec<Record>,
+        /// How far behind the tip of the shard this batch is.
+        millis_behind_latest: Option<i64>,
+    },
+    /// `shutdownRequested`.
+    ShutdownRequested,
+    /// `leaseLost`.
+    LeaseLost,
+    /// `shardEnded`.
+    ShardEnded,
+    /// KCL 1.x `shutdown`.
+    Shutdown {
+        /// TERMINATE or ZOMBIE.
+        reason: ShutdownReason,
+    },
+    /// The reply to a checkpoint request: an echo of the request plus `error`.
+    Checkpoint {
+        /// The requested sequence number, echoed.
+        sequence_number: Option<String>,
+        /// The requested sub-sequence number, echoed.
+        sub_sequence_number: Option<i64>,
+        /// null on success, else the Java exception's simple class name.
+        error: Option<String>,
+    },
+}
+
+impl DaemonMessage {
+    /// The message's action.
+    pub fn action(&self) -> Action {
+        match self {
+            DaemonMessage::Initialize { .. } => Action::Initialize,
+            DaemonMessage::ProcessRecords { .. } => Action::ProcessRecords,
+            DaemonMessage::ShutdownRequested => Action::ShutdownRequested,
+            DaemonMessage::LeaseLost => Action::LeaseLost,
+            DaemonMessage::ShardEnded => Action::ShardEnded,
+            DaemonMessage::Shutdown { .. } => Action::Shutdown,
+            DaemonMessage::Checkpoint { .. } => Action::Checkpoint,
+        }
+    }
+
+    /// Decodes one line from the daemon (without its line terminator).
+    pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        let raw: RawDaemonMessage = serde_json::from_slice(line).map_err(DecodeError::Json)?;
+        let action = raw.action.ok_or(DecodeError::MissingAction)?;
+        let parsed =
+            Action::from_wire(&action).ok_or_else(|| DecodeError::UnknownAction(action.clone()))?;
+        Ok(match parsed {
+            Action::Initialize => DaemonMessage::Initialize {
+                shard_id: raw
+                    .shard_id
+                    .ok_or(DecodeError::MissingField("initialize", "shardId"))?,
+                sequence_number: raw
+                    .sequence_number
+                    .map(|s| SequenceNumber::parse(&s))
+                    .transpose()
+                    .map_err(DecodeError::Sequence)?,
+                sub_sequence_number: raw.sub_sequence_number,
+            },
+            Action::ProcessRecords => DaemonMessage::ProcessRecords {
+                records: raw
+                    .records
+                    .ok_or(DecodeError::MissingField("processRecords", "records"))?,
+                millis_behind_latest: raw.millis_behind_latest,
+            },
+            Action::ShutdownRequested => DaemonMessage::ShutdownRequested,
+            Action::LeaseLost => DaemonMessage::LeaseLost,
+            Action::ShardEnded => DaemonMessage::ShardEnded,
+            Action::Shutdown => DaemonMessage::Shutdown {
+                reason: ShutdownReason::from_wire(
+                    &raw.reason
+                        .ok_or(DecodeError::MissingField("shutdown", "reason"))?,
+                ),
+            },
+            Action::Checkpoint => DaemonMessage::Checkpoint {
+                sequence_number: raw.sequence_number,
+                sub_sequence_number: raw.sub_sequence_number,
+                error: raw.error,
+            },
+            Action::Status => return Err(DecodeError::UnknownAction(action)),
+        })
+    }
+}
+
+/// Why a daemon line could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or JSON of the wrong shape.
+    #[error("not a valid daemon message: {0}")]
+    Json(serde_json::Error),
+    /// No `action` field.
+    #[error("message has no \"action\" field")]
+    MissingAction,
+    /// An `action` this processor does not know (or one only a processor sends).
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    /// A required field is missing.
+    #[error("{0} message has no {1:?} field")]
+    MissingField(&'static str, &'static str),
+    /// A sequence number that is neither digits nor a sentinel.
+    #[error(transparent)]
+    Sequence(#[from] super::sequence::InvalidSequenceNumber),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDaemonMessage {
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    shard_id: Option<String>,
+    #[serde(default)]
+    sequence_number: Option<String>,
+    #[serde(default)]
+    sub_sequence_number: Option<i64>,
+    #[serde(default)]
+    records: Option<Vec<Record>>,
+    #[serde(default)]
+    millis_behind_latest: Option<i64>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A message from the processor to the daemon. Exactly the daemon model's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessorMessage {
+    /// `status`: ends the action named by `response_for`.
+    Status {
+        /// The action being acknowledged.
+        response_for: Action,
+    },
+    /// `checkpoint` request. `sequence_number: None` means "everything delivered so far"
+    /// (SHARD_END during `shardEnded`).
+    Checkpoint {
+        /// The sequence number to checkpoint at, or null.
+        sequence_number: Option<SequenceNumber>,
+        /// The sub-sequence number; always sent with a sequence number.
+        sub_sequence_number: Option<i64>,
+    },
+}
+
+impl ProcessorMessage {
+    /// A checkpoint request at an extended sequence number.
+    pub fn checkpoint_at(esn: &Esn) -> Self {
+        ProcessorMessage::Checkpoint {
+            sequence_number: Some(esn.seq.clone()),
+            sub_sequence_number: Some(esn.sub),
+        }
+    }
+
+    /// A checkpoint request with null fields (SHARD_END at shard end).
+    pub fn checkpoint_null() -> Self {
+        ProcessorMessage::Checkpoint {
+            sequence_number: None,
+            sub_sequence_number: None,
+        }
+    }
+
+    /// Encodes the message as one compact ASCII JSON line, without the newline.
+    pub fn encode(&self) -> Vec<u8> {
+        // Invariant: these types serialize infallibly (strings, integers, null).
+        crate::json::to_ascii_vec(self).expect("processor messages always serialize")
+    }
+
+    /// Decodes a processor line strictly, as the daemon does: unknown fields are errors.
+    /// (Used by the test driver and the benchmark simulator.)
+    pub fn decode(line: &[u8]) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        #[serde(tag = "action", rename_all = "camelCase", deny_unknown_fields)]
+        enum Strict {
+            Status {
+                #[serde(rename = "responseFor")]
+                response_for: Action,
+            },
+            Checkpoint {
+                #[serde(rename = "sequenceNumber", default)]
+                sequence_number: Option<SequenceNumber>,
+                #[serde(rename = "subSequenceNumber", default)]
+                sub_sequence_number: Option<i64>,
+            },
+        }
+        Ok(match serde_json::from_slice::<Strict>(line)? {
+            Strict::Status { response_for } => ProcessorMessage::Status { response_for },
+            Strict::Checkpoint {
+                sequence_number,
+                sub_sequence_number,
+            } => ProcessorMessage::Checkpoint {
+                sequence_number,
+                sub_sequence_number,
+            },
+        })
+    }
+}
+
+impl Serialize for ProcessorMessage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ProcessorMessage::Status { response_for } => {
+                let mut st = s.serialize_struct("status", 2)?;
+                st.serialize_field("action", "status")?;
+                st.serialize_field("responseFor", response_for.as_str())?;
+                st.end()
+            }
+            ProcessorMessage::Checkpoint {
+                sequence_number,
+                sub_sequence_number,
+            } => {
+                let mut st = s.serialize_struct("checkpoint", 3)?;
+                st.serialize_field("action", "checkpoint")?;
+                st.serialize_field("sequenceNumber", sequence_number)?;
+                st.serialize_field("subSequenceNumber", sub_sequence_number)?;
+                st.end()
+            }
+        }
+    }
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("record", 6)?;
+        st.serialize_field("data", &self.data)?;
+        st.serialize_field("partitionKey", &self.partition_key)?;
+        st.serialize_field("sequenceNumber", &self.sequence_number)?;
+        st.serialize_field(
+            "approximateArrivalTimestamp",
+            &self.approximate_arrival_timestamp,
+        )?;
+        st.serialize_field("subSequenceNumber", &self.sub_sequence_number)?;
+        st.serialize_field("action", "record")?;
+        st.end()
+    }
+}
+
+impl Serialize for DaemonMessage {
+    /// The Java daemon's shapes, nulls included (used by test drivers and the simulator).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DaemonMessage::Initialize {
+                shard_id,
+                sequence_number,
+                sub_sequence_number,
+            } => {
+                let mut st = s.serialize_struct("initialize", 4)?;
+                st.serialize_field("action", "initialize")?;
+                st.serialize_field("shardId", shard_id)?;
+                st.serialize_field("sequenceNumber", sequence_number)?;
+                st.serialize_field("subSequenceNumber", sub_sequence_number)?;
+                st.end()
+            }
+            DaemonMessage::ProcessRecords {
+                records,
+                millis_behind_latest,
+            } => {
+                let mut st = s.serialize_struct("processRecords", 3)?;
+                st.serialize_field("action", "processRecords")?;
+                st.serialize_field("records", records)?;
+                st.serialize_field("millisBehindLatest", millis_behind_latest)?;
+                st.end()
+            }
+            DaemonMessage::ShutdownRequested
+            | DaemonMessage::LeaseLost
+            | DaemonMessage::ShardEnded => {
+                let mut st = s.serialize_struct("action", 1)?;
+                st.serialize_field("action", self.action().as_str())?;
+                st.end()
+            }
+            DaemonMessage::Shutdown { reason } => {
+                let mut st = s.serialize_struct("shutdown", 2)?;
+                st.serialize_field("action", "shutdown")?;
+                st.serialize_field("reason", reason.as_str())?;
+                st.end()
+            }
+            DaemonMessage::Checkpoint {
+                sequence_number,
+                sub_sequence_number,
+                error,
+            } => {
+                let mut st = s.serialize_struct("checkpoint", 4)?;
+                st.serialize_field("action", "checkpoint")?;
+                st.serialize_field("sequenceNumber", sequence_number)?;
+                st.serialize_field("subSequenceNumber", sub_sequence_number)?;
+                st.serialize_field("error", error)?;
+                st.end()
+            }
+        }
+    }
+}

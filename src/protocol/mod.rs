@@ -1,0 +1,29 @@
+//! The MultiLangDaemon protocol, processor side.
+//!
+//! The Java daemon starts one child per shard lease and speaks newline-delimited JSON on
+//! its stdin and stdout. Per child, the grammar is:
+//!
+//! ```text
+//! session    = initialize processRecords* [shutdownRequested] end EOF
+//! end        = leaseLost | shardEnded | shutdown(ZOMBIE | TERMINATE)     ; shutdown: KCL 1.x
+//! action     = daemon message, answered by exactly one status{responseFor: action}
+//! in an action (processRecords, shutdownRequested, shardEnded only):
+//!              (checkpoint-request  checkpoint-reply)* status
+//! ```
+//!
+//! Rules this module enforces:
+//! - the daemon never pipelines: it sends one action and reads until its `status`;
+//! - after a checkpoint request the very next daemon line must be the checkpoint reply;
+//! - nothing is written outside an action's window (a stray line is read during the *next*
+//!   action and misinterpreted there), and nothing but the daemon model's fields is
+//!   written (an unknown field makes the daemon skip the line, and both sides hang);
+//! - no checkpoint during `initialize` or `leaseLost` (there is no checkpointer);
+//! - a checkpoint carries the sub-sequence number; at shard end it carries a null sequence
+//!   number, which the daemon turns into SHARD_END.
+//!
+//! [`message`] holds the wire types, [`sequence`] the big-integer sequence numbers, and
+//! [`session`] the pure state machine that applies the rules.
+
+pub mod message;
+pub mod sequence;
+pub mod session;

@@ -1,0 +1,664 @@
+//! The session: a pure state machine for one shard lease.
+//!
+//! The driver feeds it what happened — a decoded daemon message, item completions, a
+//! worker failure, a timer firing, stdin EOF — always with the current time, and then
+//! drains [`Output`]s (a message to write, items to dispatch, "abandon queued work") and
+//! asks [`Session::next`] what to wait for. The session never reads, writes, sleeps or
+//! spawns; that is why every rule below can be tested by feeding it messages.
+//!
+//! States (named after what they wait for):
+//!
+//! ```text
+//! AwaitInitialize ──initialize──▶ Idle ──action──▶ InAction ──status──▶ Idle | Closed
+//!                                               │
+//!      InAction steps: AwaitCapacity | AwaitDrain ─▶ [SendCheckpoint ─▶ AwaitReply
+//!                      ─(Throttling/Dependency)▶ Backoff ─▶ SendCheckpoint …] ─▶ status
+//! ```
+//!
+//! Checkpoint policy:
+//! - `processRecords`: dispatch every item; if more than `max_in_flight` items are
+//!   unfinished, wait until they are not; then, if the completed prefix moved past the
+//!   last checkpoint and `checkpoint_interval` has passed since the last one, checkpoint
+//!   it (always with its sub-sequence number); then status.
+//! - `shutdownRequested`: wait for all in-flight work, checkpoint the position, status.
+//! - `shardEnded` (1.x: `shutdown` TERMINATE): wait for all work, checkpoint with a null
+//!   sequence number — SHARD_END — never the last record's number (KCL issue #211), status.
+//! - `leaseLost` (1.x: `shutdown` ZOMBIE): abandon queued work, no checkpoint, status.
+//! - never during `initialize` or `leaseLost`.
+//!
+//! Checkpoint reply errors: `ThrottlingException` and `KinesisClientLibDependencyException`
+//! are retried with bounded exponential backoff and jitter; `ShutdownException` stops
+//! checkpointing for the rest of this lease; `InvalidStateException`,
+//! `IllegalArgumentException` and anything else are logged and not retried. Failing to
+//! store SHARD_END is fatal (the error path exits non-zero so the daemon restarts and a new
+//! owner redoes the shard end), because answering status without it strands the child
+//! shards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::{RecordId, Tracker, TrackerError};
+use crate::item::Item;
+use crate::protocol::message::{Action, DaemonMessage, ProcessorMessage, ShutdownReason};
+use crate::protocol::sequence::{Esn, Sentinel, SequenceNumber};
+use crate::split::Splitter;
+
+/// Session settings.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Minimum time between periodic checkpoints during `processRecords`.
+    pub checkpoint_interval: Duration,
+    /// Unfinished items allowed when `processRecords` answers status (0 = synchronous).
+    pub max_in_flight: usize,
+    /// Retries after a `ThrottlingException` / `KinesisClientLibDependencyException`.
+    pub checkpoint_retries: u32,
+    /// First backoff delay; doubles per retry.
+    pub backoff_base: Duration,
+    /// Largest backoff delay.
+    pub backoff_max: Duration,
+    /// Seed of the jitter generator (the driver uses the clock and pid).
+    pub jitter_seed: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            checkpoint_interval: Duration::from_secs(60),
+            max_in_flight: 10_000,
+            checkpoint_retries: 5,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(5),
+            jitter_seed: 0x5eed,
+        }
+    }
+}
+
+/// Something the driver must do for the session, in order.
+#[derive(Debug)]
+pub enum Output {
+    /// Write this message to the daemon (one line, flushed).
+    Send(ProcessorMessage),
+    /// Hand these items to the workers, in this order.
+    Dispatch(Vec<Item>),
+    /// The lease is lost: drop queued work; late completions will be ignored.
+    Abandon,
+}
+
+/// What the session waits for next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The next daemon line (completions may be fed meanwhile).
+    Message,
+    /// Item completions (backpressure or draining); stdin is not read.
+    Work,
+    /// Item completions, or [`Session::handle_timeout`] at this instant (backoff).
+    WorkUntil(Instant),
+    /// Stdin reached EOF: exit with status 0.
+    Exit,
+}
+
+/// A protocol or bookkeeping failure: the process must stop without checkpointing further.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A message that the protocol does not allow in the current state.
+    #[error("unexpected {got} message while {state} (expected {expected})")]
+    Unexpected {
+        /// What the session was doing.
+        state: &'static str,
+        /// What it could accept.
+        expected: &'static str,
+        /// What arrived.
+        got: Action,
+    },
+    /// A legacy `shutdown` with a reason other than TERMINATE or ZOMBIE.
+    #[error("shutdown with unknown reason {0:?} (expected TERMINATE or ZOMBIE)")]
+    UnknownShutdownReason(String),
+    /// A worker could not process its items.
+    #[error("worker {worker} failed: {error}")]
+    WorkerFailed {
+        /// The worker index.
+        worker: usize,
+        /// The handler's error or panic message.
+        error: String,
+    },
+    /// SHARD_END could not be stored.
+    #[error("could not checkpoint SHARD_END for {shard}: {error}")]
+    ShardEndFailed {
+        /// The shard id.
+        shard: String,
+        /// The daemon's error (or why the session gave up).
+        error: String,
+    },
+    /// Completion bookkeeping went wrong (a bug).
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    At(Esn),
+    ShardEnd,
+}
+
+impl Target {
+    fn message(&self) -> ProcessorMessage {
+        match self {
+            Target::At(esn) => ProcessorMessage::checkpoint_at(esn),
+            Target::ShardEnd => ProcessorMessage::checkpoint_null(),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::At(esn) => write!(f, "{esn}"),
+            Target::ShardEnd => f.write_str("SHARD_END"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Records,
+    ShutdownRequested,
+    ShardEnd,
+    LeaseLost,
+}
+
+#[derive(Debug)]
+enum Step {
+    AwaitCapacity,
+    AwaitDrain,
+    SendCheckpoint { target: Target, attempt: u32 },
+    AwaitReply { target: Target, attempt: u32 },
+    Backoff { target: Target, attempt: u32, until: Instant },
+    Reply,
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    AwaitInitialize,
+    Idle,
+    AwaitReply,
+    Busy,
+    Closed,
+}
+
+#[derive(Debug)]
+enum State {
+    AwaitInitialize,
+    Idle,
+    InAction {
+        action: Action,
+        kind: Kind,
+        step: Step,
+    },
+    Closed,
+    Finished,
+}
+
+/// The protocol session for one lease; see the module docs.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    splitter: Splitter,
+    state: State,
+    shard_id: Arc<str>,
+    tracker: Tracker,
+    /// The lease's checkpoint: from `initialize`, then every stored value.
+    last_checkpoint: Option<Esn>,
+    last_checkpoint_at: Instant,
+    checkpointing_stopped: bool,
+    outputs: std::collections::VecDeque<Output>,
+    rng: u64,
+    stats: Stats,
+}
+
+/// Counters for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records delivered by the daemon.
+    pub records: u64,
+    /// Items dispatched.
+    pub items: u64,
+    /// Items completed.
+    pub completed: u64,
+    /// Checkpoints stored (successful replies).
+    pub checkpoints: u64,
+}
+
+impl Session {
+    /// A session waiting for `initialize`.
+    pub fn new(config: SessionConfig, splitter: Splitter, now: Instant) -> Self {
+        let rng = config.jitter_seed | 1;
+        Session {
+            config,
+            splitter,
+            state: State::AwaitInitialize,
+            shard_id: Arc::from(""),
+            tracker: Tracker::new(),
+            last_checkpoint: None,
+            last_checkpoint_at: now,
+            checkpointing_stopped: false,
+            outputs: Default::default(),
+            rng,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The shard id (empty before `initialize`).
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// The last stored checkpoint (or the lease's checkpoint from `initialize`).
+    pub fn last_checkpoint(&self) -> Option<&Esn> {
+        self.last_checkpoint.as_ref()
+    }
+
+    /// The checkpoint tracker (read-only).
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The next output to perform, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// What to wait for next.
+    pub fn next(&self) -> Next {
+        match &self.state {
+            State::AwaitInitialize | State::Idle | State::Closed => Next::Message,
+            State::Finished => Next::Exit,
+            State::InAction { step, .. } => match step {
+                Step::AwaitReply { .. } => Next::Message,
+                Step::Backoff { until, .. } => Next::WorkUntil(*until),
+                Step::AwaitCapacity | Step::AwaitDrain => Next::Work,
+                // Transient steps are resolved inside `advance` before returning.
+                Step::SendCheckpoint { .. } | Step::Reply => Next::Work,
+            },
+        }
+    }
+
+    /// A decoded line from the daemon.
+    pub fn handle_message(&mut self, msg: DaemonMessage, now: Instant) -> Result<(), SessionError> {
+        let got = msg.action();
+        let phase = match &self.state {
+            State::AwaitInitialize => Phase::AwaitInitialize,
+            State::Idle => Phase::Idle,
+            State::InAction { step: Step::AwaitReply { .. }, .. } => Phase::AwaitReply,
+            State::InAction { .. } => Phase::Busy,
+            State::Closed | State::Finished => Phase::Closed,
+        };
+        match (phase, msg) {
+            (
+                Phase::AwaitInitialize,
+                DaemonMessage::Initialize {
+                    shard_id,
+                    sequence_number,
+                    sub_sequence_number,
+                },
+            ) => {
+                self.shard_id = Arc::from(shard_id.as_str());
+                self.last_checkpoint =
+                    sequence_number.map(|seq| Esn::new(seq, sub_sequence_number.unwrap_or(0)));
+                self.last_checkpoint_at = now;
+                log::info!(
+                    "initialize: shard {} from checkpoint {}",
+                    self.shard_id,
+                    self.last_checkpoint
+                        .as_ref()
+                        .map_or("null".to_owned(), |e| e.to_string())
+                );
+                self.outputs.push_back(Output::Send(ProcessorMessage::Status {
+                    response_for: Action::Initialize,
+                }));
+                self.state = State::Idle;
+            }
+            (Phase::AwaitInitialize, _) => {
+                return Err(self.unexpected(got, "initialize"));
+            }
+            (
+                Phase::Idle,
+                DaemonMessage::ProcessRecords {
+                    records,
+                    millis_behind_latest,
+                },
+            ) => {
+                log::debug!(
+                    "processRecords: {} records, {} ms behind",
+                    records.len(),
+                    millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
+                );
+                let mut batch = Vec::with_capacity(records.len());
+                for record in records {
+                    let esn = record.esn();
+                    if let Some(last) = self.tracker.last_delivered() {
+                        if esn <= *last {
+                            log::warn!("record {esn} delivered again or out of order (after {last})");
+                        }
+                    }
+                    let mut items = self.splitter.split(&self.shard_id, record);
+                    let id = self.tracker.deliver(esn, items.len() as u32);
+                    for item in &mut items {
+                        item.record = id;
+                    }
+                    self.stats.records += 1;
+                    self.stats.items += items.len() as u64;
+                    batch.append(&mut items);
+                }
+                if !batch.is_empty() {
+                    self.outputs.push_back(Output::Dispatch(batch));
+                }
+                self.begin(Action::ProcessRecords, Kind::Records, Step::AwaitCapacity, now);
+            }
+            (Phase::Idle, DaemonMessage::ShutdownRequested) => {
+                log::info!("shutdownRequested: draining {} in-flight items", self.tracker.in_flight());
+                self.begin(Action::ShutdownRequested, Kind::ShutdownRequested, Step::AwaitDrain, now);
+            }
+            (Phase::Idle, DaemonMessage::ShardEnded) => {
+                log::info!("shardEnded: draining {} in-flight items", self.tracker.in_flight());
+                self.begin(Action::ShardEnded, Kind::ShardEnd, Step::AwaitDrain, now);
+            }
+            (Phase::Idle, DaemonMessage::LeaseLost) => self.lease_lost(Action::LeaseLost, now),
+            (Phase::Idle, DaemonMessage::Shutdown { reason }) => match reason {
+                ShutdownReason::Terminate => {
+                    log::info!("shutdown TERMINATE: draining {} in-flight items", self.tracker.in_flight());
+                    self.begin(Action::Shutdown, Kind::ShardEnd, Step::AwaitDrain, now);
+                }
+                ShutdownReason::Zombie => self.lease_lost(Action::Shutdown, now),
+                ShutdownReason::Other(r) => return Err(SessionError::UnknownShutdownReason(r)),
+            },
+            (Phase::Idle, _) => {
+                return Err(self.unexpected(
+                    got,
+                    "processRecords, shutdownRequested, shardEnded, leaseLost or shutdown",
+                ));
+            }
+            (
+                Phase::AwaitReply,
+                DaemonMessage::Checkpoint {
+                    sequence_number,
+                    sub_sequence_number,
+                    error,
+                },
+            ) => {
+                self.on_checkpoint_reply(sequence_number, sub_sequence_number, error, now)?;
+            }
+            (Phase::AwaitReply, _) | (Phase::Busy, _) => {
+                return Err(self.unexpected(got, "the checkpoint reply"));
+            }
+            (Phase::Closed, _) => {
+                return Err(self.unexpected(got, "end of input"));
+            }
+        }
+        self.advance(now)
+    }
+
+    /// Items finished successfully (one id per item).
+    pub fn handle_completed(&mut self, records: &[RecordId], now: Instant) -> Result<(), SessionError> {
+        for &id in records {
+            self.tracker.complete(id)?;
+        }
+        self.stats.completed += records.len() as u64;
+        self.advance(now)
+    }
+
+    /// A worker failed: under the fail-fast policy the session stops here. The failed
+    /// items are marked so that nothing past them could ever be checkpointed.
+    pub fn handle_failed(
+        &mut self,
+        worker: usize,
+        records: &[RecordId],
+        error: String,
+    ) -> Result<(), SessionError> {
+        for &id in records {
+            self.tracker.fail(id)?;
+        }
+        self.checkpointing_stopped = true;
+        Err(SessionError::WorkerFailed { worker, error })
+    }
+
+    /// A timer set by [`Next::WorkUntil`] expired.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), SessionError> {
+        self.advance(now)
+    }
+
+    /// Stdin reached EOF: the daemon is done with us (or gone).
+    pub fn handle_eof(&mut self) {
+        match &self.state {
+            State::Closed => log::info!("stdin closed after the final status; exiting"),
+            State::AwaitInitialize | State::Idle => log::warn!(
+                "stdin closed without leaseLost or shardEnded; exiting without a further checkpoint ({} items in flight)",
+                self.tracker.in_flight()
+            ),
+            State::InAction { action, .. } => log::warn!(
+                "stdin closed in the middle of {action}; exiting without answering it"
+            ),
+            State::Finished => {}
+        }
+        self.state = State::Finished;
+    }
+
+    fn begin(&mut self, action: Action, kind: Kind, step: Step, _now: Instant) {
+        self.state = State::InAction { action, kind, step };
+    }
+
+    fn lease_lost(&mut self, action: Action, now: Instant) {
+        let dropped = self.tracker.in_flight();
+        log::info!("{action} (lease lost): abandoning {dropped} in-flight items, no checkpoint");
+        self.tracker.abandon();
+        self.outputs.push_back(Output::Abandon);
+        self.begin(action, Kind::LeaseLost, Step::Reply, now);
+    }
+
+    fn unexpected(&self, got: Action, expected: &'static str) -> SessionError {
+        let state = match &self.state {
+            State::AwaitInitialize => "waiting for initialize",
+            State::Idle => "waiting for the next action",
+            State::InAction { step: Step::AwaitReply { .. }, .. } => "waiting for a checkpoint reply",
+            State::InAction { .. } => "processing an action",
+            State::Closed => "closed after the final status",
+            State::Finished => "finished",
+        };
+        SessionError::Unexpected { state, expected, got }
+    }
+
+    /// Runs the current action as far as it can go without new input.
+    fn advance(&mut self, now: Instant) -> Result<(), SessionError> {
+        loop {
+            let State::InAction { action, kind, step } = &mut self.state else {
+                return Ok(());
+            };
+            let (action, kind) = (*action, *kind);
+            let next = match step {
+                Step::AwaitCapacity => {
+                    if self.tracker.in_flight() > self.config.max_in_flight {
+                        return Ok(());
+                    }
+                    match self.periodic_target(now) {
+                        Some(target) => Step::SendCheckpoint { target, attempt: 0 },
+                        None => Step::Reply,
+                    }
+                }
+                Step::AwaitDrain => {
+                    if !self.tracker.all_complete() {
+                        return Ok(());
+                    }
+                    match (kind, self.checkpointing_stopped) {
+                        (_, true) => Step::Reply,
+                        (Kind::ShardEnd, false) => Step::SendCheckpoint {
+                            target: Target::ShardEnd,
+                            attempt: 0,
+                        },
+                        _ => match self.advanced_position() {
+                            Some(esn) => Step::SendCheckpoint {
+                                target: Target::At(esn),
+                                attempt: 0,
+                            },
+                            None => Step::Reply,
+                        },
+                    }
+                }
+                Step::SendCheckpoint { target, attempt } => {
+                    log::debug!("checkpoint request at {target} (attempt {})", *attempt + 1);
+                    self.outputs.push_back(Output::Send(target.message()));
+                    Step::AwaitReply {
+                        target: target.clone(),
+                        attempt: *attempt,
+                    }
+                }
+                Step::AwaitReply { .. } => return Ok(()),
+                Step::Backoff { target, attempt, until } => {
+                    if now < *until {
+                        return Ok(());
+                    }
+                    Step::SendCheckpoint {
+                        target: target.clone(),
+                        attempt: *attempt + 1,
+                    }
+                }
+                Step::Reply => {
+                    self.outputs.push_back(Output::Send(ProcessorMessage::Status {
+                        response_for: action,
+                    }));
+                    self.state = match kind {
+                        Kind::ShardEnd | Kind::LeaseLost => State::Closed,
+                        Kind::Records | Kind::ShutdownRequested => State::Idle,
+                    };
+                    return Ok(());
+                }
+            };
+            if let State::InAction { step, .. } = &mut self.state {
+                *step = next;
+            }
+        }
+    }
+
+    /// The position, if it is beyond the last checkpoint.
+    fn advanced_position(&self) -> Option<Esn> {
+        let position = self.tracker.position()?;
+        match &self.last_checkpoint {
+            Some(last) if position <= last => None,
+            _ => Some(position.clone()),
+        }
+    }
+
+    fn periodic_target(&self, now: Instant) -> Option<Target> {
+        if self.checkpointing_stopped
+            || now.saturating_duration_since(self.last_checkpoint_at) < self.config.checkpoint_interval
+        {
+            return None;
+        }
+        self.advanced_position().map(Target::At)
+    }
+
+    fn on_checkpoint_reply(
+        &mut self,
+        sequence_number: Option<String>,
+        sub_sequence_number: Option<i64>,
+        error: Option<String>,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        let State::InAction { kind, step: Step::AwaitReply { target, attempt }, .. } = &self.state else {
+            // Invariant: only called from handle_message in the AwaitReply step.
+            unreachable!("checkpoint reply outside AwaitReply");
+        };
+        let (kind, target, attempt) = (*kind, target.clone(), *attempt);
+        let echoed = match &target {
+            Target::At(esn) => {
+                sequence_number.as_deref() == Some(esn.seq.as_str()) && sub_sequence_number == Some(esn.sub)
+            }
+            Target::ShardEnd => sequence_number.is_none(),
+        };
+        if !echoed {
+            log::warn!(
+                "checkpoint reply {:?}/{:?} does not echo the request {target}",
+                sequence_number,
+                sub_sequence_number
+            );
+        }
+        let shard = self.shard_id.to_string();
+        let next = match error.as_deref() {
+            None => {
+                log::info!("checkpointed {target}");
+                self.last_checkpoint = Some(match &target {
+                    Target::At(esn) => esn.clone(),
+                    Target::ShardEnd => Esn::new(SequenceNumber::sentinel(Sentinel::ShardEnd), 0),
+                });
+                self.last_checkpoint_at = now;
+                self.stats.checkpoints += 1;
+                Step::Reply
+            }
+            Some(e @ ("ThrottlingException" | "KinesisClientLibDependencyException")) => {
+                if attempt < self.config.checkpoint_retries {
+                    let delay = self.backoff(attempt);
+                    log::warn!(
+                        "checkpoint at {target} failed with {e}; retry {} of {} in {} ms",
+                        attempt + 1,
+                        self.config.checkpoint_retries,
+                        delay.as_millis()
+                    );
+                    Step::Backoff { target, attempt, until: now + delay }
+                } else if kind == Kind::ShardEnd {
+                    return Err(SessionError::ShardEndFailed {
+                        shard,
+                        error: format!("{e} after {} attempts", attempt + 1),
+                    });
+                } else {
+                    log::error!(
+                        "checkpoint at {target} failed with {e} after {} attempts; giving up until the next interval",
+                        attempt + 1
+                    );
+                    self.last_checkpoint_at = now;
+                    Step::Reply
+                }
+            }
+            Some("ShutdownException") => {
+                log::warn!("checkpoint at {target} failed with ShutdownException: the lease is gone; no more checkpoints in this process");
+                self.checkpointing_stopped = true;
+                Step::Reply
+            }
+            Some(e) => {
+                if kind == Kind::ShardEnd {
+                    return Err(SessionError::ShardEndFailed { shard, error: e.to_owned() });
+                }
+                log::error!(
+                    "checkpoint at {target} failed with {e} (last stored: {}); not retrying it",
+                    self.last_checkpoint.as_ref().map_or("none".to_owned(), |c| c.to_string())
+                );
+                self.last_checkpoint_at = now;
+                Step::Reply
+            }
+        };
+        if let State::InAction { step, .. } = &mut self.state {
+            *step = next;
+        }
+        Ok(())
+    }
+
+    /// Exponential backoff with "equal jitter": half fixed, half random.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let exp = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.config.backoff_max);
+        // splitmix64: a tiny deterministic generator; the driver seeds it per process.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let half = exp / 2;
+        let frac = (z >> 11) as f64 / (1u64 << 53) as f64;
+        half + half.mul_f64(frac)
+    }
+}
