@@ -12,7 +12,9 @@ Credentials are fake; nothing here can reach a real AWS account unless you point
 Subcommands
     create-stream NAME --shards N          create a stream and wait until it is ACTIVE
     shards NAME                            list the stream's shards (JSON lines)
-    put NAME --plain N --manifest FILE     put N plain records (PutRecords)
+    put NAME --plain N [--spread] --manifest FILE
+                                           put N plain records (PutRecords); --spread: round
+                                           robin over the open shards instead of random keys
     put NAME --aggregated N --per-aggregate K --manifest FILE
                                            put N KPL aggregates of K user records each, made by
                                            aws-kinesis-agg (an implementation independent of rsmld)
@@ -204,12 +206,30 @@ def _payload(tag, i, size):
     return base
 
 
-def put_plain(kc, stream, n, tag, size):
+def open_shards_by_range(kc, stream):
+    return sorted((s for s in list_shards(kc, stream) if is_open(s)), key=lambda s: hash_range(s)[0])
+
+
+def key_in_shard(prefix, shard):
+    """The first partition key prefix-0, prefix-1, ... whose hash falls into the shard."""
+    lo, hi = hash_range(shard)
+    n = 0
+    while not lo <= pk_hash(f"{prefix}-{n}") <= hi:
+        n += 1
+    return f"{prefix}-{n}"
+
+
+def put_plain(kc, stream, n, tag, size, spread=False):
+    """spread: record i goes to open shard i mod (number of open shards), by choice of key."""
+    shards = open_shards_by_range(kc, stream) if spread else None
     entries = []
     for start in range(0, n, 500):  # PutRecords takes at most 500 records
         batch = []
         for i in range(start, min(n, start + 500)):
-            batch.append({"Data": _payload(f"{tag}-plain", i, size), "PartitionKey": f"pk-{tag}-plain-{i}"})
+            pk = f"pk-{tag}-plain-{i}"
+            if spread:
+                pk = key_in_shard(pk, shards[i % len(shards)])
+            batch.append({"Data": _payload(f"{tag}-plain", i, size), "PartitionKey": pk})
         resp = kc.put_records(StreamName=stream, Records=batch)
         if resp.get("FailedRecordCount"):
             raise SystemExit(f"kinesis_tool: {resp['FailedRecordCount']} records failed: {resp['Records']}")
@@ -233,7 +253,7 @@ def put_aggregated(kc, stream, n_aggregates, per_aggregate, tag, size):
     user records fall outside the shard's hash key range."""
     if RecordAggregator is None:
         raise SystemExit("kinesis_tool: aws-kinesis-agg is not installed (scripts/install-daemon.sh)")
-    shards = sorted((s for s in list_shards(kc, stream) if is_open(s)), key=lambda s: hash_range(s)[0])
+    shards = open_shards_by_range(kc, stream)
     entries = []
     for a in range(n_aggregates):
         target = shards[a % len(shards)]
@@ -280,7 +300,7 @@ def cmd_put(args):
     tag = args.tag or uuid.uuid4().hex[:6]
     entries = []
     if args.plain:
-        entries += put_plain(kc, args.name, args.plain, tag, args.size)
+        entries += put_plain(kc, args.name, args.plain, tag, args.size, args.spread)
     if args.aggregated:
         entries += put_aggregated(kc, args.name, args.aggregated, args.per_aggregate, tag, args.size)
     _append_manifest(args.manifest, entries)
@@ -490,6 +510,8 @@ def main(argv=None):
     s.add_argument("--plain", type=int, default=0, help="number of plain records")
     s.add_argument("--aggregated", type=int, default=0, help="number of KPL aggregates")
     s.add_argument("--per-aggregate", type=int, default=5, help="user records per aggregate")
+    s.add_argument("--spread", action="store_true",
+                   help="choose plain records' keys so that they go round robin over the open shards")
     s.add_argument("--size", type=int, default=0, help="minimum user record size in bytes")
     s.add_argument("--tag", help="string embedded in keys and payloads (default: random)")
     s.add_argument("--manifest", help="append one JSON line per user record to this file")
