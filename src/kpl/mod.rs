@@ -1,1 +1,403 @@
-//! KPL aggregate de-aggregation and encoding (being built; see issue 3).
+//! KPL aggregated records: de-aggregation with the Java KCL's rules, and an
+//! encoder.
+//!
+//! The Kinesis Producer Library packs many *user records* into one Kinesis
+//! record:
+//!
+//! ```text
+//! [0..4)        magic F3 89 9A C2
+//! [4..len-16)   protobuf AggregatedRecord (proto2, proto/kpl_aggregation.proto)
+//! [len-16..len) MD5 of exactly the protobuf bytes
+//! ```
+//!
+//! The body holds a partition key table, an explicit hash key table and the
+//! records, each pointing into the tables by index.
+//!
+//! # Why the rules are the Java KCL's
+//!
+//! The MultiLangDaemon de-aggregates with `AggregatorUtil` before a record
+//! processor sees anything, so "what Java does" is the observable behaviour that
+//! rsmld must reproduce. [`deaggregate`] follows it step by step:
+//!
+//! 1. A record is an aggregate candidate iff it is at least 4 bytes long, starts
+//!    with the magic, and has *more* than 16 bytes after the magic (so magic +
+//!    MD5 of nothing, 20 bytes, is plain).
+//! 2. If the MD5 of the body differs from the trailing 16 bytes: plain.
+//! 3. If protobuf-java would refuse the body: plain. It refuses malformed wire
+//!    data and missing proto2 `required` fields anywhere (`Record.data`,
+//!    `Record.partition_key_index`, `Tag.key`); it skips unknown fields, and a
+//!    known field number with an unexpected wire type counts as unknown.
+//!    The details are in the `wire` module.
+//! 4. Otherwise the record is an aggregate, even with zero sub-records. Each
+//!    sub-record, in order, gets `partition_key_table[index]` and, only if it has
+//!    an explicit hash key index, `explicit_hash_key_table[index]`.
+//! 5. An index out of range, or an explicit hash key that `BigInteger` cannot
+//!    parse, ends the loop: the sub-records before it are kept, the rest are lost
+//!    (Java logs the exception). This is [`Deaggregated::Aggregated`] with
+//!    `partial: Some(_)`.
+//! 6. An explicit hash key outside `[0, 2^128 - 1]` (negative or too large)
+//!    makes `AggregatorUtil`'s range check drop *every* sub-record of the
+//!    aggregate, including those already produced. The KCL applies the full
+//!    range even when it knows no shard; rsmld has no shard hash range, so that
+//!    is the only range applied here. Result: no records, `partial: Some(_)`.
+//!
+//! Key strings are decoded like the JDK does (invalid UTF-8 becomes U+FFFD); see
+//! `java_compat`.
+//!
+//! # Why not prost for decoding
+//!
+//! prost would decide differently from protobuf-java on three points: it does not
+//! enforce proto2 `required` fields (Java: plain), its `string` fields reject
+//! invalid UTF-8 (Java: U+FFFD), and it fails on a known field with the wrong
+//! wire type (Java: skipped). So decoding uses a small hand-written wire reader
+//! that is bounded (it never allocates more than the input justifies, whatever
+//! lengths it claims), zero-copy (sub-record data borrow the input), and never
+//! panics. prost (types generated into [`proto`] and checked in) writes the
+//! aggregates in [`Aggregator`] and serves as an independent oracle in tests.
+//!
+//! # Deviations from the Java KCL
+//!
+//! * An index is compared with the table length as a `u64`. Java casts it to
+//!   `int` first, so an index of 2^32 would wrap to 0 and pick the first key;
+//!   here any index past the table is out of range (partial).
+//! * [`UserRecord`] keys are [`KeyStr`] rather than `Cow<str>`: a key that is
+//!   not valid UTF-8 is decoded once and shared by every sub-record that uses
+//!   it, so a small aggregate cannot make de-aggregation allocate without bound
+//!   (Java allocates one string per sub-record). `KeyStr` dereferences to `str`.
+//!
+//! # Module map
+//!
+//! * this module: [`deaggregate`] and its result types;
+//! * [`Aggregator`]: the encoder;
+//! * [`cli`]: line-oriented base64/JSON helpers around both, for the binary;
+//! * [`proto`]: the prost types (generated, checked in);
+//! * `wire`, `java_compat`: the protobuf-java-compatible reader and the JDK
+//!   string and `BigInteger` rules.
+//!
+//! Everything here is pure: no IO (except the generic reader/writer in [`cli`]),
+//! no printing, no clock.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+
+pub mod cli;
+mod encode;
+mod java_compat;
+#[rustfmt::skip]
+pub mod proto;
+mod wire;
+
+pub use encode::Aggregator;
+pub use wire::ProtobufError;
+
+use java_compat::{classify_hash_key, decode_utf8_like_jdk, HashKeyCheck};
+
+/// The four bytes an aggregated record starts with.
+pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+
+/// Length of the MD5 digest that ends an aggregated record.
+pub const DIGEST_LEN: usize = 16;
+
+/// Default size limit of [`Aggregator`]: 1 MiB for the whole encoded aggregate.
+pub const DEFAULT_MAX_AGGREGATE_BYTES: usize = 1_048_576;
+
+/// Splits a Kinesis record into its KPL user records, with the Java KCL's rules
+/// (see the module documentation).
+///
+/// Never panics; memory use is proportional to the input's actual size.
+pub fn deaggregate(record: &[u8]) -> Deaggregated<'_> {
+    match parse(record) {
+        Ok(raw) => expand(&raw),
+        Err(_) => Deaggregated::Plain,
+    }
+}
+
+/// Why [`deaggregate`] treats `record` as plain, or `None` if it is an aggregate.
+///
+/// For diagnostics and tests; it repeats the work of [`deaggregate`].
+pub fn plain_reason(record: &[u8]) -> Option<PlainReason> {
+    parse(record).err()
+}
+
+/// The outcome of [`deaggregate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deaggregated<'a> {
+    /// Not an aggregate: the record is delivered unchanged, as one record with
+    /// sub-sequence number 0.
+    Plain,
+    /// An aggregate. Sub-sequence numbers are the positions in `records`.
+    Aggregated {
+        /// The user records, in order (possibly none).
+        records: Vec<UserRecord<'a>>,
+        /// Set when de-aggregation stopped early; `records` then holds what the
+        /// Java KCL delivers (those before the failing sub-record, or none for
+        /// [`DeaggregateError::ExplicitHashKeyOutOfRange`]). The caller should
+        /// log it, as Java does.
+        partial: Option<DeaggregateError>,
+    },
+}
+
+impl Deaggregated<'_> {
+    /// Whether the record was an aggregate.
+    pub fn is_aggregated(&self) -> bool {
+        matches!(self, Deaggregated::Aggregated { .. })
+    }
+}
+
+/// One user record from an aggregate, borrowing from the Kinesis record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserRecord<'a> {
+    /// The user record's partition key.
+    pub partition_key: KeyStr<'a>,
+    /// The explicit hash key, only if the sub-record has one.
+    pub explicit_hash_key: Option<KeyStr<'a>>,
+    /// The user record's data.
+    pub data: &'a [u8],
+}
+
+/// A key string: borrowed from the record when it is valid UTF-8, otherwise its
+/// JDK-style lossy decoding, shared by all sub-records that use that key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyStr<'a> {
+    /// Valid UTF-8, borrowed from the record.
+    Borrowed(&'a str),
+    /// Decoded with U+FFFD replacements, shared.
+    Shared(Arc<str>),
+}
+
+impl KeyStr<'_> {
+    /// The key as a string slice.
+    pub fn as_str(&self) -> &str {
+        match self {
+            KeyStr::Borrowed(text) => text,
+            KeyStr::Shared(text) => text,
+        }
+    }
+
+    /// The key as an owned `String`.
+    pub fn into_owned(self) -> String {
+        self.as_str().to_owned()
+    }
+}
+
+impl Deref for KeyStr<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for KeyStr<'_> {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for KeyStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for KeyStr<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for KeyStr<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Why an aggregate was only partly de-aggregated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeaggregateError {
+    /// A sub-record's partition key index is past the end of the table; it and
+    /// the following sub-records are lost.
+    #[error(
+        "KPL sub-record {sub_record}: partition key index {index} is out of range \
+         (the table has {table_len} keys); it and the following sub-records are lost"
+    )]
+    PartitionKeyIndexOutOfRange {
+        /// Position of the failing sub-record in the aggregate.
+        sub_record: usize,
+        /// The index it holds.
+        index: u64,
+        /// Length of the partition key table.
+        table_len: usize,
+    },
+    /// A sub-record's explicit hash key index is past the end of the table; it
+    /// and the following sub-records are lost.
+    #[error(
+        "KPL sub-record {sub_record}: explicit hash key index {index} is out of range \
+         (the table has {table_len} keys); it and the following sub-records are lost"
+    )]
+    ExplicitHashKeyIndexOutOfRange {
+        /// Position of the failing sub-record in the aggregate.
+        sub_record: usize,
+        /// The index it holds.
+        index: u64,
+        /// Length of the explicit hash key table.
+        table_len: usize,
+    },
+    /// A sub-record's explicit hash key is not a decimal number; it and the
+    /// following sub-records are lost.
+    #[error(
+        "KPL sub-record {sub_record}: explicit hash key {key:?} is not a number; \
+         it and the following sub-records are lost"
+    )]
+    ExplicitHashKeyNotANumber {
+        /// Position of the failing sub-record in the aggregate.
+        sub_record: usize,
+        /// The key, cut to its first 128 characters.
+        key: String,
+    },
+    /// A sub-record's explicit hash key is outside `[0, 2^128 - 1]`: the KCL
+    /// drops every sub-record of the aggregate.
+    #[error(
+        "KPL sub-record {sub_record}: explicit hash key {key:?} is outside \
+         [0, 2^128-1]; the whole aggregate is dropped"
+    )]
+    ExplicitHashKeyOutOfRange {
+        /// Position of the failing sub-record in the aggregate.
+        sub_record: usize,
+        /// The key, cut to its first 128 characters.
+        key: String,
+    },
+}
+
+impl DeaggregateError {
+    /// Position in the aggregate of the sub-record that failed.
+    pub fn sub_record(&self) -> usize {
+        match self {
+            DeaggregateError::PartitionKeyIndexOutOfRange { sub_record, .. }
+            | DeaggregateError::ExplicitHashKeyIndexOutOfRange { sub_record, .. }
+            | DeaggregateError::ExplicitHashKeyNotANumber { sub_record, .. }
+            | DeaggregateError::ExplicitHashKeyOutOfRange { sub_record, .. } => *sub_record,
+        }
+    }
+}
+
+/// Why a record is not an aggregate (see [`plain_reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PlainReason {
+    /// Shorter than 4 bytes, or does not start with [`MAGIC`].
+    #[error("no KPL magic")]
+    NoMagic,
+    /// Magic followed by 16 bytes or fewer: no room for a body.
+    #[error("too short for a KPL aggregate (16 bytes or fewer after the magic)")]
+    NoBody,
+    /// The MD5 of the body does not match the trailing digest.
+    #[error("KPL digest mismatch")]
+    ChecksumMismatch,
+    /// protobuf-java would not parse the body.
+    #[error("KPL body is not a valid AggregatedRecord: {0}")]
+    Protobuf(#[from] ProtobufError),
+}
+
+/// Steps 1-3 of the module documentation: checks magic, length, digest and
+/// protobuf.
+fn parse(record: &[u8]) -> Result<wire::RawAggregate<'_>, PlainReason> {
+    let after_magic = record.strip_prefix(&MAGIC).ok_or(PlainReason::NoMagic)?;
+    if after_magic.len() <= DIGEST_LEN {
+        return Err(PlainReason::NoBody);
+    }
+    let (body, digest) = after_magic.split_at(after_magic.len() - DIGEST_LEN);
+    if Md5::digest(body).as_slice() != digest {
+        return Err(PlainReason::ChecksumMismatch);
+    }
+    Ok(wire::parse_aggregated_record(body)?)
+}
+
+/// Steps 4-6: resolves indexes and keys into user records.
+fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
+    // Each table entry is decoded (and checked) once, however many sub-records
+    // use it; both are linear in the input.
+    let partition_keys: Vec<KeyStr<'a>> = raw
+        .partition_keys
+        .iter()
+        .map(|key| decode_utf8_like_jdk(key))
+        .collect();
+    let explicit_hash_keys: Vec<(KeyStr<'a>, HashKeyCheck)> = raw
+        .explicit_hash_keys
+        .iter()
+        .map(|key| {
+            let key = decode_utf8_like_jdk(key);
+            let check = classify_hash_key(&key);
+            (key, check)
+        })
+        .collect();
+
+    let mut records = Vec::with_capacity(raw.records.len());
+    let mut partial = None;
+    for (sub_record, raw_record) in raw.records.iter().enumerate() {
+        let index = raw_record.partition_key_index;
+        let Some(partition_key) = table_entry(&partition_keys, index) else {
+            partial = Some(DeaggregateError::PartitionKeyIndexOutOfRange {
+                sub_record,
+                index,
+                table_len: partition_keys.len(),
+            });
+            break;
+        };
+        let explicit_hash_key = match raw_record.explicit_hash_key_index {
+            None => None,
+            Some(index) => {
+                let Some((key, check)) = table_entry(&explicit_hash_keys, index) else {
+                    partial = Some(DeaggregateError::ExplicitHashKeyIndexOutOfRange {
+                        sub_record,
+                        index,
+                        table_len: explicit_hash_keys.len(),
+                    });
+                    break;
+                };
+                match check {
+                    HashKeyCheck::InRange => Some(key.clone()),
+                    HashKeyCheck::NotANumber => {
+                        partial = Some(DeaggregateError::ExplicitHashKeyNotANumber {
+                            sub_record,
+                            key: shorten(key),
+                        });
+                        break;
+                    }
+                    HashKeyCheck::OutOfRange => {
+                        records.clear();
+                        partial = Some(DeaggregateError::ExplicitHashKeyOutOfRange {
+                            sub_record,
+                            key: shorten(key),
+                        });
+                        break;
+                    }
+                }
+            }
+        };
+        records.push(UserRecord {
+            partition_key: partition_key.clone(),
+            explicit_hash_key,
+            data: raw_record.data,
+        });
+    }
+    Deaggregated::Aggregated { records, partial }
+}
+
+/// `table[index]`, if the index is inside the table.
+fn table_entry<T>(table: &[T], index: u64) -> Option<&T> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|index| table.get(index))
+}
+
+/// A key for an error message: its first 128 characters.
+fn shorten(key: &str) -> String {
+    const MAX_CHARS: usize = 128;
+    match key.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}...", &key[..end]),
+        None => key.to_owned(),
+    }
+}
