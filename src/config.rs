@@ -1,0 +1,156 @@
+//! Command line → validated configuration.
+//!
+//! The daemon starts rsmld with `executableName` split on spaces (no shell, no quoting),
+//! so every setting is a plain `--flag value` pair. Validation happens here, before the
+//! protocol starts, so that a bad setting is one clear error at start-up rather than a
+//! surprise in the middle of a lease.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::driver::DriverConfig;
+use crate::handler::discard::DiscardFactory;
+use crate::handler::file::FileFactory;
+use crate::handler::{delay::DelayFactory, HandlerFactory};
+use crate::pool::PoolConfig;
+use crate::protocol::session::SessionConfig;
+use crate::split::Splitter;
+
+/// rsmld: a record processor for the Amazon KCL MultiLangDaemon.
+#[derive(Debug, Parser)]
+#[command(name = "rsmld", version, about, long_about = None)]
+pub struct Cli {
+    /// A tool instead of the record processor.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Record processor settings.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Tools.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// KPL aggregate tools.
+    Kpl {
+        /// decode or encode.
+        #[command(subcommand)]
+        command: KplCommand,
+    },
+}
+
+/// KPL tools.
+#[derive(Debug, Subcommand)]
+pub enum KplCommand {
+    /// Reads one base64 record per line; writes one JSON line of its user records.
+    Decode,
+    /// Reads JSON user records; writes base64 aggregates, one per line.
+    Encode {
+        /// Largest aggregate in bytes (magic and checksum included).
+        #[arg(long, default_value_t = 1024 * 1024)]
+        max_bytes: usize,
+    },
+}
+
+/// Which handler processes items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HandlerKind {
+    /// Count items and drop them.
+    Discard,
+    /// Append one JSON line per item under --output.
+    File,
+}
+
+/// Record processor flags.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Worker threads (default: available cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Unfinished items allowed when a batch is acknowledged; 0 finishes every batch first.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// Least time between periodic checkpoints, in seconds (fractions allowed).
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    pub checkpoint_interval: Duration,
+    /// Retries of a checkpoint that failed with ThrottlingException or
+    /// KinesisClientLibDependencyException (exponential backoff with jitter).
+    #[arg(long, default_value_t = 5)]
+    pub checkpoint_retries: u32,
+    /// What to do with items.
+    #[arg(long, value_enum)]
+    pub handler: Option<HandlerKind>,
+    /// Output directory of the file handler.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Testing aid: each item waits a pseudo-random 0..=N ms in its worker before the
+    /// handler sees it (shakes completion order).
+    #[arg(long, hide = true)]
+    pub debug_delay_ms: Option<u64>,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No handler chosen.
+    #[error("no handler: pass --handler discard or --handler file --output DIR")]
+    NoHandler,
+    /// File handler without a directory.
+    #[error("--handler file needs --output DIR")]
+    NoOutput,
+    /// A nonsensical number.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parses seconds, fractions allowed (`0.25`, `60`).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?} is not a non-negative number of seconds"))
+}
+
+impl RunArgs {
+    /// Validates the flags into the driver's configuration.
+    pub fn into_driver_config(self) -> Result<DriverConfig, ConfigError> {
+        let workers = match self.workers {
+            Some(0) => return Err(ConfigError::Invalid("--workers must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let mut handlers: Arc<dyn HandlerFactory> = match self.handler.ok_or(ConfigError::NoHandler)? {
+            HandlerKind::Discard => Arc::new(DiscardFactory::new()),
+            HandlerKind::File => Arc::new(FileFactory::new(self.output.ok_or(ConfigError::NoOutput)?)),
+        };
+        if let Some(ms) = self.debug_delay_ms {
+            handlers = Arc::new(DelayFactory::new(handlers, Duration::from_millis(ms)));
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        Ok(DriverConfig {
+            session: SessionConfig {
+                checkpoint_interval: self.checkpoint_interval,
+                max_in_flight: self.max_in_flight,
+                checkpoint_retries: self.checkpoint_retries,
+                jitter_seed: seed,
+                ..SessionConfig::default()
+            },
+            pool: PoolConfig {
+                workers,
+                channel_capacity: self.max_in_flight.clamp(1024, 1 << 20),
+                max_batch: 512,
+            },
+            splitter: Splitter::default(),
+            handlers,
+            shutdown_timeout: Duration::from_secs(5),
+            on_shard: None,
+        })
+    }
+}

@@ -1,0 +1,335 @@
+//! The protocol loop: the only code that reads the daemon's lines and writes ours.
+//!
+//! It is deliberately boring. A reader thread turns stdin into numbered lines (any length:
+//! a `processRecords` line can be tens of MiB); the loop waits on three things at once —
+//! the next line, worker events, and the session's backoff timer — feeds whatever comes to
+//! the [`Session`], and performs the session's outputs in order: write a message (one
+//! `write` and one flush per message, from this thread only), dispatch items to the pool,
+//! abandon queued work. Waiting on stdin even while draining means a daemon that goes
+//! away (EOF) is noticed at once, and a line that arrives while the session is not
+//! waiting for one is reported as the protocol violation it is.
+//!
+//! Errors carry the 1-based line number and the first bytes of the offending line.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, never, select, Receiver};
+
+use crate::handler::HandlerFactory;
+use crate::pool::{Pool, PoolConfig, PoolError, WorkerEvent};
+use crate::protocol::message::{DaemonMessage, DecodeError, ProcessorMessage};
+use crate::protocol::session::{Next, Output, Session, SessionConfig, SessionError, Stats};
+use crate::split::Splitter;
+
+/// Everything the loop needs besides its streams.
+pub struct DriverConfig {
+    /// Session (checkpoint policy) settings.
+    pub session: SessionConfig,
+    /// Worker pool settings.
+    pub pool: PoolConfig,
+    /// How records become items.
+    pub splitter: Splitter,
+    /// Makes the per-worker handlers.
+    pub handlers: Arc<dyn HandlerFactory>,
+    /// How long to wait for workers to stop at exit.
+    pub shutdown_timeout: Duration,
+    /// Called once with the shard id after `initialize` (log prefixes).
+    pub on_shard: Option<Box<dyn Fn(&str) + Send>>,
+}
+
+/// Why the loop stopped with an error. The process exits non-zero; no checkpoint past
+/// unprocessed items was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A daemon line that is not a valid message.
+    #[error("malformed daemon line {line_no}: {source} (line starts with: {prefix})")]
+    Malformed {
+        /// 1-based line number on stdin.
+        line_no: u64,
+        /// The first bytes of the line, escaped.
+        prefix: String,
+        /// Why it could not be decoded.
+        source: DecodeError,
+    },
+    /// A protocol violation or a failure while handling a daemon line.
+    #[error("daemon line {line_no}: {source} (line starts with: {prefix})")]
+    Protocol {
+        /// 1-based line number on stdin.
+        line_no: u64,
+        /// The first bytes of the line, escaped.
+        prefix: String,
+        /// What went wrong.
+        source: SessionError,
+    },
+    /// A worker failed, or completion bookkeeping broke.
+    #[error("{source} (shard {shard}; last daemon line {line_no})")]
+    Work {
+        /// The shard id.
+        shard: String,
+        /// The last line read.
+        line_no: u64,
+        /// What went wrong.
+        source: SessionError,
+    },
+    /// The pool could not start or lost a worker.
+    #[error("worker pool: {0}")]
+    Pool(#[from] PoolError),
+    /// Reading stdin or writing stdout failed.
+    #[error("protocol I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Runs one lease's protocol session over `input`/`output` until stdin EOF.
+pub fn run<R, W>(config: DriverConfig, input: R, output: W) -> Result<Stats, DriverError>
+where
+    R: Read + Send + 'static,
+    W: Write,
+{
+    let lines = spawn_reader(input);
+    let mut lp = Loop {
+        session: Session::new(config.session.clone(), config.splitter.clone(), Instant::now()),
+        writer: ProtocolWriter::new(output),
+        pool: None,
+        line_no: 0,
+        last_prefix: String::new(),
+    };
+    let result = lp.run(&config, &lines);
+    if let Some(pool) = lp.pool.take() {
+        // Whatever is still queued is not covered by any checkpoint: drop it and go.
+        pool.abandon();
+        if let Err(e) = pool.shutdown(config.shutdown_timeout) {
+            log::error!("{e}");
+        }
+    }
+    result.map(|()| lp.session.stats())
+}
+
+struct Loop<W: Write> {
+    session: Session,
+    writer: ProtocolWriter<W>,
+    pool: Option<Pool>,
+    line_no: u64,
+    last_prefix: String,
+}
+
+impl<W: Write> Loop<W> {
+    fn run(&mut self, config: &DriverConfig, lines: &Receiver<ReadEvent>) -> Result<(), DriverError> {
+        loop {
+            self.perform_outputs()?;
+            let deadline = match self.session.next() {
+                Next::Exit => return Ok(()),
+                Next::WorkUntil(t) => Some(t),
+                Next::Message | Next::Work => None,
+            };
+            let events = self.pool.as_ref().map_or_else(never, |p| p.events().clone());
+            let timer = deadline.map_or_else(never, crossbeam_channel::at);
+            select! {
+                recv(lines) -> ev => match ev {
+                    Ok(ReadEvent::Line(bytes)) => self.on_line(config, &bytes)?,
+                    Ok(ReadEvent::Eof) | Err(_) => self.session.handle_eof(),
+                    Ok(ReadEvent::Error(e)) => return Err(DriverError::Io(e)),
+                },
+                recv(events) -> ev => match ev {
+                    Ok(ev) => self.on_event(ev)?,
+                    Err(_) => return Err(DriverError::Pool(PoolError::WorkerGone(0))),
+                },
+                recv(timer) -> _ => {
+                    let r = self.session.handle_timeout(Instant::now());
+                    r.map_err(|source| self.work_error(source))?;
+                }
+            }
+        }
+    }
+
+    fn on_line(&mut self, config: &DriverConfig, bytes: &[u8]) -> Result<(), DriverError> {
+        self.line_no += 1;
+        let line = trim_line(bytes);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        self.last_prefix = prefix_of(line);
+        let msg = DaemonMessage::decode(line).map_err(|source| DriverError::Malformed {
+            line_no: self.line_no,
+            prefix: self.last_prefix.clone(),
+            source,
+        })?;
+        let initialize = matches!(msg, DaemonMessage::Initialize { .. });
+        self.session
+            .handle_message(msg, Instant::now())
+            .map_err(|source| DriverError::Protocol {
+                line_no: self.line_no,
+                prefix: self.last_prefix.clone(),
+                source,
+            })?;
+        if initialize {
+            let shard = self.session.shard_id().to_owned();
+            if let Some(f) = &config.on_shard {
+                f(&shard);
+            }
+            self.pool = Some(Pool::start(&config.pool, &shard, config.handlers.as_ref())?);
+            log::info!(
+                "started {} workers (max in flight {}, checkpoint interval {:.3} s)",
+                config.pool.workers,
+                config.session.max_in_flight,
+                config.session.checkpoint_interval.as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: WorkerEvent) -> Result<(), DriverError> {
+        let now = Instant::now();
+        let r = match ev {
+            WorkerEvent::Completed(ids) => self.session.handle_completed(&ids, now),
+            WorkerEvent::Failed { worker, records, error } => {
+                self.session.handle_failed(worker, &records, error)
+            }
+        };
+        r.map_err(|source| self.work_error(source))
+    }
+
+    fn perform_outputs(&mut self) -> Result<(), DriverError> {
+        while let Some(out) = self.session.poll_output() {
+            match out {
+                Output::Send(msg) => self.writer.send(&msg)?,
+                Output::Dispatch(items) => self.dispatch(items)?,
+                Output::Abandon => {
+                    if let Some(pool) = &self.pool {
+                        pool.abandon();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, items: Vec<crate::item::Item>) -> Result<(), DriverError> {
+        let Some(pool) = &self.pool else {
+            // Invariant: the session only dispatches after initialize, which starts the pool.
+            unreachable!("dispatch before the pool started");
+        };
+        let events = pool.events().clone();
+        for item in items {
+            if let Err(e) = pool.dispatch(item) {
+                // A worker stopped: its failure event explains why; report that instead.
+                while let Ok(ev) = events.try_recv() {
+                    if let WorkerEvent::Failed { .. } = ev {
+                        return self.on_event(ev);
+                    }
+                    self.on_event(ev)?;
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn work_error(&self, source: SessionError) -> DriverError {
+        DriverError::Work {
+            shard: self.session.shard_id().to_owned(),
+            line_no: self.line_no,
+            source,
+        }
+    }
+}
+
+/// Writes protocol messages: compact ASCII JSON, one line, one write and one flush each.
+pub struct ProtocolWriter<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> ProtocolWriter<W> {
+    /// Wraps the protocol output (stdout, or the private duplicate of it).
+    pub fn new(out: W) -> Self {
+        ProtocolWriter {
+            out,
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// Writes and flushes one message.
+    pub fn send(&mut self, msg: &ProcessorMessage) -> io::Result<()> {
+        self.buf.clear();
+        crate::json::write_ascii(&mut self.buf, msg).map_err(io::Error::other)?;
+        self.buf.push(b'\n');
+        log::trace!("-> {}", String::from_utf8_lossy(&self.buf).trim_end());
+        self.out.write_all(&self.buf)?;
+        self.out.flush()
+    }
+}
+
+enum ReadEvent {
+    Line(Vec<u8>),
+    Eof,
+    Error(io::Error),
+}
+
+fn spawn_reader<R: Read + Send + 'static>(input: R) -> Receiver<ReadEvent> {
+    // One line of look-ahead at most: the daemon never pipelines anyway.
+    let (tx, rx) = bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name("rsmld-stdin".into())
+        .spawn(move || {
+            let mut reader = BufReader::with_capacity(1 << 20, input);
+            loop {
+                let mut line = Vec::new();
+                let ev = match reader.read_until(b'\n', &mut line) {
+                    Ok(0) => ReadEvent::Eof,
+                    Ok(_) => ReadEvent::Line(line),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => ReadEvent::Error(e),
+                };
+                let last = !matches!(ev, ReadEvent::Line(_));
+                if tx.send(ev).is_err() || last {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        let (tx, rx) = bounded(1);
+        let _ = tx.send(ReadEvent::Error(e));
+        return rx;
+    }
+    rx
+}
+
+fn trim_line(bytes: &[u8]) -> &[u8] {
+    let mut end = bytes.len();
+    while end > 0 && (bytes[end - 1] == b'\n' || bytes[end - 1] == b'\r') {
+        end -= 1;
+    }
+    &bytes[..end]
+}
+
+/// The first bytes of a line, printable and escaped, for error messages.
+fn prefix_of(line: &[u8]) -> String {
+    const MAX: usize = 120;
+    let head = &line[..line.len().min(MAX)];
+    let mut s: String = head.escape_ascii().to_string();
+    if line.len() > MAX {
+        s.push_str(&format!("... ({} bytes)", line.len()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_short_and_printable() {
+        assert_eq!(prefix_of(b"{\"a\":\x01}"), "{\\\"a\\\":\\x01}");
+        let long = vec![b'x'; 500];
+        let p = prefix_of(&long);
+        assert!(p.starts_with("xxxx") && p.ends_with("... (500 bytes)"));
+    }
+
+    #[test]
+    fn trims_cr_lf() {
+        assert_eq!(trim_line(b"{}\r\n"), b"{}");
+        assert_eq!(trim_line(b"{}"), b"{}");
+    }
+}

@@ -1,0 +1,55 @@
+//! A testing wrapper: delays every item by a pseudo-random time before the real handler
+//! sees it, so that workers finish out of order. Hidden behind `--debug-delay-ms`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Handler, HandlerError, HandlerFactory, WorkerContext};
+use crate::item::Item;
+
+/// Wraps another factory's handlers with random per-item delays.
+pub struct DelayFactory {
+    inner: Arc<dyn HandlerFactory>,
+    max: Duration,
+}
+
+impl DelayFactory {
+    /// Delays each item by 0..=max.
+    pub fn new(inner: Arc<dyn HandlerFactory>, max: Duration) -> Self {
+        DelayFactory { inner, max }
+    }
+}
+
+impl HandlerFactory for DelayFactory {
+    fn create(&self, ctx: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
+        Ok(Box::new(Delay {
+            inner: self.inner.create(ctx)?,
+            max_ms: self.max.as_millis() as u64,
+            state: 0x9e37_79b9 ^ (ctx.worker as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+        }))
+    }
+}
+
+struct Delay {
+    inner: Box<dyn Handler>,
+    max_ms: u64,
+    state: u64,
+}
+
+impl Handler for Delay {
+    fn process(&mut self, items: &[Item]) -> Result<(), HandlerError> {
+        // Hand items over one at a time so each one gets its own delay.
+        for item in items {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            std::thread::sleep(Duration::from_millis(self.state % (self.max_ms + 1)));
+            self.inner.process(std::slice::from_ref(item))?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), HandlerError> {
+        self.inner.close()
+    }
+}

@@ -1,0 +1,40 @@
+//! Process-level set-up that only the binary does: the stdout guard and signal policy.
+//!
+//! **Stdout guard.** The daemon reads our stdout as the protocol; a stray `print` from a
+//! handler, a library or a child process that inherits fd 1 would be read as (or glued
+//! onto) a protocol line. At start-up rsmld moves the protocol to a private duplicate of
+//! fd 1 (close-on-exec, so children never inherit it) and points fd 1 at stderr. From then
+//! on only the protocol writer can reach the daemon's pipe.
+//!
+//! **Signals.** Ctrl-C or a service manager signals the whole process group, the daemon's
+//! children included. Shutdown is the daemon's job (`shutdownRequested`, `leaseLost`, then
+//! stdin EOF): a child killed by the same SIGINT/SIGTERM makes the daemon see EOF
+//! mid-protocol and exit 1. So rsmld ignores SIGINT and SIGTERM and exits on stdin EOF;
+//! SIGKILL still works.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// Duplicates fd 1 into a private close-on-exec fd for the protocol, then points fd 1 at
+/// fd 2. Returns the protocol output.
+pub fn guard_stdout() -> io::Result<File> {
+    let private: OwnedFd = io::stdout().as_fd().try_clone_to_owned()?;
+    // SAFETY: dup2 on two valid descriptors; fd 1 is replaced atomically by a copy of fd 2.
+    let rc = unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(File::from(private))
+}
+
+/// Ignores SIGINT and SIGTERM (see the module docs), and SIGPIPE so that a vanished
+/// daemon shows up as a write error rather than a silent death.
+pub fn ignore_termination_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
+        // SAFETY: installing SIG_IGN has no handler code to run and is async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+}

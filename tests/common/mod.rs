@@ -1,0 +1,444 @@
+//! Test support: the transcript format and two players for it — one drives the pure
+//! session in-process (virtual time, items completed synchronously), the other drives the
+//! built binary through real pipes — plus a small daemon model that answers checkpoints
+//! the way the Java daemon does (range checks, echo, SHARD_END).
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rsmld::checkpoint::RecordId;
+use rsmld::config::Cli;
+use rsmld::handler::{Handler, WorkerContext};
+use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage};
+use rsmld::protocol::sequence::{Esn, SequenceNumber};
+use rsmld::protocol::session::{Next, Output, Session};
+
+use clap::Parser;
+
+/// One transcript entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Entry {
+    Start(Vec<String>),
+    D2p(String),
+    P2d(String),
+    Sleep(u64),
+    DEof,
+    Exit(i32),
+    PErr(String),
+}
+
+pub fn load(path: &Path) -> Vec<Entry> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let line = || v["line"].as_str().unwrap().to_owned();
+            match v["dir"].as_str().unwrap() {
+                "start" => Entry::Start(
+                    v["args"]
+                        .as_array()
+                        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+                        .unwrap_or_default(),
+                ),
+                "d2p" => Entry::D2p(line()),
+                "p2d" => Entry::P2d(line()),
+                "sleep" => Entry::Sleep(v["ms"].as_u64().unwrap()),
+                "d_eof" => Entry::DEof,
+                "exit" => Entry::Exit(v["rc"].as_i64().unwrap() as i32),
+                "p_err" => Entry::PErr(v["contains"].as_str().unwrap().to_owned()),
+                other => panic!("unknown transcript entry {other}"),
+            }
+        })
+        .collect()
+}
+
+pub fn transcripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts")
+}
+
+pub fn rsmld_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rsmld"))
+}
+
+/// Compares a processor line with the expected one: same JSON value, ASCII, and accepted
+/// by the strict (daemon-like) decoder.
+pub fn check_p2d(got: &str, expected: &str) -> Result<(), String> {
+    if !got.is_ascii() {
+        return Err(format!("non-ASCII protocol line: {got}"));
+    }
+    ProcessorMessage::decode(got.as_bytes()).map_err(|e| format!("the daemon would skip {got:?}: {e}"))?;
+    let g: serde_json::Value = serde_json::from_str(got).map_err(|e| format!("{got:?}: {e}"))?;
+    let x: serde_json::Value = serde_json::from_str(expected).unwrap();
+    if g != x {
+        return Err(format!("expected {expected}\n     got {got}"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- in-process player
+
+/// Plays a transcript against the pure session: virtual time, items completed as soon as
+/// they are dispatched by one handler per worker (created by the configured factory).
+pub fn play_session(entries: &[Entry]) -> Result<(), String> {
+    let args = match entries.first() {
+        Some(Entry::Start(a)) => a.clone(),
+        _ => vec!["--handler".into(), "discard".into()],
+    };
+    let cli = Cli::try_parse_from(std::iter::once("rsmld".to_owned()).chain(args)).map_err(|e| e.to_string())?;
+    let config = cli.run.into_driver_config().map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut now = start;
+    let mut session = Session::new(config.session.clone(), config.splitter.clone(), now);
+    let mut handlers: Vec<Box<dyn Handler>> = Vec::new();
+    let mut sent: VecDeque<String> = VecDeque::new();
+    let mut error: Option<String> = None;
+    let mut exited = false;
+
+    let pump = |session: &mut Session,
+                    now: &mut Instant,
+                    handlers: &mut Vec<Box<dyn Handler>>,
+                    sent: &mut VecDeque<String>|
+     -> Result<(), String> {
+        loop {
+            while let Some(out) = session.poll_output() {
+                match out {
+                    Output::Send(m) => sent.push_back(String::from_utf8(m.encode()).unwrap()),
+                    Output::Dispatch(items) => {
+                        if handlers.is_empty() {
+                            for w in 0..config.pool.workers {
+                                let ctx = WorkerContext {
+                                    shard_id: session.shard_id().to_owned(),
+                                    worker: w,
+                                    workers: config.pool.workers,
+                                };
+                                handlers.push(config.handlers.create(&ctx).map_err(|e| e.to_string())?);
+                            }
+                        }
+                        let mut done: Vec<RecordId> = Vec::new();
+                        for item in items {
+                            let w = rsmld::pool::partition(item.partition_key.as_bytes(), handlers.len());
+                            handlers[w].process(std::slice::from_ref(&item)).map_err(|e| e.to_string())?;
+                            done.push(item.record);
+                        }
+                        session.handle_completed(&done, *now).map_err(|e| e.to_string())?;
+                    }
+                    Output::Abandon => {}
+                }
+            }
+            match session.next() {
+                Next::WorkUntil(t) => {
+                    *now = (*now).max(t);
+                    session.handle_timeout(*now).map_err(|e| e.to_string())?;
+                }
+                Next::Work => return Err("session waits for work that was never dispatched".into()),
+                Next::Message | Next::Exit => return Ok(()),
+            }
+        }
+    };
+
+    for (i, entry) in entries.iter().enumerate() {
+        let ctx = |m: String| format!("entry {}: {m}", i + 1);
+        match entry {
+            Entry::Start(_) => {}
+            Entry::D2p(line) => {
+                if error.is_some() {
+                    continue;
+                }
+                let trimmed = line.trim_end_matches(['\r', '\n']);
+                if trimmed.trim().is_empty() {
+                    continue;
+                }
+                let r = DaemonMessage::decode(trimmed.as_bytes())
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| session.handle_message(m, now).map_err(|e| e.to_string()))
+                    .and_then(|()| pump(&mut session, &mut now, &mut handlers, &mut sent));
+                if let Err(e) = r {
+                    error = Some(e);
+                }
+            }
+            Entry::P2d(expected) => {
+                let got = sent
+                    .pop_front()
+                    .ok_or_else(|| ctx(format!("expected {expected}, the session sent nothing (error: {error:?})")))?;
+                check_p2d(&got, expected).map_err(ctx)?;
+            }
+            Entry::Sleep(ms) => now += Duration::from_millis(*ms),
+            Entry::DEof => {
+                session.handle_eof();
+                if session.next() != Next::Exit {
+                    return Err(ctx("session does not exit on EOF".into()));
+                }
+            }
+            Entry::Exit(rc) => {
+                exited = true;
+                match (rc, &error) {
+                    (0, Some(e)) => return Err(ctx(format!("expected success, got error: {e}"))),
+                    (0, None) => {}
+                    (_, None) => return Err(ctx(format!("expected exit {rc}, got no error"))),
+                    (_, Some(_)) => {}
+                }
+            }
+            Entry::PErr(_) => {} // stderr text is checked by the binary player
+        }
+    }
+    if !exited {
+        return Err("transcript has no exit entry".into());
+    }
+    if let Some(extra) = sent.pop_front() {
+        return Err(format!("unexpected extra output {extra}"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- binary player
+
+/// A running rsmld with its pipes.
+pub struct Proc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub lines: mpsc::Receiver<String>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[String]) -> Proc {
+        Self::spawn_env(args, &[])
+    }
+
+    pub fn spawn_env(args: &[String], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(rsmld_bin());
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn rsmld");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Proc {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        if let Some(stdin) = &mut self.stdin {
+            // A child that already exited makes this fail; the exit entry then checks why.
+            let _ = stdin.write_all(line.as_bytes()).and_then(|_| stdin.write_all(b"\n")).and_then(|_| stdin.flush());
+        }
+    }
+
+    /// The next non-blank protocol line.
+    pub fn recv(&mut self, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.trim().is_empty() => continue,
+                Ok(l) => return Ok(l),
+                Err(_) => return Err(format!("no protocol line within {timeout:?}; stderr:\n{}", self.stderr())),
+            }
+        }
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Result<i32, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Ok(status.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                return Err(format!("rsmld did not exit within {timeout:?}; stderr:\n{}", self.stderr()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Plays a transcript against the built binary through real pipes and real time.
+pub fn play_binary(entries: &[Entry]) -> Result<(), String> {
+    let args = match entries.first() {
+        Some(Entry::Start(a)) => a.clone(),
+        _ => vec!["--handler".into(), "discard".into()],
+    };
+    let mut p = Proc::spawn(&args);
+    let mut exited = false;
+    for (i, entry) in entries.iter().enumerate() {
+        let ctx = |m: String| format!("entry {}: {m}", i + 1);
+        match entry {
+            Entry::Start(_) => {}
+            Entry::D2p(line) => p.send(line),
+            Entry::P2d(expected) => {
+                let got = p.recv(Duration::from_secs(10)).map_err(ctx)?;
+                check_p2d(&got, expected).map_err(|e| ctx(format!("{e}\nstderr:\n{}", p.stderr())))?;
+            }
+            Entry::Sleep(ms) => std::thread::sleep(Duration::from_millis(*ms)),
+            Entry::DEof => p.close_stdin(),
+            Entry::Exit(rc) => {
+                let got = p.wait(Duration::from_secs(5)).map_err(ctx)?;
+                exited = true;
+                if got != *rc {
+                    return Err(ctx(format!("exit code {got}, expected {rc}; stderr:\n{}", p.stderr())));
+                }
+            }
+            Entry::PErr(text) => {
+                // Give the stderr reader a moment to catch up with a just-exited child.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !p.stderr().contains(text.as_str()) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if !p.stderr().contains(text.as_str()) {
+                    return Err(ctx(format!("stderr does not mention {text:?}:\n{}", p.stderr())));
+                }
+            }
+        }
+    }
+    if !exited {
+        return Err("transcript has no exit entry".into());
+    }
+    if let Ok(extra) = p.recv(Duration::from_millis(100)) {
+        return Err(format!("unexpected extra output {extra}"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- daemon model
+
+/// Answers checkpoint requests the way the Java daemon does: a request must lie in
+/// [last checkpoint, largest delivered]; null means "largest permitted" (SHARD_END during
+/// shardEnded); the reply echoes the request.
+#[derive(Debug, Default)]
+pub struct CheckpointModel {
+    pub last: Option<Esn>,
+    pub largest: Option<Esn>,
+    pub shard_ended: bool,
+    pub stored: Vec<Esn>,
+}
+
+impl CheckpointModel {
+    pub fn initialize(&mut self, seq: Option<&str>, sub: Option<i64>) {
+        self.last = seq.map(|s| Esn::new(SequenceNumber::parse(s).unwrap(), sub.unwrap_or(0)));
+    }
+
+    pub fn deliver(&mut self, esn: Esn) {
+        if self.largest.as_ref().is_none_or(|l| esn > *l) {
+            self.largest = Some(esn);
+        }
+    }
+
+    /// Returns the reply line and whether it succeeded.
+    pub fn answer(&mut self, request: &ProcessorMessage) -> (String, Option<&'static str>) {
+        let ProcessorMessage::Checkpoint { sequence_number, sub_sequence_number } = request else {
+            panic!("not a checkpoint: {request:?}");
+        };
+        let target = match sequence_number {
+            None if self.shard_ended => Some(Esn::new(SequenceNumber::parse("SHARD_END").unwrap(), 0)),
+            None => self.largest.clone(),
+            Some(s) => Some(Esn::new(s.clone(), sub_sequence_number.unwrap_or(0))),
+        };
+        let upper = if self.shard_ended {
+            Some(Esn::new(SequenceNumber::parse("SHARD_END").unwrap(), 0))
+        } else {
+            self.largest.clone()
+        };
+        let error = match &target {
+            Some(t) if self.last.as_ref().is_some_and(|l| t < l) => Some("IllegalArgumentException"),
+            Some(t) if upper.as_ref().is_none_or(|u| t > u) => Some("IllegalArgumentException"),
+            None => Some("IllegalArgumentException"),
+            Some(t) => {
+                self.last = Some(t.clone());
+                self.stored.push(t.clone());
+                None
+            }
+        };
+        let reply = serde_json::json!({
+            "action": "checkpoint",
+            "sequenceNumber": sequence_number.as_ref().map(|s| s.as_str()),
+            "subSequenceNumber": sub_sequence_number,
+            "error": error,
+        });
+        (reply.to_string(), error)
+    }
+}
+
+/// Drives `p` through one action: sends `line`, answers checkpoints with `model`, and
+/// returns the checkpoint requests seen before the status (which must answer `action`).
+pub fn run_action(
+    p: &mut Proc,
+    model: &mut CheckpointModel,
+    line: &str,
+    action: Action,
+) -> Result<Vec<ProcessorMessage>, String> {
+    p.send(line);
+    let mut requests = Vec::new();
+    loop {
+        let got = p.recv(Duration::from_secs(20))?;
+        let msg = ProcessorMessage::decode(got.as_bytes()).map_err(|e| format!("{got}: {e}"))?;
+        match &msg {
+            ProcessorMessage::Status { response_for } => {
+                if *response_for != action {
+                    return Err(format!("status for {response_for}, expected {action}"));
+                }
+                return Ok(requests);
+            }
+            ProcessorMessage::Checkpoint { .. } => {
+                if matches!(action, Action::Initialize | Action::LeaseLost) {
+                    return Err(format!("checkpoint during {action}: {got}"));
+                }
+                let (reply, error) = model.answer(&msg);
+                if let Some(e) = error {
+                    return Err(format!("the daemon model rejected {got}: {e}"));
+                }
+                requests.push(msg);
+                p.send(&reply);
+            }
+        }
+    }
+}
