@@ -54,6 +54,19 @@ FATAL_LOG_PATTERNS = [
 ]
 
 
+def pid_alive(pid):
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(f"terminated by signal {signum}")
+
+
 class Smoke:
     def __init__(self, args):
         self.args = args
@@ -93,6 +106,20 @@ class Smoke:
     def tool(self, *args, timeout=300, capture=False, check=True):
         return self.sh([VENV_PY, os.path.join(SCRIPTS, "kinesis_tool.py"), *args],
                        timeout=timeout, capture=capture, check=check)
+
+    def tool_wait(self, *args):
+        """A kinesis_tool wait-* command that fails fast if the daemon dies meanwhile."""
+        cmd = [VENV_PY, os.path.join(SCRIPTS, "kinesis_tool.py"), *args]
+        self.say("$ " + " ".join(shlex.quote(c) for c in cmd))
+        p = subprocess.Popen(cmd, env=self.env)
+        while p.poll() is None:
+            if self.daemon_pid and not pid_alive(self.daemon_pid):
+                p.kill()
+                p.wait()
+                raise RuntimeError(f"the daemon (pid {self.daemon_pid}) exited while waiting: {args[0]}")
+            time.sleep(0.3)
+        if p.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed with exit code {p.returncode}")
 
     def timed(self, label, fn, *a, **kw):
         t0 = time.monotonic()
@@ -144,12 +171,12 @@ class Smoke:
         self.daemon_pid = int(r.stdout.strip().splitlines()[-1])
 
     def wait_records(self):
-        self.tool("wait-records", "--manifest", self.manifest, "--output", self.out_dir,
+        self.tool_wait("wait-records", "--manifest", self.manifest, "--output", self.out_dir,
                   "--timeout", str(self.args.timeout))
 
     def split(self):
         self.tool("split-shard", self.stream, "--shard", "shardId-000000000000")
-        self.tool("wait-lease", "--app", self.app, "--shard", "shardId-000000000000",
+        self.tool_wait("wait-lease", "--app", self.app, "--shard", "shardId-000000000000",
                   "--checkpoint", "SHARD_END", "--timeout", str(self.args.timeout))
 
     def put_after_split(self):
@@ -285,6 +312,17 @@ class Smoke:
         self.check(not bad, "every other lease checkpointed exactly at its shard's last record",
                    "; ".join(bad) or f"{len(last) - ('shardId-000000000000' in last)} shards")
 
+    def show_daemon_errors(self, n=12):
+        log_path = os.path.join(self.run_dir, "daemon.log")
+        self.say(f"daemon log: {log_path}")
+        if not os.path.exists(log_path):
+            return
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            lines = [l.rstrip()[:300] for l in f if (" ERROR " in l or " WARN " in l or "Exception" in l)
+                     and "Received error line" not in l]
+        for l in lines[-n:]:
+            print("    " + l)
+
     def check_daemon_log(self):
         log_path = os.path.join(self.run_dir, "daemon.log")
         text = open(log_path, encoding="utf-8", errors="replace").read() if os.path.exists(log_path) else ""
@@ -304,15 +342,7 @@ class Smoke:
         return pids
 
     def check_nothing_left(self):
-        alive = []
-        for pid in sorted(self.our_pids()):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    state = f.read().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    alive.append(pid)
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                pass
+        alive = [pid for pid in sorted(self.our_pids()) if pid_alive(pid)]
         self.check(not alive, "no process of this run is left", " ".join(map(str, alive)))
         others = []
         for pat in ("kinesis-local", "dynalite", "MultiLangDaemon"):
@@ -360,7 +390,7 @@ class Smoke:
             self.check_daemon_log()
         except (RuntimeError, subprocess.TimeoutExpired, SystemExit) as e:
             self.check(False, "run completed", str(e))
-            self.say(f"daemon log: {os.path.join(self.run_dir, 'daemon.log')}")
+            self.show_daemon_errors()
         finally:
             if self.daemon_pid:
                 self.sh([os.path.join(SCRIPTS, "run-daemon.sh"), "stop", "--run-dir", self.run_dir, "--timeout", "5"],
@@ -406,6 +436,8 @@ def main():
     p.add_argument("--timeout", type=int, default=90, help="seconds for each wait")
     p.add_argument("--strict-duplicates", action="store_true", help="fail on redelivered records")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, _terminate)  # clean up (finally) on SIGTERM/SIGHUP too
+    signal.signal(signal.SIGHUP, _terminate)
     sys.exit(Smoke(args).run())
 
 
