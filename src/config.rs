@@ -112,7 +112,8 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?} is not a non-negative number of seconds"))
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| format!("{s:?} is not a non-negative number of seconds"))
 }
 
 impl RunArgs {
@@ -123,10 +124,13 @@ impl RunArgs {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let mut handlers: Arc<dyn HandlerFactory> = match self.handler.ok_or(ConfigError::NoHandler)? {
-            HandlerKind::Discard => Arc::new(DiscardFactory::new()),
-            HandlerKind::File => Arc::new(FileFactory::new(self.output.ok_or(ConfigError::NoOutput)?)),
-        };
+        let mut handlers: Arc<dyn HandlerFactory> =
+            match self.handler.ok_or(ConfigError::NoHandler)? {
+                HandlerKind::Discard => Arc::new(DiscardFactory::new()),
+                HandlerKind::File => {
+                    Arc::new(FileFactory::new(self.output.ok_or(ConfigError::NoOutput)?))
+                }
+            };
         if let Some(ms) = self.debug_delay_ms {
             handlers = Arc::new(DelayFactory::new(handlers, Duration::from_millis(ms)));
         }
@@ -149,7 +153,7 @@ impl RunArgs {
             },
             splitter: Splitter::default(),
             handlers,
-            shutdown_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(1),
             on_shard: None,
         })
     }

@@ -23,6 +23,9 @@ use crate::protocol::message::{DaemonMessage, DecodeError, ProcessorMessage};
 use crate::protocol::session::{Next, Output, Session, SessionConfig, SessionError, Stats};
 use crate::split::Splitter;
 
+/// A callback told the shard id once `initialize` arrives.
+pub type ShardHook = Box<dyn Fn(&str) + Send>;
+
 /// Everything the loop needs besides its streams.
 pub struct DriverConfig {
     /// Session (checkpoint policy) settings.
@@ -36,7 +39,7 @@ pub struct DriverConfig {
     /// How long to wait for workers to stop at exit.
     pub shutdown_timeout: Duration,
     /// Called once with the shard id after `initialize` (log prefixes).
-    pub on_shard: Option<Box<dyn Fn(&str) + Send>>,
+    pub on_shard: Option<ShardHook>,
 }
 
 /// Why the loop stopped with an error. The process exits non-zero; no checkpoint past
@@ -89,7 +92,11 @@ where
 {
     let lines = spawn_reader(input);
     let mut lp = Loop {
-        session: Session::new(config.session.clone(), config.splitter.clone(), Instant::now()),
+        session: Session::new(
+            config.session.clone(),
+            config.splitter.clone(),
+            Instant::now(),
+        ),
         writer: ProtocolWriter::new(output),
         pool: None,
         line_no: 0,
@@ -115,7 +122,11 @@ struct Loop<W: Write> {
 }
 
 impl<W: Write> Loop<W> {
-    fn run(&mut self, config: &DriverConfig, lines: &Receiver<ReadEvent>) -> Result<(), DriverError> {
+    fn run(
+        &mut self,
+        config: &DriverConfig,
+        lines: &Receiver<ReadEvent>,
+    ) -> Result<(), DriverError> {
         loop {
             self.perform_outputs()?;
             let deadline = match self.session.next() {
@@ -123,7 +134,10 @@ impl<W: Write> Loop<W> {
                 Next::WorkUntil(t) => Some(t),
                 Next::Message | Next::Work => None,
             };
-            let events = self.pool.as_ref().map_or_else(never, |p| p.events().clone());
+            let events = self
+                .pool
+                .as_ref()
+                .map_or_else(never, |p| p.events().clone());
             let timer = deadline.map_or_else(never, crossbeam_channel::at);
             select! {
                 recv(lines) -> ev => match ev {
@@ -183,9 +197,11 @@ impl<W: Write> Loop<W> {
         let now = Instant::now();
         let r = match ev {
             WorkerEvent::Completed(ids) => self.session.handle_completed(&ids, now),
-            WorkerEvent::Failed { worker, records, error } => {
-                self.session.handle_failed(worker, &records, error)
-            }
+            WorkerEvent::Failed {
+                worker,
+                records,
+                error,
+            } => self.session.handle_failed(worker, &records, error),
         };
         r.map_err(|source| self.work_error(source))
     }

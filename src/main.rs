@@ -63,9 +63,7 @@ fn prefix() -> String {
 
 fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            writeln!(buf, "{} {} {}", prefix(), record.level(), record.args())
-        })
+        .format(|buf, record| writeln!(buf, "{} {} {}", prefix(), record.level(), record.args()))
         .target(env_logger::Target::Stderr)
         .init();
 }

@@ -196,7 +196,10 @@ impl Pool {
         let deadline = std::time::Instant::now() + timeout;
         while !runner.is_finished() {
             if std::time::Instant::now() >= deadline {
-                log::warn!("workers did not stop within {} ms; exiting anyway", timeout.as_millis());
+                log::warn!(
+                    "workers did not stop within {} ms; exiting anyway",
+                    timeout.as_millis()
+                );
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -275,8 +278,14 @@ mod tests {
     #[test]
     fn partition_is_stable_and_documented() {
         // FNV-1a 64 test vectors: "" -> cbf29ce484222325, "a" -> af63dc4c8601ec8c.
-        assert_eq!(partition(b"", usize::MAX), (0xcbf2_9ce4_8422_2325u64 % usize::MAX as u64) as usize);
-        assert_eq!(partition(b"a", 1000), (0xaf63_dc4c_8601_ec8cu64 % 1000) as usize);
+        assert_eq!(
+            partition(b"", usize::MAX),
+            (0xcbf2_9ce4_8422_2325u64 % usize::MAX as u64) as usize
+        );
+        assert_eq!(
+            partition(b"a", 1000),
+            (0xaf63_dc4c_8601_ec8cu64 % 1000) as usize
+        );
         assert_eq!(partition(b"anything", 1), 0);
     }
 }

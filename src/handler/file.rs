@@ -31,7 +31,10 @@ impl FileFactory {
 impl HandlerFactory for FileFactory {
     fn create(&self, ctx: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
         fs::create_dir_all(&self.dir).map_err(|e| {
-            HandlerError::batch(format!("cannot create output directory {}: {e}", self.dir.display()))
+            HandlerError::batch(format!(
+                "cannot create output directory {}: {e}",
+                self.dir.display()
+            ))
         })?;
         let path = Self::path_for(&self.dir, &ctx.shard_id, ctx.worker);
         let file = OpenOptions::new()
@@ -53,7 +56,9 @@ struct FileHandler {
 
 impl Handler for FileHandler {
     fn process(&mut self, items: &[Item]) -> Result<(), HandlerError> {
-        let fail = |e: std::io::Error| HandlerError::batch(format!("writing {}: {e}", self.path.display()));
+        let fail = |e: std::io::Error| {
+            HandlerError::batch(format!("writing {}: {e}", self.path.display()))
+        };
         for item in items {
             item.write_json(&mut self.out).map_err(fail)?;
             self.out.write_all(b"\n").map_err(fail)?;

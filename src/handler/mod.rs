@@ -7,7 +7,7 @@
 //! returning means "durably done" — a checkpoint may cover these items from now on.
 //! An `Err` (or a panic) is a failure: nothing from that item on is ever checkpointed.
 //!
-//! Built-ins: [`discard`] (counts) and [`file`] (one JSON line per item, per shard and
+//! Built-ins: [`discard`] (counts) and [`mod@file`] (one JSON line per item, per shard and
 //! worker). The exec handler, durable rotation and user processors plug into the same
 //! trait.
 

@@ -196,7 +196,14 @@ mod tests {
 
     #[test]
     fn sentinels_sort_like_the_kcl() {
-        let order = ["AT_TIMESTAMP", "TRIM_HORIZON", "LATEST", "0", "123456789012345678901234567890123456789012", "SHARD_END"];
+        let order = [
+            "AT_TIMESTAMP",
+            "TRIM_HORIZON",
+            "LATEST",
+            "0",
+            "123456789012345678901234567890123456789012",
+            "SHARD_END",
+        ];
         for w in order.windows(2) {
             assert!(sn(w[0]) < sn(w[1]), "{} < {}", w[0], w[1]);
         }

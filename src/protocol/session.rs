@@ -170,9 +170,19 @@ enum Kind {
 enum Step {
     AwaitCapacity,
     AwaitDrain,
-    SendCheckpoint { target: Target, attempt: u32 },
-    AwaitReply { target: Target, attempt: u32 },
-    Backoff { target: Target, attempt: u32, until: Instant },
+    SendCheckpoint {
+        target: Target,
+        attempt: u32,
+    },
+    AwaitReply {
+        target: Target,
+        attempt: u32,
+    },
+    Backoff {
+        target: Target,
+        attempt: u32,
+        until: Instant,
+    },
     Reply,
 }
 
@@ -293,7 +303,10 @@ impl Session {
         let phase = match &self.state {
             State::AwaitInitialize => Phase::AwaitInitialize,
             State::Idle => Phase::Idle,
-            State::InAction { step: Step::AwaitReply { .. }, .. } => Phase::AwaitReply,
+            State::InAction {
+                step: Step::AwaitReply { .. },
+                ..
+            } => Phase::AwaitReply,
             State::InAction { .. } => Phase::Busy,
             State::Closed | State::Finished => Phase::Closed,
         };
@@ -317,9 +330,10 @@ impl Session {
                         .as_ref()
                         .map_or("null".to_owned(), |e| e.to_string())
                 );
-                self.outputs.push_back(Output::Send(ProcessorMessage::Status {
-                    response_for: Action::Initialize,
-                }));
+                self.outputs
+                    .push_back(Output::Send(ProcessorMessage::Status {
+                        response_for: Action::Initialize,
+                    }));
                 self.state = State::Idle;
             }
             (Phase::AwaitInitialize, _) => {
@@ -342,7 +356,9 @@ impl Session {
                     let esn = record.esn();
                     if let Some(last) = self.tracker.last_delivered() {
                         if esn <= *last {
-                            log::warn!("record {esn} delivered again or out of order (after {last})");
+                            log::warn!(
+                                "record {esn} delivered again or out of order (after {last})"
+                            );
                         }
                     }
                     let mut items = self.splitter.split(&self.shard_id, record);
@@ -357,20 +373,39 @@ impl Session {
                 if !batch.is_empty() {
                     self.outputs.push_back(Output::Dispatch(batch));
                 }
-                self.begin(Action::ProcessRecords, Kind::Records, Step::AwaitCapacity, now);
+                self.begin(
+                    Action::ProcessRecords,
+                    Kind::Records,
+                    Step::AwaitCapacity,
+                    now,
+                );
             }
             (Phase::Idle, DaemonMessage::ShutdownRequested) => {
-                log::info!("shutdownRequested: draining {} in-flight items", self.tracker.in_flight());
-                self.begin(Action::ShutdownRequested, Kind::ShutdownRequested, Step::AwaitDrain, now);
+                log::info!(
+                    "shutdownRequested: draining {} in-flight items",
+                    self.tracker.in_flight()
+                );
+                self.begin(
+                    Action::ShutdownRequested,
+                    Kind::ShutdownRequested,
+                    Step::AwaitDrain,
+                    now,
+                );
             }
             (Phase::Idle, DaemonMessage::ShardEnded) => {
-                log::info!("shardEnded: draining {} in-flight items", self.tracker.in_flight());
+                log::info!(
+                    "shardEnded: draining {} in-flight items",
+                    self.tracker.in_flight()
+                );
                 self.begin(Action::ShardEnded, Kind::ShardEnd, Step::AwaitDrain, now);
             }
             (Phase::Idle, DaemonMessage::LeaseLost) => self.lease_lost(Action::LeaseLost, now),
             (Phase::Idle, DaemonMessage::Shutdown { reason }) => match reason {
                 ShutdownReason::Terminate => {
-                    log::info!("shutdown TERMINATE: draining {} in-flight items", self.tracker.in_flight());
+                    log::info!(
+                        "shutdown TERMINATE: draining {} in-flight items",
+                        self.tracker.in_flight()
+                    );
                     self.begin(Action::Shutdown, Kind::ShardEnd, Step::AwaitDrain, now);
                 }
                 ShutdownReason::Zombie => self.lease_lost(Action::Shutdown, now),
@@ -403,7 +438,11 @@ impl Session {
     }
 
     /// Items finished successfully (one id per item).
-    pub fn handle_completed(&mut self, records: &[RecordId], now: Instant) -> Result<(), SessionError> {
+    pub fn handle_completed(
+        &mut self,
+        records: &[RecordId],
+        now: Instant,
+    ) -> Result<(), SessionError> {
         for &id in records {
             self.tracker.complete(id)?;
         }
@@ -463,12 +502,19 @@ impl Session {
         let state = match &self.state {
             State::AwaitInitialize => "waiting for initialize",
             State::Idle => "waiting for the next action",
-            State::InAction { step: Step::AwaitReply { .. }, .. } => "waiting for a checkpoint reply",
+            State::InAction {
+                step: Step::AwaitReply { .. },
+                ..
+            } => "waiting for a checkpoint reply",
             State::InAction { .. } => "processing an action",
             State::Closed => "closed after the final status",
             State::Finished => "finished",
         };
-        SessionError::Unexpected { state, expected, got }
+        SessionError::Unexpected {
+            state,
+            expected,
+            got,
+        }
     }
 
     /// Runs the current action as far as it can go without new input.
@@ -516,7 +562,11 @@ impl Session {
                     }
                 }
                 Step::AwaitReply { .. } => return Ok(()),
-                Step::Backoff { target, attempt, until } => {
+                Step::Backoff {
+                    target,
+                    attempt,
+                    until,
+                } => {
                     if now < *until {
                         return Ok(());
                     }
@@ -526,9 +576,10 @@ impl Session {
                     }
                 }
                 Step::Reply => {
-                    self.outputs.push_back(Output::Send(ProcessorMessage::Status {
-                        response_for: action,
-                    }));
+                    self.outputs
+                        .push_back(Output::Send(ProcessorMessage::Status {
+                            response_for: action,
+                        }));
                     self.state = match kind {
                         Kind::ShardEnd | Kind::LeaseLost => State::Closed,
                         Kind::Records | Kind::ShutdownRequested => State::Idle,
@@ -553,7 +604,8 @@ impl Session {
 
     fn periodic_target(&self, now: Instant) -> Option<Target> {
         if self.checkpointing_stopped
-            || now.saturating_duration_since(self.last_checkpoint_at) < self.config.checkpoint_interval
+            || now.saturating_duration_since(self.last_checkpoint_at)
+                < self.config.checkpoint_interval
         {
             return None;
         }
@@ -567,14 +619,20 @@ impl Session {
         error: Option<String>,
         now: Instant,
     ) -> Result<(), SessionError> {
-        let State::InAction { kind, step: Step::AwaitReply { target, attempt }, .. } = &self.state else {
+        let State::InAction {
+            kind,
+            step: Step::AwaitReply { target, attempt },
+            ..
+        } = &self.state
+        else {
             // Invariant: only called from handle_message in the AwaitReply step.
             unreachable!("checkpoint reply outside AwaitReply");
         };
         let (kind, target, attempt) = (*kind, target.clone(), *attempt);
         let echoed = match &target {
             Target::At(esn) => {
-                sequence_number.as_deref() == Some(esn.seq.as_str()) && sub_sequence_number == Some(esn.sub)
+                sequence_number.as_deref() == Some(esn.seq.as_str())
+                    && sub_sequence_number == Some(esn.sub)
             }
             Target::ShardEnd => sequence_number.is_none(),
         };
@@ -606,7 +664,11 @@ impl Session {
                         self.config.checkpoint_retries,
                         delay.as_millis()
                     );
-                    Step::Backoff { target, attempt, until: now + delay }
+                    Step::Backoff {
+                        target,
+                        attempt,
+                        until: now + delay,
+                    }
                 } else if kind == Kind::ShardEnd {
                     return Err(SessionError::ShardEndFailed {
                         shard,
@@ -628,11 +690,16 @@ impl Session {
             }
             Some(e) => {
                 if kind == Kind::ShardEnd {
-                    return Err(SessionError::ShardEndFailed { shard, error: e.to_owned() });
+                    return Err(SessionError::ShardEndFailed {
+                        shard,
+                        error: e.to_owned(),
+                    });
                 }
                 log::error!(
                     "checkpoint at {target} failed with {e} (last stored: {}); not retrying it",
-                    self.last_checkpoint.as_ref().map_or("none".to_owned(), |c| c.to_string())
+                    self.last_checkpoint
+                        .as_ref()
+                        .map_or("none".to_owned(), |c| c.to_string())
                 );
                 self.last_checkpoint_at = now;
                 Step::Reply

@@ -72,7 +72,8 @@ pub fn check_p2d(got: &str, expected: &str) -> Result<(), String> {
     if !got.is_ascii() {
         return Err(format!("non-ASCII protocol line: {got}"));
     }
-    ProcessorMessage::decode(got.as_bytes()).map_err(|e| format!("the daemon would skip {got:?}: {e}"))?;
+    ProcessorMessage::decode(got.as_bytes())
+        .map_err(|e| format!("the daemon would skip {got:?}: {e}"))?;
     let g: serde_json::Value = serde_json::from_str(got).map_err(|e| format!("{got:?}: {e}"))?;
     let x: serde_json::Value = serde_json::from_str(expected).unwrap();
     if g != x {
@@ -90,7 +91,8 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
         Some(Entry::Start(a)) => a.clone(),
         _ => vec!["--handler".into(), "discard".into()],
     };
-    let cli = Cli::try_parse_from(std::iter::once("rsmld".to_owned()).chain(args)).map_err(|e| e.to_string())?;
+    let cli = Cli::try_parse_from(std::iter::once("rsmld".to_owned()).chain(args))
+        .map_err(|e| e.to_string())?;
     let config = cli.run.into_driver_config().map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut now = start;
@@ -101,9 +103,9 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
     let mut exited = false;
 
     let pump = |session: &mut Session,
-                    now: &mut Instant,
-                    handlers: &mut Vec<Box<dyn Handler>>,
-                    sent: &mut VecDeque<String>|
+                now: &mut Instant,
+                handlers: &mut Vec<Box<dyn Handler>>,
+                sent: &mut VecDeque<String>|
      -> Result<(), String> {
         loop {
             while let Some(out) = session.poll_output() {
@@ -117,16 +119,24 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
                                     worker: w,
                                     workers: config.pool.workers,
                                 };
-                                handlers.push(config.handlers.create(&ctx).map_err(|e| e.to_string())?);
+                                handlers
+                                    .push(config.handlers.create(&ctx).map_err(|e| e.to_string())?);
                             }
                         }
                         let mut done: Vec<RecordId> = Vec::new();
                         for item in items {
-                            let w = rsmld::pool::partition(item.partition_key.as_bytes(), handlers.len());
-                            handlers[w].process(std::slice::from_ref(&item)).map_err(|e| e.to_string())?;
+                            let w = rsmld::pool::partition(
+                                item.partition_key.as_bytes(),
+                                handlers.len(),
+                            );
+                            handlers[w]
+                                .process(std::slice::from_ref(&item))
+                                .map_err(|e| e.to_string())?;
                             done.push(item.record);
                         }
-                        session.handle_completed(&done, *now).map_err(|e| e.to_string())?;
+                        session
+                            .handle_completed(&done, *now)
+                            .map_err(|e| e.to_string())?;
                     }
                     Output::Abandon => {}
                 }
@@ -163,9 +173,11 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
                 }
             }
             Entry::P2d(expected) => {
-                let got = sent
-                    .pop_front()
-                    .ok_or_else(|| ctx(format!("expected {expected}, the session sent nothing (error: {error:?})")))?;
+                let got = sent.pop_front().ok_or_else(|| {
+                    ctx(format!(
+                        "expected {expected}, the session sent nothing (error: {error:?})"
+                    ))
+                })?;
                 check_p2d(&got, expected).map_err(ctx)?;
             }
             Entry::Sleep(ms) => now += Duration::from_millis(*ms),
@@ -241,7 +253,9 @@ impl Proc {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         Proc {
@@ -255,7 +269,10 @@ impl Proc {
     pub fn send(&mut self, line: &str) {
         if let Some(stdin) = &mut self.stdin {
             // A child that already exited makes this fail; the exit entry then checks why.
-            let _ = stdin.write_all(line.as_bytes()).and_then(|_| stdin.write_all(b"\n")).and_then(|_| stdin.flush());
+            let _ = stdin
+                .write_all(line.as_bytes())
+                .and_then(|_| stdin.write_all(b"\n"))
+                .and_then(|_| stdin.flush());
         }
     }
 
@@ -267,7 +284,12 @@ impl Proc {
             match self.lines.recv_timeout(left) {
                 Ok(l) if l.trim().is_empty() => continue,
                 Ok(l) => return Ok(l),
-                Err(_) => return Err(format!("no protocol line within {timeout:?}; stderr:\n{}", self.stderr())),
+                Err(_) => {
+                    return Err(format!(
+                        "no protocol line within {timeout:?}; stderr:\n{}",
+                        self.stderr()
+                    ))
+                }
             }
         }
     }
@@ -284,7 +306,10 @@ impl Proc {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                return Err(format!("rsmld did not exit within {timeout:?}; stderr:\n{}", self.stderr()));
+                return Err(format!(
+                    "rsmld did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                ));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -317,7 +342,8 @@ pub fn play_binary(entries: &[Entry]) -> Result<(), String> {
             Entry::D2p(line) => p.send(line),
             Entry::P2d(expected) => {
                 let got = p.recv(Duration::from_secs(10)).map_err(ctx)?;
-                check_p2d(&got, expected).map_err(|e| ctx(format!("{e}\nstderr:\n{}", p.stderr())))?;
+                check_p2d(&got, expected)
+                    .map_err(|e| ctx(format!("{e}\nstderr:\n{}", p.stderr())))?;
             }
             Entry::Sleep(ms) => std::thread::sleep(Duration::from_millis(*ms)),
             Entry::DEof => p.close_stdin(),
@@ -325,7 +351,10 @@ pub fn play_binary(entries: &[Entry]) -> Result<(), String> {
                 let got = p.wait(Duration::from_secs(5)).map_err(ctx)?;
                 exited = true;
                 if got != *rc {
-                    return Err(ctx(format!("exit code {got}, expected {rc}; stderr:\n{}", p.stderr())));
+                    return Err(ctx(format!(
+                        "exit code {got}, expected {rc}; stderr:\n{}",
+                        p.stderr()
+                    )));
                 }
             }
             Entry::PErr(text) => {
@@ -335,7 +364,10 @@ pub fn play_binary(entries: &[Entry]) -> Result<(), String> {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 if !p.stderr().contains(text.as_str()) {
-                    return Err(ctx(format!("stderr does not mention {text:?}:\n{}", p.stderr())));
+                    return Err(ctx(format!(
+                        "stderr does not mention {text:?}:\n{}",
+                        p.stderr()
+                    )));
                 }
             }
         }
@@ -375,11 +407,17 @@ impl CheckpointModel {
 
     /// Returns the reply line and whether it succeeded.
     pub fn answer(&mut self, request: &ProcessorMessage) -> (String, Option<&'static str>) {
-        let ProcessorMessage::Checkpoint { sequence_number, sub_sequence_number } = request else {
+        let ProcessorMessage::Checkpoint {
+            sequence_number,
+            sub_sequence_number,
+        } = request
+        else {
             panic!("not a checkpoint: {request:?}");
         };
         let target = match sequence_number {
-            None if self.shard_ended => Some(Esn::new(SequenceNumber::parse("SHARD_END").unwrap(), 0)),
+            None if self.shard_ended => {
+                Some(Esn::new(SequenceNumber::parse("SHARD_END").unwrap(), 0))
+            }
             None => self.largest.clone(),
             Some(s) => Some(Esn::new(s.clone(), sub_sequence_number.unwrap_or(0))),
         };
@@ -389,7 +427,9 @@ impl CheckpointModel {
             self.largest.clone()
         };
         let error = match &target {
-            Some(t) if self.last.as_ref().is_some_and(|l| t < l) => Some("IllegalArgumentException"),
+            Some(t) if self.last.as_ref().is_some_and(|l| t < l) => {
+                Some("IllegalArgumentException")
+            }
             Some(t) if upper.as_ref().is_none_or(|u| t > u) => Some("IllegalArgumentException"),
             None => Some("IllegalArgumentException"),
             Some(t) => {

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The project's checks, as CI runs them: formatting, lints, docs, every test.
+# Usage: scripts/check.sh            (unit, property, transcript, binary tests)
+#        RSMLD_E2E=1 scripts/check.sh (also the end-to-end tests under the real daemon)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
+echo "== cargo test"
+cargo test --locked --all-targets
+cargo test --locked --doc

@@ -1,0 +1,376 @@
+//! The built binary under a daemon model: checkpoints never pass unwritten items,
+//! backpressure, prompt exit, failures.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{run_action, CheckpointModel, Proc};
+use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::protocol::sequence::{Esn, SequenceNumber};
+
+const BASE: u128 = 49680445498841953494698307936;
+
+fn seq(i: u64) -> String {
+    format!("{}{:027}", BASE, i)
+}
+
+fn record(i: u64, key: &str) -> Record {
+    use base64::Engine;
+    Record {
+        data: Some(base64::engine::general_purpose::STANDARD.encode(format!("payload-{i}"))),
+        partition_key: key.into(),
+        sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
+        sub_sequence_number: Some(0),
+        approximate_arrival_timestamp: Some(1_700_000_000_000 + i as i64),
+    }
+}
+
+fn line(msg: &DaemonMessage) -> String {
+    serde_json::to_string(msg).unwrap()
+}
+
+fn init_line() -> String {
+    line(&DaemonMessage::Initialize {
+        shard_id: "shardId-000000000007".into(),
+        sequence_number: Some(SequenceNumber::parse("TRIM_HORIZON").unwrap()),
+        sub_sequence_number: Some(0),
+    })
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Every item line written under `dir`, parsed.
+fn written(dir: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        for l in std::fs::read_to_string(&path).unwrap().lines() {
+            out.push((name.clone(), serde_json::from_str(l).unwrap()));
+        }
+    }
+    out
+}
+
+/// 3 workers, random per-item delays, completions out of order: every checkpoint the
+/// binary sends covers only records the file handler had already written; at the end
+/// every record is written once, per-key order holds in each file, and the final
+/// checkpoints are the last record and SHARD_END.
+#[test]
+fn checkpoints_cover_only_written_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut p = Proc::spawn(&args(&[
+        "--handler",
+        "file",
+        "--output",
+        out.to_str().unwrap(),
+        "--workers",
+        "3",
+        "--max-in-flight",
+        "150",
+        "--checkpoint-interval",
+        "0",
+        "--debug-delay-ms",
+        "3",
+    ]));
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+
+    let keys: Vec<String> = (0..11).map(|k| format!("key-{k}")).collect();
+    let mut delivered: Vec<(u64, String)> = Vec::new();
+    let mut checkpoints = 0;
+    let mut n = 0u64;
+    for batch in 0..25 {
+        let records: Vec<Record> = (0..40)
+            .map(|j| {
+                n += 1;
+                let key = &keys[((n * 7 + j) % keys.len() as u64) as usize];
+                delivered.push((n, key.clone()));
+                record(n, key)
+            })
+            .collect();
+        for r in &records {
+            model.deliver(r.esn());
+        }
+        p.send(&line(&DaemonMessage::ProcessRecords {
+            records,
+            millis_behind_latest: Some(0),
+        }));
+        loop {
+            let got = p.recv(Duration::from_secs(20)).unwrap();
+            match ProcessorMessage::decode(got.as_bytes()).unwrap() {
+                ProcessorMessage::Status { response_for } => {
+                    assert_eq!(response_for, Action::ProcessRecords);
+                    break;
+                }
+                req @ ProcessorMessage::Checkpoint { .. } => {
+                    let ProcessorMessage::Checkpoint {
+                        sequence_number: Some(s),
+                        sub_sequence_number: Some(0),
+                    } = &req
+                    else {
+                        panic!("batch {batch}: checkpoint without a position: {got}");
+                    };
+                    let on_disk: HashSet<String> = written(&out)
+                        .into_iter()
+                        .map(|(_, v)| v["sequenceNumber"].as_str().unwrap().to_owned())
+                        .collect();
+                    let at = Esn::new(s.clone(), 0);
+                    for (i, _) in &delivered {
+                        let esn = Esn::new(SequenceNumber::parse(&seq(*i)).unwrap(), 0);
+                        if esn <= at {
+                            assert!(
+                                on_disk.contains(&seq(*i)),
+                                "checkpoint {at} covers record {i}, which is not on disk"
+                            );
+                        }
+                    }
+                    checkpoints += 1;
+                    let (reply, error) = model.answer(&req);
+                    assert_eq!(error, None, "{got}");
+                    p.send(&reply);
+                }
+            }
+        }
+    }
+    assert!(
+        checkpoints >= 5,
+        "only {checkpoints} checkpoints in 25 batches"
+    );
+
+    let reqs = run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"shutdownRequested"}"#,
+        Action::ShutdownRequested,
+    )
+    .unwrap();
+    assert_eq!(
+        reqs.last(),
+        Some(&ProcessorMessage::Checkpoint {
+            sequence_number: Some(SequenceNumber::parse(&seq(n)).unwrap()),
+            sub_sequence_number: Some(0),
+        })
+    );
+    model.shard_ended = true;
+    let reqs = run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"shardEnded"}"#,
+        Action::ShardEnded,
+    )
+    .unwrap();
+    assert_eq!(reqs, vec![ProcessorMessage::checkpoint_null()]);
+    assert_eq!(model.stored.last().unwrap().seq.as_str(), "SHARD_END");
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+
+    // Everything written exactly once; per key, one file and delivery order.
+    let lines = written(&out);
+    assert_eq!(lines.len(), delivered.len());
+    let mut per_key: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for (file, v) in &lines {
+        let s = v["sequenceNumber"].as_str().unwrap();
+        let i: u64 = s[s.len() - 27..].parse().unwrap();
+        per_key
+            .entry(v["partitionKey"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((file.clone(), i));
+        assert_eq!(v["shardId"], "shardId-000000000007");
+        assert_eq!(v["userTotal"], 1);
+    }
+    for (key, seen) in per_key {
+        let files: HashSet<_> = seen.iter().map(|(f, _)| f.clone()).collect();
+        assert_eq!(files.len(), 1, "{key} spread over {files:?}");
+        let order: Vec<u64> = seen.iter().map(|(_, i)| *i).collect();
+        let expected: Vec<u64> = delivered
+            .iter()
+            .filter(|(_, k)| *k == key)
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(order, expected, "{key} out of order");
+    }
+}
+
+/// With --max-in-flight 5, processRecords answers only when at most 5 items are
+/// unfinished: at least 45 of 50 slow items are on disk when status arrives.
+#[test]
+fn backpressure_holds_status_until_in_flight_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut p = Proc::spawn(&args(&[
+        "--handler",
+        "file",
+        "--output",
+        out.to_str().unwrap(),
+        "--workers",
+        "2",
+        "--max-in-flight",
+        "5",
+        "--checkpoint-interval",
+        "3600",
+        "--debug-delay-ms",
+        "10",
+    ]));
+    let mut model = CheckpointModel::default();
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let records: Vec<Record> = (1..=50)
+        .map(|i| record(i, &format!("k{}", i % 4)))
+        .collect();
+    let l = line(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    });
+    run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    let on_disk = written(&out).len();
+    assert!(
+        on_disk >= 45,
+        "status answered with {} items unfinished",
+        50 - on_disk
+    );
+}
+
+/// Stdin EOF with slow work queued: exit 0 at once, queued items dropped (never
+/// checkpointed), no thread keeps the process alive.
+#[test]
+fn exits_promptly_on_eof_with_work_queued() {
+    let mut p = Proc::spawn(&args(&[
+        "--handler",
+        "discard",
+        "--workers",
+        "2",
+        "--debug-delay-ms",
+        "200",
+    ]));
+    let mut model = CheckpointModel::default();
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let records: Vec<Record> = (1..=400).map(|i| record(i, &format!("k{i}"))).collect();
+    let l = line(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    });
+    let reqs = run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    assert!(reqs.is_empty());
+    p.close_stdin();
+    // 400 items x ~100 ms / 2 workers would be ~20 s; exiting must not wait for them.
+    assert_eq!(p.wait(Duration::from_secs(3)).unwrap(), 0);
+}
+
+/// A handler that cannot write (the output file is /dev/full) is a worker failure: exit
+/// non-zero with a message naming it, and never a checkpoint. Asynchronously (default
+/// in-flight bound) the batch's status may precede the failure; synchronously
+/// (--max-in-flight 0) not even that.
+#[test]
+fn worker_failure_exits_nonzero_without_checkpoint() {
+    for max_in_flight in ["10000", "0"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            "/dev/full",
+            dir.path().join("shardId-000000000007.worker-0.jsonl"),
+        )
+        .unwrap();
+        let mut p = Proc::spawn(&args(&[
+            "--handler",
+            "file",
+            "--output",
+            dir.path().to_str().unwrap(),
+            "--workers",
+            "1",
+            "--checkpoint-interval",
+            "0",
+            "--max-in-flight",
+            max_in_flight,
+        ]));
+        let mut model = CheckpointModel::default();
+        run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+        let records: Vec<Record> = (1..=3).map(|i| record(i, "k")).collect();
+        p.send(&line(&DaemonMessage::ProcessRecords {
+            records,
+            millis_behind_latest: None,
+        }));
+        std::thread::sleep(Duration::from_millis(100));
+        p.send(&line(&DaemonMessage::ProcessRecords {
+            records: vec![record(4, "j")],
+            millis_behind_latest: None,
+        }));
+        assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 1);
+        let mut statuses = 0;
+        while let Ok(l) = p.recv(Duration::from_millis(200)) {
+            match ProcessorMessage::decode(l.as_bytes()).unwrap() {
+                ProcessorMessage::Status { .. } => statuses += 1,
+                other => panic!("{other:?} after a worker failure"),
+            }
+        }
+        if max_in_flight == "0" {
+            assert_eq!(statuses, 0, "synchronous mode acknowledged a failed batch");
+        }
+        let err = p.stderr();
+        assert!(
+            err.contains("worker 0 failed") && err.contains("No space left"),
+            "{err}"
+        );
+        assert!(err.contains("shardId-000000000007"), "{err}");
+    }
+}
+
+/// A handler that cannot start (the output directory cannot be created) stops at
+/// initialize with a clear message and no status.
+#[test]
+fn handler_start_failure_is_reported_at_initialize() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let out = blocker.join("out");
+    let mut p = Proc::spawn(&args(&[
+        "--handler",
+        "file",
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    p.send(&init_line());
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 1);
+    assert!(
+        p.recv(Duration::from_millis(200)).is_err(),
+        "status sent despite the failure"
+    );
+    assert!(
+        p.stderr().contains("cannot create output directory"),
+        "{}",
+        p.stderr()
+    );
+}
+
+/// A 66 MiB processRecords line goes through the binary and its record reaches the file.
+#[test]
+fn huge_lines_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut p = Proc::spawn(&args(&[
+        "--handler",
+        "file",
+        "--output",
+        out.to_str().unwrap(),
+        "--max-in-flight",
+        "0",
+    ]));
+    let mut model = CheckpointModel::default();
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let mut r = record(1, "k");
+    r.data = Some("QUFB".repeat((66 << 20) / 4));
+    let l = line(&DaemonMessage::ProcessRecords {
+        records: vec![r],
+        millis_behind_latest: None,
+    });
+    assert!(l.len() > 64 << 20);
+    run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    let lines = written(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].1["data"].as_str().unwrap().len(), 66 << 20);
+}
