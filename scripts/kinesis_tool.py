@@ -36,7 +36,7 @@ Manifest format (JSON lines, appended to): one object per *user* record put, wit
 
 Output directory format that wait-records / check-records read: any number of *.jsonl files,
 one JSON object per processed user record with at least "partitionKey" and "data" (base64),
-optionally "shard", "sequenceNumber", "subSequenceNumber". Lines that do not parse or lack
+optionally "shard" (or "shardId"), "sequenceNumber", "subSequenceNumber". Lines that do not parse or lack
 those fields are ignored (a file being appended to may end in a partial line).
 """
 
@@ -441,6 +441,10 @@ def read_output(out_dir):
     return records
 
 
+def output_shard(o):
+    return o.get("shard") or o.get("shardId")
+
+
 def compare(manifest, output):
     """Returns (missing, duplicated, unexpected, wrong_shard) lists of (partitionKey, data)."""
     want = collections.Counter((m["partitionKey"], m["data"]) for m in manifest)
@@ -450,8 +454,8 @@ def compare(manifest, output):
     unexpected = [k for k in got if k not in want]
     shard_of = {(m["partitionKey"], m["data"]): m["shard"] for m in manifest}
     wrong_shard = [(o["partitionKey"], o["data"]) for o in output
-                   if o.get("shard") and (o["partitionKey"], o["data"]) in shard_of
-                   and o["shard"] != shard_of[(o["partitionKey"], o["data"])]]
+                   if output_shard(o) and (o["partitionKey"], o["data"]) in shard_of
+                   and output_shard(o) != shard_of[(o["partitionKey"], o["data"])]]
     return missing, duplicated, unexpected, wrong_shard
 
 

@@ -24,7 +24,7 @@ It exits 0 only if every check passed and prints a summary with timings.
 
 --processor is the processor's command line. "{output}" in it is replaced by the output directory
 (the processor must append one JSON line per user record there, in *.jsonl files, with at least
-"partitionKey" and "data" as received, and preferably "shard"). No path may contain a space: the
+"partitionKey" and "data" as received, and preferably "shard" or "shardId"). No path may contain a space: the
 daemon splits its executableName on spaces.
 """
 
