@@ -17,7 +17,7 @@ use crate::handler::file::FileFactory;
 use crate::handler::{delay::DelayFactory, HandlerFactory};
 use crate::pool::PoolConfig;
 use crate::protocol::session::SessionConfig;
-use crate::split::Splitter;
+use crate::split::{SplitMode, Splitter, DEFAULT_MAX_INFLATED};
 
 /// rsmld: a record processor for the Amazon KCL MultiLangDaemon.
 #[derive(Debug, Parser)]
@@ -83,6 +83,13 @@ pub struct RunArgs {
     /// What to do with items.
     #[arg(long, value_enum)]
     pub handler: Option<HandlerKind>,
+    /// How records become items.
+    #[arg(long, value_enum, default_value_t = SplitMode::Kpl)]
+    pub split: SplitMode,
+    /// Largest inflated size of a gzip payload (lines, json-array, cloudwatch-logs);
+    /// a larger one is delivered whole, with a warning.
+    #[arg(long, default_value_t = DEFAULT_MAX_INFLATED)]
+    pub max_inflated_bytes: usize,
     /// Output directory of the file handler.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -151,7 +158,7 @@ impl RunArgs {
                 channel_capacity: self.max_in_flight.clamp(1024, 1 << 20),
                 max_batch: 512,
             },
-            splitter: Splitter::default(),
+            splitter: Splitter::new(self.split).with_max_inflated(self.max_inflated_bytes),
             handlers,
             shutdown_timeout: Duration::from_secs(1),
             on_shard: None,

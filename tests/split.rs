@@ -1,0 +1,242 @@
+//! Record splitting through the session and the binary: the checkpoint waits for every
+//! item of a record, whichever worker finishes last.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{run_action, CheckpointModel, Proc};
+use rsmld::checkpoint::RecordId;
+use rsmld::item::{Item, BASE64};
+use rsmld::kpl::Aggregator;
+use rsmld::pool::partition;
+use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::protocol::sequence::SequenceNumber;
+use rsmld::protocol::session::{Next, Output, Session, SessionConfig};
+use rsmld::split::{SplitMode, Splitter};
+
+use base64::Engine;
+
+const S1: &str = "49680445498841953494698307936256227907416662446197178370";
+const S2: &str = "49680445498841953494698307936257436833236277075371884546";
+
+fn aggregate(keys: &[&str]) -> Vec<u8> {
+    let mut agg = Aggregator::new(1 << 20);
+    for (i, k) in keys.iter().enumerate() {
+        assert!(agg.push(k, None, format!("user-{i}").as_bytes()).is_none());
+    }
+    agg.finish().unwrap()
+}
+
+fn record(seq: &str, key: &str, data: &[u8]) -> Record {
+    Record {
+        data: Some(BASE64.encode(data)),
+        partition_key: key.into(),
+        sequence_number: SequenceNumber::parse(seq).unwrap(),
+        sub_sequence_number: Some(0),
+        approximate_arrival_timestamp: Some(1),
+    }
+}
+
+/// Three keys that land on three different workers out of three.
+fn keys_on_distinct_workers() -> [String; 3] {
+    let mut found: [Option<String>; 3] = [None, None, None];
+    for i in 0.. {
+        let k = format!("user-{i}");
+        let w = partition(k.as_bytes(), 3);
+        if found[w].is_none() {
+            found[w] = Some(k);
+        }
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    found.map(Option::unwrap)
+}
+
+fn drain(session: &mut Session) -> (Vec<Item>, Vec<ProcessorMessage>) {
+    let (mut items, mut sent) = (Vec::new(), Vec::new());
+    while let Some(out) = session.poll_output() {
+        match out {
+            Output::Dispatch(mut i) => items.append(&mut i),
+            Output::Send(m) => sent.push(m),
+            Output::Abandon => panic!("abandon"),
+        }
+    }
+    (items, sent)
+}
+
+fn empty_batch() -> DaemonMessage {
+    DaemonMessage::ProcessRecords {
+        records: vec![],
+        millis_behind_latest: Some(0),
+    }
+}
+
+#[test]
+fn checkpoint_waits_for_the_last_item_of_a_record() {
+    let now = Instant::now();
+    let config = SessionConfig {
+        checkpoint_interval: Duration::ZERO,
+        ..SessionConfig::default()
+    };
+    let mut s = Session::new(config, Splitter::new(SplitMode::Kpl), now);
+    s.handle_message(
+        DaemonMessage::Initialize {
+            shard_id: "shardId-0".into(),
+            sequence_number: Some(SequenceNumber::parse("TRIM_HORIZON").unwrap()),
+            sub_sequence_number: Some(0),
+        },
+        now,
+    )
+    .unwrap();
+    drain(&mut s);
+
+    let keys = keys_on_distinct_workers();
+    let agg = aggregate(&[&keys[0], &keys[1], &keys[2]]);
+    s.handle_message(
+        DaemonMessage::ProcessRecords {
+            records: vec![record(S1, "a", &agg), record(S2, "plain", b"p")],
+            millis_behind_latest: Some(0),
+        },
+        now,
+    )
+    .unwrap();
+    let (items, sent) = drain(&mut s);
+    // 3 user records + 1 plain record; nothing complete yet, so no checkpoint, just status.
+    assert_eq!(items.len(), 4);
+    assert_eq!(
+        sent,
+        vec![ProcessorMessage::Status {
+            response_for: Action::ProcessRecords
+        }]
+    );
+    let workers: std::collections::HashSet<_> = items[..3]
+        .iter()
+        .map(|i| partition(i.partition_key.as_bytes(), 3))
+        .collect();
+    assert_eq!(
+        workers.len(),
+        3,
+        "the aggregate's items go to three different workers"
+    );
+    for (i, item) in items[..3].iter().enumerate() {
+        assert_eq!(
+            (item.user_sub, item.user_total, item.record),
+            (i as u32, 3, RecordId(0))
+        );
+    }
+    assert_eq!((items[3].user_total, items[3].record), (1, RecordId(1)));
+
+    // Worker 2 and the plain record's worker finish first, then worker 0.
+    s.handle_completed(&[items[2].record, items[3].record, items[0].record], now)
+        .unwrap();
+    s.handle_message(empty_batch(), now).unwrap();
+    let (_, sent) = drain(&mut s);
+    assert_eq!(
+        sent,
+        vec![ProcessorMessage::Status {
+            response_for: Action::ProcessRecords
+        }],
+        "checkpoint before the aggregate's last item finished"
+    );
+    assert_eq!(s.tracker().position(), None);
+
+    // The last item (worker 1) finishes: now both records are done.
+    s.handle_completed(&[items[1].record], now).unwrap();
+    s.handle_message(empty_batch(), now).unwrap();
+    let (_, sent) = drain(&mut s);
+    assert_eq!(
+        sent,
+        vec![ProcessorMessage::Checkpoint {
+            sequence_number: Some(SequenceNumber::parse(S2).unwrap()),
+            sub_sequence_number: Some(0)
+        }]
+    );
+    assert_eq!(s.next(), Next::Message);
+}
+
+/// An aggregate delivered whole (as a KCL 1.x daemon would) is split into items with
+/// their own partition keys and userSub/userTotal, and the checkpoint covers the record.
+#[test]
+fn binary_splits_aggregates_into_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut p = Proc::spawn(
+        &[
+            "--handler",
+            "file",
+            "--output",
+            out.to_str().unwrap(),
+            "--workers",
+            "3",
+            "--split",
+            "kpl",
+            "--max-in-flight",
+            "0",
+            "--checkpoint-interval",
+            "0",
+        ]
+        .map(String::from),
+    );
+    let mut model = CheckpointModel::default();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
+    let keys = keys_on_distinct_workers();
+    let records = vec![
+        record(
+            S1,
+            "a",
+            &aggregate(&[&keys[0], &keys[1], &keys[2], &keys[0]]),
+        ),
+        record(S2, "plain", b"p"),
+    ];
+    for r in &records {
+        model.deliver(r.esn());
+    }
+    let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    })
+    .unwrap();
+    let reqs = run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(model.last.as_ref().unwrap().seq.as_str(), S2);
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+
+    let mut items: Vec<serde_json::Value> = Vec::new();
+    for f in std::fs::read_dir(&out).unwrap() {
+        for l in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+            items.push(serde_json::from_str(l).unwrap());
+        }
+    }
+    items.sort_by_key(|v| {
+        (
+            v["sequenceNumber"].as_str().unwrap().to_owned(),
+            v["userSub"].as_u64().unwrap(),
+        )
+    });
+    let got: Vec<(String, u64, u64, String)> = items
+        .iter()
+        .map(|v| {
+            let data = BASE64.decode(v["data"].as_str().unwrap()).unwrap();
+            (
+                v["partitionKey"].as_str().unwrap().to_owned(),
+                v["userSub"].as_u64().unwrap(),
+                v["userTotal"].as_u64().unwrap(),
+                String::from_utf8(data).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (keys[0].clone(), 0, 4, "user-0".into()),
+            (keys[1].clone(), 1, 4, "user-1".into()),
+            (keys[2].clone(), 2, 4, "user-2".into()),
+            (keys[0].clone(), 3, 4, "user-3".into()),
+            ("plain".into(), 0, 1, "p".into()),
+        ]
+    );
+}
