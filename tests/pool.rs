@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rsmld::checkpoint::RecordId;
-use rsmld::handler::{Handler, HandlerError, HandlerFactory, WorkerContext};
+use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
 use rsmld::item::{Item, Payload};
 use rsmld::pool::{Pool, PoolConfig, WorkerEvent};
 
@@ -32,7 +32,7 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
-    fn process(&mut self, items: &[Item]) -> Result<(), HandlerError> {
+    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
         for it in items {
             std::thread::sleep(Duration::from_micros(self.delay_us * (it.record.0 % 3)));
             self.seen
@@ -86,7 +86,7 @@ proptest! {
 
 struct Panics;
 impl Handler for Panics {
-    fn process(&mut self, items: &[Item]) -> Result<(), HandlerError> {
+    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
         if items.iter().any(|i| i.partition_key == "boom") {
             panic!("handler exploded on purpose");
         }

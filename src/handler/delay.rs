@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Handler, HandlerError, HandlerFactory, WorkerContext};
+use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
 use crate::item::Item;
 
 /// Wraps another factory's handlers with random per-item delays.
@@ -37,14 +37,25 @@ struct Delay {
 }
 
 impl Handler for Delay {
-    fn process(&mut self, items: &[Item]) -> Result<(), HandlerError> {
+    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
         // Hand items over one at a time so each one gets its own delay.
-        for item in items {
+        for (i, item) in items.iter().enumerate() {
             self.state ^= self.state << 13;
             self.state ^= self.state >> 7;
             self.state ^= self.state << 17;
             std::thread::sleep(Duration::from_millis(self.state % (self.max_ms + 1)));
-            self.inner.process(std::slice::from_ref(item))?;
+            // On a failure, this item and every later one are not done.
+            let error = match self.inner.process(std::slice::from_ref(item)) {
+                Ok(()) => continue,
+                Err(BatchError::Batch(e)) => e,
+                Err(BatchError::Items(mut v)) => match v.pop() {
+                    Some((_, e)) => e,
+                    None => continue,
+                },
+            };
+            return Err(BatchError::Items(
+                (i..items.len()).map(|j| (j, error.clone())).collect(),
+            ));
         }
         Ok(())
     }

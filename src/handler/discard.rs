@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{Handler, HandlerError, HandlerFactory, WorkerContext};
+use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
 use crate::item::Item;
 
 /// Makes discard handlers that share one counter.
@@ -37,7 +37,7 @@ struct Discard {
 }
 
 impl Handler for Discard {
-    fn process(&mut self, items: &[Item]) -> Result<(), HandlerError> {
+    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
         self.count.fetch_add(items.len() as u64, Ordering::Relaxed);
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Handler, HandlerError, HandlerFactory, WorkerContext};
+use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
 use crate::item::Item;
 
 /// Makes file handlers writing under one directory.
@@ -55,7 +55,7 @@ struct FileHandler {
 }
 
 impl Handler for FileHandler {
-    fn process(&mut self, items: &[Item]) -> Result<(), HandlerError> {
+    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
         let fail = |e: std::io::Error| {
             HandlerError::batch(format!("writing {}: {e}", self.path.display()))
         };
@@ -64,7 +64,8 @@ impl Handler for FileHandler {
             self.out.write_all(b"\n").map_err(fail)?;
         }
         // The batch is complete only once it has left our buffer.
-        self.out.flush().map_err(fail)
+        self.out.flush().map_err(fail)?;
+        Ok(())
     }
 
     fn close(&mut self) -> Result<(), HandlerError> {

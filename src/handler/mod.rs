@@ -1,19 +1,29 @@
-//! Handlers: what a worker does with its items.
+//! Handlers: what a worker does with its items — the Rust API for processors.
 //!
 //! The seam is deliberately small. A [`HandlerFactory`] makes one [`Handler`] per worker
 //! (so a handler needs no locking and may keep per-worker state: an open file, a child
 //! process, a connection). A worker hands its handler *batches* of items, in the order the
-//! items were routed to it, and reports them complete only after `process` returned `Ok`:
-//! returning means "durably done" — a checkpoint may cover these items from now on.
-//! An `Err` (or a panic) is a failure: nothing from that item on is ever checkpointed.
+//! items were routed to it (same partition key → same worker → same order), and reports
+//! items complete only after [`Handler::process`] returned: returning `Ok` means "durably
+//! done" — a checkpoint may cover these items from now on. A [`BatchError`] says which
+//! items failed (or that the whole batch did); the failure policy (`--on-error`) then
+//! decides between stopping, retrying and dead-lettering. A panic is a failure of the
+//! whole batch.
 //!
-//! Built-ins: [`discard`] (counts) and [`mod@file`] (one JSON line per item, per shard and
-//! worker). The exec handler, durable rotation and user processors plug into the same
-//! trait.
+//! Hooks: [`Handler::flush`] runs when the worker is idle (no item for the batch
+//! interval) and before the worker reports a drain complete, for handlers that keep
+//! time-based state (rotation, buffers that `process` already made durable);
+//! [`Handler::close`] runs once at the end; [`Handler::interrupter`] lets the watchdog
+//! abort a `process` call that hangs (the exec handler kills its child).
+//!
+//! Built-ins, all on this same trait: [`discard`] (counts), [`mod@file`] (JSON lines per
+//! shard and worker), and the testing wrapper [`delay`].
 
 pub mod delay;
 pub mod discard;
 pub mod file;
+
+use std::sync::Arc;
 
 use crate::item::Item;
 
@@ -28,36 +38,79 @@ pub struct WorkerContext {
     pub workers: usize,
 }
 
-/// A handler failure. `item` is the index in the batch of the first item that failed,
-/// when the handler knows it (items before it succeeded).
+/// A handler failure, readable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct HandlerError {
-    /// What went wrong, readable.
+    /// What went wrong.
     pub message: String,
-    /// The first failed item's index in the batch, if known.
-    pub item: Option<usize>,
 }
 
 impl HandlerError {
-    /// A failure of the whole batch.
-    pub fn batch(message: impl Into<String>) -> Self {
+    /// A failure with this message.
+    pub fn new(message: impl Into<String>) -> Self {
         HandlerError {
             message: message.into(),
-            item: None,
+        }
+    }
+
+    /// A failure of the whole batch (same as [`HandlerError::new`], reads better).
+    pub fn batch(message: impl Into<String>) -> Self {
+        Self::new(message)
+    }
+}
+
+/// What failed in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    /// Nothing in the batch is done.
+    Batch(HandlerError),
+    /// These items (index in the batch, ascending, each once) failed; every other item of
+    /// the batch is done.
+    Items(Vec<(usize, HandlerError)>),
+}
+
+impl From<HandlerError> for BatchError {
+    fn from(e: HandlerError) -> Self {
+        BatchError::Batch(e)
+    }
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::Batch(e) => write!(f, "{e}"),
+            BatchError::Items(items) => match items.first() {
+                Some((i, e)) => write!(f, "{} item(s) failed, first at {i}: {e}", items.len()),
+                None => f.write_str("no item failed"),
+            },
         }
     }
 }
 
+/// A way to abort a hanging [`Handler::process`] from another thread (the watchdog).
+pub type Interrupter = Arc<dyn Fn() + Send + Sync>;
+
 /// Processes the items routed to one worker.
 pub trait Handler: Send {
-    /// Processes a batch. `Ok` means every item is done (written, acknowledged, durable as
-    /// far as this handler promises) and may be checkpointed.
-    fn process(&mut self, items: &[Item]) -> Result<(), HandlerError>;
+    /// Processes a batch (never empty). `Ok` means every item is done — written,
+    /// acknowledged, durable as far as this handler promises — and may be checkpointed.
+    fn process(&mut self, items: &[Item]) -> Result<(), BatchError>;
+
+    /// Called when the worker is idle and before a drain completes.
+    fn flush(&mut self) -> Result<(), HandlerError> {
+        Ok(())
+    }
 
     /// Called once when the worker stops (end of input or shutdown).
     fn close(&mut self) -> Result<(), HandlerError> {
         Ok(())
+    }
+
+    /// How the watchdog can abort a `process` call that takes too long; `None` (the
+    /// default) makes a timeout fatal, because the call cannot be taken back.
+    fn interrupter(&self) -> Option<Interrupter> {
+        None
     }
 }
 
