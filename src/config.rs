@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::driver::DriverConfig;
 use crate::handler::discard::DiscardFactory;
-use crate::handler::file::FileFactory;
+use crate::handler::exec::{ExecFactory, ExecOptions};
+use crate::handler::file::{FileFactory, FileOptions};
 use crate::handler::{delay::DelayFactory, HandlerFactory};
 use crate::pool::PoolConfig;
 use crate::protocol::session::SessionConfig;
@@ -60,8 +61,10 @@ pub enum KplCommand {
 pub enum HandlerKind {
     /// Count items and drop them.
     Discard,
-    /// Append one JSON line per item under --output.
+    /// Append one JSON line per item under --output (a durable, rotated archive).
     File,
+    /// Pipe items to a long-lived child per worker: `--handler exec -- COMMAND [ARGS...]`.
+    Exec,
 }
 
 /// Record processor flags.
@@ -93,6 +96,15 @@ pub struct RunArgs {
     /// Output directory of the file handler.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// File handler: start a new file at this size in bytes (0: never).
+    #[arg(long, default_value_t = 256 << 20)]
+    pub rotate_bytes: u64,
+    /// File handler: start a new file after this many seconds (0: never).
+    #[arg(long, default_value = "3600", value_parser = parse_seconds)]
+    pub rotate_secs: Duration,
+    /// Exec handler: the command and its arguments, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
     /// Testing aid: each item waits a pseudo-random 0..=N ms in its worker before the
     /// handler sees it (shakes completion order).
     #[arg(long, hide = true)]
@@ -108,6 +120,9 @@ pub enum ConfigError {
     /// File handler without a directory.
     #[error("--handler file needs --output DIR")]
     NoOutput,
+    /// Exec handler without a command.
+    #[error("--handler exec needs a command after --, e.g. --handler exec -- /opt/app/handle.py")]
+    NoCommand,
     /// A nonsensical number.
     #[error("{0}")]
     Invalid(String),

@@ -10,6 +10,28 @@ use std::path::{Path, PathBuf};
 use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
 use crate::item::Item;
 
+/// Settings of the file archive.
+#[derive(Clone, Debug)]
+pub struct FileOptions {
+    /// The output directory (created if missing).
+    pub dir: PathBuf,
+    /// Start a new file when the current one reaches this size (0: never).
+    pub rotate_bytes: u64,
+    /// Start a new file when the current one is this old (zero: never).
+    pub rotate_after: std::time::Duration,
+}
+
+impl FileOptions {
+    /// Writes under `dir`, no rotation.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileOptions {
+            dir: dir.into(),
+            rotate_bytes: 0,
+            rotate_after: std::time::Duration::ZERO,
+        }
+    }
+}
+
 /// Makes file handlers writing under one directory.
 #[derive(Clone, Debug)]
 pub struct FileFactory {
@@ -17,9 +39,9 @@ pub struct FileFactory {
 }
 
 impl FileFactory {
-    /// Writes under `dir` (created if missing).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        FileFactory { dir: dir.into() }
+    /// Writes as `options` say.
+    pub fn new(options: FileOptions) -> Self {
+        FileFactory { dir: options.dir }
     }
 
     /// The file a worker of a shard writes.

@@ -21,6 +21,7 @@
 
 pub mod delay;
 pub mod discard;
+pub mod exec;
 pub mod file;
 
 use std::sync::Arc;
