@@ -149,8 +149,21 @@ impl RunArgs {
         let mut handlers: Arc<dyn HandlerFactory> =
             match self.handler.ok_or(ConfigError::NoHandler)? {
                 HandlerKind::Discard => Arc::new(DiscardFactory::new()),
-                HandlerKind::File => {
-                    Arc::new(FileFactory::new(self.output.ok_or(ConfigError::NoOutput)?))
+                HandlerKind::File => Arc::new(FileFactory::new(FileOptions {
+                    dir: self.output.ok_or(ConfigError::NoOutput)?,
+                    rotate_bytes: self.rotate_bytes,
+                    rotate_after: self.rotate_secs,
+                })),
+                HandlerKind::Exec => {
+                    if self.command.is_empty() {
+                        return Err(ConfigError::NoCommand);
+                    }
+                    Arc::new(ExecFactory::new(ExecOptions {
+                        command: self.command,
+                        max_pipelined: self.max_in_flight.max(1),
+                        restart_backoff: Duration::from_millis(100),
+                        restart_backoff_max: Duration::from_secs(5),
+                    }))
                 }
             };
         if let Some(ms) = self.debug_delay_ms {
