@@ -16,13 +16,13 @@ use crate::handler::discard::DiscardFactory;
 use crate::handler::exec::{ExecFactory, ExecOptions};
 use crate::handler::file::{FileFactory, FileOptions};
 use crate::handler::{delay::DelayFactory, HandlerFactory};
-use crate::pool::PoolConfig;
-use crate::protocol::session::SessionConfig;
+use crate::pool::{OnError, PoolConfig};
+use crate::protocol::session::{OnDuplicate, SessionConfig};
 use crate::split::{SplitMode, Splitter, DEFAULT_MAX_INFLATED};
 
 /// rsmld: a record processor for the Amazon KCL MultiLangDaemon.
 #[derive(Debug, Parser)]
-#[command(name = "rsmld", version, about, long_about = None)]
+#[command(name = "rsmld", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// A tool instead of the record processor.
     #[command(subcommand)]
@@ -70,6 +70,10 @@ pub enum HandlerKind {
 /// Record processor flags.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// Read `rsmld.*` settings from this properties file (the daemon's own file works);
+    /// flags on the command line override it.
+    #[arg(long)]
+    pub properties: Option<PathBuf>,
     /// Worker threads (default: available cores).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -102,6 +106,33 @@ pub struct RunArgs {
     /// File handler: start a new file after this many seconds (0: never).
     #[arg(long, default_value = "3600", value_parser = parse_seconds)]
     pub rotate_secs: Duration,
+    /// Most items handed to a handler at once.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// How long a worker waits to fill a batch after its first item, in seconds (0: hand
+    /// over what is queued at once). Batches are also cut at drains and backpressure.
+    #[arg(long, default_value = "0", value_parser = parse_seconds)]
+    pub batch_interval: Duration,
+    /// What a failed item does: fail (stop; nothing past it is checkpointed; exit 1),
+    /// retry (--retries, --retry-backoff, then fail), skip (dead-letter it and go on).
+    #[arg(long, value_enum, default_value_t = OnErrorKind::Fail)]
+    pub on_error: OnErrorKind,
+    /// Retries of failed items under --on-error retry.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// First retry delay in seconds; doubles per retry.
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    pub retry_backoff: Duration,
+    /// Dead-letter directory for --on-error skip.
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
+    /// Longest a handler may work on a batch, in seconds; past it the exec child is
+    /// killed and the items fail under --on-error (0: no watchdog).
+    #[arg(long, default_value = "0", value_parser = parse_seconds)]
+    pub item_timeout: Duration,
+    /// A record delivered twice in one lease: skip it (with a warning) or fail.
+    #[arg(long, value_enum, default_value_t = OnDuplicate::Skip)]
+    pub on_duplicate: OnDuplicate,
     /// Exec handler: the command and its arguments, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -109,6 +140,17 @@ pub struct RunArgs {
     /// handler sees it (shakes completion order).
     #[arg(long, hide = true)]
     pub debug_delay_ms: Option<u64>,
+}
+
+/// The failure policy, as a flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnErrorKind {
+    /// Stop checkpointing and exit non-zero.
+    Fail,
+    /// Retry, then fail.
+    Retry,
+    /// Dead-letter the item and count it done.
+    Skip,
 }
 
 /// A setting that cannot work.
@@ -120,12 +162,49 @@ pub enum ConfigError {
     /// File handler without a directory.
     #[error("--handler file needs --output DIR")]
     NoOutput,
+    /// Skip policy without a directory.
+    #[error("--on-error skip needs --dead-letter DIR")]
+    NoDeadLetter,
     /// Exec handler without a command.
     #[error("--handler exec needs a command after --, e.g. --handler exec -- /opt/app/handle.py")]
     NoCommand,
     /// A nonsensical number.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl Cli {
+    /// Parses the command line, merging `rsmld.*` settings from `--properties FILE`
+    /// (command-line flags win; a command after `--` on the command line replaces
+    /// `rsmld.exec.command`).
+    pub fn parse_with_properties(argv: Vec<String>) -> Result<Cli, anyhow::Error> {
+        let first = Cli::try_parse_from(&argv)?;
+        let Some(path) = first.run.properties.clone() else {
+            return Ok(first);
+        };
+        let valid: Vec<String> = <Cli as clap::CommandFactory>::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .filter(|l| l != "help" && l != "version")
+            .collect();
+        let file_args = crate::properties::rsmld_args(&path, &valid)?;
+        let split = |v: &[String]| -> (Vec<String>, Option<Vec<String>>) {
+            match v.iter().position(|a| a == "--") {
+                Some(i) => (v[..i].to_vec(), Some(v[i + 1..].to_vec())),
+                None => (v.to_vec(), None),
+            }
+        };
+        let (file_flags, file_cmd) = split(&file_args);
+        let (cli_flags, cli_cmd) = split(argv.get(1..).unwrap_or(&[]));
+        let mut merged: Vec<String> = argv.first().cloned().into_iter().collect();
+        merged.extend(file_flags);
+        merged.extend(cli_flags);
+        if let Some(cmd) = cli_cmd.or(file_cmd) {
+            merged.push("--".into());
+            merged.extend(cmd);
+        }
+        Ok(Cli::try_parse_from(merged)?)
+    }
 }
 
 /// Parses seconds, fractions allowed (`0.25`, `60`).
@@ -169,6 +248,16 @@ impl RunArgs {
         if let Some(ms) = self.debug_delay_ms {
             handlers = Arc::new(DelayFactory::new(handlers, Duration::from_millis(ms)));
         }
+        let on_error = match self.on_error {
+            OnErrorKind::Fail => OnError::Fail,
+            OnErrorKind::Retry => OnError::Retry {
+                retries: self.retries,
+                backoff: self.retry_backoff,
+            },
+            OnErrorKind::Skip => OnError::Skip {
+                dead_letter: self.dead_letter.clone().ok_or(ConfigError::NoDeadLetter)?,
+            },
+        };
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -179,12 +268,16 @@ impl RunArgs {
                 max_in_flight: self.max_in_flight,
                 checkpoint_retries: self.checkpoint_retries,
                 jitter_seed: seed,
+                on_duplicate: self.on_duplicate,
                 ..SessionConfig::default()
             },
             pool: PoolConfig {
                 workers,
                 channel_capacity: self.max_in_flight.clamp(1024, 1 << 20),
-                max_batch: 512,
+                max_batch: self.batch_size.max(1),
+                batch_interval: self.batch_interval,
+                on_error,
+                item_timeout: (!self.item_timeout.is_zero()).then_some(self.item_timeout),
             },
             splitter: Splitter::new(self.split).with_max_inflated(self.max_inflated_bytes),
             handlers,

@@ -216,6 +216,11 @@ impl<W: Write> Loop<W> {
                         pool.abandon();
                     }
                 }
+                Output::Flush => {
+                    if let Some(pool) = &self.pool {
+                        pool.flush();
+                    }
+                }
             }
         }
         Ok(())

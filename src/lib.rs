@@ -51,6 +51,7 @@ pub mod item;
 pub mod json;
 pub mod kpl;
 pub mod pool;
+pub mod properties;
 pub mod protocol;
 pub mod split;
 pub mod sys;

@@ -4,13 +4,21 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
-use clap::Parser;
 use rsmld::config::{Cli, Command, KplCommand};
 
 static SHARD: OnceLock<String> = OnceLock::new();
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_with_properties(std::env::args().collect()) {
+        Ok(cli) => cli,
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(clap_error) => clap_error.exit(),
+            Err(e) => {
+                eprintln!("rsmld[-] ERROR {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,26 +8,65 @@
 //! downstream ordering stay predictable across restarts).
 //!
 //! The workers run as long-lived jobs on a dedicated rayon thread pool of exactly N
-//! threads. A worker takes what is queued (up to a batch limit) and hands it to its handler
-//! as one batch, then sends the batch's record ids back on an unbounded completion channel
-//! (unbounded so that a worker never blocks on the protocol thread; the in-flight bound
-//! keeps it small). A handler error or panic is reported as [`WorkerEvent::Failed`] and
-//! stops that worker: its channel closes and further dispatches to it fail.
+//! threads. Each worker collects a batch — up to `batch_size` items, waiting at most
+//! `batch_interval` after the first one (0: only what is already queued) — and hands it
+//! to its handler. A [`Msg::Flush`] (sent when the session drains or waits for capacity)
+//! cuts the wait short. After `batch_interval` (or a second) without items, the worker
+//! calls the handler's `flush` hook if it processed anything since the last one.
+//!
+//! Completions go back on an unbounded channel (so a worker never blocks on the protocol
+//! thread; the in-flight bound keeps it small), one record id per finished item.
+//!
+//! Failures follow the [`OnError`] policy: `Fail` reports [`WorkerEvent::Failed`] and
+//! stops the worker (the session then stops checkpointing and the process exits
+//! non-zero); `Retry` retries the failed items with exponential backoff, then fails;
+//! `Skip` writes each failed item with its error to a dead-letter file (fsynced), counts
+//! it, and reports it complete. A retried item is processed after the items that followed
+//! it in its batch: per-key order is kept for successful first attempts only.
+//!
+//! The watchdog (`item_timeout`) watches every handler call. A call that runs too long is
+//! interrupted through the handler's interrupter (the exec handler kills its child, and
+//! the call then fails under the policy); a handler that cannot be interrupted makes the
+//! timeout fatal, because its thread cannot be taken back.
 //!
 //! Shutdown drops the senders; each worker drains or (after [`Pool::abandon`]) drops what
 //! is queued, closes its handler and returns; the pool joins them all.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::checkpoint::RecordId;
-use crate::handler::{Handler, HandlerFactory, WorkerContext};
+use crate::handler::{
+    BatchError, Handler, HandlerError, HandlerFactory, Interrupter, WorkerContext,
+};
 use crate::item::Item;
+
+/// What to do when a handler fails items.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop: nothing past the failed item is ever checkpointed; the process exits non-zero.
+    Fail,
+    /// Retry the failed items up to `retries` times, `backoff` doubling; then fail.
+    Retry {
+        /// Retries after the first attempt.
+        retries: u32,
+        /// First delay; doubles per retry (capped at 30 s).
+        backoff: Duration,
+    },
+    /// Write failed items with their error under `dead_letter`, count them as done.
+    Skip {
+        /// The dead-letter directory.
+        dead_letter: PathBuf,
+    },
+}
 
 /// Pool settings.
 #[derive(Clone, Debug)]
@@ -38,20 +77,48 @@ pub struct PoolConfig {
     pub channel_capacity: usize,
     /// Most items handed to a handler at once.
     pub max_batch: usize,
+    /// How long a worker waits to fill a batch after its first item (zero: no waiting).
+    pub batch_interval: Duration,
+    /// The failure policy.
+    pub on_error: OnError,
+    /// Longest a handler call may take before the watchdog acts (`None`: no watchdog).
+    pub item_timeout: Option<Duration>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            workers: 1,
+            channel_capacity: 1024,
+            max_batch: 512,
+            batch_interval: Duration::ZERO,
+            on_error: OnError::Fail,
+            item_timeout: None,
+        }
+    }
+}
+
+/// A message to a worker.
+#[derive(Debug)]
+pub enum Msg {
+    /// An item to process.
+    Item(Item),
+    /// Process what is collected now, without waiting for the batch interval.
+    Flush,
 }
 
 /// What workers report.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// These items finished (one record id per item).
+    /// These items finished (one record id per item), or were dead-lettered.
     Completed(Vec<RecordId>),
-    /// A worker failed on a batch; these items (one record id per item) are not done.
+    /// A worker failed; these items (one record id per item) are not done.
     Failed {
         /// The worker index.
         worker: usize,
-        /// The items of the failed batch.
+        /// The failed items.
         records: Vec<RecordId>,
-        /// The handler's error or panic message.
+        /// What failed, naming the first failed item's sequence number.
         error: String,
     },
 }
@@ -92,10 +159,19 @@ pub fn partition(key: &[u8], workers: usize) -> usize {
 
 /// A running pool of workers.
 pub struct Pool {
-    senders: Vec<Sender<Item>>,
+    senders: Vec<Sender<Msg>>,
     events: Receiver<WorkerEvent>,
     abandon: Arc<AtomicBool>,
+    stop_watchdog: Arc<AtomicBool>,
+    dead_lettered: Arc<AtomicU64>,
     runner: Option<JoinHandle<Result<(), PoolError>>>,
+}
+
+/// The watchdog's view of one worker.
+struct Watch {
+    /// Milliseconds since `epoch` + 1 when the current handler call started; 0 = idle.
+    busy_since: AtomicU64,
+    interrupter: Option<Interrupter>,
 }
 
 impl Pool {
@@ -120,6 +196,15 @@ impl Pool {
             })?;
             handlers.push(handler);
         }
+        if let OnError::Skip { dead_letter } = &config.on_error {
+            std::fs::create_dir_all(dead_letter).map_err(|e| PoolError::Start {
+                worker: 0,
+                error: format!(
+                    "cannot create dead-letter directory {}: {e}",
+                    dead_letter.display()
+                ),
+            })?;
+        }
         let threads = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("rsmld-worker-{i}"))
@@ -127,19 +212,43 @@ impl Pool {
             .map_err(|e| PoolError::Threads(e.to_string()))?;
         let (event_tx, events) = unbounded();
         let abandon = Arc::new(AtomicBool::new(false));
+        let dead_lettered = Arc::new(AtomicU64::new(0));
+        let epoch = Instant::now();
         let mut senders = Vec::with_capacity(n);
         let mut jobs = Vec::with_capacity(n);
+        let mut watches = Vec::with_capacity(n);
         for (worker, handler) in handlers.into_iter().enumerate() {
             let (tx, rx) = bounded(config.channel_capacity.max(1));
             senders.push(tx);
+            let watch = Arc::new(Watch {
+                busy_since: AtomicU64::new(0),
+                interrupter: handler.interrupter(),
+            });
+            watches.push(watch.clone());
             jobs.push(Worker {
                 id: worker,
+                shard_id: shard_id.to_owned(),
                 rx,
                 events: event_tx.clone(),
                 handler,
                 abandon: abandon.clone(),
-                max_batch: config.max_batch.max(1),
+                config: config.clone(),
+                watch,
+                epoch,
+                dead_letter: None,
+                dead_lettered: dead_lettered.clone(),
+                dirty: false,
             });
+        }
+        let stop_watchdog = Arc::new(AtomicBool::new(false));
+        if let Some(timeout) = config.item_timeout {
+            spawn_watchdog(
+                timeout,
+                watches,
+                epoch,
+                event_tx.clone(),
+                stop_watchdog.clone(),
+            )?;
         }
         drop(event_tx);
         let runner = std::thread::Builder::new()
@@ -159,6 +268,8 @@ impl Pool {
             senders,
             events,
             abandon,
+            stop_watchdog,
+            dead_lettered,
             runner: Some(runner),
         })
     }
@@ -172,13 +283,26 @@ impl Pool {
     pub fn dispatch(&self, item: Item) -> Result<(), PoolError> {
         let worker = partition(item.partition_key.as_bytes(), self.senders.len());
         self.senders[worker]
-            .send(item)
+            .send(Msg::Item(item))
             .map_err(|_| PoolError::WorkerGone(worker))
+    }
+
+    /// Asks every worker to process what it has collected without waiting.
+    pub fn flush(&self) {
+        for tx in &self.senders {
+            // A full channel means the worker has plenty to do already.
+            let _ = tx.try_send(Msg::Flush);
+        }
     }
 
     /// The completion channel.
     pub fn events(&self) -> &Receiver<WorkerEvent> {
         &self.events
+    }
+
+    /// Items written to the dead-letter directory so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
     }
 
     /// Drops queued items from now on (batches already in a handler finish).
@@ -190,12 +314,13 @@ impl Pool {
     /// that hangs must not keep the process alive; its thread dies with the process).
     pub fn shutdown(mut self, timeout: Duration) -> Result<(), PoolError> {
         self.senders.clear();
+        self.stop_watchdog.store(true, Ordering::SeqCst);
         let Some(runner) = self.runner.take() else {
             return Ok(());
         };
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         while !runner.is_finished() {
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 log::warn!(
                     "workers did not stop within {} ms; exiting anyway",
                     timeout.as_millis()
@@ -211,54 +336,310 @@ impl Pool {
     }
 }
 
+fn spawn_watchdog(
+    timeout: Duration,
+    watches: Vec<Arc<Watch>>,
+    epoch: Instant,
+    events: Sender<WorkerEvent>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), PoolError> {
+    let tick = (timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    std::thread::Builder::new()
+        .name("rsmld-watchdog".into())
+        .spawn(move || {
+            // The busy_since value each worker was last acted upon for, so one hung call
+            // is interrupted once.
+            let mut fired = vec![0u64; watches.len()];
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(tick);
+                let now = epoch.elapsed().as_millis() as u64 + 1;
+                for (worker, watch) in watches.iter().enumerate() {
+                    let since = watch.busy_since.load(Ordering::SeqCst);
+                    if since == 0 || fired[worker] == since || now - since < timeout.as_millis() as u64 {
+                        continue;
+                    }
+                    fired[worker] = since;
+                    match &watch.interrupter {
+                        Some(interrupt) => {
+                            log::error!(
+                                "worker {worker}: handler busy for more than {:.3} s (item timeout); interrupting it",
+                                timeout.as_secs_f64()
+                            );
+                            interrupt();
+                        }
+                        None => {
+                            let _ = events.send(WorkerEvent::Failed {
+                                worker,
+                                records: Vec::new(),
+                                error: format!(
+                                    "handler did not finish within the item timeout of {:.3} s and cannot be interrupted",
+                                    timeout.as_secs_f64()
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| PoolError::Threads(e.to_string()))
+}
+
 struct Worker {
     id: usize,
-    rx: Receiver<Item>,
+    shard_id: String,
+    rx: Receiver<Msg>,
     events: Sender<WorkerEvent>,
     handler: Box<dyn Handler>,
     abandon: Arc<AtomicBool>,
-    max_batch: usize,
+    config: PoolConfig,
+    watch: Arc<Watch>,
+    epoch: Instant,
+    dead_letter: Option<File>,
+    dead_lettered: Arc<AtomicU64>,
+    /// Processed something since the last `flush`.
+    dirty: bool,
 }
+
+/// The worker stops (after reporting a failure, or when the session is gone).
+struct Stop;
 
 impl Worker {
     fn run(mut self) {
-        let mut batch: Vec<Item> = Vec::with_capacity(self.max_batch);
-        while let Ok(first) = self.rx.recv() {
+        let idle = if self.config.batch_interval.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            self.config.batch_interval
+        };
+        let mut batch: Vec<Item> = Vec::with_capacity(self.config.max_batch.min(4096));
+        loop {
+            let first = match self.rx.recv_timeout(idle) {
+                Ok(Msg::Item(item)) => item,
+                Ok(Msg::Flush) | Err(RecvTimeoutError::Timeout) => {
+                    self.flush_handler();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             batch.clear();
             batch.push(first);
-            while batch.len() < self.max_batch {
-                match self.rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
+            let flush_now = self.fill(&mut batch);
             if self.abandon.load(Ordering::SeqCst) {
                 continue;
             }
-            let records: Vec<RecordId> = batch.iter().map(|i| i.record).collect();
-            let handler = &mut self.handler;
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.process(&batch)));
-            let error = match outcome {
-                Ok(Ok(())) => {
-                    if self.events.send(WorkerEvent::Completed(records)).is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(p) => format!("handler panicked: {}", panic_message(&*p)),
-            };
-            let _ = self.events.send(WorkerEvent::Failed {
-                worker: self.id,
-                records,
-                error,
-            });
-            break;
+            if self.run_batch(&batch).is_err() {
+                return self.close();
+            }
+            if flush_now {
+                self.flush_handler();
+            }
         }
+        self.close();
+    }
+
+    /// Collects more items into `batch`; true if a flush was requested meanwhile.
+    fn fill(&self, batch: &mut Vec<Item>) -> bool {
+        let deadline = Instant::now() + self.config.batch_interval;
+        while batch.len() < self.config.max_batch.max(1) {
+            let next = if self.config.batch_interval.is_zero() {
+                self.rx.try_recv().ok()
+            } else {
+                self.rx.recv_deadline(deadline).ok()
+            };
+            match next {
+                Some(Msg::Item(item)) => batch.push(item),
+                Some(Msg::Flush) => return true,
+                None => break,
+            }
+        }
+        false
+    }
+
+    fn close(mut self) {
         if let Err(e) = self.handler.close() {
             log::error!("worker {}: closing the handler failed: {e}", self.id);
         }
     }
+
+    fn flush_handler(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        if let Err(e) = self.handler.flush() {
+            // Items are only reported done after `process`, so a flush failure cannot
+            // have been checkpointed; report it so the policy can stop the process.
+            log::error!("worker {}: handler flush failed: {e}", self.id);
+        }
+    }
+
+    /// Processes one batch under the failure policy.
+    fn run_batch(&mut self, batch: &[Item]) -> Result<(), Stop> {
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut attempt: u32 = 0;
+        loop {
+            let failed = if pending.len() == batch.len() {
+                self.call(batch)
+            } else {
+                let subset: Vec<Item> = pending.iter().map(|&i| batch[i].clone()).collect();
+                self.call(&subset)
+                    .into_iter()
+                    .map(|(j, e)| (pending[j], e))
+                    .collect()
+            };
+            self.dirty = true;
+            let done: Vec<RecordId> = pending
+                .iter()
+                .filter(|i| !failed.iter().any(|(f, _)| f == *i))
+                .map(|&i| batch[i].record)
+                .collect();
+            if !done.is_empty() && self.events.send(WorkerEvent::Completed(done)).is_err() {
+                return Err(Stop);
+            }
+            let Some((first, first_error)) = failed.first() else {
+                return Ok(());
+            };
+            let item = &batch[*first];
+            match self.config.on_error.clone() {
+                OnError::Retry { retries, backoff } if attempt < retries => {
+                    let delay = backoff
+                        .saturating_mul(1 << attempt.min(16))
+                        .min(Duration::from_secs(30));
+                    log::warn!(
+                        "worker {}: {} item(s) failed (first: {}: {first_error}); retry {} of {retries} in {} ms",
+                        self.id,
+                        failed.len(),
+                        describe(item),
+                        attempt + 1,
+                        delay.as_millis()
+                    );
+                    std::thread::sleep(delay);
+                    attempt += 1;
+                    pending = failed.iter().map(|(i, _)| *i).collect();
+                }
+                OnError::Skip { dead_letter } => {
+                    return match self.dead_letter_items(&dead_letter, batch, &failed, attempt + 1) {
+                        Ok(()) => {
+                            let records = failed.iter().map(|(i, _)| batch[*i].record).collect();
+                            self.events
+                                .send(WorkerEvent::Completed(records))
+                                .map_err(|_| Stop)
+                        }
+                        Err(e) => self.fail(
+                            batch,
+                            &failed,
+                            format!("{first_error}; and dead-lettering failed: {e}"),
+                        ),
+                    };
+                }
+                _ => {
+                    let error = first_error.to_string();
+                    return self.fail(batch, &failed, error);
+                }
+            }
+        }
+    }
+
+    fn fail(
+        &self,
+        batch: &[Item],
+        failed: &[(usize, HandlerError)],
+        error: String,
+    ) -> Result<(), Stop> {
+        let item = &batch[failed[0].0];
+        let _ = self.events.send(WorkerEvent::Failed {
+            worker: self.id,
+            records: failed.iter().map(|(i, _)| batch[*i].record).collect(),
+            error: format!("{}: {error}", describe(item)),
+        });
+        Err(Stop)
+    }
+
+    /// Calls the handler with the watchdog armed; returns the failed indexes.
+    fn call(&mut self, items: &[Item]) -> Vec<(usize, HandlerError)> {
+        let start = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.watch.busy_since.store(start, Ordering::SeqCst);
+        let handler = &mut self.handler;
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.process(items)));
+        self.watch.busy_since.store(0, Ordering::SeqCst);
+        match outcome {
+            Ok(Ok(())) => Vec::new(),
+            Ok(Err(BatchError::Batch(e))) => (0..items.len()).map(|i| (i, e.clone())).collect(),
+            Ok(Err(BatchError::Items(mut v))) => {
+                v.retain(|(i, _)| *i < items.len());
+                v.sort_by_key(|(i, _)| *i);
+                v.dedup_by_key(|(i, _)| *i);
+                v
+            }
+            Err(p) => {
+                let e = HandlerError::new(format!("handler panicked: {}", panic_message(&*p)));
+                (0..items.len()).map(|i| (i, e.clone())).collect()
+            }
+        }
+    }
+
+    fn dead_letter_items(
+        &mut self,
+        dir: &std::path::Path,
+        batch: &[Item],
+        failed: &[(usize, HandlerError)],
+        attempts: u32,
+    ) -> std::io::Result<()> {
+        if self.dead_letter.is_none() {
+            let path = dir.join(format!(
+                "{}.worker-{}.deadletter.jsonl",
+                self.shard_id, self.id
+            ));
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            File::open(dir)?.sync_all()?;
+            self.dead_letter = Some(file);
+        }
+        let Some(file) = self.dead_letter.as_mut() else {
+            // Invariant: opened just above.
+            unreachable!("dead-letter file missing");
+        };
+        let mut buf = Vec::new();
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for (i, error) in failed {
+            buf.extend_from_slice(b"{\"item\":");
+            batch[*i].write_json(&mut buf)?;
+            buf.extend_from_slice(b",\"error\":");
+            crate::json::write_ascii(&mut buf, &error.message).map_err(std::io::Error::other)?;
+            buf.extend_from_slice(
+                format!(
+                    ",\"attempts\":{attempts},\"worker\":{},\"time\":{time}}}\n",
+                    self.id
+                )
+                .as_bytes(),
+            );
+        }
+        file.write_all(&buf)?;
+        file.sync_data()?;
+        self.dead_lettered
+            .fetch_add(failed.len() as u64, Ordering::Relaxed);
+        log::warn!(
+            "worker {}: {} item(s) dead-lettered (first: {}: {})",
+            self.id,
+            failed.len(),
+            describe(&batch[failed[0].0]),
+            failed[0].1
+        );
+        Ok(())
+    }
+}
+
+/// `sequence/sub (item u of n, key k)`: how errors name an item.
+fn describe(item: &Item) -> String {
+    format!(
+        "item {}/{} (user record {} of {}, partition key {:?})",
+        item.sequence_number,
+        item.sub_sequence_number,
+        item.user_sub,
+        item.user_total,
+        item.partition_key
+    )
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -279,8 +660,8 @@ mod tests {
     fn partition_is_stable_and_documented() {
         // FNV-1a 64 test vectors: "" -> cbf29ce484222325, "a" -> af63dc4c8601ec8c.
         assert_eq!(
-            partition(b"", usize::MAX),
-            (0xcbf2_9ce4_8422_2325u64 % usize::MAX as u64) as usize
+            partition(b"", 1_000_003),
+            (0xcbf2_9ce4_8422_2325u64 % 1_000_003) as usize
         );
         assert_eq!(
             partition(b"a", 1000),

@@ -56,7 +56,7 @@ proptest! {
         let factory = move |ctx: &WorkerContext| -> Result<Box<dyn Handler>, HandlerError> {
             Ok(Box::new(Recorder { seen: s2.clone(), worker: ctx.worker, delay_us: 50 }))
         };
-        let pool = Pool::start(&PoolConfig { workers, channel_capacity: 8, max_batch: 4 }, "s", &factory).unwrap();
+        let pool = Pool::start(&PoolConfig { workers, channel_capacity: 8, max_batch: 4, ..PoolConfig::default() }, "s", &factory).unwrap();
         for (n, k) in keys.iter().enumerate() {
             pool.dispatch(item(n as u64, &format!("key-{k}"))).unwrap();
         }
@@ -106,6 +106,7 @@ fn a_handler_panic_is_a_failure() {
             workers: 1,
             channel_capacity: 4,
             max_batch: 1,
+            ..PoolConfig::default()
         },
         "s",
         factory,

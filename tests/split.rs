@@ -61,6 +61,7 @@ fn drain(session: &mut Session) -> (Vec<Item>, Vec<ProcessorMessage>) {
             Output::Dispatch(mut i) => items.append(&mut i),
             Output::Send(m) => sent.push(m),
             Output::Abandon => panic!("abandon"),
+            Output::Flush => {}
         }
     }
     (items, sent)

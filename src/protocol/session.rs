@@ -58,6 +58,19 @@ pub struct SessionConfig {
     pub backoff_max: Duration,
     /// Seed of the jitter generator (the driver uses the clock and pid).
     pub jitter_seed: u64,
+    /// What to do with a record delivered again within this lease.
+    pub on_duplicate: OnDuplicate,
+}
+
+/// What to do with a record whose (sequence number, sub-sequence number) is not above
+/// the last one delivered in this lease.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnDuplicate {
+    /// Warn, and count it done without processing it again.
+    #[default]
+    Skip,
+    /// Stop with an error.
+    Fail,
 }
 
 impl Default for SessionConfig {
@@ -69,6 +82,7 @@ impl Default for SessionConfig {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             jitter_seed: 0x5eed,
+            on_duplicate: OnDuplicate::Skip,
         }
     }
 }
@@ -82,6 +96,9 @@ pub enum Output {
     Dispatch(Vec<Item>),
     /// The lease is lost: drop queued work; late completions will be ignored.
     Abandon,
+    /// The session waits for work: workers should process what they hold now rather
+    /// than wait for their batch interval.
+    Flush,
 }
 
 /// What the session waits for next.
@@ -128,6 +145,14 @@ pub enum SessionError {
         shard: String,
         /// The daemon's error (or why the session gave up).
         error: String,
+    },
+    /// A record delivered again within the lease, under `--on-duplicate fail`.
+    #[error("record {esn} delivered again (last delivered: {last}) and --on-duplicate is fail")]
+    Duplicate {
+        /// The duplicate record.
+        esn: Esn,
+        /// The last record delivered before it.
+        last: Esn,
     },
     /// Completion bookkeeping went wrong (a bug).
     #[error(transparent)]
@@ -220,6 +245,7 @@ pub struct Session {
     last_checkpoint: Option<Esn>,
     last_checkpoint_at: Instant,
     checkpointing_stopped: bool,
+    flush_requested: bool,
     outputs: std::collections::VecDeque<Output>,
     rng: u64,
     stats: Stats,
@@ -236,6 +262,8 @@ pub struct Stats {
     pub completed: u64,
     /// Checkpoints stored (successful replies).
     pub checkpoints: u64,
+    /// Records skipped as duplicates.
+    pub duplicates: u64,
 }
 
 impl Session {
@@ -251,6 +279,7 @@ impl Session {
             last_checkpoint: None,
             last_checkpoint_at: now,
             checkpointing_stopped: false,
+            flush_requested: false,
             outputs: Default::default(),
             rng,
             stats: Stats::default(),
@@ -354,12 +383,17 @@ impl Session {
                 let mut batch = Vec::with_capacity(records.len());
                 for record in records {
                     let esn = record.esn();
-                    if let Some(last) = self.tracker.last_delivered() {
-                        if esn <= *last {
-                            log::warn!(
-                                "record {esn} delivered again or out of order (after {last})"
-                            );
+                    if let Some(last) = self.tracker.last_delivered().filter(|l| esn <= **l) {
+                        if self.config.on_duplicate == OnDuplicate::Fail {
+                            let last = last.clone();
+                            return Err(SessionError::Duplicate { esn, last });
                         }
+                        log::warn!(
+                            "record {esn} delivered again (last delivered: {last}); skipping it"
+                        );
+                        self.tracker.deliver(esn, 0);
+                        self.stats.duplicates += 1;
+                        continue;
                     }
                     let mut items = self.splitter.split(&self.shard_id, record);
                     let id = self.tracker.deliver(esn, items.len() as u32);
@@ -487,7 +521,16 @@ impl Session {
     }
 
     fn begin(&mut self, action: Action, kind: Kind, step: Step, _now: Instant) {
+        self.flush_requested = false;
         self.state = State::InAction { action, kind, step };
+    }
+
+    /// Once per action: ask the workers not to sit on partial batches while we wait.
+    fn request_flush(&mut self) {
+        if !self.flush_requested {
+            self.flush_requested = true;
+            self.outputs.push_back(Output::Flush);
+        }
     }
 
     fn lease_lost(&mut self, action: Action, now: Instant) {
@@ -527,6 +570,7 @@ impl Session {
             let next = match step {
                 Step::AwaitCapacity => {
                     if self.tracker.in_flight() > self.config.max_in_flight {
+                        self.request_flush();
                         return Ok(());
                     }
                     match self.periodic_target(now) {
@@ -536,6 +580,7 @@ impl Session {
                 }
                 Step::AwaitDrain => {
                     if !self.tracker.all_complete() {
+                        self.request_flush();
                         return Ok(());
                     }
                     match (kind, self.checkpointing_stopped) {

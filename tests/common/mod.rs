@@ -138,7 +138,7 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
                             .handle_completed(&done, *now)
                             .map_err(|e| e.to_string())?;
                     }
-                    Output::Abandon => {}
+                    Output::Abandon | Output::Flush => {}
                 }
             }
             match session.next() {
