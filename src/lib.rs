@@ -43,6 +43,7 @@
 //! checkpointing and exits non-zero, the daemon restarts, and processing resumes from the
 //! last checkpoint.
 
+pub mod app;
 pub mod checkpoint;
 pub mod config;
 pub mod driver;

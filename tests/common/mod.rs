@@ -66,6 +66,18 @@ pub fn rsmld_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rsmld"))
 }
 
+/// A built example (cargo test builds examples next to the test binaries' target dir).
+pub fn example_bin(name: &str) -> PathBuf {
+    let bin = rsmld_bin();
+    let path = bin.parent().unwrap().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "example {name} not built at {}",
+        path.display()
+    );
+    path
+}
+
 /// Compares a processor line with the expected one: same JSON value, ASCII, and accepted
 /// by the strict (daemon-like) decoder.
 pub fn check_p2d(got: &str, expected: &str) -> Result<(), String> {
@@ -224,7 +236,11 @@ impl Proc {
     }
 
     pub fn spawn_env(args: &[String], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(rsmld_bin());
+        Self::spawn_bin(&rsmld_bin(), args, env)
+    }
+
+    pub fn spawn_bin(bin: &Path, args: &[String], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,0 +1,99 @@
+//! The program around the library: command line, process set-up, logging, exit code.
+//!
+//! The `rsmld` binary is `app::main(None)`. A compiled-in processor is the same program
+//! with its own [`HandlerFactory`]: `fn main() -> ExitCode { rsmld::app::main(Some(factory)) }`
+//! — it gets every flag, the `--properties` file, the stdout guard and the protocol loop
+//! for free (see `examples/json_validator.rs`).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+
+use crate::config::{Cli, Command, KplCommand};
+use crate::handler::HandlerFactory;
+
+static SHARD: OnceLock<String> = OnceLock::new();
+
+/// Runs rsmld with the process's arguments. With `handlers`, items go to that factory's
+/// handlers and `--handler` is not needed.
+pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
+    let mut argv: Vec<String> = std::env::args().collect();
+    if handlers.is_some()
+        && !argv
+            .iter()
+            .any(|a| a == "--handler" || a.starts_with("--handler="))
+    {
+        // A compiled-in handler replaces --handler; discard satisfies the parser and is
+        // overridden below.
+        argv.splice(1..1, ["--handler".to_owned(), "discard".to_owned()]);
+    }
+    let cli = match Cli::parse_with_properties(argv) {
+        Ok(cli) => cli,
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(clap_error) => clap_error.exit(),
+            Err(e) => {
+                eprintln!("rsmld[-] ERROR {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    init_logging();
+    match run(cli, handlers) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Always visible, whatever RUST_LOG says: this is why the process stops.
+            eprintln!("{} ERROR {e:#}", prefix());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Kpl { command }) => {
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::stdout().lock();
+            match command {
+                KplCommand::Decode => crate::kpl::cli::decode_lines(stdin, stdout)?,
+                KplCommand::Encode { max_bytes } => {
+                    crate::kpl::cli::encode_lines(stdin, stdout, max_bytes)?
+                }
+            }
+            Ok(())
+        }
+        None => {
+            let mut config = cli.run.into_driver_config()?;
+            if let Some(h) = handlers {
+                config.handlers = h;
+            }
+            crate::sys::ignore_termination_signals();
+            let protocol_out = crate::sys::guard_stdout()?;
+            config.on_shard = Some(Box::new(|shard| {
+                let _ = SHARD.set(shard.to_owned());
+            }));
+            let stats = crate::driver::run(config, std::io::stdin(), protocol_out)?;
+            log::info!(
+                "exiting: {} records, {} items dispatched, {} completed, {} checkpoints, {} duplicates skipped",
+                stats.records,
+                stats.items,
+                stats.completed,
+                stats.checkpoints,
+                stats.duplicates
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `rsmld[shardId-000000000001]`: the daemon logs every stderr line of every child at
+/// ERROR, so each of our lines says which child it is and its real level.
+fn prefix() -> String {
+    format!("rsmld[{}]", SHARD.get().map_or("-", String::as_str))
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| writeln!(buf, "{} {} {}", prefix(), record.level(), record.args()))
+        .target(env_logger::Target::Stderr)
+        .init();
+}

@@ -1,0 +1,262 @@
+//! Failure policies and the Rust API, through the compiled-in example processor
+//! (examples/json_validator.rs: items must be JSON; it prints valid ones to stdout).
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::{example_bin, run_action, CheckpointModel, Proc};
+use rsmld::item::BASE64;
+use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::protocol::sequence::SequenceNumber;
+
+const SHARD: &str = "shardId-000000000009";
+
+fn seq(i: u64) -> String {
+    format!("4968044549884195349469830793{:028}", i)
+}
+
+fn record(i: u64, data: &str) -> Record {
+    Record {
+        data: Some(BASE64.encode(data)),
+        partition_key: format!("k{i}"),
+        sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
+        sub_sequence_number: Some(0),
+        approximate_arrival_timestamp: None,
+    }
+}
+
+fn start(extra: &[&str]) -> (Proc, CheckpointModel) {
+    let mut args: Vec<String> = [
+        "--workers",
+        "2",
+        "--checkpoint-interval",
+        "0",
+        "--max-in-flight",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut p = Proc::spawn_bin(&example_bin("json_validator"), &args, &[]);
+    let mut model = CheckpointModel::default();
+    let init = format!(
+        r#"{{"action":"initialize","shardId":"{SHARD}","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}}"#
+    );
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(&mut p, &mut model, &init, Action::Initialize).unwrap();
+    (p, model)
+}
+
+fn batch(model: &mut CheckpointModel, records: Vec<Record>) -> String {
+    for r in &records {
+        model.deliver(r.esn());
+    }
+    serde_json::to_string(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    })
+    .unwrap()
+}
+
+/// The example works end to end, and its println! output never reaches the protocol:
+/// every stdout line is a valid protocol message (checked strictly by run_action), and
+/// the printed documents show up on stderr instead.
+#[test]
+fn rust_api_example_and_stdout_guard() {
+    let (mut p, mut model) = start(&[]);
+    let l = batch(
+        &mut model,
+        vec![record(1, r#"{"a":1}"#), record(2, "[true]")],
+    );
+    let reqs = run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(model.last.as_ref().unwrap().seq.as_str(), seq(2));
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+    assert!(
+        p.recv(Duration::from_millis(100)).is_err(),
+        "extra stdout output"
+    );
+    let err = p.stderr();
+    assert!(
+        err.contains(&format!("valid {}/0: {{\"a\":1}}", seq(1))),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("valid {}/0: [true]", seq(2))),
+        "{err}"
+    );
+}
+
+/// fail (the default): the batch with a bad item is never acknowledged or checkpointed;
+/// exit 1 with a message naming the shard, the sequence number and the error.
+#[test]
+fn on_error_fail_stops_before_the_bad_item() {
+    let (mut p, mut model) = start(&[]);
+    let l = batch(&mut model, vec![record(1, "{}")]);
+    run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    let stored_before = model.stored.clone();
+    let l = batch(
+        &mut model,
+        vec![record(2, "{}"), record(3, "not json"), record(4, "{}")],
+    );
+    p.send(&l);
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 1);
+    while let Ok(line) = p.recv(Duration::from_millis(100)) {
+        panic!("wrote {line} after the failure");
+    }
+    assert_eq!(
+        model.stored, stored_before,
+        "nothing checkpointed after the failure"
+    );
+    assert_eq!(model.last.as_ref().unwrap().seq.as_str(), seq(1));
+    let err = p.stderr();
+    assert!(
+        err.contains(SHARD) && err.contains(&seq(3)) && err.contains("not JSON"),
+        "{err}"
+    );
+}
+
+/// retry: the bad item is retried --retries times with backoff, then it fails as above.
+#[test]
+fn on_error_retry_then_fail() {
+    let (mut p, mut model) = start(&[
+        "--on-error",
+        "retry",
+        "--retries",
+        "2",
+        "--retry-backoff",
+        "0.01",
+    ]);
+    let l = batch(&mut model, vec![record(1, "{}"), record(2, "nope")]);
+    p.send(&l);
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 1);
+    assert!(
+        p.recv(Duration::from_millis(100)).is_err(),
+        "acknowledged a batch that failed"
+    );
+    assert!(model.stored.is_empty());
+    let err = p.stderr();
+    assert!(
+        err.contains("retry 1 of 2") && err.contains("retry 2 of 2"),
+        "{err}"
+    );
+    assert!(err.contains(&seq(2)) && err.contains("not JSON"), "{err}");
+}
+
+/// skip: the bad item lands in the dead-letter directory with its error; the batch is
+/// checkpointed through its last record; the count is logged.
+#[test]
+fn on_error_skip_dead_letters_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq");
+    let (mut p, mut model) = start(&["--on-error", "skip", "--dead-letter", dlq.to_str().unwrap()]);
+    let l = batch(
+        &mut model,
+        vec![
+            record(1, "{}"),
+            record(2, "bad one"),
+            record(3, "{}"),
+            record(4, "bad two"),
+        ],
+    );
+    let reqs = run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    assert_eq!(
+        reqs,
+        vec![ProcessorMessage::Checkpoint {
+            sequence_number: Some(SequenceNumber::parse(&seq(4)).unwrap()),
+            sub_sequence_number: Some(0)
+        }]
+    );
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+    let mut dead = Vec::new();
+    for f in std::fs::read_dir(&dlq).unwrap() {
+        let f = f.unwrap().path();
+        assert!(
+            f.file_name().unwrap().to_string_lossy().starts_with(SHARD),
+            "{}",
+            f.display()
+        );
+        for l in std::fs::read_to_string(&f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let data = BASE64.decode(v["item"]["data"].as_str().unwrap()).unwrap();
+            assert!(v["error"].as_str().unwrap().contains("not JSON"), "{v}");
+            assert_eq!(v["attempts"], 1);
+            dead.push((
+                v["item"]["sequenceNumber"].as_str().unwrap().to_owned(),
+                String::from_utf8(data).unwrap(),
+            ));
+        }
+    }
+    dead.sort();
+    assert_eq!(
+        dead,
+        vec![
+            (seq(2), "bad one".to_owned()),
+            (seq(4), "bad two".to_owned())
+        ]
+    );
+    assert!(p.stderr().contains("dead-lettered"), "{}", p.stderr());
+}
+
+/// A record delivered twice in one lease is skipped (default) or fatal (--on-duplicate fail).
+#[test]
+fn duplicates_skip_or_fail() {
+    let (mut p, mut model) = start(&[]);
+    let l = batch(&mut model, vec![record(1, "{}"), record(2, "{}")]);
+    run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    let l = batch(&mut model, vec![record(2, "{}"), record(3, "{}")]);
+    let reqs = run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    assert_eq!(model.last.as_ref().unwrap().seq.as_str(), seq(3));
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        p.stderr().matches(&format!("valid {}/0", seq(2))).count(),
+        1,
+        "duplicate processed twice"
+    );
+    assert!(p.stderr().contains("delivered again"));
+
+    let (mut p, mut model) = start(&["--on-duplicate", "fail"]);
+    let l = batch(&mut model, vec![record(1, "{}")]);
+    run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    p.send(&batch(&mut model, vec![record(1, "{}")]));
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 1);
+    assert!(
+        p.stderr().contains("--on-duplicate is fail"),
+        "{}",
+        p.stderr()
+    );
+}
+
+/// A handler that cannot be interrupted and hangs past --item-timeout is fatal.
+#[test]
+fn watchdog_makes_an_uninterruptible_hang_fatal() {
+    let mut p = Proc::spawn(
+        &[
+            "--handler",
+            "discard",
+            "--workers",
+            "1",
+            "--item-timeout",
+            "0.2",
+            "--debug-delay-ms",
+            "5000",
+            "--max-in-flight",
+            "0",
+        ]
+        .map(String::from),
+    );
+    let mut model = CheckpointModel::default();
+    let init = format!(
+        r#"{{"action":"initialize","shardId":"{SHARD}","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}}"#
+    );
+    run_action(&mut p, &mut model, &init, Action::Initialize).unwrap();
+    // The delay wrapper sleeps up to 5 s per item; with 20 items one surely exceeds 0.2 s.
+    let l = batch(&mut model, (1..=20).map(|i| record(i, "{}")).collect());
+    p.send(&l);
+    assert_eq!(p.wait(Duration::from_secs(10)).unwrap(), 1);
+    assert!(p.stderr().contains("item timeout"), "{}", p.stderr());
+}
