@@ -106,7 +106,7 @@ pub fn rsmld_args(path: &Path, valid: &[String]) -> Result<Vec<String>, Properti
             continue;
         }
         let flag = name.replace(['_', '.'], "-");
-        if flag == "properties" || !valid.iter().any(|v| *v == flag) {
+        if flag == "properties" || !valid.contains(&flag) {
             let mut candidates: Vec<String> = valid
                 .iter()
                 .filter(|v| v.as_str() != "properties")
