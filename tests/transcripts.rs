@@ -10,7 +10,12 @@ fn all() -> Vec<(String, Vec<common::Entry>)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), load(&p)))
+        .map(|p| {
+            (
+                p.file_stem().unwrap().to_string_lossy().into_owned(),
+                load(&p),
+            )
+        })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     assert!(out.len() >= 15, "transcripts missing: found {}", out.len());

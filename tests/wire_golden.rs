@@ -14,33 +14,65 @@ fn sn(s: &str) -> SequenceNumber {
 
 /// Decoding `golden` gives `msg`, and encoding `msg` (Java shape) gives exactly `golden`.
 fn daemon_golden(golden: &str, msg: DaemonMessage) {
-    assert_eq!(DaemonMessage::decode(golden.as_bytes()).unwrap(), msg, "decode {golden}");
-    assert_eq!(serde_json::to_string(&msg).unwrap(), golden, "encode {msg:?}");
+    assert_eq!(
+        DaemonMessage::decode(golden.as_bytes()).unwrap(),
+        msg,
+        "decode {golden}"
+    );
+    assert_eq!(
+        serde_json::to_string(&msg).unwrap(),
+        golden,
+        "encode {msg:?}"
+    );
 }
 
 /// Encoding `msg` gives exactly `golden` (our strict output), and the daemon-like strict
 /// decoder reads it back.
 fn processor_golden(golden: &str, msg: ProcessorMessage) {
-    assert_eq!(String::from_utf8(msg.encode()).unwrap(), golden, "encode {msg:?}");
-    assert_eq!(ProcessorMessage::decode(golden.as_bytes()).unwrap(), msg, "decode {golden}");
+    assert_eq!(
+        String::from_utf8(msg.encode()).unwrap(),
+        golden,
+        "encode {msg:?}"
+    );
+    assert_eq!(
+        ProcessorMessage::decode(golden.as_bytes()).unwrap(),
+        msg,
+        "decode {golden}"
+    );
 }
 
 #[test]
 fn initialize() {
     daemon_golden(
         r#"{"action":"initialize","shardId":"shardId-000000000003","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#,
-        DaemonMessage::Initialize { shard_id: "shardId-000000000003".into(), sequence_number: Some(sn("TRIM_HORIZON")), sub_sequence_number: Some(0) },
+        DaemonMessage::Initialize {
+            shard_id: "shardId-000000000003".into(),
+            sequence_number: Some(sn("TRIM_HORIZON")),
+            sub_sequence_number: Some(0),
+        },
     );
     daemon_golden(
-        &format!(r#"{{"action":"initialize","shardId":"s","sequenceNumber":"{SEQ}","subSequenceNumber":7}}"#),
-        DaemonMessage::Initialize { shard_id: "s".into(), sequence_number: Some(sn(SEQ)), sub_sequence_number: Some(7) },
+        &format!(
+            r#"{{"action":"initialize","shardId":"s","sequenceNumber":"{SEQ}","subSequenceNumber":7}}"#
+        ),
+        DaemonMessage::Initialize {
+            shard_id: "s".into(),
+            sequence_number: Some(sn(SEQ)),
+            sub_sequence_number: Some(7),
+        },
     );
     daemon_golden(
         r#"{"action":"initialize","shardId":"s","sequenceNumber":null,"subSequenceNumber":null}"#,
-        DaemonMessage::Initialize { shard_id: "s".into(), sequence_number: None, sub_sequence_number: None },
+        DaemonMessage::Initialize {
+            shard_id: "s".into(),
+            sequence_number: None,
+            sub_sequence_number: None,
+        },
     );
     for sentinel in ["LATEST", "AT_TIMESTAMP", "SHARD_END"] {
-        let line = format!(r#"{{"action":"initialize","shardId":"s","sequenceNumber":"{sentinel}","subSequenceNumber":0}}"#);
+        let line = format!(
+            r#"{{"action":"initialize","shardId":"s","sequenceNumber":"{sentinel}","subSequenceNumber":0}}"#
+        );
         assert!(DaemonMessage::decode(line.as_bytes()).is_ok(), "{sentinel}");
     }
 }
@@ -55,19 +87,35 @@ fn process_records() {
         approximate_arrival_timestamp: Some(1717171717123),
     };
     daemon_golden(
-        &format!(r#"{{"action":"processRecords","records":[{{"data":"aGVsbG8=","partitionKey":"user-42","sequenceNumber":"{SEQ}","approximateArrivalTimestamp":1717171717123,"subSequenceNumber":3,"action":"record"}}],"millisBehindLatest":1200}}"#),
-        DaemonMessage::ProcessRecords { records: vec![record], millis_behind_latest: Some(1200) },
+        &format!(
+            r#"{{"action":"processRecords","records":[{{"data":"aGVsbG8=","partitionKey":"user-42","sequenceNumber":"{SEQ}","approximateArrivalTimestamp":1717171717123,"subSequenceNumber":3,"action":"record"}}],"millisBehindLatest":1200}}"#
+        ),
+        DaemonMessage::ProcessRecords {
+            records: vec![record],
+            millis_behind_latest: Some(1200),
+        },
     );
     daemon_golden(
         r#"{"action":"processRecords","records":[],"millisBehindLatest":null}"#,
-        DaemonMessage::ProcessRecords { records: vec![], millis_behind_latest: None },
+        DaemonMessage::ProcessRecords {
+            records: vec![],
+            millis_behind_latest: None,
+        },
     );
     // Lenient: optional fields absent, record action absent, unknown fields anywhere.
-    let lenient = format!(r#"{{"records":[{{"data":"aGk=","partitionKey":"k","sequenceNumber":"{SEQ}","schema":{{"x":1}}}}],"action":"processRecords","isAtShardEnd":false}}"#);
+    let lenient = format!(
+        r#"{{"records":[{{"data":"aGk=","partitionKey":"k","sequenceNumber":"{SEQ}","schema":{{"x":1}}}}],"action":"processRecords","isAtShardEnd":false}}"#
+    );
     assert_eq!(
         DaemonMessage::decode(lenient.as_bytes()).unwrap(),
         DaemonMessage::ProcessRecords {
-            records: vec![Record { data: Some("aGk=".into()), partition_key: "k".into(), sequence_number: sn(SEQ), sub_sequence_number: None, approximate_arrival_timestamp: None }],
+            records: vec![Record {
+                data: Some("aGk=".into()),
+                partition_key: "k".into(),
+                sequence_number: sn(SEQ),
+                sub_sequence_number: None,
+                approximate_arrival_timestamp: None
+            }],
             millis_behind_latest: None,
         }
     );
@@ -75,31 +123,66 @@ fn process_records() {
 
 #[test]
 fn lifecycle_messages() {
-    daemon_golden(r#"{"action":"shutdownRequested"}"#, DaemonMessage::ShutdownRequested);
+    daemon_golden(
+        r#"{"action":"shutdownRequested"}"#,
+        DaemonMessage::ShutdownRequested,
+    );
     daemon_golden(r#"{"action":"leaseLost"}"#, DaemonMessage::LeaseLost);
     daemon_golden(r#"{"action":"shardEnded"}"#, DaemonMessage::ShardEnded);
-    daemon_golden(r#"{"action":"shutdown","reason":"TERMINATE"}"#, DaemonMessage::Shutdown { reason: ShutdownReason::Terminate });
-    daemon_golden(r#"{"action":"shutdown","reason":"ZOMBIE"}"#, DaemonMessage::Shutdown { reason: ShutdownReason::Zombie });
+    daemon_golden(
+        r#"{"action":"shutdown","reason":"TERMINATE"}"#,
+        DaemonMessage::Shutdown {
+            reason: ShutdownReason::Terminate,
+        },
+    );
+    daemon_golden(
+        r#"{"action":"shutdown","reason":"ZOMBIE"}"#,
+        DaemonMessage::Shutdown {
+            reason: ShutdownReason::Zombie,
+        },
+    );
 }
 
 #[test]
 fn checkpoint_replies() {
     daemon_golden(
-        &format!(r#"{{"action":"checkpoint","sequenceNumber":"{SEQ}","subSequenceNumber":0,"error":null}}"#),
-        DaemonMessage::Checkpoint { sequence_number: Some(SEQ.into()), sub_sequence_number: Some(0), error: None },
+        &format!(
+            r#"{{"action":"checkpoint","sequenceNumber":"{SEQ}","subSequenceNumber":0,"error":null}}"#
+        ),
+        DaemonMessage::Checkpoint {
+            sequence_number: Some(SEQ.into()),
+            sub_sequence_number: Some(0),
+            error: None,
+        },
     );
     daemon_golden(
         r#"{"action":"checkpoint","sequenceNumber":null,"subSequenceNumber":null,"error":"ThrottlingException"}"#,
-        DaemonMessage::Checkpoint { sequence_number: None, sub_sequence_number: None, error: Some("ThrottlingException".into()) },
+        DaemonMessage::Checkpoint {
+            sequence_number: None,
+            sub_sequence_number: None,
+            error: Some("ThrottlingException".into()),
+        },
     );
 }
 
 #[test]
 fn status_for_every_action() {
-    for action in [Action::Initialize, Action::ProcessRecords, Action::ShutdownRequested, Action::LeaseLost, Action::ShardEnded, Action::Shutdown] {
+    for action in [
+        Action::Initialize,
+        Action::ProcessRecords,
+        Action::ShutdownRequested,
+        Action::LeaseLost,
+        Action::ShardEnded,
+        Action::Shutdown,
+    ] {
         processor_golden(
-            &format!(r#"{{"action":"status","responseFor":"{}"}}"#, action.as_str()),
-            ProcessorMessage::Status { response_for: action },
+            &format!(
+                r#"{{"action":"status","responseFor":"{}"}}"#,
+                action.as_str()
+            ),
+            ProcessorMessage::Status {
+                response_for: action,
+            },
         );
     }
 }
@@ -108,7 +191,10 @@ fn status_for_every_action() {
 fn checkpoint_requests() {
     processor_golden(
         &format!(r#"{{"action":"checkpoint","sequenceNumber":"{SEQ}","subSequenceNumber":4}}"#),
-        ProcessorMessage::Checkpoint { sequence_number: Some(sn(SEQ)), sub_sequence_number: Some(4) },
+        ProcessorMessage::Checkpoint {
+            sequence_number: Some(sn(SEQ)),
+            sub_sequence_number: Some(4),
+        },
     );
     processor_golden(
         r#"{"action":"checkpoint","sequenceNumber":null,"subSequenceNumber":null}"#,
@@ -137,18 +223,28 @@ fn malformed_daemon_lines_are_errors() {
 /// to check everything rsmld writes.
 #[test]
 fn strict_decoder_rejects_extra_fields() {
-    assert!(ProcessorMessage::decode(br#"{"action":"status","responseFor":"initialize","x":1}"#).is_err());
+    assert!(
+        ProcessorMessage::decode(br#"{"action":"status","responseFor":"initialize","x":1}"#)
+            .is_err()
+    );
     assert!(ProcessorMessage::decode(br#"{"action":"checkpoint","checkpoint":"1"}"#).is_err());
-    assert!(ProcessorMessage::decode(br#"{"action":"checkpoint","sequenceNumber":null,"error":null}"#).is_err());
+    assert!(ProcessorMessage::decode(
+        br#"{"action":"checkpoint","sequenceNumber":null,"error":null}"#
+    )
+    .is_err());
 }
 
 #[test]
 fn lines_of_64_mib_and_more() {
     let data = "A".repeat(66 << 20);
-    let line = format!(r#"{{"action":"processRecords","records":[{{"data":"{data}","partitionKey":"k","sequenceNumber":"{SEQ}","subSequenceNumber":0}}],"millisBehindLatest":0}}"#);
+    let line = format!(
+        r#"{{"action":"processRecords","records":[{{"data":"{data}","partitionKey":"k","sequenceNumber":"{SEQ}","subSequenceNumber":0}}],"millisBehindLatest":0}}"#
+    );
     assert!(line.len() > 64 << 20);
     match DaemonMessage::decode(line.as_bytes()).unwrap() {
-        DaemonMessage::ProcessRecords { records, .. } => assert_eq!(records[0].data.as_ref().unwrap().len(), 66 << 20),
+        DaemonMessage::ProcessRecords { records, .. } => {
+            assert_eq!(records[0].data.as_ref().unwrap().len(), 66 << 20)
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -166,20 +262,30 @@ fn real_daemon_recordings() {
     for path in entries.map(|e| e.unwrap().path()) {
         for line in std::fs::read_to_string(&path).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let Some(text) = v["line"].as_str() else { continue };
+            let Some(text) = v["line"].as_str() else {
+                continue;
+            };
             match v["dir"].as_str() {
                 Some("d2p") => {
-                    let msg = DaemonMessage::decode(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"));
+                    let msg = DaemonMessage::decode(text.as_bytes())
+                        .unwrap_or_else(|e| panic!("{e}: {text}"));
                     let original: serde_json::Value = serde_json::from_str(text).unwrap();
                     let ours: serde_json::Value = serde_json::to_value(&msg).unwrap();
                     assert_eq!(ours, original, "{}", path.display());
                     d2p += 1;
                 }
                 Some("p2d") if !text.trim().is_empty() => {
-                    let msg = ProcessorMessage::decode(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"));
+                    let msg = ProcessorMessage::decode(text.as_bytes())
+                        .unwrap_or_else(|e| panic!("{e}: {text}"));
                     let recorded: serde_json::Value = serde_json::from_str(text).unwrap();
                     let ours: serde_json::Value = serde_json::from_slice(&msg.encode()).unwrap();
-                    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<std::collections::BTreeSet<_>>();
+                    let keys = |v: &serde_json::Value| {
+                        v.as_object()
+                            .unwrap()
+                            .keys()
+                            .cloned()
+                            .collect::<std::collections::BTreeSet<_>>()
+                    };
                     assert!(keys(&ours).is_superset(&keys(&recorded)), "{text}");
                     if msg != ProcessorMessage::checkpoint_null() {
                         assert_eq!(ours, recorded, "{text}");
@@ -190,5 +296,8 @@ fn real_daemon_recordings() {
             }
         }
     }
-    assert!(d2p > 50 && p2d > 50, "too few recorded lines: {d2p} d2p, {p2d} p2d");
+    assert!(
+        d2p > 50 && p2d > 50,
+        "too few recorded lines: {d2p} d2p, {p2d} p2d"
+    );
 }
