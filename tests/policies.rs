@@ -260,3 +260,39 @@ fn watchdog_makes_an_uninterruptible_hang_fatal() {
     assert_eq!(p.wait(Duration::from_secs(10)).unwrap(), 1);
     assert!(p.stderr().contains("item timeout"), "{}", p.stderr());
 }
+
+/// The production properties template configures rsmld: every rsmld.* key in it is
+/// valid, and its settings arrive (flags on the command line still win).
+#[test]
+fn production_properties_template_configures_rsmld() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("properties/rsmld.properties.template");
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "rsmld".to_owned(),
+            "--properties".to_owned(),
+            path.display().to_string(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        rsmld::config::Cli::parse_with_properties(v).unwrap()
+    };
+    let cli = args(&[]);
+    assert_eq!(cli.run.handler, Some(rsmld::config::HandlerKind::File));
+    assert_eq!(
+        cli.run.output.as_deref(),
+        Some(std::path::Path::new("/var/lib/rsmld/out"))
+    );
+    assert_eq!(cli.run.max_in_flight, 10000);
+    assert_eq!(cli.run.rotate_bytes, 268435456);
+    let cli = args(&[
+        "--max-in-flight",
+        "7",
+        "--handler",
+        "exec",
+        "--",
+        "/bin/cat",
+    ]);
+    assert_eq!(cli.run.max_in_flight, 7);
+    assert_eq!(cli.run.handler, Some(rsmld::config::HandlerKind::Exec));
+    assert_eq!(cli.run.command, vec!["/bin/cat".to_owned()]);
+}
