@@ -47,7 +47,14 @@ import aws_kinesis_agg.aggregator as py_aggregator
 import aws_kinesis_agg.deaggregator as py_deaggregator
 
 MAGIC = aws_kinesis_agg.MAGIC
-OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "kpl")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OUT_DIR = os.path.join(ROOT, "tests", "fixtures", "kpl")
+# Seeds for the fuzz target `deaggregate` (fuzz/fuzz_targets/deaggregate.rs):
+# every fixture under 64 KiB as a whole record ("fixture-NAME") and, for those
+# that start with the magic, its protobuf body alone ("body-NAME"), since the
+# target also wraps its input with magic and a correct MD5.
+CORPUS_DIR = os.path.join(ROOT, "fuzz", "corpus", "deaggregate")
+SEED_LIMIT = 65536
 FFFD = "\ufffd"
 
 
@@ -259,6 +266,26 @@ def write_all():
             json.dump(doc, out, indent=2, ensure_ascii=True)
             out.write("\n")
     print("wrote %d fixtures to %s" % (len(FIXTURES), os.path.normpath(OUT_DIR)))
+    write_seeds()
+
+
+def write_seeds():
+    os.makedirs(CORPUS_DIR, exist_ok=True)
+    for old in os.listdir(CORPUS_DIR):
+        if old.startswith("fixture-") or old.startswith("body-"):
+            os.remove(os.path.join(CORPUS_DIR, old))
+    count = 0
+    for name, data, *_ in FIXTURES:
+        if len(data) > SEED_LIMIT:
+            continue
+        seeds = {"fixture-" + name: data}
+        if data.startswith(MAGIC) and len(data) > 20:
+            seeds["body-" + name] = data[4:-16]
+        for seed_name, seed in seeds.items():
+            with open(os.path.join(CORPUS_DIR, seed_name), "wb") as out:
+                out.write(seed)
+            count += 1
+    print("wrote %d fuzz seeds to %s" % (count, os.path.normpath(CORPUS_DIR)))
 
 
 # --- aggregates made by the Python aggregator ----------------------------------------

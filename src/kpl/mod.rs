@@ -160,7 +160,9 @@ pub struct UserRecord<'a> {
 
 /// A key string: borrowed from the record when it is valid UTF-8, otherwise its
 /// JDK-style lossy decoding, shared by all sub-records that use that key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Equality, ordering and hashing are those of the text, whichever the variant.
+#[derive(Debug, Clone)]
 pub enum KeyStr<'a> {
     /// Valid UTF-8, borrowed from the record.
     Borrowed(&'a str),
@@ -200,6 +202,32 @@ impl AsRef<str> for KeyStr<'_> {
 impl fmt::Display for KeyStr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for KeyStr<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for KeyStr<'_> {}
+
+impl PartialOrd for KeyStr<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyStr<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for KeyStr<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
