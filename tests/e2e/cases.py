@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""rsmld's end-to-end cases under the real KCL 2.5.8 MultiLangDaemon (run them with scripts/e2e.sh).
+
+    .state/venv/bin/python tests/e2e/cases.py                 # every case
+    .state/venv/bin/python tests/e2e/cases.py split sigterm   # some of them
+    .state/venv/bin/python tests/e2e/cases.py --list
+
+Every case runs rsmld (file handler) through scripts/record.py as the daemon's processor, on its
+own stream and lease table, against emulators shared by the whole run (tests/e2e/harness.py).
+The last line printed is "N passed, M failed" (cases).
+"""
+
+import collections
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (SHARD0, SHARD1, CaseFailed, Case, Daemon, Producer, esn, messages,  # noqa: E402
+                     proc_shard, run_suite, say)
+
+
+def last_esn_by_shard(entries):
+    last = {}
+    for m in entries:
+        s = m.get("shard") or m.get("shardId")
+        e = esn(m["sequenceNumber"], m["subSequenceNumber"])
+        last[s] = max(last.get(s, e), e)
+    return last
+
+
+def lease_esn(row):
+    return esn(row.get("checkpoint"), row.get("checkpointSubSequenceNumber"))
+
+
+def fmt_esn(e):
+    return f"{str(e[0])[-12:]}/{e[1]}" if e[0] >= 0 else "TRIM_HORIZON"
+
+
+def checkpoints_at(case, want):
+    """True once every shard's lease checkpoint equals want[shard] (an ESN tuple)."""
+    rows = case.leases()
+    return all(s in rows and lease_esn(rows[s]) == e for s, e in want.items())
+
+
+def processes_of(daemon, shard):
+    return [evs for evs in daemon.transcripts().values() if proc_shard(evs) == shard]
+
+
+def stop_all(daemons, timeout=40):
+    """SIGTERM every daemon at once, then wait for each."""
+    for d in daemons:
+        d.terminate()
+    return [d.stop(timeout) for d in daemons]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class Records(Case):
+    name = "records"
+    title = "(a) plain and KPL-aggregated records over 2 shards"
+
+    def body(self):
+        self.create_stream(2)
+        self.create_leases()
+        self.put(plain=30, aggregated=6, per_aggregate=5, tag="a")
+        d = Daemon(self, "daemon", "worker-a", ["--checkpoint-interval", "0.5"],
+                   {"shutdownGraceMillis": 3000}).start()
+        self.wait_until("every record put is in the output", self.all_in_output, watch=[d])
+        manifest, output, _ = self.check_records()
+
+        # Aggregates: each user record under its own partition key, subSequenceNumber 0..n-1.
+        got = {(o["partitionKey"], o["data"]): o for o in output}
+        aggs = collections.defaultdict(list)
+        for m in manifest:
+            if m["kind"] == "aggregated":
+                aggs[(m["shard"], m["sequenceNumber"])].append(m)
+        bad = []
+        for (shard, seq), users in aggs.items():
+            outs = [got.get((u["partitionKey"], u["data"])) for u in users]
+            if any(o is None for o in outs):
+                bad.append(f"{seq[-8:]}: user records missing")
+                continue
+            subs = sorted(o["subSequenceNumber"] for o in outs)
+            keys = {o["partitionKey"] for o in outs}
+            if subs != list(range(len(users))) or len(keys) != len(users) \
+                    or any(str(o["sequenceNumber"]) != seq or o["shardId"] != shard for o in outs):
+                bad.append(f"{seq[-8:]}: subs {subs}, {len(keys)} keys")
+        shards_with_aggs = {s for s, _ in aggs}
+        self.check(len(aggs) == 6 and shards_with_aggs == {SHARD0, SHARD1} and not bad,
+                   "each aggregate's user records: own partition keys, the aggregate's sequenceNumber, "
+                   "subSequenceNumber 0..n-1",
+                   f"{len(aggs)} aggregates over {len(shards_with_aggs)} shards" + (f"; {bad[:3]}" if bad else ""))
+        plain = [m for m in manifest if m["kind"] == "plain"]
+        self.check(all(got[(m["partitionKey"], m["data"])]["subSequenceNumber"] == 0 for m in plain),
+                   "plain records have subSequenceNumber 0", f"{len(plain)} plain records")
+
+        want = last_esn_by_shard(manifest)
+        self.wait_until("periodic checkpoints reached each shard's last record",
+                        lambda: checkpoints_at(self, want), timeout=30, watch=[d])
+        self.check(True, "lease checkpoints = last record of each shard (periodic checkpoints, 0.5 s)",
+                   ", ".join(f"{s[-1]}: {fmt_esn(e)}" for s, e in sorted(want.items())))
+        rc = d.stop()
+        self.note(f"daemon exit code after SIGTERM: {rc}")
+        self.check_processes()
+        self.check_daemon_logs()
+
+
+class Split(Case):
+    name = "split"
+    title = "(b) shard split mid-run: parent reaches SHARD_END, children processed"
+
+    def body(self):
+        self.create_stream(2)
+        self.create_leases()
+        self.put(plain=20, aggregated=2, per_aggregate=5, tag="pre")
+        d = Daemon(self, "daemon", "worker-b", ["--checkpoint-interval", "0.5"],
+                   {"shutdownGraceMillis": 2000, "cleanupLeasesUponShardCompletion": "false"}).start()
+        self.wait_until("pre-split records in the output", self.all_in_output, watch=[d])
+
+        kc = self.emu.kinesis
+        parent = next(s for s in self.shards() if s["ShardId"] == SHARD0)
+        lo, hi = int(parent["HashKeyRange"]["StartingHashKey"]), int(parent["HashKeyRange"]["EndingHashKey"])
+        t_split = time.time()
+        kc.split_shard(StreamName=self.stream, ShardToSplit=SHARD0, NewStartingHashKey=str((lo + hi + 1) // 2))
+        import kinesis_tool as kt
+        kt.wait_stream_active(kc, self.stream)
+        children = sorted(s["ShardId"] for s in self.shards() if s.get("ParentShardId") == SHARD0)
+        say(f"{self.name}: split {SHARD0} into {children}")
+        self.require(len(children) == 2, "the split made two child shards", ", ".join(children))
+        post = self.put(plain=24, aggregated=3, per_aggregate=4, tag="post")
+
+        self.wait_until(f"{SHARD0} lease checkpoint is SHARD_END",
+                        lambda: self.leases().get(SHARD0, {}).get("checkpoint") == "SHARD_END", watch=[d])
+        self.wait_until("post-split records in the output", self.all_in_output, timeout=90, watch=[d])
+        rows = self.leases()
+        self.check(rows.get(SHARD0, {}).get("checkpoint") == "SHARD_END",
+                   "parent lease checkpoint is SHARD_END",
+                   f"{rows.get(SHARD0, {}).get('checkpoint')}/{rows.get(SHARD0, {}).get('checkpointSubSequenceNumber')}")
+        self.check(all(rows.get(c, {}).get("parentShardId") == [SHARD0] for c in children),
+                   "child leases exist and name the parent", ", ".join(children))
+
+        manifest, output, _ = self.check_records()
+        per_shard = collections.Counter(o["shardId"] for o in output)
+        post_in_children = collections.Counter(m["shard"] for m in post if m["shard"] in children)
+        self.check(all(per_shard[c] > 0 and per_shard[c] == post_in_children[c] for c in children),
+                   "children's records were processed by the children's rsmld",
+                   ", ".join(f"{c[-1]}: {per_shard[c]} of {post_in_children[c]}" for c in children))
+
+        # The parent's transcript: shardEnded -> checkpoint(null) -> reply without error -> status.
+        procs = processes_of(d, SHARD0)
+        steps = []
+        for evs in procs:
+            msgs = messages(evs)
+            for i, (e, m) in enumerate(msgs):
+                if e["dir"] == "d2p" and m.get("action") == "shardEnded":
+                    steps = [(x["dir"], y.get("action"), y.get("sequenceNumber", "-"), y.get("error", "-"),
+                              y.get("responseFor", "-")) for x, y in msgs[i + 1:i + 4]]
+                    t_end = e["ts"]
+        want = [("p2d", "checkpoint", None, "-", "-"), ("d2p", "checkpoint", None, None, "-"),
+                ("p2d", "status", "-", "-", "shardEnded")]
+        self.check(steps == want, "parent's rsmld answered shardEnded with checkpoint(null), accepted, then status",
+                   str(steps))
+        firsts = [evs[0]["ts"] for c in children for evs in processes_of(d, c)]
+        self.check(len(firsts) == 2 and steps and min(firsts) > t_end,
+                   "child processors started only after the parent's shardEnded",
+                   f"{min(firsts) - t_end:.1f}s after" if firsts and steps else "")
+        self.note(f"split to SHARD_END: {t_end - t_split:.1f}s; split to first child processor: "
+                  f"{min(firsts) - t_split:.1f}s" if firsts and steps else "no timing")
+        rc = d.stop()
+        self.note(f"daemon exit code after SIGTERM: {rc}")
+        self.check_processes()
+        self.check_daemon_logs()
+
+
+class Sigterm(Case):
+    name = "sigterm"
+    title = "(c) SIGTERM with shutdownGraceMillis: shutdownRequested checkpoint is exact"
+
+    def body(self):
+        self.create_stream(2)
+        self.create_leases()
+        # Plain records first, then aggregates: each shard's last record is a sub-record > 0.
+        self.put(plain=20, tag="c")
+        self.put(aggregated=4, per_aggregate=5, tag="c")
+        # No periodic checkpoint: only shutdownRequested can move the checkpoint.
+        d = Daemon(self, "daemon", "worker-c", ["--checkpoint-interval", "3600"],
+                   {"shutdownGraceMillis": 10000}).start()
+        self.wait_until("every record put is in the output", self.all_in_output, watch=[d])
+        before = self.leases()
+        t0 = time.monotonic()
+        rc = d.stop(timeout=40)
+        stop_s = time.monotonic() - t0
+        self.note(f"graceful stop took {stop_s:.1f}s; daemon exit code {rc}; checkpoints before SIGTERM: "
+                  + ", ".join(f"{s[-1]}: {fmt_esn(lease_esn(r))}" for s, r in sorted(before.items())))
+        manifest, output, _ = self.check_records()
+        want_m = last_esn_by_shard(manifest)
+        want_o = last_esn_by_shard([{"shard": o["shardId"], "sequenceNumber": str(o["sequenceNumber"]),
+                                     "subSequenceNumber": o["subSequenceNumber"]} for o in output])
+        self.check(all(e[1] > 0 for e in want_m.values()) and len(want_m) == 2,
+                   "each shard's last record is an aggregate's sub-record > 0",
+                   ", ".join(f"{s[-1]}: {fmt_esn(e)}" for s, e in sorted(want_m.items())))
+        after = self.leases()
+        bad, from_transcript = [], {}
+        for shard in (SHARD0, SHARD1):
+            procs = processes_of(d, shard)
+            seq = []
+            for evs in procs:
+                msgs = messages(evs)
+                for i, (e, m) in enumerate(msgs):
+                    if e["dir"] == "d2p" and m.get("action") == "shutdownRequested":
+                        seq = msgs[i:i + 5]
+            acts = [(e["dir"], m.get("action"), m.get("responseFor")) for e, m in seq]
+            if acts != [("d2p", "shutdownRequested", None), ("p2d", "checkpoint", None),
+                        ("d2p", "checkpoint", None), ("p2d", "status", "shutdownRequested"),
+                        ("d2p", "leaseLost", None)]:
+                bad.append(f"{shard}: {acts}")
+                continue
+            req, reply = seq[1][1], seq[2][1]
+            if reply.get("error") is not None:
+                bad.append(f"{shard}: checkpoint error {reply.get('error')}")
+            from_transcript[shard] = esn(req.get("sequenceNumber"), req.get("subSequenceNumber")) \
+                if req.get("sequenceNumber") is not None else None
+        self.check(not bad, "transcript: shutdownRequested -> rsmld checkpoint -> accepted -> status -> leaseLost",
+                   "; ".join(bad) or "both shards")
+        exact = {s: (lease_esn(after.get(s, {})), want_o.get(s), want_m.get(s)) for s in (SHARD0, SHARD1)}
+        self.check(all(a == o == m for a, o, m in exact.values()),
+                   "final lease checkpoint = last processed record (sequenceNumber and subSequenceNumber)",
+                   "; ".join(f"{s[-1]}: lease {fmt_esn(a)} output {fmt_esn(o) if o else None}"
+                             for s, (a, o, m) in sorted(exact.items())))
+        self.check(all(from_transcript.get(s) in (None, exact[s][0]) for s in (SHARD0, SHARD1)),
+                   "rsmld's checkpoint request names that record",
+                   ", ".join(f"{s[-1]}: {fmt_esn(e) if e else 'null'}" for s, e in sorted(from_transcript.items())))
+        self.check_processes()
+        self.check_daemon_logs()
+
+
+class Kill(Case):
+    name = "kill"
+    title = "(d) rsmld SIGKILLed mid-stream: daemon exits, restart resumes, nothing lost"
+
+    def body(self):
+        self.create_stream(2)
+        self.create_leases()
+        self.put(plain=20, tag="k")
+        args = ["--checkpoint-interval", "0.5"]
+        props = {"shutdownGraceMillis": 3000}
+        producer = Producer(self, batch=4, period=0.25, tag="live")
+        d1 = Daemon(self, "run1", "worker-d", args, props).start()
+        producer.start()
+        try:
+            def progressed():
+                rows = self.leases()
+                return len(self.output([d1])) >= 60 and all(lease_esn(rows[s])[0] >= 0 for s in (SHARD0, SHARD1))
+            self.wait_until("records processed and checkpointed on both shards", progressed, watch=[d1])
+            pids = d1.rsmld_pids()
+            self.require(len(pids) == 2, "pgrep finds the two rsmld processes by their output dir",
+                         " ".join(map(str, pids)))
+            victim = pids[0]
+            shard = next((proc_shard(evs) for evs in d1.transcripts().values()
+                          if any(e.get("child_pid") == victim for e in evs)), "?")
+            say(f"{self.name}: SIGKILL to rsmld pid {victim} ({shard})")
+            os.kill(victim, signal.SIGKILL)
+            t_kill = time.monotonic()
+            rc = d1.wait_exit(60)
+            self.check(rc is not None and rc != 0, "the daemon exits non-zero after its rsmld died",
+                       f"exit code {rc} after {time.monotonic() - t_kill:.1f}s")
+            if rc is None:
+                raise CaseFailed("daemon still running 60 s after the kill")
+            d1.reap_group()
+            ckpt = {s: lease_esn(r) for s, r in self.leases().items()}
+            self.note("checkpoints after run1: " + ", ".join(f"{s[-1]}: {fmt_esn(e)}" for s, e in sorted(ckpt.items())))
+            time.sleep(1)  # records keep coming while the daemon is down
+
+            d2 = Daemon(self, "run2", "worker-d", args, props).start()
+
+            def initialized():
+                inits = {}
+                for evs in d2.transcripts().values():
+                    for e, m in messages(evs):
+                        if m.get("action") == "initialize":
+                            inits[m["shardId"]] = esn(m.get("sequenceNumber"), m.get("subSequenceNumber"))
+                return inits if len(inits) == 2 else None
+            inits = self.wait_until("the restarted daemon initialized both shards", initialized, watch=[d2])
+            self.check(inits == {s: ckpt[s] for s in (SHARD0, SHARD1)},
+                       "restart with the same workerId resumes each shard from its checkpoint",
+                       ", ".join(f"{s[-1]}: init {fmt_esn(e)}" for s, e in sorted(inits.items())))
+            time.sleep(2)
+        finally:
+            n = producer.stop()
+        self.note(f"producer put {n} records while the daemons ran")
+        self.wait_until("every record put is in the output", self.all_in_output, watch=[d2])
+        manifest, output, rep = self.check_records(allow_duplicates=True)
+        by_key = {(m["partitionKey"], m["data"]): m for m in manifest}
+        dups = rep["duplicated"]
+        early = [k for k in dups if esn(by_key[k]["sequenceNumber"], by_key[k]["subSequenceNumber"])
+                 <= ckpt[by_key[k]["shard"]]]
+        run2_early = [o for o in d2.output() if esn(str(o["sequenceNumber"]), o["subSequenceNumber"])
+                      <= ckpt[o["shardId"]]]
+        dup_shards = collections.Counter(by_key[k]["shard"] for k in dups)
+        self.check(not early and not run2_early,
+                   "nothing at or below a checkpoint was delivered again (duplicates only after it)",
+                   f"{len(dups)} duplicated (at-least-once), by shard {dict(dup_shards)}")
+        self.note(f"duplicates: {len(dups)} of {len(manifest)} records")
+        rc2 = d2.stop()
+        self.note(f"restarted daemon exit code after SIGTERM: {rc2}")
+        self.check_processes(killed={victim})
+        bad = {"run1": d1.fatal_log_lines(allowed=("Reached end of STDIN of child process",
+                                                     "Encountered an error while running daemon")),
+               "run2": d2.fatal_log_lines()}
+        self.check(not any(bad.values()) and "Child process exited with value: 137" in d1.log_text(),
+                   "daemon logs: run1 reports its processor's death (137), nothing else fatal", str(bad))
+
+
+class Steal(Case):
+    name = "steal"
+    title = "(e) a second worker steals a lease: leaseLost, no checkpoint after it, records move"
+
+    def body(self):
+        self.create_stream(2)
+        self.create_leases()
+        self.put(plain=20, tag="pre")
+        args = ["--checkpoint-interval", "0.5"]
+        props = {"shutdownGraceMillis": 3000}
+        a = Daemon(self, "worker-A", "worker-A", args, props).start()
+        self.wait_until("worker-A holds both leases and processed every record",
+                        lambda: self.all_in_output([a]) and all(r.get("leaseOwner") == "worker-A"
+                                                                for r in self.leases().values()), watch=[a])
+        producer = Producer(self, batch=2, period=0.25, tag="live")
+        producer.start()
+        try:
+            b = Daemon(self, "worker-B", "worker-B", args, props).start()
+            rows = self.wait_until("worker-B took a lease",
+                                   lambda: (lambda r: r if any(x.get("leaseOwner") == "worker-B" for x in r.values())
+                                            else None)(self.leases()), timeout=60, watch=[a, b])
+            stolen = next(s for s, r in rows.items() if r.get("leaseOwner") == "worker-B")
+
+            def lost():
+                for evs in processes_of(a, stolen):
+                    if any(e["dir"] == "exit" for e in evs) and \
+                            any(e["dir"] == "d2p" and m.get("action") == "leaseLost" for e, m in messages(evs)):
+                        return True
+                return False
+            self.wait_until(f"worker-A's rsmld for {stolen} got leaseLost and exited", lost, timeout=30, watch=[a, b])
+            time.sleep(1.5)
+        finally:
+            producer.stop()
+        after = self.put(plain=20, tag="after")
+        self.wait_until("every record put is in the output", self.all_in_output, timeout=60, watch=[a, b])
+        final_rows = self.leases()
+        self.note("lease owners: " + ", ".join(f"{s[-1]}: {r.get('leaseOwner')}" for s, r in sorted(final_rows.items())))
+        self.check(final_rows[stolen].get("leaseOwner") == "worker-B" and
+                   {r.get("leaseOwner") for r in final_rows.values()} == {"worker-A", "worker-B"},
+                   "each worker holds one lease", stolen)
+
+        # worker-A's transcript for the stolen shard: leaseLost answered, no checkpoint after it.
+        problems, seen = [], 0
+        for evs in processes_of(a, stolen):
+            msgs = messages(evs)
+            idx = [i for i, (e, m) in enumerate(msgs) if e["dir"] == "d2p" and m.get("action") == "leaseLost"]
+            if not idx:
+                continue
+            seen += 1
+            tail = msgs[idx[0] + 1:]
+            if any(e["dir"] == "p2d" and m.get("action") == "checkpoint" for e, m in tail):
+                problems.append("checkpoint after leaseLost")
+            if [(e["dir"], m.get("action"), m.get("responseFor")) for e, m in tail] != \
+                    [("p2d", "status", "leaseLost")]:
+                problems.append(f"after leaseLost: {[(e['dir'], m.get('action')) for e, m in tail]}")
+        self.check(seen == 1 and not problems,
+                   "worker-A's rsmld got leaseLost, answered with status only, sent no checkpoint after it",
+                   f"{stolen}; " + ("; ".join(problems) or "ok"))
+
+        moved = [m for m in after if m["shard"] == stolen]
+        in_b = {(o["partitionKey"], o["data"]) for o in b.output()}
+        in_a = {(o["partitionKey"], o["data"]) for o in a.output()}
+        self.check(moved and all((m["partitionKey"], m["data"]) in in_b for m in moved)
+                   and not any((m["partitionKey"], m["data"]) in in_a for m in moved),
+                   "records put after the steal into that shard were written by worker-B only",
+                   f"{len(moved)} records")
+        manifest, output, rep = self.check_records(allow_duplicates=True)
+        self.note(f"duplicates: {len(rep['duplicated'])} of {len(manifest)} records (at-least-once across the move)")
+        rcs = stop_all([a, b])
+        self.note(f"daemon exit codes after SIGTERM: {rcs}")
+        self.check_processes()
+        self.check_daemon_logs()
+
+
+CASES = [Records, Split, Sigterm, Kill, Steal]
+
+if __name__ == "__main__":
+    sys.exit(run_suite(CASES, description=__doc__.split("\n\n")[0]))
