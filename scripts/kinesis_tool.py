@@ -25,6 +25,10 @@ Subcommands
                                            wait until a lease row has that checkpoint
     wait-records --manifest FILE --output DIR
                                            wait until every manifest record is in DIR/*.jsonl
+    wait-checkpoints --app APP --manifest FILE
+                                           wait until each shard's lease checkpoint is its last
+                                           manifest record (SHARD_END for a closed shard)
+    (the wait-* commands take --timeout SECONDS and --watch-pid PID: stop waiting if PID exits)
     check-records --manifest FILE --output DIR
                                            report missing / duplicated / unexpected records
 
@@ -402,10 +406,26 @@ def cmd_leases_dump(args):
               f"{r.get('leaseCounter', ''):>7}")
 
 
+def _pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _check_watched(args, what):
+    """--watch-pid: give up at once if the watched process (the daemon) has exited."""
+    pid = getattr(args, "watch_pid", None)
+    if pid and not _pid_alive(pid):
+        raise SystemExit(f"kinesis_tool: process {pid} exited while waiting for {what}")
+
+
 def cmd_wait_lease(args):
     dc = dynamodb(args)
     deadline = time.time() + args.timeout
     while True:
+        _check_watched(args, f"lease {args.shard}")
         rows = {r["leaseKey"]: r for r in scan_leases(dc, args.app)}
         row = rows.get(args.shard)
         if row is not None and row.get("checkpoint") == args.checkpoint:
@@ -463,6 +483,7 @@ def cmd_wait_records(args):
     manifest = read_manifest(args.manifest)
     deadline = time.time() + args.timeout
     while True:
+        _check_watched(args, "records")
         missing, _, _, _ = compare(manifest, read_output(args.output))
         if not missing:
             log(f"all {len(manifest)} manifest records are in {args.output}")
@@ -470,6 +491,41 @@ def cmd_wait_records(args):
         if time.time() > deadline:
             raise SystemExit(f"kinesis_tool: {len(missing)} of {len(manifest)} records still missing "
                              f"from {args.output} after {args.timeout}s (first: {missing[0][0]})")
+        time.sleep(0.5)
+
+
+def _esn(seq, sub):
+    if seq == "SHARD_END":
+        return (2**200, 0)
+    if seq in (None, "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
+        return (-1, 0)
+    return (int(seq), int(sub or 0))
+
+
+def cmd_wait_checkpoints(args):
+    """Every shard of the manifest checkpointed at its last record (a closed shard: SHARD_END)."""
+    manifest = read_manifest(args.manifest)
+    last = {}
+    for m in manifest:
+        e = _esn(m["sequenceNumber"], m["subSequenceNumber"])
+        last[m["shard"]] = max(last.get(m["shard"], e), e)
+    dc = dynamodb(args)
+    deadline = time.time() + args.timeout
+    while True:
+        _check_watched(args, "checkpoints")
+        rows = {r["leaseKey"]: r for r in scan_leases(dc, args.app)}
+        behind = []
+        for shard, want in sorted(last.items()):
+            row = rows.get(shard, {})
+            got = _esn(row.get("checkpoint"), row.get("checkpointSubSequenceNumber"))
+            if got != want and got[0] != 2**200:
+                behind.append(shard)
+        if not behind:
+            log(f"every shard is checkpointed at its last record (or SHARD_END): {len(last)} shards")
+            return
+        if time.time() > deadline:
+            raise SystemExit(f"kinesis_tool: checkpoints of {', '.join(behind)} still behind their last "
+                             f"record after {args.timeout}s")
         time.sleep(0.5)
 
 
@@ -543,13 +599,23 @@ def main(argv=None):
     s.add_argument("--shard", required=True)
     s.add_argument("--checkpoint", default="SHARD_END")
     s.add_argument("--timeout", type=float, default=60)
+    s.add_argument("--watch-pid", type=int, help="give up at once if this process (the daemon) exits")
     s.set_defaults(func=cmd_wait_lease)
 
     s = sub.add_parser("wait-records", help="wait until every manifest record is in the output dir")
     s.add_argument("--manifest", required=True)
     s.add_argument("--output", required=True)
     s.add_argument("--timeout", type=float, default=60)
+    s.add_argument("--watch-pid", type=int, help="give up at once if this process (the daemon) exits")
     s.set_defaults(func=cmd_wait_records)
+
+    s = sub.add_parser("wait-checkpoints",
+                       help="wait until every manifest shard's lease is checkpointed at its last record")
+    s.add_argument("--app", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--timeout", type=float, default=60)
+    s.add_argument("--watch-pid", type=int, help="give up at once if this process (the daemon) exits")
+    s.set_defaults(func=cmd_wait_checkpoints)
 
     s = sub.add_parser("check-records", help="compare the output dir with the manifest")
     s.add_argument("--manifest", required=True)

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# rsmld demo: the real Amazon KCL 2.5.8 MultiLangDaemon runs rsmld on a local Kinesis stream.
+#
+#   scripts/demo.sh
+#
+# On a machine with Rust, Java 17, Python 3 and Node.js, everything on 127.0.0.1:
+#   1. builds rsmld (cargo build --release) and installs the daemon, the emulators and the
+#      Python clients from the package registries (scripts/install-daemon.sh; once)
+#   2. starts local Kinesis and DynamoDB emulators, creates a 2-shard stream and its lease table
+#   3. puts plain records and KPL-aggregated records (made by aws-kinesis-agg)
+#   4. runs the daemon with rsmld (file handler: one JSON line per record) as its processor
+#   5. splits a shard while it runs and puts more records, which go to the new child shards
+#   6. waits until every record is in rsmld's output and checkpointed, then prints a summary:
+#      records put, items processed, the lease table (checkpoints, SHARD_END), where the output is
+# It stops everything it started when it ends (also on Ctrl-C) and exits non-zero if a record is
+# missing, the parent shard did not reach SHARD_END or a checkpoint did not catch up.
+#
+# Environment: RSMLD_STATE (default <repo>/.state; the run's files go to $RSMLD_STATE/demo/<id>),
+# RSMLD_BIN=/abs/rsmld to skip the build, DEMO_PLAIN / DEMO_AGGREGATES / DEMO_PER_AGGREGATE for
+# the number of records put before the split (the same again after it).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+case "${1:-}" in -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+
+PLAIN="${DEMO_PLAIN:-200}" AGGREGATES="${DEMO_AGGREGATES:-20}" PER_AGGREGATE="${DEMO_PER_AGGREGATE:-10}"
+RUN_ID="$(date +%Y%m%d-%H%M%S)-$$"
+WORK="$RSMLD_STATE/demo/$RUN_ID"
+OUT="$WORK/out" MANIFEST="$WORK/manifest.jsonl" RUN_DIR="$WORK/run"
+STREAM="rsmld-demo-$RUN_ID" APP="rsmld-demo-app-$RUN_ID" PARENT=shardId-000000000000
+export RSMLD_STATE RSMLD_EMU_STATE="$WORK/emulators.env"
+
+T0=$(date +%s)
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+elapsed() { echo "$(($(date +%s) - T0))s"; }
+
+daemon_started=0 emulators_started=0
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ "$daemon_started" = 1 ]; then
+        "$RSMLD_REPO/scripts/run-daemon.sh" stop --run-dir "$RUN_DIR" --timeout 20 || true
+    fi
+    if [ "$emulators_started" = 1 ]; then
+        "$RSMLD_REPO/scripts/emulators.sh" stop || true
+    fi
+    if [ "$rc" != 0 ]; then
+        log "FAILED (exit $rc) after $(elapsed); the run's files: $WORK"
+        [ -f "$RUN_DIR/daemon.log" ] && log "daemon log: $RUN_DIR/daemon.log"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+tool() { "$RSMLD_PY" "$RSMLD_REPO/scripts/kinesis_tool.py" "$@"; }
+
+# --- 1. build and install -----------------------------------------------------------------
+step "1/6 build rsmld (release) and install the KCL daemon, emulators and clients"
+if [ -z "${RSMLD_BIN:-}" ]; then
+    (cd "$RSMLD_REPO" && cargo build --release --bin rsmld)
+    RSMLD_BIN="${CARGO_TARGET_DIR:-$RSMLD_REPO/target}/release/rsmld"
+    case "$RSMLD_BIN" in /*) ;; *) RSMLD_BIN="$RSMLD_REPO/$RSMLD_BIN" ;; esac
+fi
+[ -x "$RSMLD_BIN" ] || die "no rsmld binary at $RSMLD_BIN"
+"$RSMLD_REPO/scripts/install-daemon.sh"
+case "$RSMLD_BIN$WORK" in *" "*) die "the daemon cannot run a path with a space: $RSMLD_BIN / $WORK" ;; esac
+T_SETUP=$(date +%s)
+
+# --- 2. emulators, stream, leases -----------------------------------------------------------
+step "2/6 start the emulators; create a 2-shard stream and its lease table"
+mkdir -p "$WORK"
+emulators_started=1
+"$RSMLD_REPO/scripts/emulators.sh" start
+eval "$("$RSMLD_REPO/scripts/emulators.sh" env)"
+tool create-stream "$STREAM" --shards 2
+# One lease per shard up front: the daemon then skips its random 5-30 s wait for an empty table.
+tool leases create --app "$APP" --stream "$STREAM"
+
+# --- 3. records -------------------------------------------------------------------------------
+step "3/6 put $PLAIN plain records and $AGGREGATES KPL aggregates of $PER_AGGREGATE user records"
+tool put "$STREAM" --plain "$PLAIN" --spread --aggregated "$AGGREGATES" --per-aggregate "$PER_AGGREGATE" \
+    --tag before-split --manifest "$MANIFEST"
+
+# --- 4. the daemon ----------------------------------------------------------------------------
+step "4/6 run the KCL MultiLangDaemon with rsmld as its processor"
+EXECUTABLE="$RSMLD_BIN --workers 2 --checkpoint-interval 1 --handler file --output $OUT"
+# Short lease, shard-sync and poll intervals so that the split shows within seconds.
+daemon_pid="$("$RSMLD_REPO/scripts/run-daemon.sh" --background --stream "$STREAM" --app "$APP" \
+    --worker-id demo-worker --run-dir "$RUN_DIR" --executable "$EXECUTABLE" \
+    --set failoverTimeMillis=2000 --set shardSyncIntervalMillis=1000 \
+    --set parentShardPollIntervalMillis=500 --set shutdownGraceMillis=5000 --set timeoutInSeconds=60 |
+    tail -n1)"
+daemon_started=1
+log "executableName = $EXECUTABLE"
+T_DAEMON=$(date +%s)
+tool wait-records --manifest "$MANIFEST" --output "$OUT" --timeout 120 --watch-pid "$daemon_pid"
+FIRST_BATCH_S=$(($(date +%s) - T_DAEMON))
+
+# --- 5. split mid-run -------------------------------------------------------------------------
+step "5/6 split $PARENT while the daemon runs; put as many records again"
+tool split-shard "$STREAM" --shard "$PARENT" >/dev/null
+tool put "$STREAM" --plain "$PLAIN" --spread --aggregated "$AGGREGATES" --per-aggregate "$PER_AGGREGATE" \
+    --tag after-split --manifest "$MANIFEST"
+tool wait-lease --app "$APP" --shard "$PARENT" --checkpoint SHARD_END --timeout 90 --watch-pid "$daemon_pid"
+
+# --- 6. wait, check, summarize ------------------------------------------------------------------
+step "6/6 wait until every record is processed and checkpointed"
+tool wait-records --manifest "$MANIFEST" --output "$OUT" --timeout 120 --watch-pid "$daemon_pid"
+tool wait-checkpoints --app "$APP" --manifest "$MANIFEST" --timeout 60 --watch-pid "$daemon_pid"
+T_DONE=$(date +%s)
+report="$(tool check-records --manifest "$MANIFEST" --output "$OUT" --allow-duplicates)"
+leases="$(tool leases dump --app "$APP")"
+shards="$(tool shards "$STREAM")"
+
+put_total=$(grep -c . "$MANIFEST")
+put_plain=$(grep -c '"kind": "plain"' "$MANIFEST" || true)
+items=$(cat "$OUT"/*.jsonl | grep -c . || true)
+files=$(ls "$OUT"/*.jsonl | wc -l)
+dups=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["duplicated"])' "$report")
+open_shards=$(grep -c '"open": true' <<<"$shards" || true)
+
+T_STOP=$(date +%s)
+"$RSMLD_REPO/scripts/run-daemon.sh" stop --run-dir "$RUN_DIR" --timeout 20
+daemon_started=0
+STOP_S=$(($(date +%s) - T_STOP))
+
+cat <<SUMMARY
+
+========================================================================================
+rsmld demo: OK   (KCL 2.5.8 MultiLangDaemon -> rsmld, local emulators on 127.0.0.1)
+----------------------------------------------------------------------------------------
+records put       $put_total user records into $STREAM:
+                  $put_plain plain + $((put_total - put_plain)) in $((2 * AGGREGATES)) KPL aggregates of $PER_AGGREGATE;
+                  half before and half after splitting $PARENT (2 shards -> $open_shards open)
+items processed   $items lines written by rsmld ($dups records delivered twice), every record put is there
+output            $OUT/  ($files files: <shardId>.worker-<k>.jsonl)
+lease table       $APP  (checkpoint = last record of each shard; the parent: SHARD_END)
+$(sed 's/^/  /' <<<"$leases")
+daemon            log $RUN_DIR/daemon.log, properties $RUN_DIR/$APP.properties
+time              $(elapsed) in total; build + install $((T_SETUP - T0))s; from the daemon's start:
+                  first $((PLAIN + AGGREGATES * PER_AGGREGATE)) records processed in ${FIRST_BATCH_S}s, all $put_total processed and
+                  checkpointed in $((T_DONE - T_DAEMON))s; graceful stop (SIGTERM) ${STOP_S}s
+========================================================================================
+SUMMARY
