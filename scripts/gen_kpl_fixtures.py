@@ -226,6 +226,8 @@ PYTHON_DIFFERS = {
     "ehk_index_out_of_range": "the Python library raises IndexError from its own error handler",
     "invalid_utf8_keys": "the Python library returns undecoded bytes for invalid UTF-8 keys, "
                          "does not parse the explicit hash key, and has the mixed-EHK bug",
+    "pk_index_2_pow_32": "the Python library does not truncate the index like Java's (int) cast: "
+                         "2^32 is already out of range there",
     "missing_data": REQUIRED_NOT_CHECKED,
     "missing_pk_index": REQUIRED_NOT_CHECKED,
     "missing_tag_key": REQUIRED_NOT_CHECKED,
@@ -427,12 +429,17 @@ def make_shape_fixtures():
             "second record's explicit hash key index points past the 1-entry table", HAND,
             note="The Python library raises IndexError from its own error handler")
     fixture("pk_index_2_pow_32",
-            wrap(body(pks=["k"], records=[record(0, b"a"), record(1 << 32, b"b")])),
+            wrap(body(pks=["k"], records=[record(0, b"a"), record(1 << 32, b"b"),
+                                          record((1 << 32) + 1, b"c"), record(0, b"d")])),
+            aggregated([user("k", b"a"), user("k", b"b")], "PartitionKeyIndexOutOfRange"),
+            "indexes 2^32 and 2^32+1 with a 1-entry table", HAND,
+            note="Java casts the uint64 index to int: 2^32 wraps to 0 and picks 'k' (the record "
+                 "is delivered); 2^32+1 is 1, out of range -> partial")
+    fixture("pk_index_2_pow_31",
+            wrap(body(pks=["k"], records=[record(0, b"a"), record(1 << 31, b"b")])),
             aggregated([user("k", b"a")], "PartitionKeyIndexOutOfRange"),
-            "an index of 2^32 with a 1-entry table", HAND,
-            note="DEVIATION (documented in src/kpl/mod.rs): Java casts the index to int, so 2^32 "
-                 "wraps to 0 and picks 'k'; rsmld treats every index past the table as corrupt")
-
+            "index 2^31 with a 1-entry table", HAND,
+            note="(int) 2^31 is negative in Java -> IndexOutOfBoundsException -> partial")
     fixture("invalid_utf8_keys",
             wrap(body(pks=[b"ab\xffcd", b"\xed\xa0\x80x", b"\xf0\x9f\x98"],
                       ehks=[b"1\xc3"],

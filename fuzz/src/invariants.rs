@@ -85,13 +85,11 @@ fn compare_with_prost(input: &[u8], records: &[UserRecord<'_>]) {
             );
         };
         assert_eq!(record.data, theirs.data.as_slice(), "record {index}: data");
-        let key = usize::try_from(theirs.partition_key_index)
-            .ok()
-            .and_then(|i| message.partition_key_table.get(i));
+        let key =
+            java_index(theirs.partition_key_index).and_then(|i| message.partition_key_table.get(i));
         assert_eq!(Some(record.partition_key.as_str()), key.map(String::as_str));
         let ehk = theirs.explicit_hash_key_index.map(|index| {
-            usize::try_from(index)
-                .ok()
+            java_index(index)
                 .and_then(|i| message.explicit_hash_key_table.get(i))
                 .map(String::as_str)
         });
@@ -101,6 +99,11 @@ fn compare_with_prost(input: &[u8], records: &[UserRecord<'_>]) {
             (ours, theirs) => panic!("record {index}: explicit hash key {ours:?} vs {theirs:?}"),
         }
     }
+}
+
+/// A table index as the Java KCL uses it: `(int) index`.
+fn java_index(index: u64) -> Option<usize> {
+    usize::try_from(index as u32 as i32).ok()
 }
 
 /// Encoding the delivered records again gives aggregates that decode to the

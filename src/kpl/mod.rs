@@ -55,15 +55,25 @@
 //! panics. prost (types generated into [`proto`] and checked in) writes the
 //! aggregates in [`Aggregator`] and serves as an independent oracle in tests.
 //!
-//! # Deviations from the Java KCL
+//! # Indexes: Java's `(int)` cast, on purpose
 //!
-//! * An index is compared with the table length as a `u64`. Java casts it to
-//!   `int` first, so an index of 2^32 would wrap to 0 and pick the first key;
-//!   here any index past the table is out of range (partial).
-//! * [`UserRecord`] keys are [`KeyStr`] rather than `Cow<str>`: a key that is
-//!   not valid UTF-8 is decoded once and shared by every sub-record that uses
-//!   it, so a small aggregate cannot make de-aggregation allocate without bound
-//!   (Java allocates one string per sub-record). `KeyStr` dereferences to `str`.
+//! `AggregatorUtil` looks keys up with `table.get((int) index)`: only the low
+//! 32 bits of the `uint64` index count, as a signed `int`, so an index of 2^32
+//! picks the first key and 2^31 is out of range. rsmld does the same. Treating
+//! every index past the table as corrupt would be more natural, but it would not
+//! match Java on every input: protobuf-java itself reads the bits above 32 of a
+//! non-canonical 10-byte varint differently depending on how many bytes follow
+//! it (its fast and slow paths disagree), so only the low 32 bits are decided
+//! the same way everywhere. The differential test against protobuf-java
+//! (`tests/kpl_java_oracle.rs`) found this.
+//!
+//! # Deviation from the Java KCL
+//!
+//! [`UserRecord`] keys are [`KeyStr`] rather than `Cow<str>`: a key that is not
+//! valid UTF-8 is decoded once and shared by every sub-record that uses it, so a
+//! small aggregate cannot make de-aggregation allocate without bound (Java
+//! allocates one string per sub-record). `KeyStr` dereferences to `str`. The
+//! decisions (plain, records, partial) are Java's on every input.
 //!
 //! # Module map
 //!
@@ -255,7 +265,7 @@ pub enum DeaggregateError {
     PartitionKeyIndexOutOfRange {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
-        /// The index it holds.
+        /// The index as written (Java looks up its low 32 bits as an `int`).
         index: u64,
         /// Length of the partition key table.
         table_len: usize,
@@ -269,7 +279,7 @@ pub enum DeaggregateError {
     ExplicitHashKeyIndexOutOfRange {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
-        /// The index it holds.
+        /// The index as written (Java looks up its low 32 bits as an `int`).
         index: u64,
         /// Length of the explicit hash key table.
         table_len: usize,
@@ -414,9 +424,12 @@ fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
     Deaggregated::Aggregated { records, partial }
 }
 
-/// `table[index]`, if the index is inside the table.
+/// `table.get((int) index)` as Java does it: the low 32 bits of the index as a
+/// signed `int` (see "Indexes" in the module documentation).
 fn table_entry<T>(table: &[T], index: u64) -> Option<&T> {
-    usize::try_from(index)
+    // Truncation is the point: Java's `(int)` cast keeps the low 32 bits.
+    let java_int = index as u32 as i32;
+    usize::try_from(java_int)
         .ok()
         .and_then(|index| table.get(index))
 }
