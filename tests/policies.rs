@@ -296,3 +296,85 @@ fn production_properties_template_configures_rsmld() {
     assert_eq!(cli.run.handler, Some(rsmld::config::HandlerKind::Exec));
     assert_eq!(cli.run.command, vec!["/bin/cat".to_owned()]);
 }
+
+/// exec + watchdog + skip: a child that hangs on one item is killed after
+/// --item-timeout; the items it had not acknowledged are dead-lettered, the child is
+/// restarted, and processing and checkpointing go on.
+#[test]
+fn exec_watchdog_kills_a_hung_child_and_the_policy_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq");
+    let script = dir.path().join("handler.sh");
+    std::fs::write(&script, "#!/bin/sh\nwhile IFS= read -r item; do\n  case \"$item\" in *aGFuZw==*) sleep 30;; esac\n  echo ok\ndone\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut p = Proc::spawn(
+        &[
+            "--handler",
+            "exec",
+            "--workers",
+            "1",
+            "--item-timeout",
+            "0.5",
+            "--on-error",
+            "skip",
+            "--dead-letter",
+            dlq.to_str().unwrap(),
+            "--checkpoint-interval",
+            "0",
+            "--max-in-flight",
+            "0",
+            "--",
+            script.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let mut model = CheckpointModel::default();
+    let init = format!(
+        r#"{{"action":"initialize","shardId":"{SHARD}","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}}"#
+    );
+    run_action(&mut p, &mut model, &init, Action::Initialize).unwrap();
+    // "hang" is aGFuZw== in base64.
+    let l = batch(
+        &mut model,
+        vec![record(1, "ok"), record(2, "hang"), record(3, "ok")],
+    );
+    let reqs = run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(model.last.as_ref().unwrap().seq.as_str(), seq(3));
+    let l = batch(&mut model, vec![record(4, "ok")]);
+    run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    assert_eq!(
+        model.last.as_ref().unwrap().seq.as_str(),
+        seq(4),
+        "a restarted child processes the next batch"
+    );
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+    let dead: Vec<serde_json::Value> = std::fs::read_dir(&dlq)
+        .unwrap()
+        .flat_map(|f| {
+            std::fs::read_to_string(f.unwrap().path())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let dead_seqs: Vec<&str> = dead
+        .iter()
+        .map(|v| v["item"]["sequenceNumber"].as_str().unwrap())
+        .collect();
+    assert!(dead_seqs.contains(&seq(2).as_str()), "{dead:?}");
+    assert!(
+        !dead_seqs.contains(&seq(1).as_str()),
+        "an acknowledged item was dead-lettered: {dead:?}"
+    );
+    assert!(
+        dead.iter().all(|v| v["error"]
+            .as_str()
+            .unwrap()
+            .contains("killed after timeout")),
+        "{dead:?}"
+    );
+    assert!(p.stderr().contains("item timeout"), "{}", p.stderr());
+}
