@@ -89,7 +89,7 @@ EXECUTABLE="$RSMLD_BIN --workers 2 --checkpoint-interval 1 --handler file --outp
 # Short lease, shard-sync and poll intervals so that the split shows within seconds.
 daemon_pid="$("$RSMLD_REPO/scripts/run-daemon.sh" --background --stream "$STREAM" --app "$APP" \
     --worker-id demo-worker --run-dir "$RUN_DIR" --executable "$EXECUTABLE" \
-    --set failoverTimeMillis=2000 --set shardSyncIntervalMillis=1000 \
+    --set failoverTimeMillis=3000 --set shardSyncIntervalMillis=1000 \
     --set parentShardPollIntervalMillis=500 --set shutdownGraceMillis=5000 --set timeoutInSeconds=60 |
     tail -n1)"
 daemon_started=1

@@ -42,7 +42,7 @@ import kinesis_tool as kt  # noqa: E402  (needs the venv: boto3, aws-kinesis-agg
 # Daemon properties that make leases, splits and shutdowns happen within seconds. The lease
 # taker runs every 2 x (failoverTimeMillis + 25 ms), the renewer every failoverTimeMillis / 3.
 FAST_PROPS = {
-    "failoverTimeMillis": 2000,
+    "failoverTimeMillis": 3000,
     "shardSyncIntervalMillis": 1000,
     "parentShardPollIntervalMillis": 500,
     "idleTimeBetweenReadsInMillis": 250,
