@@ -1,11 +1,84 @@
-//! The `file` handler: appends one item JSON line per item to
-//! `DIR/<shardId>.worker-<k>.jsonl`, one file per shard and worker (so workers never
-//! share a file and per-key order is visible in the file), and flushes each batch to the
-//! file before reporting it complete.
+//! The `file` handler: a durable, rotated JSON-lines archive, one series of files per
+//! shard and worker.
+//!
+//! # What "durable" promises
+//!
+//! A worker reports items complete when [`Handler::process`] returns `Ok`, and from then
+//! on a checkpoint may cover them: the daemon will never deliver them again. So `Ok` must
+//! mean "on disk, surviving a crash of the process *and* of the machine", not "handed to
+//! the kernel". Before `process` returns `Ok`:
+//!
+//! 1. the batch's lines are written with `write(2)` (no user-space buffer is left holding
+//!    them), and
+//! 2. the file is `fdatasync`ed ([`File::sync_data`]), which makes the data and the file
+//!    size durable;
+//! 3. whenever a new file was created for the batch (the first item, or a rotation), the
+//!    output directory was `fsync`ed right after the creation, because a file's *name*
+//!    lives in its directory: without that, a crash could keep the data blocks and lose
+//!    the entry that points to them. When `DIR` itself (or missing parents) had to be
+//!    created at start-up, the parent of each created directory is synced too.
+//!
+//! Any IO error fails the whole batch ([`BatchError::Batch`]) with a message naming the
+//! file; nothing of it is reported complete. After an error the file is truncated back to
+//! its last synced length (best effort) and abandoned: the next batch starts a new file.
+//! A file whose `fsync` failed is never trusted again (after a failed `fsync`, Linux may
+//! drop the dirty pages and report success on the next call), and a partly written line
+//! can only ever be the *last* line of a file. The same holds after a crash or `SIGKILL`:
+//! a reader may find a torn final line (after a power loss, possibly NUL bytes), which
+//! belongs to a batch that was never acknowledged, so no checkpoint covers it (the daemon
+//! re-delivers it). Delivery stays at-least-once: the lines of a batch that failed or was
+//! cut short by a crash may remain (whole) in the archive and appear again when the batch
+//! is retried or re-delivered.
+//!
+//! The price is one `fdatasync` per batch (plus a directory `fsync` per new file): a few
+//! milliseconds on ordinary disks, whatever the batch size, so throughput comes from
+//! batching — a busy worker hands its handler everything queued (up to the pool's batch
+//! limit) in one call, which makes one sync cover many items.
+//!
+//! # Names
+//!
+//! Files are written flat into `DIR` (readers glob `DIR/*.jsonl`), named
+//!
+//! ```text
+//! <shardId>.<yyyymmddThhmmss.mmmZ>.<nnnn>.w<k>.jsonl
+//! shardId-000000000007.20250301T120501.042Z.0000.w2.jsonl
+//! ```
+//!
+//! with the UTC creation time (formatted here, see [`utc_timestamp`]), a four-digit
+//! counter and the worker index `k`. The pair (time, counter) comes from one logical clock
+//! per shard shared by all workers of the process: it never goes backwards (a clock step
+//! back reuses the last time and bumps the counter), and within one millisecond the
+//! counter counts up (after 9999 the time advances by a millisecond). On the first file of
+//! a shard the clock is seeded from the names already in `DIR`, so a restarted process
+//! (even within the same millisecond, or after the wall clock stepped back) names its
+//! files after its predecessor's. Files are created with `O_CREAT|O_EXCL`
+//! ([`OpenOptions::create_new`]); a name that exists already (another process on the same
+//! directory) bumps the clock and is tried again. Hence, for one shard, lexicographic
+//! order of the names is creation order, and two handlers never share a file.
+//!
+//! A shard id is used verbatim except that characters outside `[A-Za-z0-9._-]` become
+//! `_` (Kinesis shard ids never contain them).
+//!
+//! # Rotation
+//!
+//! - **By size** (`rotate_bytes`, 0 = never): a batch is never split across files when it
+//!   fits in `rotate_bytes`: if appending it would take a non-empty file past the limit,
+//!   the batch goes to a new file. A batch that is itself larger than `rotate_bytes` is
+//!   split at line boundaries over as many new files as needed. So a file exceeds
+//!   `rotate_bytes` only when it holds a single line that is itself larger.
+//! - **By age** (`rotate_after`, zero = never): a file older than `rotate_after` (since it
+//!   was opened) is closed at the next batch or at the next [`Handler::flush`], which the
+//!   worker calls when idle; an idle worker thus closes its file and opens none until its
+//!   next item.
+//!
+//! No file is created before a worker's first item; [`Handler::close`] syncs and closes.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
 use crate::item::Item;
@@ -18,7 +91,7 @@ pub struct FileOptions {
     /// Start a new file when the current one reaches this size (0: never).
     pub rotate_bytes: u64,
     /// Start a new file when the current one is this old (zero: never).
-    pub rotate_after: std::time::Duration,
+    pub rotate_after: Duration,
 }
 
 impl FileOptions {
@@ -27,72 +100,608 @@ impl FileOptions {
         FileOptions {
             dir: dir.into(),
             rotate_bytes: 0,
-            rotate_after: std::time::Duration::ZERO,
+            rotate_after: Duration::ZERO,
         }
     }
 }
 
+/// The largest counter value in a name; one more advances the clock by a millisecond.
+const MAX_SEQ: u32 = 9999;
+
+/// How many existing names a new file may run into before creation gives up.
+const MAX_NAME_ATTEMPTS: u32 = 10_000;
+
+/// A scratch buffer larger than this is given back after its batch.
+const KEEP_BUFFER: usize = 4 << 20;
+
 /// Makes file handlers writing under one directory.
 #[derive(Clone, Debug)]
 pub struct FileFactory {
-    dir: PathBuf,
+    options: FileOptions,
+    clocks: Arc<Mutex<HashMap<String, NameClock>>>,
 }
 
 impl FileFactory {
     /// Writes as `options` say.
     pub fn new(options: FileOptions) -> Self {
-        FileFactory { dir: options.dir }
+        FileFactory {
+            options,
+            clocks: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
-    /// The file a worker of a shard writes.
-    pub fn path_for(dir: &Path, shard_id: &str, worker: usize) -> PathBuf {
-        dir.join(format!("{shard_id}.worker-{worker}.jsonl"))
+    /// The settings.
+    pub fn options(&self) -> &FileOptions {
+        &self.options
     }
 }
 
 impl HandlerFactory for FileFactory {
     fn create(&self, ctx: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
-        fs::create_dir_all(&self.dir).map_err(|e| {
+        let dir = &self.options.dir;
+        create_dir_durably(dir).map_err(|e| {
             HandlerError::batch(format!(
                 "cannot create output directory {}: {e}",
-                self.dir.display()
+                dir.display()
             ))
         })?;
-        let path = Self::path_for(&self.dir, &ctx.shard_id, ctx.worker);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| HandlerError::batch(format!("cannot open {}: {e}", path.display())))?;
         Ok(Box::new(FileHandler {
-            out: BufWriter::with_capacity(256 * 1024, file),
-            path,
+            dir: dir.clone(),
+            shard: safe_shard(&ctx.shard_id),
+            worker: ctx.worker,
+            rotate_bytes: self.options.rotate_bytes,
+            rotate_after: self.options.rotate_after,
+            clocks: self.clocks.clone(),
+            current: None,
+            buf: Vec::new(),
+            ends: Vec::new(),
         }))
     }
 }
 
-struct FileHandler {
-    out: BufWriter<File>,
+/// The parts of an archive file name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveName {
+    /// The shard id (as written in the name).
+    pub shard_id: String,
+    /// Creation time, milliseconds since the Unix epoch (UTC).
+    pub unix_ms: u64,
+    /// The counter within that millisecond.
+    pub seq: u32,
+    /// The worker index.
+    pub worker: usize,
+}
+
+impl ArchiveName {
+    /// The file name: `<shardId>.<yyyymmddThhmmss.mmmZ>.<nnnn>.w<k>.jsonl`.
+    pub fn file_name(&self) -> String {
+        format!(
+            "{}.{}.{:04}.w{}.jsonl",
+            safe_shard(&self.shard_id),
+            utc_timestamp(self.unix_ms),
+            self.seq,
+            self.worker
+        )
+    }
+
+    /// Reads a name written by [`ArchiveName::file_name`]; `None` for any other name.
+    pub fn parse(name: &str) -> Option<ArchiveName> {
+        let stem = name.strip_suffix(".jsonl")?;
+        let (rest, worker) = stem.rsplit_once('.')?;
+        let worker = worker.strip_prefix('w')?;
+        if worker.is_empty() || !worker.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let worker: usize = worker.parse().ok()?;
+        let (rest, seq) = rest.rsplit_once('.')?;
+        if seq.len() != 4 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let seq: u32 = seq.parse().ok()?;
+        // The timestamp has a fixed width of 20 and contains a dot itself.
+        let split = rest.len().checked_sub(TIMESTAMP_LEN + 1)?;
+        let (shard, ts) = rest.split_at(split);
+        let ts = ts.strip_prefix('.')?;
+        if shard.is_empty() {
+            return None;
+        }
+        Some(ArchiveName {
+            shard_id: shard.to_owned(),
+            unix_ms: parse_utc_timestamp(ts)?,
+            seq,
+            worker,
+        })
+    }
+}
+
+/// The length of [`utc_timestamp`]'s output (for years 0000..=9999).
+const TIMESTAMP_LEN: usize = 20;
+
+/// Formats milliseconds since the Unix epoch as `yyyymmddThhmmss.mmmZ` (UTC, proleptic
+/// Gregorian calendar), a fixed-width form whose lexicographic order is time order.
+pub fn utc_timestamp(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let millis = unix_ms % 1000;
+    let days = (secs / 86_400) as i64;
+    let sod = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{millis:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// Reads [`utc_timestamp`]'s format back; `None` if it is not exactly that.
+fn parse_utc_timestamp(ts: &str) -> Option<u64> {
+    let b = ts.as_bytes();
+    if b.len() != TIMESTAMP_LEN || b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let s = ts.get(r)?;
+        if !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss, ms) = (num(9..11)?, num(11..13)?, num(13..15)?, num(16..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    let days = days_from_civil(y as i64, m as u32, d as u32);
+    let days = u64::try_from(days).ok()?;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+}
+
+/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31); Howard Hinnant's
+/// `civil_from_days`, exact over the whole proleptic Gregorian calendar.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1st
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01; the inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The shard id as it appears in file names.
+fn safe_shard(shard_id: &str) -> String {
+    let s: String = shard_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The logical clock behind the names of one shard: (milliseconds, counter), strictly
+/// increasing.
+#[derive(Clone, Debug, Default)]
+struct NameClock {
+    seeded: bool,
+    last: Option<(u64, u32)>,
+}
+
+impl NameClock {
+    /// Never again returns anything at or below `at`.
+    fn advance_past(&mut self, at: (u64, u32)) {
+        if self.last.is_none_or(|l| l < at) {
+            self.last = Some(at);
+        }
+    }
+
+    fn next(&mut self, now_ms: u64) -> (u64, u32) {
+        let next = match self.last {
+            Some((ms, seq)) if now_ms <= ms => {
+                if seq < MAX_SEQ {
+                    (ms, seq + 1)
+                } else {
+                    (ms + 1, 0)
+                }
+            }
+            _ => (now_ms, 0),
+        };
+        self.last = Some(next);
+        next
+    }
+}
+
+/// Creates `dir` and any missing parents, then syncs the parent of each directory it
+/// created, so that the new entries survive a crash.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = Some(dir);
+    while let Some(d) = p {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        p = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        } else {
+            sync_dir(Path::new("."))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the directory's entries (names of files created in it) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The file a handler is appending to.
+struct OpenFile {
+    file: File,
     path: PathBuf,
+    /// Bytes written.
+    len: u64,
+    /// Bytes known to be on disk.
+    synced: u64,
+    opened: Instant,
+}
+
+struct FileHandler {
+    dir: PathBuf,
+    shard: String,
+    worker: usize,
+    rotate_bytes: u64,
+    rotate_after: Duration,
+    clocks: Arc<Mutex<HashMap<String, NameClock>>>,
+    current: Option<OpenFile>,
+    /// The batch's lines.
+    buf: Vec<u8>,
+    /// The end offset of each line in `buf`.
+    ends: Vec<usize>,
+}
+
+impl FileHandler {
+    fn expired(&self, f: &OpenFile) -> bool {
+        !self.rotate_after.is_zero() && f.opened.elapsed() >= self.rotate_after
+    }
+
+    /// Creates the next file of this shard and worker, and makes its name durable.
+    fn open_new(&mut self) -> Result<OpenFile, HandlerError> {
+        let mut attempts = 0;
+        loop {
+            let (unix_ms, seq) = self.next_name()?;
+            let name = ArchiveName {
+                shard_id: self.shard.clone(),
+                unix_ms,
+                seq,
+                worker: self.worker,
+            };
+            let path = self.dir.join(name.file_name());
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    if let Err(e) = sync_dir(&self.dir) {
+                        // Not durable: do not use it (an empty leftover is harmless).
+                        let _ = fs::remove_file(&path);
+                        return Err(HandlerError::batch(format!(
+                            "syncing directory {} after creating {}: {e}",
+                            self.dir.display(),
+                            path.display()
+                        )));
+                    }
+                    log::debug!("worker {}: writing {}", self.worker, path.display());
+                    return Ok(OpenFile {
+                        file,
+                        path,
+                        len: 0,
+                        synced: 0,
+                        opened: Instant::now(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    attempts += 1;
+                    if attempts >= MAX_NAME_ATTEMPTS {
+                        return Err(HandlerError::batch(format!(
+                            "cannot create {}: {attempts} names in a row exist already",
+                            path.display()
+                        )));
+                    }
+                }
+                Err(e) => {
+                    return Err(HandlerError::batch(format!(
+                        "cannot create {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The next (time, counter) of this shard, seeding the clock from `DIR` at first use.
+    fn next_name(&self) -> Result<(u64, u32), HandlerError> {
+        let mut clocks = self
+            .clocks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let clock = clocks.entry(self.shard.clone()).or_default();
+        if !clock.seeded {
+            let entries = fs::read_dir(&self.dir).map_err(|e| {
+                HandlerError::batch(format!(
+                    "cannot list {} before creating the next {}.*.w{}.jsonl: {e}",
+                    self.dir.display(),
+                    self.shard,
+                    self.worker
+                ))
+            })?;
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if let Some(n) = name.to_str().and_then(ArchiveName::parse) {
+                    if n.shard_id == self.shard {
+                        clock.advance_past((n.unix_ms, n.seq));
+                    }
+                }
+            }
+            clock.seeded = true;
+        }
+        Ok(clock.next(now_unix_ms()))
+    }
+
+    /// Appends `buf[range]` to the current file, opening one if there is none.
+    fn append(&mut self, range: std::ops::Range<usize>) -> Result<(), HandlerError> {
+        let mut f = match self.current.take() {
+            Some(f) => f,
+            None => self.open_new()?,
+        };
+        let bytes = &self.buf[range];
+        if let Err(e) = f.file.write_all(bytes) {
+            let msg = format!("writing {}: {e}", f.path.display());
+            self.abandon(f);
+            return Err(HandlerError::batch(msg));
+        }
+        f.len += bytes.len() as u64;
+        self.current = Some(f);
+        Ok(())
+    }
+
+    /// Makes everything written to the current file durable.
+    fn sync(&mut self) -> Result<(), HandlerError> {
+        let Some(mut f) = self.current.take() else {
+            return Ok(());
+        };
+        if f.synced != f.len {
+            if let Err(e) = f.file.sync_data() {
+                let msg = format!("syncing {}: {e}", f.path.display());
+                self.abandon(f);
+                return Err(HandlerError::batch(msg));
+            }
+            f.synced = f.len;
+        }
+        self.current = Some(f);
+        Ok(())
+    }
+
+    /// Syncs and closes the current file (the next batch opens a new one).
+    fn finish(&mut self) -> Result<(), HandlerError> {
+        self.sync()?;
+        if let Some(f) = self.current.take() {
+            log::debug!("worker {}: closed {}", self.worker, f.path.display());
+        }
+        Ok(())
+    }
+
+    /// After an error: cuts the file back to what is known durable and never uses it
+    /// again (the next batch starts a new file).
+    fn abandon(&self, f: OpenFile) {
+        if let Err(e) = f.file.set_len(f.synced) {
+            log::warn!(
+                "worker {}: cannot truncate {} after an error: {e}",
+                self.worker,
+                f.path.display()
+            );
+        }
+    }
+
+    fn write_batch(&mut self) -> Result<(), HandlerError> {
+        let total = self.buf.len() as u64;
+        let limit = self.rotate_bytes;
+        if let Some(f) = &self.current {
+            let full = limit > 0 && f.len > 0 && f.len + total > limit;
+            if full || self.expired(f) {
+                self.finish()?;
+            }
+        }
+        if limit == 0 || total <= limit {
+            self.append(0..self.buf.len())?;
+            return self.sync();
+        }
+        // Larger than a whole file: split at line boundaries, filling each file as far as
+        // the limit allows (a single longer line gets a file of its own).
+        let ends = std::mem::take(&mut self.ends);
+        let result = (|| {
+            let mut start = 0;
+            let mut last = 0;
+            for &end in &ends {
+                if (end - start) as u64 > limit && last > start {
+                    self.append(start..last)?;
+                    self.finish()?;
+                    start = last;
+                }
+                last = end;
+            }
+            self.append(start..last)?;
+            self.sync()
+        })();
+        self.ends = ends;
+        result
+    }
 }
 
 impl Handler for FileHandler {
     fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
-        let fail = |e: std::io::Error| {
-            HandlerError::batch(format!("writing {}: {e}", self.path.display()))
-        };
+        self.buf.clear();
+        self.ends.clear();
         for item in items {
-            item.write_json(&mut self.out).map_err(fail)?;
-            self.out.write_all(b"\n").map_err(fail)?;
+            if let Err(e) = item.write_json(&mut self.buf) {
+                return Err(HandlerError::batch(format!(
+                    "encoding an item for {}/{}.*.w{}.jsonl: {e}",
+                    self.dir.display(),
+                    self.shard,
+                    self.worker
+                ))
+                .into());
+            }
+            self.buf.push(b'\n');
+            self.ends.push(self.buf.len());
         }
-        // The batch is complete only once it has left our buffer.
-        self.out.flush().map_err(fail)?;
-        Ok(())
+        let result = self.write_batch();
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf = Vec::new();
+        }
+        result.map_err(BatchError::Batch)
+    }
+
+    fn flush(&mut self) -> Result<(), HandlerError> {
+        match &self.current {
+            Some(f) if self.expired(f) => self.finish(),
+            _ => Ok(()),
+        }
     }
 
     fn close(&mut self) -> Result<(), HandlerError> {
-        self.out
-            .flush()
-            .map_err(|e| HandlerError::batch(format!("flushing {}: {e}", self.path.display())))
+        self.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_timestamps_of_known_dates() {
+        let cases = [
+            (0, "19700101T000000.000Z"),
+            (999, "19700101T000000.999Z"),
+            (86_399_999, "19700101T235959.999Z"),
+            (951_782_400_000, "20000229T000000.000Z"), // leap day of a /400 year
+            (951_868_800_000, "20000301T000000.000Z"),
+            (1_000_000_000_123, "20010909T014640.123Z"),
+            (1_709_164_800_000, "20240229T000000.000Z"),
+            (1_735_689_599_999, "20241231T235959.999Z"),
+            (1_735_689_600_000, "20250101T000000.000Z"),
+            (4_107_542_400_000, "21000301T000000.000Z"), // 2100 is no leap year
+            (4_107_456_000_000, "21000228T000000.000Z"),
+            (253_402_300_799_999, "99991231T235959.999Z"),
+        ];
+        for (ms, text) in cases {
+            assert_eq!(utc_timestamp(ms), text, "{ms}");
+            assert_eq!(parse_utc_timestamp(text), Some(ms), "{text}");
+        }
+    }
+
+    #[test]
+    fn civil_days_round_trip() {
+        let mut prev = civil_from_days(-1);
+        for days in 0..1_000_000i64 {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+            // Consecutive days: next day of the month, or the 1st of the next month.
+            assert!(
+                (y, m, d) > prev && (d == prev.2 + 1 || d == 1),
+                "{prev:?} → {:?}",
+                (y, m, d)
+            );
+            prev = (y, m, d);
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_sort_by_time_then_counter() {
+        let n = ArchiveName {
+            shard_id: "shardId-000000000007".into(),
+            unix_ms: 1_740_830_701_042,
+            seq: 3,
+            worker: 12,
+        };
+        assert_eq!(
+            n.file_name(),
+            "shardId-000000000007.20250301T120501.042Z.0003.w12.jsonl"
+        );
+        assert_eq!(ArchiveName::parse(&n.file_name()), Some(n.clone()));
+        for bad in [
+            "shardId-000000000007.worker-0.jsonl",
+            "x.20250301T120501.042Z.003.w1.jsonl",
+            "x.20250301T120501.042Z.0003.w.jsonl",
+            ".20250301T120501.042Z.0003.w1.jsonl",
+            "x.20251301T120501.042Z.0003.w1.jsonl",
+        ] {
+            assert_eq!(ArchiveName::parse(bad), None, "{bad}");
+        }
+        let mut clock = NameClock::default();
+        let mut names = Vec::new();
+        for now in [5, 5, 5, 4, 7, 7, 1] {
+            let (ms, seq) = clock.next(now);
+            names.push(
+                ArchiveName {
+                    unix_ms: 1_740_830_701_000 + ms,
+                    seq,
+                    ..n.clone()
+                }
+                .file_name(),
+            );
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn clock_rolls_over_into_the_next_millisecond() {
+        let mut clock = NameClock::default();
+        clock.advance_past((10, MAX_SEQ - 1));
+        assert_eq!(clock.next(3), (10, MAX_SEQ));
+        assert_eq!(clock.next(3), (11, 0));
+        assert_eq!(clock.next(20), (20, 0));
+    }
+
+    #[test]
+    fn odd_shard_ids_stay_in_the_directory() {
+        assert_eq!(safe_shard("shardId-000000000001"), "shardId-000000000001");
+        assert_eq!(safe_shard("../a/b"), "_.._a_b");
+        assert_eq!(safe_shard(""), "_");
     }
 }
