@@ -263,62 +263,8 @@ fn exits_promptly_on_eof_with_work_queued() {
     assert_eq!(p.wait(Duration::from_secs(3)).unwrap(), 0);
 }
 
-/// A handler that cannot write (the output file is /dev/full) is a worker failure: exit
-/// non-zero with a message naming it, and never a checkpoint. Asynchronously (default
-/// in-flight bound) the batch's status may precede the failure; synchronously
-/// (--max-in-flight 0) not even that.
-#[test]
-fn worker_failure_exits_nonzero_without_checkpoint() {
-    for max_in_flight in ["10000", "0"] {
-        let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(
-            "/dev/full",
-            dir.path().join("shardId-000000000007.worker-0.jsonl"),
-        )
-        .unwrap();
-        let mut p = Proc::spawn(&args(&[
-            "--handler",
-            "file",
-            "--output",
-            dir.path().to_str().unwrap(),
-            "--workers",
-            "1",
-            "--checkpoint-interval",
-            "0",
-            "--max-in-flight",
-            max_in_flight,
-        ]));
-        let mut model = CheckpointModel::default();
-        run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
-        let records: Vec<Record> = (1..=3).map(|i| record(i, "k")).collect();
-        p.send(&line(&DaemonMessage::ProcessRecords {
-            records,
-            millis_behind_latest: None,
-        }));
-        std::thread::sleep(Duration::from_millis(100));
-        p.send(&line(&DaemonMessage::ProcessRecords {
-            records: vec![record(4, "j")],
-            millis_behind_latest: None,
-        }));
-        assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 1);
-        let mut statuses = 0;
-        while let Ok(l) = p.recv(Duration::from_millis(200)) {
-            match ProcessorMessage::decode(l.as_bytes()).unwrap() {
-                ProcessorMessage::Status { .. } => statuses += 1,
-                other => panic!("{other:?} after a worker failure"),
-            }
-        }
-        if max_in_flight == "0" {
-            assert_eq!(statuses, 0, "synchronous mode acknowledged a failed batch");
-        }
-        let err = p.stderr();
-        assert!(
-            err.contains("worker 0 failed") && err.contains("No space left"),
-            "{err}"
-        );
-        assert!(err.contains("shardId-000000000007"), "{err}");
-    }
-}
+// A handler that fails to write mid-stream: see tests/file_archive.rs
+// (a_failing_write_is_a_worker_failure, using RLIMIT_FSIZE).
 
 /// A handler that cannot start (the output directory cannot be created) stops at
 /// initialize with a clear message and no status.

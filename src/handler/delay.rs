@@ -60,6 +60,10 @@ impl Handler for Delay {
         Ok(())
     }
 
+    fn flush(&mut self) -> Result<(), HandlerError> {
+        self.inner.flush()
+    }
+
     fn close(&mut self) -> Result<(), HandlerError> {
         self.inner.close()
     }
