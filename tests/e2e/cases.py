@@ -19,6 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (SHARD0, SHARD1, CaseFailed, Case, Daemon, Producer, esn, messages,  # noqa: E402
                      proc_shard, run_suite, say)
+import kinesis_tool as kt  # noqa: E402  (harness puts scripts/ on the path)
 
 
 def last_esn_by_shard(entries):
@@ -68,7 +69,7 @@ class Records(Case):
         self.put(plain=30, aggregated=6, per_aggregate=5, tag="a")
         d = Daemon(self, "daemon", "worker-a", ["--checkpoint-interval", "0.5"],
                    {"shutdownGraceMillis": 3000}).start()
-        self.wait_until("every record put is in the output", self.all_in_output, watch=[d])
+        self.wait_records()
         manifest, output, _ = self.check_records()
 
         # Aggregates: each user record under its own partition key, subSequenceNumber 0..n-1.
@@ -86,7 +87,7 @@ class Records(Case):
             subs = sorted(o["subSequenceNumber"] for o in outs)
             keys = {o["partitionKey"] for o in outs}
             if subs != list(range(len(users))) or len(keys) != len(users) \
-                    or any(str(o["sequenceNumber"]) != seq or o["shardId"] != shard for o in outs):
+                    or any(str(o["sequenceNumber"]) != seq or kt.output_shard(o) != shard for o in outs):
                 bad.append(f"{seq[-8:]}: subs {subs}, {len(keys)} keys")
         shards_with_aggs = {s for s, _ in aggs}
         self.check(len(aggs) == 6 and shards_with_aggs == {SHARD0, SHARD1} and not bad,
@@ -118,14 +119,13 @@ class Split(Case):
         self.put(plain=20, aggregated=2, per_aggregate=5, tag="pre")
         d = Daemon(self, "daemon", "worker-b", ["--checkpoint-interval", "0.5"],
                    {"shutdownGraceMillis": 2000, "cleanupLeasesUponShardCompletion": "false"}).start()
-        self.wait_until("pre-split records in the output", self.all_in_output, watch=[d])
+        self.wait_records()
 
         kc = self.emu.kinesis
         parent = next(s for s in self.shards() if s["ShardId"] == SHARD0)
         lo, hi = int(parent["HashKeyRange"]["StartingHashKey"]), int(parent["HashKeyRange"]["EndingHashKey"])
         t_split = time.time()
         kc.split_shard(StreamName=self.stream, ShardToSplit=SHARD0, NewStartingHashKey=str((lo + hi + 1) // 2))
-        import kinesis_tool as kt
         kt.wait_stream_active(kc, self.stream)
         children = sorted(s["ShardId"] for s in self.shards() if s.get("ParentShardId") == SHARD0)
         say(f"{self.name}: split {SHARD0} into {children}")
@@ -134,7 +134,7 @@ class Split(Case):
 
         self.wait_until(f"{SHARD0} lease checkpoint is SHARD_END",
                         lambda: self.leases().get(SHARD0, {}).get("checkpoint") == "SHARD_END", watch=[d])
-        self.wait_until("post-split records in the output", self.all_in_output, timeout=90, watch=[d])
+        self.wait_records()
         rows = self.leases()
         self.check(rows.get(SHARD0, {}).get("checkpoint") == "SHARD_END",
                    "parent lease checkpoint is SHARD_END",
@@ -143,7 +143,7 @@ class Split(Case):
                    "child leases exist and name the parent", ", ".join(children))
 
         manifest, output, _ = self.check_records()
-        per_shard = collections.Counter(o["shardId"] for o in output)
+        per_shard = collections.Counter(kt.output_shard(o) for o in output)
         post_in_children = collections.Counter(m["shard"] for m in post if m["shard"] in children)
         self.check(all(per_shard[c] > 0 and per_shard[c] == post_in_children[c] for c in children),
                    "children's records were processed by the children's rsmld",
@@ -188,7 +188,7 @@ class Sigterm(Case):
         # No periodic checkpoint: only shutdownRequested can move the checkpoint.
         d = Daemon(self, "daemon", "worker-c", ["--checkpoint-interval", "3600"],
                    {"shutdownGraceMillis": 10000}).start()
-        self.wait_until("every record put is in the output", self.all_in_output, watch=[d])
+        self.wait_records()
         before = self.leases()
         t0 = time.monotonic()
         rc = d.stop(timeout=40)
@@ -197,7 +197,7 @@ class Sigterm(Case):
                   + ", ".join(f"{s[-1]}: {fmt_esn(lease_esn(r))}" for s, r in sorted(before.items())))
         manifest, output, _ = self.check_records()
         want_m = last_esn_by_shard(manifest)
-        want_o = last_esn_by_shard([{"shard": o["shardId"], "sequenceNumber": str(o["sequenceNumber"]),
+        want_o = last_esn_by_shard([{"shard": kt.output_shard(o), "sequenceNumber": str(o["sequenceNumber"]),
                                      "subSequenceNumber": o["subSequenceNumber"]} for o in output])
         self.check(all(e[1] > 0 for e in want_m.values()) and len(want_m) == 2,
                    "each shard's last record is an aggregate's sub-record > 0",
@@ -291,14 +291,14 @@ class Kill(Case):
         finally:
             n = producer.stop()
         self.note(f"producer put {n} records while the daemons ran")
-        self.wait_until("every record put is in the output", self.all_in_output, watch=[d2])
+        self.wait_records(watch=[d2])
         manifest, output, rep = self.check_records(allow_duplicates=True)
         by_key = {(m["partitionKey"], m["data"]): m for m in manifest}
         dups = rep["duplicated"]
         early = [k for k in dups if esn(by_key[k]["sequenceNumber"], by_key[k]["subSequenceNumber"])
                  <= ckpt[by_key[k]["shard"]]]
         run2_early = [o for o in d2.output() if esn(str(o["sequenceNumber"]), o["subSequenceNumber"])
-                      <= ckpt[o["shardId"]]]
+                      <= ckpt[kt.output_shard(o)]]
         dup_shards = collections.Counter(by_key[k]["shard"] for k in dups)
         self.check(not early and not run2_early,
                    "nothing at or below a checkpoint was delivered again (duplicates only after it)",
@@ -348,7 +348,7 @@ class Steal(Case):
         finally:
             producer.stop()
         after = self.put(plain=20, tag="after")
-        self.wait_until("every record put is in the output", self.all_in_output, timeout=60, watch=[a, b])
+        self.wait_records()
         final_rows = self.leases()
         self.note("lease owners: " + ", ".join(f"{s[-1]}: {r.get('leaseOwner')}" for s, r in sorted(final_rows.items())))
         self.check(final_rows[stolen].get("leaseOwner") == "worker-B" and

@@ -441,6 +441,32 @@ class Case:
         missing, _, _, _ = kt.compare(manifest, self.output(daemons))
         return not missing
 
+    def wait_records(self, daemons=None, timeout=90, stall=20, watch=None):
+        """Wait until every manifest record is in the output of `daemons` (default: all). Gives
+        up early when the output has not grown for `stall` seconds; on failure, the record
+        checks run first so that the report says what is missing."""
+        daemons = daemons or list(self.daemons)
+        watch = daemons if watch is None else watch
+        state = {"n": -1, "t": time.monotonic()}
+        t0 = time.monotonic()
+
+        def done():
+            output = self.output(daemons)
+            missing, _, _, _ = kt.compare(self.read_manifest(), output)
+            if not missing:
+                return True
+            if len(output) != state["n"]:
+                state["n"], state["t"] = len(output), time.monotonic()
+            elif time.monotonic() - state["t"] > stall:
+                raise CaseFailed(f"output stalled for {stall}s with {len(missing)} records missing")
+            return False
+        try:
+            self.wait_until("every record put is in the output", done, timeout=timeout, watch=watch)
+        except CaseFailed:
+            say(f"{self.name}: records still missing after {time.monotonic() - t0:.1f}s")
+            self.check_records(daemons, allow_duplicates=True)
+            raise
+
     def check_records(self, daemons=None, allow_duplicates=False):
         """Every manifest record in the output, in its own shard, with its own sequence number
         and sub-sequence number; nothing unexpected. Returns (manifest, output, report)."""
