@@ -70,6 +70,7 @@ T_SETUP=$(date +%s)
 
 # --- 2. emulators, stream, leases -----------------------------------------------------------
 step "2/6 start the emulators; create a 2-shard stream and its lease table"
+prune_runs "$RSMLD_STATE/demo" 5   # keep the last runs' files only
 mkdir -p "$WORK"
 emulators_started=1
 "$RSMLD_REPO/scripts/emulators.sh" start

@@ -58,6 +58,7 @@ if [ "${1:-}" != --list ]; then
     log "setup (install + build) took $(($(date +%s) - t0))s"
 fi
 
+prune_runs "$RSMLD_STATE/e2e" 10   # keep the work dirs of the last runs only
 args=("$@")
 [ -n "${RSMLD_E2E_SAVE_RECORDINGS:-}" ] && args=(--save-recordings "$RSMLD_E2E_SAVE_RECORDINGS" "${args[@]+"${args[@]}"}")
 export RSMLD_STATE RSMLD_E2E_RESULT_FILE="$result_file"

@@ -97,3 +97,12 @@ while time.time() < deadline:
 sys.exit(1)
 PY
 }
+
+# prune_runs DIR KEEP: delete all but the KEEP newest run directories (named <date>-<time>-<id>)
+# under DIR, so that repeated demo / e2e runs do not pile up.
+prune_runs() {
+    local dir="$1" keep="$2"
+    [ -d "$dir" ] || return 0
+    find "$dir" -mindepth 1 -maxdepth 1 -type d -name '20[0-9][0-9][0-9][0-9][0-9][0-9]-*' -printf '%T@ %p\n' |
+        sort -rn | tail -n +"$((keep + 1))" | cut -d' ' -f2- | while IFS= read -r old; do rm -rf -- "$old"; done
+}

@@ -16,12 +16,10 @@ including on SIGTERM/SIGHUP (raised as SystemExit, so the finally blocks run).
 """
 
 import argparse
-import base64
 import collections
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
