@@ -18,7 +18,7 @@ mod invariants;
 #[path = "../fuzz/src/generator.rs"]
 mod generator;
 
-use generator::{random_record, Rng};
+use generator::{key_focused_record, random_record, Rng};
 use proptest::prelude::*;
 use rsmld::kpl::{self, Deaggregated};
 
@@ -49,7 +49,11 @@ fn structure_aware_random_aggregates_keep_the_invariants() {
     let mut stats = Stats::default();
     for case in 0..cases {
         let mut rng = Rng::new(seed ^ case.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let record = random_record(&mut rng);
+        let record = if case % 8 == 7 {
+            key_focused_record(&mut rng)
+        } else {
+            random_record(&mut rng)
+        };
         let outcome = std::panic::catch_unwind(|| invariants::check_deaggregate(&record));
         if outcome.is_err() {
             panic!(

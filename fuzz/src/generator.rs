@@ -19,7 +19,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -29,7 +29,7 @@ impl Rng {
 
     /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 
     /// True with probability `percent`%.
@@ -40,7 +40,7 @@ impl Rng {
     /// Up to `max_len` random bytes.
     pub fn bytes(&mut self, max_len: u64) -> Vec<u8> {
         let len = self.below(max_len + 1);
-        (0..len).map(|_| self.next() as u8).collect()
+        (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
 
@@ -118,8 +118,8 @@ pub fn random_text(rng: &mut Rng) -> Vec<u8> {
 /// An explicit hash key: mostly numbers, some out of range or not numbers.
 pub fn random_hash_key(rng: &mut Rng) -> Vec<u8> {
     match rng.below(10) {
-        0..=4 => u128::from(rng.next())
-            .wrapping_mul(u128::from(rng.next()))
+        0..=4 => u128::from(rng.next_u64())
+            .wrapping_mul(u128::from(rng.next_u64()))
             .to_string()
             .into_bytes(),
         5 => b"340282366920938463463374607431768211455".to_vec(),
@@ -136,16 +136,16 @@ fn unknown_field(rng: &mut Rng, out: &mut Vec<u8>, depth: u32) {
     match rng.below(40) {
         0..=9 => {
             key(rng, out, field, 0);
-            let value = rng.next() >> rng.below(64);
+            let value = rng.next_u64() >> rng.below(64);
             loose_varint(rng, out, value);
         }
         10..=13 => {
             key(rng, out, field, 1);
-            out.extend(rng.next().to_le_bytes());
+            out.extend(rng.next_u64().to_le_bytes());
         }
         14..=17 => {
             key(rng, out, field, 5);
-            out.extend((rng.next() as u32).to_le_bytes());
+            out.extend((rng.next_u64() as u32).to_le_bytes());
         }
         18..=29 => {
             let payload = rng.bytes(12);
@@ -276,14 +276,14 @@ fn random_body(rng: &mut Rng) -> Vec<u8> {
 fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
     for _ in 0..1 + rng.below(3) {
         if bytes.is_empty() {
-            bytes.push(rng.next() as u8);
+            bytes.push(rng.next_u64() as u8);
             continue;
         }
         let at = rng.below(bytes.len() as u64) as usize;
         match rng.below(5) {
             0 => bytes[at] ^= 1 << rng.below(8),
-            1 => bytes[at] = rng.next() as u8,
-            2 => bytes.insert(at, rng.next() as u8),
+            1 => bytes[at] = rng.next_u64() as u8,
+            2 => bytes.insert(at, rng.next_u64() as u8),
             3 => {
                 bytes.remove(at);
             }
@@ -344,7 +344,7 @@ pub fn key_focused_record(rng: &mut Rng) -> Vec<u8> {
     for _ in 0..ehk_count {
         let mut key = String::new();
         if rng.chance(50) {
-            key.push_str(&u128::from(rng.next()).to_string());
+            key.push_str(&u128::from(rng.next_u64()).to_string());
         }
         for _ in 0..rng.below(4) {
             key.push_str(HASH_KEY_PIECES[rng.below(HASH_KEY_PIECES.len() as u64) as usize]);
