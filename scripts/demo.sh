@@ -46,7 +46,11 @@ cleanup() {
     fi
     if [ "$rc" != 0 ]; then
         log "FAILED (exit $rc) after $(elapsed); the run's files: $WORK"
-        [ -f "$RUN_DIR/daemon.log" ] && log "daemon log: $RUN_DIR/daemon.log"
+        if [ -f "$RUN_DIR/daemon.log" ]; then
+            log "daemon log: $RUN_DIR/daemon.log; its last errors:"
+            grep -E ' ERROR | WARN |Exception' "$RUN_DIR/daemon.log" | grep -v 'Received error line' |
+                cut -c1-240 | tail -n 8 >&2 || true
+        fi
     fi
     exit "$rc"
 }
