@@ -14,3 +14,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 echo "== cargo test"
 cargo test --locked --all-targets
 cargo test --locked --doc
+
+if [ "${RSMLD_E2E:-0}" = 1 ]; then
+    echo "== end-to-end tests under the real KCL 2.5.8 daemon (scripts/e2e.sh)"
+    bash scripts/e2e.sh
+fi
