@@ -12,6 +12,9 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 echo "== cargo test"
+# The policy tests run the example processor as a real binary: build it as one
+# (cargo test --all-targets builds examples only as test harnesses).
+cargo build --locked --examples
 cargo test --locked --all-targets
 cargo test --locked --doc
 
