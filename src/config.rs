@@ -273,7 +273,7 @@ impl RunArgs {
             },
             pool: PoolConfig {
                 workers,
-                channel_capacity: self.max_in_flight.clamp(1024, 1 << 20),
+                channel_capacity: 64,
                 max_batch: self.batch_size.max(1),
                 batch_interval: self.batch_interval,
                 on_error,

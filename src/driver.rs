@@ -232,17 +232,15 @@ impl<W: Write> Loop<W> {
             unreachable!("dispatch before the pool started");
         };
         let events = pool.events().clone();
-        for item in items {
-            if let Err(e) = pool.dispatch(item) {
-                // A worker stopped: its failure event explains why; report that instead.
-                while let Ok(ev) = events.try_recv() {
-                    if let WorkerEvent::Failed { .. } = ev {
-                        return self.on_event(ev);
-                    }
-                    self.on_event(ev)?;
+        if let Err(e) = pool.dispatch_all(items) {
+            // A worker stopped: its failure event explains why; report that instead.
+            while let Ok(ev) = events.try_recv() {
+                if let WorkerEvent::Failed { .. } = ev {
+                    return self.on_event(ev);
                 }
-                return Err(e.into());
+                self.on_event(ev)?;
             }
+            return Err(e.into());
         }
         Ok(())
     }

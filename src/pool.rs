@@ -32,6 +32,7 @@
 //! Shutdown drops the senders; each worker drains or (after [`Pool::abandon`]) drops what
 //! is queued, closes its handler and returns; the pool joins them all.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
@@ -101,8 +102,8 @@ impl Default for PoolConfig {
 /// A message to a worker.
 #[derive(Debug)]
 pub enum Msg {
-    /// An item to process.
-    Item(Item),
+    /// Items to process, in order (one message per worker per daemon batch).
+    Items(Vec<Item>),
     /// Process what is collected now, without waiting for the batch interval.
     Flush,
 }
@@ -218,6 +219,8 @@ impl Pool {
         let mut jobs = Vec::with_capacity(n);
         let mut watches = Vec::with_capacity(n);
         for (worker, handler) in handlers.into_iter().enumerate() {
+            // Messages carry a daemon batch's items for this worker: the session's
+            // in-flight bound is what limits memory; this only bounds queued batches.
             let (tx, rx) = bounded(config.channel_capacity.max(1));
             senders.push(tx);
             let watch = Arc::new(Watch {
@@ -281,10 +284,32 @@ impl Pool {
 
     /// Routes an item to its worker; blocks while that worker's channel is full.
     pub fn dispatch(&self, item: Item) -> Result<(), PoolError> {
-        let worker = partition(item.partition_key.as_bytes(), self.senders.len());
-        self.senders[worker]
-            .send(Msg::Item(item))
-            .map_err(|_| PoolError::WorkerGone(worker))
+        self.dispatch_all(vec![item])
+    }
+
+    /// Routes items to their workers, keeping their order per worker: one channel
+    /// message per worker, so the cost per item is a push, not a channel operation.
+    pub fn dispatch_all(&self, items: Vec<Item>) -> Result<(), PoolError> {
+        let n = self.senders.len();
+        if n == 1 {
+            return self.senders[0]
+                .send(Msg::Items(items))
+                .map_err(|_| PoolError::WorkerGone(0));
+        }
+        let mut parts: Vec<Vec<Item>> = (0..n)
+            .map(|_| Vec::with_capacity(items.len() / n + 8))
+            .collect();
+        for item in items {
+            parts[partition(item.partition_key.as_bytes(), n)].push(item);
+        }
+        for (worker, part) in parts.into_iter().enumerate() {
+            if !part.is_empty() {
+                self.senders[worker]
+                    .send(Msg::Items(part))
+                    .map_err(|_| PoolError::WorkerGone(worker))?;
+            }
+        }
+        Ok(())
     }
 
     /// Asks every worker to process what it has collected without waiting.
@@ -411,24 +436,33 @@ impl Worker {
         } else {
             self.config.batch_interval
         };
-        let mut batch: Vec<Item> = Vec::with_capacity(self.config.max_batch.min(4096));
+        let max_batch = self.config.max_batch.max(1);
+        let mut queue: VecDeque<Item> = VecDeque::new();
         loop {
-            let first = match self.rx.recv_timeout(idle) {
-                Ok(Msg::Item(item)) => item,
-                Ok(Msg::Flush) | Err(RecvTimeoutError::Timeout) => {
-                    self.flush_handler();
-                    continue;
+            if queue.is_empty() {
+                match self.rx.recv_timeout(idle) {
+                    Ok(Msg::Items(items)) => queue.extend(items),
+                    Ok(Msg::Flush) | Err(RecvTimeoutError::Timeout) => {
+                        self.flush_handler();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            batch.clear();
-            batch.push(first);
-            let flush_now = self.fill(&mut batch);
+            }
+            let flush_now = self.fill(&mut queue);
             if self.abandon.load(Ordering::SeqCst) {
+                queue.clear();
                 continue;
             }
-            if self.run_batch(&batch).is_err() {
-                return self.close();
+            while !queue.is_empty() {
+                let n = queue.len().min(max_batch);
+                let batch: Vec<Item> = queue.drain(..n).collect();
+                if self.run_batch(&batch).is_err() {
+                    return self.close();
+                }
+                if self.abandon.load(Ordering::SeqCst) {
+                    queue.clear();
+                }
             }
             if flush_now {
                 self.flush_handler();
@@ -437,17 +471,18 @@ impl Worker {
         self.close();
     }
 
-    /// Collects more items into `batch`; true if a flush was requested meanwhile.
-    fn fill(&self, batch: &mut Vec<Item>) -> bool {
+    /// Collects more items into `queue` (waiting up to the batch interval for a full
+    /// batch); true if a flush was requested meanwhile.
+    fn fill(&self, queue: &mut VecDeque<Item>) -> bool {
         let deadline = Instant::now() + self.config.batch_interval;
-        while batch.len() < self.config.max_batch.max(1) {
+        while queue.len() < self.config.max_batch.max(1) {
             let next = if self.config.batch_interval.is_zero() {
                 self.rx.try_recv().ok()
             } else {
                 self.rx.recv_deadline(deadline).ok()
             };
             match next {
-                Some(Msg::Item(item)) => batch.push(item),
+                Some(Msg::Items(items)) => queue.extend(items),
                 Some(Msg::Flush) => return true,
                 None => break,
             }

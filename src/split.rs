@@ -133,8 +133,8 @@ impl Splitter {
 
     /// The items of one record, in order, with `user_sub`/`user_total` filled in and a
     /// placeholder [`RecordId`] that the session replaces when it delivers the record.
-    pub fn split(&self, shard_id: &Arc<str>, record: Record) -> Vec<Item> {
-        let data = record.data.clone().unwrap_or_default();
+    pub fn split(&self, shard_id: &Arc<str>, mut record: Record) -> Vec<Item> {
+        let data = record.data.take().unwrap_or_default();
         let pieces = match self.pieces(&data) {
             Ok(Some(pieces)) => pieces,
             Ok(None) => vec![whole(data)],
@@ -150,6 +150,8 @@ impl Splitter {
         };
         let total = pieces.len() as u32;
         let sequence_number: Arc<str> = record.sequence_number.as_str().into();
+        let mut partition_key = Some(record.partition_key);
+        let last = pieces.len().saturating_sub(1);
         pieces
             .into_iter()
             .enumerate()
@@ -160,7 +162,14 @@ impl Splitter {
                 sub_sequence_number: record.sub_sequence_number.unwrap_or(0),
                 user_sub: i as u32,
                 user_total: total,
-                partition_key: p.key.unwrap_or_else(|| record.partition_key.clone()),
+                // The record's own key moves into its last item; earlier ones copy it.
+                partition_key: p.key.unwrap_or_else(|| {
+                    if i == last {
+                        partition_key.take().unwrap_or_default()
+                    } else {
+                        partition_key.clone().unwrap_or_default()
+                    }
+                }),
                 explicit_hash_key: p.explicit_hash_key,
                 approximate_arrival_timestamp: record.approximate_arrival_timestamp,
                 data: p.data,
