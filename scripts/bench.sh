@@ -10,8 +10,14 @@
 #
 # Options: --reps N (default 5, or $BENCH_REPS)   --quick   --no-kclpy (skip baseline e)
 #          --no-chart   --out DIR (default bench/results)
+#          --tag TAG (results go to <date>-TAG.json/.md and chart-TAG.png)
+#          --only LIST (comma-separated scenarios, e.g. --only cpu,startup)
 # Environment: RSMLD_CPU_ROUNDS (MD5 rounds per item for cpu_processor, default 20),
-#              RSMLD_STATE (where venvs live, default <repo>/.state), CARGO_TARGET_DIR.
+#              BENCH_NICE (run each simulator run in its own session whose scheduler
+#              autogroup, and processes, get this nice level, e.g. -10 as root: on a shared
+#              machine, other sessions' work then takes fewer of the benchmark's cores;
+#              recorded in the results), RSMLD_STATE (where venvs live, default
+#              <repo>/.state), CARGO_TARGET_DIR.
 #
 # Processors:
 #   a null      examples/null_processor    status per line, no JSON parsing: the protocol limit
@@ -34,6 +40,8 @@ QUICK=0
 KCLPY=1
 CHART=1
 OUT="$RSMLD_REPO/bench/results"
+TAG=""
+ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
@@ -42,13 +50,28 @@ while [ $# -gt 0 ]; do
         --no-kclpy) KCLPY=0; shift ;;
         --no-chart) CHART=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        --tag) TAG="$2"; shift 2 ;;
+        --only) ONLY="$2"; shift 2 ;;
+        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
 case "$REPS" in ''|*[!0-9]*|0) die "--reps needs a positive number" ;; esac
 ROUNDS="${RSMLD_CPU_ROUNDS:-20}"
 NPROC="$(nproc)"
+NICE="${BENCH_NICE:-}"
+RUN_PREFIX=()
+if [ -n "$NICE" ]; then
+    case "$NICE" in -[0-9]*|[0-9]*) ;; *) die "BENCH_NICE must be a number" ;; esac
+    nice -n "$NICE" true 2>/dev/null || die "cannot run at nice $NICE (negative levels need root)"
+    # With autogroup scheduling (kernel.sched_autogroup_enabled=1) CPU time is shared
+    # between sessions first, and a plain nice only ranks processes inside one session:
+    # each run gets its own session (setsid) whose autogroup gets the nice level.
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    RUN_PREFIX=(setsid --wait bash -c 'n=$1; shift
+        if [ -w /proc/self/autogroup ]; then echo "$n" >/proc/self/autogroup || exit 97; fi
+        exec nice -n "$n" "$@"' _ "$NICE")
+fi
 
 # --- build -------------------------------------------------------------------------------------
 log "building (release): rsmld, mld_sim, null_processor, decode_processor, cpu_processor"
@@ -118,6 +141,8 @@ proc_cmd() {
 MAIN_PROCS="null decode rsmld"
 [ -n "$KCLPY_PY" ] && MAIN_PROCS="$MAIN_PROCS kclpy"
 
+want() { [ -z "$ONLY" ] || case ",$ONLY," in *",$1,"*) true ;; *) false ;; esac; }
+
 RAW="$(mktemp "${TMPDIR:-/tmp}/rsmld-bench.XXXXXX.jsonl")"
 FAILED=0
 run_one() { # scenario proc rep sim-args...
@@ -126,7 +151,7 @@ run_one() { # scenario proc rep sim-args...
     local cmd
     cmd="$(proc_cmd "$proc")"
     # shellcheck disable=SC2086 # word splitting of the command is intended
-    if ! "$SIM" "$@" --seed "$rep" --json --label "$scenario/$proc" -- $cmd >>"$RAW"; then
+    if ! "${RUN_PREFIX[@]}" "$SIM" "$@" --seed "$rep" --json --label "$scenario/$proc" -- $cmd >>"$RAW"; then
         FAILED=$((FAILED + 1))
         log "FAILED: $scenario/$proc (repetition $rep); see the violations above"
     fi
@@ -137,39 +162,50 @@ STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 log "running $REPS repetitions (load average $LOAD_BEFORE)"
 for rep in $(seq 1 "$REPS"); do
     log "repetition $rep/$REPS"
-    for p in $MAIN_PROCS; do
-        # shellcheck disable=SC2086
-        run_one plain-1k "$p" "$rep" $S_PLAIN
-    done
-    for p in $MAIN_PROCS; do
-        # shellcheck disable=SC2086
-        run_one kpl-100 "$p" "$rep" $S_KPL
-    done
-    for p in null decode rsmld; do
-        # shellcheck disable=SC2086
-        run_one big-10m "$p" "$rep" $S_BIG
-    done
-    for p in cpu-1 cpu-N; do
-        # shellcheck disable=SC2086
-        run_one cpu "$p" "$rep" $S_CPU
-    done
-    for i in $(seq 1 "$STARTUP_RUNS"); do
+    if want plain-1k; then
         for p in $MAIN_PROCS; do
             # shellcheck disable=SC2086
-            run_one startup "$p" "$rep" $S_START
+            run_one plain-1k "$p" "$rep" $S_PLAIN
         done
-    done
+    fi
+    if want kpl-100; then
+        for p in $MAIN_PROCS; do
+            # shellcheck disable=SC2086
+            run_one kpl-100 "$p" "$rep" $S_KPL
+        done
+    fi
+    if want big-10m; then
+        for p in null decode rsmld; do
+            # shellcheck disable=SC2086
+            run_one big-10m "$p" "$rep" $S_BIG
+        done
+    fi
+    if want cpu; then
+        for p in cpu-1 cpu-N; do
+            # shellcheck disable=SC2086
+            run_one cpu "$p" "$rep" $S_CPU
+        done
+    fi
+    if want startup; then
+        for i in $(seq 1 "$STARTUP_RUNS"); do
+            for p in $MAIN_PROCS; do
+                # shellcheck disable=SC2086
+                run_one startup "$p" "$rep" $S_START
+            done
+        done
+    fi
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- summary -------------------------------------------------------------------------------------
 mkdir -p "$OUT"
-DAY="$(date -u +%Y-%m-%d)"
+DAY="$(date -u +%Y-%m-%d)${TAG:+-$TAG}"
 JSON_OUT="$OUT/$DAY.json"
 MD_OUT="$OUT/$DAY.md"
+CHART_OUT="$OUT/chart${TAG:+-$TAG}.png"
 export BENCH_RAW="$RAW" BENCH_JSON="$JSON_OUT" BENCH_MD="$MD_OUT" BENCH_REPS_DONE="$REPS" \
     BENCH_STARTED="$STARTED" BENCH_LOAD_BEFORE="$LOAD_BEFORE" BENCH_LOAD_AFTER="$LOAD_AFTER" \
-    BENCH_NPROC="$NPROC" BENCH_ROUNDS="$ROUNDS" BENCH_QUICK="$QUICK" BENCH_KCLPY="$KCLPY_PY" \
+    BENCH_NPROC="$NPROC" BENCH_NICE_LEVEL="$NICE" BENCH_ROUNDS="$ROUNDS" BENCH_QUICK="$QUICK" BENCH_KCLPY="$KCLPY_PY" \
     BENCH_SCENARIOS="plain-1k=$S_PLAIN;kpl-100=$S_KPL;big-10m=$S_BIG;cpu=$S_CPU;startup=$S_START x $STARTUP_RUNS"
 python3 - <<'PY'
 import json, os, platform, statistics, subprocess
@@ -202,6 +238,7 @@ meta = {
     "git_commit": sh("git", "rev-parse", "HEAD"),
     "git_dirty": sh("git", "status", "--porcelain", "--untracked-files=no") != "",
     "cpu_rounds": int(env["BENCH_ROUNDS"]),
+    "nice": int(env["BENCH_NICE_LEVEL"]) if env.get("BENCH_NICE_LEVEL") else None,
     "kclpy_python": env["BENCH_KCLPY"],
     "scenarios": dict(s.split("=", 1) for s in env["BENCH_SCENARIOS"].split(";")),
 }
@@ -271,6 +308,9 @@ def fmt(v, unit=""):
         return f"{v:.1f} MiB"
     return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
 
+nice_note = "" if meta["nice"] is None else f"; simulator and processors at nice {meta['nice']}"
+
+
 def num(v, digits):
     return "n/a" if v is None else f"{v:.{digits}f}"
 
@@ -279,6 +319,7 @@ md.append(f"Run {meta['started']}: {meta['repetitions']} interleaved repetitions
           f"{meta['nproc']} x {meta['cpu_model']}, {meta['mem_total_gib']} GiB, Linux {meta['kernel']}, {meta['rustc']}; "
           f"load average before/after {meta['load_average_before']} / {meta['load_average_after']}; "
           f"commit {meta['git_commit'][:10]}{' (dirty)' if meta['git_dirty'] else ''}"
+          f"{nice_note}"
           f"{'; QUICK run (not comparable)' if meta['quick'] else ''}.")
 md.append("")
 md.append("| ratio | value | target | met |")
@@ -305,8 +346,8 @@ rm -f "$RAW"
 log "wrote $JSON_OUT and $MD_OUT"
 
 if [ "$CHART" = 1 ]; then
-    "$BENCH_PY" "$RSMLD_REPO/scripts/bench_chart.py" "$JSON_OUT" "$OUT/chart.png"
-    log "wrote $OUT/chart.png"
+    "$BENCH_PY" "$RSMLD_REPO/scripts/bench_chart.py" "$JSON_OUT" "$CHART_OUT"
+    log "wrote $CHART_OUT"
 fi
 if [ "$FAILED" -gt 0 ]; then
     die "$FAILED run(s) failed the simulator's protocol checks (recorded as failed in $JSON_OUT)"

@@ -59,9 +59,9 @@ def main():
         if not xs:
             continue
         ax1.bar(xs, ys, width * 0.95, color=color, label=name, yerr=[lo, hi], capsize=2, ecolor="#333333")
-        for x, y in zip(xs, ys):
+        for x, y, h in zip(xs, ys, hi):
             text = f"{y / 1e6:.2f}M" if y >= 1e6 else f"{y / 1e3:.0f}k"
-            ax1.text(x, y * 1.12, text, ha="center", va="bottom", fontsize=7, rotation=90)
+            ax1.text(x, (y + h) * 1.1, text, ha="center", va="bottom", fontsize=7, rotation=90)
     ax1.set_yscale("log")
     ax1.set_xticks(range(len(SCENARIOS)))
     ax1.set_xticklabels([s[1] for s in SCENARIOS])
@@ -74,11 +74,13 @@ def main():
 
     # Scaling of a CPU-bound handler with the worker count.
     nproc = meta.get("nproc", 2)
-    points = []
+    points, used = [], {}
     for workers, label in ((1, "cpu/cpu-1"), (nproc, "cpu/cpu-N")):
         vals = rates(runs, label)
         if vals:
             points.append((workers, statistics.median(vals), min(vals), max(vals)))
+            used[workers] = statistics.median(
+                [r["cpu_s"] / r["wall_s"] for r in runs if r["label"] == label and r.get("ok") and r.get("wall_s")])
     if points:
         ws = [p[0] for p in points]
         ms = [p[1] for p in points]
@@ -88,8 +90,8 @@ def main():
         if base:
             ax2.plot(ws, [base * w for w in ws], "--", color="#777777", label="linear from 1 worker")
             for w, m in zip(ws, ms):
-                ax2.annotate(f"{m / 1e3:.1f}k/s ({m / base:.2f}x)", (w, m), textcoords="offset points",
-                             xytext=(6, -12), fontsize=8)
+                ax2.annotate(f"{m / 1e3:.1f}k/s ({m / base:.2f}x)\n{used[w]:.2f} cores used", (w, m),
+                             textcoords="offset points", xytext=(6, -24), fontsize=8)
         ax2.set_xticks(ws)
         ax2.set_xlim(0.5, max(ws) + 0.7)
         ax2.set_ylim(bottom=0, top=max(ms + ([base * max(ws)] if base else [])) * 1.25)
@@ -99,9 +101,11 @@ def main():
     ax2.legend(fontsize=8, loc="upper left")
     ax2.grid(alpha=0.3)
 
+    nice = meta.get("nice")
     fig.suptitle(
         f"rsmld benchmarks, {meta.get('started', '')[:10]}: {nproc} x {meta.get('cpu_model', '?')}, "
-        f"{meta.get('repetitions', '?')} interleaved repetitions, load avg {meta.get('load_average_before', '?')}",
+        f"{meta.get('repetitions', '?')} interleaved repetitions, load avg before {meta.get('load_average_before', '?')}"
+        + ("" if nice is None else f", run at nice {nice}"),
         fontsize=10,
     )
     fig.tight_layout()
