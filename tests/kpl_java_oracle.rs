@@ -1,8 +1,8 @@
 //! Differential test against the real Java runtime: protobuf-java parses and
 //! the JDK decodes strings and `BigInteger`s in `fuzz/java-oracle/Oracle.java`,
 //! which applies the Java KCL's de-aggregation rules; rsmld must decide the same
-//! for every input (fixtures, structure-aware random records, key-focused
-//! records).
+//! for every input (fixtures, the fuzz corpus, structure-aware random records,
+//! key-focused records).
 //!
 //! Ignored by default: it needs a JDK, protoc and protobuf-java. Run it with
 //!
@@ -72,6 +72,13 @@ fn rsmld_decides_like_protobuf_java_and_the_jdk() {
         if path.extension().and_then(|e| e.to_str()) == Some("bin") {
             inputs.push(std::fs::read(path).expect("fixture"));
         }
+    }
+    // The fuzz corpus, as the fuzz target sees it: as records and as bodies.
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/deaggregate");
+    for entry in std::fs::read_dir(corpus).expect("fuzz corpus") {
+        let input = std::fs::read(entry.expect("entry").path()).expect("corpus file");
+        inputs.push(invariants::with_valid_digest(&input));
+        inputs.push(input);
     }
     let mut rng = Rng::new(0x0A_C1E5);
     for case in 0..cases {
