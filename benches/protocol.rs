@@ -35,7 +35,7 @@ fn records_line(n: usize, size: usize, per_agg: usize) -> Vec<u8> {
             }
             let payload: Vec<u8> = (0..size).map(|_| next() as u8).collect();
             Record {
-                data: Some(b64.encode(&payload)),
+                data: Some(b64.encode(&payload).into()),
                 partition_key: format!("pk-{:016x}", next()),
                 sequence_number: SequenceNumber::parse(&format!("{HEAD}{counter:020}")).unwrap(),
                 sub_sequence_number: Some(sub),

@@ -183,7 +183,7 @@ fn generate(args: &Args) -> Scenario {
             }
             rng.fill(&mut payload);
             records.push(Record {
-                data: Some(b64.encode(&payload)),
+                data: Some(b64.encode(&payload).into()),
                 partition_key: format!("pk-{:016x}", rng.next()),
                 sequence_number: SequenceNumber::parse(&seq).expect("digits"),
                 sub_sequence_number: Some(sub),

@@ -141,7 +141,7 @@ impl<W: Write> Loop<W> {
             let timer = deadline.map_or_else(never, crossbeam_channel::at);
             select! {
                 recv(lines) -> ev => match ev {
-                    Ok(ReadEvent::Line(bytes)) => self.on_line(config, &bytes)?,
+                    Ok(ReadEvent::Line(bytes)) => self.on_line(config, bytes)?,
                     Ok(ReadEvent::Eof) | Err(_) => self.session.handle_eof(),
                     Ok(ReadEvent::Error(e)) => return Err(DriverError::Io(e)),
                 },
@@ -157,18 +157,21 @@ impl<W: Write> Loop<W> {
         }
     }
 
-    fn on_line(&mut self, config: &DriverConfig, bytes: &[u8]) -> Result<(), DriverError> {
+    fn on_line(&mut self, config: &DriverConfig, bytes: Vec<u8>) -> Result<(), DriverError> {
         self.line_no += 1;
-        let line = trim_line(bytes);
-        if line.iter().all(u8::is_ascii_whitespace) {
+        let len = trim_line(&bytes).len();
+        if bytes[..len].iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        self.last_prefix = prefix_of(line);
-        let msg = DaemonMessage::decode(line).map_err(|source| DriverError::Malformed {
-            line_no: self.line_no,
-            prefix: self.last_prefix.clone(),
-            source,
-        })?;
+        self.last_prefix = prefix_of(&bytes[..len]);
+        // Record payloads will point into the line rather than be copied out of it.
+        let line = Arc::new(bytes);
+        let msg =
+            DaemonMessage::decode_shared(&line, len).map_err(|source| DriverError::Malformed {
+                line_no: self.line_no,
+                prefix: self.last_prefix.clone(),
+                source,
+            })?;
         let initialize = matches!(msg, DaemonMessage::Initialize { .. });
         self.session
             .handle_message(msg, Instant::now())
@@ -293,11 +296,17 @@ fn spawn_reader<R: Read + Send + 'static>(input: R) -> Receiver<ReadEvent> {
         .name("rsmld-stdin".into())
         .spawn(move || {
             let mut reader = BufReader::with_capacity(1 << 20, input);
+            // Lines of one stream have similar sizes: start each buffer at the last line's
+            // size so a multi-MiB line is not grown by doubling (and copied) every time.
+            let mut last_len = 0usize;
             loop {
-                let mut line = Vec::new();
+                let mut line = Vec::with_capacity(last_len + last_len / 16 + 64);
                 let ev = match reader.read_until(b'\n', &mut line) {
                     Ok(0) => ReadEvent::Eof,
-                    Ok(_) => ReadEvent::Line(line),
+                    Ok(n) => {
+                        last_len = n;
+                        ReadEvent::Line(line)
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => ReadEvent::Error(e),
                 };

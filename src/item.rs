@@ -22,6 +22,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 
 use crate::checkpoint::RecordId;
+use crate::protocol::message::Base64Text;
 
 /// The standard base64 engine (alphabet `+/`, padded), as the daemon's Jackson uses.
 pub const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -29,8 +30,9 @@ pub const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpo
 /// An item's payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
-    /// Base64 text exactly as the daemon sent it (not yet decoded, maybe never).
-    Base64(String),
+    /// Base64 text exactly as the daemon sent it (not yet decoded, maybe never), often a
+    /// range of the daemon's line itself.
+    Base64(Base64Text),
     /// Decoded bytes (after splitting, de-aggregation or decompression).
     Bytes(Vec<u8>),
 }
@@ -39,7 +41,7 @@ impl Payload {
     /// The payload as bytes, decoding base64 if needed.
     pub fn bytes(&self) -> Result<Cow<'_, [u8]>, base64::DecodeError> {
         match self {
-            Payload::Base64(s) => BASE64.decode(s).map(Cow::Owned),
+            Payload::Base64(s) => BASE64.decode(s.as_str()).map(Cow::Owned),
             Payload::Bytes(b) => Ok(Cow::Borrowed(b)),
         }
     }
@@ -47,7 +49,7 @@ impl Payload {
     /// The payload as base64 text, encoding if needed.
     pub fn base64(&self) -> Cow<'_, str> {
         match self {
-            Payload::Base64(s) => Cow::Borrowed(s),
+            Payload::Base64(s) => Cow::Borrowed(s.as_str()),
             Payload::Bytes(b) => Cow::Owned(BASE64.encode(b)),
         }
     }

@@ -45,7 +45,7 @@ use serde_json::value::RawValue;
 use crate::checkpoint::RecordId;
 use crate::item::{Item, Payload, BASE64};
 use crate::kpl::{deaggregate, Deaggregated};
-use crate::protocol::message::Record;
+use crate::protocol::message::{Base64Text, Record};
 
 /// How records are split into items.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -135,7 +135,7 @@ impl Splitter {
     /// placeholder [`RecordId`] that the session replaces when it delivers the record.
     pub fn split(&self, shard_id: &Arc<str>, mut record: Record) -> Vec<Item> {
         let data = record.data.take().unwrap_or_default();
-        let pieces = match self.pieces(&data) {
+        let pieces = match self.pieces(data.as_str()) {
             Ok(Some(pieces)) => pieces,
             Ok(None) => vec![whole(data)],
             Err(e) => {
@@ -149,7 +149,7 @@ impl Splitter {
             }
         };
         let total = pieces.len() as u32;
-        let sequence_number: Arc<str> = record.sequence_number.as_str().into();
+        let sequence_number: Arc<str> = record.sequence_number.shared_str();
         let mut partition_key = Some(record.partition_key);
         let last = pieces.len().saturating_sub(1);
         pieces
@@ -241,7 +241,7 @@ impl Splitter {
     }
 }
 
-fn whole(b64: String) -> Piece {
+fn whole(b64: Base64Text) -> Piece {
     Piece {
         key: None,
         explicit_hash_key: None,
@@ -343,7 +343,7 @@ mod tests {
 
     fn record(data: &[u8]) -> Record {
         Record {
-            data: Some(BASE64.encode(data)),
+            data: Some(BASE64.encode(data).into()),
             partition_key: "outer".into(),
             sequence_number: SequenceNumber::parse("12345").unwrap(),
             sub_sequence_number: Some(0),
@@ -380,7 +380,10 @@ mod tests {
     fn none_keeps_the_base64_untouched() {
         let items = split(SplitMode::None, b"a\nb");
         assert_eq!(items.len(), 1);
-        assert_eq!(items[0].data, Payload::Base64(BASE64.encode(b"a\nb")));
+        assert_eq!(
+            items[0].data,
+            Payload::Base64(BASE64.encode(b"a\nb").into())
+        );
         assert_eq!((items[0].user_sub, items[0].user_total), (0, 1));
         assert_eq!(items[0].partition_key, "outer");
     }
@@ -411,7 +414,10 @@ mod tests {
     #[test]
     fn kpl_plain_records_pass_untouched_and_empty_aggregates_yield_nothing() {
         let items = split(SplitMode::Kpl, b"plain");
-        assert_eq!(items[0].data, Payload::Base64(BASE64.encode(b"plain")));
+        assert_eq!(
+            items[0].data,
+            Payload::Base64(BASE64.encode(b"plain").into())
+        );
         // A corrupt aggregate (bad checksum) is plain, exactly as the Java KCL decides.
         let mut agg = aggregate(&[("k", None, b"x"), ("k", None, b"y")]);
         let last = agg.len() - 1;

@@ -20,7 +20,11 @@ fn seq(i: u64) -> String {
 fn record(i: u64, key: &str) -> Record {
     use base64::Engine;
     Record {
-        data: Some(base64::engine::general_purpose::STANDARD.encode(format!("payload-{i}"))),
+        data: Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("payload-{i}"))
+                .into(),
+        ),
         partition_key: key.into(),
         sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
         sub_sequence_number: Some(0),
@@ -309,7 +313,7 @@ fn huge_lines_through_the_binary() {
     let mut model = CheckpointModel::default();
     run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
     let mut r = record(1, "k");
-    r.data = Some("QUFB".repeat((66 << 20) / 4));
+    r.data = Some("QUFB".repeat((66 << 20) / 4).into());
     let l = line(&DaemonMessage::ProcessRecords {
         records: vec![r],
         millis_behind_latest: None,

@@ -465,7 +465,11 @@ fn close_and_drop_leave_no_child_behind() {
 fn record(i: u64, key: &str) -> Record {
     use base64::Engine;
     Record {
-        data: Some(base64::engine::general_purpose::STANDARD.encode(format!("payload-{i}"))),
+        data: Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("payload-{i}"))
+                .into(),
+        ),
         partition_key: key.into(),
         sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
         sub_sequence_number: Some(0),

@@ -451,7 +451,11 @@ fn record(i: u64, key: &str, payload: usize) -> Record {
     use base64::Engine;
     let text = format!("payload-{i}-{}", "p".repeat(payload));
     Record {
-        data: Some(base64::engine::general_purpose::STANDARD.encode(text)),
+        data: Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(text)
+                .into(),
+        ),
         partition_key: key.into(),
         sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
         sub_sequence_number: Some(0),
@@ -948,43 +952,8 @@ fn finish_call(
 }
 
 /// Spawns `cmd` with the pipes of a [`Proc`].
-fn spawn_command(mut cmd: Command) -> Proc {
-    use std::io::{BufRead, BufReader, Read};
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("RUST_LOG", "info");
-    let mut child = cmd.spawn().expect("spawn");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut pipe = child.stderr.take().unwrap();
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    Proc {
-        stdin: child.stdin.take(),
-        child,
-        lines,
-        stderr,
-    }
+fn spawn_command(cmd: Command) -> Proc {
+    Proc::from_command(cmd)
 }
 
 /// The replacement for the `/dev/full` symlink trick: rsmld runs with a 300-byte file size

@@ -19,7 +19,7 @@ fn seq(i: u64) -> String {
 
 fn record(i: u64, data: &str) -> Record {
     Record {
-        data: Some(BASE64.encode(data)),
+        data: Some(BASE64.encode(data).into()),
         partition_key: format!("k{i}"),
         sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
         sub_sequence_number: Some(0),
@@ -212,12 +212,14 @@ fn duplicates_skip_or_fail() {
     let reqs = run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
     assert_eq!(model.last.as_ref().unwrap().seq.as_str(), seq(3));
     assert_eq!(reqs.len(), 1);
+    assert!(p.stderr_contains("delivered again"));
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
     assert_eq!(
         p.stderr().matches(&format!("valid {}/0", seq(2))).count(),
         1,
         "duplicate processed twice"
     );
-    assert!(p.stderr().contains("delivered again"));
 
     let (mut p, mut model) = start(&["--on-duplicate", "fail"]);
     let l = batch(&mut model, vec![record(1, "{}")]);

@@ -30,7 +30,7 @@ fn aggregate(keys: &[&str]) -> Vec<u8> {
 
 fn record(seq: &str, key: &str, data: &[u8]) -> Record {
     Record {
-        data: Some(BASE64.encode(data)),
+        data: Some(BASE64.encode(data).into()),
         partition_key: key.into(),
         sequence_number: SequenceNumber::parse(seq).unwrap(),
         sub_sequence_number: Some(0),

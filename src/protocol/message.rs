@@ -13,7 +13,9 @@
 //! for the test driver and the benchmark simulator, and reproduce the Java shapes (nulls
 //! included).
 
-use serde::de::Deserializer;
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
@@ -108,23 +110,115 @@ impl ShutdownReason {
 
 /// One record of a `processRecords` batch, as the daemon sends it (already de-aggregated
 /// by a KCL 2.x daemon: one entry per KPL user record).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The payload, base64 (standard alphabet, padded); kept encoded until a worker needs it.
-    #[serde(default)]
-    pub data: Option<String>,
+    pub data: Option<Base64Text>,
     /// The (user record's) partition key.
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub partition_key: String,
     /// The Kinesis sequence number (shared by all user records of one aggregate).
     pub sequence_number: SequenceNumber,
     /// The index of the user record in its aggregate; 0 (or absent) for plain records.
-    #[serde(default)]
     pub sub_sequence_number: Option<i64>,
     /// When Kinesis accepted the record, epoch milliseconds.
-    #[serde(default)]
     pub approximate_arrival_timestamp: Option<i64>,
+}
+
+/// A record's base64 payload: owned text, or a range of the daemon line it arrived in.
+///
+/// A `processRecords` line is mostly payload. Decoding it with [`DaemonMessage::decode_shared`]
+/// keeps the line in an `Arc` and lets each record point into it, so the payload bytes are
+/// never copied on the protocol thread; the line is freed when the last item using it is.
+#[derive(Clone)]
+pub struct Base64Text(TextRepr);
+
+#[derive(Clone)]
+enum TextRepr {
+    Owned(String),
+    Shared {
+        line: Arc<Vec<u8>>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Base64Text {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            TextRepr::Owned(s) => s,
+            TextRepr::Shared { line, start, end } => {
+                // Invariant: the range was a `&str` borrowed from this very buffer when the
+                // line was decoded, so it is valid UTF-8 on char boundaries.
+                std::str::from_utf8(&line[*start..*end])
+                    .expect("shared payload is the UTF-8 it was decoded as")
+            }
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_str().len()
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for Base64Text {
+    fn default() -> Self {
+        Base64Text(TextRepr::Owned(String::new()))
+    }
+}
+
+impl From<String> for Base64Text {
+    fn from(s: String) -> Self {
+        Base64Text(TextRepr::Owned(s))
+    }
+}
+
+impl From<&str> for Base64Text {
+    fn from(s: &str) -> Self {
+        Base64Text(TextRepr::Owned(s.to_owned()))
+    }
+}
+
+impl PartialEq for Base64Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Base64Text {}
+
+impl std::fmt::Debug for Base64Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Base64Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A record as parsed, borrowing from the line where it can.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRecord<'a> {
+    #[serde(default, borrow)]
+    data: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partition_key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    sequence_number: Cow<'a, str>,
+    #[serde(default)]
+    sub_sequence_number: Option<i64>,
+    #[serde(default)]
+    approximate_arrival_timestamp: Option<i64>,
 }
 
 impl Record {
@@ -192,9 +286,19 @@ impl DaemonMessage {
         }
     }
 
-    /// Decodes one line from the daemon (without its line terminator).
+    /// Decodes one line from the daemon (without its line terminator); payloads are copied.
     pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
-        let raw: RawDaemonMessage = serde_json::from_slice(line).map_err(DecodeError::Json)?;
+        Self::decode_inner(line, None)
+    }
+
+    /// Decodes one line held in `line` (possibly followed by its line terminator, which is
+    /// ignored); record payloads point into it instead of being copied.
+    pub fn decode_shared(line: &Arc<Vec<u8>>, len: usize) -> Result<Self, DecodeError> {
+        Self::decode_inner(&line[..len], Some(line))
+    }
+
+    fn decode_inner(line: &[u8], shared: Option<&Arc<Vec<u8>>>) -> Result<Self, DecodeError> {
+        let raw: RawDaemonMessage<'_> = serde_json::from_slice(line).map_err(DecodeError::Json)?;
         let action = raw.action.ok_or(DecodeError::MissingAction)?;
         let parsed =
             Action::from_wire(&action).ok_or_else(|| DecodeError::UnknownAction(action.clone()))?;
@@ -211,9 +315,11 @@ impl DaemonMessage {
                 sub_sequence_number: raw.sub_sequence_number,
             },
             Action::ProcessRecords => DaemonMessage::ProcessRecords {
-                records: raw
-                    .records
-                    .ok_or(DecodeError::MissingField("processRecords", "records"))?,
+                records: convert_records(
+                    raw.records
+                        .ok_or(DecodeError::MissingField("processRecords", "records"))?,
+                    shared,
+                )?,
                 millis_behind_latest: raw.millis_behind_latest,
             },
             Action::ShutdownRequested => DaemonMessage::ShutdownRequested,
@@ -255,9 +361,41 @@ pub enum DecodeError {
     Sequence(#[from] super::sequence::InvalidSequenceNumber),
 }
 
+/// Owned records from raw ones: payloads become ranges of `shared` where they were
+/// borrowed from it; consecutive equal sequence numbers share one allocation.
+fn convert_records(
+    raw: Vec<RawRecord<'_>>,
+    shared: Option<&Arc<Vec<u8>>>,
+) -> Result<Vec<Record>, DecodeError> {
+    let mut out: Vec<Record> = Vec::with_capacity(raw.len());
+    for r in raw {
+        let previous = out.last().map(|p| &p.sequence_number);
+        let sequence_number = SequenceNumber::parse_reusing(&r.sequence_number, previous)?;
+        let data = r.data.map(|d| match (d, shared) {
+            (Cow::Borrowed(text), Some(line)) => {
+                let start = text.as_ptr() as usize - line.as_ptr() as usize;
+                Base64Text(TextRepr::Shared {
+                    line: line.clone(),
+                    start,
+                    end: start + text.len(),
+                })
+            }
+            (d, _) => Base64Text(TextRepr::Owned(d.into_owned())),
+        });
+        out.push(Record {
+            data,
+            partition_key: r.partition_key.map(Cow::into_owned).unwrap_or_default(),
+            sequence_number,
+            sub_sequence_number: r.sub_sequence_number,
+            approximate_arrival_timestamp: r.approximate_arrival_timestamp,
+        });
+    }
+    Ok(out)
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawDaemonMessage {
+struct RawDaemonMessage<'a> {
     #[serde(default)]
     action: Option<String>,
     #[serde(default)]
@@ -266,18 +404,14 @@ struct RawDaemonMessage {
     sequence_number: Option<String>,
     #[serde(default)]
     sub_sequence_number: Option<i64>,
-    #[serde(default)]
-    records: Option<Vec<Record>>,
+    #[serde(default, borrow)]
+    records: Option<Vec<RawRecord<'a>>>,
     #[serde(default)]
     millis_behind_latest: Option<i64>,
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
     error: Option<String>,
-}
-
-fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A message from the processor to the daemon. Exactly the daemon model's fields.

@@ -10,6 +10,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -20,8 +21,10 @@ pub struct SequenceNumber(Repr);
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Repr {
     Sentinel(Sentinel),
-    /// Decimal digits, exactly as received (leading zeros kept for the round trip).
-    Digits(Box<str>),
+    /// Decimal digits, exactly as received (leading zeros kept for the round trip);
+    /// shared, because every item of a record (and every user record of an aggregate)
+    /// carries the same number.
+    Digits(Arc<str>),
 }
 
 /// The sentinel checkpoint values the daemon understands.
@@ -71,6 +74,28 @@ impl SequenceNumber {
             return Err(InvalidSequenceNumber(s.to_owned()));
         }
         Ok(SequenceNumber(Repr::Digits(s.into())))
+    }
+
+    /// Parses like [`SequenceNumber::parse`], sharing the digits of `previous` when they
+    /// are the same (consecutive user records of one aggregate) instead of allocating.
+    pub fn parse_reusing(
+        s: &str,
+        previous: Option<&SequenceNumber>,
+    ) -> Result<Self, InvalidSequenceNumber> {
+        if let Some(prev @ SequenceNumber(Repr::Digits(d))) = previous {
+            if **d == *s {
+                return Ok(prev.clone());
+            }
+        }
+        Self::parse(s)
+    }
+
+    /// The digits as a shared string (allocates only for sentinels).
+    pub fn shared_str(&self) -> Arc<str> {
+        match &self.0 {
+            Repr::Digits(d) => d.clone(),
+            Repr::Sentinel(s) => Arc::from(s.as_str()),
+        }
     }
 
     /// The sentinel value, as a sequence number.

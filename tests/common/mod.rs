@@ -228,6 +228,7 @@ pub struct Proc {
     pub stdin: Option<ChildStdin>,
     pub lines: mpsc::Receiver<String>,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -241,13 +242,20 @@ impl Proc {
 
     pub fn spawn_bin(bin: &Path, args: &[String], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info");
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        Self::from_command(cmd)
+    }
+
+    /// Spawns `cmd` with piped stdin/stdout/stderr and RUST_LOG=info (unless set).
+    pub fn from_command(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
         }
         let mut child = cmd.spawn().expect("spawn rsmld");
         let stdout = child.stdout.take().unwrap();
@@ -263,7 +271,7 @@ impl Proc {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut err_pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = err_pipe.read(&mut buf) {
                 if n == 0 {
@@ -279,6 +287,7 @@ impl Proc {
             child,
             lines,
             stderr,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
@@ -331,8 +340,30 @@ impl Proc {
         }
     }
 
-    pub fn stderr(&self) -> String {
+    /// Everything the child wrote to stderr so far; once it has exited, all of it (the
+    /// reader thread is joined, so nothing is still in flight).
+    pub fn stderr(&mut self) -> String {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            if let Some(reader) = self.stderr_reader.take() {
+                let _ = reader.join();
+            }
+        }
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 5 s) until stderr contains `text`; a live child's stderr is read by a
+    /// thread that may lag behind its protocol output.
+    pub fn stderr_contains(&mut self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.stderr().contains(text) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
