@@ -11,7 +11,7 @@
 //!
 //! Errors carry the 1-based line number and the first bytes of the offending line.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crossbeam_channel::{bounded, never, select, Receiver};
 
 use crate::handler::HandlerFactory;
 use crate::pool::{Pool, PoolConfig, PoolError, WorkerEvent};
-use crate::protocol::message::{DaemonMessage, DecodeError, ProcessorMessage};
+use crate::protocol::message::{DaemonMessage, DecodeError, LineBuf, ProcessorMessage};
 use crate::protocol::session::{Next, Output, Session, SessionConfig, SessionError, Stats};
 use crate::split::Splitter;
 
@@ -90,7 +90,8 @@ where
     R: Read + Send + 'static,
     W: Write,
 {
-    let lines = spawn_reader(input);
+    let (recycle, recycled) = bounded(4);
+    let lines = spawn_reader(input, recycled);
     let mut lp = Loop {
         session: Session::new(
             config.session.clone(),
@@ -101,6 +102,7 @@ where
         pool: None,
         line_no: 0,
         last_prefix: String::new(),
+        recycle,
     };
     let result = lp.run(&config, &lines);
     if let Some(pool) = lp.pool.take() {
@@ -119,6 +121,7 @@ struct Loop<W: Write> {
     pool: Option<Pool>,
     line_no: u64,
     last_prefix: String,
+    recycle: crossbeam_channel::Sender<Vec<u8>>,
 }
 
 impl<W: Write> Loop<W> {
@@ -164,8 +167,9 @@ impl<W: Write> Loop<W> {
             return Ok(());
         }
         self.last_prefix = prefix_of(&bytes[..len]);
-        // Record payloads will point into the line rather than be copied out of it.
-        let line = Arc::new(bytes);
+        // Record payloads will point into the line rather than be copied out of it; the
+        // buffer returns to the reader when the last of them is dropped.
+        let line = Arc::new(LineBuf::new(bytes, Some(self.recycle.clone())));
         let msg =
             DaemonMessage::decode_shared(&line, len).map_err(|source| DriverError::Malformed {
                 line_no: self.line_no,
@@ -289,29 +293,39 @@ enum ReadEvent {
     Error(io::Error),
 }
 
-fn spawn_reader<R: Read + Send + 'static>(input: R) -> Receiver<ReadEvent> {
+/// Starts the stdin reader. It reads straight into line buffers (no intermediate
+/// buffer), taking them back from `recycled` when the records that pointed into them are
+/// gone; bytes after a newline (the daemon never pipelines, so rarely any) start the next
+/// line.
+fn spawn_reader<R: Read + Send + 'static>(
+    mut input: R,
+    recycled: Receiver<Vec<u8>>,
+) -> Receiver<ReadEvent> {
     // One line of look-ahead at most: the daemon never pipelines anyway.
     let (tx, rx) = bounded(1);
     let spawned = std::thread::Builder::new()
         .name("rsmld-stdin".into())
         .spawn(move || {
-            let mut reader = BufReader::with_capacity(1 << 20, input);
-            // Lines of one stream have similar sizes: start each buffer at the last line's
-            // size so a multi-MiB line is not grown by doubling (and copied) every time.
+            let mut carry: Vec<u8> = Vec::new();
             let mut last_len = 0usize;
             loop {
-                let mut line = Vec::with_capacity(last_len + last_len / 16 + 64);
-                let ev = match reader.read_until(b'\n', &mut line) {
-                    Ok(0) => ReadEvent::Eof,
-                    Ok(n) => {
-                        last_len = n;
+                let mut line = recycled.try_recv().unwrap_or_default();
+                line.clear();
+                line.reserve(last_len.max(64 * 1024) + carry.len());
+                line.extend_from_slice(&carry);
+                carry.clear();
+                let ev = match read_line(&mut input, &mut line, &mut carry) {
+                    Ok(true) => {
+                        last_len = line.len();
                         ReadEvent::Line(line)
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Ok(false) if line.is_empty() => ReadEvent::Eof,
+                    // A last line without a newline is still a line.
+                    Ok(false) => ReadEvent::Line(line),
                     Err(e) => ReadEvent::Error(e),
                 };
-                let last = !matches!(ev, ReadEvent::Line(_));
-                if tx.send(ev).is_err() || last {
+                let stop = !matches!(ev, ReadEvent::Line(_));
+                if tx.send(ev).is_err() || stop {
                     return;
                 }
             }
@@ -322,6 +336,40 @@ fn spawn_reader<R: Read + Send + 'static>(input: R) -> Receiver<ReadEvent> {
         return rx;
     }
     rx
+}
+
+/// Reads into `line` (which may already hold carried-over bytes) until it holds a newline;
+/// bytes after the newline move to `carry`. Ok(false) at EOF.
+fn read_line<R: Read>(input: &mut R, line: &mut Vec<u8>, carry: &mut Vec<u8>) -> io::Result<bool> {
+    let mut scanned = 0;
+    loop {
+        if let Some(pos) = memchr::memchr(b'\n', &line[scanned..]) {
+            let end = scanned + pos + 1;
+            carry.extend_from_slice(&line[end..]);
+            line.truncate(end);
+            return Ok(true);
+        }
+        scanned = line.len();
+        if line.capacity() - line.len() < 64 * 1024 {
+            line.reserve(line.len().max(64 * 1024));
+        }
+        // Zero only what one read can fill (a pipe hands over at most 64 KiB at a time).
+        let len = line.len();
+        let room = (line.capacity() - len).min(256 * 1024);
+        line.resize(len + room, 0);
+        match input.read(&mut line[len..]) {
+            Ok(0) => {
+                line.truncate(len);
+                return Ok(false);
+            }
+            Ok(n) => line.truncate(len + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => line.truncate(len),
+            Err(e) => {
+                line.truncate(len);
+                return Err(e);
+            }
+        }
+    }
 }
 
 fn trim_line(bytes: &[u8]) -> &[u8] {

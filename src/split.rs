@@ -133,11 +133,31 @@ impl Splitter {
 
     /// The items of one record, in order, with `user_sub`/`user_total` filled in and a
     /// placeholder [`RecordId`] that the session replaces when it delivers the record.
-    pub fn split(&self, shard_id: &Arc<str>, mut record: Record) -> Vec<Item> {
+    pub fn split(&self, shard_id: &Arc<str>, record: Record) -> Vec<Item> {
+        let mut out = Vec::new();
+        self.split_into(shard_id, record, &mut out);
+        out
+    }
+
+    /// Like [`Splitter::split`], appending to `out`; returns how many items it appended.
+    /// A record passed through whole (the common case) allocates nothing.
+    pub fn split_into(&self, shard_id: &Arc<str>, mut record: Record, out: &mut Vec<Item>) -> u32 {
         let data = record.data.take().unwrap_or_default();
         let pieces = match self.pieces(data.as_str()) {
             Ok(Some(pieces)) => pieces,
-            Ok(None) => vec![whole(data)],
+            Ok(None) => {
+                let key = std::mem::take(&mut record.partition_key);
+                out.push(item(
+                    shard_id,
+                    &record,
+                    0,
+                    1,
+                    key,
+                    None,
+                    Payload::Base64(data),
+                ));
+                return 1;
+            }
             Err(e) => {
                 log::warn!(
                     "record {}/{} of {shard_id} cannot be split as {:?} ({e}); delivering it whole",
@@ -149,32 +169,19 @@ impl Splitter {
             }
         };
         let total = pieces.len() as u32;
-        let sequence_number: Arc<str> = record.sequence_number.shared_str();
-        let mut partition_key = Some(record.partition_key);
-        let last = pieces.len().saturating_sub(1);
-        pieces
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| Item {
-                record: RecordId(u64::MAX),
-                shard_id: shard_id.clone(),
-                sequence_number: sequence_number.clone(),
-                sub_sequence_number: record.sub_sequence_number.unwrap_or(0),
-                user_sub: i as u32,
-                user_total: total,
-                // The record's own key moves into its last item; earlier ones copy it.
-                partition_key: p.key.unwrap_or_else(|| {
-                    if i == last {
-                        partition_key.take().unwrap_or_default()
-                    } else {
-                        partition_key.clone().unwrap_or_default()
-                    }
-                }),
-                explicit_hash_key: p.explicit_hash_key,
-                approximate_arrival_timestamp: record.approximate_arrival_timestamp,
-                data: p.data,
-            })
-            .collect()
+        for (i, p) in pieces.into_iter().enumerate() {
+            let key = p.key.unwrap_or_else(|| record.partition_key.clone());
+            out.push(item(
+                shard_id,
+                &record,
+                i as u32,
+                total,
+                key,
+                p.explicit_hash_key,
+                p.data,
+            ));
+        }
+        total
     }
 
     /// `Ok(None)`: deliver the record whole and untouched (not an error).
@@ -238,6 +245,29 @@ impl Splitter {
             return Err(SplitError::TooLarge(self.max_inflated));
         }
         Ok(out)
+    }
+}
+
+fn item(
+    shard_id: &Arc<str>,
+    record: &Record,
+    user_sub: u32,
+    user_total: u32,
+    partition_key: String,
+    explicit_hash_key: Option<String>,
+    data: Payload,
+) -> Item {
+    Item {
+        record: RecordId(u64::MAX),
+        shard_id: shard_id.clone(),
+        sequence_number: record.sequence_number.shared_str(),
+        sub_sequence_number: record.sub_sequence_number.unwrap_or(0),
+        user_sub,
+        user_total,
+        partition_key,
+        explicit_hash_key,
+        approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+        data,
     }
 }
 

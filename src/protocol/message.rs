@@ -124,6 +124,37 @@ pub struct Record {
     pub approximate_arrival_timestamp: Option<i64>,
 }
 
+/// A daemon line's bytes, shared by the records that point into it. When the last user
+/// drops it, the buffer goes back to whoever lent it (the stdin reader reuses it for a
+/// later line, so multi-MiB lines do not cost an allocation and page faults each time).
+pub struct LineBuf {
+    bytes: Vec<u8>,
+    recycle: Option<crossbeam_channel::Sender<Vec<u8>>>,
+}
+
+impl LineBuf {
+    /// Wraps `bytes`; `recycle` receives the buffer back when this is dropped.
+    pub fn new(bytes: Vec<u8>, recycle: Option<crossbeam_channel::Sender<Vec<u8>>>) -> Self {
+        LineBuf { bytes, recycle }
+    }
+}
+
+impl std::ops::Deref for LineBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for LineBuf {
+    fn drop(&mut self) {
+        if let Some(tx) = self.recycle.take() {
+            // A full or closed pool simply lets the buffer be freed.
+            let _ = tx.try_send(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
 /// A record's base64 payload: owned text, or a range of the daemon line it arrived in.
 ///
 /// A `processRecords` line is mostly payload. Decoding it with [`DaemonMessage::decode_shared`]
@@ -136,7 +167,7 @@ pub struct Base64Text(TextRepr);
 enum TextRepr {
     Owned(String),
     Shared {
-        line: Arc<Vec<u8>>,
+        line: Arc<LineBuf>,
         start: usize,
         end: usize,
     },
@@ -293,11 +324,11 @@ impl DaemonMessage {
 
     /// Decodes one line held in `line` (possibly followed by its line terminator, which is
     /// ignored); record payloads point into it instead of being copied.
-    pub fn decode_shared(line: &Arc<Vec<u8>>, len: usize) -> Result<Self, DecodeError> {
+    pub fn decode_shared(line: &Arc<LineBuf>, len: usize) -> Result<Self, DecodeError> {
         Self::decode_inner(&line[..len], Some(line))
     }
 
-    fn decode_inner(line: &[u8], shared: Option<&Arc<Vec<u8>>>) -> Result<Self, DecodeError> {
+    fn decode_inner(line: &[u8], shared: Option<&Arc<LineBuf>>) -> Result<Self, DecodeError> {
         let raw: RawDaemonMessage<'_> = serde_json::from_slice(line).map_err(DecodeError::Json)?;
         let action = raw.action.ok_or(DecodeError::MissingAction)?;
         let parsed =
@@ -365,7 +396,7 @@ pub enum DecodeError {
 /// borrowed from it; consecutive equal sequence numbers share one allocation.
 fn convert_records(
     raw: Vec<RawRecord<'_>>,
-    shared: Option<&Arc<Vec<u8>>>,
+    shared: Option<&Arc<LineBuf>>,
 ) -> Result<Vec<Record>, DecodeError> {
     let mut out: Vec<Record> = Vec::with_capacity(raw.len());
     for r in raw {

@@ -395,14 +395,14 @@ impl Session {
                         self.stats.duplicates += 1;
                         continue;
                     }
-                    let mut items = self.splitter.split(&self.shard_id, record);
-                    let id = self.tracker.deliver(esn, items.len() as u32);
-                    for item in &mut items {
+                    let first = batch.len();
+                    let n = self.splitter.split_into(&self.shard_id, record, &mut batch);
+                    let id = self.tracker.deliver(esn, n);
+                    for item in &mut batch[first..] {
                         item.record = id;
                     }
                     self.stats.records += 1;
-                    self.stats.items += items.len() as u64;
-                    batch.append(&mut items);
+                    self.stats.items += u64::from(n);
                 }
                 if !batch.is_empty() {
                     self.outputs.push_back(Output::Dispatch(batch));
