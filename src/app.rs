@@ -67,6 +67,9 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
                 config.handlers = h;
             }
             crate::sys::ignore_termination_signals();
+            if let Some(size) = crate::sys::enlarge_stdin_pipe(4 << 20) {
+                log::debug!("stdin pipe enlarged to {size} bytes");
+            }
             let protocol_out = crate::sys::guard_stdout()?;
             config.on_shard = Some(Box::new(|shard| {
                 let _ = SHARD.set(shard.to_owned());

@@ -19,8 +19,14 @@ use crossbeam_channel::{bounded, never, select, Receiver};
 
 use crate::handler::HandlerFactory;
 use crate::pool::{Pool, PoolConfig, PoolError, WorkerEvent};
-use crate::protocol::message::{DaemonMessage, DecodeError, LineBuf, ProcessorMessage};
-use crate::protocol::session::{Next, Output, Session, SessionConfig, SessionError, Stats};
+use crate::protocol::message::{
+    decode_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage,
+};
+use crate::protocol::scan::scan_process_records;
+use crate::protocol::sequence::SequenceNumber;
+use crate::protocol::session::{
+    Next, Output, Session, SessionConfig, SessionError, SplitBatch, Stats,
+};
 use crate::split::Splitter;
 
 /// A callback told the shard id once `initialize` arrives.
@@ -103,6 +109,7 @@ where
         line_no: 0,
         last_prefix: String::new(),
         recycle,
+        shard: Arc::from(""),
     };
     let result = lp.run(&config, &lines);
     if let Some(pool) = lp.pool.take() {
@@ -122,6 +129,8 @@ struct Loop<W: Write> {
     line_no: u64,
     last_prefix: String,
     recycle: crossbeam_channel::Sender<Vec<u8>>,
+    /// The shard id once known (items carry it).
+    shard: Arc<str>,
 }
 
 impl<W: Write> Loop<W> {
@@ -170,6 +179,16 @@ impl<W: Write> Loop<W> {
         // Record payloads will point into the line rather than be copied out of it; the
         // buffer returns to the reader when the last of them is dropped.
         let line = Arc::new(LineBuf::new(bytes, Some(self.recycle.clone())));
+        if let Some(batch) = self.map_in_parallel(config, &line, len) {
+            return self
+                .session
+                .handle_batch(batch, Instant::now())
+                .map_err(|source| DriverError::Protocol {
+                    line_no: self.line_no,
+                    prefix: self.last_prefix.clone(),
+                    source,
+                });
+        }
         let msg =
             DaemonMessage::decode_shared(&line, len).map_err(|source| DriverError::Malformed {
                 line_no: self.line_no,
@@ -186,6 +205,7 @@ impl<W: Write> Loop<W> {
             })?;
         if initialize {
             let shard = self.session.shard_id().to_owned();
+            self.shard = Arc::from(shard.as_str());
             if let Some(f) = &config.on_shard {
                 f(&shard);
             }
@@ -198,6 +218,67 @@ impl<W: Write> Loop<W> {
             );
         }
         Ok(())
+    }
+
+    /// A large `processRecords` line is decoded and split on several threads: the scan
+    /// finds the records, chunks of them are parsed and split in parallel, and the results
+    /// are concatenated in order. `None` (small batch, or anything the scan or a record
+    /// parse declines) means: use the ordinary decoder, which also reports errors.
+    fn map_in_parallel(
+        &self,
+        config: &DriverConfig,
+        line: &Arc<LineBuf>,
+        len: usize,
+    ) -> Option<SplitBatch> {
+        use rayon::prelude::*;
+        const MIN_RECORDS: usize = 256;
+        if len < 64 * 1024 || self.pool.is_none() {
+            return None;
+        }
+        let Some(layout) = scan_process_records(&line[..len]) else {
+            log::debug!(
+                "line {}: structural scan declined; decoding it on one thread",
+                self.line_no
+            );
+            return None;
+        };
+        if layout.records.len() < MIN_RECORDS {
+            return None;
+        }
+        let chunk = (layout.records.len() / (rayon::current_num_threads().max(1) * 4)).max(64);
+        let shard = &self.shard;
+        let splitter = &config.splitter;
+        let parts: Vec<Option<SplitBatch>> = layout
+            .records
+            .par_chunks(chunk)
+            .map(|ranges| {
+                let mut part = SplitBatch {
+                    records: Vec::with_capacity(ranges.len()),
+                    items: Vec::with_capacity(ranges.len()),
+                    millis_behind_latest: None,
+                };
+                let mut previous: Option<SequenceNumber> = None;
+                for range in ranges {
+                    let record = decode_record_at(line, range.clone(), previous.as_ref()).ok()?;
+                    previous = Some(record.sequence_number.clone());
+                    let esn = record.esn();
+                    let n = splitter.split_into(shard, record, &mut part.items);
+                    part.records.push((esn, n));
+                }
+                Some(part)
+            })
+            .collect();
+        let mut batch = SplitBatch {
+            records: Vec::with_capacity(layout.records.len()),
+            items: Vec::new(),
+            millis_behind_latest: layout.millis_behind_latest,
+        };
+        for part in parts {
+            let mut part = part?;
+            batch.records.append(&mut part.records);
+            batch.items.append(&mut part.items);
+        }
+        Some(batch)
     }
 
     fn on_event(&mut self, ev: WorkerEvent) -> Result<(), DriverError> {

@@ -28,6 +28,20 @@ pub fn guard_stdout() -> io::Result<File> {
     Ok(File::from(private))
 }
 
+/// Enlarges the pipe on stdin (best effort): a `processRecords` line of several MiB then
+/// crosses it in a few large writes instead of dozens of 64 KiB hand-offs between the
+/// daemon's writer and our reader, each a context switch. Returns the new size, if any.
+pub fn enlarge_stdin_pipe(bytes: usize) -> Option<usize> {
+    let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(1 << 20);
+    let want = bytes.min(max) as libc::c_int;
+    // SAFETY: fcntl on fd 0 with an integer argument; fails harmlessly on non-pipes.
+    let rc = unsafe { libc::fcntl(libc::STDIN_FILENO, libc::F_SETPIPE_SZ, want) };
+    (rc > 0).then_some(rc as usize)
+}
+
 /// Ignores SIGINT and SIGTERM (see the module docs), and SIGPIPE so that a vanished
 /// daemon shows up as a write error rather than a silent death.
 pub fn ignore_termination_signals() {

@@ -400,28 +400,47 @@ fn convert_records(
 ) -> Result<Vec<Record>, DecodeError> {
     let mut out: Vec<Record> = Vec::with_capacity(raw.len());
     for r in raw {
-        let previous = out.last().map(|p| &p.sequence_number);
-        let sequence_number = SequenceNumber::parse_reusing(&r.sequence_number, previous)?;
-        let data = r.data.map(|d| match (d, shared) {
-            (Cow::Borrowed(text), Some(line)) => {
-                let start = text.as_ptr() as usize - line.as_ptr() as usize;
-                Base64Text(TextRepr::Shared {
-                    line: line.clone(),
-                    start,
-                    end: start + text.len(),
-                })
-            }
-            (d, _) => Base64Text(TextRepr::Owned(d.into_owned())),
-        });
-        out.push(Record {
-            data,
-            partition_key: r.partition_key.map(Cow::into_owned).unwrap_or_default(),
-            sequence_number,
-            sub_sequence_number: r.sub_sequence_number,
-            approximate_arrival_timestamp: r.approximate_arrival_timestamp,
-        });
+        let record = convert_record(r, shared, out.last().map(|p| &p.sequence_number))?;
+        out.push(record);
     }
     Ok(out)
+}
+
+fn convert_record(
+    r: RawRecord<'_>,
+    shared: Option<&Arc<LineBuf>>,
+    previous: Option<&SequenceNumber>,
+) -> Result<Record, DecodeError> {
+    let sequence_number = SequenceNumber::parse_reusing(&r.sequence_number, previous)?;
+    let data = r.data.map(|d| match (d, shared) {
+        (Cow::Borrowed(text), Some(line)) => {
+            let start = text.as_ptr() as usize - line.as_ptr() as usize;
+            Base64Text(TextRepr::Shared {
+                line: line.clone(),
+                start,
+                end: start + text.len(),
+            })
+        }
+        (d, _) => Base64Text(TextRepr::Owned(d.into_owned())),
+    });
+    Ok(Record {
+        data,
+        partition_key: r.partition_key.map(Cow::into_owned).unwrap_or_default(),
+        sequence_number,
+        sub_sequence_number: r.sub_sequence_number,
+        approximate_arrival_timestamp: r.approximate_arrival_timestamp,
+    })
+}
+
+/// Decodes the record element at `range` of a shared line (see [`super::scan`]); its
+/// payload points into the line. `previous` lets equal sequence numbers share storage.
+pub fn decode_record_at(
+    line: &Arc<LineBuf>,
+    range: std::ops::Range<usize>,
+    previous: Option<&SequenceNumber>,
+) -> Result<Record, DecodeError> {
+    let raw: RawRecord<'_> = serde_json::from_slice(&line[range]).map_err(DecodeError::Json)?;
+    convert_record(raw, Some(line), previous)
 }
 
 #[derive(Deserialize)]

@@ -25,5 +25,6 @@
 //! [`session`] the pure state machine that applies the rules.
 
 pub mod message;
+pub mod scan;
 pub mod sequence;
 pub mod session;

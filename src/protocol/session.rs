@@ -101,6 +101,18 @@ pub enum Output {
     Flush,
 }
 
+/// A decoded and split `processRecords` batch: each record's extended sequence number
+/// with how many items it produced, and all items in record order.
+#[derive(Debug, Default)]
+pub struct SplitBatch {
+    /// (record, number of its items), in delivery order.
+    pub records: Vec<(Esn, u32)>,
+    /// The items of all records, in order.
+    pub items: Vec<Item>,
+    /// How far behind the tip of the shard the batch is.
+    pub millis_behind_latest: Option<i64>,
+}
+
 /// What the session waits for next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -380,39 +392,19 @@ impl Session {
                     records.len(),
                     millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
                 );
-                let mut batch = Vec::with_capacity(records.len());
+                let mut batch = SplitBatch {
+                    records: Vec::with_capacity(records.len()),
+                    items: Vec::with_capacity(records.len()),
+                    millis_behind_latest,
+                };
                 for record in records {
                     let esn = record.esn();
-                    if let Some(last) = self.tracker.last_delivered().filter(|l| esn <= **l) {
-                        if self.config.on_duplicate == OnDuplicate::Fail {
-                            let last = last.clone();
-                            return Err(SessionError::Duplicate { esn, last });
-                        }
-                        log::warn!(
-                            "record {esn} delivered again (last delivered: {last}); skipping it"
-                        );
-                        self.tracker.deliver(esn, 0);
-                        self.stats.duplicates += 1;
-                        continue;
-                    }
-                    let first = batch.len();
-                    let n = self.splitter.split_into(&self.shard_id, record, &mut batch);
-                    let id = self.tracker.deliver(esn, n);
-                    for item in &mut batch[first..] {
-                        item.record = id;
-                    }
-                    self.stats.records += 1;
-                    self.stats.items += u64::from(n);
+                    let n = self
+                        .splitter
+                        .split_into(&self.shard_id, record, &mut batch.items);
+                    batch.records.push((esn, n));
                 }
-                if !batch.is_empty() {
-                    self.outputs.push_back(Output::Dispatch(batch));
-                }
-                self.begin(
-                    Action::ProcessRecords,
-                    Kind::Records,
-                    Step::AwaitCapacity,
-                    now,
-                );
+                self.deliver_batch(batch, now)?;
             }
             (Phase::Idle, DaemonMessage::ShutdownRequested) => {
                 log::info!(
@@ -469,6 +461,66 @@ impl Session {
             }
         }
         self.advance(now)
+    }
+
+    /// A `processRecords` batch that the driver already decoded and split (in parallel):
+    /// the same as [`Session::handle_message`] with that `processRecords` message.
+    pub fn handle_batch(&mut self, batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
+        if !matches!(self.state, State::Idle) {
+            let expected = match self.state {
+                State::AwaitInitialize => "initialize",
+                State::InAction { .. } => "the checkpoint reply",
+                _ => "end of input",
+            };
+            return Err(self.unexpected(Action::ProcessRecords, expected));
+        }
+        self.deliver_batch(batch, now)?;
+        self.advance(now)
+    }
+
+    /// Registers a split batch with the tracker (skipping duplicates), dispatches its
+    /// items and starts the processRecords action.
+    fn deliver_batch(&mut self, batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
+        log::debug!(
+            "processRecords: {} records, {} items, {} ms behind",
+            batch.records.len(),
+            batch.items.len(),
+            batch
+                .millis_behind_latest
+                .map_or("?".to_owned(), |m| m.to_string())
+        );
+        let mut dispatch = Vec::with_capacity(batch.items.len());
+        let mut items = batch.items.into_iter();
+        for (esn, n) in batch.records {
+            if let Some(last) = self.tracker.last_delivered().filter(|l| esn <= **l) {
+                if self.config.on_duplicate == OnDuplicate::Fail {
+                    let last = last.clone();
+                    return Err(SessionError::Duplicate { esn, last });
+                }
+                log::warn!("record {esn} delivered again (last delivered: {last}); skipping it");
+                items.by_ref().take(n as usize).for_each(drop);
+                self.tracker.deliver(esn, 0);
+                self.stats.duplicates += 1;
+                continue;
+            }
+            let id = self.tracker.deliver(esn, n);
+            dispatch.extend(items.by_ref().take(n as usize).map(|mut item| {
+                item.record = id;
+                item
+            }));
+            self.stats.records += 1;
+            self.stats.items += u64::from(n);
+        }
+        if !dispatch.is_empty() {
+            self.outputs.push_back(Output::Dispatch(dispatch));
+        }
+        self.begin(
+            Action::ProcessRecords,
+            Kind::Records,
+            Step::AwaitCapacity,
+            now,
+        );
+        Ok(())
     }
 
     /// Items finished successfully (one id per item).
