@@ -115,11 +115,14 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let start = self.i;
         let end = start + memchr::memchr2(b'"', b'\\', &self.b[start..])?;
-        if self.b[end] != b'"' {
+        let key = &self.b[start..end];
+        // Valid JSON string contents only: no control characters, valid UTF-8.
+        if self.b[end] != b'"' || key.iter().any(|&c| c < 0x20) || std::str::from_utf8(key).is_err()
+        {
             return None;
         }
         self.i = end + 1;
-        Some(&self.b[start..end])
+        Some(key)
     }
 
     /// Skips a string (escapes allowed), starting at its opening quote.
@@ -228,7 +231,9 @@ mod tests {
 
     #[test]
     fn declines_what_it_does_not_handle() {
-        let lines: [&[u8]; 9] = [
+        let lines: [&[u8]; 11] = [
+            b"{\"action\":\"processRecords\",\"records\":[{}],\"x\x01\":0}",
+            b"{\"action\":\"processRecords\",\"records\":[{}],\"\xff\":0}",
             br#"{"action":"leaseLost"}"#,
             br#"{"action":"processRecords"}"#,
             br#"{"action":"processRecords","records":[{}],"action":"processRecords"}"#,

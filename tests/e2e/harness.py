@@ -138,7 +138,13 @@ class Daemon:
         self.log_path = os.path.join(self.dir, "daemon.log")
         self.props = dict(FAST_PROPS)
         self.props.update(props or {})
-        self.rsmld_args = ["--workers", "2", *rsmld_args, "--handler", "file", "--output", self.out_dir]
+        # rsmld reads its settings from the daemon's own properties file (rsmld.* keys), as
+        # in production: executableName is just `rsmld --properties <that file>`.
+        self.props_path = os.path.join(self.dir, f"{case.app}.properties")
+        flags = ["--workers", "2", *rsmld_args, "--handler", "file", "--output", self.out_dir]
+        for flag, value in zip(flags[::2], flags[1::2]):
+            self.props["rsmld." + flag[2:].replace("-", "_")] = value
+        self.rsmld_args = ["--properties", self.props_path]
         self.proc = None
         self.returncode = None
         self.started_at = None
@@ -221,7 +227,7 @@ class Daemon:
 
     def rsmld_pids(self):
         """The rsmld processes of this daemon: found by their unique output directory."""
-        pattern = f"^{re.escape(RSMLD)} .*--output {re.escape(self.out_dir)}( |$)"
+        pattern = f"^{re.escape(RSMLD)} .*--properties {re.escape(self.props_path)}( |$)"
         r = subprocess.run(["pgrep", "-f", pattern], stdout=subprocess.PIPE, text=True)
         return sorted(int(p) for p in r.stdout.split() if pid_alive(int(p)))
 
