@@ -96,7 +96,9 @@ where
     R: Read + Send + 'static,
     W: Write,
 {
-    let (recycle, recycled) = bounded(4);
+    // One spare buffer is enough (the daemon sends one line at a time); more would only
+    // hold memory: with 10 MiB batches each buffer is a line of ~13 MiB.
+    let (recycle, recycled) = bounded(1);
     let lines = spawn_reader(input, recycled);
     let mut lp = Loop {
         session: Session::new(
@@ -178,7 +180,11 @@ impl<W: Write> Loop<W> {
         self.last_prefix = prefix_of(&bytes[..len]);
         // Record payloads will point into the line rather than be copied out of it; the
         // buffer returns to the reader when the last of them is dropped.
-        let line = Arc::new(LineBuf::new(bytes, Some(self.recycle.clone())));
+        // Only buffers up to 4 MiB are recycled: a spare 13 MiB buffer would be held for
+        // the next line while a batch is still in flight, for little gain (its page-fault
+        // cost is spread over ten thousand records).
+        let recycle = (bytes.capacity() <= 4 << 20).then(|| self.recycle.clone());
+        let line = Arc::new(LineBuf::new(bytes, recycle));
         if let Some(batch) = self.map_in_parallel(config, &line, len) {
             return self
                 .session
@@ -392,7 +398,9 @@ fn spawn_reader<R: Read + Send + 'static>(
             loop {
                 let mut line = recycled.try_recv().unwrap_or_default();
                 line.clear();
-                line.reserve(last_len.max(64 * 1024) + carry.len());
+                // Headroom over the last line so that a similar line never has to grow
+                // (growing a multi-MiB buffer doubles it).
+                line.reserve(last_len + last_len / 8 + 64 * 1024 + carry.len());
                 line.extend_from_slice(&carry);
                 carry.clear();
                 let ev = match read_line(&mut input, &mut line, &mut carry) {
