@@ -79,36 +79,43 @@ impl Tracker {
 
     /// One item of record `id` finished successfully.
     pub fn complete(&mut self, id: RecordId) -> Result<(), TrackerError> {
-        let slot = match self.slot_mut(id)? {
-            Some(slot) => slot,
-            None => return Ok(()),
-        };
-        if slot.remaining == 0 {
-            return Err(TrackerError::OverCompleted(id.0));
+        if self.take_item(id)?.is_some() {
+            self.advance();
         }
-        slot.remaining -= 1;
-        self.in_flight -= 1;
-        self.advance();
         Ok(())
     }
 
     /// One item of record `id` failed: the record (and everything after it) can never be
     /// checkpointed by this tracker.
     pub fn fail(&mut self, id: RecordId) -> Result<(), TrackerError> {
-        let slot = match self.slot_mut(id)? {
-            Some(slot) => slot,
-            None => return Ok(()),
-        };
+        if let Some(slot) = self.take_item(id)? {
+            if !slot.failed {
+                slot.failed = true;
+                self.failed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one outstanding item off record `id`; `None` for an abandoned record.
+    fn take_item(&mut self, id: RecordId) -> Result<Option<&mut Slot>, TrackerError> {
+        if id.0 < self.abandoned_below {
+            return Ok(None);
+        }
+        if id.0 < self.first {
+            return Err(TrackerError::OverCompleted(id.0));
+        }
+        let index = (id.0 - self.first) as usize;
+        let slot = self
+            .slots
+            .get_mut(index)
+            .ok_or(TrackerError::Unknown(id.0))?;
         if slot.remaining == 0 {
             return Err(TrackerError::OverCompleted(id.0));
         }
         slot.remaining -= 1;
-        if !slot.failed {
-            slot.failed = true;
-            self.failed += 1;
-        }
         self.in_flight -= 1;
-        Ok(())
+        Ok(Some(slot))
     }
 
     /// Forgets every unfinished record (lease lost): late completions are ignored.
@@ -143,20 +150,6 @@ impl Tracker {
     /// True when every delivered record is complete (nothing in flight, nothing failed).
     pub fn all_complete(&self) -> bool {
         self.slots.is_empty()
-    }
-
-    fn slot_mut(&mut self, id: RecordId) -> Result<Option<&mut Slot>, TrackerError> {
-        if id.0 < self.abandoned_below {
-            return Ok(None);
-        }
-        if id.0 < self.first {
-            return Err(TrackerError::OverCompleted(id.0));
-        }
-        let index = (id.0 - self.first) as usize;
-        self.slots
-            .get_mut(index)
-            .map(Some)
-            .ok_or(TrackerError::Unknown(id.0))
     }
 
     fn advance(&mut self) {

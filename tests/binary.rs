@@ -4,62 +4,11 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 
-use common::{run_action, CheckpointModel, Proc};
+use common::{args, init_line, line, record, run_action, seq, written, CheckpointModel, Proc};
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
-
-const BASE: u128 = 49680445498841953494698307936;
-
-fn seq(i: u64) -> String {
-    format!("{}{:027}", BASE, i)
-}
-
-fn record(i: u64, key: &str) -> Record {
-    use base64::Engine;
-    Record {
-        data: Some(
-            base64::engine::general_purpose::STANDARD
-                .encode(format!("payload-{i}"))
-                .into(),
-        ),
-        partition_key: key.into(),
-        sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
-        sub_sequence_number: Some(0),
-        approximate_arrival_timestamp: Some(1_700_000_000_000 + i as i64),
-    }
-}
-
-fn line(msg: &DaemonMessage) -> String {
-    serde_json::to_string(msg).unwrap()
-}
-
-fn init_line() -> String {
-    line(&DaemonMessage::Initialize {
-        shard_id: "shardId-000000000007".into(),
-        sequence_number: Some(SequenceNumber::parse("TRIM_HORIZON").unwrap()),
-        sub_sequence_number: Some(0),
-    })
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
-/// Every item line written under `dir`, parsed.
-fn written(dir: &Path) -> Vec<(String, serde_json::Value)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        for l in std::fs::read_to_string(&path).unwrap().lines() {
-            out.push((name.clone(), serde_json::from_str(l).unwrap()));
-        }
-    }
-    out
-}
 
 /// 3 workers, random per-item delays, completions out of order: every checkpoint the
 /// binary sends covers only records the file handler had already written; at the end

@@ -13,19 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{run_action, CheckpointModel, Proc};
+use common::{init_line, line, record, run_action, seq, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::exec::{ExecFactory, ExecOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
 use rsmld::item::{Item, Payload};
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::SequenceNumber;
-
-const BASE: u128 = 49680445498841953494698307936;
-
-fn seq(i: u64) -> String {
-    format!("{}{:027}", BASE, i)
-}
 
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -461,33 +455,6 @@ fn close_and_drop_leave_no_child_behind() {
 }
 
 // ---------------------------------------------------------------- through the binary
-
-fn record(i: u64, key: &str) -> Record {
-    use base64::Engine;
-    Record {
-        data: Some(
-            base64::engine::general_purpose::STANDARD
-                .encode(format!("payload-{i}"))
-                .into(),
-        ),
-        partition_key: key.into(),
-        sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
-        sub_sequence_number: Some(0),
-        approximate_arrival_timestamp: Some(1_700_000_000_000 + i as i64),
-    }
-}
-
-fn line(msg: &DaemonMessage) -> String {
-    serde_json::to_string(msg).unwrap()
-}
-
-fn init_line() -> String {
-    line(&DaemonMessage::Initialize {
-        shard_id: "shardId-000000000007".into(),
-        sequence_number: Some(SequenceNumber::parse("TRIM_HORIZON").unwrap()),
-        sub_sequence_number: Some(0),
-    })
-}
 
 fn process_line(records: Vec<Record>) -> String {
     line(&DaemonMessage::ProcessRecords {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{run_action, CheckpointModel, Proc};
+use common::{line, record_with_text, run_action, seq, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::file::{ArchiveName, FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
@@ -21,12 +21,6 @@ use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::SequenceNumber;
 
 const SHARD: &str = "shardId-000000000007";
-const BASE: &str = "49680445498841953494698307936";
-
-fn seq(i: u64) -> String {
-    format!("{BASE}{i:027}")
-}
-
 /// The record index encoded in a sequence number made by [`seq`].
 fn index_of(seq: &str) -> u64 {
     seq[seq.len() - 27..].parse().unwrap()
@@ -448,23 +442,7 @@ fn io_errors_fail_the_batch_and_name_the_file() {
 // ---------------------------------------------------------------- through the binary
 
 fn record(i: u64, key: &str, payload: usize) -> Record {
-    use base64::Engine;
-    let text = format!("payload-{i}-{}", "p".repeat(payload));
-    Record {
-        data: Some(
-            base64::engine::general_purpose::STANDARD
-                .encode(text)
-                .into(),
-        ),
-        partition_key: key.into(),
-        sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
-        sub_sequence_number: Some(0),
-        approximate_arrival_timestamp: Some(1_700_000_000_000 + i as i64),
-    }
-}
-
-fn line(msg: &DaemonMessage) -> String {
-    serde_json::to_string(msg).unwrap()
+    record_with_text(i, key, &format!("payload-{i}-{}", "p".repeat(payload)))
 }
 
 fn init_line(at: Option<u64>) -> String {

@@ -529,3 +529,71 @@ pub fn run_action(
         }
     }
 }
+
+// ---------------------------------------------------------------- shared builders
+
+/// The shard the binary tests initialize.
+pub const SHARD7: &str = "shardId-000000000007";
+
+/// A realistic 56-digit sequence number ending in `i`.
+pub fn seq(i: u64) -> String {
+    format!("49680445498841953494698307936{i:027}")
+}
+
+/// A record with sequence number `seq(i)`, key `key` and payload `text`.
+pub fn record_with_text(i: u64, key: &str, text: &str) -> rsmld::protocol::message::Record {
+    use base64::Engine;
+    rsmld::protocol::message::Record {
+        data: Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(text)
+                .into(),
+        ),
+        partition_key: key.into(),
+        sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
+        sub_sequence_number: Some(0),
+        approximate_arrival_timestamp: Some(1_700_000_000_000 + i as i64),
+    }
+}
+
+/// A record with payload `payload-{i}`.
+pub fn record(i: u64, key: &str) -> rsmld::protocol::message::Record {
+    record_with_text(i, key, &format!("payload-{i}"))
+}
+
+/// A daemon message as the Java daemon writes it.
+pub fn line(msg: &DaemonMessage) -> String {
+    serde_json::to_string(msg).unwrap()
+}
+
+/// `initialize` for `shard` at `at` (a sequence number or sentinel).
+pub fn init_line_at(shard: &str, at: &str) -> String {
+    line(&DaemonMessage::Initialize {
+        shard_id: shard.into(),
+        sequence_number: Some(SequenceNumber::parse(at).unwrap()),
+        sub_sequence_number: Some(0),
+    })
+}
+
+/// `initialize` for [`SHARD7`] at TRIM_HORIZON.
+pub fn init_line() -> String {
+    init_line_at(SHARD7, "TRIM_HORIZON")
+}
+
+/// Owned argument strings.
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Every item line written under `dir`, parsed, with its file name.
+pub fn written(dir: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        for l in std::fs::read_to_string(&path).unwrap().lines() {
+            out.push((name.clone(), serde_json::from_str(l).unwrap()));
+        }
+    }
+    out
+}
