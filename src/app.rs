@@ -66,6 +66,7 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             if let Some(h) = handlers {
                 config.handlers = h;
             }
+            crate::sys::tune_allocator();
             crate::sys::ignore_termination_signals();
             if let Some(size) = crate::sys::enlarge_stdin_pipe(4 << 20) {
                 log::debug!("stdin pipe enlarged to {size} bytes");

@@ -137,6 +137,16 @@ impl Tracker {
         self.last_delivered.as_ref()
     }
 
+    /// The id the next delivered record will get.
+    pub fn next_id(&self) -> RecordId {
+        RecordId(self.first + self.slots.len() as u64)
+    }
+
+    /// The oldest record not yet complete (or [`Tracker::next_id`] when all are).
+    pub fn oldest_unfinished(&self) -> RecordId {
+        RecordId(self.first)
+    }
+
     /// Items delivered but not yet completed or failed.
     pub fn in_flight(&self) -> usize {
         self.in_flight

@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// Unfinished items allowed when a batch is acknowledged; 0 finishes every batch first.
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
+    /// Bytes of earlier daemon lines that unfinished items may keep in memory when a batch
+    /// is acknowledged (payloads point into their line); more → processRecords waits.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub max_in_flight_bytes: usize,
     /// Least time between periodic checkpoints, in seconds (fractions allowed).
     #[arg(long, default_value = "60", value_parser = parse_seconds)]
     pub checkpoint_interval: Duration,
@@ -266,6 +270,7 @@ impl RunArgs {
             session: SessionConfig {
                 checkpoint_interval: self.checkpoint_interval,
                 max_in_flight: self.max_in_flight,
+                max_in_flight_bytes: self.max_in_flight_bytes,
                 checkpoint_retries: self.checkpoint_retries,
                 jitter_seed: seed,
                 on_duplicate: self.on_duplicate,

@@ -202,13 +202,24 @@ impl<W: Write> Loop<W> {
                 source,
             })?;
         let initialize = matches!(msg, DaemonMessage::Initialize { .. });
-        self.session
-            .handle_message(msg, Instant::now())
-            .map_err(|source| DriverError::Protocol {
-                line_no: self.line_no,
-                prefix: self.last_prefix.clone(),
-                source,
-            })?;
+        let result = match msg {
+            // Payloads point into this line: the session accounts for the bytes it pins.
+            DaemonMessage::ProcessRecords {
+                records,
+                millis_behind_latest,
+            } if !self.shard.is_empty() => {
+                let mut batch =
+                    SplitBatch::split(records, millis_behind_latest, &config.splitter, &self.shard);
+                batch.line_bytes = len;
+                self.session.handle_batch(batch, Instant::now())
+            }
+            msg => self.session.handle_message(msg, Instant::now()),
+        };
+        result.map_err(|source| DriverError::Protocol {
+            line_no: self.line_no,
+            prefix: self.last_prefix.clone(),
+            source,
+        })?;
         if initialize {
             let shard = self.session.shard_id().to_owned();
             self.shard = Arc::from(shard.as_str());
@@ -262,6 +273,7 @@ impl<W: Write> Loop<W> {
                     records: Vec::with_capacity(ranges.len()),
                     items: Vec::with_capacity(ranges.len()),
                     millis_behind_latest: None,
+                    line_bytes: 0,
                 };
                 let mut previous: Option<SequenceNumber> = None;
                 for range in ranges {
@@ -278,6 +290,7 @@ impl<W: Write> Loop<W> {
             records: Vec::with_capacity(layout.records.len()),
             items: Vec::new(),
             millis_behind_latest: layout.millis_behind_latest,
+            line_bytes: len,
         };
         for part in parts {
             let mut part = part?;

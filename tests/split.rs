@@ -241,3 +241,60 @@ fn binary_splits_aggregates_into_items() {
         ]
     );
 }
+
+/// Payloads point into their daemon line, so unfinished items keep whole lines alive:
+/// processRecords waits (no status) while earlier lines pinned by unfinished items exceed
+/// max_in_flight_bytes, and answers once they are done.
+#[test]
+fn pinned_line_bytes_hold_the_status() {
+    use rsmld::protocol::session::SplitBatch;
+    let now = Instant::now();
+    let config = SessionConfig {
+        checkpoint_interval: Duration::from_secs(3600),
+        max_in_flight_bytes: 8 << 20,
+        ..SessionConfig::default()
+    };
+    let splitter = Splitter::new(SplitMode::None);
+    let mut s = Session::new(config, splitter.clone(), now);
+    s.handle_message(
+        DaemonMessage::Initialize {
+            shard_id: "shardId-0".into(),
+            sequence_number: None,
+            sub_sequence_number: None,
+        },
+        now,
+    )
+    .unwrap();
+    drain(&mut s);
+    let shard: std::sync::Arc<str> = "shardId-0".into();
+    let batch = |seq: &str, line_bytes| {
+        let mut b = SplitBatch::split(vec![record(seq, "k", b"x")], None, &splitter, &shard);
+        b.line_bytes = line_bytes;
+        b
+    };
+    // A 14 MiB line: its own bytes never hold its own status.
+    s.handle_batch(batch(S1, 14 << 20), now).unwrap();
+    let (first, sent) = drain(&mut s);
+    assert_eq!(
+        sent,
+        vec![ProcessorMessage::Status {
+            response_for: Action::ProcessRecords
+        }]
+    );
+    // The next line: the first one is still pinned by its unfinished item (14 MiB > 8 MiB).
+    s.handle_batch(batch(S2, 14 << 20), now).unwrap();
+    let (_, sent) = drain(&mut s);
+    assert!(
+        sent.is_empty(),
+        "acknowledged while 14 MiB of an earlier line were pinned: {sent:?}"
+    );
+    assert_eq!(s.next(), Next::Work);
+    s.handle_completed(&[first[0].record], now).unwrap();
+    let (_, sent) = drain(&mut s);
+    assert_eq!(
+        sent,
+        vec![ProcessorMessage::Status {
+            response_for: Action::ProcessRecords
+        }]
+    );
+}

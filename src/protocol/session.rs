@@ -50,6 +50,10 @@ pub struct SessionConfig {
     pub checkpoint_interval: Duration,
     /// Unfinished items allowed when `processRecords` answers status (0 = synchronous).
     pub max_in_flight: usize,
+    /// Bytes of *earlier* daemon lines that unfinished items may keep alive when
+    /// `processRecords` answers status (payloads point into their line, so one unfinished
+    /// item keeps its whole line in memory).
+    pub max_in_flight_bytes: usize,
     /// Retries after a `ThrottlingException` / `KinesisClientLibDependencyException`.
     pub checkpoint_retries: u32,
     /// First backoff delay; doubles per retry.
@@ -78,6 +82,7 @@ impl Default for SessionConfig {
         SessionConfig {
             checkpoint_interval: Duration::from_secs(60),
             max_in_flight: 10_000,
+            max_in_flight_bytes: 8 << 20,
             checkpoint_retries: 5,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
@@ -111,6 +116,31 @@ pub struct SplitBatch {
     pub items: Vec<Item>,
     /// How far behind the tip of the shard the batch is.
     pub millis_behind_latest: Option<i64>,
+    /// Bytes of the daemon line the items' payloads point into (0 if they own them).
+    pub line_bytes: usize,
+}
+
+impl SplitBatch {
+    /// Splits `records` in order (sequentially).
+    pub fn split(
+        records: Vec<crate::protocol::message::Record>,
+        millis_behind_latest: Option<i64>,
+        splitter: &Splitter,
+        shard_id: &Arc<str>,
+    ) -> Self {
+        let mut batch = SplitBatch {
+            records: Vec::with_capacity(records.len()),
+            items: Vec::with_capacity(records.len()),
+            millis_behind_latest,
+            line_bytes: 0,
+        };
+        for record in records {
+            let esn = record.esn();
+            let n = splitter.split_into(shard_id, record, &mut batch.items);
+            batch.records.push((esn, n));
+        }
+        batch
+    }
 }
 
 /// What the session waits for next.
@@ -258,6 +288,10 @@ pub struct Session {
     last_checkpoint_at: Instant,
     checkpointing_stopped: bool,
     flush_requested: bool,
+    /// Lines whose items may still be in flight: (id after the batch's last record, bytes).
+    pinned: std::collections::VecDeque<(RecordId, usize)>,
+    /// The entry of `pinned` that belongs to the batch being acknowledged, if any.
+    current_pin: Option<RecordId>,
     outputs: std::collections::VecDeque<Output>,
     rng: u64,
     stats: Stats,
@@ -292,6 +326,8 @@ impl Session {
             last_checkpoint_at: now,
             checkpointing_stopped: false,
             flush_requested: false,
+            pinned: Default::default(),
+            current_pin: None,
             outputs: Default::default(),
             rng,
             stats: Stats::default(),
@@ -392,18 +428,12 @@ impl Session {
                     records.len(),
                     millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
                 );
-                let mut batch = SplitBatch {
-                    records: Vec::with_capacity(records.len()),
-                    items: Vec::with_capacity(records.len()),
+                let batch = SplitBatch::split(
+                    records,
                     millis_behind_latest,
-                };
-                for record in records {
-                    let esn = record.esn();
-                    let n = self
-                        .splitter
-                        .split_into(&self.shard_id, record, &mut batch.items);
-                    batch.records.push((esn, n));
-                }
+                    &self.splitter,
+                    &self.shard_id,
+                );
                 self.deliver_batch(batch, now)?;
             }
             (Phase::Idle, DaemonMessage::ShutdownRequested) => {
@@ -480,7 +510,7 @@ impl Session {
 
     /// Registers a split batch with the tracker (skipping duplicates), dispatches its
     /// items and starts the processRecords action.
-    fn deliver_batch(&mut self, batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
+    fn deliver_batch(&mut self, mut batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
         log::debug!(
             "processRecords: {} records, {} items, {} ms behind",
             batch.records.len(),
@@ -490,8 +520,8 @@ impl Session {
                 .map_or("?".to_owned(), |m| m.to_string())
         );
         let mut dispatch = Vec::with_capacity(batch.items.len());
-        let mut items = batch.items.into_iter();
-        for (esn, n) in batch.records {
+        let mut items = std::mem::take(&mut batch.items).into_iter();
+        for (esn, n) in std::mem::take(&mut batch.records) {
             if let Some(last) = self.tracker.last_delivered().filter(|l| esn <= **l) {
                 if self.config.on_duplicate == OnDuplicate::Fail {
                     let last = last.clone();
@@ -511,7 +541,13 @@ impl Session {
             self.stats.records += 1;
             self.stats.items += u64::from(n);
         }
+        self.current_pin = None;
         if !dispatch.is_empty() {
+            if batch.line_bytes > 0 {
+                let end = self.tracker.next_id();
+                self.pinned.push_back((end, batch.line_bytes));
+                self.current_pin = Some(end);
+            }
             self.outputs.push_back(Output::Dispatch(dispatch));
         }
         self.begin(
@@ -589,6 +625,7 @@ impl Session {
         let dropped = self.tracker.in_flight();
         log::info!("{action} (lease lost): abandoning {dropped} in-flight items, no checkpoint");
         self.tracker.abandon();
+        self.pinned.clear();
         self.outputs.push_back(Output::Abandon);
         self.begin(action, Kind::LeaseLost, Step::Reply, now);
     }
@@ -621,7 +658,9 @@ impl Session {
             let (action, kind) = (*action, *kind);
             let next = match step {
                 Step::AwaitCapacity => {
-                    if self.tracker.in_flight() > self.config.max_in_flight {
+                    if self.tracker.in_flight() > self.config.max_in_flight
+                        || self.older_pinned_bytes() > self.config.max_in_flight_bytes
+                    {
                         self.request_flush();
                         return Ok(());
                     }
@@ -688,6 +727,21 @@ impl Session {
                 *step = next;
             }
         }
+    }
+
+    /// Bytes of earlier batches' lines that unfinished items may still keep alive (an upper
+    /// bound: a batch counts until every record up to its last one is complete).
+    fn older_pinned_bytes(&mut self) -> usize {
+        let oldest = self.tracker.oldest_unfinished();
+        while self.pinned.front().is_some_and(|(end, _)| *end <= oldest) {
+            self.pinned.pop_front();
+        }
+        let current = self.current_pin;
+        self.pinned
+            .iter()
+            .filter(|(end, _)| Some(*end) != current)
+            .map(|(_, b)| b)
+            .sum()
     }
 
     /// The position, if it is beyond the last checkpoint.
