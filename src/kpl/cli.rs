@@ -13,7 +13,7 @@
 //!   (`explicitHashKey` optional), and one base64 aggregate per output line.
 //!
 //! Input base64 may be padded or not; output base64 is standard and padded.
-//! Output JSON is ASCII-only ([`AsciiFormatter`]). Errors name the 1-based input
+//! Output JSON is ASCII-only ([`crate::json`]). Errors name the 1-based input
 //! line. Only the reader and writer given by the caller are touched.
 
 use std::io::{self, BufRead, Write};
@@ -118,7 +118,8 @@ pub fn decode_lines(input: impl BufRead, mut output: impl Write) -> Result<(), K
                 partial_error: partial.as_ref().map(ToString::to_string),
             },
         };
-        write_ascii_json(&mut output, &decoded)
+        crate::json::write_ascii(&mut output, &decoded)
+            .map_err(io::Error::from)
             .and_then(|()| output.write_all(b"\n"))
             .map_err(KplCliError::Write)
     })?;
@@ -177,41 +178,6 @@ pub fn encode_lines(
         write_aggregate(aggregate)?;
     }
     output.flush().map_err(KplCliError::Write)
-}
-
-/// A `serde_json` formatter that writes compact JSON in ASCII only: every
-/// non-ASCII character becomes `\uXXXX` (lowercase hex), as a UTF-16 surrogate
-/// pair outside the Basic Multilingual Plane.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AsciiFormatter;
-
-impl serde_json::ser::Formatter for AsciiFormatter {
-    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
-    where
-        W: ?Sized + Write,
-    {
-        // serde_json has already escaped quotes, backslashes and controls;
-        // this only sees text to copy, and copies ASCII runs in one write.
-        let mut rest = fragment;
-        while let Some(position) = rest.find(|c: char| !c.is_ascii()) {
-            writer.write_all(&rest.as_bytes()[..position])?;
-            let mut chars = rest[position..].chars();
-            // Invariant: `find` returned the position of a character.
-            let c = chars.next().unwrap_or('\u{FFFD}');
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                write!(writer, "\\u{unit:04x}")?;
-            }
-            rest = chars.as_str();
-        }
-        writer.write_all(rest.as_bytes())
-    }
-}
-
-/// Serializes `value` as compact, ASCII-only JSON (no trailing newline).
-pub fn write_ascii_json<W: Write, T: Serialize + ?Sized>(writer: W, value: &T) -> io::Result<()> {
-    let mut serializer = serde_json::Serializer::with_formatter(writer, AsciiFormatter);
-    value.serialize(&mut serializer).map_err(io::Error::from)
 }
 
 /// Base64 for input: the standard alphabet, padding optional.
@@ -288,9 +254,7 @@ mod tests {
     use super::*;
 
     fn ascii_json(value: &serde_json::Value) -> String {
-        let mut out = Vec::new();
-        write_ascii_json(&mut out, value).unwrap();
-        String::from_utf8(out).unwrap()
+        crate::json::to_ascii_string(value).unwrap()
     }
 
     #[test]
