@@ -22,7 +22,7 @@ use crate::pool::{Pool, PoolConfig, PoolError, WorkerEvent};
 use crate::protocol::message::{
     decode_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage,
 };
-use crate::protocol::scan::scan_process_records;
+use crate::protocol::scan::{scan_process_records, ProcessRecordsLayout};
 use crate::protocol::sequence::SequenceNumber;
 use crate::protocol::session::{
     Next, Output, Session, SessionConfig, SessionError, SplitBatch, Stats,
@@ -185,22 +185,33 @@ impl<W: Write> Loop<W> {
         // cost is spread over ten thousand records).
         let recycle = (bytes.capacity() <= 4 << 20).then(|| self.recycle.clone());
         let line = Arc::new(LineBuf::new(bytes, recycle));
-        if let Some(batch) = self.map_in_parallel(config, &line, len) {
-            return self
-                .session
-                .handle_batch(batch, Instant::now())
-                .map_err(|source| DriverError::Protocol {
-                    line_no: self.line_no,
-                    prefix: self.last_prefix.clone(),
-                    source,
-                });
+        if let Some(layout) = self.scan_large(&line, len) {
+            // Completions that already arrived count before the capacity check.
+            self.drain_events()?;
+            if self.session.can_acknowledge_ahead(layout.records.len()) {
+                log::trace!("line {}: acknowledged before decoding", self.line_no);
+                self.session
+                    .begin_records_ahead(Instant::now())
+                    .map_err(|source| self.protocol_error(source))?;
+                // Usually `status`: the daemon sends the next line while this one decodes.
+                self.perform_outputs()?;
+                let batch = match self.map_in_parallel(config, &line, len, &layout) {
+                    Some(batch) => batch,
+                    None => self.decode_batch(config, &line, len)?,
+                };
+                return self
+                    .session
+                    .deliver_ahead(batch, Instant::now())
+                    .map_err(|source| self.protocol_error(source));
+            }
+            if let Some(batch) = self.map_in_parallel(config, &line, len, &layout) {
+                return self
+                    .session
+                    .handle_batch(batch, Instant::now())
+                    .map_err(|source| self.protocol_error(source));
+            }
         }
-        let msg =
-            DaemonMessage::decode_shared(&line, len).map_err(|source| DriverError::Malformed {
-                line_no: self.line_no,
-                prefix: self.last_prefix.clone(),
-                source,
-            })?;
+        let msg = self.decode(&line, len)?;
         let initialize = matches!(msg, DaemonMessage::Initialize { .. });
         let result = match msg {
             // Payloads point into this line: the session accounts for the bytes it pins.
@@ -215,11 +226,7 @@ impl<W: Write> Loop<W> {
             }
             msg => self.session.handle_message(msg, Instant::now()),
         };
-        result.map_err(|source| DriverError::Protocol {
-            line_no: self.line_no,
-            prefix: self.last_prefix.clone(),
-            source,
-        })?;
+        result.map_err(|source| self.protocol_error(source))?;
         if initialize {
             let shard = self.session.shard_id().to_owned();
             self.shard = Arc::from(shard.as_str());
@@ -237,17 +244,9 @@ impl<W: Write> Loop<W> {
         Ok(())
     }
 
-    /// A large `processRecords` line is decoded and split on several threads: the scan
-    /// finds the records, chunks of them are parsed and split in parallel, and the results
-    /// are concatenated in order. `None` (small batch, or anything the scan or a record
-    /// parse declines) means: use the ordinary decoder, which also reports errors.
-    fn map_in_parallel(
-        &self,
-        config: &DriverConfig,
-        line: &Arc<LineBuf>,
-        len: usize,
-    ) -> Option<SplitBatch> {
-        use rayon::prelude::*;
+    /// The layout of a large `processRecords` line, when the structural scan accepts it
+    /// and it has enough records to be worth decoding on several threads.
+    fn scan_large(&self, line: &[u8], len: usize) -> Option<ProcessRecordsLayout> {
         const MIN_RECORDS: usize = 256;
         if len < 64 * 1024 || self.pool.is_none() {
             return None;
@@ -259,9 +258,57 @@ impl<W: Write> Loop<W> {
             );
             return None;
         };
-        if layout.records.len() < MIN_RECORDS {
-            return None;
+        (layout.records.len() >= MIN_RECORDS).then_some(layout)
+    }
+
+    /// Decodes a whole line on this thread; errors name the line.
+    fn decode(&self, line: &Arc<LineBuf>, len: usize) -> Result<DaemonMessage, DriverError> {
+        DaemonMessage::decode_shared(line, len).map_err(|source| DriverError::Malformed {
+            line_no: self.line_no,
+            prefix: self.last_prefix.clone(),
+            source,
+        })
+    }
+
+    /// Decodes and splits a `processRecords` line on this thread (the fallback when a
+    /// record of a scanned line does not parse: the full decoder names the error).
+    fn decode_batch(
+        &self,
+        config: &DriverConfig,
+        line: &Arc<LineBuf>,
+        len: usize,
+    ) -> Result<SplitBatch, DriverError> {
+        match self.decode(line, len)? {
+            DaemonMessage::ProcessRecords {
+                records,
+                millis_behind_latest,
+            } => {
+                let mut batch =
+                    SplitBatch::split(records, millis_behind_latest, &config.splitter, &self.shard);
+                batch.line_bytes = len;
+                Ok(batch)
+            }
+            // The scan only accepts lines whose action is processRecords.
+            other => Err(DriverError::Malformed {
+                line_no: self.line_no,
+                prefix: self.last_prefix.clone(),
+                source: DecodeError::UnknownAction(other.action().to_string()),
+            }),
         }
+    }
+
+    /// A large `processRecords` line is decoded and split on several threads: the scan
+    /// found the records, chunks of them are parsed and split in parallel, and the results
+    /// are concatenated in order. `None` (a record parse declines) means: use the ordinary
+    /// decoder, which also reports errors.
+    fn map_in_parallel(
+        &self,
+        config: &DriverConfig,
+        line: &Arc<LineBuf>,
+        len: usize,
+        layout: &ProcessRecordsLayout,
+    ) -> Option<SplitBatch> {
+        use rayon::prelude::*;
         let chunk = (layout.records.len() / (rayon::current_num_threads().max(1) * 4)).max(64);
         let shard = &self.shard;
         let splitter = &config.splitter;
@@ -298,6 +345,25 @@ impl<W: Write> Loop<W> {
             batch.items.append(&mut part.items);
         }
         Some(batch)
+    }
+
+    /// Feeds the session every worker event that has already arrived.
+    fn drain_events(&mut self) -> Result<(), DriverError> {
+        let Some(events) = self.pool.as_ref().map(|p| p.events().clone()) else {
+            return Ok(());
+        };
+        while let Ok(ev) = events.try_recv() {
+            self.on_event(ev)?;
+        }
+        Ok(())
+    }
+
+    fn protocol_error(&self, source: SessionError) -> DriverError {
+        DriverError::Protocol {
+            line_no: self.line_no,
+            prefix: self.last_prefix.clone(),
+            source,
+        }
     }
 
     fn on_event(&mut self, ev: WorkerEvent) -> Result<(), DriverError> {

@@ -41,7 +41,7 @@ impl Payload {
     /// The payload as bytes, decoding base64 if needed.
     pub fn bytes(&self) -> Result<Cow<'_, [u8]>, base64::DecodeError> {
         match self {
-            Payload::Base64(s) => BASE64.decode(s.as_str()).map(Cow::Owned),
+            Payload::Base64(s) => BASE64.decode(s.as_bytes()).map(Cow::Owned),
             Payload::Bytes(b) => Ok(Cow::Borrowed(b)),
         }
     }

@@ -143,7 +143,7 @@ impl Splitter {
     /// A record passed through whole (the common case) allocates nothing.
     pub fn split_into(&self, shard_id: &Arc<str>, mut record: Record, out: &mut Vec<Item>) -> u32 {
         let data = record.data.take().unwrap_or_default();
-        let pieces = match self.pieces(data.as_str()) {
+        let pieces = match self.pieces(data.as_bytes()) {
             Ok(Some(pieces)) => pieces,
             Ok(None) => {
                 let key = std::mem::take(&mut record.partition_key);
@@ -185,13 +185,13 @@ impl Splitter {
     }
 
     /// `Ok(None)`: deliver the record whole and untouched (not an error).
-    fn pieces(&self, b64: &str) -> Result<Option<Vec<Piece>>, SplitError> {
+    fn pieces(&self, b64: &[u8]) -> Result<Option<Vec<Piece>>, SplitError> {
         match self.mode {
             SplitMode::None => Ok(None),
             SplitMode::Kpl => {
                 // Every aggregate's base64 starts with "84maw" (F3 89 9A C2): anything
                 // else is plain, and is passed on without being decoded at all.
-                if !b64.starts_with("84maw") {
+                if !b64.starts_with(b"84maw") {
                     return Ok(None);
                 }
                 let bytes = BASE64.decode(b64)?;
@@ -230,7 +230,7 @@ impl Splitter {
     }
 
     /// Decodes base64 and inflates gzip (bounded).
-    fn payload(&self, b64: &str) -> Result<Vec<u8>, SplitError> {
+    fn payload(&self, b64: &[u8]) -> Result<Vec<u8>, SplitError> {
         let bytes = BASE64.decode(b64)?;
         if !bytes.starts_with(&[0x1f, 0x8b]) {
             return Ok(bytes);

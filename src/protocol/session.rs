@@ -508,9 +508,64 @@ impl Session {
         self.advance(now)
     }
 
+    /// Whether a large `processRecords` line of `records` records, whose structure the
+    /// driver has checked but which it has not decoded yet, may be acknowledged first and
+    /// decoded afterwards: the session is idle, `max_in_flight` is not 0 (synchronous
+    /// mode), and the batch fits under both in-flight bounds as if each record were one
+    /// item (an aggregated record counts as one until it is decoded).
+    ///
+    /// This is what keeps decoding off the critical path: the daemon waits for `status`
+    /// before it sends the next line, so acknowledging first lets the next line travel
+    /// through the pipe while this one is decoded. At-least-once is unaffected — `status`
+    /// only acknowledges receipt; checkpoints still cover only completed items.
+    pub fn can_acknowledge_ahead(&self, records: usize) -> bool {
+        matches!(self.state, State::Idle)
+            && self.config.max_in_flight > 0
+            && self.tracker.in_flight() + records <= self.config.max_in_flight
+            && self.pinned_bytes_excluding(None) <= self.config.max_in_flight_bytes
+    }
+
+    /// Starts `processRecords` for a line that will be decoded afterwards (see
+    /// [`Session::can_acknowledge_ahead`]): usually this answers `status` at once (or
+    /// first checkpoints, when one is due). The driver must call
+    /// [`Session::deliver_ahead`] with the decoded batch before it feeds anything else.
+    pub fn begin_records_ahead(&mut self, now: Instant) -> Result<(), SessionError> {
+        if !matches!(self.state, State::Idle) {
+            return Err(self.unexpected(Action::ProcessRecords, "the checkpoint reply"));
+        }
+        self.current_pin = None;
+        self.begin(
+            Action::ProcessRecords,
+            Kind::Records,
+            Step::AwaitCapacity,
+            now,
+        );
+        self.advance(now)
+    }
+
+    /// The decoded batch of the line started with [`Session::begin_records_ahead`]:
+    /// registers and dispatches it (the action may already be answered).
+    pub fn deliver_ahead(&mut self, batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
+        self.register_batch(batch)?;
+        self.advance(now)
+    }
+
     /// Registers a split batch with the tracker (skipping duplicates), dispatches its
     /// items and starts the processRecords action.
-    fn deliver_batch(&mut self, mut batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
+    fn deliver_batch(&mut self, batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
+        self.register_batch(batch)?;
+        self.begin(
+            Action::ProcessRecords,
+            Kind::Records,
+            Step::AwaitCapacity,
+            now,
+        );
+        Ok(())
+    }
+
+    /// Registers a split batch with the tracker (skipping duplicates) and dispatches its
+    /// items.
+    fn register_batch(&mut self, mut batch: SplitBatch) -> Result<(), SessionError> {
         log::debug!(
             "processRecords: {} records, {} items, {} ms behind",
             batch.records.len(),
@@ -550,12 +605,6 @@ impl Session {
             }
             self.outputs.push_back(Output::Dispatch(dispatch));
         }
-        self.begin(
-            Action::ProcessRecords,
-            Kind::Records,
-            Step::AwaitCapacity,
-            now,
-        );
         Ok(())
     }
 
@@ -736,10 +785,15 @@ impl Session {
         while self.pinned.front().is_some_and(|(end, _)| *end <= oldest) {
             self.pinned.pop_front();
         }
-        let current = self.current_pin;
+        self.pinned_bytes_excluding(self.current_pin)
+    }
+
+    /// Bytes of lines that unfinished items may keep alive, except the line of `current`.
+    fn pinned_bytes_excluding(&self, current: Option<RecordId>) -> usize {
+        let oldest = self.tracker.oldest_unfinished();
         self.pinned
             .iter()
-            .filter(|(end, _)| Some(*end) != current)
+            .filter(|(end, _)| *end > oldest && Some(*end) != current)
             .map(|(_, b)| b)
             .sum()
     }
