@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use crate::protocol::sequence::Esn;
 
 /// The delivery index of a record within one lease (one process), assigned by the tracker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordId(pub u64);
 
 /// Bookkeeping errors: each one means a bug somewhere upstream, never bad input.
@@ -32,6 +32,14 @@ pub enum TrackerError {
     /// More completions than the record had items.
     #[error("record #{0} completed more items than it produced")]
     OverCompleted(u64),
+    /// A batch numbered its records from another id than the next one.
+    #[error("a batch numbered its records from #{got}, but the next record is #{expected}")]
+    Misnumbered {
+        /// The tracker's next id.
+        expected: u64,
+        /// The batch's first id.
+        got: u64,
+    },
 }
 
 #[derive(Debug)]

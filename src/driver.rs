@@ -17,13 +17,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, never, select, Receiver};
 
+use crate::checkpoint::RecordId;
 use crate::handler::HandlerFactory;
+use crate::item::ItemBlock;
+use crate::pool::partition;
 use crate::pool::{Pool, PoolConfig, PoolError, WorkerEvent};
 use crate::protocol::message::{
-    decode_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage,
+    parse_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage,
 };
 use crate::protocol::scan::{scan_process_records, ProcessRecordsLayout};
-use crate::protocol::sequence::SequenceNumber;
+use crate::protocol::sequence::{Esn, SequenceNumber};
 use crate::protocol::session::{
     Next, Output, Session, SessionConfig, SessionError, SplitBatch, Stats,
 };
@@ -219,8 +222,15 @@ impl<W: Write> Loop<W> {
                 records,
                 millis_behind_latest,
             } if !self.shard.is_empty() => {
-                let mut batch =
-                    SplitBatch::split(records, millis_behind_latest, &config.splitter, &self.shard);
+                let mut batch = SplitBatch::split(
+                    &records,
+                    millis_behind_latest,
+                    &config.splitter,
+                    &self.shard,
+                    self.session.tracker().next_id(),
+                    Some(&line),
+                );
+                drop(records);
                 batch.line_bytes = len;
                 self.session.handle_batch(batch, Instant::now())
             }
@@ -283,8 +293,14 @@ impl<W: Write> Loop<W> {
                 records,
                 millis_behind_latest,
             } => {
-                let mut batch =
-                    SplitBatch::split(records, millis_behind_latest, &config.splitter, &self.shard);
+                let mut batch = SplitBatch::split(
+                    &records,
+                    millis_behind_latest,
+                    &config.splitter,
+                    &self.shard,
+                    self.session.tracker().next_id(),
+                    Some(line),
+                );
                 batch.line_bytes = len;
                 Ok(batch)
             }
@@ -310,39 +326,61 @@ impl<W: Write> Loop<W> {
     ) -> Option<SplitBatch> {
         use rayon::prelude::*;
         let chunk = (layout.records.len() / (rayon::current_num_threads().max(1) * 4)).max(64);
-        let shard = &self.shard;
+        let shard = &*self.shard;
         let splitter = &config.splitter;
-        let parts: Vec<Option<SplitBatch>> = layout
+        let workers = self.pool.as_ref().map_or(1, Pool::workers);
+        let first_id = self.session.tracker().next_id().0;
+        // Each chunk parses its records and sorts their items into one block per worker
+        // (so a block's items are dropped by one thread only).
+        type Part = (Vec<(Esn, u32)>, Vec<ItemBlock>);
+        let parts: Vec<Option<Part>> = layout
             .records
             .par_chunks(chunk)
-            .map(|ranges| {
-                let mut part = SplitBatch {
-                    records: Vec::with_capacity(ranges.len()),
-                    items: Vec::with_capacity(ranges.len()),
-                    millis_behind_latest: None,
-                    line_bytes: 0,
-                };
+            .enumerate()
+            .map(|(c, ranges)| {
+                let mut records = Vec::with_capacity(ranges.len());
+                let mut blocks: Vec<ItemBlock> = (0..workers)
+                    .map(|_| {
+                        ItemBlock::with_capacity(Some(line.clone()), ranges.len() / workers + 8)
+                    })
+                    .collect();
                 let mut previous: Option<SequenceNumber> = None;
-                for range in ranges {
-                    let record = decode_record_at(line, range.clone(), previous.as_ref()).ok()?;
-                    previous = Some(record.sequence_number.clone());
-                    let esn = record.esn();
-                    let n = splitter.split_into(shard, record, &mut part.items);
-                    part.records.push((esn, n));
+                for (k, range) in ranges.iter().enumerate() {
+                    let text = parse_record_at(line, range.clone()).ok()?;
+                    let seq =
+                        SequenceNumber::parse_reusing(&text.sequence_number, previous.as_ref())
+                            .ok()?;
+                    let id = RecordId(first_id + (c * chunk + k) as u64);
+                    let n = splitter.split_into(shard, (&text).into(), id, &mut |item| {
+                        let w = if workers == 1 {
+                            0
+                        } else {
+                            partition(item.partition_key.as_bytes(), workers)
+                        };
+                        blocks[w].push(item);
+                    });
+                    records.push((
+                        Esn::new(seq.clone(), text.sub_sequence_number.unwrap_or(0)),
+                        n,
+                    ));
+                    previous = Some(seq);
                 }
-                Some(part)
+                Some((records, blocks))
             })
             .collect();
         let mut batch = SplitBatch {
             records: Vec::with_capacity(layout.records.len()),
-            items: Vec::new(),
+            first_id: RecordId(first_id),
+            blocks: Vec::with_capacity(parts.len() * workers),
             millis_behind_latest: layout.millis_behind_latest,
             line_bytes: len,
         };
         for part in parts {
-            let mut part = part?;
-            batch.records.append(&mut part.records);
-            batch.items.append(&mut part.items);
+            let (mut records, blocks) = part?;
+            batch.records.append(&mut records);
+            batch
+                .blocks
+                .extend(blocks.into_iter().enumerate().map(|(w, b)| (Some(w), b)));
         }
         Some(batch)
     }
@@ -399,13 +437,13 @@ impl<W: Write> Loop<W> {
         Ok(())
     }
 
-    fn dispatch(&mut self, items: Vec<crate::item::Item>) -> Result<(), DriverError> {
+    fn dispatch(&mut self, blocks: Vec<(Option<usize>, ItemBlock)>) -> Result<(), DriverError> {
         let Some(pool) = &self.pool else {
             // Invariant: the session only dispatches after initialize, which starts the pool.
             unreachable!("dispatch before the pool started");
         };
         let events = pool.events().clone();
-        if let Err(e) = pool.dispatch_all(items) {
+        if let Err(e) = pool.dispatch(blocks) {
             // A worker stopped: its failure event explains why; report that instead.
             while let Ok(ev) = events.try_recv() {
                 if let WorkerEvent::Failed { .. } = ev {

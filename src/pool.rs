@@ -48,7 +48,7 @@ use crate::checkpoint::RecordId;
 use crate::handler::{
     BatchError, Handler, HandlerError, HandlerFactory, Interrupter, WorkerContext,
 };
-use crate::item::Item;
+use crate::item::{Item, ItemBlock};
 
 /// What to do when a handler fails items.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,8 +102,8 @@ impl Default for PoolConfig {
 /// A message to a worker.
 #[derive(Debug)]
 pub enum Msg {
-    /// Items to process, in order (one message per worker per daemon batch).
-    Items(Vec<Item>),
+    /// Items to process, in order (a block of a daemon batch's items for this worker).
+    Items(ItemBlock),
     /// Process what is collected now, without waiting for the batch interval.
     Flush,
 }
@@ -282,34 +282,40 @@ impl Pool {
         self.senders.len()
     }
 
-    /// Routes an item to its worker; blocks while that worker's channel is full.
-    pub fn dispatch(&self, item: Item) -> Result<(), PoolError> {
-        self.dispatch_all(vec![item])
+    /// Routes a block of items to their workers by partition key, keeping their order per
+    /// worker; blocks while a worker's channel is full.
+    pub fn dispatch_block(&self, block: ItemBlock) -> Result<(), PoolError> {
+        self.dispatch(vec![(None, block)])
     }
 
-    /// Routes items to their workers, keeping their order per worker: one channel
-    /// message per worker, so the cost per item is a push, not a channel operation.
-    pub fn dispatch_all(&self, items: Vec<Item>) -> Result<(), PoolError> {
+    /// Sends blocks in order: each to the worker it names, or (`None`) split by
+    /// partition key. One channel message per block and worker, so the cost per item is
+    /// nothing here.
+    pub fn dispatch(&self, blocks: Vec<(Option<usize>, ItemBlock)>) -> Result<(), PoolError> {
         let n = self.senders.len();
-        if n == 1 {
-            return self.senders[0]
-                .send(Msg::Items(items))
-                .map_err(|_| PoolError::WorkerGone(0));
-        }
-        let mut parts: Vec<Vec<Item>> = (0..n)
-            .map(|_| Vec::with_capacity(items.len() / n + 8))
-            .collect();
-        for item in items {
-            parts[partition(item.partition_key.as_bytes(), n)].push(item);
-        }
-        for (worker, part) in parts.into_iter().enumerate() {
-            if !part.is_empty() {
-                self.senders[worker]
-                    .send(Msg::Items(part))
-                    .map_err(|_| PoolError::WorkerGone(worker))?;
+        for (worker, block) in blocks {
+            match worker {
+                _ if block.is_empty() => {}
+                Some(w) if w < n => self.send(w, block)?,
+                _ if n == 1 => self.send(0, block)?,
+                _ => {
+                    let parts =
+                        block.split_by(n, |item| partition(item.partition_key.as_bytes(), n));
+                    for (w, part) in parts.into_iter().enumerate() {
+                        if !part.is_empty() {
+                            self.send(w, part)?;
+                        }
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    fn send(&self, worker: usize, block: ItemBlock) -> Result<(), PoolError> {
+        self.senders[worker]
+            .send(Msg::Items(block))
+            .map_err(|_| PoolError::WorkerGone(worker))
     }
 
     /// Asks every worker to process what it has collected without waiting.
@@ -437,11 +443,13 @@ impl Worker {
             self.config.batch_interval
         };
         let max_batch = self.config.max_batch.max(1);
-        let mut queue: VecDeque<Item> = VecDeque::new();
+        // Blocks in arrival order; `offset` items of the front block are done.
+        let mut queue: VecDeque<ItemBlock> = VecDeque::new();
+        let mut offset = 0;
         loop {
             if queue.is_empty() {
                 match self.rx.recv_timeout(idle) {
-                    Ok(Msg::Items(items)) => queue.extend(items),
+                    Ok(Msg::Items(block)) => queue.push_back(block),
                     Ok(Msg::Flush) | Err(RecvTimeoutError::Timeout) => {
                         self.flush_handler();
                         continue;
@@ -449,19 +457,40 @@ impl Worker {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            let flush_now = self.fill(&mut queue);
+            let flush_now = self.fill(&mut queue, offset);
             if self.abandon.load(Ordering::SeqCst) {
                 queue.clear();
+                offset = 0;
                 continue;
             }
             while !queue.is_empty() {
-                let n = queue.len().min(max_batch);
-                let batch: Vec<Item> = queue.drain(..n).collect();
-                if self.run_batch(&batch).is_err() {
+                // The next batch: up to max_batch items, across blocks if they are small.
+                let mut batch: Vec<Item<'_>> =
+                    Vec::with_capacity(max_batch.min(queued(&queue, offset)));
+                let (mut used, mut next_offset) = (0, offset);
+                for block in &queue {
+                    let take = (block.len() - next_offset).min(max_batch - batch.len());
+                    batch.extend(block.iter_from(next_offset).take(take));
+                    if next_offset + take == block.len() {
+                        used += 1;
+                        next_offset = 0;
+                    } else {
+                        next_offset += take;
+                    }
+                    if batch.len() == max_batch {
+                        break;
+                    }
+                }
+                let result = self.run_batch(&batch);
+                drop(batch);
+                if result.is_err() {
                     return self.close();
                 }
+                queue.drain(..used);
+                offset = next_offset;
                 if self.abandon.load(Ordering::SeqCst) {
                     queue.clear();
+                    offset = 0;
                 }
             }
             if flush_now {
@@ -471,18 +500,18 @@ impl Worker {
         self.close();
     }
 
-    /// Collects more items into `queue` (waiting up to the batch interval for a full
+    /// Collects more blocks into `queue` (waiting up to the batch interval for a full
     /// batch); true if a flush was requested meanwhile.
-    fn fill(&self, queue: &mut VecDeque<Item>) -> bool {
+    fn fill(&self, queue: &mut VecDeque<ItemBlock>, offset: usize) -> bool {
         let deadline = Instant::now() + self.config.batch_interval;
-        while queue.len() < self.config.max_batch.max(1) {
+        while queued(queue, offset) < self.config.max_batch.max(1) {
             let next = if self.config.batch_interval.is_zero() {
                 self.rx.try_recv().ok()
             } else {
                 self.rx.recv_deadline(deadline).ok()
             };
             match next {
-                Some(Msg::Items(items)) => queue.extend(items),
+                Some(Msg::Items(block)) => queue.push_back(block),
                 Some(Msg::Flush) => return true,
                 None => break,
             }
@@ -516,7 +545,7 @@ impl Worker {
             let failed = if pending.len() == batch.len() {
                 self.call(batch)
             } else {
-                let subset: Vec<Item> = pending.iter().map(|&i| batch[i].clone()).collect();
+                let subset: Vec<Item<'_>> = pending.iter().map(|&i| batch[i]).collect();
                 self.call(&subset)
                     .into_iter()
                     .map(|(j, e)| (pending[j], e))
@@ -639,7 +668,7 @@ impl Worker {
             .map_or(0, |d| d.as_millis() as u64);
         for (i, error) in failed {
             buf.extend_from_slice(b"{\"item\":");
-            batch[*i].write_json(&mut buf)?;
+            batch[*i].write_json(&self.shard_id, &mut buf)?;
             buf.extend_from_slice(b",\"error\":");
             crate::json::write_ascii(&mut buf, &error.message).map_err(std::io::Error::other)?;
             buf.extend_from_slice(
@@ -663,6 +692,11 @@ impl Worker {
         );
         Ok(())
     }
+}
+
+/// Items not yet processed in `queue`, whose front block has `offset` done.
+fn queued(queue: &VecDeque<ItemBlock>, offset: usize) -> usize {
+    queue.iter().map(ItemBlock::len).sum::<usize>() - offset
 }
 
 /// `sequence/sub (item u of n, key k)`: how errors name an item.

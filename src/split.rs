@@ -36,16 +36,16 @@
 //! warning.
 
 use std::io::Read;
-use std::sync::Arc;
 
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::checkpoint::RecordId;
+use crate::item::ItemBlock;
 use crate::item::{Item, Payload, BASE64};
 use crate::kpl::{deaggregate, Deaggregated};
-use crate::protocol::message::{Base64Text, Record};
+use crate::protocol::message::{Record, RecordText};
 
 /// How records are split into items.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -108,7 +108,47 @@ impl Default for Splitter {
 struct Piece {
     key: Option<String>,
     explicit_hash_key: Option<String>,
-    data: Payload,
+    /// `None`: the record's payload, whole.
+    data: Option<Vec<u8>>,
+}
+
+/// A record's fields, borrowed: what the splitter reads.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordRef<'a> {
+    /// The base64 payload ("" when the daemon sent none).
+    pub data: &'a str,
+    /// The partition key.
+    pub partition_key: &'a str,
+    /// The sequence number (already validated).
+    pub sequence_number: &'a str,
+    /// The sub-sequence number (0 when absent).
+    pub sub_sequence_number: i64,
+    /// The arrival timestamp.
+    pub approximate_arrival_timestamp: Option<i64>,
+}
+
+impl<'a> From<&'a Record> for RecordRef<'a> {
+    fn from(r: &'a Record) -> Self {
+        RecordRef {
+            data: r.data.as_ref().map_or("", |d| d.as_str()),
+            partition_key: &r.partition_key,
+            sequence_number: r.sequence_number.as_str(),
+            sub_sequence_number: r.sub_sequence_number.unwrap_or(0),
+            approximate_arrival_timestamp: r.approximate_arrival_timestamp,
+        }
+    }
+}
+
+impl<'a> From<&'a RecordText<'_>> for RecordRef<'a> {
+    fn from(r: &'a RecordText<'_>) -> Self {
+        RecordRef {
+            data: r.data.as_deref().unwrap_or(""),
+            partition_key: r.partition_key.as_deref().unwrap_or(""),
+            sequence_number: &r.sequence_number,
+            sub_sequence_number: r.sub_sequence_number.unwrap_or(0),
+            approximate_arrival_timestamp: r.approximate_arrival_timestamp,
+        }
+    }
 }
 
 impl Splitter {
@@ -131,30 +171,43 @@ impl Splitter {
         self.mode
     }
 
-    /// The items of one record, in order, with `user_sub`/`user_total` filled in and a
-    /// placeholder [`RecordId`] that the session replaces when it delivers the record.
-    pub fn split(&self, shard_id: &Arc<str>, record: Record) -> Vec<Item> {
-        let mut out = Vec::new();
-        self.split_into(shard_id, record, &mut out);
-        out
+    /// The items of one record (delivered as `id`), in a block of their own.
+    pub fn split(&self, shard_id: &str, record: &Record, id: RecordId) -> ItemBlock {
+        let mut block = ItemBlock::new(None);
+        self.split_into(shard_id, record.into(), id, &mut |item| block.push(item));
+        block
     }
 
-    /// Like [`Splitter::split`], appending to `out`; returns how many items it appended.
-    /// A record passed through whole (the common case) allocates nothing.
-    pub fn split_into(&self, shard_id: &Arc<str>, mut record: Record, out: &mut Vec<Item>) -> u32 {
-        let data = record.data.take().unwrap_or_default();
-        let pieces = match self.pieces(data.as_bytes()) {
+    /// Hands the items of one record (delivered as `id`) to `sink`, in order, with
+    /// `user_sub`/`user_total` filled in; returns how many there were. A record passed
+    /// through whole (the common case) allocates nothing.
+    pub fn split_into(
+        &self,
+        shard_id: &str,
+        record: RecordRef<'_>,
+        id: RecordId,
+        sink: &mut dyn FnMut(&Item<'_>),
+    ) -> u32 {
+        let item = |user_sub, user_total, partition_key, explicit_hash_key, data| Item {
+            record: id,
+            sequence_number: record.sequence_number,
+            sub_sequence_number: record.sub_sequence_number,
+            user_sub,
+            user_total,
+            partition_key,
+            explicit_hash_key,
+            approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+            data,
+        };
+        let pieces = match self.pieces(record.data.as_bytes()) {
             Ok(Some(pieces)) => pieces,
             Ok(None) => {
-                let key = std::mem::take(&mut record.partition_key);
-                out.push(item(
-                    shard_id,
-                    &record,
+                sink(&item(
                     0,
                     1,
-                    key,
+                    record.partition_key,
                     None,
-                    Payload::Base64(data),
+                    Payload::Base64(record.data),
                 ));
                 return 1;
             }
@@ -162,23 +215,27 @@ impl Splitter {
                 log::warn!(
                     "record {}/{} of {shard_id} cannot be split as {:?} ({e}); delivering it whole",
                     record.sequence_number,
-                    record.sub_sequence_number.unwrap_or(0),
+                    record.sub_sequence_number,
                     self.mode
                 );
-                vec![whole(data)]
+                vec![Piece {
+                    key: None,
+                    explicit_hash_key: None,
+                    data: None,
+                }]
             }
         };
         let total = pieces.len() as u32;
-        for (i, p) in pieces.into_iter().enumerate() {
-            let key = p.key.unwrap_or_else(|| record.partition_key.clone());
-            out.push(item(
-                shard_id,
-                &record,
+        for (i, p) in pieces.iter().enumerate() {
+            sink(&item(
                 i as u32,
                 total,
-                key,
-                p.explicit_hash_key,
-                p.data,
+                p.key.as_deref().unwrap_or(record.partition_key),
+                p.explicit_hash_key.as_deref(),
+                match &p.data {
+                    Some(bytes) => Payload::Bytes(bytes),
+                    None => Payload::Base64(record.data),
+                },
             ));
         }
         total
@@ -248,42 +305,11 @@ impl Splitter {
     }
 }
 
-fn item(
-    shard_id: &Arc<str>,
-    record: &Record,
-    user_sub: u32,
-    user_total: u32,
-    partition_key: String,
-    explicit_hash_key: Option<String>,
-    data: Payload,
-) -> Item {
-    Item {
-        record: RecordId(u64::MAX),
-        shard_id: shard_id.clone(),
-        sequence_number: record.sequence_number.shared_str(),
-        sub_sequence_number: record.sub_sequence_number.unwrap_or(0),
-        user_sub,
-        user_total,
-        partition_key,
-        explicit_hash_key,
-        approximate_arrival_timestamp: record.approximate_arrival_timestamp,
-        data,
-    }
-}
-
-fn whole(b64: Base64Text) -> Piece {
-    Piece {
-        key: None,
-        explicit_hash_key: None,
-        data: Payload::Base64(b64),
-    }
-}
-
 fn bytes_piece(data: Vec<u8>) -> Piece {
     Piece {
         key: None,
         explicit_hash_key: None,
-        data: Payload::Bytes(data),
+        data: Some(data),
     }
 }
 
@@ -304,7 +330,7 @@ fn kpl_pieces(bytes: &[u8]) -> Option<Vec<Piece>> {
                     .map(|r| Piece {
                         key: Some(r.partition_key.as_str().to_owned()),
                         explicit_hash_key: r.explicit_hash_key.map(|k| k.as_str().to_owned()),
-                        data: Payload::Bytes(r.data.to_vec()),
+                        data: Some(r.data.to_vec()),
                     })
                     .collect(),
             )
@@ -381,11 +407,11 @@ mod tests {
         }
     }
 
-    fn split(mode: SplitMode, data: &[u8]) -> Vec<Item> {
-        Splitter::new(mode).split(&Arc::from("shard"), record(data))
+    fn split(mode: SplitMode, data: &[u8]) -> ItemBlock {
+        Splitter::new(mode).split("shard", &record(data), RecordId(0))
     }
 
-    fn bytes(items: &[Item]) -> Vec<Vec<u8>> {
+    fn bytes(items: &ItemBlock) -> Vec<Vec<u8>> {
         items
             .iter()
             .map(|i| i.data.bytes().unwrap().into_owned())
@@ -408,12 +434,10 @@ mod tests {
 
     #[test]
     fn none_keeps_the_base64_untouched() {
-        let items = split(SplitMode::None, b"a\nb");
+        let block = split(SplitMode::None, b"a\nb");
+        let items: Vec<Item> = block.iter().collect();
         assert_eq!(items.len(), 1);
-        assert_eq!(
-            items[0].data,
-            Payload::Base64(BASE64.encode(b"a\nb").into())
-        );
+        assert_eq!(items[0].data, Payload::Base64(&BASE64.encode(b"a\nb")));
         assert_eq!((items[0].user_sub, items[0].user_total), (0, 1));
         assert_eq!(items[0].partition_key, "outer");
     }
@@ -425,35 +449,31 @@ mod tests {
             ("k2", Some("42"), b""),
             ("k1", None, b"\x00\xff"),
         ]);
-        let items = split(SplitMode::Kpl, &agg);
-        assert_eq!(bytes(&items), vec![b"one".to_vec(), vec![], vec![0, 255]]);
-        let keys: Vec<_> = items.iter().map(|i| i.partition_key.as_str()).collect();
+        let block = split(SplitMode::Kpl, &agg);
+        let items: Vec<Item> = block.iter().collect();
+        assert_eq!(bytes(&block), vec![b"one".to_vec(), vec![], vec![0, 255]]);
+        let keys: Vec<_> = items.iter().map(|i| i.partition_key).collect();
         assert_eq!(keys, ["k1", "k2", "k1"]);
-        let ehk: Vec<_> = items
-            .iter()
-            .map(|i| i.explicit_hash_key.as_deref())
-            .collect();
+        let ehk: Vec<_> = items.iter().map(|i| i.explicit_hash_key).collect();
         assert_eq!(ehk, [None, Some("42"), None]);
         for (i, item) in items.iter().enumerate() {
             assert_eq!((item.user_sub, item.user_total), (i as u32, 3));
             assert_eq!(item.sub_sequence_number, 0);
-            assert_eq!(&*item.sequence_number, "12345");
+            assert_eq!(item.sequence_number, "12345");
         }
     }
 
     #[test]
     fn kpl_plain_records_pass_untouched_and_empty_aggregates_yield_nothing() {
-        let items = split(SplitMode::Kpl, b"plain");
-        assert_eq!(
-            items[0].data,
-            Payload::Base64(BASE64.encode(b"plain").into())
-        );
+        let block = split(SplitMode::Kpl, b"plain");
+        let items: Vec<Item> = block.iter().collect();
+        assert_eq!(items[0].data, Payload::Base64(&BASE64.encode(b"plain")));
         // A corrupt aggregate (bad checksum) is plain, exactly as the Java KCL decides.
         let mut agg = aggregate(&[("k", None, b"x"), ("k", None, b"y")]);
         let last = agg.len() - 1;
         agg[last] ^= 1;
-        let items = split(SplitMode::Kpl, &agg);
-        assert_eq!(bytes(&items), vec![agg.clone()]);
+        let block = split(SplitMode::Kpl, &agg);
+        assert_eq!(bytes(&block), vec![agg.clone()]);
         // An aggregate with a key table but no user records: zero items.
         let body = [0x0a, 0x01, b'k'];
         let mut empty = vec![0xf3, 0x89, 0x9a, 0xc2];
@@ -464,21 +484,21 @@ mod tests {
 
     #[test]
     fn lines_with_crlf_and_gzip() {
-        let items = split(SplitMode::Lines, b"a\r\n\nb\nc");
+        let block = split(SplitMode::Lines, b"a\r\n\nb\nc");
         assert_eq!(
-            bytes(&items),
+            bytes(&block),
             vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
         );
-        let items = split(SplitMode::Lines, &gzip(b"x\ny\n"));
-        assert_eq!(bytes(&items), vec![b"x".to_vec(), b"y".to_vec()]);
+        let block = split(SplitMode::Lines, &gzip(b"x\ny\n"));
+        assert_eq!(bytes(&block), vec![b"x".to_vec(), b"y".to_vec()]);
         assert!(split(SplitMode::Lines, b"").is_empty());
     }
 
     #[test]
     fn json_array_elements_keep_their_text() {
-        let items = split(SplitMode::JsonArray, br#"[1, {"a": "\u00e9"}, "s"]"#);
+        let block = split(SplitMode::JsonArray, br#"[1, {"a": "\u00e9"}, "s"]"#);
         assert_eq!(
-            bytes(&items),
+            bytes(&block),
             vec![
                 b"1".to_vec(),
                 br#"{"a": "\u00e9"}"#.to_vec(),
@@ -490,9 +510,9 @@ mod tests {
     #[test]
     fn cloudwatch_logs_events() {
         let payload = br#"{"messageType":"DATA_MESSAGE","owner":"123","logGroup":"g","logStream":"s","subscriptionFilters":["f"],"logEvents":[{"id":"1","timestamp":10,"message":"hello"},{"id":"2","timestamp":11,"message":"w\"x"}]}"#;
-        let items = split(SplitMode::CloudwatchLogs, &gzip(payload));
+        let block = split(SplitMode::CloudwatchLogs, &gzip(payload));
         assert_eq!(
-            bytes(&items),
+            bytes(&block),
             vec![
                 br#"{"owner":"123","logGroup":"g","logStream":"s","id":"1","timestamp":10,"message":"hello"}"#.to_vec(),
                 br#"{"owner":"123","logGroup":"g","logStream":"s","id":"2","timestamp":11,"message":"w\"x"}"#.to_vec(),
@@ -509,31 +529,32 @@ mod tests {
             (SplitMode::CloudwatchLogs, b"plain text".to_vec()),
             (SplitMode::Lines, vec![0x1f, 0x8b, 1, 2, 3]),
         ] {
-            let items = split(mode, &data);
-            assert_eq!(bytes(&items), vec![data.clone()], "{mode:?}");
+            let block = split(mode, &data);
+            let items: Vec<Item> = block.iter().collect();
+            assert_eq!(bytes(&block), vec![data.clone()], "{mode:?}");
             assert_eq!(items[0].user_total, 1);
         }
         let mut r = record(b"x");
         r.data = Some("not base64!".into());
-        let items = Splitter::new(SplitMode::Lines).split(&Arc::from("s"), r);
-        assert_eq!(items[0].data, Payload::Base64("not base64!".into()));
+        let block = Splitter::new(SplitMode::Lines).split("s", &r, RecordId(0));
+        assert_eq!(block.get(0).unwrap().data, Payload::Base64("not base64!"));
     }
 
     #[test]
     fn gzip_bombs_are_bounded() {
         let bomb = gzip(&vec![b'a'; 1 << 20]);
-        let items = Splitter::new(SplitMode::Lines)
+        let block = Splitter::new(SplitMode::Lines)
             .with_max_inflated(1000)
-            .split(&Arc::from("s"), record(&bomb));
+            .split("s", &record(&bomb), RecordId(0));
         assert_eq!(
-            bytes(&items),
+            bytes(&block),
             vec![bomb.clone()],
             "oversized payload delivered whole"
         );
-        let items = Splitter::new(SplitMode::Lines)
+        let block = Splitter::new(SplitMode::Lines)
             .with_max_inflated(1 << 20)
-            .split(&Arc::from("s"), record(&bomb));
-        assert_eq!(items.len(), 1);
-        assert_eq!(items[0].data.bytes().unwrap().len(), 1 << 20);
+            .split("s", &record(&bomb), RecordId(0));
+        assert_eq!(block.len(), 1);
+        assert_eq!(block.get(0).unwrap().data.bytes().unwrap().len(), 1 << 20);
     }
 }

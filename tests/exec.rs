@@ -28,23 +28,22 @@ fn fixture(name: &str) -> String {
     p.to_str().unwrap().to_owned()
 }
 
-fn item(n: u64, key: &str) -> Item {
+fn item(n: u64, key: &str) -> Item<'static> {
     Item {
         record: RecordId(n),
-        shard_id: "shardId-000000000042".into(),
-        sequence_number: seq(n).into(),
+        sequence_number: common::leak(seq(n)),
         sub_sequence_number: 0,
         user_sub: 0,
         user_total: 1,
-        partition_key: key.into(),
+        partition_key: common::leak(key),
         explicit_hash_key: None,
         approximate_arrival_timestamp: Some(1_700_000_000_000 + n as i64),
-        data: Payload::Bytes(format!("payload-{n}").into_bytes()),
+        data: Payload::Bytes(common::leak_bytes(format!("payload-{n}").into_bytes())),
     }
 }
 
 /// Items numbered from `first`, one per key.
-fn items(first: u64, keys: &[&str]) -> Vec<Item> {
+fn items(first: u64, keys: &[&str]) -> Vec<Item<'static>> {
     keys.iter()
         .enumerate()
         .map(|(i, k)| item(first + i as u64, k))
@@ -185,7 +184,7 @@ fn shell_handler_from_the_readme_writes_every_item() {
         h.process(batch).unwrap();
         for it in batch {
             let mut line = Vec::new();
-            it.write_json(&mut line).unwrap();
+            it.write_json("shardId-000000000042", &mut line).unwrap();
             expected.push(String::from_utf8(line).unwrap());
         }
     }

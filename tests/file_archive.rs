@@ -26,24 +26,23 @@ fn index_of(seq: &str) -> u64 {
     seq[seq.len() - 27..].parse().unwrap()
 }
 
-fn item(i: u64, key: &str, payload: usize) -> Item {
+fn item(i: u64, key: &str, payload: usize) -> Item<'static> {
     Item {
         record: RecordId(i),
-        shard_id: SHARD.into(),
-        sequence_number: seq(i).into(),
+        sequence_number: common::leak(seq(i)),
         sub_sequence_number: 0,
         user_sub: 0,
         user_total: 1,
-        partition_key: key.into(),
+        partition_key: common::leak(key),
         explicit_hash_key: None,
         approximate_arrival_timestamp: Some(1_700_000_000_000),
-        data: Payload::Bytes(vec![b'x'; payload]),
+        data: Payload::Bytes(common::leak_bytes(vec![b'x'; payload])),
     }
 }
 
 fn line_len(item: &Item) -> u64 {
     let mut v = Vec::new();
-    item.write_json(&mut v).unwrap();
+    item.write_json(SHARD, &mut v).unwrap();
     v.len() as u64 + 1
 }
 

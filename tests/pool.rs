@@ -6,22 +6,21 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use rsmld::item::{Item, Payload};
+use rsmld::item::{Item, ItemBlock, Payload};
 use rsmld::pool::{Pool, PoolConfig, WorkerEvent};
 
-fn item(n: u64, key: &str) -> Item {
-    Item {
+fn item(n: u64, key: &str) -> ItemBlock {
+    ItemBlock::from_items([Item {
         record: RecordId(n),
-        shard_id: "s".into(),
-        sequence_number: n.to_string().into(),
+        sequence_number: &n.to_string(),
         sub_sequence_number: 0,
         user_sub: 0,
         user_total: 1,
-        partition_key: key.into(),
+        partition_key: key,
         explicit_hash_key: None,
         approximate_arrival_timestamp: None,
-        data: Payload::Bytes(vec![]),
-    }
+        data: Payload::Bytes(&[]),
+    }])
 }
 
 /// Records (worker, key, n) in processing order, sleeping a little per item.
@@ -38,7 +37,7 @@ impl Handler for Recorder {
             self.seen
                 .lock()
                 .unwrap()
-                .push((self.worker, it.partition_key.clone(), it.record.0));
+                .push((self.worker, it.partition_key.to_owned(), it.record.0));
         }
         Ok(())
     }
@@ -58,7 +57,7 @@ proptest! {
         };
         let pool = Pool::start(&PoolConfig { workers, channel_capacity: 8, max_batch: 4, ..PoolConfig::default() }, "s", &factory).unwrap();
         for (n, k) in keys.iter().enumerate() {
-            pool.dispatch(item(n as u64, &format!("key-{k}"))).unwrap();
+            pool.dispatch_block(item(n as u64, &format!("key-{k}"))).unwrap();
         }
         let mut completed = Vec::new();
         while completed.len() < keys.len() {
@@ -112,8 +111,8 @@ fn a_handler_panic_is_a_failure() {
         factory,
     )
     .unwrap();
-    pool.dispatch(item(0, "fine")).unwrap();
-    pool.dispatch(item(1, "boom")).unwrap();
+    pool.dispatch_block(item(0, "fine")).unwrap();
+    pool.dispatch_block(item(1, "boom")).unwrap();
     let mut failed = None;
     for _ in 0..2 {
         match pool.events().recv_timeout(Duration::from_secs(5)).unwrap() {
@@ -130,6 +129,6 @@ fn a_handler_panic_is_a_failure() {
     assert!(error.contains("handler exploded on purpose"), "{error}");
     // The worker is gone: further items cannot be dispatched to it.
     std::thread::sleep(Duration::from_millis(50));
-    assert!(pool.dispatch(item(2, "x")).is_err());
+    assert!(pool.dispatch_block(item(2, "x")).is_err());
     pool.shutdown(Duration::from_secs(5)).unwrap();
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{run_action, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
-use rsmld::item::{Item, BASE64};
+use rsmld::item::{Item, ItemBlock, BASE64};
 use rsmld::kpl::Aggregator;
 use rsmld::pool::partition;
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
@@ -54,11 +54,16 @@ fn keys_on_distinct_workers() -> [String; 3] {
     found.map(Option::unwrap)
 }
 
-fn drain(session: &mut Session) -> (Vec<Item>, Vec<ProcessorMessage>) {
-    let (mut items, mut sent) = (Vec::new(), Vec::new());
+/// The dispatched items (merged into one block, in order) and the messages sent.
+fn drain(session: &mut Session) -> (ItemBlock, Vec<ProcessorMessage>) {
+    let (mut items, mut sent) = (ItemBlock::default(), Vec::new());
     while let Some(out) = session.poll_output() {
         match out {
-            Output::Dispatch(mut i) => items.append(&mut i),
+            Output::Dispatch(blocks) => {
+                for item in blocks.iter().flat_map(|(_, b)| b.iter()) {
+                    items.push(&item);
+                }
+            }
             Output::Send(m) => sent.push(m),
             Output::Abandon => panic!("abandon"),
             Output::Flush => {}
@@ -103,7 +108,8 @@ fn checkpoint_waits_for_the_last_item_of_a_record() {
         now,
     )
     .unwrap();
-    let (items, sent) = drain(&mut s);
+    let (block, sent) = drain(&mut s);
+    let items: Vec<Item> = block.iter().collect();
     // 3 user records + 1 plain record; nothing complete yet, so no checkpoint, just status.
     assert_eq!(items.len(), 4);
     assert_eq!(
@@ -268,13 +274,22 @@ fn pinned_line_bytes_hold_the_status() {
     drain(&mut s);
     let shard: std::sync::Arc<str> = "shardId-0".into();
     let batch = |seq: &str, line_bytes| {
-        let mut b = SplitBatch::split(vec![record(seq, "k", b"x")], None, &splitter, &shard);
+        let next = RecordId(u64::from(seq == S2));
+        let mut b = SplitBatch::split(
+            &[record(seq, "k", b"x")],
+            None,
+            &splitter,
+            &shard,
+            next,
+            None,
+        );
         b.line_bytes = line_bytes;
         b
     };
     // A 14 MiB line: its own bytes never hold its own status.
     s.handle_batch(batch(S1, 14 << 20), now).unwrap();
     let (first, sent) = drain(&mut s);
+    let first: Vec<Item> = first.iter().collect();
     assert_eq!(
         sent,
         vec![ProcessorMessage::Status {

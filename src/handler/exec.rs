@@ -566,7 +566,7 @@ impl ExecHandler {
                 let written = items[p.sent..end]
                     .iter()
                     .try_for_each(|item| {
-                        item.write_json(&mut *stdin)?;
+                        item.write_json(&self.ctx.shard_id, &mut *stdin)?;
                         stdin.write_all(b"\n")
                     })
                     .and_then(|()| stdin.flush());

@@ -148,6 +148,7 @@ impl HandlerFactory for FileFactory {
         Ok(Box::new(FileHandler {
             dir: dir.clone(),
             shard: safe_shard(&ctx.shard_id),
+            shard_id: ctx.shard_id.clone(),
             worker: ctx.worker,
             rotate_bytes: self.options.rotate_bytes,
             rotate_after: self.options.rotate_after,
@@ -383,7 +384,10 @@ struct OpenFile {
 
 struct FileHandler {
     dir: PathBuf,
+    /// The shard id made safe for file names.
     shard: String,
+    /// The shard id as the daemon named it (items carry it in their JSON).
+    shard_id: String,
     worker: usize,
     rotate_bytes: u64,
     rotate_after: Duration,
@@ -575,7 +579,7 @@ impl Handler for FileHandler {
         self.buf.clear();
         self.ends.clear();
         for item in items {
-            if let Err(e) = item.write_json(&mut self.buf) {
+            if let Err(e) = item.write_json(&self.shard_id, &mut self.buf) {
                 return Err(HandlerError::batch(format!(
                     "encoding an item for {}/{}.*.w{}.jsonl: {e}",
                     self.dir.display(),

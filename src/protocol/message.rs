@@ -244,20 +244,26 @@ impl Serialize for Base64Text {
     }
 }
 
-/// A record as parsed, borrowing from the line where it can.
-#[derive(Deserialize)]
+/// A record's fields as parsed, borrowing from the line where they have no escapes. The
+/// sequence number is not validated yet ([`SequenceNumber::parse`] does that).
+#[derive(Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
-struct RawRecord<'a> {
+pub struct RecordText<'a> {
+    /// The base64 payload.
     #[serde(default, borrow)]
-    data: Option<Cow<'a, str>>,
+    pub data: Option<Cow<'a, str>>,
+    /// The partition key.
     #[serde(default, borrow)]
-    partition_key: Option<Cow<'a, str>>,
+    pub partition_key: Option<Cow<'a, str>>,
+    /// The sequence number, as sent.
     #[serde(borrow)]
-    sequence_number: Cow<'a, str>,
+    pub sequence_number: Cow<'a, str>,
+    /// The sub-sequence number.
     #[serde(default)]
-    sub_sequence_number: Option<i64>,
+    pub sub_sequence_number: Option<i64>,
+    /// The arrival timestamp, epoch milliseconds.
     #[serde(default)]
-    approximate_arrival_timestamp: Option<i64>,
+    pub approximate_arrival_timestamp: Option<i64>,
 }
 
 impl Record {
@@ -403,7 +409,7 @@ pub enum DecodeError {
 /// Owned records from raw ones: payloads become ranges of `shared` where they were
 /// borrowed from it; consecutive equal sequence numbers share one allocation.
 fn convert_records(
-    raw: Vec<RawRecord<'_>>,
+    raw: Vec<RecordText<'_>>,
     shared: Option<&Arc<LineBuf>>,
 ) -> Result<Vec<Record>, DecodeError> {
     let mut out: Vec<Record> = Vec::with_capacity(raw.len());
@@ -415,7 +421,7 @@ fn convert_records(
 }
 
 fn convert_record(
-    r: RawRecord<'_>,
+    r: RecordText<'_>,
     shared: Option<&Arc<LineBuf>>,
     previous: Option<&SequenceNumber>,
 ) -> Result<Record, DecodeError> {
@@ -447,32 +453,37 @@ pub fn decode_record_at(
     range: std::ops::Range<usize>,
     previous: Option<&SequenceNumber>,
 ) -> Result<Record, DecodeError> {
-    if let Some(record) = fast_record(line, range.clone(), previous) {
-        return record;
+    let text = parse_record_at(line, range)?;
+    convert_record(text, Some(line), previous)
+}
+
+/// Parses the record element at `range` of `line` (see [`super::scan`]) without copying
+/// anything that has no escapes.
+pub fn parse_record_at(
+    line: &[u8],
+    range: std::ops::Range<usize>,
+) -> Result<RecordText<'_>, DecodeError> {
+    if let Some(text) = fast_record(line, range.clone()) {
+        return Ok(text);
     }
-    let raw: RawRecord<'_> = serde_json::from_slice(&line[range]).map_err(DecodeError::Json)?;
-    convert_record(raw, Some(line), previous)
+    serde_json::from_slice(&line[range]).map_err(DecodeError::Json)
 }
 
 /// The record shape the daemon writes, parsed without serde: an object of the five known
-/// keys, each at most once (and any number of `action` keys, ignored), strings without escapes and printable ASCII only, integers
-/// of at most 18 digits. `None` for anything else, which serde then decodes (or rejects)
-/// — so this accepts a subset of what serde accepts and decodes it identically (the
-/// `daemon_line` fuzz target checks both).
+/// keys, each at most once (and any number of `action` keys, ignored), strings without
+/// escapes and printable ASCII only, integers of at most 18 digits. `None` for anything
+/// else, which serde then decodes (or rejects) — so this accepts a subset of what serde
+/// accepts and decodes it identically (the `daemon_line` fuzz target checks both).
 ///
 /// Why: serde's generic field matching, UTF-8 validation and `Cow` handling were a
 /// quarter of rsmld's CPU time on batches of small records.
-fn fast_record(
-    line: &Arc<LineBuf>,
-    range: std::ops::Range<usize>,
-    previous: Option<&SequenceNumber>,
-) -> Option<Result<Record, DecodeError>> {
+fn fast_record(b: &[u8], range: std::ops::Range<usize>) -> Option<RecordText<'_>> {
     const DATA: u8 = 1;
     const KEY: u8 = 2;
     const SEQ: u8 = 4;
     const SUB: u8 = 8;
     const ARRIVAL: u8 = 16;
-    let b = &line[..range.end];
+    let b = &b[..range.end];
     let mut i = range.start;
     let mut seen = 0u8;
     let (mut data, mut key, mut seq) = (None, None, None);
@@ -492,22 +503,7 @@ fn fast_record(
             b"approximateArrivalTimestamp" => ARRIVAL,
             // The Java daemon writes `"action":"record"` into every record; serde ignores
             // it (any number of times), and so does this.
-            b"action" => {
-                i = skip_ws(b, name_end + 1);
-                if b.get(i) != Some(&b':') {
-                    return None;
-                }
-                let (_, end) = fast_string(b, skip_ws(b, i + 1))?;
-                i = skip_ws(b, end + 1);
-                match b.get(i) {
-                    Some(b',') => {
-                        i += 1;
-                        continue;
-                    }
-                    Some(b'}') if i + 1 == range.end => break,
-                    _ => return None,
-                }
-            }
+            b"action" => 0,
             _ => return None,
         };
         if seen & field != 0 {
@@ -521,6 +517,7 @@ fn fast_record(
         i = skip_ws(b, i + 1);
         let null = b[i..].starts_with(b"null");
         match field {
+            0 => i = fast_string(b, i)?.1 + 1,
             DATA | KEY | SEQ => {
                 if null {
                     if field == SEQ {
@@ -529,11 +526,12 @@ fn fast_record(
                     i += 4;
                 } else {
                     let (start, end) = fast_string(b, i)?;
-                    let value = Some(start..end);
+                    // Invariant: `fast_string` admits printable ASCII only, which is UTF-8.
+                    let text = std::str::from_utf8(&b[start..end]).expect("printable ASCII");
                     match field {
-                        DATA => data = value,
-                        KEY => key = value,
-                        _ => seq = value,
+                        DATA => data = Some(Cow::Borrowed(text)),
+                        KEY => key = Some(Cow::Borrowed(text)),
+                        _ => seq = Some(Cow::Borrowed(text)),
                     }
                     i = end + 1;
                 }
@@ -561,27 +559,13 @@ fn fast_record(
             _ => return None,
         }
     }
-    let text = |r: std::ops::Range<usize>| {
-        // Invariant: `fast_string` admits printable ASCII only, which is UTF-8.
-        std::str::from_utf8(&b[r]).expect("printable ASCII")
-    };
-    let sequence_number = match SequenceNumber::parse_reusing(text(seq?), previous) {
-        Ok(s) => s,
-        Err(e) => return Some(Err(e.into())),
-    };
-    Some(Ok(Record {
-        data: data.map(|r| {
-            Base64Text(TextRepr::Shared {
-                line: line.clone(),
-                start: r.start,
-                end: r.end,
-            })
-        }),
-        partition_key: key.map(|r| text(r).to_owned()).unwrap_or_default(),
-        sequence_number,
+    Some(RecordText {
+        data,
+        partition_key: key,
+        sequence_number: seq?,
         sub_sequence_number: sub,
         approximate_arrival_timestamp: arrival,
-    }))
+    })
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -650,7 +634,7 @@ struct RawDaemonMessage<'a> {
     #[serde(default)]
     sub_sequence_number: Option<i64>,
     #[serde(default, borrow)]
-    records: Option<Vec<RawRecord<'a>>>,
+    records: Option<Vec<RecordText<'a>>>,
     #[serde(default)]
     millis_behind_latest: Option<i64>,
     #[serde(default)]

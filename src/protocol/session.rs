@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{RecordId, Tracker, TrackerError};
-use crate::item::Item;
+use crate::item::ItemBlock;
 use crate::protocol::message::{Action, DaemonMessage, ProcessorMessage, ShutdownReason};
 use crate::protocol::sequence::{Esn, Sentinel, SequenceNumber};
 use crate::split::Splitter;
@@ -97,8 +97,9 @@ impl Default for SessionConfig {
 pub enum Output {
     /// Write this message to the daemon (one line, flushed).
     Send(ProcessorMessage),
-    /// Hand these items to the workers, in this order.
-    Dispatch(Vec<Item>),
+    /// Hand these blocks of items to the workers, in this order: each to the worker it
+    /// names, or (`None`) split by partition key.
+    Dispatch(Vec<(Option<usize>, ItemBlock)>),
     /// The lease is lost: drop queued work; late completions will be ignored.
     Abandon,
     /// The session waits for work: workers should process what they hold now rather
@@ -107,13 +108,17 @@ pub enum Output {
 }
 
 /// A decoded and split `processRecords` batch: each record's extended sequence number
-/// with how many items it produced, and all items in record order.
+/// with how many items it produced, and its items, in blocks.
 #[derive(Debug, Default)]
 pub struct SplitBatch {
     /// (record, number of its items), in delivery order.
     pub records: Vec<(Esn, u32)>,
-    /// The items of all records, in order.
-    pub items: Vec<Item>,
+    /// The id of the first record: the items carry `first_id + index of their record`
+    /// (it must be the tracker's next id when the batch is delivered).
+    pub first_id: RecordId,
+    /// The items of all records, in blocks in record order; a block either names the
+    /// worker all its items are routed to, or (`None`) is split by partition key.
+    pub blocks: Vec<(Option<usize>, ItemBlock)>,
     /// How far behind the tip of the shard the batch is.
     pub millis_behind_latest: Option<i64>,
     /// Bytes of the daemon line the items' payloads point into (0 if they own them).
@@ -121,24 +126,30 @@ pub struct SplitBatch {
 }
 
 impl SplitBatch {
-    /// Splits `records` in order (sequentially).
+    /// Splits `records` in order (sequentially) into one block of items whose text may
+    /// point into `line`; records get ids from `first_id` on.
     pub fn split(
-        records: Vec<crate::protocol::message::Record>,
+        records: &[crate::protocol::message::Record],
         millis_behind_latest: Option<i64>,
         splitter: &Splitter,
-        shard_id: &Arc<str>,
+        shard_id: &str,
+        first_id: RecordId,
+        line: Option<&Arc<crate::protocol::message::LineBuf>>,
     ) -> Self {
+        let mut block = ItemBlock::with_capacity(line.cloned(), records.len());
         let mut batch = SplitBatch {
             records: Vec::with_capacity(records.len()),
-            items: Vec::with_capacity(records.len()),
+            first_id,
+            blocks: Vec::new(),
             millis_behind_latest,
             line_bytes: 0,
         };
-        for record in records {
-            let esn = record.esn();
-            let n = splitter.split_into(shard_id, record, &mut batch.items);
-            batch.records.push((esn, n));
+        for (i, record) in records.iter().enumerate() {
+            let id = RecordId(first_id.0 + i as u64);
+            let n = splitter.split_into(shard_id, record.into(), id, &mut |item| block.push(item));
+            batch.records.push((record.esn(), n));
         }
+        batch.blocks.push((None, block));
         batch
     }
 }
@@ -429,10 +440,12 @@ impl Session {
                     millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
                 );
                 let batch = SplitBatch::split(
-                    records,
+                    &records,
                     millis_behind_latest,
                     &self.splitter,
                     &self.shard_id,
+                    self.tracker.next_id(),
+                    None,
                 );
                 self.deliver_batch(batch, now)?;
             }
@@ -566,16 +579,23 @@ impl Session {
     /// Registers a split batch with the tracker (skipping duplicates) and dispatches its
     /// items.
     fn register_batch(&mut self, mut batch: SplitBatch) -> Result<(), SessionError> {
+        let items: usize = batch.blocks.iter().map(|(_, b)| b.len()).sum();
         log::debug!(
             "processRecords: {} records, {} items, {} ms behind",
             batch.records.len(),
-            batch.items.len(),
+            items,
             batch
                 .millis_behind_latest
                 .map_or("?".to_owned(), |m| m.to_string())
         );
-        let mut dispatch = Vec::with_capacity(batch.items.len());
-        let mut items = std::mem::take(&mut batch.items).into_iter();
+        if batch.first_id != self.tracker.next_id() {
+            return Err(TrackerError::Misnumbered {
+                expected: self.tracker.next_id().0,
+                got: batch.first_id.0,
+            }
+            .into());
+        }
+        let mut duplicates = Vec::new();
         for (esn, n) in std::mem::take(&mut batch.records) {
             if let Some(last) = self.tracker.last_delivered().filter(|l| esn <= **l) {
                 if self.config.on_duplicate == OnDuplicate::Fail {
@@ -583,27 +603,30 @@ impl Session {
                     return Err(SessionError::Duplicate { esn, last });
                 }
                 log::warn!("record {esn} delivered again (last delivered: {last}); skipping it");
-                items.by_ref().take(n as usize).for_each(drop);
-                self.tracker.deliver(esn, 0);
+                duplicates.push(self.tracker.deliver(esn, 0));
                 self.stats.duplicates += 1;
                 continue;
             }
-            let id = self.tracker.deliver(esn, n);
-            dispatch.extend(items.by_ref().take(n as usize).map(|mut item| {
-                item.record = id;
-                item
-            }));
+            self.tracker.deliver(esn, n);
             self.stats.records += 1;
             self.stats.items += u64::from(n);
         }
+        let mut blocks = std::mem::take(&mut batch.blocks);
+        if !duplicates.is_empty() {
+            // Ids increase, so a binary search finds a duplicate's items.
+            for (_, block) in &mut blocks {
+                block.retain_records(|id| duplicates.binary_search(&id).is_err());
+            }
+        }
+        blocks.retain(|(_, block)| !block.is_empty());
         self.current_pin = None;
-        if !dispatch.is_empty() {
+        if !blocks.is_empty() {
             if batch.line_bytes > 0 {
                 let end = self.tracker.next_id();
                 self.pinned.push_back((end, batch.line_bytes));
                 self.current_pin = Some(end);
             }
-            self.outputs.push_back(Output::Dispatch(dispatch));
+            self.outputs.push_back(Output::Dispatch(blocks));
         }
         Ok(())
     }

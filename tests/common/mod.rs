@@ -123,7 +123,7 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
             while let Some(out) = session.poll_output() {
                 match out {
                     Output::Send(m) => sent.push_back(String::from_utf8(m.encode()).unwrap()),
-                    Output::Dispatch(items) => {
+                    Output::Dispatch(blocks) => {
                         if handlers.is_empty() {
                             for w in 0..config.pool.workers {
                                 let ctx = WorkerContext {
@@ -136,7 +136,7 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
                             }
                         }
                         let mut done: Vec<RecordId> = Vec::new();
-                        for item in items {
+                        for item in blocks.iter().flat_map(|(_, b)| b.iter()) {
                             let w = rsmld::pool::partition(
                                 item.partition_key.as_bytes(),
                                 handlers.len(),
@@ -596,4 +596,14 @@ pub fn written(dir: &Path) -> Vec<(String, serde_json::Value)> {
         }
     }
     out
+}
+
+/// A `'static` copy of `s` (test items borrow their text; leaking a little is fine here).
+pub fn leak(s: impl Into<String>) -> &'static str {
+    Box::leak(s.into().into_boxed_str())
+}
+
+/// A `'static` copy of `b`.
+pub fn leak_bytes(b: Vec<u8>) -> &'static [u8] {
+    Box::leak(b.into_boxed_slice())
 }
