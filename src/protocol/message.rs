@@ -526,8 +526,9 @@ fn fast_record(b: &[u8], range: std::ops::Range<usize>) -> Option<RecordText<'_>
                     i += 4;
                 } else {
                     let (start, end) = fast_string(b, i)?;
-                    // Invariant: `fast_string` admits printable ASCII only, which is UTF-8.
-                    let text = std::str::from_utf8(&b[start..end]).expect("printable ASCII");
+                    // SAFETY: `fast_string` admits printable ASCII only, which is UTF-8
+                    // (checking again would be a second pass over every payload).
+                    let text = unsafe { std::str::from_utf8_unchecked(&b[start..end]) };
                     match field {
                         DATA => data = Some(Cow::Borrowed(text)),
                         KEY => key = Some(Cow::Borrowed(text)),
@@ -582,27 +583,8 @@ fn fast_string(b: &[u8], i: usize) -> Option<(usize, usize)> {
         return None;
     }
     let start = i + 1;
-    let mut at = start;
-    // 32 bytes at a time without branches (this vectorizes): payloads are most of a line.
-    while let Some(chunk) = b.get(at..at + 32) {
-        let special = chunk.iter().fold(0u8, |acc, &c| {
-            acc | u8::from(c == b'"')
-                | u8::from(c == b'\\')
-                | u8::from(c.wrapping_sub(0x20) >= 0x5f)
-        });
-        if special != 0 {
-            break;
-        }
-        at += 32;
-    }
-    while let Some(&c) = b.get(at) {
-        match c {
-            b'"' => return Some((start, at)),
-            0x20..=0x7e if c != b'\\' => at += 1,
-            _ => return None,
-        }
-    }
-    None
+    let end = start + super::scan::first_special(&b[start..]);
+    (b.get(end) == Some(&b'"')).then_some((start, end))
 }
 
 /// A non-negative integer of at most 18 digits (always fits an i64), without a leading

@@ -129,7 +129,7 @@ impl<'a> Scanner<'a> {
     fn skip_string(&mut self) -> Option<()> {
         self.expect(b'"')?;
         loop {
-            let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
+            let at = self.i + quote_or_backslash(&self.b[self.i..])?;
             if self.b[at] == b'"' {
                 self.i = at + 1;
                 return Some(());
@@ -203,9 +203,106 @@ impl<'a> Scanner<'a> {
     }
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Flags (high bit) the bytes of `w` that are zero; the lowest flag is exact (higher
+/// ones may be false positives, which the callers never look at).
+#[inline]
+fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(ONES) & !w & HIGH
+}
+
+/// Flags the bytes of `w` equal to `c` (lowest flag exact).
+#[inline]
+fn bytes_equal(w: u64, c: u8) -> u64 {
+    zero_bytes(w ^ (ONES * u64::from(c)))
+}
+
+/// The index of the first byte of `b` that `special` flags (in 8-byte words, `special`
+/// marking bytes by their high bit, lowest flag exact), checking the tail with `slow`.
+#[inline]
+fn find_first(b: &[u8], special: impl Fn(u64) -> u64, slow: impl Fn(u8) -> bool) -> usize {
+    let mut at = 0;
+    while let Some(word) = b.get(at..at + 8) {
+        // Invariant: `get(at..at + 8)` returned 8 bytes.
+        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let m = special(w);
+        if m != 0 {
+            return at + (m.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + b[at..]
+        .iter()
+        .position(|&c| slow(c))
+        .unwrap_or(b.len() - at)
+}
+
+/// The index of the first `"` or `\\` in `b`, if any. Most strings here are short,
+/// where a `memchr2` call costs more than the search; this reads 8 bytes at a time.
+pub(crate) fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    let at = find_first(
+        b,
+        |w| bytes_equal(w, b'"') | bytes_equal(w, b'\\'),
+        |c| c == b'"' || c == b'\\',
+    );
+    (at < b.len()).then_some(at)
+}
+
+/// The index of the first byte of `b` that is a quote, a backslash, or not printable
+/// ASCII (`b.len()` if none), 8 bytes at a time.
+pub(crate) fn first_special(b: &[u8]) -> usize {
+    find_first(
+        b,
+        |w| {
+            let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+            bytes_equal(w, b'"')
+                | bytes_equal(w, b'\\')
+                | bytes_equal(w, 0x7f)
+                | control
+                | (w & HIGH)
+        },
+        |c| c == b'"' || c == b'\\' || !(0x20..0x7f).contains(&c),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_searches_agree_with_byte_searches() {
+        let slow_special = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || !(0x20..0x7f).contains(&c))
+                .unwrap_or(b.len())
+        };
+        let mut rng = 0x1234_5678_9abc_def0u64;
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let len = (rng % 40) as usize;
+            let mut b: Vec<u8> = (0..len)
+                .map(|i| b"aZ09+/="[(rng >> (i % 60)) as usize % 7])
+                .collect();
+            // Plant a few specials (and bytes next to the thresholds) at random places.
+            for k in 0..(rng >> 40) % 3 {
+                if len > 0 {
+                    let at = (rng >> (8 * k + 3)) as usize % len;
+                    b[at] = [b'"', b'\\', 0x1f, 0x20, 0x7e, 0x7f, 0x80, 0xff, 0]
+                        [(rng >> (5 * k)) as usize % 9];
+                }
+            }
+            assert_eq!(first_special(&b), slow_special(&b), "{b:?}");
+            assert_eq!(
+                quote_or_backslash(&b),
+                b.iter().position(|&c| c == b'"' || c == b'\\'),
+                "{b:?}"
+            );
+        }
+    }
 
     #[test]
     fn finds_records_and_millis() {
