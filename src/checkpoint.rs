@@ -59,7 +59,8 @@ pub struct Tracker {
     slots: VecDeque<Slot>,
     /// End of the completed prefix: the highest ESN that is safe to checkpoint.
     position: Option<Esn>,
-    /// The ESN of the last delivered record.
+    /// The ESN of the last delivered record once no slot holds it (see
+    /// [`Tracker::last_delivered`]; kept this way to save a copy per record).
     last_delivered: Option<Esn>,
     in_flight: usize,
     failed: usize,
@@ -74,7 +75,6 @@ impl Tracker {
     /// Records a delivered record that produced `items` items (its `user_total`).
     pub fn deliver(&mut self, esn: Esn, items: u32) -> RecordId {
         let id = RecordId(self.first + self.slots.len() as u64);
-        self.last_delivered = Some(esn.clone());
         self.slots.push_back(Slot {
             esn,
             remaining: items,
@@ -130,6 +130,9 @@ impl Tracker {
     pub fn abandon(&mut self) {
         self.first += self.slots.len() as u64;
         self.abandoned_below = self.first;
+        if let Some(last) = self.slots.pop_back() {
+            self.last_delivered = Some(last.esn);
+        }
         self.slots.clear();
         self.in_flight = 0;
         self.failed = 0;
@@ -142,7 +145,10 @@ impl Tracker {
 
     /// The ESN of the most recently delivered record.
     pub fn last_delivered(&self) -> Option<&Esn> {
-        self.last_delivered.as_ref()
+        self.slots
+            .back()
+            .map(|slot| &slot.esn)
+            .or(self.last_delivered.as_ref())
     }
 
     /// The id the next delivered record will get.
@@ -178,6 +184,9 @@ impl Tracker {
             // Invariant: the loop condition just saw a front element.
             let slot = self.slots.pop_front().expect("front exists");
             self.first += 1;
+            if self.slots.is_empty() {
+                self.last_delivered = Some(slot.esn.clone());
+            }
             // Never backwards: a re-delivered (duplicate) record leaves the position alone.
             if self.position.as_ref().is_none_or(|p| slot.esn > *p) {
                 self.position = Some(slot.esn);

@@ -78,7 +78,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub workers: Option<usize>,
     /// Unfinished items allowed when a batch is acknowledged; 0 finishes every batch first.
-    #[arg(long, default_value_t = 10_000)]
+    /// A large batch acknowledged before it is decoded counts one item per record.
+    #[arg(long, default_value_t = 20_000)]
     pub max_in_flight: usize,
     /// Bytes of earlier daemon lines that unfinished items may keep in memory when a batch
     /// is acknowledged (payloads point into their line); more → processRecords waits.

@@ -284,7 +284,7 @@ fn production_properties_template_configures_rsmld() {
         cli.run.output.as_deref(),
         Some(std::path::Path::new("/var/lib/rsmld/out"))
     );
-    assert_eq!(cli.run.max_in_flight, 10000);
+    assert_eq!(cli.run.max_in_flight, 20000);
     assert_eq!(cli.run.rotate_bytes, 268435456);
     let cli = args(&[
         "--max-in-flight",

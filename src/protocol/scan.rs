@@ -26,7 +26,15 @@ pub struct ProcessRecordsLayout {
 
 /// Scans `line`; `None` means "use the full decoder".
 pub fn scan_process_records(line: &[u8]) -> Option<ProcessRecordsLayout> {
-    let mut s = Scanner { b: line, i: 0 };
+    scan(line, true)
+}
+
+fn scan(line: &[u8], parallel: bool) -> Option<ProcessRecordsLayout> {
+    let mut s = Scanner {
+        b: line,
+        i: 0,
+        parallel,
+    };
     s.ws();
     s.expect(b'{')?;
     let mut action_ok = false;
@@ -60,10 +68,20 @@ pub fn scan_process_records(line: &[u8]) -> Option<ProcessRecordsLayout> {
                 let value = &line[start..s.i];
                 // Unused values are still validated, so the scan accepts no line that the
                 // full decoder would reject.
-                if other == b"millisBehindLatest" {
-                    millis = serde_json::from_slice::<Option<i64>>(value).ok()?;
-                } else {
-                    serde_json::from_slice::<serde::de::IgnoredAny>(value).ok()?;
+                // Typed like the full decoder's fields, or it would reject what this accepts.
+                match other {
+                    b"millisBehindLatest" => {
+                        millis = serde_json::from_slice::<Option<i64>>(value).ok()?;
+                    }
+                    b"subSequenceNumber" => {
+                        serde_json::from_slice::<Option<i64>>(value).ok()?;
+                    }
+                    b"shardId" | b"sequenceNumber" | b"reason" | b"error" => {
+                        serde_json::from_slice::<Option<String>>(value).ok()?;
+                    }
+                    _ => {
+                        serde_json::from_slice::<serde::de::IgnoredAny>(value).ok()?;
+                    }
                 }
             }
         }
@@ -87,6 +105,8 @@ pub fn scan_process_records(line: &[u8]) -> Option<ProcessRecordsLayout> {
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
+    /// Whether long arrays may be scanned in parts at once.
+    parallel: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -179,28 +199,107 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The element ranges of an array.
+    /// The element ranges of an array. A long array is scanned in parallel: see
+    /// [`Scanner::elements_in_parallel`].
     fn array_elements(&mut self) -> Option<Vec<Range<usize>>> {
         self.expect(b'[')?;
-        let mut out = Vec::new();
         self.ws();
         if self.peek()? == b']' {
             self.i += 1;
+            return Some(Vec::new());
+        }
+        if let Some(out) = self.parallel.then(|| self.elements_in_parallel()).flatten() {
             return Some(out);
         }
+        let mut out = Vec::new();
+        match self.elements_until(usize::MAX, &mut out)? {
+            Stop::ArrayEnd => Some(out),
+            Stop::At => None,
+        }
+    }
+
+    /// Scans elements from an element start (after `[` or `,`) until the array's end
+    /// (`]`, consumed) or until the next element would start exactly at `stop`.
+    fn elements_until(&mut self, stop: usize, out: &mut Vec<Range<usize>>) -> Option<Stop> {
         loop {
             self.ws();
+            if self.i == stop {
+                return Some(Stop::At);
+            }
+            if self.i > stop {
+                return None;
+            }
             let start = self.i;
             self.skip_value()?;
             out.push(start..self.i);
             self.ws();
             match self.next()? {
                 b',' => continue,
-                b']' => return Some(out),
+                b']' => return Some(Stop::ArrayEnd),
                 _ => return None,
             }
         }
     }
+
+    /// The scan is serial and runs before `status` (so on the critical path): on a
+    /// long line it is split into parts that are scanned at once. A part starts where
+    /// the text `},{"` is first found after an even share of the line — very likely
+    /// between two records, but only a guess: each part must end exactly where the next
+    /// one starts, as an element start after a comma. Part 0 starts at the true first
+    /// element, so by induction every part is then scanned exactly as one serial scan
+    /// would; any mismatch (or failure) returns `None` and the caller scans serially.
+    fn elements_in_parallel(&mut self) -> Option<Vec<Range<usize>>> {
+        const MIN_PART: usize = 256 * 1024;
+        let parts = rayon::current_num_threads().min((self.b.len() - self.i) / MIN_PART);
+        if parts < 2 {
+            return None;
+        }
+        let mut starts = vec![self.i];
+        let share = (self.b.len() - self.i) / parts;
+        for k in 1..parts {
+            let from = (self.i + k * share).max(starts[k - 1] + 1);
+            let at = from + memchr::memmem::find(self.b.get(from..)?, b"},{\"")? + 2;
+            starts.push(at);
+        }
+        use rayon::prelude::*;
+        // Per part: its element ranges, where it stopped, and the index after it.
+        type Part = (Vec<Range<usize>>, Stop, usize);
+        let scanned: Vec<Option<Part>> = (0..parts)
+            .into_par_iter()
+            .map(|k| {
+                let mut part = Scanner {
+                    b: self.b,
+                    i: starts[k],
+                    parallel: false,
+                };
+                let stop = starts.get(k + 1).copied().unwrap_or(usize::MAX);
+                let mut out = Vec::new();
+                let end = part.elements_until(stop, &mut out)?;
+                Some((out, end, part.i))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (k, part) in scanned.into_iter().enumerate() {
+            let (mut ranges, end, i) = part?;
+            let last = k + 1 == parts;
+            match (end, last) {
+                (Stop::At, false) | (Stop::ArrayEnd, true) => out.append(&mut ranges),
+                _ => return None,
+            }
+            if last {
+                self.i = i;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Where [`Scanner::elements_until`] stopped.
+enum Stop {
+    /// At the array's closing bracket (consumed).
+    ArrayEnd,
+    /// At the requested element start.
+    At,
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -271,6 +370,61 @@ pub(crate) fn first_special(b: &[u8]) -> usize {
 mod tests {
     use super::*;
 
+    /// Long lines are scanned in parts; the parts must give exactly the serial result,
+    /// also when the text that marks a part's start occurs inside strings.
+    #[test]
+    fn parallel_scan_equals_serial_scan() {
+        let record = |i: usize, key: &str| {
+            format!(
+                r#"{{"data":"{}","partitionKey":"{key}","sequenceNumber":"{}","subSequenceNumber":0}}"#,
+                "QUJD".repeat(50),
+                1000 + i
+            )
+        };
+        // Keys that contain the part marker `},{"` (escaped, and at a string's end).
+        let keys = [r#"plain"#, r#"a},{\"b"#, r#"ends},{"#, r#"x\\"#, r#"[{"#];
+        for tricky_every in [1, 7, 1000, 100_000] {
+            let records: Vec<String> = (0..6000)
+                .map(|i| {
+                    record(
+                        i,
+                        if i % tricky_every == 0 {
+                            keys[i % keys.len()]
+                        } else {
+                            "k"
+                        },
+                    )
+                })
+                .collect();
+            let line = format!(
+                r#"{{"action":"processRecords","records":[{}],"millisBehindLatest":3}}"#,
+                records.join(",")
+            );
+            assert!(line.len() > 1 << 20);
+            let serial = scan(line.as_bytes(), false).expect("serial scan");
+            let parallel = scan(line.as_bytes(), true).expect("parallel scan");
+            assert_eq!(serial.records.len(), 6000);
+            assert_eq!(parallel, serial, "tricky every {tricky_every}");
+            // The clean line really is scanned in parts.
+            if tricky_every == 100_000 && rayon::current_num_threads() > 1 {
+                let start = line.find('[').unwrap() + 1;
+                let mut s = Scanner {
+                    b: line.as_bytes(),
+                    i: start,
+                    parallel: true,
+                };
+                assert_eq!(s.elements_in_parallel(), Some(serial.records.clone()));
+            }
+        }
+        // A marker beyond the array (in a later value) only makes it fall back.
+        let records: Vec<String> = (0..6000).map(|i| record(i, "k")).collect();
+        let line = format!(
+            r#"{{"action":"processRecords","records":[{}],"x":[{{}},{{"a":1}}]}}"#,
+            records.join(",")
+        );
+        assert_eq!(scan(line.as_bytes(), true), scan(line.as_bytes(), false));
+    }
+
     #[test]
     fn word_searches_agree_with_byte_searches() {
         let slow_special = |b: &[u8]| {
@@ -328,7 +482,7 @@ mod tests {
 
     #[test]
     fn declines_what_it_does_not_handle() {
-        let lines: [&[u8]; 11] = [
+        let lines: [&[u8]; 14] = [
             b"{\"action\":\"processRecords\",\"records\":[{}],\"x\x01\":0}",
             b"{\"action\":\"processRecords\",\"records\":[{}],\"\xff\":0}",
             br#"{"action":"leaseLost"}"#,
@@ -340,6 +494,10 @@ mod tests {
             br#"{"action":"processRecords","records":[{},]}"#,
             br#"{"action":"processRecords","records":[{}"#,
             br#"{"action":"processRecords","records":[{}],"millisBehindLatest":"x"}"#,
+            // Found by fuzzing: fields the full decoder types must be checked as typed.
+            br#"{"action":"processRecords","records":[],"reason":0}"#,
+            br#"{"action":"processRecords","records":[],"shardId":[]}"#,
+            br#"{"action":"processRecords","records":[],"subSequenceNumber":"1"}"#,
         ];
         for line in lines {
             assert_eq!(

@@ -81,7 +81,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             checkpoint_interval: Duration::from_secs(60),
-            max_in_flight: 10_000,
+            max_in_flight: 20_000,
             max_in_flight_bytes: 8 << 20,
             checkpoint_retries: 5,
             backoff_base: Duration::from_millis(200),
