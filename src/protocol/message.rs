@@ -583,8 +583,8 @@ fn fast_string(b: &[u8], i: usize) -> Option<(usize, usize)> {
         return None;
     }
     let start = i + 1;
-    let end = start + super::scan::first_special(&b[start..]);
-    (b.get(end) == Some(&b'"')).then_some((start, end))
+    let end = start + super::scan::quote_or_backslash(&b[start..])?;
+    (b[end] == b'"' && super::scan::printable_ascii(&b[start..end])).then_some((start, end))
 }
 
 /// A non-negative integer of at most 18 digits (always fits an i64), without a leading
