@@ -158,7 +158,7 @@ impl<W: Write> Loop<W> {
             let timer = deadline.map_or_else(never, crossbeam_channel::at);
             select! {
                 recv(lines) -> ev => match ev {
-                    Ok(ReadEvent::Line(bytes)) => self.on_line(config, bytes)?,
+                    Ok(ReadEvent::Line(bytes, len)) => self.on_line(config, bytes, len)?,
                     Ok(ReadEvent::Eof) | Err(_) => self.session.handle_eof(),
                     Ok(ReadEvent::Error(e)) => return Err(DriverError::Io(e)),
                 },
@@ -174,9 +174,14 @@ impl<W: Write> Loop<W> {
         }
     }
 
-    fn on_line(&mut self, config: &DriverConfig, bytes: Vec<u8>) -> Result<(), DriverError> {
+    fn on_line(
+        &mut self,
+        config: &DriverConfig,
+        bytes: Vec<u8>,
+        filled: usize,
+    ) -> Result<(), DriverError> {
         self.line_no += 1;
-        let len = trim_line(&bytes).len();
+        let len = trim_line(&bytes[..filled]).len();
         if bytes[..len].iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
@@ -187,7 +192,7 @@ impl<W: Write> Loop<W> {
         // the next line while a batch is still in flight, for little gain (its page-fault
         // cost is spread over ten thousand records).
         let recycle = (bytes.capacity() <= 4 << 20).then(|| self.recycle.clone());
-        let line = Arc::new(LineBuf::new(bytes, recycle));
+        let line = Arc::new(LineBuf::with_len(bytes, filled, recycle));
         if let Some(layout) = self.scan_large(&line, len) {
             // Completions that already arrived count before the capacity check.
             self.drain_events()?;
@@ -492,7 +497,8 @@ impl<W: Write> ProtocolWriter<W> {
 }
 
 enum ReadEvent {
-    Line(Vec<u8>),
+    /// A line: the first `len` bytes of the buffer (the rest is initialized spare room).
+    Line(Vec<u8>, usize),
     Eof,
     Error(io::Error),
 }
@@ -500,7 +506,8 @@ enum ReadEvent {
 /// Starts the stdin reader. It reads straight into line buffers (no intermediate
 /// buffer), taking them back from `recycled` when the records that pointed into them are
 /// gone; bytes after a newline (the daemon never pipelines, so rarely any) start the next
-/// line.
+/// line. A buffer keeps its length (all of it initialized) when it is recycled, and the
+/// line is only its first bytes: so a recycled buffer is never zeroed again before a read.
 fn spawn_reader<R: Read + Send + 'static>(
     mut input: R,
     recycled: Receiver<Vec<u8>>,
@@ -514,23 +521,26 @@ fn spawn_reader<R: Read + Send + 'static>(
             let mut last_len = 0usize;
             loop {
                 let mut line = recycled.try_recv().unwrap_or_default();
-                line.clear();
                 // Headroom over the last line so that a similar line never has to grow
                 // (growing a multi-MiB buffer doubles it).
-                line.reserve(last_len + last_len / 8 + 64 * 1024 + carry.len());
-                line.extend_from_slice(&carry);
+                line.reserve((last_len + last_len / 8 + 64 * 1024).saturating_sub(line.len()));
+                if line.len() < carry.len() {
+                    line.resize(carry.len(), 0);
+                }
+                line[..carry.len()].copy_from_slice(&carry);
+                let mut filled = carry.len();
                 carry.clear();
-                let ev = match read_line(&mut input, &mut line, &mut carry) {
+                let ev = match read_line(&mut input, &mut line, &mut filled, &mut carry) {
                     Ok(true) => {
-                        last_len = line.len();
-                        ReadEvent::Line(line)
+                        last_len = filled;
+                        ReadEvent::Line(line, filled)
                     }
-                    Ok(false) if line.is_empty() => ReadEvent::Eof,
+                    Ok(false) if filled == 0 => ReadEvent::Eof,
                     // A last line without a newline is still a line.
-                    Ok(false) => ReadEvent::Line(line),
+                    Ok(false) => ReadEvent::Line(line, filled),
                     Err(e) => ReadEvent::Error(e),
                 };
-                let stop = !matches!(ev, ReadEvent::Line(_));
+                let stop = !matches!(ev, ReadEvent::Line(..));
                 if tx.send(ev).is_err() || stop {
                     return;
                 }
@@ -544,36 +554,41 @@ fn spawn_reader<R: Read + Send + 'static>(
     rx
 }
 
-/// Reads into `line` (which may already hold carried-over bytes) until it holds a newline;
-/// bytes after the newline move to `carry`. Ok(false) at EOF.
-fn read_line<R: Read>(input: &mut R, line: &mut Vec<u8>, carry: &mut Vec<u8>) -> io::Result<bool> {
+/// Reads into `line` after its first `filled` bytes (which may hold carried-over bytes)
+/// until they hold a newline; `filled` then ends the line and the bytes after the newline
+/// move to `carry`. Bytes of `line` after `filled` are spare room (initialized, so reads
+/// need no zeroing). Ok(false) at EOF.
+fn read_line<R: Read>(
+    input: &mut R,
+    line: &mut Vec<u8>,
+    filled: &mut usize,
+    carry: &mut Vec<u8>,
+) -> io::Result<bool> {
     let mut scanned = 0;
     loop {
-        if let Some(pos) = memchr::memchr(b'\n', &line[scanned..]) {
+        if let Some(pos) = memchr::memchr(b'\n', &line[scanned..*filled]) {
             let end = scanned + pos + 1;
-            carry.extend_from_slice(&line[end..]);
-            line.truncate(end);
+            carry.extend_from_slice(&line[end..*filled]);
+            *filled = end;
             return Ok(true);
         }
-        scanned = line.len();
-        if line.capacity() - line.len() < 64 * 1024 {
-            line.reserve(line.len().max(64 * 1024));
+        scanned = *filled;
+        if line.len() - *filled < 64 * 1024 {
+            // Zero only what the next reads can fill (a pipe hands over its size at most),
+            // within the capacity while it lasts (a buffer over 4 MiB is not recycled).
+            let spare = line.capacity() - line.len();
+            let grow = if spare >= 64 * 1024 {
+                spare.min(1 << 20)
+            } else {
+                line.len().clamp(64 * 1024, 1 << 20)
+            };
+            line.resize(line.len() + grow, 0);
         }
-        // Zero only what one read can fill (a pipe hands over at most 64 KiB at a time).
-        let len = line.len();
-        let room = (line.capacity() - len).min(256 * 1024);
-        line.resize(len + room, 0);
-        match input.read(&mut line[len..]) {
-            Ok(0) => {
-                line.truncate(len);
-                return Ok(false);
-            }
-            Ok(n) => line.truncate(len + n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => line.truncate(len),
-            Err(e) => {
-                line.truncate(len);
-                return Err(e);
-            }
+        match input.read(&mut line[*filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => *filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -129,20 +129,37 @@ pub struct Record {
 /// later line, so multi-MiB lines do not cost an allocation and page faults each time).
 pub struct LineBuf {
     bytes: Vec<u8>,
+    len: usize,
     recycle: Option<crossbeam_channel::Sender<Vec<u8>>>,
 }
 
 impl LineBuf {
     /// Wraps `bytes`; `recycle` receives the buffer back when this is dropped.
     pub fn new(bytes: Vec<u8>, recycle: Option<crossbeam_channel::Sender<Vec<u8>>>) -> Self {
-        LineBuf { bytes, recycle }
+        let len = bytes.len();
+        Self::with_len(bytes, len, recycle)
+    }
+
+    /// Wraps the first `len` bytes of `bytes` (the rest is spare room that goes back with
+    /// the buffer to `recycle`).
+    pub fn with_len(
+        bytes: Vec<u8>,
+        len: usize,
+        recycle: Option<crossbeam_channel::Sender<Vec<u8>>>,
+    ) -> Self {
+        let len = len.min(bytes.len());
+        LineBuf {
+            bytes,
+            len,
+            recycle,
+        }
     }
 }
 
 impl std::ops::Deref for LineBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.bytes
+        &self.bytes[..self.len]
     }
 }
 
