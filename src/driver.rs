@@ -25,7 +25,7 @@ use crate::pool::{Pool, PoolConfig, PoolError, WorkerEvent};
 use crate::protocol::message::{
     parse_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage,
 };
-use crate::protocol::scan::{scan_process_records, ProcessRecordsLayout};
+use crate::protocol::scan::{scan_resumed, Prescan, ProcessRecordsLayout};
 use crate::protocol::sequence::{Esn, SequenceNumber};
 use crate::protocol::session::{
     Next, Output, Session, SessionConfig, SessionError, SplitBatch, Stats,
@@ -158,7 +158,9 @@ impl<W: Write> Loop<W> {
             let timer = deadline.map_or_else(never, crossbeam_channel::at);
             select! {
                 recv(lines) -> ev => match ev {
-                    Ok(ReadEvent::Line(bytes, len)) => self.on_line(config, bytes, len)?,
+                    Ok(ReadEvent::Line(bytes, len, prescan)) => {
+                        self.on_line(config, bytes, len, prescan)?
+                    }
                     Ok(ReadEvent::Eof) | Err(_) => self.session.handle_eof(),
                     Ok(ReadEvent::Error(e)) => return Err(DriverError::Io(e)),
                 },
@@ -179,6 +181,7 @@ impl<W: Write> Loop<W> {
         config: &DriverConfig,
         bytes: Vec<u8>,
         filled: usize,
+        prescan: Prescan,
     ) -> Result<(), DriverError> {
         self.line_no += 1;
         let len = trim_line(&bytes[..filled]).len();
@@ -193,7 +196,7 @@ impl<W: Write> Loop<W> {
         // cost is spread over ten thousand records).
         let recycle = (bytes.capacity() <= 4 << 20).then(|| self.recycle.clone());
         let line = Arc::new(LineBuf::with_len(bytes, filled, recycle));
-        if let Some(layout) = self.scan_large(&line, len) {
+        if let Some(layout) = self.scan_large(&line, len, prescan) {
             // Completions that already arrived count before the capacity check.
             self.drain_events()?;
             if self.session.can_acknowledge_ahead(layout.records.len()) {
@@ -261,12 +264,17 @@ impl<W: Write> Loop<W> {
 
     /// The layout of a large `processRecords` line, when the structural scan accepts it
     /// and it has enough records to be worth decoding on several threads.
-    fn scan_large(&self, line: &[u8], len: usize) -> Option<ProcessRecordsLayout> {
+    fn scan_large<'a>(
+        &self,
+        line: &'a [u8],
+        len: usize,
+        prescan: Prescan,
+    ) -> Option<ProcessRecordsLayout<'a>> {
         const MIN_RECORDS: usize = 256;
         if len < 64 * 1024 || self.pool.is_none() {
             return None;
         }
-        let Some(layout) = scan_process_records(&line[..len]) else {
+        let Some(layout) = scan_resumed(&line[..len], prescan) else {
             log::debug!(
                 "line {}: structural scan declined; decoding it on one thread",
                 self.line_no
@@ -327,7 +335,7 @@ impl<W: Write> Loop<W> {
         config: &DriverConfig,
         line: &Arc<LineBuf>,
         len: usize,
-        layout: &ProcessRecordsLayout,
+        layout: &ProcessRecordsLayout<'_>,
     ) -> Option<SplitBatch> {
         use rayon::prelude::*;
         let chunk = (layout.records.len() / (rayon::current_num_threads().max(1) * 4)).max(64);
@@ -350,8 +358,12 @@ impl<W: Write> Loop<W> {
                     })
                     .collect();
                 let mut previous: Option<SequenceNumber> = None;
-                for (k, range) in ranges.iter().enumerate() {
-                    let text = parse_record_at(line, range.clone()).ok()?;
+                let parsed = &layout.parsed[c * chunk..c * chunk + ranges.len()];
+                for (k, (range, parsed)) in ranges.iter().zip(parsed).enumerate() {
+                    let text = match parsed {
+                        Some(text) => text.clone(),
+                        None => parse_record_at(line, range.clone()).ok()?,
+                    };
                     let seq =
                         SequenceNumber::parse_reusing(&text.sequence_number, previous.as_ref())
                             .ok()?;
@@ -497,8 +509,9 @@ impl<W: Write> ProtocolWriter<W> {
 }
 
 enum ReadEvent {
-    /// A line: the first `len` bytes of the buffer (the rest is initialized spare room).
-    Line(Vec<u8>, usize),
+    /// A line: the first `len` bytes of the buffer (the rest is initialized spare room),
+    /// and its records as far as they were found while it arrived.
+    Line(Vec<u8>, usize, Prescan),
     Eof,
     Error(io::Error),
 }
@@ -530,14 +543,16 @@ fn spawn_reader<R: Read + Send + 'static>(
                 line[..carry.len()].copy_from_slice(&carry);
                 let mut filled = carry.len();
                 carry.clear();
-                let ev = match read_line(&mut input, &mut line, &mut filled, &mut carry) {
+                let mut prescan = Prescan::default();
+                let read = read_line(&mut input, &mut line, &mut filled, &mut carry, &mut prescan);
+                let ev = match read {
                     Ok(true) => {
                         last_len = filled;
-                        ReadEvent::Line(line, filled)
+                        ReadEvent::Line(line, filled, prescan)
                     }
                     Ok(false) if filled == 0 => ReadEvent::Eof,
                     // A last line without a newline is still a line.
-                    Ok(false) => ReadEvent::Line(line, filled),
+                    Ok(false) => ReadEvent::Line(line, filled, prescan),
                     Err(e) => ReadEvent::Error(e),
                 };
                 let stop = !matches!(ev, ReadEvent::Line(..));
@@ -557,21 +572,24 @@ fn spawn_reader<R: Read + Send + 'static>(
 /// Reads into `line` after its first `filled` bytes (which may hold carried-over bytes)
 /// until they hold a newline; `filled` then ends the line and the bytes after the newline
 /// move to `carry`. Bytes of `line` after `filled` are spare room (initialized, so reads
-/// need no zeroing). Ok(false) at EOF.
+/// need no zeroing). `prescan` scans the line's records as they arrive. Ok(false) at EOF.
 fn read_line<R: Read>(
     input: &mut R,
     line: &mut Vec<u8>,
     filled: &mut usize,
     carry: &mut Vec<u8>,
+    prescan: &mut Prescan,
 ) -> io::Result<bool> {
     let mut scanned = 0;
     loop {
         if let Some(pos) = memchr::memchr(b'\n', &line[scanned..*filled]) {
             let end = scanned + pos + 1;
+            prescan.advance(&line[..end - 1]);
             carry.extend_from_slice(&line[end..*filled]);
             *filled = end;
             return Ok(true);
         }
+        prescan.advance(&line[..*filled]);
         scanned = *filled;
         if line.len() - *filled < 64 * 1024 {
             // Zero only what the next reads can fill (a pipe hands over its size at most),

@@ -5,12 +5,14 @@
 //! - a decoded message re-encoded in the Java daemon's shape decodes to itself;
 //! - the parallel path (structural scan + per-record parse) gives exactly the records
 //!   of the full decoder whenever it accepts a line, and never completes a line the
-//!   full decoder rejects.
+//!   full decoder rejects;
+//! - a scan begun while the line arrives (in pieces) and finished on the whole line
+//!   finds exactly what one scan of the whole line finds.
 
 use std::sync::Arc;
 
 use rsmld::protocol::message::{decode_record_at, DaemonMessage, LineBuf};
-use rsmld::protocol::scan::scan_process_records;
+use rsmld::protocol::scan::{scan_process_records, scan_resumed, Prescan};
 
 /// Checks the invariants; returns whether `line` decoded as a message.
 pub fn check_daemon_line(line: &[u8]) -> bool {
@@ -28,7 +30,23 @@ pub fn check_daemon_line(line: &[u8]) -> bool {
             shared.as_ref().map(|_| ())
         ),
     }
-    if let Some(layout) = scan_process_records(line) {
+    let whole = scan_process_records(line);
+    let step = 1 + line.len() / 7;
+    let mut prescan = Prescan::default();
+    let mut at = 0;
+    while at < line.len() {
+        at = (at + step).min(line.len());
+        prescan.advance(&line[..at]);
+    }
+    let resumed = scan_resumed(line, prescan);
+    assert_eq!(
+        resumed
+            .as_ref()
+            .map(|l| (&l.records, l.millis_behind_latest)),
+        whole.as_ref().map(|l| (&l.records, l.millis_behind_latest)),
+        "a scan resumed after a prescan differs from a whole scan"
+    );
+    if let Some(layout) = whole {
         let fast: Result<Vec<_>, _> = layout
             .records
             .iter()

@@ -263,7 +263,7 @@ impl Serialize for Base64Text {
 
 /// A record's fields as parsed, borrowing from the line where they have no escapes. The
 /// sequence number is not validated yet ([`SequenceNumber::parse`] does that).
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordText<'a> {
     /// The base64 payload.
@@ -437,7 +437,9 @@ fn convert_records(
     Ok(out)
 }
 
-fn convert_record(
+/// A record from its parsed text: the payload becomes a range of `shared` where it was
+/// borrowed from it; `previous` lets equal sequence numbers share storage.
+pub fn convert_record(
     r: RecordText<'_>,
     shared: Option<&Arc<LineBuf>>,
     previous: Option<&SequenceNumber>,
@@ -495,13 +497,21 @@ pub fn parse_record_at(
 /// Why: serde's generic field matching, UTF-8 validation and `Cow` handling were a
 /// quarter of rsmld's CPU time on batches of small records.
 fn fast_record(b: &[u8], range: std::ops::Range<usize>) -> Option<RecordText<'_>> {
+    fast_record_from(&b[..range.end], range.start)
+        .filter(|(_, end)| *end == range.end)
+        .map(|(text, _)| text)
+}
+
+/// Like [`fast_record`], for the record that starts at `start` (its `{`): the record and
+/// the index after its closing `}`. The structural scan uses this, so a record of the
+/// common shape is parsed once, while it is found.
+pub(crate) fn fast_record_from(b: &[u8], start: usize) -> Option<(RecordText<'_>, usize)> {
     const DATA: u8 = 1;
     const KEY: u8 = 2;
     const SEQ: u8 = 4;
     const SUB: u8 = 8;
     const ARRIVAL: u8 = 16;
-    let b = &b[..range.end];
-    let mut i = range.start;
+    let mut i = start;
     let mut seen = 0u8;
     let (mut data, mut key, mut seq) = (None, None, None);
     let (mut sub, mut arrival) = (None, None);
@@ -573,17 +583,18 @@ fn fast_record(b: &[u8], range: std::ops::Range<usize>) -> Option<RecordText<'_>
         i = skip_ws(b, i);
         match b.get(i) {
             Some(b',') => i += 1,
-            Some(b'}') if i + 1 == range.end => break,
+            Some(b'}') => break,
             _ => return None,
         }
     }
-    Some(RecordText {
+    let text = RecordText {
         data,
         partition_key: key,
         sequence_number: seq?,
         sub_sequence_number: sub,
         approximate_arrival_timestamp: arrival,
-    })
+    };
+    Some((text, i + 1))
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {

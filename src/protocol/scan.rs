@@ -15,21 +15,141 @@
 
 use std::ops::Range;
 
+use crate::protocol::message::{fast_record_from, RecordText};
+
 /// Where the parts of a `processRecords` line are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessRecordsLayout {
+pub struct ProcessRecordsLayout<'a> {
     /// The byte range of each element of `records`, in order.
     pub records: Vec<Range<usize>>,
+    /// Each element parsed, when it has the common record shape (see
+    /// [`crate::protocol::message::parse_record_at`]); `None`: parse its range later.
+    pub parsed: Vec<Option<RecordText<'a>>>,
     /// `millisBehindLatest`, if present and not null.
     pub millis_behind_latest: Option<i64>,
 }
 
 /// Scans `line`; `None` means "use the full decoder".
-pub fn scan_process_records(line: &[u8]) -> Option<ProcessRecordsLayout> {
+pub fn scan_process_records(line: &[u8]) -> Option<ProcessRecordsLayout<'_>> {
     scan(line, true)
 }
 
-fn scan(line: &[u8], parallel: bool) -> Option<ProcessRecordsLayout> {
+/// The start of every `processRecords` line the Java daemon writes.
+const PREFIX: &[u8] = br#"{"action":"processRecords","records":["#;
+
+/// The records of a `processRecords` line found while the line is still arriving.
+///
+/// The stdin reader feeds it each time more of the line is in ([`Prescan::advance`]), so
+/// the structural scan happens during the transfer rather than after it (the daemon
+/// waits for `status`, so whatever runs between the line's last byte and `status` is on
+/// the critical path). It only handles lines that start exactly as the Java daemon
+/// writes them ([`PREFIX`]), and only commits an element once the `,` or `]` after it
+/// has arrived. [`scan_resumed`] finishes the scan on the complete line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Prescan {
+    started: bool,
+    ended: bool,
+    /// Where the next element (or, once ended, the rest of the object) starts.
+    pos: usize,
+    ranges: Vec<Range<usize>>,
+}
+
+impl Prescan {
+    /// Scans the elements that are complete in `b` (the line so far, no newline).
+    pub fn advance(&mut self, b: &[u8]) {
+        if self.ended {
+            return;
+        }
+        if !self.started {
+            if b.len() < PREFIX.len() || !b.starts_with(PREFIX) {
+                return;
+            }
+            self.started = true;
+            self.pos = PREFIX.len();
+        }
+        loop {
+            let mut s = Scanner {
+                b,
+                i: self.pos,
+                parallel: false,
+            };
+            s.ws();
+            let start = s.i;
+            // A failure may just mean "not all here yet": try again with more bytes.
+            if s.skip_value().is_none() {
+                return;
+            }
+            let end = s.i;
+            s.ws();
+            match s.next() {
+                Some(b',') => self.ranges.push(start..end),
+                Some(b']') => {
+                    self.ranges.push(start..end);
+                    self.ended = true;
+                    self.pos = s.i;
+                    return;
+                }
+                _ => return,
+            }
+            self.pos = s.i;
+        }
+    }
+
+    /// Elements found so far.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// True when no element was found.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
+/// Finishes a scan that `prescan` began on the same line (now complete); the result is
+/// exactly [`scan_process_records`]'s.
+pub fn scan_resumed(line: &[u8], prescan: Prescan) -> Option<ProcessRecordsLayout<'_>> {
+    if !prescan.started || prescan.pos > line.len() {
+        return scan(line, true);
+    }
+    let mut s = Scanner {
+        b: line,
+        i: prescan.pos,
+        parallel: true,
+    };
+    let n = prescan.ranges.len();
+    let mut elements: Elements<'_> = (prescan.ranges, vec![None; n]);
+    if !prescan.ended {
+        s.ws();
+        if elements.0.is_empty() && s.peek() == Some(b']') {
+            // An empty array, right after `[`.
+            s.i += 1;
+            return top_level(
+                s,
+                Some(Resume {
+                    seen: vec![&b"action"[..], &b"records"[..]],
+                    records: elements,
+                }),
+            );
+        }
+        let mut rest = s.rest_of_array()?;
+        elements.0.append(&mut rest.0);
+        elements.1.append(&mut rest.1);
+    }
+    let resume = Resume {
+        seen: vec![&b"action"[..], &b"records"[..]],
+        records: elements,
+    };
+    top_level(s, Some(resume))
+}
+
+/// The state of a scan resumed after the `records` array.
+struct Resume<'a> {
+    seen: Vec<&'a [u8]>,
+    records: Elements<'a>,
+}
+
+fn scan(line: &[u8], parallel: bool) -> Option<ProcessRecordsLayout<'_>> {
     let mut s = Scanner {
         b: line,
         i: 0,
@@ -37,11 +157,33 @@ fn scan(line: &[u8], parallel: bool) -> Option<ProcessRecordsLayout> {
     };
     s.ws();
     s.expect(b'{')?;
-    let mut action_ok = false;
-    let mut records = None;
+    top_level(s, None)
+}
+
+/// The top-level object from after its `{` (or, resumed, after the `records` value).
+fn top_level<'a>(
+    mut s: Scanner<'a>,
+    resume: Option<Resume<'a>>,
+) -> Option<ProcessRecordsLayout<'a>> {
+    let line = s.b;
+    let resumed = resume.is_some();
+    let mut action_ok = resumed;
+    let (mut seen, mut records) = match resume {
+        Some(r) => (r.seen, Some(r.records)),
+        None => (Vec::new(), None),
+    };
     let mut millis = None;
-    let mut seen: Vec<&[u8]> = Vec::new();
+    let mut first = !resumed;
     loop {
+        if !first {
+            s.ws();
+            match s.next()? {
+                b',' => {}
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        first = false;
         s.ws();
         if s.peek()? == b'}' && seen.is_empty() {
             s.i += 1;
@@ -85,19 +227,15 @@ fn scan(line: &[u8], parallel: bool) -> Option<ProcessRecordsLayout> {
                 }
             }
         }
-        s.ws();
-        match s.next()? {
-            b',' => continue,
-            b'}' => break,
-            _ => return None,
-        }
     }
     s.ws();
     if s.i != line.len() || !action_ok {
         return None;
     }
+    let (records, parsed) = records?;
     Some(ProcessRecordsLayout {
-        records: records?,
+        records,
+        parsed,
         millis_behind_latest: millis,
     })
 }
@@ -199,19 +337,24 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The element ranges of an array. A long array is scanned in parallel: see
-    /// [`Scanner::elements_in_parallel`].
-    fn array_elements(&mut self) -> Option<Vec<Range<usize>>> {
+    /// The element ranges of an array, each parsed where it has the common record shape.
+    /// A long array is scanned in parallel: see [`Scanner::elements_in_parallel`].
+    fn array_elements(&mut self) -> Option<Elements<'a>> {
         self.expect(b'[')?;
         self.ws();
         if self.peek()? == b']' {
             self.i += 1;
-            return Some(Vec::new());
+            return Some(Elements::default());
         }
+        self.rest_of_array()
+    }
+
+    /// The elements from an element start to the array's end (`]`, consumed).
+    fn rest_of_array(&mut self) -> Option<Elements<'a>> {
         if let Some(out) = self.parallel.then(|| self.elements_in_parallel()).flatten() {
             return Some(out);
         }
-        let mut out = Vec::new();
+        let mut out = Elements::default();
         match self.elements_until(usize::MAX, &mut out)? {
             Stop::ArrayEnd => Some(out),
             Stop::At => None,
@@ -220,7 +363,7 @@ impl<'a> Scanner<'a> {
 
     /// Scans elements from an element start (after `[` or `,`) until the array's end
     /// (`]`, consumed) or until the next element would start exactly at `stop`.
-    fn elements_until(&mut self, stop: usize, out: &mut Vec<Range<usize>>) -> Option<Stop> {
+    fn elements_until(&mut self, stop: usize, out: &mut Elements<'a>) -> Option<Stop> {
         loop {
             self.ws();
             if self.i == stop {
@@ -230,8 +373,19 @@ impl<'a> Scanner<'a> {
                 return None;
             }
             let start = self.i;
-            self.skip_value()?;
-            out.push(start..self.i);
+            // A record of the common shape is parsed while it is found (it ends where
+            // skipping it would end: such a record holds no nested values).
+            match fast_record_from(self.b, start) {
+                Some((text, end)) => {
+                    self.i = end;
+                    out.1.push(Some(text));
+                }
+                None => {
+                    self.skip_value()?;
+                    out.1.push(None);
+                }
+            }
+            out.0.push(start..self.i);
             self.ws();
             match self.next()? {
                 b',' => continue,
@@ -248,7 +402,7 @@ impl<'a> Scanner<'a> {
     /// one starts, as an element start after a comma. Part 0 starts at the true first
     /// element, so by induction every part is then scanned exactly as one serial scan
     /// would; any mismatch (or failure) returns `None` and the caller scans serially.
-    fn elements_in_parallel(&mut self) -> Option<Vec<Range<usize>>> {
+    fn elements_in_parallel(&mut self) -> Option<Elements<'a>> {
         const MIN_PART: usize = 256 * 1024;
         let parts = rayon::current_num_threads().min((self.b.len() - self.i) / MIN_PART);
         if parts < 2 {
@@ -262,8 +416,8 @@ impl<'a> Scanner<'a> {
             starts.push(at);
         }
         use rayon::prelude::*;
-        // Per part: its element ranges, where it stopped, and the index after it.
-        type Part = (Vec<Range<usize>>, Stop, usize);
+        // Per part: its elements, where it stopped, and the index after it.
+        type Part<'a> = (Elements<'a>, Stop, usize);
         let scanned: Vec<Option<Part>> = (0..parts)
             .into_par_iter()
             .map(|k| {
@@ -273,17 +427,20 @@ impl<'a> Scanner<'a> {
                     parallel: false,
                 };
                 let stop = starts.get(k + 1).copied().unwrap_or(usize::MAX);
-                let mut out = Vec::new();
+                let mut out = Elements::default();
                 let end = part.elements_until(stop, &mut out)?;
                 Some((out, end, part.i))
             })
             .collect();
-        let mut out = Vec::new();
+        let mut out = Elements::default();
         for (k, part) in scanned.into_iter().enumerate() {
-            let (mut ranges, end, i) = part?;
+            let (mut elements, end, i) = part?;
             let last = k + 1 == parts;
             match (end, last) {
-                (Stop::At, false) | (Stop::ArrayEnd, true) => out.append(&mut ranges),
+                (Stop::At, false) | (Stop::ArrayEnd, true) => {
+                    out.0.append(&mut elements.0);
+                    out.1.append(&mut elements.1);
+                }
                 _ => return None,
             }
             if last {
@@ -293,6 +450,9 @@ impl<'a> Scanner<'a> {
         Some(out)
     }
 }
+
+/// Element ranges and, where they have the common record shape, the parsed records.
+type Elements<'a> = (Vec<Range<usize>>, Vec<Option<RecordText<'a>>>);
 
 /// Where [`Scanner::elements_until`] stopped.
 enum Stop {
@@ -421,7 +581,14 @@ mod tests {
                     i: start,
                     parallel: true,
                 };
-                assert_eq!(s.elements_in_parallel(), Some(serial.records.clone()));
+                assert_eq!(
+                    s.elements_in_parallel(),
+                    Some((serial.records.clone(), serial.parsed.clone()))
+                );
+                assert!(
+                    serial.parsed.iter().all(Option::is_some),
+                    "all records parsed"
+                );
             }
         }
         // A marker beyond the array (in a later value) only makes it fall back.
@@ -431,6 +598,68 @@ mod tests {
             records.join(",")
         );
         assert_eq!(scan(line.as_bytes(), true), scan(line.as_bytes(), false));
+    }
+
+    /// Fed the line in pieces (as the stdin reader does), the prescan and the resumed scan
+    /// give exactly the result of one scan of the whole line, whatever the cut points.
+    #[test]
+    fn prescan_in_pieces_equals_one_scan() {
+        let big: String = (0..3000)
+            .map(|i| {
+                format!(
+                    r#"{{"data":"QUJD","partitionKey":"k{i}","sequenceNumber":"{}"}}"#,
+                    10 + i
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let lines: Vec<String> = vec![
+            format!(r#"{{"action":"processRecords","records":[{big}],"millisBehindLatest":5}}"#),
+            r#"{"action":"processRecords","records":[{"data":"a"],{","sequenceNumber":"1"} , 12345 ,[1,{"x":"]"}],"s,]"],"millisBehindLatest":null}"#.to_owned(),
+            r#"{"action":"processRecords","records":[1,2],"records":[]}"#.to_owned(),
+            r#"{"action":"processRecords","records":[{"sequenceNumber":"1"}],"action":"x"}"#.to_owned(),
+            r#"{"action":"processRecords","records":[{"sequenceNumber":"1"}]"#.to_owned(),
+            r#"{"action":"processRecords","records":[{"sequenceNumber":"1"},]}"#.to_owned(),
+            r#"{"action":"processRecords","records":[]}"#.to_owned(),
+            r#"{"action":"processRecords","records":[  {"sequenceNumber":"1"}  ]  ,"reason":0}"#.to_owned(),
+            r#" {"action":"processRecords","records":[{"sequenceNumber":"1"}]}"#.to_owned(),
+        ];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for line in &lines {
+            let b = line.as_bytes();
+            let whole = scan(b, true);
+            for _ in 0..50 {
+                let mut prescan = Prescan::default();
+                let mut at = 0;
+                while at < b.len() {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    at = (at + 1 + (rng % 300) as usize).min(b.len());
+                    prescan.advance(&b[..at]);
+                }
+                let resumed = scan_resumed(b, prescan);
+                let key = |l: &Option<ProcessRecordsLayout>| {
+                    l.as_ref()
+                        .map(|l| (l.records.clone(), l.millis_behind_latest))
+                };
+                assert!(
+                    key(&resumed) == key(&whole),
+                    "{}",
+                    &line[..line.len().min(120)]
+                );
+                // Records parsed during a resumed scan are parsed as in a whole one.
+                if let (Some(r), Some(w)) = (&resumed, &whole) {
+                    for (a, b) in r.parsed.iter().zip(&w.parsed) {
+                        assert!(a.is_none() || a == b);
+                    }
+                }
+            }
+        }
+        // The big line is found entirely while it arrives.
+        let mut prescan = Prescan::default();
+        prescan.advance(lines[0].as_bytes());
+        assert_eq!(prescan.len(), 3000);
     }
 
     #[test]
