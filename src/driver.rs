@@ -358,10 +358,9 @@ impl<W: Write> Loop<W> {
                     })
                     .collect();
                 let mut previous: Option<SequenceNumber> = None;
-                let parsed = &layout.parsed[c * chunk..c * chunk + ranges.len()];
-                for (k, (range, parsed)) in ranges.iter().zip(parsed).enumerate() {
-                    let text = match parsed {
-                        Some(text) => text.clone(),
+                for (k, range) in ranges.iter().enumerate() {
+                    let text = match layout.record(&line[..], c * chunk + k) {
+                        Some(text) => text,
                         None => parse_record_at(line, range.clone()).ok()?,
                     };
                     let seq =

@@ -506,6 +506,41 @@ fn fast_record(b: &[u8], range: std::ops::Range<usize>) -> Option<RecordText<'_>
 /// the index after its closing `}`. The structural scan uses this, so a record of the
 /// common shape is parsed once, while it is found.
 pub(crate) fn fast_record_from(b: &[u8], start: usize) -> Option<(RecordText<'_>, usize)> {
+    let (spans, end) = fast_record_spans(b, start, true)?;
+    // SAFETY: with `check_data`, every span is printable ASCII (`fast_string`), so UTF-8.
+    let text =
+        |r: std::ops::Range<usize>| Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(&b[r]) });
+    let text = RecordText {
+        data: spans.data.map(text),
+        partition_key: spans.partition_key.map(text),
+        sequence_number: text(spans.sequence_number),
+        sub_sequence_number: spans.sub_sequence_number,
+        approximate_arrival_timestamp: spans.approximate_arrival_timestamp,
+    };
+    Some((text, end))
+}
+
+/// Where the fields of a record of the common shape are in its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordSpans {
+    pub data: Option<std::ops::Range<usize>>,
+    pub partition_key: Option<std::ops::Range<usize>>,
+    pub sequence_number: std::ops::Range<usize>,
+    pub sub_sequence_number: Option<i64>,
+    pub approximate_arrival_timestamp: Option<i64>,
+    /// False when the payload was not checked to be printable ASCII (its quotes and the
+    /// absence of escapes were); whoever uses it must check it (see `check_data`).
+    pub data_checked: bool,
+}
+
+/// The parser of [`fast_record_from`], returning where the fields are. With `check_data`
+/// false the payload's bytes are not checked to be printable ASCII: the stdin reader
+/// leaves that pass (most of a line's bytes) to the parallel decoder.
+pub(crate) fn fast_record_spans(
+    b: &[u8],
+    start: usize,
+    check_data: bool,
+) -> Option<(RecordSpans, usize)> {
     const DATA: u8 = 1;
     const KEY: u8 = 2;
     const SEQ: u8 = 4;
@@ -552,14 +587,12 @@ pub(crate) fn fast_record_from(b: &[u8], start: usize) -> Option<(RecordText<'_>
                     }
                     i += 4;
                 } else {
-                    let (start, end) = fast_string(b, i)?;
-                    // SAFETY: `fast_string` admits printable ASCII only, which is UTF-8
-                    // (checking again would be a second pass over every payload).
-                    let text = unsafe { std::str::from_utf8_unchecked(&b[start..end]) };
+                    let check = field != DATA || check_data;
+                    let (start, end) = fast_string_checked(b, i, check)?;
                     match field {
-                        DATA => data = Some(Cow::Borrowed(text)),
-                        KEY => key = Some(Cow::Borrowed(text)),
-                        _ => seq = Some(Cow::Borrowed(text)),
+                        DATA => data = Some(start..end),
+                        KEY => key = Some(start..end),
+                        _ => seq = Some(start..end),
                     }
                     i = end + 1;
                 }
@@ -587,14 +620,15 @@ pub(crate) fn fast_record_from(b: &[u8], start: usize) -> Option<(RecordText<'_>
             _ => return None,
         }
     }
-    let text = RecordText {
+    let spans = RecordSpans {
         data,
         partition_key: key,
         sequence_number: seq?,
         sub_sequence_number: sub,
         approximate_arrival_timestamp: arrival,
+        data_checked: check_data,
     };
-    Some((text, i + 1))
+    Some((spans, i + 1))
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -607,12 +641,18 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// A string at `i` (its opening quote) of printable ASCII without escapes: the range of
 /// its contents (the closing quote is at the end of the range).
 fn fast_string(b: &[u8], i: usize) -> Option<(usize, usize)> {
+    fast_string_checked(b, i, true)
+}
+
+/// [`fast_string`], checking that the contents are printable ASCII only if `check`.
+fn fast_string_checked(b: &[u8], i: usize, check: bool) -> Option<(usize, usize)> {
     if b.get(i) != Some(&b'"') {
         return None;
     }
     let start = i + 1;
     let end = start + super::scan::quote_or_backslash(&b[start..])?;
-    (b[end] == b'"' && super::scan::printable_ascii(&b[start..end])).then_some((start, end))
+    let ok = b[end] == b'"' && (!check || super::scan::printable_ascii(&b[start..end]));
+    ok.then_some((start, end))
 }
 
 /// A non-negative integer of at most 18 digits (always fits an i64), without a leading
