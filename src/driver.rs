@@ -9,6 +9,15 @@
 //! away (EOF) is noticed at once, and a line that arrives while the session is not
 //! waiting for one is reported as the protocol violation it is.
 //!
+//! The daemon sends a line only after the status of the previous one, so whatever happens
+//! between a line's last byte and its status bounds throughput. Hence, for a large
+//! `processRecords` line: the reader scans its records while the bytes arrive
+//! ([`Prescan`]); the loop finishes the scan, answers status at once when the batch fits
+//! under the in-flight bounds ([`Session::can_acknowledge_ahead`]), and only then parses
+//! and splits the records on several threads, sorting the items into one block per worker,
+//! while the daemon sends the next line. A record that turns out malformed after that
+//! status stops the process as before: nothing past it is ever checkpointed.
+//!
 //! Errors carry the 1-based line number and the first bytes of the offending line.
 
 use std::io::{self, Read, Write};

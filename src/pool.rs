@@ -14,6 +14,10 @@
 //! cuts the wait short. After `batch_interval` (or a second) without items, the worker
 //! calls the handler's `flush` hook if it processed anything since the last one.
 //!
+//! Items travel in [`ItemBlock`]s (one line reference per block, no per-item allocation);
+//! a worker builds each handler batch as views into the blocks it holds, across blocks
+//! when they are small.
+//!
 //! Completions go back on an unbounded channel (so a worker never blocks on the protocol
 //! thread; the in-flight bound keeps it small), one record id per finished item.
 //!

@@ -68,7 +68,7 @@ const PREFIX: &[u8] = br#"{"action":"processRecords","records":["#;
 /// the structural scan happens during the transfer rather than after it (the daemon
 /// waits for `status`, so whatever runs between the line's last byte and `status` is on
 /// the critical path). It only handles lines that start exactly as the Java daemon
-/// writes them ([`PREFIX`]), and only commits an element once the `,` or `]` after it
+/// writes them (`{"action":"processRecords","records":[`), and only commits an element once the `,` or `]` after it
 /// has arrived. [`scan_resumed`] finishes the scan on the complete line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Prescan {
