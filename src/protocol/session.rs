@@ -19,7 +19,10 @@
 //! - `processRecords`: dispatch every item; if more than `max_in_flight` items are
 //!   unfinished, wait until they are not; then, if the completed prefix moved past the
 //!   last checkpoint and `checkpoint_interval` has passed since the last one, checkpoint
-//!   it (always with its sub-sequence number); then status.
+//!   it (always with its sub-sequence number); then status. A large line may instead be
+//!   started before it is decoded (`begin_records_ahead`, when its records fit under the
+//!   bounds) and its items delivered right after (`deliver_ahead`), usually once status is
+//!   already out: the daemon then sends the next line while this one is decoded.
 //! - `shutdownRequested`: wait for all in-flight work, checkpoint the position, status.
 //! - `shardEnded` (1.x: `shutdown` TERMINATE): wait for all work, checkpoint with a null
 //!   sequence number — SHARD_END — never the last record's number (KCL issue #211), status.
@@ -48,7 +51,9 @@ use crate::split::Splitter;
 pub struct SessionConfig {
     /// Minimum time between periodic checkpoints during `processRecords`.
     pub checkpoint_interval: Duration,
-    /// Unfinished items allowed when `processRecords` answers status (0 = synchronous).
+    /// Unfinished items allowed when `processRecords` answers status (0 = synchronous). A
+    /// batch acknowledged before it is decoded ([`Session::can_acknowledge_ahead`]) counts
+    /// one item per record.
     pub max_in_flight: usize,
     /// Bytes of *earlier* daemon lines that unfinished items may keep alive when
     /// `processRecords` answers status (payloads point into their line, so one unfinished
