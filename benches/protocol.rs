@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::protocol::scan::{scan_process_records, scan_resumed, Prescan};
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
 
 const HEAD: &str = "496804454988419534946983079362562279";
@@ -65,6 +66,28 @@ fn decode(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(line.len() as u64));
         g.bench_function(name, |b| {
             b.iter(|| DaemonMessage::decode(black_box(&line)).unwrap())
+        });
+        // What the driver does instead, on one thread here: the structural scan (which
+        // parses records of the daemon's shape as it finds them), then each record's text.
+        g.bench_function(format!("{name}: scan + parse (fast path)"), |b| {
+            b.iter(|| {
+                let layout = scan_process_records(black_box(&line)).unwrap();
+                for k in 0..layout.records.len() {
+                    black_box(layout.record(&line, k).unwrap());
+                }
+            })
+        });
+        // The stdin reader's share: the scan as 64 KiB pieces arrive, then its end.
+        g.bench_function(format!("{name}: prescan in 64 KiB pieces"), |b| {
+            b.iter(|| {
+                let mut prescan = Prescan::default();
+                let mut at = 0;
+                while at < line.len() {
+                    at = (at + 64 * 1024).min(line.len());
+                    prescan.advance(black_box(&line[..at]));
+                }
+                black_box(scan_resumed(&line, prescan).unwrap());
+            })
         });
     }
     let reply = br#"{"action":"checkpoint","sequenceNumber":"49680445498841953494698307936256227907416662446197178370","subSequenceNumber":7,"error":null}"#;
