@@ -1,5 +1,5 @@
 //! Replays the daemon side of recordings made with the real KCL 2.5.8 daemon against the built
-//! binary: shared/transcripts/kcl258_*.jsonl (small processors) and
+//! binary: tests/transcripts/kcl258/ (copies of the shared kcl258_*.jsonl; small processors) and
 //! tests/transcripts/recorded/*.jsonl (rsmld itself under the daemon, recorded by
 //! scripts/e2e.sh: one file per end-to-end case). Every action the real daemon sent, in order,
 //! per child process; checkpoint requests are answered by a model of the daemon's range checks.
@@ -16,7 +16,7 @@ use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage};
 
 #[test]
 fn real_daemon_sessions_replay_against_the_binary() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/transcripts");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts/kcl258");
     let mut sessions = 0;
     for path in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
         sessions += replay_file(&path);

@@ -1,5 +1,5 @@
 //! Golden JSON for every wire message, both directions, plus the shapes recorded from
-//! the real KCL 2.5.8 daemon (shared/transcripts).
+//! the real KCL 2.5.8 daemon (tests/transcripts/kcl258, copied from shared/transcripts).
 
 mod common;
 
@@ -254,7 +254,7 @@ fn lines_of_64_mib_and_more() {
 /// decoder, and the messages rsmld writes have the same key sets as those.
 #[test]
 fn real_daemon_recordings() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/transcripts");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts/kcl258");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         panic!("recordings not found at {}", dir.display());
     };
