@@ -6,6 +6,7 @@
 #   sigterm   SIGTERM with shutdownGraceMillis: shutdownRequested checkpoint = last record
 #   kill      rsmld SIGKILLed mid-stream: daemon exits non-zero, restart resumes, nothing lost
 #   steal     a second worker steals a lease: leaseLost, no checkpoint after it, records move
+#   bulk      a 1 MB line from the real daemon, acknowledged before it is decoded; all records once
 #
 #   scripts/e2e.sh                 # build rsmld (release), install, run every case
 #   scripts/e2e.sh split kill      # only these cases

@@ -388,7 +388,44 @@ class Steal(Case):
         self.check_daemon_logs()
 
 
-CASES = [Records, Split, Sigterm, Kill, Steal]
+class Bulk(Case):
+    name = "bulk"
+    title = "(f) large batches: lines over 64 KiB acknowledged before they are decoded"
+
+    def body(self):
+        self.create_stream(1)
+        self.create_leases()
+        # Put before the daemon starts: its first GetRecords returns them in one batch.
+        self.put(plain=1500, tag="b", size=400)
+        self.put(aggregated=3, per_aggregate=100, tag="c")
+        d = Daemon(self, "daemon", "worker-a", ["--checkpoint-interval", "0.5"],
+                   {"shutdownGraceMillis": 3000}, env={"RUST_LOG": "rsmld::driver=trace"}).start()
+        self.wait_records()
+        manifest, _, _ = self.check_records()
+        want = last_esn_by_shard(manifest)
+        self.wait_until("periodic checkpoints reached the last record",
+                        lambda: checkpoints_at(self, want), timeout=30, watch=[d])
+        self.check(True, "lease checkpoint = last record", ", ".join(fmt_esn(e) for e in want.values()))
+        # The real daemon's lines were large, and rsmld answered them before decoding them.
+        sizes, ahead = [], 0
+        for evs in d.transcripts().values():
+            for e, msg in messages(evs):
+                if msg.get("action") == "processRecords":
+                    sizes.append((len(e["line"]), len(msg.get("records") or [])))
+            ahead += sum("acknowledged before decoding" in e.get("line", "")
+                         for e in evs if e["dir"] == "p_err")
+        large = [s for s in sizes if s[0] >= 64 * 1024 and s[1] >= 256]
+        self.check(large and ahead >= len(large),
+                   "lines of >= 64 KiB and >= 256 records were acknowledged before decoding",
+                   f"{len(large)} large of {len(sizes)} processRecords lines (largest "
+                   f"{max(sizes)[0] if sizes else 0} bytes); {ahead} acknowledged ahead")
+        rc = d.stop()
+        self.note(f"daemon exit code after SIGTERM: {rc}")
+        self.check_processes()
+        self.check_daemon_logs()
+
+
+CASES = [Records, Split, Sigterm, Kill, Steal, Bulk]
 
 if __name__ == "__main__":
     sys.exit(run_suite(CASES, description=__doc__.split("\n\n")[0]))

@@ -130,8 +130,9 @@ class Emulators:
 class Daemon:
     """One MultiLangDaemon running rsmld (file handler) through scripts/record.py."""
 
-    def __init__(self, case, name, worker_id, rsmld_args=(), props=None):
+    def __init__(self, case, name, worker_id, rsmld_args=(), props=None, env=None):
         self.case, self.name, self.worker_id = case, name, worker_id
+        self.env = dict(env or {})  # extra environment for the daemon and so for rsmld
         self.dir = os.path.join(case.work, name)
         self.out_dir = os.path.join(self.dir, "out")
         self.rec_dir = os.path.join(self.dir, "rec")
@@ -162,7 +163,7 @@ class Daemon:
             cmd += ["--set", f"{k}={v}"]
         say(f"{self.case.name}: starting daemon {self.name} (workerId {self.worker_id})")
         # run-daemon.sh execs java: this pid is the daemon's, and it leads its own process group.
-        self.proc = subprocess.Popen(cmd, env=self.case.emu.env, start_new_session=True,
+        self.proc = subprocess.Popen(cmd, env={**self.case.emu.env, **self.env}, start_new_session=True,
                                      stdin=subprocess.DEVNULL)
         self.started_at = time.monotonic()
         self.case.daemons.append(self)
@@ -410,10 +411,10 @@ class Case:
             kinesis_endpoint=self.emu.env["KINESIS_ENDPOINT"], dynamodb_endpoint=self.emu.env["DYNAMODB_ENDPOINT"],
             app=self.app, stream=self.stream, initial_position="TRIM_HORIZON", all_shards=False))
 
-    def put(self, plain=0, aggregated=0, per_aggregate=5, tag="r", quiet=False):
+    def put(self, plain=0, aggregated=0, per_aggregate=5, tag="r", quiet=False, size=0):
         entries = []
         if plain:
-            entries += kt.put_plain(self.emu.kinesis, self.stream, plain, tag, 0, spread=True)
+            entries += kt.put_plain(self.emu.kinesis, self.stream, plain, tag, size, spread=True)
         if aggregated:
             entries += kt.put_aggregated(self.emu.kinesis, self.stream, aggregated, per_aggregate, tag, 0)
         with self.manifest_lock:
