@@ -78,8 +78,8 @@ pub struct Prescan {
     pos: usize,
     ranges: Vec<Range<usize>>,
     /// Each element parsed, where it has the common record shape (as offsets: the
-    /// buffer may move while the line grows).
-    parsed: Vec<Option<RecordAt>>,
+    /// buffer may move while the line grows): only `Parsed::No` and `Parsed::At`.
+    parsed: Vec<Parsed<'static>>,
 }
 
 /// A record parsed while its line arrived, as offsets into the line; its payload is not
@@ -90,12 +90,17 @@ type RecordAt = RecordSpans;
 /// it again, which also reports errors) if a field is not as the fast parser requires.
 fn text_at<'a>(line: &'a [u8], at: &RecordAt) -> Option<RecordText<'a>> {
     let text = |r: &Range<usize>| {
-        let s = std::str::from_utf8(line.get(r.clone())?).ok()?;
-        Some(Cow::Borrowed(s))
+        let bytes = line.get(r.clone())?;
+        if !printable_ascii(bytes) {
+            return None;
+        }
+        // SAFETY: checked just above: printable ASCII is UTF-8.
+        Some(Cow::Borrowed(unsafe {
+            std::str::from_utf8_unchecked(bytes)
+        }))
     };
     let data = match &at.data {
-        Some(r) if at.data_checked || printable_ascii(line.get(r.clone())?) => Some(text(r)?),
-        Some(_) => return None,
+        Some(r) => Some(text(r)?),
         None => None,
     };
     Some(RecordText {
@@ -140,13 +145,13 @@ impl Prescan {
             let parsed = match small.then(|| fast_record_spans(b, start, false)).flatten() {
                 Some((spans, end)) => {
                     s.i = end;
-                    Some(spans)
+                    Parsed::At(spans)
                 }
                 None => {
                     if s.skip_value().is_none() {
                         return;
                     }
-                    None
+                    Parsed::No
                 }
             };
             let end = s.i;
@@ -188,12 +193,7 @@ pub fn scan_resumed(line: &[u8], prescan: Prescan) -> Option<ProcessRecordsLayou
         i: prescan.pos,
         parallel: true,
     };
-    let parsed = prescan
-        .parsed
-        .into_iter()
-        .map(|p| p.map_or(Parsed::No, Parsed::At))
-        .collect();
-    let mut elements: Elements<'_> = (prescan.ranges, parsed);
+    let mut elements: Elements<'_> = (prescan.ranges, prescan.parsed);
     if !prescan.ended {
         s.ws();
         if elements.0.is_empty() && s.peek() == Some(b']') {
