@@ -80,6 +80,10 @@ pub struct Prescan {
     /// Each element parsed, where it has the common record shape (as offsets: the
     /// buffer may move while the line grows): only `Parsed::No` and `Parsed::At`.
     parsed: Vec<Parsed<'static>>,
+    /// The next attempt at an incomplete element waits until the line is this long.
+    retry_at: usize,
+    /// Attempts at elements that were not complete yet.
+    incomplete: usize,
 }
 
 /// A record parsed while its line arrived, as offsets into the line; its payload is not
@@ -128,6 +132,13 @@ impl Prescan {
             self.started = true;
             self.pos = PREFIX.len();
         }
+        // An element that was incomplete is scanned again from its start, so a retry waits
+        // until the bytes after its start have doubled: a record of many MiB arriving in
+        // 64 KiB reads costs a few scans of it, not one per read. (What is left at the end
+        // is finished by `scan_resumed`.)
+        if b.len() < self.retry_at {
+            return;
+        }
         loop {
             let mut s = Scanner {
                 b,
@@ -149,6 +160,7 @@ impl Prescan {
                 }
                 None => {
                     if s.skip_value().is_none() {
+                        self.incomplete_at(start, b.len());
                         return;
                     }
                     Parsed::No
@@ -159,7 +171,10 @@ impl Prescan {
             let last = match s.next() {
                 Some(b',') => false,
                 Some(b']') => true,
-                _ => return,
+                _ => {
+                    self.incomplete_at(start, b.len());
+                    return;
+                }
             };
             self.ranges.push(start..end);
             self.parsed.push(parsed);
@@ -169,6 +184,11 @@ impl Prescan {
                 return;
             }
         }
+    }
+
+    fn incomplete_at(&mut self, start: usize, len: usize) {
+        self.incomplete += 1;
+        self.retry_at = len + (len - start).max(4096);
     }
 
     /// Elements found so far.
@@ -736,6 +756,23 @@ mod tests {
         let mut prescan = Prescan::default();
         prescan.advance(lines[0].as_bytes());
         assert_eq!(prescan.len(), 3000);
+        // One 8 MiB record arriving in 4 KiB reads is attempted a few times, not per read.
+        let huge = format!(
+            r#"{{"action":"processRecords","records":[{{"data":"{}","sequenceNumber":"1"}},{{"sequenceNumber":"2"}}]}}"#,
+            "QUJD".repeat(2 << 20)
+        );
+        let mut prescan = Prescan::default();
+        let mut at = 0;
+        while at < huge.len() {
+            at = (at + 4096).min(huge.len());
+            prescan.advance(&huge.as_bytes()[..at]);
+        }
+        assert!(prescan.incomplete <= 24, "{} attempts", prescan.incomplete);
+        let whole = scan(huge.as_bytes(), true).unwrap();
+        assert_eq!(
+            scan_resumed(huge.as_bytes(), prescan).unwrap().records,
+            whole.records
+        );
     }
 
     #[test]
