@@ -11,8 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    args, init_line, line, record_with_text, rsmld_bin, run_action, seq, written, CheckpointModel,
-    Proc,
+    args, init_line, line, record_with_text, run_action, seq, written, CheckpointModel, Proc,
 };
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::scan::scan_process_records;
@@ -25,17 +24,18 @@ const LARGE_RECORDS: usize = 256;
 /// The driver's trace line for a line acknowledged before decoding.
 const AHEAD_LOG: &str = "acknowledged before decoding";
 
-/// Spawns rsmld with the driver's trace log on (it says which lines were acknowledged
-/// ahead). Through `env`, because `Proc` sets RUST_LOG=info on the command it spawns
-/// unless the test process itself has RUST_LOG (an `env` entry passed to
-/// `Proc::spawn_env` would be overridden); `env` execs rsmld in the same process.
-fn spawn(list: &[&str]) -> Proc {
-    let mut argv = vec![
-        "RUST_LOG=info,rsmld::driver=trace".to_owned(),
-        rsmld_bin().to_string_lossy().into_owned(),
-    ];
-    argv.extend(args(list));
-    Proc::spawn_bin(Path::new("env"), &argv, &[])
+/// Starts rsmld with the file handler writing under `out`, 2 workers and `extra` flags,
+/// with the driver's trace log on (it says which lines were acknowledged ahead), and
+/// initializes it (at TRIM_HORIZON, as the model is told).
+fn start(out: &Path, extra: &[&str]) -> (Proc, CheckpointModel) {
+    let mut list = vec!["--handler", "file", "--output", out.to_str().unwrap()];
+    list.extend(["--workers", "2"]);
+    list.extend(extra);
+    let mut p = Proc::spawn_env(&args(&list), &[("RUST_LOG", "info,rsmld::driver=trace")]);
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    (p, model)
 }
 
 /// A payload of exactly `len` bytes that names record `i`.
@@ -112,17 +112,7 @@ fn expect_status(p: &mut Proc, l: &str) {
 fn large_batches_are_acknowledged_ahead_and_all_processed() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut p = spawn(&[
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--workers",
-        "2",
-    ]);
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let (mut p, mut model) = start(&out, &[]);
 
     let mut all: Vec<Record> = Vec::new();
     for (line_no, first) in [(2, 1), (3, 401)] {
@@ -223,16 +213,7 @@ fn line_with_bad_record(n: u64, payload_len: usize, bad: u64) -> String {
 fn a_bad_record_after_the_early_status_stops_rsmld() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut p = spawn(&[
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--workers",
-        "2",
-    ]);
-    let mut model = CheckpointModel::default();
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let (mut p, _) = start(&out, &[]);
     let l = line_with_bad_record(400, 300, 200);
     assert_large(&l, 400);
 
@@ -273,16 +254,7 @@ fn a_bad_record_in_a_line_below_the_thresholds_gets_no_status() {
         }
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let mut p = spawn(&[
-            "--handler",
-            "file",
-            "--output",
-            out.to_str().unwrap(),
-            "--workers",
-            "2",
-        ]);
-        let mut model = CheckpointModel::default();
-        run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+        let (mut p, _) = start(&out, &[]);
         p.send(&l);
         let rc = p.wait(Duration::from_secs(5)).unwrap();
         assert_ne!(rc, 0, "{what}: rsmld went on after a malformed record");
@@ -305,20 +277,7 @@ fn a_bad_record_in_a_line_below_the_thresholds_gets_no_status() {
 fn synchronous_mode_never_acknowledges_ahead() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut p = spawn(&[
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--workers",
-        "2",
-        "--max-in-flight",
-        "0",
-        "--debug-delay-ms",
-        "2",
-    ]);
-    let mut model = CheckpointModel::default();
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let (mut p, mut model) = start(&out, &["--max-in-flight", "0", "--debug-delay-ms", "2"]);
     let l = records_line(records(1, 300, 300));
     assert_large(&l, 300);
     run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
@@ -338,22 +297,17 @@ fn synchronous_mode_never_acknowledges_ahead() {
 fn a_batch_larger_than_max_in_flight_is_not_acknowledged_ahead() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut p = spawn(&[
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--workers",
-        "2",
-        "--max-in-flight",
-        "100",
-        "--checkpoint-interval",
-        "3600",
-        "--debug-delay-ms",
-        "2",
-    ]);
-    let mut model = CheckpointModel::default();
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let (mut p, mut model) = start(
+        &out,
+        &[
+            "--max-in-flight",
+            "100",
+            "--checkpoint-interval",
+            "3600",
+            "--debug-delay-ms",
+            "2",
+        ],
+    );
     let l = records_line(records(1, 400, 300));
     assert_large(&l, 400);
     run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();

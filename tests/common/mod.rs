@@ -249,12 +249,14 @@ impl Proc {
         Self::from_command(cmd)
     }
 
-    /// Spawns `cmd` with piped stdin/stdout/stderr and RUST_LOG=info (unless set).
+    /// Spawns `cmd` with piped stdin/stdout/stderr and RUST_LOG=info (unless set, on `cmd`
+    /// or in the test's own environment).
     pub fn from_command(mut cmd: Command) -> Proc {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if std::env::var_os("RUST_LOG").is_none() {
+        let on_cmd = cmd.get_envs().any(|(k, _)| k == "RUST_LOG");
+        if !on_cmd && std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
         let mut child = cmd.spawn().expect("spawn rsmld");
