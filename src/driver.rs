@@ -239,16 +239,8 @@ impl<W: Write> Loop<W> {
                 records,
                 millis_behind_latest,
             } if !self.shard.is_empty() => {
-                let mut batch = SplitBatch::split(
-                    &records,
-                    millis_behind_latest,
-                    &config.splitter,
-                    &self.shard,
-                    self.session.tracker().next_id(),
-                    Some(&line),
-                );
+                let batch = self.split(config, &records, millis_behind_latest, &line, len);
                 drop(records);
-                batch.line_bytes = len;
                 self.session.handle_batch(batch, Instant::now())
             }
             msg => self.session.handle_message(msg, Instant::now()),
@@ -314,18 +306,7 @@ impl<W: Write> Loop<W> {
             DaemonMessage::ProcessRecords {
                 records,
                 millis_behind_latest,
-            } => {
-                let mut batch = SplitBatch::split(
-                    &records,
-                    millis_behind_latest,
-                    &config.splitter,
-                    &self.shard,
-                    self.session.tracker().next_id(),
-                    Some(line),
-                );
-                batch.line_bytes = len;
-                Ok(batch)
-            }
+            } => Ok(self.split(config, &records, millis_behind_latest, line, len)),
             // The scan only accepts lines whose action is processRecords.
             other => Err(DriverError::Malformed {
                 line_no: self.line_no,
@@ -333,6 +314,28 @@ impl<W: Write> Loop<W> {
                 source: DecodeError::UnknownAction(other.action().to_string()),
             }),
         }
+    }
+
+    /// Splits decoded records (of `line`, `len` bytes, which their payloads point into) on
+    /// this thread, numbered from the tracker's next id.
+    fn split(
+        &self,
+        config: &DriverConfig,
+        records: &[crate::protocol::message::Record],
+        millis_behind_latest: Option<i64>,
+        line: &Arc<LineBuf>,
+        len: usize,
+    ) -> SplitBatch {
+        let mut batch = SplitBatch::split(
+            records,
+            millis_behind_latest,
+            &config.splitter,
+            &self.shard,
+            self.session.tracker().next_id(),
+            Some(line),
+        );
+        batch.line_bytes = len;
+        batch
     }
 
     /// A large `processRecords` line is decoded and split on several threads: the scan

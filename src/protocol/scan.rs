@@ -86,13 +86,11 @@ pub struct Prescan {
     incomplete: usize,
 }
 
-/// A record parsed while its line arrived, as offsets into the line; its payload is not
-/// yet checked to be printable ASCII.
-type RecordAt = RecordSpans;
-
-/// The record's text in `line`, checking what the prescan left unchecked; `None` (parse
-/// it again, which also reports errors) if a field is not as the fast parser requires.
-fn text_at<'a>(line: &'a [u8], at: &RecordAt) -> Option<RecordText<'a>> {
+/// The text in `line` of a record parsed while the line arrived (as offsets, its payload
+/// not yet checked to be printable ASCII), checking what the prescan left unchecked;
+/// `None` (parse it again, which also reports errors) if a field is not as the fast parser
+/// requires.
+fn text_at<'a>(line: &'a [u8], at: &RecordSpans) -> Option<RecordText<'a>> {
     let text = |r: &Range<usize>| {
         let bytes = line.get(r.clone())?;
         if !printable_ascii(bytes) {
