@@ -494,7 +494,8 @@ def cmd_wait_records(args):
         time.sleep(0.5)
 
 
-def _esn(seq, sub):
+def esn(seq, sub):
+    """An extended sequence number as a comparable tuple (SHARD_END above everything)."""
     if seq == "SHARD_END":
         return (2**200, 0)
     if seq in (None, "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
@@ -502,13 +503,19 @@ def _esn(seq, sub):
     return (int(seq), int(sub or 0))
 
 
+def last_esn_by_shard(entries):
+    """{shard: the greatest extended sequence number of its entries} (manifest or output)."""
+    last = {}
+    for m in entries:
+        s = m.get("shard") or m.get("shardId")
+        e = esn(m["sequenceNumber"], m["subSequenceNumber"])
+        last[s] = max(last.get(s, e), e)
+    return last
+
+
 def cmd_wait_checkpoints(args):
     """Every shard of the manifest checkpointed at its last record (a closed shard: SHARD_END)."""
-    manifest = read_manifest(args.manifest)
-    last = {}
-    for m in manifest:
-        e = _esn(m["sequenceNumber"], m["subSequenceNumber"])
-        last[m["shard"]] = max(last.get(m["shard"], e), e)
+    last = last_esn_by_shard(read_manifest(args.manifest))
     dc = dynamodb(args)
     deadline = time.time() + args.timeout
     while True:
@@ -517,7 +524,7 @@ def cmd_wait_checkpoints(args):
         behind = []
         for shard, want in sorted(last.items()):
             row = rows.get(shard, {})
-            got = _esn(row.get("checkpoint"), row.get("checkpointSubSequenceNumber"))
+            got = esn(row.get("checkpoint"), row.get("checkpointSubSequenceNumber"))
             if got != want and got[0] != 2**200:
                 behind.append(shard)
         if not behind:

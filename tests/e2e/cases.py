@@ -22,13 +22,7 @@ from harness import (SHARD0, SHARD1, CaseFailed, Case, Daemon, Producer, esn, me
 import kinesis_tool as kt  # noqa: E402  (harness puts scripts/ on the path)
 
 
-def last_esn_by_shard(entries):
-    last = {}
-    for m in entries:
-        s = m.get("shard") or m.get("shardId")
-        e = esn(m["sequenceNumber"], m["subSequenceNumber"])
-        last[s] = max(last.get(s, e), e)
-    return last
+last_esn_by_shard = kt.last_esn_by_shard
 
 
 def lease_esn(row):
