@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    args, init_line, line, record_with_text, run_action, seq, written, CheckpointModel, Proc,
+    line, record_with_text, run_action, seq, start_file_handler, written, CheckpointModel, Proc,
 };
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::scan::scan_process_records;
@@ -25,17 +25,11 @@ const LARGE_RECORDS: usize = 256;
 const AHEAD_LOG: &str = "acknowledged before decoding";
 
 /// Starts rsmld with the file handler writing under `out`, 2 workers and `extra` flags,
-/// with the driver's trace log on (it says which lines were acknowledged ahead), and
-/// initializes it (at TRIM_HORIZON, as the model is told).
+/// with the driver's trace log on (it says which lines were acknowledged ahead).
 fn start(out: &Path, extra: &[&str]) -> (Proc, CheckpointModel) {
-    let mut list = vec!["--handler", "file", "--output", out.to_str().unwrap()];
-    list.extend(["--workers", "2"]);
+    let mut list = vec!["--workers", "2"];
     list.extend(extra);
-    let mut p = Proc::spawn_env(&args(&list), &[("RUST_LOG", "info,rsmld::driver=trace")]);
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
-    (p, model)
+    start_file_handler(out, &list, &[("RUST_LOG", "info,rsmld::driver=trace")])
 }
 
 /// A payload of exactly `len` bytes that names record `i`.

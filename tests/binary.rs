@@ -6,7 +6,10 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::{args, init_line, line, record, run_action, seq, written, CheckpointModel, Proc};
+use common::{
+    args, init_line, line, record, run_action, seq, start_file_handler, written, CheckpointModel,
+    Proc,
+};
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
 
@@ -18,23 +21,20 @@ use rsmld::protocol::sequence::{Esn, SequenceNumber};
 fn checkpoints_cover_only_written_items() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut p = Proc::spawn(&args(&[
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--workers",
-        "3",
-        "--max-in-flight",
-        "150",
-        "--checkpoint-interval",
-        "0",
-        "--debug-delay-ms",
-        "3",
-    ]));
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let (mut p, mut model) = start_file_handler(
+        &out,
+        &[
+            "--workers",
+            "3",
+            "--max-in-flight",
+            "150",
+            "--checkpoint-interval",
+            "0",
+            "--debug-delay-ms",
+            "3",
+        ],
+        &[],
+    );
 
     let keys: Vec<String> = (0..11).map(|k| format!("key-{k}")).collect();
     let mut delivered: Vec<(u64, String)> = Vec::new();
@@ -158,22 +158,20 @@ fn checkpoints_cover_only_written_items() {
 fn backpressure_holds_status_until_in_flight_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut p = Proc::spawn(&args(&[
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--workers",
-        "2",
-        "--max-in-flight",
-        "5",
-        "--checkpoint-interval",
-        "3600",
-        "--debug-delay-ms",
-        "10",
-    ]));
-    let mut model = CheckpointModel::default();
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let (mut p, mut model) = start_file_handler(
+        &out,
+        &[
+            "--workers",
+            "2",
+            "--max-in-flight",
+            "5",
+            "--checkpoint-interval",
+            "3600",
+            "--debug-delay-ms",
+            "10",
+        ],
+        &[],
+    );
     let records: Vec<Record> = (1..=50)
         .map(|i| record(i, &format!("k{}", i % 4)))
         .collect();
@@ -251,16 +249,7 @@ fn handler_start_failure_is_reported_at_initialize() {
 fn huge_lines_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut p = Proc::spawn(&args(&[
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--max-in-flight",
-        "0",
-    ]));
-    let mut model = CheckpointModel::default();
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let (mut p, mut model) = start_file_handler(&out, &["--max-in-flight", "0"], &[]);
     let mut r = record(1, "k");
     r.data = Some("QUFB".repeat((66 << 20) / 4).into());
     let l = line(&DaemonMessage::ProcessRecords {

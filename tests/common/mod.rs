@@ -582,6 +582,22 @@ pub fn init_line() -> String {
     init_line_at(SHARD7, "TRIM_HORIZON")
 }
 
+/// Starts rsmld with the file handler writing under `out` plus `extra` flags (and `env`),
+/// and initializes it at TRIM_HORIZON, as the returned model is told.
+pub fn start_file_handler(
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, CheckpointModel) {
+    let mut list = vec!["--handler", "file", "--output", out.to_str().unwrap()];
+    list.extend(extra);
+    let mut p = Proc::spawn_env(&args(&list), env);
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    (p, model)
+}
+
 /// Owned argument strings.
 pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
