@@ -111,9 +111,7 @@ fn large_batches_are_acknowledged_ahead_and_all_processed() {
     let mut all: Vec<Record> = Vec::new();
     for (line_no, first) in [(2, 1), (3, 401)] {
         let batch = records(first, 400, 300);
-        for r in &batch {
-            model.deliver(r.esn());
-        }
+        model.deliver_all(&batch);
         all.extend(batch.iter().cloned());
         let l = records_line(batch);
         assert_large(&l, 400);

@@ -49,9 +49,7 @@ fn checkpoints_cover_only_written_items() {
                 record(n, key)
             })
             .collect();
-        for r in &records {
-            model.deliver(r.esn());
-        }
+        model.deliver_all(&records);
         p.send(&line(&DaemonMessage::ProcessRecords {
             records,
             millis_behind_latest: Some(0),

@@ -489,9 +489,7 @@ fn binary_runs_the_shell_handler_and_checkpoints() {
     run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
     let keys = ["k0", "k1", "k2", "k3", "k4"];
     let records: Vec<Record> = (1..=30).map(|i| record(i, keys[i as usize % 5])).collect();
-    for r in &records {
-        model.deliver(r.esn());
-    }
+    model.deliver_all(&records);
     run_action(
         &mut p,
         &mut model,
@@ -569,9 +567,7 @@ fn binary_forwards_child_stderr_and_resets_signals() {
     model.initialize(Some("TRIM_HORIZON"), Some(0));
     run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
     let records = vec![record(1, "stderr"), record(2, "signals"), record(3, "a")];
-    for r in &records {
-        model.deliver(r.esn());
-    }
+    model.deliver_all(&records);
     run_action(
         &mut p,
         &mut model,

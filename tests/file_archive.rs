@@ -497,9 +497,7 @@ fn feed_and_kill(p: &mut Proc, rng: &mut Rng, kill_at: usize) -> KillRun {
                 )
             })
             .collect();
-        for r in &records {
-            model.deliver(r.esn());
-        }
+        model.deliver_all(&records);
         p.send(&line(&DaemonMessage::ProcessRecords {
             records,
             millis_behind_latest: Some(0),
@@ -634,9 +632,7 @@ fn sigkill_between_write_and_ack_loses_nothing() {
         let records: Vec<Record> = (from..=run.delivered)
             .map(|i| record(i, &format!("key-{}", i % 13), 50))
             .collect();
-        for r in &records {
-            model.deliver(r.esn());
-        }
+        model.deliver_all(&records);
         let l = line(&DaemonMessage::ProcessRecords {
             records,
             millis_behind_latest: None,
@@ -740,9 +736,7 @@ fn checkpoints_follow_fdatasync_and_directory_fsync() {
                 record(n, &format!("key-{j}"), 60)
             })
             .collect();
-        for r in &records {
-            model.deliver(r.esn());
-        }
+        model.deliver_all(&records);
         let l = line(&DaemonMessage::ProcessRecords {
             records,
             millis_behind_latest: None,

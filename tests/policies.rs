@@ -50,9 +50,7 @@ fn start(extra: &[&str]) -> (Proc, CheckpointModel) {
 }
 
 fn batch(model: &mut CheckpointModel, records: Vec<Record>) -> String {
-    for r in &records {
-        model.deliver(r.esn());
-    }
+    model.deliver_all(&records);
     serde_json::to_string(&DaemonMessage::ProcessRecords {
         records,
         millis_behind_latest: None,

@@ -198,9 +198,7 @@ fn binary_splits_aggregates_into_items() {
         ),
         record(S2, "plain", b"p"),
     ];
-    for r in &records {
-        model.deliver(r.esn());
-    }
+    model.deliver_all(&records);
     let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
         records,
         millis_behind_latest: None,

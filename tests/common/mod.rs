@@ -448,6 +448,13 @@ impl CheckpointModel {
         self.last = seq.map(|s| Esn::new(SequenceNumber::parse(s).unwrap(), sub.unwrap_or(0)));
     }
 
+    /// Notes every record of a batch as delivered (see [`CheckpointModel::deliver`]).
+    pub fn deliver_all(&mut self, records: &[rsmld::protocol::message::Record]) {
+        for r in records {
+            self.deliver(r.esn());
+        }
+    }
+
     pub fn deliver(&mut self, esn: Esn) {
         if self.largest.as_ref().is_none_or(|l| esn > *l) {
             self.largest = Some(esn);
