@@ -6,11 +6,18 @@
 //! fd 1 (close-on-exec, so children never inherit it) and points fd 1 at stderr. From then
 //! on only the protocol writer can reach the daemon's pipe.
 //!
-//! **Signals.** Ctrl-C or a service manager signals the whole process group, the daemon's
-//! children included. Shutdown is the daemon's job (`shutdownRequested`, `leaseLost`, then
-//! stdin EOF): a child killed by the same SIGINT/SIGTERM makes the daemon see EOF
-//! mid-protocol and exit 1. So rsmld ignores SIGINT and SIGTERM and exits on stdin EOF;
-//! SIGKILL still works.
+//! **Signals.** Ctrl-C, a closing terminal or a service manager signals the whole process
+//! group, the daemon's children included. Shutdown is the daemon's job
+//! (`shutdownRequested`, `leaseLost`, then stdin EOF): a child killed by the same
+//! SIGINT/SIGTERM/SIGHUP makes the daemon see EOF mid-protocol and exit 1. So rsmld
+//! ignores SIGINT, SIGTERM and SIGHUP and exits on stdin EOF; SIGKILL still works.
+//! SIGPIPE and SIGXFSZ are ignored so that the faults they report become errors of the
+//! call that caused them, with a message: a vanished daemon is a write error on the
+//! protocol, and a write past the file size limit (RLIMIT_FSIZE, `ulimit -f`) fails with
+//! EFBIG and fails its batch, instead of killing rsmld without a word.
+//!
+//! Ignored dispositions survive `exec`: whoever spawns a child process must reset
+//! [`IGNORED_SIGNALS`] to their defaults in the child.
 
 use std::fs::File;
 use std::io;
@@ -55,10 +62,19 @@ pub fn tune_allocator() {
     }
 }
 
-/// Ignores SIGINT and SIGTERM (see the module docs), and SIGPIPE so that a vanished
-/// daemon shows up as a write error rather than a silent death.
+/// The signals rsmld ignores (see the module docs).
+pub const IGNORED_SIGNALS: [libc::c_int; 5] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGPIPE,
+    libc::SIGXFSZ,
+];
+
+/// Ignores [`IGNORED_SIGNALS`]: SIGINT, SIGTERM and SIGHUP (shutdown is the daemon's),
+/// SIGPIPE and SIGXFSZ (their faults become write errors; see the module docs).
 pub fn ignore_termination_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
+    for sig in IGNORED_SIGNALS {
         // SAFETY: installing SIG_IGN has no handler code to run and is async-signal-safe.
         unsafe {
             libc::signal(sig, libc::SIG_IGN);

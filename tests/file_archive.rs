@@ -681,8 +681,9 @@ fn sigkill_between_write_and_ack_loses_nothing() {
 
 /// Under strace (skipped, loudly, where strace is missing or cannot trace): with --max-in-flight 0
 /// nothing is in flight when rsmld writes a checkpoint, so at that moment every byte
-/// written to an archive file must already be fdatasync'ed, and every archive file created
-/// must have been followed by an fsync of DIR.
+/// written to an archive file must already be fdatasync'ed and then found at its path
+/// again (a stat of the path after the sync), and every archive file created must have
+/// been followed by an fsync of DIR.
 #[test]
 fn checkpoints_follow_fdatasync_and_directory_fsync() {
     let Some(strace) = ["/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace"]
@@ -708,7 +709,10 @@ fn checkpoints_follow_fdatasync_and_directory_fsync() {
     let mut cmd = Command::new(strace);
     cmd.args(["-f", "-qq", "-s", "64", "-o"])
         .arg(&trace)
-        .args(["-e", "trace=openat,write,fdatasync,fsync,close"])
+        .args([
+            "-e",
+            "trace=openat,write,fdatasync,fsync,close,statx,newfstatat,stat",
+        ])
         .arg(common::rsmld_bin())
         .args(args(&[
             "--handler",
@@ -755,6 +759,7 @@ fn checkpoints_follow_fdatasync_and_directory_fsync() {
     assert!(report.created > 3, "no rotation: {report:?}");
     assert!(report.datasyncs >= 15, "{report:?}");
     assert!(report.dir_syncs >= report.created, "{report:?}");
+    assert!(report.path_checks >= report.datasyncs, "{report:?}");
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
@@ -764,17 +769,35 @@ struct TraceReport {
     created: usize,
     datasyncs: usize,
     dir_syncs: usize,
+    /// Stats of an archive file's path after its sync.
+    path_checks: usize,
     violations: Vec<String>,
 }
 
+/// What a replay of the trace knows at a point in time.
+#[derive(Default)]
+struct TraceState {
+    out_dir: String,
+    /// Open fds and the paths they name.
+    fds: HashMap<i64, String>,
+    /// Archive files with writes not yet fdatasync'ed.
+    dirty: BTreeSet<String>,
+    /// Archive files created and not yet covered by an fsync of DIR.
+    unnamed: BTreeSet<String>,
+    /// Archive files synced but not yet looked up at their path since.
+    unchecked: BTreeSet<String>,
+    report: TraceReport,
+}
+
 /// Replays an `strace -f` log: archive writes make their file dirty until an fdatasync
-/// (or fsync) of it returns 0; a created archive file needs an fsync of DIR that started
-/// after the creation returned; a checkpoint write must find nothing dirty or unnamed.
+/// (or fsync) of it returns 0, after which it is unchecked until a stat of its path
+/// returns; a created archive file needs an fsync of DIR that started after the creation
+/// returned; a checkpoint write must find nothing dirty, unchecked or unnamed.
 fn check_trace(text: &str, out_dir: &str) -> TraceReport {
-    let mut report = TraceReport::default();
-    let mut fds: HashMap<i64, String> = HashMap::new();
-    let mut dirty: BTreeSet<String> = BTreeSet::new();
-    let mut unnamed: BTreeSet<String> = BTreeSet::new();
+    let mut st = TraceState {
+        out_dir: out_dir.to_owned(),
+        ..TraceState::default()
+    };
     // Per thread: the call that has not returned yet, and for a directory fsync, the
     // files it covers.
     let mut pending: HashMap<String, (String, BTreeSet<String>)> = HashMap::new();
@@ -794,41 +817,22 @@ fn check_trace(text: &str, out_dir: &str) -> TraceReport {
                 let Some((_, res)) = tail.rsplit_once(" = ") else {
                     continue;
                 };
-                finish_call(
-                    &c,
-                    res,
-                    &covered,
-                    &mut fds,
-                    &mut dirty,
-                    &mut unnamed,
-                    out_dir,
-                    &mut report,
-                );
+                st.finish(&c, res, &covered);
                 continue;
             } else if let Some((c, res)) = rest.rsplit_once(" = ") {
                 (c.to_owned(), Some(res))
             } else {
                 continue;
             };
-        // The call starts.
-        let covered = start_call(&call, &mut fds, &mut dirty, &unnamed, out_dir, &mut report);
+        let covered = st.start(&call);
         match result {
             None => {
                 pending.insert(pid.to_owned(), (call, covered));
             }
-            Some(res) => finish_call(
-                &call,
-                res,
-                &covered,
-                &mut fds,
-                &mut dirty,
-                &mut unnamed,
-                out_dir,
-                &mut report,
-            ),
+            Some(res) => st.finish(&call, res, &covered),
         }
     }
-    report
+    st.report
 }
 
 fn fd_arg(call: &str) -> Option<i64> {
@@ -836,89 +840,96 @@ fn fd_arg(call: &str) -> Option<i64> {
     args.split([',', ')']).next()?.trim().parse().ok()
 }
 
-fn is_archive(path: &str, out_dir: &str) -> bool {
-    path.starts_with(&format!("{out_dir}/")) && path.ends_with(".jsonl")
-}
-
-/// Effects at the start of a call; returns what a directory fsync covers.
-fn start_call(
-    call: &str,
-    fds: &mut HashMap<i64, String>,
-    dirty: &mut BTreeSet<String>,
-    unnamed: &BTreeSet<String>,
-    out_dir: &str,
-    report: &mut TraceReport,
-) -> BTreeSet<String> {
-    let name = call.split('(').next().unwrap_or("");
-    let fd = fd_arg(call);
-    let path = fd.and_then(|fd| fds.get(&fd)).cloned();
-    match name {
-        "write" => {
-            if let Some(p) = path.filter(|p| is_archive(p, out_dir)) {
-                dirty.insert(p);
-            } else if call.contains(r#"{\"action\":\"checkpoint\""#) {
-                report.checkpoints += 1;
-                if !dirty.is_empty() || !unnamed.is_empty() {
-                    report.violations.push(format!(
-                        "checkpoint {} while unsynced: data {dirty:?}, names {unnamed:?}",
-                        report.checkpoints
-                    ));
-                }
-            }
-            BTreeSet::new()
-        }
-        "fsync" if path.is_some_and(|p| p == out_dir) => unnamed.clone(),
-        "close" => {
-            // At the start: once close has begun, another thread may get the number.
-            if let Some(fd) = fd {
-                fds.remove(&fd);
-            }
-            BTreeSet::new()
-        }
-        _ => BTreeSet::new(),
+impl TraceState {
+    fn is_archive(&self, path: &str) -> bool {
+        path.starts_with(&format!("{}/", self.out_dir)) && path.ends_with(".jsonl")
     }
-}
 
-/// Effects when a call returns `res`.
-#[allow(clippy::too_many_arguments)]
-fn finish_call(
-    call: &str,
-    res: &str,
-    covered: &BTreeSet<String>,
-    fds: &mut HashMap<i64, String>,
-    dirty: &mut BTreeSet<String>,
-    unnamed: &mut BTreeSet<String>,
-    out_dir: &str,
-    report: &mut TraceReport,
-) {
-    let name = call.split('(').next().unwrap_or("");
-    let ret: Option<i64> = res.split_whitespace().next().and_then(|r| r.parse().ok());
-    match name {
-        "openat" => {
-            let (Some(fd), Some(path)) = (ret.filter(|&r| r >= 0), call.split('"').nth(1)) else {
-                return;
-            };
-            fds.insert(fd, path.to_owned());
-            if is_archive(path, out_dir) && call.contains("O_EXCL") {
-                report.created += 1;
-                unnamed.insert(path.to_owned());
-            }
+    /// The path an `*at` call names: its string argument, relative to its directory fd
+    /// (or the cwd for AT_FDCWD, which these tests never rely on).
+    fn at_path(&self, call: &str) -> Option<String> {
+        let name = call.split('"').nth(1)?;
+        if name.starts_with('/') {
+            return Some(name.to_owned());
         }
-        "fdatasync" | "fsync" if ret == Some(0) => {
-            let Some(path) = fd_arg(call).and_then(|fd| fds.get(&fd)) else {
-                return;
-            };
-            if path == out_dir {
-                report.dir_syncs += 1;
-                for c in covered {
-                    unnamed.remove(c);
+        let dir = fd_arg(call).and_then(|fd| self.fds.get(&fd))?;
+        Some(format!("{dir}/{name}"))
+    }
+
+    /// Effects at the start of a call; returns what a directory fsync covers.
+    fn start(&mut self, call: &str) -> BTreeSet<String> {
+        let name = call.split('(').next().unwrap_or("");
+        let fd = fd_arg(call);
+        let path = fd.and_then(|fd| self.fds.get(&fd)).cloned();
+        match name {
+            "write" => {
+                if let Some(p) = path.filter(|p| self.is_archive(p)) {
+                    self.dirty.insert(p);
+                } else if call.contains(r#"{\"action\":\"checkpoint\""#) {
+                    self.report.checkpoints += 1;
+                    if !self.dirty.is_empty()
+                        || !self.unnamed.is_empty()
+                        || !self.unchecked.is_empty()
+                    {
+                        self.report.violations.push(format!(
+                            "checkpoint {} while unsynced: data {:?}, names {:?}, \
+                             not checked at their path {:?}",
+                            self.report.checkpoints, self.dirty, self.unnamed, self.unchecked
+                        ));
+                    }
                 }
-            } else {
-                dirty.remove(path);
-                report.datasyncs += usize::from(name == "fdatasync");
+                BTreeSet::new()
             }
+            "fsync" if path.is_some_and(|p| p == self.out_dir) => self.unnamed.clone(),
+            "close" => {
+                // At the start: once close has begun, another thread may get the number.
+                if let Some(fd) = fd {
+                    self.fds.remove(&fd);
+                }
+                BTreeSet::new()
+            }
+            _ => BTreeSet::new(),
         }
-        _ => {}
+    }
+
+    /// Effects when a call returns `res`.
+    fn finish(&mut self, call: &str, res: &str, covered: &BTreeSet<String>) {
+        let name = call.split('(').next().unwrap_or("");
+        let ret: Option<i64> = res.split_whitespace().next().and_then(|r| r.parse().ok());
+        match name {
+            "openat" => {
+                let (Some(fd), Some(path)) = (ret.filter(|&r| r >= 0), self.at_path(call)) else {
+                    return;
+                };
+                if self.is_archive(&path) && call.contains("O_EXCL") {
+                    self.report.created += 1;
+                    self.unnamed.insert(path.clone());
+                }
+                self.fds.insert(fd, path);
+            }
+            "fdatasync" | "fsync" if ret == Some(0) => {
+                let Some(path) = fd_arg(call).and_then(|fd| self.fds.get(&fd)).cloned() else {
+                    return;
+                };
+                if path == self.out_dir {
+                    self.report.dir_syncs += 1;
+                    for c in covered {
+                        self.unnamed.remove(c);
+                    }
+                } else if self.dirty.remove(&path) || self.is_archive(&path) {
+                    self.report.datasyncs += usize::from(name == "fdatasync");
+                    self.unchecked.insert(path);
+                }
+            }
+            "statx" | "newfstatat" | "stat" if ret == Some(0) => {
+                if let Some(path) = self.at_path(call).filter(|p| self.is_archive(p)) {
+                    if self.unchecked.remove(&path) {
+                        self.report.path_checks += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -253,6 +253,9 @@ fn a_vanishing_archive_fails_the_batch_and_loses_no_checkpointed_record() {
             lost.len()
         );
         let errors: Vec<&str> = o.stderr.lines().filter(|l| l.contains("ERROR")).collect();
+        for l in &errors {
+            eprintln!("    {l}");
+        }
         let mut wrong = Vec::new();
         if !lost.is_empty() {
             wrong.push(format!(

@@ -74,8 +74,11 @@
 //! No file is created before a worker's first item; [`Handler::close`] syncs and closes.
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -145,8 +148,15 @@ impl HandlerFactory for FileFactory {
                 dir.display()
             ))
         })?;
+        let out = OutDir::open(dir).map_err(|e| {
+            HandlerError::batch(format!(
+                "cannot open output directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         Ok(Box::new(FileHandler {
             dir: dir.clone(),
+            out,
             shard: safe_shard(&ctx.shard_id),
             shard_id: ctx.shard_id.clone(),
             worker: ctx.worker,
@@ -371,9 +381,121 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The parent directory of `p` ("." for a bare name).
+fn parent_of(p: &Path) -> &Path {
+    match p.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes the entry of directory `dir` durable in its parent: the parent of the path as
+/// given (where `dir`'s name, or the symlink it is, lives) and, if `dir` resolves
+/// elsewhere, the parent of its real path.
+fn sync_parents(dir: &Path) -> io::Result<()> {
+    let given = parent_of(dir);
+    sync_dir(given)?;
+    let real = fs::canonicalize(dir)?;
+    let real_parent = parent_of(&real);
+    if fs::canonicalize(given)? != real_parent {
+        sync_dir(real_parent)?;
+    }
+    Ok(())
+}
+
+/// A file system object's identity: device and inode number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(m: &fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
+/// The output directory, held open: new files are created in *this* directory
+/// (`openat`) and it is the one `fsync`ed, so the entries made durable are exactly the
+/// ones created, whatever happens to the path meanwhile.
+struct OutDir {
+    file: File,
+    id: FileId,
+}
+
+impl OutDir {
+    fn open(path: &Path) -> io::Result<OutDir> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(path)?;
+        let id = FileId::of(&file.metadata()?);
+        Ok(OutDir { file, id })
+    }
+
+    /// Creates the file `name` in this directory (`O_CREAT|O_EXCL`, write-only).
+    fn create_new(&self, name: &str) -> io::Result<File> {
+        let c_name = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+        // SAFETY: openat on a directory fd we own and a NUL-terminated name; the mode is
+        // the variadic third argument, as open(2) documents for O_CREAT.
+        let fd = unsafe {
+            libc::openat(
+                self.file.as_raw_fd(),
+                c_name.as_ptr(),
+                flags,
+                0o666 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by openat and nothing else owns it.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Removes the file `name` from this directory (best effort).
+    fn remove(&self, name: &str) {
+        if let Ok(c_name) = CString::new(name) {
+            // SAFETY: unlinkat on a directory fd we own and a NUL-terminated name.
+            unsafe {
+                libc::unlinkat(self.file.as_raw_fd(), c_name.as_ptr(), 0);
+            }
+        }
+    }
+}
+
+/// The text of a failed write; for EFBIG, which limit was hit.
+fn describe_write_error(e: &io::Error) -> String {
+    if e.raw_os_error() != Some(libc::EFBIG) {
+        return e.to_string();
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) };
+    if rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY {
+        format!(
+            "{e}: the file size limit (RLIMIT_FSIZE, `ulimit -f`) is {} bytes; \
+             set --rotate-bytes below it or raise the limit",
+            limit.rlim_cur
+        )
+    } else {
+        format!("{e}: the file system's largest file size; set --rotate-bytes below it")
+    }
+}
+
 /// The file a handler is appending to.
 struct OpenFile {
     file: File,
+    /// Its device and inode, to find it at `path` again.
+    id: FileId,
     path: PathBuf,
     /// Bytes written.
     len: u64,
@@ -383,7 +505,10 @@ struct OpenFile {
 }
 
 struct FileHandler {
+    /// The output path as configured.
     dir: PathBuf,
+    /// The directory this handler creates its files in.
+    out: OutDir,
     /// The shard id made safe for file names.
     shard: String,
     /// The shard id as the daemon named it (items carry it in their JSON).
@@ -404,8 +529,11 @@ impl FileHandler {
         !self.rotate_after.is_zero() && f.opened.elapsed() >= self.rotate_after
     }
 
-    /// Creates the next file of this shard and worker, and makes its name durable.
+    /// Creates the next file of this shard and worker in the output directory, makes
+    /// its name durable, and checks that the directory synced is still the one at the
+    /// output path.
     fn open_new(&mut self) -> Result<OpenFile, HandlerError> {
+        self.ensure_dir()?;
         let mut attempts = 0;
         loop {
             let (unix_ms, seq) = self.next_name()?;
@@ -414,22 +542,33 @@ impl FileHandler {
                 unix_ms,
                 seq,
                 worker: self.worker,
-            };
-            let path = self.dir.join(name.file_name());
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            }
+            .file_name();
+            let path = self.dir.join(&name);
+            match self.out.create_new(&name) {
                 Ok(file) => {
-                    if let Err(e) = sync_dir(&self.dir) {
+                    if let Err(e) = self.out.file.sync_all() {
                         // Not durable: do not use it (an empty leftover is harmless).
-                        let _ = fs::remove_file(&path);
+                        self.out.remove(&name);
                         return Err(HandlerError::batch(format!(
                             "syncing directory {} after creating {}: {e}",
                             self.dir.display(),
                             path.display()
                         )));
                     }
+                    if let Some(problem) = self.dir_problem() {
+                        return Err(HandlerError::batch(format!(
+                            "{problem} while rsmld created {}",
+                            path.display()
+                        )));
+                    }
+                    let id = file.metadata().map(|m| FileId::of(&m)).map_err(|e| {
+                        HandlerError::batch(format!("cannot stat {}: {e}", path.display()))
+                    })?;
                     log::debug!("worker {}: writing {}", self.worker, path.display());
                     return Ok(OpenFile {
                         file,
+                        id,
                         path,
                         len: 0,
                         synced: 0,
@@ -446,13 +585,115 @@ impl FileHandler {
                     }
                 }
                 Err(e) => {
+                    let why = match self.dir_problem() {
+                        Some(problem) => problem,
+                        None => e.to_string(),
+                    };
                     return Err(HandlerError::batch(format!(
-                        "cannot create {}: {e}",
+                        "cannot create {}: {why}",
                         path.display()
-                    )))
+                    )));
                 }
             }
         }
+    }
+
+    /// Before a new file: makes sure it goes into the directory now at the output path.
+    /// If the one this handler holds was replaced (or a symlink on the path now points
+    /// elsewhere), the directory at the path is opened and its own entry synced, with a
+    /// warning. A path without a directory fails: rsmld creates the output directory at
+    /// start-up only, never behind the back of whoever removed it.
+    fn ensure_dir(&mut self) -> Result<(), HandlerError> {
+        let Some(problem) = self.dir_problem() else {
+            return Ok(());
+        };
+        let fail = |why: String| {
+            HandlerError::batch(format!(
+                "cannot create the next {}/{}.*.w{}.jsonl: {why}",
+                self.dir.display(),
+                self.shard,
+                self.worker
+            ))
+        };
+        if !fs::metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
+            return Err(fail(format!(
+                "{problem}; rsmld creates the output directory only at start-up"
+            )));
+        }
+        let out = OutDir::open(&self.dir)
+            .map_err(|e| fail(format!("{problem}; opening the new one: {e}")))?;
+        sync_parents(&self.dir)
+            .map_err(|e| fail(format!("{problem}; syncing the parent of the new one: {e}")))?;
+        log::warn!(
+            "worker {}: {problem}; new files go into the directory now at {}",
+            self.worker,
+            self.dir.display()
+        );
+        self.out = out;
+        Ok(())
+    }
+
+    /// `None` while the directory at the output path is the one this handler holds;
+    /// otherwise what happened to it. One `stat` when all is well.
+    fn dir_problem(&self) -> Option<String> {
+        let d = self.dir.display();
+        let at_path = match fs::metadata(&self.dir) {
+            Ok(m) if FileId::of(&m) == self.out.id => return None,
+            other => other,
+        };
+        // A directory that was removed has no links left.
+        let held_removed = self.out.file.metadata().is_ok_and(|m| m.nlink() == 0);
+        Some(match at_path {
+            Ok(m) if !m.is_dir() => format!("output directory {d} was replaced by a non-directory"),
+            Ok(_) if held_removed => format!(
+                "output directory {d} was replaced (the one rsmld was writing to was removed)"
+            ),
+            Ok(_) => format!(
+                "output directory {d} was replaced by another directory (it was moved away, \
+                 or a symlink on the path points elsewhere now)"
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && held_removed => {
+                format!("output directory {d} was removed")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                format!("output directory {d} was renamed away")
+            }
+            Err(e) => format!("output directory {d} cannot be checked: {e}"),
+        })
+    }
+
+    /// After a sync: checks that `f` is still the file at its path, in the directory this
+    /// handler synced, and holds at least what was written to it — so the batch is where
+    /// a reader of `DIR` will look. Two `stat`s when all is well.
+    fn verify(&self, f: &OpenFile) -> Result<(), String> {
+        let at_path = fs::metadata(&f.path);
+        let file_ok = at_path
+            .as_ref()
+            .is_ok_and(|m| FileId::of(m) == f.id && m.len() >= f.len);
+        let dir_problem = self.dir_problem();
+        if file_ok && dir_problem.is_none() {
+            return Ok(());
+        }
+        let path = f.path.display();
+        if let Some(problem) = dir_problem {
+            return Err(format!("{problem} while rsmld was writing {path}"));
+        }
+        let unlinked = f.file.metadata().is_ok_and(|m| m.nlink() == 0);
+        Err(match at_path {
+            Ok(m) if FileId::of(&m) != f.id => {
+                format!("output file {path} was replaced by another file")
+            }
+            _ if unlinked => format!("output file {path} was unlinked"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                format!("output file {path} was renamed away")
+            }
+            Err(e) => format!("output file {path} cannot be checked: {e}"),
+            Ok(m) => format!(
+                "output file {path} was truncated to {} bytes (rsmld wrote {})",
+                m.len(),
+                f.len
+            ),
+        })
     }
 
     /// The next (time, counter) of this shard, seeding the clock from `DIR` at first use.
@@ -492,7 +733,7 @@ impl FileHandler {
         };
         let bytes = &self.buf[range];
         if let Err(e) = f.file.write_all(bytes) {
-            let msg = format!("writing {}: {e}", f.path.display());
+            let msg = format!("writing {}: {}", f.path.display(), describe_write_error(&e));
             self.abandon(f);
             return Err(HandlerError::batch(msg));
         }
@@ -501,7 +742,9 @@ impl FileHandler {
         Ok(())
     }
 
-    /// Makes everything written to the current file durable.
+    /// Makes everything written to the current file durable, then checks that it is
+    /// still at its path ([`FileHandler::verify`]). A file that is not is dropped (its
+    /// whole lines stay wherever it is now) and the batch fails.
     fn sync(&mut self) -> Result<(), HandlerError> {
         let Some(mut f) = self.current.take() else {
             return Ok(());
@@ -513,6 +756,11 @@ impl FileHandler {
                 return Err(HandlerError::batch(msg));
             }
             f.synced = f.len;
+            if let Err(problem) = self.verify(&f) {
+                return Err(HandlerError::batch(format!(
+                    "{problem}: the batch is not in the archive readers see, so it fails"
+                )));
+            }
         }
         self.current = Some(f);
         Ok(())
