@@ -19,7 +19,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{line, record_with_text, run_action, seq, CheckpointModel, Proc, SHARD7};
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::checkpoint::RecordId;
+use rsmld::handler::file::{FileFactory, FileOptions};
+use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
+use rsmld::item::{Item, Payload};
+use rsmld::protocol::message::{Action, DaemonMessage, Record};
 
 /// The record index encoded in a sequence number made by [`seq`].
 fn index_of(seq: &str) -> u64 {
@@ -314,4 +318,270 @@ fn under_retry_a_replaced_directory_is_used_and_a_removed_one_is_not_recreated()
     assert_eq!(o.checkpointed, FAULT_AFTER * PER_BATCH, "{}", o.stderr);
     assert!(o.stderr.contains("retry 2 of 2"), "{}", o.stderr);
     assert!(o.stderr.contains("was removed"), "{}", o.stderr);
+}
+
+// ---------------------------------------------------------------- through the handler
+
+fn item(i: u64) -> Item<'static> {
+    Item {
+        record: RecordId(i),
+        sequence_number: common::leak(seq(i)),
+        sub_sequence_number: 0,
+        user_sub: 0,
+        user_total: 1,
+        partition_key: "k",
+        explicit_hash_key: None,
+        approximate_arrival_timestamp: Some(1_700_000_000_000),
+        data: Payload::Bytes(b"payload"),
+    }
+}
+
+fn file_handler(out: &Path, rotate_bytes: u64) -> Box<dyn Handler> {
+    FileFactory::new(FileOptions {
+        rotate_bytes,
+        ..FileOptions::new(out)
+    })
+    .create(&WorkerContext {
+        shard_id: SHARD7.into(),
+        worker: 0,
+        workers: 1,
+    })
+    .unwrap()
+}
+
+/// Each fault against one handler, with and without a rotation before every batch: the
+/// batch after the fault fails with a message naming the path and what happened — unless
+/// it went entirely into a new file in the directory now at the path, which is where a
+/// reader looks (only possible with rotation, and only when a directory is there). The
+/// next batch after a failure starts a fresh file: in the directory now at the path; a
+/// removed or renamed directory is never recreated (the batch fails again, the path stays
+/// empty). Every batch that returned Ok is in a file under the path (or was, when the
+/// fault struck).
+#[test]
+fn the_handler_checks_its_file_and_directory_after_every_batch() {
+    for rotate in [0, 1] {
+        for fault in Fault::ALL {
+            let root = tempfile::tempdir().unwrap();
+            let out = root.path().join("out");
+            if fault == Fault::SwapSymlink {
+                std::fs::create_dir(root.path().join("a")).unwrap();
+                std::os::unix::fs::symlink("a", &out).unwrap();
+            }
+            let ctx = format!("{fault:?}, rotate_bytes {rotate}");
+            let mut h = file_handler(&out, rotate);
+            h.process(&[item(1)]).unwrap();
+            h.process(&[item(2)]).unwrap();
+            let kept = indexes_under(&out);
+            assert_eq!(kept, BTreeSet::from([1, 2]), "{ctx}");
+            fault.strike(root.path(), &out);
+            let dir_gone = matches!(fault, Fault::RemoveDir | Fault::RenameDir);
+            let new_file_at_path = rotate > 0 && !dir_gone;
+            let mut ok = BTreeSet::new();
+            match h.process(&[item(3)]) {
+                Ok(()) if new_file_at_path => {
+                    ok.insert(3);
+                }
+                Ok(()) => panic!("{ctx}: the batch after the fault counted as done"),
+                Err(BatchError::Batch(e)) => {
+                    assert!(!new_file_at_path, "{ctx}: {e}");
+                    assert!(
+                        e.message.contains(fault.expected_error())
+                            && e.message.contains(out.to_str().unwrap()),
+                        "{ctx}: {e}"
+                    );
+                }
+                Err(e) => panic!("{ctx}: {e:?}"),
+            }
+            match h.process(&[item(4)]) {
+                Ok(()) => {
+                    assert!(!dir_gone, "{ctx}: wrote into a directory not at the path");
+                    ok.insert(4);
+                }
+                Err(e) => {
+                    assert!(dir_gone, "{ctx}: no fresh file after the failure: {e}");
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("only at start-up") && e.contains(".w0.jsonl"),
+                        "{ctx}: {e}"
+                    );
+                    assert!(!out.exists(), "{ctx}: the output directory was recreated");
+                }
+            }
+            h.close().unwrap();
+            let after = indexes_under(&out);
+            for i in ok.iter().chain(&[1, 2]) {
+                assert!(
+                    kept.contains(i) || after.contains(i),
+                    "{ctx}: item {i} was acknowledged but is in no file under the path"
+                );
+            }
+            for i in &ok {
+                assert!(after.contains(i), "{ctx}: item {i} not under the path");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- write failures
+
+/// A process argument list for the file handler writing under `out`.
+fn file_args(out: &Path) -> Vec<String> {
+    common::args(&[
+        "--handler",
+        "file",
+        "--output",
+        out.to_str().unwrap(),
+        "--workers",
+        "1",
+        "--checkpoint-interval",
+        "0",
+        "--max-in-flight",
+        "0",
+    ])
+}
+
+/// Feeds batches of 100 records with `payload`-byte texts until rsmld stops or 40 went
+/// through, then EOF; returns the exit code, stderr and the highest checkpointed index.
+fn feed_until_failure(mut p: Proc, payload: usize) -> (i32, String, u64) {
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(&mut p, &mut model, &common::init_line(), Action::Initialize).unwrap();
+    for b in 0..40u64 {
+        let records: Vec<Record> = (b * 100 + 1..=(b + 1) * 100)
+            .map(|i| record_with_text(i, "k", &format!("{i:06}{}", "x".repeat(payload))))
+            .collect();
+        model.deliver_all(&records);
+        if run_action(
+            &mut p,
+            &mut model,
+            &process_line(records),
+            Action::ProcessRecords,
+        )
+        .is_err()
+        {
+            break;
+        }
+    }
+    p.close_stdin();
+    let exit = p.wait(Duration::from_secs(30)).unwrap();
+    let checkpointed = model.stored.last().map_or(0, |e| index_of(e.seq.as_str()));
+    (exit, p.stderr(), checkpointed)
+}
+
+/// The archive under `out` holds only whole lines, and every record up to `checkpointed`.
+fn assert_whole_and_covering(out: &Path, checkpointed: u64, ctx: &str) {
+    for entry in std::fs::read_dir(out).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            bytes.is_empty() || bytes.ends_with(b"\n"),
+            "{ctx}: a torn line was left behind"
+        );
+    }
+    let present = indexes_under(out);
+    let missing: Vec<u64> = (1..=checkpointed)
+        .filter(|i| !present.contains(i))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{ctx}: checkpointed but missing {missing:?}"
+    );
+}
+
+/// rsmld under a 64 KiB file size limit (RLIMIT_FSIZE, set between fork and exec, with
+/// SIGXFSZ at its default: rsmld itself must ignore it). The write past the limit fails
+/// with EFBIG instead of killing rsmld: exit 1, one error line naming the file and the
+/// limit, everything checkpointed on disk, no torn line. Before issue 10 rsmld died of
+/// SIGXFSZ without a word.
+#[test]
+fn a_write_past_the_file_size_limit_fails_the_batch_and_does_not_kill_rsmld() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut cmd = Command::new(common::rsmld_bin());
+    cmd.args(file_args(&out));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64 << 10,
+                rlim_max: 64 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let (exit, err, checkpointed) = feed_until_failure(Proc::from_command(cmd), 100);
+    assert_eq!(
+        exit, 1,
+        "rsmld did not fail cleanly (-1: killed by a signal):\n{err}"
+    );
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.iter().any(|l| l.contains("File too large")
+            && l.contains("RLIMIT_FSIZE")
+            && l.contains("65536 bytes")
+            && l.contains(".w0.jsonl")),
+        "{err}"
+    );
+    assert!(checkpointed > 0 && checkpointed < 4000, "{checkpointed}");
+    assert_whole_and_covering(&out, checkpointed, "EFBIG");
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !status.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&status.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// A full file system (a 1 MiB tmpfs; skipped, loudly, where mounting is not permitted):
+/// ENOSPC fails the batch, rsmld exits 1 with one error line naming the file, every
+/// checkpointed record is on the tmpfs and the failed batch's partial bytes are cut off.
+#[test]
+fn a_full_file_system_fails_the_batch() {
+    let fs = match Tmpfs::mount("1m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let out = fs.dir.path().join("out");
+    let (exit, err, checkpointed) = feed_until_failure(Proc::spawn(&file_args(&out)), 300);
+    assert_eq!(exit, 1, "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("No space left on device") && l.contains(".w0.jsonl")),
+        "{err}"
+    );
+    assert!(checkpointed > 0 && checkpointed < 4000, "{checkpointed}");
+    assert_whole_and_covering(&out, checkpointed, "ENOSPC");
 }

@@ -663,13 +663,11 @@ impl FileHandler {
     }
 
     /// After a sync: checks that `f` is still the file at its path, in the directory this
-    /// handler synced, and holds at least what was written to it — so the batch is where
-    /// a reader of `DIR` will look. Two `stat`s when all is well.
+    /// handler synced — so the batch is where a reader of `DIR` will look. Two `stat`s
+    /// when all is well.
     fn verify(&self, f: &OpenFile) -> Result<(), String> {
         let at_path = fs::metadata(&f.path);
-        let file_ok = at_path
-            .as_ref()
-            .is_ok_and(|m| FileId::of(m) == f.id && m.len() >= f.len);
+        let file_ok = at_path.as_ref().is_ok_and(|m| FileId::of(m) == f.id);
         let dir_problem = self.dir_problem();
         if file_ok && dir_problem.is_none() {
             return Ok(());
@@ -680,19 +678,13 @@ impl FileHandler {
         }
         let unlinked = f.file.metadata().is_ok_and(|m| m.nlink() == 0);
         Err(match at_path {
-            Ok(m) if FileId::of(&m) != f.id => {
-                format!("output file {path} was replaced by another file")
-            }
-            _ if unlinked => format!("output file {path} was unlinked"),
+            // Not `file_ok`: the path names another file.
+            Ok(_) => format!("output file {path} was replaced by another file"),
+            Err(_) if unlinked => format!("output file {path} was unlinked"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 format!("output file {path} was renamed away")
             }
             Err(e) => format!("output file {path} cannot be checked: {e}"),
-            Ok(m) => format!(
-                "output file {path} was truncated to {} bytes (rsmld wrote {})",
-                m.len(),
-                f.len
-            ),
         })
     }
 
