@@ -939,8 +939,8 @@ fn spawn_command(cmd: Command) -> Proc {
 }
 
 /// The replacement for the `/dev/full` symlink trick: rsmld runs with a 300-byte file size
-/// limit (RLIMIT_FSIZE, which binds root too) and SIGXFSZ ignored, so the first write past
-/// it fails with EFBIG. That is a worker failure: exit 1, the error names the file, no
+/// limit (RLIMIT_FSIZE, which binds root too; SIGXFSZ left at its default, rsmld ignores
+/// it itself), so the first write past it fails with EFBIG. That is a worker failure: exit 1, the error names the file, no
 /// checkpoint, no status in synchronous mode, and the failed batch's partial bytes are cut
 /// back off the file.
 #[test]
@@ -970,7 +970,6 @@ fn a_failing_write_is_a_worker_failure() {
                 if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
                 Ok(())
             });
         }
