@@ -16,24 +16,60 @@
 //!    output directory was `fsync`ed right after the creation, because a file's *name*
 //!    lives in its directory: without that, a crash could keep the data blocks and lose
 //!    the entry that points to them. When `DIR` itself (or missing parents) had to be
-//!    created at start-up, the parent of each created directory is synced too.
+//!    created at start-up, the parent of each created directory is synced too;
+//! 4. the bytes are where a reader will look: after the sync, the file at the file's path
+//!    is still the one written (same device and inode, so it was neither unlinked, renamed
+//!    away nor replaced) and the directory at `DIR` is still the one whose entries were
+//!    synced (so `DIR` was neither removed, renamed nor replaced, and a symlink `DIR`
+//!    still points at it). Durable bytes in an unlinked file, or in a directory nobody
+//!    can reach by the configured path any more, are lost to every reader.
 //!
-//! Any IO error fails the whole batch ([`BatchError::Batch`]) with a message naming the
-//! file; nothing of it is reported complete. After an error the file is truncated back to
-//! its last synced length (best effort) and abandoned: the next batch starts a new file.
-//! A file whose `fsync` failed is never trusted again (after a failed `fsync`, Linux may
-//! drop the dirty pages and report success on the next call), and a partly written line
-//! can only ever be the *last* line of a file. The same holds after a crash or `SIGKILL`:
-//! a reader may find a torn final line (after a power loss, possibly NUL bytes), which
-//! belongs to a batch that was never acknowledged, so no checkpoint covers it (the daemon
-//! re-delivers it). Delivery stays at-least-once: the lines of a batch that failed or was
-//! cut short by a crash may remain (whole) in the archive and appear again when the batch
-//! is retried or re-delivered.
+//! # The directory
 //!
-//! The price is one `fdatasync` per batch (plus a directory `fsync` per new file): a few
-//! milliseconds on ordinary disks, whatever the batch size, so throughput comes from
-//! batching — a busy worker hands its handler everything queued (up to the pool's batch
-//! limit) in one call, which makes one sync cover many items.
+//! Each handler holds `DIR` open and creates its files *in that directory* (`openat`,
+//! `O_CREAT|O_EXCL`), so the directory it syncs is the one that holds the new name, even
+//! if the path is swapped meanwhile; after the sync the directory is checked to be still
+//! at `DIR` (point 4). Before it creates a file, a handler looks at the path again:
+//!
+//! - the same directory: it goes on;
+//! - another directory (removed and created again, moved away and replaced, a symlink
+//!   pointed elsewhere): it switches to that one (with a warning), after syncing the new
+//!   directory's own entry in its parent, since nobody else may have;
+//! - nothing, or no directory: the batch fails. rsmld creates `DIR` at start-up only, never
+//!   behind the back of whoever removed it (that would hide the removal, and the loss of
+//!   everything in it, from the operator).
+//!
+//! A checkpointed record can thus disappear only if the archive is destroyed *after* its
+//! batch was checked, which no writer can prevent; rsmld never counts a batch that was
+//! not there when it looked. The check costs two `stat`s per batch (about 2 µs, next to
+//! an `fdatasync` of 0.1 ms and more).
+//!
+//! # Errors
+//!
+//! Any IO error, and any of the changes above, fails the whole batch
+//! ([`BatchError::Batch`]) with a message naming the file or directory and what happened
+//! ("output file … was unlinked", "output directory … was removed"); nothing of it is
+//! reported complete. Under `--on-error fail` rsmld stops there and exits non-zero; under
+//! `retry` the next attempt writes a fresh file (into the directory now at `DIR`, if any).
+//! A write past the file size limit (RLIMIT_FSIZE) fails with EFBIG rather than killing
+//! rsmld with SIGXFSZ (rsmld ignores that signal), and the message names the limit.
+//!
+//! After an IO error the file is truncated back to its last synced length (best effort)
+//! and abandoned: the next batch starts a new file. A file whose `fsync` failed is never
+//! trusted again (after a failed `fsync`, Linux may drop the dirty pages and report
+//! success on the next call), and a partly written line can only ever be the *last* line
+//! of a file. The same holds after a crash or `SIGKILL`: a reader may find a torn final
+//! line (after a power loss, possibly NUL bytes), which belongs to a batch that was never
+//! acknowledged, so no checkpoint covers it (the daemon re-delivers it). A file that
+//! failed the check of point 4 is dropped as it is (its lines are whole, and it is not at
+//! the path any more). Delivery stays at-least-once: the lines of a batch that failed or
+//! was cut short by a crash may remain (whole) in the archive and appear again when the
+//! batch is retried or re-delivered.
+//!
+//! The price is one `fdatasync` and two `stat`s per batch (plus a directory `fsync` per
+//! new file): a few milliseconds on ordinary disks, whatever the batch size, so
+//! throughput comes from batching — a busy worker hands its handler everything queued (up
+//! to the pool's batch limit) in one call, which makes one sync cover many items.
 //!
 //! # Names
 //!
@@ -89,7 +125,7 @@ use crate::item::Item;
 /// Settings of the file archive.
 #[derive(Clone, Debug)]
 pub struct FileOptions {
-    /// The output directory (created if missing).
+    /// The output directory (created at start-up if missing, never later).
     pub dir: PathBuf,
     /// Start a new file when the current one reaches this size (0: never).
     pub rotate_bytes: u64,
