@@ -490,3 +490,61 @@ fn absurd_settings_are_rejected_at_start_up() {
         "{err}"
     );
 }
+
+/// scripts/java-command.sh on a fake jars directory: one command line whose classpath is the
+/// jars directory (wildcard) plus the properties file's directory, the daemon's main class
+/// and the absolute properties file; no multilang jar → exit 1 and a clear message.
+#[test]
+fn java_command_helper_prints_the_daemon_command() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/java-command.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let jars = root.join("jars");
+    std::fs::create_dir(&jars).unwrap();
+    for jar in [
+        "amazon-kinesis-client-multilang-3.1.3.jar",
+        "amazon-kinesis-client-3.1.3.jar",
+    ] {
+        std::fs::write(jars.join(jar), "").unwrap();
+    }
+    std::fs::create_dir(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/app.properties"), "executableName = rsmld\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let jars_arg = jars.display().to_string();
+    let (code, out, err) = run(&[
+        "--properties",
+        "etc/app.properties",
+        "--jars",
+        &jars_arg,
+        "--heap",
+        "2g",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let r = root.display();
+    assert_eq!(
+        out,
+        format!(
+            "java -Xms2g -Xmx2g -XX:+ExitOnOutOfMemoryError -Dfile.encoding=UTF-8 -cp '{r}/jars/*:{r}/etc' software.amazon.kinesis.multilang.MultiLangDaemon --properties-file {r}/etc/app.properties\n"
+        )
+    );
+    assert!(err.contains("KCL 3.1.3 MultiLangDaemon"), "{err}");
+    std::fs::remove_file(jars.join("amazon-kinesis-client-multilang-3.1.3.jar")).unwrap();
+    let (code, out, err) = run(&["--properties", "etc/app.properties", "--jars", &jars_arg]);
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    assert!(
+        err.contains("has no amazon-kinesis-client-multilang-*.jar"),
+        "{err}"
+    );
+}
