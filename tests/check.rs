@@ -152,6 +152,7 @@ fn bad_values_are_named_by_the_key_as_written() {
             "callProcessRecordsEvenForEmptyRecordList = ture",
             "initialPositionInStream = EARLIEST",
             "timeoutInSeconds = 0",
+            "maxRecords = 20000",
         ],
     );
     let (code, err) = check(&lines, "3");
@@ -166,7 +167,8 @@ fn bad_values_are_named_by_the_key_as_written() {
          app.properties:14: error: failoverTimeMillis = \"10s\": not a whole number; the daemon silently reads 0\n\
          app.properties:15: error: callProcessRecordsEvenForEmptyRecordList = \"ture\": not a boolean (true or false); the daemon silently reads false\n\
          app.properties:16: error: initialPositionInStream = \"EARLIEST\": must be one of TRIM_HORIZON, LATEST (the daemon fails at start-up)\n\
-         app.properties:17: error: timeoutInSeconds = 0: the daemon halts the JVM as soon as any child takes longer than that to answer; unset it or give a number of seconds\n"
+         app.properties:17: error: timeoutInSeconds = 0: the daemon halts the JVM as soon as any child takes longer than that to answer; unset it or give a number of seconds\n\
+         app.properties:18: error: maxRecords = 20000: more than 10000; the daemon fails at start-up\n"
     );
 }
 

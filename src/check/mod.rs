@@ -218,6 +218,14 @@ impl Checker<'_> {
                 ),
             );
         }
+        if (key == "maxRecords" || key == "pollingConfig.maxRecords")
+            && v.parse::<i32>().is_ok_and(|n| n > 10_000)
+        {
+            self.error(
+                Some(e.line),
+                format!("{key} = {v}: more than 10000; the daemon fails at start-up"),
+            );
+        }
         if key == "maxActiveThreads" && v.parse::<i32>().is_ok_and(|n| n > 0) {
             self.warning(
                 Some(e.line),
