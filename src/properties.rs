@@ -108,8 +108,11 @@ pub struct Entry {
     pub line: usize,
     /// The key, unescaped.
     pub key: String,
-    /// The value, unescaped.
+    /// The value, unescaped, without trailing blanks.
     pub value: String,
+    /// The value ended in blanks: Java's `Properties` keeps them (so the daemon sees
+    /// `LATEST ` and may refuse it); rsmld trims them.
+    pub trailing_blanks: bool,
 }
 
 /// A parsed properties file and the name it was given by.
@@ -158,10 +161,12 @@ pub fn parse(text: &str) -> Vec<Entry> {
             }
         }
         let (key, value) = split_key_value(&logical);
+        let value = unescape(value);
         out.push(Entry {
             line: n + 1,
             key: unescape(key),
-            value: unescape(value),
+            trailing_blanks: value.len() != value.trim_end().len(),
+            value: value.trim_end().to_owned(),
         });
     }
     out
@@ -312,7 +317,7 @@ fn unescape(s: &str) -> String {
             None => {}
         }
     }
-    out.trim_end().to_owned()
+    out
 }
 
 /// The candidate closest to `word` by edit distance, if reasonably close.

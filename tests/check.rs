@@ -550,3 +550,27 @@ fn java_command_helper_prints_the_daemon_command() {
         "{err}"
     );
 }
+
+/// Java keeps a value's trailing blanks (an enum then fails at start-up), and applies the
+/// keys in no defined order (two keys for one property: either may win).
+#[test]
+fn trailing_blanks_and_two_keys_for_one_property() {
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "initialPositionInStream = LATEST  ",
+            "maxRecords = 1000",
+            "pollingConfig.maxRecords = 2000",
+            "workerIdentifier = host-2",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:10: error: initialPositionInStream = \"LATEST\" ends in blanks, which the daemon keeps: it fails at start-up; remove them\n\
+         app.properties:12: warning: pollingConfig.maxRecords and maxRecords (line 11) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n\
+         app.properties:13: warning: workerIdentifier and workerId (line 5) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n"
+    );
+}

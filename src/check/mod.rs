@@ -56,6 +56,7 @@ pub fn check(props: &Properties, kcl: Kcl) -> Report {
     };
     c.duplicates();
     c.daemon_keys();
+    c.same_property();
     c.required();
     c.credentials();
     c.risky_daemon_settings();
@@ -101,6 +102,38 @@ impl Checker<'_> {
                     format!(
                         "{} is set again at line {}, which wins: this line has no effect",
                         e.key, later.line
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Two keys that set one property: the daemon applies the file's keys in hash-table
+    /// order (`java.util.Properties`), so which one wins is not defined.
+    fn same_property(&mut self) {
+        let mut groups: Vec<Vec<String>> = vec![
+            vec!["workerId".into(), "workerIdentifier".into()],
+            vec![
+                "initialPositionInStream".into(),
+                "initialPositionInStreamExtended".into(),
+            ],
+        ];
+        for key in kcl::all_keys(self.kcl) {
+            if let Some((_, flat)) = key.split_once('.') {
+                if kcl::lookup(self.kcl, flat).is_some() {
+                    groups.push(vec![flat.to_owned(), key.to_owned()]);
+                }
+            }
+        }
+        for group in groups {
+            let mut set: Vec<Entry> = group.iter().filter_map(|k| self.get(k).cloned()).collect();
+            set.sort_by_key(|e| e.line);
+            if let [first, second, ..] = set.as_slice() {
+                self.warning(
+                    Some(second.line),
+                    format!(
+                        "{} and {} (line {}) set the same thing; the daemon applies keys in no defined order, so either may win: keep one",
+                        second.key, first.key, first.line
                     ),
                 );
             }
@@ -209,11 +242,11 @@ impl Checker<'_> {
             );
             return;
         }
-        if key == "initialPositionInStream" && !v.eq_ignore_ascii_case(&e.value) {
+        if e.trailing_blanks && !ty.choices().is_empty() {
             self.error(
                 Some(e.line),
                 format!(
-                    "{key} = {:?}: trailing blanks make the daemon fail at start-up",
+                    "{key} = {:?} ends in blanks, which the daemon keeps: it fails at start-up; remove them",
                     e.value
                 ),
             );
