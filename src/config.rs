@@ -253,12 +253,33 @@ impl ConfigError {
         else {
             return self;
         };
-        let mut message = self.to_string();
-        let mut sorted: Vec<&Origin> = origins.iter().filter(|o| o.flag != "command").collect();
-        sorted.sort_by_key(|o| std::cmp::Reverse(o.flag.len()));
-        for o in sorted {
-            message = message.replace(&format!("--{}", o.flag), &o.entry.key);
-        }
+        let key = |flag: &str| match origins.iter().find(|o| o.flag == flag) {
+            Some(o) if flag != "command" => o.entry.key.clone(),
+            _ if flag == "command" => properties::EXEC_COMMAND_KEY.to_owned(),
+            _ => format!("rsmld.{}", flag.replace('-', "_")),
+        };
+        let message = match &self {
+            ConfigError::NoHandler => {
+                format!("no handler: set {} = discard, file or exec", key("handler"))
+            }
+            ConfigError::NoOutput => format!(
+                "{} = file needs {} (the output directory)",
+                key("handler"),
+                key("output")
+            ),
+            ConfigError::NoDeadLetter => format!(
+                "{} = skip needs {} (the dead-letter directory)",
+                key("on-error"),
+                key("dead-letter")
+            ),
+            ConfigError::NoCommand => format!(
+                "{} = exec needs {} (or a command after -- in executableName)",
+                key("handler"),
+                key("command")
+            ),
+            ConfigError::Invalid(m) => m.clone(),
+            ConfigError::InFile { message, .. } => message.clone(),
+        };
         ConfigError::InFile {
             path: origin.path.clone(),
             line: origin.entry.line,

@@ -277,7 +277,7 @@ fn the_output_directory_must_exist_or_be_creatable() {
     assert_eq!(code, 1);
     assert_eq!(
         err,
-        "app.properties:8: error: rsmld.handler file needs --output DIR\n"
+        "app.properties:8: error: rsmld.handler = file needs rsmld.output (the output directory)\n"
     );
 }
 
@@ -418,7 +418,7 @@ fn start_up_reports_every_bad_entry_with_file_line_and_key() {
     let (code, err) = run_in(dir.path(), &["--properties", "app.properties"]);
     assert_eq!(code, 1);
     assert!(
-        err.ends_with("ERROR app.properties:8: rsmld.handler file needs --output DIR\n"),
+        err.ends_with("ERROR app.properties:8: rsmld.handler = file needs rsmld.output (the output directory)\n"),
         "{err}"
     );
 }
@@ -572,5 +572,52 @@ fn trailing_blanks_and_two_keys_for_one_property() {
         "app.properties:10: error: initialPositionInStream = \"LATEST\" ends in blanks, which the daemon keeps: it fails at start-up; remove them\n\
          app.properties:12: warning: pollingConfig.maxRecords and maxRecords (line 11) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n\
          app.properties:13: warning: workerIdentifier and workerId (line 5) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n"
+    );
+}
+
+/// rsmld started without `--properties` reads none of the `rsmld.*` keys: they are flagged,
+/// not applied; an exec handler without a command is named by its key; ISO-8601 durations
+/// and tag lists.
+#[test]
+fn executable_name_decides_what_rsmld_reads() {
+    let lines = with(
+        clean_v3(),
+        &[
+            (1, &format!("executableName = {RSMLD} --handler discard")),
+            (8, "rsmld.handler = exec"),
+        ],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:1: warning: the rsmld.* keys take effect only when executableName passes --properties with this file\n"
+    );
+    let mut lines = with(clean_v3(), &[(8, "rsmld.handler = exec")], &[]);
+    lines.pop();
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:8: error: rsmld.handler = exec needs rsmld.exec.command (or a command after -- in executableName)\n"
+    );
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "staleWorkerMetricsEntryCleanupDuration = 12h",
+            "workerMetricsTags = team",
+            "coordinatorStateTags = team=data,env=prod",
+            "staleWorkerMetricsEntryCleanupDuration = PT12H",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:10: warning: staleWorkerMetricsEntryCleanupDuration is set again at line 13, which wins: this line has no effect\n\
+         app.properties:10: error: staleWorkerMetricsEntryCleanupDuration = \"12h\": not an ISO-8601 duration such as PT12H; the daemon fails at start-up\n\
+         app.properties:11: error: workerMetricsTags = \"team\": not a tag list such as k=v,k2=v2\n"
     );
 }

@@ -22,7 +22,7 @@ pub mod kcl;
 use std::path::{Path, PathBuf};
 
 use crate::config::{HandlerKind, OnErrorKind, RunArgs};
-use crate::properties::{Diagnostic, Entry, Properties, PropertiesError, Severity};
+use crate::properties::{Diagnostic, Entry, Properties, PropertiesError, RsmldSettings, Severity};
 use kcl::{Kcl, Ty};
 
 /// The findings about one file, sorted by line.
@@ -455,7 +455,7 @@ impl Checker<'_> {
         let is_rsmld = Path::new(&program)
             .file_name()
             .is_some_and(|n| n == "rsmld");
-        let (settings, problems) = crate::config::file_settings(self.props);
+        let (mut settings, problems) = crate::config::file_settings(self.props);
         self.out.extend(problems);
         if !takes_properties {
             if !settings.args.is_empty() || settings.command.is_some() {
@@ -467,6 +467,8 @@ impl Checker<'_> {
             if !is_rsmld {
                 return None;
             }
+            // rsmld started without --properties reads none of this file.
+            settings = RsmldSettings::default();
         } else {
             self.same_file(&argv, exe.line);
         }
