@@ -11,7 +11,10 @@
 //! exec handler's command line (split on whitespace). Flags given on the command line
 //! override the file. An unknown `rsmld.*` key is an error that suggests the nearest
 //! valid key, because the daemon's own habit of silently ignoring typos is exactly what
-//! makes misconfigurations survive into production.
+//! makes misconfigurations survive into production. Values go through the command line's
+//! own parsers (see `config::file_settings`), and every bad entry is reported, each as a
+//! [`Diagnostic`] with the file, the line and the key as written: the same path serves
+//! start-up and `rsmld check`, so the two cannot disagree.
 //!
 //! The file format is Java's `.properties`: `key = value`, `key: value` or `key value`;
 //! `#` and `!` comments; a trailing backslash continues a line; `\t`, `\n`, `\\`, `\uXXXX`
