@@ -898,3 +898,90 @@ fn access(path: &Path, mode: libc::c_int) -> bool {
     // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
     unsafe { libc::access(c.as_ptr(), mode) == 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run(args: &[&str]) -> RunArgs {
+        let argv = ["rsmld", "--handler", "discard"].iter().chain(args);
+        crate::config::Cli::try_parse_from(argv).unwrap().run
+    }
+
+    #[test]
+    fn drain_estimate_counts_rounds_attempts_and_backoff() {
+        assert!(drain_estimate(&run(&["--workers", "4"]), 10_000).is_none());
+        // 1000 + 500 items / (2 workers x 100) = 8 rounds; each batch 3 attempts of 2 s
+        // plus 1 + 2 s of backoff = 9 s; 72 s in all.
+        let r = run(&[
+            "--workers",
+            "2",
+            "--batch-size",
+            "100",
+            "--max-in-flight",
+            "1000",
+            "--item-timeout",
+            "2",
+            "--on-error",
+            "retry",
+            "--retries",
+            "2",
+            "--retry-backoff",
+            "1",
+        ]);
+        let d = drain_estimate(&r, 500).unwrap();
+        assert_eq!(d.seconds, 72.0, "{}", d.explain);
+    }
+
+    #[test]
+    fn java_values() {
+        assert_eq!(parse_java_bool("Yes"), Some(true));
+        assert_eq!(parse_java_bool("off"), Some(false));
+        assert_eq!(parse_java_bool("ture"), None);
+        assert!(looks_like_iso_duration("PT12H"));
+        assert!(looks_like_iso_duration("P1DT0.5S"));
+        assert!(!looks_like_iso_duration("12h"));
+        assert!(!looks_like_iso_duration("P"));
+    }
+
+    #[test]
+    fn provider_names_resolve_as_each_daemon_resolves_them() {
+        assert!(matches!(
+            resolve_provider(Kcl::V3, "DefaultCredentialsProvider"),
+            Resolution::Builds(0)
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V3, "StsAssumeRoleCredentialsProvider"),
+            Resolution::Builds(2)
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V3, "DefaultAWSCredentialsProviderChain"),
+            Resolution::Unknown
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V2, "profile.ProfileCredentialsProvider"),
+            Resolution::Builds(0)
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V2, "ProfileCredentialsProvider"),
+            Resolution::Unknown
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V3, "com.example.MyProvider"),
+            Resolution::Custom
+        ));
+        assert_eq!(
+            working_name(Kcl::V2, "ProfileCredentialsProvider").as_deref(),
+            Some("profile.ProfileCredentialsProvider")
+        );
+        assert_eq!(
+            working_name(
+                Kcl::V3,
+                "com.amazonaws.auth.SystemPropertiesCredentialsProvider"
+            )
+            .as_deref(),
+            Some("SystemPropertyCredentialsProvider")
+        );
+    }
+}
