@@ -42,9 +42,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KplCommand,
     },
-    /// Validates the daemon's properties file before the daemon runs it: every problem as
-    /// FILE:LINE: error|warning: message; exit 1 if there is an error. Paths resolve as the
-    /// daemon would resolve them started from the current directory with this PATH.
+    /// Validates the daemon's properties file before the daemon runs it.
+    ///
+    /// Reports every problem on stderr as `FILE:LINE: error|warning: message` (or one `ok`
+    /// line) and exits 1 if there is an error. Paths resolve as the daemon would resolve
+    /// them, started from the current directory with this PATH.
     Check(CheckArgs),
 }
 
