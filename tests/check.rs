@@ -377,6 +377,16 @@ fn risky_settings_are_warnings_and_exit_0() {
         err,
         "app.properties:10: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
     );
+    // The discard handler has nothing to drain: no warning.
+    let lines = with(
+        clean_v3(),
+        &[(8, "rsmld.handler = discard"), (9, "# no output")],
+        &["timeoutInSeconds = 60"],
+    );
+    assert_eq!(
+        check(&lines, "3"),
+        (0, "app.properties: ok for KCL 3.x\n".to_owned())
+    );
     // A drain that fits: no warning.
     let lines = with(
         clean_v3(),
