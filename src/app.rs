@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{Cli, Command, KplCommand};
+use crate::config::{CheckArgs, Cli, Command, KplCommand};
 use crate::handler::HandlerFactory;
 
 static SHARD: OnceLock<String> = OnceLock::new();
@@ -32,17 +32,48 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
         Err(e) => match e.downcast::<clap::Error>() {
             Ok(clap_error) => clap_error.exit(),
             Err(e) => {
-                eprintln!("rsmld[-] ERROR {e:#}");
+                // One line per problem: a properties file can have several.
+                for line in format!("{e:#}").lines() {
+                    eprintln!("rsmld[-] ERROR {line}");
+                }
                 return ExitCode::FAILURE;
             }
         },
     };
+    if let Some(Command::Check(args)) = &cli.command {
+        return check(args);
+    }
     init_logging();
     match run(cli, handlers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Always visible, whatever RUST_LOG says: this is why the process stops.
             eprintln!("{} ERROR {e:#}", prefix());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rsmld check`: the report on stderr (stdout stays free, as in every rsmld mode), one
+/// line per finding, or one `ok` line; exit 1 on any error.
+fn check(args: &CheckArgs) -> ExitCode {
+    let kcl: crate::check::kcl::Kcl = args.kcl.into();
+    match crate::check::check_file(&args.properties, kcl) {
+        Ok(report) => {
+            for d in &report.diagnostics {
+                eprintln!("{d}");
+            }
+            if report.diagnostics.is_empty() {
+                eprintln!("{}: ok for {}", args.properties.display(), kcl.label());
+            }
+            if report.has_errors() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("{}: error: {e}", args.properties.display());
             ExitCode::FAILURE
         }
     }
@@ -61,6 +92,8 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             }
             Ok(())
         }
+        // Answered by `main` before logging starts.
+        Some(Command::Check(_)) => Ok(()),
         None => {
             let mut config = cli.run.into_driver_config()?;
             if let Some(h) = handlers {

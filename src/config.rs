@@ -17,6 +17,7 @@ use crate::handler::exec::{ExecFactory, ExecOptions};
 use crate::handler::file::{FileFactory, FileOptions};
 use crate::handler::{delay::DelayFactory, HandlerFactory};
 use crate::pool::{OnError, PoolConfig};
+use crate::properties::{self, Diagnostic, Entry, Properties, PropertiesError, RsmldSettings};
 use crate::protocol::session::{OnDuplicate, SessionConfig};
 use crate::split::{SplitMode, Splitter, DEFAULT_MAX_INFLATED};
 
@@ -41,6 +42,43 @@ pub enum Command {
         #[command(subcommand)]
         command: KplCommand,
     },
+    /// Validates the daemon's properties file before the daemon runs it.
+    ///
+    /// Reports every problem on stderr as `FILE:LINE: error|warning: message` (or one `ok`
+    /// line) and exits 1 if there is an error. Paths resolve as the daemon would resolve
+    /// them, started from the current directory with this PATH.
+    Check(CheckArgs),
+}
+
+/// `rsmld check` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The daemon's properties file.
+    #[arg(long)]
+    pub properties: PathBuf,
+    /// The daemon's major version: 2 (AWS SDK v1 credentials) or 3 (SDK v2).
+    #[arg(long, value_enum, default_value = "3")]
+    pub kcl: KclArg,
+}
+
+/// The `--kcl` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KclArg {
+    /// KCL 2.x (checked against 2.5.8).
+    #[value(name = "2")]
+    V2,
+    /// KCL 3.x (checked against 3.1.3).
+    #[value(name = "3")]
+    V3,
+}
+
+impl From<KclArg> for crate::check::kcl::Kcl {
+    fn from(k: KclArg) -> Self {
+        match k {
+            KclArg::V2 => crate::check::kcl::Kcl::V2,
+            KclArg::V3 => crate::check::kcl::Kcl::V3,
+        }
+    }
 }
 
 /// KPL tools.
@@ -50,8 +88,8 @@ pub enum KplCommand {
     Decode,
     /// Reads JSON user records; writes base64 aggregates, one per line.
     Encode {
-        /// Largest aggregate in bytes (magic and checksum included).
-        #[arg(long, default_value_t = 1024 * 1024)]
+        /// Largest aggregate in bytes (magic and checksum included; 64..=1048576).
+        #[arg(long, default_value_t = 1024 * 1024, value_parser = parse_kpl_max_bytes)]
         max_bytes: usize,
     },
 }
@@ -74,23 +112,25 @@ pub struct RunArgs {
     /// flags on the command line override it.
     #[arg(long)]
     pub properties: Option<PathBuf>,
-    /// Worker threads (default: available cores).
-    #[arg(long)]
+    /// Worker threads (default: available cores; 1..=1024).
+    #[arg(long, value_parser = parse_workers)]
     pub workers: Option<usize>,
     /// Unfinished items allowed when a batch is acknowledged; 0 finishes every batch first.
-    /// A large batch acknowledged before it is decoded counts one item per record.
-    #[arg(long, default_value_t = 20_000)]
+    /// A large batch acknowledged before it is decoded counts one item per record
+    /// (0..=1000000).
+    #[arg(long, default_value_t = 20_000, value_parser = parse_max_in_flight)]
     pub max_in_flight: usize,
     /// Bytes of earlier daemon lines that unfinished items may keep in memory when a batch
-    /// is acknowledged (payloads point into their line); more → processRecords waits.
-    #[arg(long, default_value_t = 8 << 20)]
+    /// is acknowledged (payloads point into their line); more → processRecords waits
+    /// (2 MiB..=16 GiB: at least one daemon line holding a 1 MiB record).
+    #[arg(long, default_value_t = 8 << 20, value_parser = parse_max_in_flight_bytes)]
     pub max_in_flight_bytes: usize,
-    /// Least time between periodic checkpoints, in seconds (fractions allowed).
-    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    /// Least time between periodic checkpoints, in seconds (fractions allowed; 0..=86400).
+    #[arg(long, default_value = "60", value_parser = parse_checkpoint_interval)]
     pub checkpoint_interval: Duration,
     /// Retries of a checkpoint that failed with ThrottlingException or
-    /// KinesisClientLibDependencyException (exponential backoff with jitter).
-    #[arg(long, default_value_t = 5)]
+    /// KinesisClientLibDependencyException (exponential backoff with jitter; 0..=100).
+    #[arg(long, default_value_t = 5, value_parser = parse_checkpoint_retries)]
     pub checkpoint_retries: u32,
     /// What to do with items.
     #[arg(long, value_enum)]
@@ -99,41 +139,42 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = SplitMode::Kpl)]
     pub split: SplitMode,
     /// Largest inflated size of a gzip payload (lines, json-array, cloudwatch-logs);
-    /// a larger one is delivered whole, with a warning.
-    #[arg(long, default_value_t = DEFAULT_MAX_INFLATED)]
+    /// a larger one is delivered whole, with a warning (1 KiB..=4 GiB).
+    #[arg(long, default_value_t = DEFAULT_MAX_INFLATED, value_parser = parse_max_inflated_bytes)]
     pub max_inflated_bytes: usize,
     /// Output directory of the file handler.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// File handler: start a new file at this size in bytes (0: never).
-    #[arg(long, default_value_t = 256 << 20)]
+    /// File handler: start a new file at this size in bytes (0: never; else 1 KiB..=1 TiB).
+    #[arg(long, default_value_t = 256 << 20, value_parser = parse_rotate_bytes)]
     pub rotate_bytes: u64,
-    /// File handler: start a new file after this many seconds (0: never).
-    #[arg(long, default_value = "3600", value_parser = parse_seconds)]
+    /// File handler: start a new file after this many seconds (0: never; else 1..=604800).
+    #[arg(long, default_value = "3600", value_parser = parse_rotate_secs)]
     pub rotate_secs: Duration,
-    /// Most items handed to a handler at once.
-    #[arg(long, default_value_t = 500)]
+    /// Most items handed to a handler at once (1..=100000).
+    #[arg(long, default_value_t = 500, value_parser = parse_batch_size)]
     pub batch_size: usize,
     /// How long a worker waits to fill a batch after its first item, in seconds (0: hand
-    /// over what is queued at once). Batches are also cut at drains and backpressure.
-    #[arg(long, default_value = "0", value_parser = parse_seconds)]
+    /// over what is queued at once; at most 60). Batches are also cut at drains and
+    /// backpressure.
+    #[arg(long, default_value = "0", value_parser = parse_batch_interval)]
     pub batch_interval: Duration,
     /// What a failed item does: fail (stop; nothing past it is checkpointed; exit 1),
     /// retry (--retries, --retry-backoff, then fail), skip (dead-letter it and go on).
     #[arg(long, value_enum, default_value_t = OnErrorKind::Fail)]
     pub on_error: OnErrorKind,
-    /// Retries of failed items under --on-error retry.
-    #[arg(long, default_value_t = 3)]
+    /// Retries of failed items under --on-error retry (0..=100).
+    #[arg(long, default_value_t = 3, value_parser = parse_retries)]
     pub retries: u32,
-    /// First retry delay in seconds; doubles per retry.
-    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    /// First retry delay in seconds; doubles per retry, at most 30 s (0..=3600).
+    #[arg(long, default_value = "1", value_parser = parse_retry_backoff)]
     pub retry_backoff: Duration,
     /// Dead-letter directory for --on-error skip.
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
     /// Longest a handler may work on a batch, in seconds; past it the exec child is
-    /// killed and the items fail under --on-error (0: no watchdog).
-    #[arg(long, default_value = "0", value_parser = parse_seconds)]
+    /// killed and the items fail under --on-error (0: no watchdog; else 0.01..=86400).
+    #[arg(long, default_value = "0", value_parser = parse_item_timeout)]
     pub item_timeout: Duration,
     /// A record delivered twice in one lease: skip it (with a warning) or fail.
     #[arg(long, value_enum, default_value_t = OnDuplicate::Skip)]
@@ -142,9 +183,12 @@ pub struct RunArgs {
     #[arg(last = true)]
     pub command: Vec<String>,
     /// Testing aid: each item waits a pseudo-random 0..=N ms in its worker before the
-    /// handler sees it (shakes completion order).
-    #[arg(long, hide = true)]
+    /// handler sees it (shakes completion order; 0..=10000).
+    #[arg(long, hide = true, value_parser = parse_debug_delay_ms)]
     pub debug_delay_ms: Option<u64>,
+    /// The settings that came from `--properties` (for messages that name their key).
+    #[arg(skip)]
+    pub origins: Vec<Origin>,
 }
 
 /// The failure policy, as a flag.
@@ -176,57 +220,318 @@ pub enum ConfigError {
     /// A nonsensical number.
     #[error("{0}")]
     Invalid(String),
+    /// A setting from the properties file that cannot work, named as the user wrote it.
+    #[error("{path}:{line}: {message}")]
+    InFile {
+        /// The properties file.
+        path: String,
+        /// The line of the key.
+        line: usize,
+        /// The message, with `rsmld.*` keys in place of flags.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The flags (long names without dashes) the error is about, most specific first.
+    pub fn flags(&self) -> &'static [&'static str] {
+        match self {
+            ConfigError::NoHandler => &["handler"],
+            ConfigError::NoOutput => &["handler", "output"],
+            ConfigError::NoDeadLetter => &["on-error", "dead-letter"],
+            ConfigError::NoCommand => &["handler", "command"],
+            ConfigError::Invalid(_) | ConfigError::InFile { .. } => &[],
+        }
+    }
+
+    /// The same error told in terms of the properties file when one of its flags came from
+    /// there: the file, the line and the key as written (`rsmld.handler`), not a flag the
+    /// user never typed.
+    pub fn in_terms_of(self, origins: &[Origin]) -> ConfigError {
+        let Some(origin) = self
+            .flags()
+            .iter()
+            .find_map(|f| origins.iter().find(|o| o.flag == *f))
+        else {
+            return self;
+        };
+        let key = |flag: &str| match origins.iter().find(|o| o.flag == flag) {
+            Some(o) if flag != "command" => o.entry.key.clone(),
+            _ if flag == "command" => properties::EXEC_COMMAND_KEY.to_owned(),
+            _ => format!("rsmld.{}", flag.replace('-', "_")),
+        };
+        let message = match &self {
+            ConfigError::NoHandler => {
+                format!("no handler: set {} = discard, file or exec", key("handler"))
+            }
+            ConfigError::NoOutput => format!(
+                "{} = file needs {} (the output directory)",
+                key("handler"),
+                key("output")
+            ),
+            ConfigError::NoDeadLetter => format!(
+                "{} = skip needs {} (the dead-letter directory)",
+                key("on-error"),
+                key("dead-letter")
+            ),
+            ConfigError::NoCommand => format!(
+                "{} = exec needs {} (or a command after -- in executableName)",
+                key("handler"),
+                key("command")
+            ),
+            ConfigError::Invalid(m) => m.clone(),
+            ConfigError::InFile { message, .. } => message.clone(),
+        };
+        ConfigError::InFile {
+            path: origin.path.clone(),
+            line: origin.entry.line,
+            message,
+        }
+    }
 }
 
 impl Cli {
     /// Parses the command line, merging `rsmld.*` settings from `--properties FILE`
     /// (command-line flags win; a command after `--` on the command line replaces
-    /// `rsmld.exec.command`).
+    /// `rsmld.exec.command`). Every bad `rsmld.*` entry is reported at once, each with
+    /// the file, its line and its key as written ([`PropertiesError::Invalid`]).
     pub fn parse_with_properties(argv: Vec<String>) -> Result<Cli, anyhow::Error> {
         let first = Cli::try_parse_from(&argv)?;
         let Some(path) = first.run.properties.clone() else {
             return Ok(first);
         };
-        let valid: Vec<String> = <Cli as clap::CommandFactory>::command()
-            .get_arguments()
-            .filter_map(|a| a.get_long().map(str::to_owned))
-            .filter(|l| l != "help" && l != "version")
-            .collect();
-        let file_args = crate::properties::rsmld_args(&path, &valid)?;
-        let split = |v: &[String]| -> (Vec<String>, Option<Vec<String>>) {
-            match v.iter().position(|a| a == "--") {
-                Some(i) => (v[..i].to_vec(), Some(v[i + 1..].to_vec())),
-                None => (v.to_vec(), None),
-            }
-        };
-        let (file_flags, file_cmd) = split(&file_args);
-        let (cli_flags, cli_cmd) = split(argv.get(1..).unwrap_or(&[]));
-        let mut merged: Vec<String> = argv.first().cloned().into_iter().collect();
-        merged.extend(file_flags);
-        merged.extend(cli_flags);
-        if let Some(cmd) = cli_cmd.or(file_cmd) {
-            merged.push("--".into());
-            merged.extend(cmd);
+        let props = Properties::read(&path)?;
+        let (settings, problems) = file_settings(&props);
+        if !problems.is_empty() {
+            return Err(PropertiesError::Invalid(problems).into());
         }
-        Ok(Cli::try_parse_from(merged)?)
+        Ok(merge_file_settings(&argv, &props.path, &settings)?)
     }
 }
 
-/// Parses seconds, fractions allowed (`0.25`, `60`).
-pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+/// One setting that came from the properties file (and was not overridden on the command
+/// line): where it is, for messages that name the key the user wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// Long flag name without dashes (`output`).
+    pub flag: String,
+    /// The properties file.
+    pub path: String,
+    /// The entry: its line and its key as written (`rsmld.output`).
+    pub entry: Entry,
+}
+
+/// The long flags rsmld reads from `rsmld.*` keys (without dashes).
+fn settable_flags() -> Vec<String> {
+    <Cli as clap::CommandFactory>::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .filter(|l| l != "help" && l != "version")
+        .collect()
+}
+
+/// Reads the `rsmld.*` keys of `props` with the command line's own value parsers: the one
+/// validation path of `--properties` at start-up and of `rsmld check`.
+pub fn file_settings(props: &Properties) -> (RsmldSettings, Vec<Diagnostic>) {
+    let validate = |flag: &str, value: &str| -> Result<(), String> {
+        // The real parser, on this one flag: `--flag=value` so that a value starting with
+        // `-` stays a value.
+        <Cli as clap::CommandFactory>::command()
+            .try_get_matches_from(["rsmld".to_owned(), format!("--{flag}={value}")])
+            .map(|_| ())
+            .map_err(|e| value_error_reason(&e))
+    };
+    properties::rsmld_settings(props, &settable_flags(), &validate)
+}
+
+/// The reason inside a clap value error, without clap's framing (which names a flag the
+/// user of a properties file never typed).
+fn value_error_reason(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    if let Some(source) = std::error::Error::source(e) {
+        return source.to_string();
+    }
+    if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
+        return format!("must be one of {}", valid.join(", "));
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    first.trim_start_matches("error: ").to_owned()
+}
+
+/// Builds the command line rsmld runs with: `argv` (program first) with the file's
+/// settings in front of its own flags, so that flags on the command line win.
+pub fn merge_file_settings(
+    argv: &[String],
+    path: &str,
+    settings: &RsmldSettings,
+) -> Result<Cli, clap::Error> {
+    let split = |v: &[String]| -> (Vec<String>, Option<Vec<String>>) {
+        match v.iter().position(|a| a == "--") {
+            Some(i) => (v[..i].to_vec(), Some(v[i + 1..].to_vec())),
+            None => (v.to_vec(), None),
+        }
+    };
+    let (cli_flags, cli_cmd) = split(argv.get(1..).unwrap_or(&[]));
+    let mut merged: Vec<String> = argv.first().cloned().into_iter().collect();
+    merged.extend(settings.args.iter().cloned());
+    merged.extend(cli_flags.iter().cloned());
+    let from_file_cmd = cli_cmd.is_none() && settings.command.is_some();
+    if let Some(cmd) = cli_cmd.or_else(|| settings.command.clone()) {
+        merged.push("--".into());
+        merged.extend(cmd);
+    }
+    let mut cli = Cli::try_parse_from(merged)?;
+    let on_command_line = |flag: &str| {
+        cli_flags.iter().any(|a| {
+            a.strip_prefix("--")
+                .is_some_and(|rest| rest == flag || rest.starts_with(&format!("{flag}=")))
+        })
+    };
+    let mut origins: Vec<Origin> = settings
+        .origins
+        .iter()
+        .filter(|(flag, _)| !on_command_line(flag))
+        .map(|(flag, entry)| Origin {
+            flag: flag.clone(),
+            path: path.to_owned(),
+            entry: entry.clone(),
+        })
+        .collect();
+    if let (true, Some(entry)) = (from_file_cmd, &settings.command_origin) {
+        origins.push(Origin {
+            flag: "command".into(),
+            path: path.to_owned(),
+            entry: entry.clone(),
+        });
+    }
+    cli.run.origins = origins;
+    Ok(cli)
+}
+
+/// Parses seconds, fractions allowed (`0.25`, `60`), within `min..=max`; `0` is also
+/// accepted when `zero_ok` (it means "off" or "at once" for those settings).
+///
+/// Rejects what `f64` parsing would let through but no setting can mean: NaN, infinities,
+/// negative and absurdly large values (a `Duration` that overflows `Instant` arithmetic
+/// later would panic in the middle of a lease).
+pub fn parse_seconds_in(s: &str, min: f64, max: f64, zero_ok: bool) -> Result<Duration, String> {
     let v: f64 = s
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(v)
-        .map_err(|_| format!("{s:?} is not a non-negative number of seconds"))
+    if !v.is_finite() {
+        return Err(format!("{s:?} is not a finite number of seconds"));
+    }
+    let in_range = (min..=max).contains(&v) || (zero_ok && v == 0.0);
+    if !in_range {
+        let zero = if zero_ok && min > 0.0 { "0 or " } else { "" };
+        return Err(format!(
+            "{s:?} seconds is out of range: must be {zero}{min}..={max}"
+        ));
+    }
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?} is not a valid number of seconds"))
+}
+
+/// Parses a whole number within `min..=max`; `0` is also accepted when `zero_ok`.
+pub fn parse_count_in(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<u64, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if (min..=max).contains(&v) || (zero_ok && v == 0) {
+        return Ok(v);
+    }
+    let zero = if zero_ok && min > 0 { "0 or " } else { "" };
+    Err(format!("{v} is out of range: must be {zero}{min}..={max}"))
+}
+
+fn count_usize(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<usize, String> {
+    let v = parse_count_in(s, min, max, zero_ok)?;
+    usize::try_from(v).map_err(|_| format!("{v} does not fit this machine's address size"))
+}
+
+/// Most worker threads: far above any core count, far below what makes thread set-up fail.
+pub const MAX_WORKERS: u64 = 1024;
+/// Least `--max-in-flight-bytes`: one daemon line holding a 1 MiB record (base64 and JSON).
+pub const MIN_IN_FLIGHT_BYTES: u64 = 2 << 20;
+
+fn parse_workers(s: &str) -> Result<usize, String> {
+    count_usize(s, 1, MAX_WORKERS, false)
+}
+fn parse_max_in_flight(s: &str) -> Result<usize, String> {
+    count_usize(s, 0, 1_000_000, true)
+}
+fn parse_max_in_flight_bytes(s: &str) -> Result<usize, String> {
+    count_usize(s, MIN_IN_FLIGHT_BYTES, 16 << 30, false)
+}
+fn parse_checkpoint_interval(s: &str) -> Result<Duration, String> {
+    parse_seconds_in(s, 0.0, 86_400.0, true)
+}
+fn parse_checkpoint_retries(s: &str) -> Result<u32, String> {
+    parse_count_in(s, 0, 100, true).map(|v| v as u32)
+}
+fn parse_max_inflated_bytes(s: &str) -> Result<usize, String> {
+    count_usize(s, 1 << 10, 4 << 30, false)
+}
+fn parse_rotate_bytes(s: &str) -> Result<u64, String> {
+    parse_count_in(s, 1 << 10, 1 << 40, true)
+}
+fn parse_rotate_secs(s: &str) -> Result<Duration, String> {
+    parse_seconds_in(s, 1.0, 604_800.0, true)
+}
+fn parse_batch_size(s: &str) -> Result<usize, String> {
+    count_usize(s, 1, 100_000, false)
+}
+fn parse_batch_interval(s: &str) -> Result<Duration, String> {
+    parse_seconds_in(s, 0.0, 60.0, true)
+}
+fn parse_retries(s: &str) -> Result<u32, String> {
+    parse_count_in(s, 0, 100, true).map(|v| v as u32)
+}
+fn parse_retry_backoff(s: &str) -> Result<Duration, String> {
+    parse_seconds_in(s, 0.0, 3_600.0, true)
+}
+fn parse_item_timeout(s: &str) -> Result<Duration, String> {
+    parse_seconds_in(s, 0.01, 86_400.0, true)
+}
+fn parse_debug_delay_ms(s: &str) -> Result<u64, String> {
+    parse_count_in(s, 0, 10_000, true)
+}
+fn parse_kpl_max_bytes(s: &str) -> Result<usize, String> {
+    count_usize(s, 64, 1 << 20, false)
 }
 
 impl RunArgs {
+    /// The settings' consistency: what [`RunArgs::into_driver_config`] checks before it
+    /// builds anything (and `rsmld check` reports), with properties-file errors named by
+    /// their key and line.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_consistency()
+            .map_err(|e| e.in_terms_of(&self.origins))
+    }
+
+    fn check_consistency(&self) -> Result<(), ConfigError> {
+        if self.workers == Some(0) {
+            return Err(ConfigError::Invalid("--workers must be at least 1".into()));
+        }
+        match self.handler.ok_or(ConfigError::NoHandler)? {
+            HandlerKind::Discard => {}
+            HandlerKind::File if self.output.is_none() => return Err(ConfigError::NoOutput),
+            HandlerKind::File => {}
+            HandlerKind::Exec if self.command.is_empty() => return Err(ConfigError::NoCommand),
+            HandlerKind::Exec => {}
+        }
+        if self.on_error == OnErrorKind::Skip && self.dead_letter.is_none() {
+            return Err(ConfigError::NoDeadLetter);
+        }
+        Ok(())
+    }
+
     /// Validates the flags into the driver's configuration.
     pub fn into_driver_config(self) -> Result<DriverConfig, ConfigError> {
+        self.validate()?;
         let workers = match self.workers {
-            Some(0) => return Err(ConfigError::Invalid("--workers must be at least 1".into())),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
@@ -280,7 +585,7 @@ impl RunArgs {
             pool: PoolConfig {
                 workers,
                 channel_capacity: 64,
-                max_batch: self.batch_size.max(1),
+                max_batch: self.batch_size,
                 batch_interval: self.batch_interval,
                 on_error,
                 item_timeout: (!self.item_timeout.is_zero()).then_some(self.item_timeout),

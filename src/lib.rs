@@ -44,6 +44,7 @@
 //! last checkpoint.
 
 pub mod app;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod driver;

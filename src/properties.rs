@@ -11,12 +11,16 @@
 //! exec handler's command line (split on whitespace). Flags given on the command line
 //! override the file. An unknown `rsmld.*` key is an error that suggests the nearest
 //! valid key, because the daemon's own habit of silently ignoring typos is exactly what
-//! makes misconfigurations survive into production.
+//! makes misconfigurations survive into production. Values go through the command line's
+//! own parsers (see `config::file_settings`), and every bad entry is reported, each as a
+//! [`Diagnostic`] with the file, the line and the key as written: the same path serves
+//! start-up and `rsmld check`, so the two cannot disagree.
 //!
 //! The file format is Java's `.properties`: `key = value`, `key: value` or `key value`;
 //! `#` and `!` comments; a trailing backslash continues a line; `\t`, `\n`, `\\`, `\uXXXX`
 //! escapes.
 
+use std::fmt;
 use std::path::Path;
 
 /// A properties file that cannot be used.
@@ -30,18 +34,74 @@ pub enum PropertiesError {
         /// Why.
         error: std::io::Error,
     },
-    /// A `rsmld.*` key that is not a setting.
-    #[error("{path}:{line}: unknown key {key:?}{suggestion}")]
-    UnknownKey {
-        /// The file.
-        path: String,
-        /// 1-based line number.
-        line: usize,
-        /// The key.
-        key: String,
-        /// ", did you mean …?" or empty.
-        suggestion: String,
-    },
+    /// One or more `rsmld.*` entries are wrong; each diagnostic names its line and key.
+    #[error("{}", join_lines(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn join_lines(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| match d.line {
+            Some(line) => format!("{}:{line}: {}", d.path, d.message),
+            None => format!("{}: {}", d.path, d.message),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// How bad a finding is: an error stops rsmld (and fails `rsmld check`), a warning does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The setting cannot work, or does not do what it says.
+    Error,
+    /// The setting works but is risky.
+    Warning,
+}
+
+/// One finding about a properties file: `FILE:LINE: error: message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file as the user named it.
+    pub path: String,
+    /// 1-based line of the entry; `None` for the file as a whole (a missing key).
+    pub line: Option<usize>,
+    /// Error or warning.
+    pub severity: Severity,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// An error at `line` (or about the whole file).
+    pub fn error(path: &str, line: Option<usize>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            path: path.to_owned(),
+            line,
+            severity: Severity::Error,
+            message: message.into(),
+        }
+    }
+
+    /// A warning at `line` (or about the whole file).
+    pub fn warning(path: &str, line: Option<usize>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(path, line, message)
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {severity}: {}", self.path, self.message),
+            None => write!(f, "{}: {severity}: {}", self.path, self.message),
+        }
+    }
 }
 
 /// One `key = value` entry with its line number.
@@ -51,8 +111,40 @@ pub struct Entry {
     pub line: usize,
     /// The key, unescaped.
     pub key: String,
-    /// The value, unescaped.
+    /// The value, unescaped, without trailing blanks.
     pub value: String,
+    /// The value ended in blanks: Java's `Properties` keeps them (so the daemon sees
+    /// `LATEST ` and may refuse it); rsmld trims them.
+    pub trailing_blanks: bool,
+}
+
+/// A parsed properties file and the name it was given by.
+#[derive(Clone, Debug)]
+pub struct Properties {
+    /// The path as the user wrote it (used in every diagnostic).
+    pub path: String,
+    /// Every entry, in file order (duplicates kept: the last one wins, as in Java).
+    pub entries: Vec<Entry>,
+}
+
+impl Properties {
+    /// Reads and parses `path`.
+    pub fn read(path: &Path) -> Result<Properties, PropertiesError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| PropertiesError::Read {
+            path: display.clone(),
+            error,
+        })?;
+        Ok(Properties {
+            path: display,
+            entries: parse(&text),
+        })
+    }
+
+    /// The entry that wins for `key` (the last one), as Java's `Properties` keeps it.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.iter().rev().find(|e| e.key == key)
+    }
 }
 
 /// Parses Java properties text.
@@ -72,65 +164,113 @@ pub fn parse(text: &str) -> Vec<Entry> {
             }
         }
         let (key, value) = split_key_value(&logical);
+        let value = unescape(value);
         out.push(Entry {
             line: n + 1,
             key: unescape(key),
-            value: unescape(value),
+            trailing_blanks: value.len() != value.trim_end().len(),
+            value: value.trim_end().to_owned(),
         });
     }
     out
 }
 
-/// Reads `path` and turns its `rsmld.*` keys into command-line arguments, checking each
-/// key against `valid` (long flag names without dashes).
-pub fn rsmld_args(path: &Path, valid: &[String]) -> Result<Vec<String>, PropertiesError> {
-    let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| PropertiesError::Read {
-        path: display.clone(),
-        error,
-    })?;
-    let mut args = Vec::new();
-    let mut command = None;
-    for entry in parse(&text) {
+/// The key that holds the exec handler's command line.
+pub const EXEC_COMMAND_KEY: &str = "rsmld.exec.command";
+
+/// What the `rsmld.*` keys of a file say, as command-line arguments, with where each came
+/// from.
+#[derive(Clone, Debug, Default)]
+pub struct RsmldSettings {
+    /// `--flag value` pairs in file order.
+    pub args: Vec<String>,
+    /// `rsmld.exec.command`, split on whitespace.
+    pub command: Option<Vec<String>>,
+    /// For each flag the file sets (long name without dashes), the winning entry.
+    pub origins: Vec<(String, Entry)>,
+    /// The entry of `rsmld.exec.command`, if any.
+    pub command_origin: Option<Entry>,
+}
+
+impl RsmldSettings {
+    /// The entry that set `flag` (long name without dashes), if the file set it.
+    pub fn origin(&self, flag: &str) -> Option<&Entry> {
+        self.origins
+            .iter()
+            .rev()
+            .find(|(f, _)| f == flag)
+            .map(|(_, e)| e)
+    }
+}
+
+/// The flag a `rsmld.<name>` key stands for: `max_in_flight` and `max.in.flight` are
+/// `max-in-flight`.
+pub fn flag_of(name: &str) -> String {
+    name.replace(['_', '.'], "-")
+}
+
+/// Turns the `rsmld.*` keys of `props` into command-line arguments, checking each key
+/// against `valid` (long flag names without dashes) and each value with `validate(flag,
+/// value)` (the command line's own parser, so the file and the flags can never disagree).
+/// Every bad entry is reported, with its line and its key as written.
+pub fn rsmld_settings(
+    props: &Properties,
+    valid: &[String],
+    validate: &dyn Fn(&str, &str) -> Result<(), String>,
+) -> (RsmldSettings, Vec<Diagnostic>) {
+    let mut out = RsmldSettings::default();
+    let mut problems = Vec::new();
+    for entry in &props.entries {
         let Some(name) = entry.key.strip_prefix("rsmld.") else {
             continue;
         };
-        if name == "exec.command" {
-            command = Some(
-                entry
-                    .value
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>(),
-            );
+        if entry.key == EXEC_COMMAND_KEY {
+            let command: Vec<String> = entry.value.split_whitespace().map(str::to_owned).collect();
+            if command.is_empty() {
+                problems.push(Diagnostic::error(
+                    &props.path,
+                    Some(entry.line),
+                    format!(
+                        "{} is empty: give the handler's program and its arguments",
+                        entry.key
+                    ),
+                ));
+            }
+            out.command = Some(command);
+            out.command_origin = Some(entry.clone());
             continue;
         }
-        let flag = name.replace(['_', '.'], "-");
+        let flag = flag_of(name);
         if flag == "properties" || !valid.contains(&flag) {
             let mut candidates: Vec<String> = valid
                 .iter()
                 .filter(|v| v.as_str() != "properties")
                 .map(|v| format!("rsmld.{}", v.replace('-', "_")))
                 .collect();
-            candidates.push("rsmld.exec.command".into());
+            candidates.push(EXEC_COMMAND_KEY.into());
             let suggestion = nearest(&entry.key, &candidates)
                 .map(|s| format!(", did you mean {s:?}?"))
                 .unwrap_or_default();
-            return Err(PropertiesError::UnknownKey {
-                path: display,
-                line: entry.line,
-                key: entry.key,
-                suggestion,
-            });
+            problems.push(Diagnostic::error(
+                &props.path,
+                Some(entry.line),
+                format!("unknown key {:?}{suggestion}", entry.key),
+            ));
+            continue;
         }
-        args.push(format!("--{flag}"));
-        args.push(entry.value);
+        if let Err(why) = validate(&flag, &entry.value) {
+            problems.push(Diagnostic::error(
+                &props.path,
+                Some(entry.line),
+                format!("{} = {:?}: {why}", entry.key, entry.value),
+            ));
+            continue;
+        }
+        out.args.push(format!("--{flag}"));
+        out.args.push(entry.value.clone());
+        out.origins.push((flag, entry.clone()));
     }
-    if let Some(command) = command {
-        args.push("--".into());
-        args.extend(command);
-    }
-    Ok(args)
+    (out, problems)
 }
 
 fn ends_with_odd_backslashes(s: &str) -> bool {
@@ -180,11 +320,11 @@ fn unescape(s: &str) -> String {
             None => {}
         }
     }
-    out.trim_end().to_owned()
+    out
 }
 
 /// The candidate closest to `word` by edit distance, if reasonably close.
-fn nearest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+pub fn nearest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (levenshtein(word, c), c))
@@ -241,46 +381,57 @@ mod tests {
         assert_eq!(got, want.map(|(k, v)| (k.to_owned(), v.to_owned())));
     }
 
+    fn settings(text: &str) -> (RsmldSettings, Vec<Diagnostic>) {
+        let props = Properties {
+            path: "app.properties".into(),
+            entries: parse(text),
+        };
+        let validate = |flag: &str, value: &str| {
+            if flag == "workers" && value.parse::<u32>().is_err() {
+                return Err("not a number".to_owned());
+            }
+            Ok(())
+        };
+        rsmld_settings(&props, &valid(), &validate)
+    }
+
     #[test]
     fn maps_rsmld_keys_to_flags_and_ignores_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.properties");
-        std::fs::write(
-            &path,
+        let (s, problems) = settings(
             "executableName = rsmld --properties app.properties\nrsmld.workers = 8\nrsmld.max_in_flight=100\nrsmld.handler = exec\nrsmld.exec.command = /opt/app/handle.py --fast\nstreamName = s\n",
-        )
-        .unwrap();
-        let args = rsmld_args(&path, &valid()).unwrap();
+        );
+        assert_eq!(problems, []);
         assert_eq!(
-            args,
+            s.args,
             [
                 "--workers",
                 "8",
                 "--max-in-flight",
                 "100",
                 "--handler",
-                "exec",
-                "--",
-                "/opt/app/handle.py",
-                "--fast"
+                "exec"
             ]
         );
+        assert_eq!(
+            s.command,
+            Some(vec!["/opt/app/handle.py".to_owned(), "--fast".to_owned()])
+        );
+        assert_eq!(s.origin("max-in-flight").map(|e| e.line), Some(3));
     }
 
     #[test]
-    fn unknown_keys_are_errors_with_a_suggestion() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.properties");
-        std::fs::write(&path, "rsmld.workers = 2\nrsmld.max_inflight = 5\n").unwrap();
-        let err = rsmld_args(&path, &valid()).unwrap_err().to_string();
-        assert!(
-            err.contains(
-                ":2: unknown key \"rsmld.max_inflight\", did you mean \"rsmld.max_in_flight\"?"
-            ),
-            "{err}"
+    fn every_bad_entry_is_reported_with_its_line_and_key() {
+        let (_, problems) = settings(
+            "rsmld.workers = 2\nrsmld.max_inflight = 5\nrsmld.zzzzzzzzzzzz = 1\nrsmld.workers = many\n",
         );
-        std::fs::write(&path, "rsmld.zzzzzzzzzzzz = 1\n").unwrap();
-        let err = rsmld_args(&path, &valid()).unwrap_err().to_string();
-        assert!(!err.contains("did you mean"), "{err}");
+        let got: Vec<String> = problems.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "app.properties:2: error: unknown key \"rsmld.max_inflight\", did you mean \"rsmld.max_in_flight\"?",
+                "app.properties:3: error: unknown key \"rsmld.zzzzzzzzzzzz\"",
+                "app.properties:4: error: rsmld.workers = \"many\": not a number",
+            ]
+        );
     }
 }

@@ -1,0 +1,1004 @@
+//! `rsmld check --properties FILE [--kcl 2|3]`: the daemon's properties file, validated
+//! before the daemon runs it.
+//!
+//! The MultiLangDaemon ignores keys it does not know and reads an unparseable number as 0,
+//! so a typo (`shutdownGraceMilis`) or a unit (`shutdownGraceMillis = 30s`) survives into
+//! production as a default nobody chose; an SDK v1 credentials provider name under KCL 3.x
+//! stops the daemon a second after start-up, on the production host. `check` reports every
+//! such problem at once, each as `FILE:LINE: error|warning: message`, and exits non-zero if
+//! there is an error.
+//!
+//! The `rsmld.*` keys go through exactly the code start-up uses
+//! ([`crate::config::file_settings`], [`crate::config::merge_file_settings`],
+//! [`crate::config::RunArgs::validate`]): check and start-up cannot disagree. The daemon's
+//! own keys are checked against the table in [`kcl`], built from the daemon's sources.
+//!
+//! Paths (the output directory, the exec program, `executableName`) are resolved as the
+//! daemon and rsmld would resolve them when started from the current directory with the
+//! current `PATH`: run `check` where the daemon runs.
+
+pub mod kcl;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{HandlerKind, OnErrorKind, RunArgs};
+use crate::properties::{Diagnostic, Entry, Properties, PropertiesError, RsmldSettings, Severity};
+use kcl::{Kcl, Ty};
+
+/// The findings about one file, sorted by line.
+#[derive(Debug)]
+pub struct Report {
+    /// Every finding.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    /// Whether any finding is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Checks the properties file at `path` for the daemon `kcl`.
+pub fn check_file(path: &Path, kcl: Kcl) -> Result<Report, PropertiesError> {
+    let props = Properties::read(path)?;
+    Ok(check(&props, kcl))
+}
+
+/// Checks parsed properties for the daemon `kcl`.
+pub fn check(props: &Properties, kcl: Kcl) -> Report {
+    let mut c = Checker {
+        props,
+        kcl,
+        out: Vec::new(),
+    };
+    c.duplicates();
+    c.daemon_keys();
+    c.same_property();
+    c.required();
+    c.credentials();
+    c.risky_daemon_settings();
+    let run = c.rsmld();
+    c.timeouts(run.as_ref());
+    let mut diagnostics = c.out;
+    diagnostics.sort_by_key(|d| d.line.unwrap_or(0));
+    Report { diagnostics }
+}
+
+struct Checker<'a> {
+    props: &'a Properties,
+    kcl: Kcl,
+    out: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, line: Option<usize>, message: impl Into<String>) {
+        self.out
+            .push(Diagnostic::error(&self.props.path, line, message));
+    }
+
+    fn warning(&mut self, line: Option<usize>, message: impl Into<String>) {
+        self.out
+            .push(Diagnostic::warning(&self.props.path, line, message));
+    }
+
+    /// The winning entry of a daemon key, matched as `kcl` matches keys.
+    fn get(&self, key: &str) -> Option<&Entry> {
+        self.props
+            .entries
+            .iter()
+            .rev()
+            .find(|e| kcl::normalize(self.kcl, &e.key) == key)
+    }
+
+    fn duplicates(&mut self) {
+        let entries = self.props.entries.clone();
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(later) = entries[i + 1..].iter().find(|l| l.key == e.key) {
+                self.warning(
+                    Some(e.line),
+                    format!(
+                        "{} is set again at line {}, which wins: this line has no effect",
+                        e.key, later.line
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Two keys that set one property: the daemon applies the file's keys in hash-table
+    /// order (`java.util.Properties`), so which one wins is not defined.
+    fn same_property(&mut self) {
+        let mut groups: Vec<Vec<String>> = vec![
+            vec!["workerId".into(), "workerIdentifier".into()],
+            vec![
+                "initialPositionInStream".into(),
+                "initialPositionInStreamExtended".into(),
+            ],
+        ];
+        for key in kcl::all_keys(self.kcl) {
+            if let Some((_, flat)) = key.split_once('.') {
+                if kcl::lookup(self.kcl, flat).is_some() {
+                    groups.push(vec![flat.to_owned(), key.to_owned()]);
+                }
+            }
+        }
+        for group in groups {
+            let mut set: Vec<Entry> = group.iter().filter_map(|k| self.get(k).cloned()).collect();
+            set.sort_by_key(|e| e.line);
+            if let [first, second, ..] = set.as_slice() {
+                self.warning(
+                    Some(second.line),
+                    format!(
+                        "{} and {} (line {}) set the same thing; the daemon applies keys in no defined order, so either may win: keep one",
+                        second.key, first.key, first.line
+                    ),
+                );
+            }
+        }
+    }
+
+    fn daemon_keys(&mut self) {
+        let entries = self.props.entries.clone();
+        for e in entries.iter().filter(|e| !e.key.starts_with("rsmld.")) {
+            let key = kcl::normalize(self.kcl, &e.key);
+            if kcl::BUILDER_PREFIXES.iter().any(|p| key.starts_with(p)) {
+                continue;
+            }
+            match kcl::lookup(self.kcl, &key) {
+                Some(ty) => self.value(e, ty),
+                None => self.unknown_key(e, &key),
+            }
+        }
+    }
+
+    fn unknown_key(&mut self, e: &Entry, key: &str) {
+        let label = self.kcl.label();
+        if kcl::known_elsewhere(self.kcl, key) {
+            let other = match self.kcl {
+                Kcl::V2 => "KCL 3.x",
+                Kcl::V3 => "KCL 2.x",
+            };
+            let hint = match kcl::credentials_keys(self.kcl)
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(key))
+            {
+                Some(k) => format!(": write {k}"),
+                None => String::new(),
+            };
+            self.error(
+                Some(e.line),
+                format!(
+                    "{} is a {other} key: the {label} daemon ignores it silently{hint}",
+                    e.key
+                ),
+            );
+            return;
+        }
+        match suggest_key(self.kcl, key) {
+            Some(s) => self.error(
+                Some(e.line),
+                format!(
+                    "unknown key {}: the {label} daemon ignores it silently (keys are case-sensitive); did you mean {s}?",
+                    e.key
+                ),
+            ),
+            None => self.warning(
+                Some(e.line),
+                format!("unknown key {}: the {label} daemon ignores it", e.key),
+            ),
+        }
+    }
+
+    fn value(&mut self, e: &Entry, ty: Ty) {
+        let v = e.value.trim();
+        let key = &e.key;
+        let problem = match ty {
+            Ty::Int if v.parse::<i32>().is_err() => Some("not a whole number (32-bit)".into()),
+            Ty::Long if v.parse::<i64>().is_err() => Some("not a whole number".into()),
+            Ty::Double if v.parse::<f64>().map_or(true, |f| !f.is_finite()) => {
+                Some("not a number".into())
+            }
+            Ty::Bool if parse_java_bool(v).is_none() => {
+                Some("not a boolean (true or false); the daemon silently reads false".into())
+            }
+            Ty::EpochSeconds if v.parse::<i64>().is_err() => {
+                Some("not a time in epoch seconds; the daemon fails at start-up".into())
+            }
+            Ty::Duration if !looks_like_iso_duration(v) => {
+                Some("not an ISO-8601 duration such as PT12H; the daemon fails at start-up".into())
+            }
+            Ty::Tags if v.split(',').any(|kv| !kv.contains('=')) => {
+                Some("not a tag list such as k=v,k2=v2".into())
+            }
+            _ if !ty.choices().is_empty()
+                && !ty
+                    .choices()
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(&e.value)) =>
+            {
+                Some(format!(
+                    "must be one of {} (the daemon fails at start-up)",
+                    ty.choices().join(", ")
+                ))
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            let silently_zero =
+                matches!(ty, Ty::Int | Ty::Long | Ty::Double) && key != "maxActiveThreads";
+            let tail = if silently_zero {
+                "; the daemon silently reads 0"
+            } else if key == "maxActiveThreads" {
+                "; the daemon fails at start-up"
+            } else {
+                ""
+            };
+            self.error(
+                Some(e.line),
+                format!("{key} = {:?}: {problem}{tail}", e.value),
+            );
+            return;
+        }
+        if e.trailing_blanks && !ty.choices().is_empty() {
+            self.error(
+                Some(e.line),
+                format!(
+                    "{key} = {:?} ends in blanks, which the daemon keeps: it fails at start-up; remove them",
+                    e.value
+                ),
+            );
+        }
+        if (key == "maxRecords" || key == "pollingConfig.maxRecords")
+            && v.parse::<i32>().is_ok_and(|n| n > 10_000)
+        {
+            self.error(
+                Some(e.line),
+                format!("{key} = {v}: more than 10000; the daemon fails at start-up"),
+            );
+        }
+        if key == "maxActiveThreads" && v.parse::<i32>().is_ok_and(|n| n > 0) {
+            self.warning(
+                Some(e.line),
+                "maxActiveThreads > 0 is a fixed pool that must hold 1 + 2 threads per lease plus the I/O of every child; too small a pool deadlocks. Leave it unset (0: unbounded)",
+            );
+        }
+    }
+
+    fn required(&mut self) {
+        if self.get("executableName").is_none() {
+            self.error(
+                None,
+                "executableName is missing: the daemon does not start (it names the record processor, e.g. /usr/local/bin/rsmld --properties /etc/rsmld/app.properties)",
+            );
+        }
+        if self
+            .get("applicationName")
+            .is_none_or(|e| e.value.is_empty())
+        {
+            self.error(
+                None,
+                "applicationName is missing: the daemon does not start (it names the lease table)",
+            );
+        }
+        let stream = self.get("streamName").or_else(|| self.get("streamArn"));
+        if stream.is_none_or(|e| e.value.is_empty()) {
+            self.error(
+                None,
+                "streamName (or streamArn) is missing: the daemon does not start",
+            );
+        }
+        let [main, ..] = kcl::credentials_keys(self.kcl);
+        if self.get(main).is_none() {
+            let example = match self.kcl {
+                Kcl::V2 => "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
+                Kcl::V3 => "AwsCredentialsProvider = DefaultCredentialsProvider",
+            };
+            self.error(
+                None,
+                format!(
+                    "no credentials provider: the {} daemon does not start; e.g. {example}",
+                    self.kcl.label()
+                ),
+            );
+        }
+    }
+
+    fn credentials(&mut self) {
+        for key in kcl::credentials_keys(self.kcl) {
+            let Some(e) = self.get(key).cloned() else {
+                continue;
+            };
+            self.provider_chain(&e);
+        }
+    }
+
+    /// A `,`-separated chain of `Name|arg|...`: each name is tried under the version's
+    /// packages, then as given; the daemon keeps those it can build and fails at start-up
+    /// when none is left.
+    fn provider_chain(&mut self, e: &Entry) {
+        let label = self.kcl.label();
+        let mut failures = Vec::new();
+        let mut resolved = 0;
+        for element in e.value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let mut parts = element.split('|');
+            let name = parts.next().unwrap_or_default();
+            let args: Vec<&str> = parts.collect();
+            match resolve_provider(self.kcl, name) {
+                Resolution::Builds(min) if args.len() >= min => resolved += 1,
+                Resolution::Builds(min) => failures.push(format!(
+                    "{name} needs {min} arguments ({name}|roleArn|roleSessionName)"
+                )),
+                Resolution::Custom => {
+                    resolved += 1;
+                    self.warning(
+                        Some(e.line),
+                        format!(
+                            "{}: {name:?} is not a provider the {label} daemon ships; it must be on the daemon's classpath",
+                            e.key
+                        ),
+                    );
+                }
+                Resolution::Unknown => {
+                    let fix = working_name(self.kcl, name)
+                        .map(|w| {
+                            let args = args.iter().map(|a| format!("|{a}")).collect::<String>();
+                            format!(": use {w}{args}")
+                        })
+                        .unwrap_or_default();
+                    let generation = match self.kcl {
+                        Kcl::V2 => "KCL 2.x takes AWS SDK v1 providers",
+                        Kcl::V3 => "KCL 3.x takes AWS SDK v2 providers",
+                    };
+                    failures.push(format!(
+                        "the {label} daemon cannot resolve {name:?} ({generation}){fix}"
+                    ));
+                }
+            }
+        }
+        for f in failures {
+            let message = format!("{}: {f}", e.key);
+            if resolved == 0 {
+                self.error(
+                    Some(e.line),
+                    format!("{message}; with no provider left the daemon exits at start-up"),
+                );
+            } else {
+                self.warning(
+                    Some(e.line),
+                    format!("{message}; the daemon drops it from the chain"),
+                );
+            }
+        }
+    }
+
+    fn risky_daemon_settings(&mut self) {
+        match self.get("shutdownGraceMillis").cloned() {
+            None => self.warning(
+                None,
+                "shutdownGraceMillis is not set (0): on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)",
+            ),
+            Some(e) => match e.value.trim().parse::<i64>() {
+                Ok(0) => self.warning(
+                    Some(e.line),
+                    "shutdownGraceMillis = 0: on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)",
+                ),
+                Ok(n) if n < 0 => self.error(
+                    Some(e.line),
+                    format!("shutdownGraceMillis = {n}: negative; the daemon gives no grace at all"),
+                ),
+                _ => {}
+            },
+        }
+        let empty = self
+            .get("callProcessRecordsEvenForEmptyRecordList")
+            .cloned();
+        let why = "an idle shard then gets no processRecords, so items that finish after the last batch are not checkpointed until records arrive; set it to true";
+        match empty {
+            None => self.warning(
+                None,
+                format!("callProcessRecordsEvenForEmptyRecordList is not set (false): {why}"),
+            ),
+            Some(e) if parse_java_bool(e.value.trim()) == Some(false) => self.warning(
+                Some(e.line),
+                format!(
+                    "callProcessRecordsEvenForEmptyRecordList = {}: {why}",
+                    e.value
+                ),
+            ),
+            Some(_) => {}
+        }
+        if self.get("workerId").is_none() && self.get("workerIdentifier").is_none() {
+            self.warning(
+                None,
+                "workerId is not set: each start gets a random id, so after a restart the old leases wait failoverTimeMillis to expire; set one that is fixed per host and unique per daemon process",
+            );
+        }
+        if let Some(e) = self.get("timeoutInSeconds").cloned() {
+            if e.value.trim().parse::<i32>().is_ok_and(|n| n <= 0) {
+                self.error(
+                    Some(e.line),
+                    format!(
+                        "timeoutInSeconds = {}: the daemon halts the JVM as soon as any child takes longer than that to answer; unset it or give a number of seconds",
+                        e.value
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `executableName`, and when it runs rsmld, rsmld's settings as rsmld will see them.
+    fn rsmld(&mut self) -> Option<RunArgs> {
+        let exe = self.get("executableName")?.clone();
+        // The daemon splits on runs of spaces only, with no shell and no quoting.
+        let argv: Vec<String> = exe
+            .value
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let program = argv.first()?.clone();
+        if exe.value.contains('\t') {
+            self.warning(
+                Some(exe.line),
+                "executableName contains a tab: the daemon splits on spaces only",
+            );
+        }
+        if let Err(why) = executable(&program) {
+            self.error(Some(exe.line), format!("executableName: {program}: {why}"));
+        }
+        let takes_properties = argv
+            .iter()
+            .any(|a| a == "--properties" || a.starts_with("--properties="));
+        let is_rsmld = Path::new(&program)
+            .file_name()
+            .is_some_and(|n| n == "rsmld");
+        let (mut settings, problems) = crate::config::file_settings(self.props);
+        self.out.extend(problems);
+        if !takes_properties {
+            if !settings.args.is_empty() || settings.command.is_some() {
+                self.warning(
+                    Some(exe.line),
+                    "the rsmld.* keys take effect only when executableName passes --properties with this file",
+                );
+            }
+            if !is_rsmld {
+                return None;
+            }
+            // rsmld started without --properties reads none of this file.
+            settings = RsmldSettings::default();
+        } else {
+            self.same_file(&argv, exe.line);
+        }
+        let cli = match crate::config::merge_file_settings(&argv, &self.props.path, &settings) {
+            Ok(cli) => cli,
+            Err(e) => {
+                let first = e.render().to_string();
+                let first = first
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_owned();
+                self.error(
+                    Some(exe.line),
+                    format!("executableName: rsmld rejects its arguments: {first}"),
+                );
+                return None;
+            }
+        };
+        if cli.command.is_some() {
+            return None;
+        }
+        let run = cli.run;
+        match run.validate() {
+            Ok(()) => {}
+            Err(crate::config::ConfigError::InFile { line, message, .. }) => {
+                self.error(Some(line), message)
+            }
+            Err(crate::config::ConfigError::NoHandler) if !is_rsmld => {}
+            Err(e) => self.error(Some(exe.line), format!("executableName: {e}")),
+        }
+        self.handler_prerequisites(&run, exe.line);
+        Some(run)
+    }
+
+    /// Whether `executableName` runs the `rsmld` binary itself (not a compiled-in processor).
+    fn runs_plain_rsmld(&self) -> bool {
+        self.get("executableName")
+            .and_then(|e| {
+                e.value
+                    .split(' ')
+                    .find(|s| !s.is_empty())
+                    .map(str::to_owned)
+            })
+            .is_some_and(|p| Path::new(&p).file_name().is_some_and(|n| n == "rsmld"))
+    }
+
+    /// Warns when `executableName` makes rsmld read another file than the one checked.
+    fn same_file(&mut self, argv: &[String], line: usize) {
+        let named = argv.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix("--properties=")
+                .map(str::to_owned)
+                .or_else(|| {
+                    (a == "--properties")
+                        .then(|| argv.get(i + 1).cloned())
+                        .flatten()
+                })
+        });
+        let Some(named) = named else { return };
+        let (Ok(a), Ok(b)) = (
+            std::fs::canonicalize(&named),
+            std::fs::canonicalize(&self.props.path),
+        ) else {
+            self.warning(
+                Some(line),
+                format!("executableName passes --properties {named}, which does not exist from here; rsmld would not start"),
+            );
+            return;
+        };
+        if a != b {
+            self.warning(
+                Some(line),
+                format!("executableName makes rsmld read {named}, not this file: its rsmld.* keys were checked here as if they applied"),
+            );
+        }
+    }
+
+    fn handler_prerequisites(&mut self, run: &RunArgs, exe_line: usize) {
+        let line_of = |flag: &str| {
+            run.origins
+                .iter()
+                .find(|o| o.flag == flag)
+                .map_or(exe_line, |o| o.entry.line)
+        };
+        let key_of = |flag: &str| {
+            run.origins
+                .iter()
+                .find(|o| o.flag == flag)
+                .map_or(format!("--{flag}"), |o| o.entry.key.clone())
+        };
+        if run.handler == Some(HandlerKind::File) {
+            if let Some(dir) = &run.output {
+                if let Err((severity, why)) = writable_dir(dir) {
+                    let message = format!("{} {}: {why}", key_of("output"), dir.display());
+                    match severity {
+                        Severity::Error => self.error(Some(line_of("output")), message),
+                        Severity::Warning => self.warning(Some(line_of("output")), message),
+                    }
+                }
+            }
+        }
+        if run.on_error == OnErrorKind::Skip {
+            if let Some(dir) = &run.dead_letter {
+                if let Err((severity, why)) = writable_dir(dir) {
+                    let message = format!("{} {}: {why}", key_of("dead-letter"), dir.display());
+                    match severity {
+                        Severity::Error => self.error(Some(line_of("dead-letter")), message),
+                        Severity::Warning => self.warning(Some(line_of("dead-letter")), message),
+                    }
+                }
+            }
+        }
+        if run.handler == Some(HandlerKind::Exec) {
+            if let Some(program) = run.command.first() {
+                if let Err(why) = executable(program) {
+                    let key = run
+                        .origins
+                        .iter()
+                        .find(|o| o.flag == "command")
+                        .map_or("the exec command".to_owned(), |o| o.entry.key.clone());
+                    self.error(Some(line_of("command")), format!("{key}: {program}: {why}"));
+                }
+            }
+        }
+    }
+
+    /// `timeoutInSeconds` (and in 3.x `gracefulLeaseHandoffTimeoutMillis`) against the
+    /// longest rsmld may hold one answer: see [`drain_estimate`].
+    fn timeouts(&mut self, run: Option<&RunArgs>) {
+        let Some(run) = run else { return };
+        // The discard handler finishes every item at once: nothing to drain. (A compiled-in
+        // handler also parses as `--handler discard`, hence the program name test.)
+        if run.handler == Some(HandlerKind::Discard) && self.runs_plain_rsmld() {
+            return;
+        }
+        let max_records = self
+            .get("maxRecords")
+            .and_then(|e| e.value.trim().parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(10_000);
+        let estimate = drain_estimate(run, max_records);
+        if let Some(e) = self.get("timeoutInSeconds").cloned() {
+            let Ok(limit) = e.value.trim().parse::<i32>() else {
+                return;
+            };
+            if limit <= 0 {
+                return;
+            }
+            let limit = f64::from(limit);
+            match &estimate {
+                None => self.warning(
+                    Some(e.line),
+                    format!(
+                        "timeoutInSeconds = {}: rsmld has no item timeout, so nothing bounds how long it holds an answer while it drains (a stuck handler), and on timeout the daemon halts the JVM and every shard; set rsmld.item_timeout so that the drain fits",
+                        e.value.trim()
+                    ),
+                ),
+                Some(d) if d.seconds > limit => self.warning(
+                    Some(e.line),
+                    format!(
+                        "timeoutInSeconds = {}: draining rsmld's in-flight bound can take up to {:.0} s ({}); on timeout the daemon halts the JVM and every shard",
+                        e.value.trim(),
+                        d.seconds,
+                        d.explain
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        if self.kcl == Kcl::V3 {
+            if let (Some(e), Some(d)) = (
+                self.get("gracefulLeaseHandoffTimeoutMillis").cloned(),
+                &estimate,
+            ) {
+                if let Ok(ms) = e.value.trim().parse::<u64>() {
+                    if d.seconds * 1000.0 > ms as f64 {
+                        self.warning(
+                            Some(e.line),
+                            format!(
+                                "gracefulLeaseHandoffTimeoutMillis = {ms}: draining rsmld's in-flight bound can take up to {:.0} s ({}); a handoff that times out moves the lease before the final checkpoint (records since the last checkpoint are processed again)",
+                                d.seconds, d.explain
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long rsmld may take, at worst, to answer one action while it drains.
+#[derive(Debug)]
+pub struct DrainEstimate {
+    /// Seconds.
+    pub seconds: f64,
+    /// The arithmetic, for the message.
+    pub explain: String,
+}
+
+/// The worst-case drain, or `None` when nothing bounds it (no item timeout).
+///
+/// At `shutdownRequested`/`shardEnded` rsmld answers only when every item in flight is done,
+/// and a `processRecords` waits until the in-flight count is back under `--max-in-flight`;
+/// either way up to `--max-in-flight` + one batch (`maxRecords` records) items are ahead of
+/// the answer. They are worked off `--workers` at a time in batches of `--batch-size`, each
+/// call bounded by `--item-timeout` per attempt (`--on-error retry` adds its retries and
+/// backoff). So: ceil(items / (workers × batch size)) rounds × (timeout × attempts +
+/// backoff). It is an upper bound for a stuck or slow handler, not a forecast; a KPL or
+/// `--split` record can hold more items than one, which this does not count.
+pub fn drain_estimate(run: &RunArgs, max_records: u64) -> Option<DrainEstimate> {
+    if run.item_timeout.is_zero() {
+        return None;
+    }
+    let workers = run
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1) as u64;
+    let items = run.max_in_flight as u64 + max_records;
+    let per_round = workers * run.batch_size.max(1) as u64;
+    let rounds = items.div_ceil(per_round);
+    let (attempts, backoff) = match run.on_error {
+        OnErrorKind::Retry => {
+            let backoff: f64 = (0..run.retries)
+                .map(|i| (run.retry_backoff.as_secs_f64() * f64::from(1u32 << i.min(16))).min(30.0))
+                .sum();
+            (1 + u64::from(run.retries), backoff)
+        }
+        _ => (1, 0.0),
+    };
+    let per_batch = run.item_timeout.as_secs_f64() * attempts as f64 + backoff;
+    Some(DrainEstimate {
+        seconds: rounds as f64 * per_batch,
+        explain: format!(
+            "{items} items = max-in-flight {} + maxRecords {max_records}, in {rounds} rounds of {workers} workers x batch size {}, each up to {per_batch:.1} s = item timeout {} s x {attempts} attempts{}",
+            run.max_in_flight,
+            run.batch_size,
+            run.item_timeout.as_secs_f64(),
+            if backoff > 0.0 { format!(" + {backoff:.1} s backoff") } else { String::new() }
+        ),
+    })
+}
+
+enum Resolution {
+    /// A provider the daemon can build, needing this many `|` arguments.
+    Builds(usize),
+    /// A class outside the SDK's and the KCL's packages: the user's own.
+    Custom,
+    /// Nothing the daemon can build.
+    Unknown,
+}
+
+fn resolve_provider(kcl: Kcl, name: &str) -> Resolution {
+    let name = if kcl == Kcl::V3 && kcl::V3_STS_ALIASES.contains(&name) {
+        "software.amazon.kinesis.multilang.auth.KclStsAssumeRoleCredentialsProvider"
+    } else {
+        name
+    };
+    let candidates: Vec<String> = kcl::provider_prefixes(kcl)
+        .iter()
+        .map(|p| format!("{p}{name}"))
+        .chain(std::iter::once(name.to_owned()))
+        .collect();
+    if let Some((_, min)) = kcl::providers(kcl)
+        .iter()
+        .find(|(fq, _)| candidates.iter().any(|c| c == fq))
+    {
+        return Resolution::Builds(*min);
+    }
+    let ours = ["com.amazonaws.", "software.amazon."];
+    if name.contains('.')
+        && !ours.iter().any(|p| name.starts_with(p))
+        && !name.starts_with("profile.")
+    {
+        return Resolution::Custom;
+    }
+    Resolution::Unknown
+}
+
+/// The name that works under `kcl` for a provider name it cannot resolve: the other SDK
+/// generation's equivalent, or the nearest name it knows.
+fn working_name(kcl: Kcl, name: &str) -> Option<String> {
+    let short = name
+        .strip_prefix("com.amazonaws.auth.")
+        .or_else(|| name.strip_prefix("software.amazon.awssdk.auth.credentials."))
+        .or_else(|| name.strip_prefix("software.amazon.kinesis.multilang.auth."))
+        .or_else(|| name.strip_prefix("software.amazon.awssdk.services.sts.auth."))
+        .unwrap_or(name);
+    let found = kcl::PROVIDER_EQUIVALENTS
+        .iter()
+        .find_map(|(v1, v2)| match kcl {
+            Kcl::V3 if *v1 == short => Some(*v2),
+            Kcl::V2 if *v2 == short => Some(*v1),
+            _ => None,
+        });
+    if let Some(f) = found {
+        return Some(f.to_owned());
+    }
+    let names: Vec<String> = kcl::providers(kcl)
+        .iter()
+        .map(|(fq, _)| {
+            let short = fq.rsplit('.').next().unwrap_or(fq);
+            if fq.starts_with("com.amazonaws.auth.profile.") {
+                format!("profile.{short}")
+            } else {
+                short.to_owned()
+            }
+        })
+        .collect();
+    if let Some(n) = names.iter().find(|n| n.eq_ignore_ascii_case(short)) {
+        return Some(n.clone());
+    }
+    crate::properties::nearest(short, &names).map(str::to_owned)
+}
+
+/// The nearest key `kcl` knows: the same key in another case, a nested key ending in it
+/// (`consumerName` → `fanoutConfig.consumerName`), or a close spelling.
+fn suggest_key(kcl: Kcl, key: &str) -> Option<String> {
+    let keys = kcl::all_keys(kcl);
+    if let Some(k) = keys.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+        return Some((*k).to_owned());
+    }
+    if let Some(k) = keys.iter().find(|k| k.ends_with(&format!(".{key}"))) {
+        return Some((*k).to_owned());
+    }
+    let lowered = key.to_ascii_lowercase();
+    keys.iter()
+        .map(|k| (levenshtein(&lowered, &k.to_ascii_lowercase()), *k))
+        .min()
+        .filter(|(d, _)| *d <= 1 + key.len() / 6)
+        .map(|(_, k)| k.to_owned())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// BeanUtils' boolean words.
+fn parse_java_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "on" | "1" => Some(true),
+        "false" | "no" | "n" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn looks_like_iso_duration(v: &str) -> bool {
+    let v = v.strip_prefix(['+']).unwrap_or(v);
+    let upper = v.to_ascii_uppercase();
+    upper.starts_with('P')
+        && upper.len() > 1
+        && upper[1..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || "DTHMS.,".contains(c))
+        && upper[1..].chars().any(|c| c.is_ascii_digit())
+}
+
+/// Resolves a program as `execvp` would from here: a path with a `/` against the current
+/// directory, a bare name through `PATH`; it must be a file we may execute.
+fn executable(program: &str) -> Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
+    };
+    let mut seen_non_exec = None;
+    for c in &candidates {
+        match std::fs::metadata(c) {
+            Ok(m) if m.is_file() && access(c, libc::X_OK) => return Ok(c.clone()),
+            Ok(m) if m.is_file() => seen_non_exec = Some(c.clone()),
+            Ok(_) if program.contains('/') => return Err("is not a regular file".into()),
+            _ => {}
+        }
+    }
+    match seen_non_exec {
+        Some(p) => Err(format!("{} is not executable (chmod +x)", p.display())),
+        None if program.contains('/') => Err("does not exist".into()),
+        None => Err("not found in PATH".into()),
+    }
+}
+
+/// A directory rsmld must write into: it exists and is writable (or it does not exist yet
+/// and rsmld can create it at start-up, which is only a warning).
+fn writable_dir(dir: &Path) -> Result<(), (Severity, String)> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err((Severity::Error, "is not a directory".into())),
+        Ok(_) if !access(dir, libc::W_OK | libc::X_OK) => {
+            Err((Severity::Error, "is not writable".into()))
+        }
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let mut ancestor = dir.parent();
+            while let Some(a) = ancestor {
+                let a = if a.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    a
+                };
+                match std::fs::metadata(a) {
+                    Ok(m) if m.is_dir() && access(a, libc::W_OK | libc::X_OK) => {
+                        return Err((
+                            Severity::Warning,
+                            format!("does not exist; rsmld creates it at start-up under {} (is that the volume you meant?)", a.display()),
+                        ))
+                    }
+                    Ok(m) if m.is_dir() => {
+                        return Err((
+                            Severity::Error,
+                            format!("does not exist and cannot be created: {} is not writable", a.display()),
+                        ))
+                    }
+                    Ok(_) => {
+                        return Err((
+                            Severity::Error,
+                            format!("does not exist and cannot be created: {} is not a directory", a.display()),
+                        ))
+                    }
+                    Err(_) => ancestor = a.parent(),
+                }
+            }
+            Err((Severity::Error, "does not exist".into()))
+        }
+    }
+}
+
+fn access(path: &Path, mode: libc::c_int) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run(args: &[&str]) -> RunArgs {
+        let argv = ["rsmld", "--handler", "discard"].iter().chain(args);
+        crate::config::Cli::try_parse_from(argv).unwrap().run
+    }
+
+    #[test]
+    fn drain_estimate_counts_rounds_attempts_and_backoff() {
+        assert!(drain_estimate(&run(&["--workers", "4"]), 10_000).is_none());
+        // 1000 + 500 items / (2 workers x 100) = 8 rounds; each batch 3 attempts of 2 s
+        // plus 1 + 2 s of backoff = 9 s; 72 s in all.
+        let r = run(&[
+            "--workers",
+            "2",
+            "--batch-size",
+            "100",
+            "--max-in-flight",
+            "1000",
+            "--item-timeout",
+            "2",
+            "--on-error",
+            "retry",
+            "--retries",
+            "2",
+            "--retry-backoff",
+            "1",
+        ]);
+        let d = drain_estimate(&r, 500).unwrap();
+        assert_eq!(d.seconds, 72.0, "{}", d.explain);
+    }
+
+    #[test]
+    fn java_values() {
+        assert_eq!(parse_java_bool("Yes"), Some(true));
+        assert_eq!(parse_java_bool("off"), Some(false));
+        assert_eq!(parse_java_bool("ture"), None);
+        assert!(looks_like_iso_duration("PT12H"));
+        assert!(looks_like_iso_duration("P1DT0.5S"));
+        assert!(!looks_like_iso_duration("12h"));
+        assert!(!looks_like_iso_duration("P"));
+    }
+
+    #[test]
+    fn provider_names_resolve_as_each_daemon_resolves_them() {
+        assert!(matches!(
+            resolve_provider(Kcl::V3, "DefaultCredentialsProvider"),
+            Resolution::Builds(0)
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V3, "StsAssumeRoleCredentialsProvider"),
+            Resolution::Builds(2)
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V3, "DefaultAWSCredentialsProviderChain"),
+            Resolution::Unknown
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V2, "profile.ProfileCredentialsProvider"),
+            Resolution::Builds(0)
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V2, "ProfileCredentialsProvider"),
+            Resolution::Unknown
+        ));
+        assert!(matches!(
+            resolve_provider(Kcl::V3, "com.example.MyProvider"),
+            Resolution::Custom
+        ));
+        assert_eq!(
+            working_name(Kcl::V2, "ProfileCredentialsProvider").as_deref(),
+            Some("profile.ProfileCredentialsProvider")
+        );
+        assert_eq!(
+            working_name(
+                Kcl::V3,
+                "com.amazonaws.auth.SystemPropertiesCredentialsProvider"
+            )
+            .as_deref(),
+            Some("SystemPropertyCredentialsProvider")
+        );
+    }
+}

@@ -1,0 +1,633 @@
+//! `rsmld check` and start-up validation, through the real binary on properties files in a
+//! temporary directory: exact `FILE:LINE: error|warning: message` lines and exit codes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RSMLD: &str = env!("CARGO_BIN_EXE_rsmld");
+
+/// Runs rsmld in `dir` with `args`; stdin closed; returns (exit code, stderr). Fails the
+/// test instead of hanging if the process does not exit within a generous minute.
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(RSMLD)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("rsmld {args:?} did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A directory with `app.properties` made of `lines` and an `out/` directory.
+fn setup(lines: &[String]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("app.properties"), lines.join("\n") + "\n").unwrap();
+    dir
+}
+
+/// A file with nothing to report under KCL 3.x (line numbers 1-9 are relied on).
+fn clean_v3() -> Vec<String> {
+    [
+        &format!("executableName = {RSMLD} --properties app.properties"),
+        "applicationName = app",
+        "streamName = s",
+        "AwsCredentialsProvider = DefaultCredentialsProvider",
+        "workerId = host-1",
+        "shutdownGraceMillis = 30000",
+        "callProcessRecordsEvenForEmptyRecordList = true",
+        "rsmld.handler = file",
+        "rsmld.output = out",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn check(lines: &[String], kcl: &str) -> (i32, String) {
+    let dir = setup(lines);
+    run_in(
+        dir.path(),
+        &["check", "--properties", "app.properties", "--kcl", kcl],
+    )
+}
+
+fn with(mut lines: Vec<String>, replace: &[(usize, &str)], append: &[&str]) -> Vec<String> {
+    for (line, text) in replace {
+        lines[line - 1] = (*text).to_owned();
+    }
+    lines.extend(append.iter().map(|s| s.to_string()));
+    lines
+}
+
+#[test]
+fn a_clean_file_is_one_ok_line_and_exit_0() {
+    assert_eq!(
+        check(&clean_v3(), "3"),
+        (0, "app.properties: ok for KCL 3.x\n".to_owned())
+    );
+    let v2 = with(
+        clean_v3(),
+        &[(
+            4,
+            "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
+        )],
+        &[],
+    );
+    assert_eq!(
+        check(&v2, "2"),
+        (0, "app.properties: ok for KCL 2.x\n".to_owned())
+    );
+}
+
+#[test]
+fn typos_in_daemon_and_rsmld_keys_name_the_nearest_key() {
+    let lines = with(
+        clean_v3(),
+        &[(6, "shutdownGraceMilis = 30000")],
+        &[
+            "rsmld.max_inflight = 5",
+            "ShardSyncIntervalMillis = 1000",
+            "consumerName = c",
+            "gracefulLeaseHandoffTimeoutMillis = 60000",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties: warning: shutdownGraceMillis is not set (0): on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)\n\
+         app.properties:6: error: unknown key shutdownGraceMilis: the KCL 3.x daemon ignores it silently (keys are case-sensitive); did you mean shutdownGraceMillis?\n\
+         app.properties:10: error: unknown key \"rsmld.max_inflight\", did you mean \"rsmld.max_in_flight\"?\n\
+         app.properties:11: error: unknown key ShardSyncIntervalMillis: the KCL 3.x daemon ignores it silently (keys are case-sensitive); did you mean shardSyncIntervalMillis?\n\
+         app.properties:12: error: unknown key consumerName: the KCL 3.x daemon ignores it silently (keys are case-sensitive); did you mean fanoutConfig.consumerName?\n"
+    );
+    // The same 3.x-only key is an error for a 2.x daemon, which ignores it.
+    let lines = with(
+        clean_v3(),
+        &[(
+            4,
+            "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
+        )],
+        &[
+            "gracefulLeaseHandoffTimeoutMillis = 60000",
+            "myapp.color = blue",
+        ],
+    );
+    let (code, err) = check(&lines, "2");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:10: error: gracefulLeaseHandoffTimeoutMillis is a KCL 3.x key: the KCL 2.x daemon ignores it silently\n\
+         app.properties:11: warning: unknown key myapp.color: the KCL 2.x daemon ignores it\n"
+    );
+}
+
+#[test]
+fn bad_values_are_named_by_the_key_as_written() {
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "rsmld.workers = 0",
+            "rsmld.max-in-flight-bytes = 1000",
+            "rsmld.checkpoint_interval = NaN",
+            "rsmld.on_error = sometimes",
+            "failoverTimeMillis = 10s",
+            "callProcessRecordsEvenForEmptyRecordList = ture",
+            "initialPositionInStream = EARLIEST",
+            "timeoutInSeconds = 0",
+            "maxRecords = 20000",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:7: warning: callProcessRecordsEvenForEmptyRecordList is set again at line 15, which wins: this line has no effect\n\
+         app.properties:10: error: rsmld.workers = \"0\": 0 is out of range: must be 1..=1024\n\
+         app.properties:11: error: rsmld.max-in-flight-bytes = \"1000\": 1000 is out of range: must be 2097152..=17179869184\n\
+         app.properties:12: error: rsmld.checkpoint_interval = \"NaN\": \"NaN\" is not a finite number of seconds\n\
+         app.properties:13: error: rsmld.on_error = \"sometimes\": must be one of fail, retry, skip\n\
+         app.properties:14: error: failoverTimeMillis = \"10s\": not a whole number; the daemon silently reads 0\n\
+         app.properties:15: error: callProcessRecordsEvenForEmptyRecordList = \"ture\": not a boolean (true or false); the daemon silently reads false\n\
+         app.properties:16: error: initialPositionInStream = \"EARLIEST\": must be one of TRIM_HORIZON, LATEST (the daemon fails at start-up)\n\
+         app.properties:17: error: timeoutInSeconds = 0: the daemon halts the JVM as soon as any child takes longer than that to answer; unset it or give a number of seconds\n\
+         app.properties:18: error: maxRecords = 20000: more than 10000; the daemon fails at start-up\n"
+    );
+}
+
+#[test]
+fn credentials_providers_are_checked_per_kcl_version_with_the_name_that_works() {
+    let provider = |value: &str| with(clean_v3(), &[(4, value)], &[]);
+    let (code, err) = check(
+        &provider("AWSCredentialsProvider = DefaultAWSCredentialsProviderChain"),
+        "3",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:4: error: AWSCredentialsProvider: the KCL 3.x daemon cannot resolve \"DefaultAWSCredentialsProviderChain\" (KCL 3.x takes AWS SDK v2 providers): use DefaultCredentialsProvider; with no provider left the daemon exits at start-up\n"
+    );
+    let (code, err) = check(
+        &provider("AWSCredentialsProvider = DefaultCredentialsProvider"),
+        "2",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:4: error: AWSCredentialsProvider: the KCL 2.x daemon cannot resolve \"DefaultCredentialsProvider\" (KCL 2.x takes AWS SDK v1 providers): use DefaultAWSCredentialsProviderChain; with no provider left the daemon exits at start-up\n"
+    );
+    // 2.x reads the key in exactly one spelling; 3.x accepts any case of the prefix.
+    let (code, err) = check(
+        &provider("AwsCredentialsProvider = DefaultAWSCredentialsProviderChain"),
+        "2",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties: error: no credentials provider: the KCL 2.x daemon does not start; e.g. AWSCredentialsProvider = DefaultAWSCredentialsProviderChain\n\
+         app.properties:4: error: unknown key AwsCredentialsProvider: the KCL 2.x daemon ignores it silently (keys are case-sensitive); did you mean AWSCredentialsProvider?\n"
+    );
+    // Arguments, fully qualified names and chains: what works passes; a dead link in a
+    // chain that still has a provider is a warning.
+    for ok in [
+        "AwsCredentialsProvider = ProfileCredentialsProvider|dev",
+        "awscredentialsprovider = software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider",
+        "AwsCredentialsProvider = StsAssumeRoleCredentialsProvider|arn:aws:iam::1:role/r|s|endpointRegion=us-east-1",
+    ] {
+        assert_eq!(check(&provider(ok), "3").0, 0, "{ok}");
+    }
+    let (code, err) = check(
+        &provider("AwsCredentialsProvider = DefaultCredentialsProvider, DefaultAWSCredentialsProviderChain"),
+        "3",
+    );
+    assert_eq!(code, 0);
+    assert!(err.starts_with("app.properties:4: warning: AwsCredentialsProvider: the KCL 3.x daemon cannot resolve \"DefaultAWSCredentialsProviderChain\""), "{err}");
+    let (code, err) = check(
+        &provider("AWSCredentialsProvider = ProfileCredentialsProvider"),
+        "2",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot resolve \"ProfileCredentialsProvider\" (KCL 2.x takes AWS SDK v1 providers): use profile.ProfileCredentialsProvider;"),
+        "{err}"
+    );
+    let (code, err) = check(
+        &provider("AwsCredentialsProvider = StsAssumeRoleCredentialsProvider"),
+        "3",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("StsAssumeRoleCredentialsProvider needs 2 arguments"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_output_directory_must_exist_or_be_creatable() {
+    // A regular file where the directory's parent should be: cannot be created.
+    let dir = setup(&with(clean_v3(), &[(9, "rsmld.output = blocker/out")], &[]));
+    std::fs::write(dir.path().join("blocker"), "").unwrap();
+    let (code, err) = run_in(dir.path(), &["check", "--properties", "app.properties"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:9: error: rsmld.output blocker/out: does not exist and cannot be created: blocker is not a directory\n"
+    );
+    // A file in place of the directory.
+    let (code, err) = check(
+        &with(clean_v3(), &[(9, "rsmld.output = app.properties")], &[]),
+        "3",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:9: error: rsmld.output app.properties: is not a directory\n"
+    );
+    // Missing, but its parent exists: rsmld creates it; a warning to check the path.
+    let (code, err) = check(
+        &with(clean_v3(), &[(9, "rsmld.output = out/new")], &[]),
+        "3",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        err,
+        "app.properties:9: warning: rsmld.output out/new: does not exist; rsmld creates it at start-up under out (is that the volume you meant?)\n"
+    );
+    // A file handler without a directory: start-up's own consistency check, by key.
+    let mut lines = clean_v3();
+    lines.pop();
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:8: error: rsmld.handler = file needs rsmld.output (the output directory)\n"
+    );
+}
+
+#[test]
+fn programs_must_exist_and_be_executable() {
+    let lines = with(
+        clean_v3(),
+        &[
+            (8, "rsmld.handler = exec"),
+            (9, "rsmld.exec.command = ./handler.sh out"),
+        ],
+        &[],
+    );
+    let dir = setup(&lines);
+    let handler = dir.path().join("handler.sh");
+    std::fs::write(&handler, "#!/bin/sh\nwhile read -r l; do echo ok; done\n").unwrap();
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = run_in(dir.path(), &["check", "--properties", "app.properties"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:9: error: rsmld.exec.command: ./handler.sh: ./handler.sh is not executable (chmod +x)\n"
+    );
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, err) = run_in(dir.path(), &["check", "--properties", "app.properties"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (0, "app.properties: ok for KCL 3.x\n")
+    );
+    // executableName itself, and a bare name looked up in PATH.
+    let lines = with(
+        clean_v3(),
+        &[(
+            1,
+            "executableName = ./nothing-here --properties app.properties",
+        )],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(
+            "app.properties:1: error: executableName: ./nothing-here: does not exist\n"
+        ),
+        "{err}"
+    );
+    let lines = with(
+        clean_v3(),
+        &[
+            (8, "rsmld.handler = exec"),
+            (9, "rsmld.exec.command = no-such-program-anywhere"),
+        ],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:9: error: rsmld.exec.command: no-such-program-anywhere: not found in PATH\n"
+    );
+}
+
+#[test]
+fn risky_settings_are_warnings_and_exit_0() {
+    let lines = with(
+        clean_v3(),
+        &[
+            (5, "# no workerId"),
+            (6, "shutdownGraceMillis = 0"),
+            (7, "callProcessRecordsEvenForEmptyRecordList = false"),
+        ],
+        &["timeoutInSeconds = 60"],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties: warning: workerId is not set: each start gets a random id, so after a restart the old leases wait failoverTimeMillis to expire; set one that is fixed per host and unique per daemon process\n\
+         app.properties:6: warning: shutdownGraceMillis = 0: on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)\n\
+         app.properties:7: warning: callProcessRecordsEvenForEmptyRecordList = false: an idle shard then gets no processRecords, so items that finish after the last batch are not checkpointed until records arrive; set it to true\n\
+         app.properties:10: warning: timeoutInSeconds = 60: rsmld has no item timeout, so nothing bounds how long it holds an answer while it drains (a stuck handler), and on timeout the daemon halts the JVM and every shard; set rsmld.item_timeout so that the drain fits\n"
+    );
+    // With an item timeout the bound is computed: (20000 + 10000) items / (2 workers x 500)
+    // = 30 rounds x 5 s = 150 s > 60 s.
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "timeoutInSeconds = 60",
+            "rsmld.workers = 2",
+            "rsmld.item_timeout = 5",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:10: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
+    );
+    // The discard handler has nothing to drain: no warning.
+    let lines = with(
+        clean_v3(),
+        &[(8, "rsmld.handler = discard"), (9, "# no output")],
+        &["timeoutInSeconds = 60"],
+    );
+    assert_eq!(
+        check(&lines, "3"),
+        (0, "app.properties: ok for KCL 3.x\n".to_owned())
+    );
+    // A drain that fits: no warning.
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "timeoutInSeconds = 600",
+            "rsmld.workers = 2",
+            "rsmld.item_timeout = 5",
+        ],
+    );
+    assert_eq!(check(&lines, "3").0, 0);
+    assert_eq!(check(&lines, "3").1, "app.properties: ok for KCL 3.x\n");
+}
+
+#[test]
+fn start_up_reports_every_bad_entry_with_file_line_and_key() {
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "rsmld.workers = 100000",
+            "rsmld.batch_size = 0",
+            "rsmld.wokers = 2",
+        ],
+    );
+    let dir = setup(&lines);
+    let (code, err) = run_in(dir.path(), &["--properties", "app.properties"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "rsmld[-] ERROR app.properties:10: rsmld.workers = \"100000\": 100000 is out of range: must be 1..=1024\n\
+         rsmld[-] ERROR app.properties:11: rsmld.batch_size = \"0\": 0 is out of range: must be 1..=100000\n\
+         rsmld[-] ERROR app.properties:12: unknown key \"rsmld.wokers\", did you mean \"rsmld.workers\"?\n"
+    );
+    // A consistency error of settings from the file names the key and its line.
+    let mut lines = clean_v3();
+    lines.pop();
+    let dir = setup(&lines);
+    let (code, err) = run_in(dir.path(), &["--properties", "app.properties"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.ends_with("ERROR app.properties:8: rsmld.handler = file needs rsmld.output (the output directory)\n"),
+        "{err}"
+    );
+}
+
+/// Absurd settings stop rsmld at once with a clear message (before: `--workers 100000`
+/// panicked in thread set-up and then hung, ignoring SIGTERM).
+#[test]
+fn absurd_settings_are_rejected_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, reason) in [
+        (
+            "--workers",
+            "100000",
+            "100000 is out of range: must be 1..=1024",
+        ),
+        ("--workers", "0", "0 is out of range: must be 1..=1024"),
+        ("--batch-size", "0", "0 is out of range: must be 1..=100000"),
+        (
+            "--max-in-flight-bytes",
+            "1024",
+            "1024 is out of range: must be 2097152..=17179869184",
+        ),
+        (
+            "--max-in-flight",
+            "1000000000",
+            "1000000000 is out of range: must be 0..=1000000",
+        ),
+        (
+            "--checkpoint-interval",
+            "-1",
+            "\"-1\" seconds is out of range: must be 0..=86400",
+        ),
+        (
+            "--checkpoint-interval",
+            "NaN",
+            "\"NaN\" is not a finite number of seconds",
+        ),
+        (
+            "--item-timeout",
+            "1e300",
+            "\"1e300\" seconds is out of range: must be 0 or 0.01..=86400",
+        ),
+        (
+            "--retry-backoff",
+            "inf",
+            "\"inf\" is not a finite number of seconds",
+        ),
+        (
+            "--rotate-bytes",
+            "10",
+            "10 is out of range: must be 0 or 1024..=1099511627776",
+        ),
+        (
+            "--retries",
+            "1000000",
+            "1000000 is out of range: must be 0..=100",
+        ),
+    ] {
+        let arg = format!("{flag}={value}");
+        let (code, err) = run_in(dir.path(), &["--handler", "discard", &arg]);
+        assert_eq!(code, 2, "{arg}: {err}");
+        assert!(
+            err.contains(&format!("invalid value '{value}' for '{flag}")) && err.contains(reason),
+            "{arg}: {err}"
+        );
+    }
+    let (code, err) = run_in(dir.path(), &["kpl", "encode", "--max-bytes", "10"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("10 is out of range: must be 64..=1048576"),
+        "{err}"
+    );
+}
+
+/// scripts/java-command.sh on a fake jars directory: one command line whose classpath is the
+/// jars directory (wildcard) plus the properties file's directory, the daemon's main class
+/// and the absolute properties file; no multilang jar → exit 1 and a clear message.
+#[test]
+fn java_command_helper_prints_the_daemon_command() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/java-command.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let jars = root.join("jars");
+    std::fs::create_dir(&jars).unwrap();
+    for jar in [
+        "amazon-kinesis-client-multilang-3.1.3.jar",
+        "amazon-kinesis-client-3.1.3.jar",
+    ] {
+        std::fs::write(jars.join(jar), "").unwrap();
+    }
+    std::fs::create_dir(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/app.properties"), "executableName = rsmld\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let jars_arg = jars.display().to_string();
+    let (code, out, err) = run(&[
+        "--properties",
+        "etc/app.properties",
+        "--jars",
+        &jars_arg,
+        "--heap",
+        "2g",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let r = root.display();
+    assert_eq!(
+        out,
+        format!(
+            "java -Xms2g -Xmx2g -XX:+ExitOnOutOfMemoryError -Dfile.encoding=UTF-8 -cp '{r}/jars/*:{r}/etc' software.amazon.kinesis.multilang.MultiLangDaemon --properties-file {r}/etc/app.properties\n"
+        )
+    );
+    assert!(err.contains("KCL 3.1.3 MultiLangDaemon"), "{err}");
+    std::fs::remove_file(jars.join("amazon-kinesis-client-multilang-3.1.3.jar")).unwrap();
+    let (code, out, err) = run(&["--properties", "etc/app.properties", "--jars", &jars_arg]);
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    assert!(
+        err.contains("has no amazon-kinesis-client-multilang-*.jar"),
+        "{err}"
+    );
+}
+
+/// Java keeps a value's trailing blanks (an enum then fails at start-up), and applies the
+/// keys in no defined order (two keys for one property: either may win).
+#[test]
+fn trailing_blanks_and_two_keys_for_one_property() {
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "initialPositionInStream = LATEST  ",
+            "maxRecords = 1000",
+            "pollingConfig.maxRecords = 2000",
+            "workerIdentifier = host-2",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:10: error: initialPositionInStream = \"LATEST\" ends in blanks, which the daemon keeps: it fails at start-up; remove them\n\
+         app.properties:12: warning: pollingConfig.maxRecords and maxRecords (line 11) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n\
+         app.properties:13: warning: workerIdentifier and workerId (line 5) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n"
+    );
+}
+
+/// rsmld started without `--properties` reads none of the `rsmld.*` keys: they are flagged,
+/// not applied; an exec handler without a command is named by its key; ISO-8601 durations
+/// and tag lists.
+#[test]
+fn executable_name_decides_what_rsmld_reads() {
+    let lines = with(
+        clean_v3(),
+        &[
+            (1, &format!("executableName = {RSMLD} --handler discard")),
+            (8, "rsmld.handler = exec"),
+        ],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:1: warning: the rsmld.* keys take effect only when executableName passes --properties with this file\n"
+    );
+    let mut lines = with(clean_v3(), &[(8, "rsmld.handler = exec")], &[]);
+    lines.pop();
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:8: error: rsmld.handler = exec needs rsmld.exec.command (or a command after -- in executableName)\n"
+    );
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "staleWorkerMetricsEntryCleanupDuration = 12h",
+            "workerMetricsTags = team",
+            "coordinatorStateTags = team=data,env=prod",
+            "staleWorkerMetricsEntryCleanupDuration = PT12H",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:10: warning: staleWorkerMetricsEntryCleanupDuration is set again at line 13, which wins: this line has no effect\n\
+         app.properties:10: error: staleWorkerMetricsEntryCleanupDuration = \"12h\": not an ISO-8601 duration such as PT12H; the daemon fails at start-up\n\
+         app.properties:11: error: workerMetricsTags = \"team\": not a tag list such as k=v,k2=v2\n"
+    );
+}
