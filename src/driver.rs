@@ -20,7 +20,9 @@
 //!
 //! Errors carry the 1-based line number and the first bytes of the offending line.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,14 +34,21 @@ use crate::item::ItemBlock;
 use crate::pool::partition;
 use crate::pool::{Pool, PoolConfig, PoolError, WorkerEvent};
 use crate::protocol::message::{
-    parse_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage,
+    parse_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage, Record,
 };
 use crate::protocol::scan::{scan_resumed, Prescan, ProcessRecordsLayout};
 use crate::protocol::sequence::{Esn, SequenceNumber};
 use crate::protocol::session::{
     Next, Output, Session, SessionConfig, SessionError, SplitBatch, Stats,
 };
-use crate::split::Splitter;
+use crate::split::{SplitNote, Splitter};
+
+/// A line's items are split and delivered in parts of at least this many items (or
+/// `--max-in-flight`, if larger), see [`Loop::deliver_records`].
+const MIN_PART_ITEMS: usize = 10_000;
+
+/// ... and of at least this many bytes of item memory (or `--max-in-flight-bytes`).
+const MIN_PART_BYTES: usize = 1 << 20;
 
 /// A callback told the shard id once `initialize` arrives.
 pub type ShardHook = Box<dyn Fn(&str) + Send>;
@@ -124,6 +133,7 @@ where
         last_prefix: String::new(),
         recycle,
         shard: Arc::from(""),
+        split_pins: VecDeque::new(),
     };
     let result = lp.run(&config, &lines);
     if let Some(pool) = lp.pool.take() {
@@ -145,6 +155,25 @@ struct Loop<W: Write> {
     recycle: crossbeam_channel::Sender<Vec<u8>>,
     /// The shard id once known (items carry it).
     shard: Arc<str>,
+    /// Item memory of delivered parts that may still be in flight: (id after the part's
+    /// last record, heap bytes of its blocks).
+    split_pins: VecDeque<(RecordId, usize)>,
+}
+
+/// How much one part of a line may hold before it is delivered.
+#[derive(Clone, Copy)]
+struct Budget {
+    items: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn of(config: &DriverConfig) -> Budget {
+        Budget {
+            items: config.session.max_in_flight.max(MIN_PART_ITEMS),
+            bytes: config.session.max_in_flight_bytes.max(MIN_PART_BYTES),
+        }
+    }
 }
 
 impl<W: Write> Loop<W> {
@@ -215,20 +244,13 @@ impl<W: Write> Loop<W> {
                     .map_err(|source| self.protocol_error(source))?;
                 // Usually `status`: the daemon sends the next line while this one decodes.
                 self.perform_outputs()?;
-                let batch = match self.map_in_parallel(config, &line, len, &layout) {
-                    Some(batch) => batch,
-                    None => self.decode_batch(config, &line, len)?,
-                };
-                return self
-                    .session
-                    .deliver_ahead(batch, Instant::now())
-                    .map_err(|source| self.protocol_error(source));
+                if let Some(batch) = self.map_in_parallel(config, &line, len, &layout) {
+                    return self.deliver_whole(batch, true);
+                }
+                return self.decode_and_deliver(config, &line, len);
             }
             if let Some(batch) = self.map_in_parallel(config, &line, len, &layout) {
-                return self
-                    .session
-                    .handle_batch(batch, Instant::now())
-                    .map_err(|source| self.protocol_error(source));
+                return self.deliver_whole(batch, false);
             }
         }
         let msg = self.decode(&line, len)?;
@@ -239,9 +261,13 @@ impl<W: Write> Loop<W> {
                 records,
                 millis_behind_latest,
             } if !self.shard.is_empty() => {
-                let batch = self.split(config, &records, millis_behind_latest, &line, len);
-                drop(records);
-                self.session.handle_batch(batch, Instant::now())
+                return self.deliver_records(
+                    config,
+                    &records,
+                    millis_behind_latest,
+                    (&line, len),
+                    false,
+                );
             }
             msg => self.session.handle_message(msg, Instant::now()),
         };
@@ -294,19 +320,21 @@ impl<W: Write> Loop<W> {
         })
     }
 
-    /// Decodes and splits a `processRecords` line on this thread (the fallback when a
-    /// record of a scanned line does not parse: the full decoder names the error).
-    fn decode_batch(
-        &self,
+    /// Decodes a `processRecords` line on this thread (the fallback when a record of a
+    /// scanned line does not parse, so the full decoder names the error, or when its items
+    /// are too many to split at once) and delivers it in parts; the line was already
+    /// started with [`Session::begin_records_ahead`].
+    fn decode_and_deliver(
+        &mut self,
         config: &DriverConfig,
         line: &Arc<LineBuf>,
         len: usize,
-    ) -> Result<SplitBatch, DriverError> {
+    ) -> Result<(), DriverError> {
         match self.decode(line, len)? {
             DaemonMessage::ProcessRecords {
                 records,
                 millis_behind_latest,
-            } => Ok(self.split(config, &records, millis_behind_latest, line, len)),
+            } => self.deliver_records(config, &records, millis_behind_latest, (line, len), true),
             // The scan only accepts lines whose action is processRecords.
             other => Err(DriverError::Malformed {
                 line_no: self.line_no,
@@ -316,32 +344,186 @@ impl<W: Write> Loop<W> {
         }
     }
 
-    /// Splits decoded records (of `line`, `len` bytes, which their payloads point into) on
-    /// this thread, numbered from the tracker's next id.
-    fn split(
+    /// A batch split in one go: delivered as the line's only part.
+    fn deliver_whole(&mut self, mut batch: SplitBatch, ahead: bool) -> Result<(), DriverError> {
+        let bytes = batch_heap_bytes(&batch);
+        let line_bytes = std::mem::take(&mut batch.line_bytes);
+        self.deliver_part(batch, (true, line_bytes), ahead, bytes)
+    }
+
+    /// Splits and delivers the records of one `processRecords` line (of `line`, whose
+    /// first `len` bytes are the line; the payloads point into it) in parts, so that the
+    /// items in memory stay bounded whatever the records hold: before each part the items
+    /// in flight must be under `--max-in-flight` and their memory under
+    /// `--max-in-flight-bytes`, and a part ends after the record that reaches
+    /// [`Budget`]. A line whose items fit is one part, as before. `ahead`: the line
+    /// was started with [`Session::begin_records_ahead`]; otherwise the last part starts
+    /// the action (so `status` still waits for the bounds, and `--max-in-flight 0` still
+    /// answers only when every item of the line is done).
+    fn deliver_records(
+        &mut self,
+        config: &DriverConfig,
+        records: &[Record],
+        millis_behind_latest: Option<i64>,
+        (line, len): (&Arc<LineBuf>, usize),
+        ahead: bool,
+    ) -> Result<(), DriverError> {
+        if !ahead && !self.session.is_idle() {
+            // Not the time for a batch: the session names the violation.
+            let batch = SplitBatch {
+                first_id: self.session.tracker().next_id(),
+                ..SplitBatch::default()
+            };
+            return self
+                .session
+                .handle_batch(batch, Instant::now())
+                .map_err(|source| self.protocol_error(source));
+        }
+        let budget = Budget::of(config);
+        let mut from = 0;
+        loop {
+            self.await_split_capacity(config)?;
+            let (batch, bytes) = self.split_part(config, &records[from..], budget, line);
+            from += batch.records.len();
+            let last = from == records.len();
+            let batch = SplitBatch {
+                millis_behind_latest,
+                ..batch
+            };
+            self.deliver_part(batch, (last, len), ahead, bytes)?;
+            if last {
+                return Ok(());
+            }
+            // Dispatch this part before splitting the next.
+            self.perform_outputs()?;
+        }
+    }
+
+    /// Hands one part of a line to the session: the last part carries the line's length
+    /// (the line stays pinned until its last record is done) and, unless the line was
+    /// acknowledged ahead, starts the action.
+    fn deliver_part(
+        &mut self,
+        mut batch: SplitBatch,
+        (last, line_bytes): (bool, usize),
+        ahead: bool,
+        heap_bytes: usize,
+    ) -> Result<(), DriverError> {
+        if last {
+            batch.line_bytes = line_bytes;
+        }
+        let now = Instant::now();
+        let result = if last && !ahead {
+            self.session.handle_batch(batch, now)
+        } else {
+            self.session.deliver_ahead(batch, now)
+        };
+        result.map_err(|source| self.protocol_error(source))?;
+        self.split_pins
+            .push_back((self.session.tracker().next_id(), heap_bytes));
+        Ok(())
+    }
+
+    /// Waits (feeding the session completions and its backoff timer) until the items in
+    /// flight are under both bounds, so that the next part of a line may be split.
+    fn await_split_capacity(&mut self, config: &DriverConfig) -> Result<(), DriverError> {
+        let mut flushed = false;
+        loop {
+            self.drain_events()?;
+            self.perform_outputs()?;
+            if !self.over_split_bounds(config) {
+                return Ok(());
+            }
+            let Some(pool) = &self.pool else {
+                return Ok(());
+            };
+            if !flushed {
+                // Workers should not sit on partial batches while we wait for them.
+                pool.flush();
+                flushed = true;
+            }
+            let events = pool.events().clone();
+            let timer = match self.session.next() {
+                Next::WorkUntil(t) => crossbeam_channel::at(t),
+                _ => never(),
+            };
+            select! {
+                recv(events) -> ev => match ev {
+                    Ok(ev) => self.on_event(ev)?,
+                    Err(_) => return Err(DriverError::Pool(PoolError::WorkerGone(0))),
+                },
+                recv(timer) -> _ => {
+                    let r = self.session.handle_timeout(Instant::now());
+                    r.map_err(|source| self.work_error(source))?;
+                }
+            }
+        }
+    }
+
+    /// Whether the items in flight exceed `--max-in-flight`, or the memory of the parts
+    /// they belong to exceeds `--max-in-flight-bytes` (an upper bound: a part counts until
+    /// every record up to its last one is done).
+    fn over_split_bounds(&mut self, config: &DriverConfig) -> bool {
+        let oldest = self.session.tracker().oldest_unfinished();
+        while self.split_pins.front().is_some_and(|(end, _)| *end <= oldest) {
+            self.split_pins.pop_front();
+        }
+        let bytes: usize = self.split_pins.iter().map(|(_, b)| b).sum();
+        self.session.tracker().in_flight() > config.session.max_in_flight
+            || bytes > config.session.max_in_flight_bytes
+    }
+
+    /// Splits records from the front of `records` into one block per worker, numbered from
+    /// the tracker's next id, until the part reaches `budget` (at least one record); the
+    /// part and the heap bytes of its blocks.
+    fn split_part(
         &self,
         config: &DriverConfig,
-        records: &[crate::protocol::message::Record],
-        millis_behind_latest: Option<i64>,
+        records: &[Record],
+        budget: Budget,
         line: &Arc<LineBuf>,
-        len: usize,
-    ) -> SplitBatch {
-        let mut batch = SplitBatch::split(
-            records,
-            millis_behind_latest,
-            &config.splitter,
-            &self.shard,
-            self.session.tracker().next_id(),
-            Some(line),
-        );
-        batch.line_bytes = len;
-        batch
+    ) -> (SplitBatch, usize) {
+        let workers = self.pool.as_ref().map_or(1, Pool::workers);
+        let first_id = self.session.tracker().next_id();
+        let mut blocks: Vec<ItemBlock> = (0..workers)
+            .map(|_| ItemBlock::new(Some(line.clone())))
+            .collect();
+        let mut batch = SplitBatch {
+            first_id,
+            ..SplitBatch::default()
+        };
+        let (mut items, mut bytes) = (0usize, 0usize);
+        for (i, record) in records.iter().enumerate() {
+            let id = RecordId(first_id.0 + i as u64);
+            let n = config
+                .splitter
+                .split_into(&self.shard, record.into(), id, &mut |item| {
+                    blocks[route(item, workers)].push(item)
+                });
+            batch.records.push((record.esn(), n));
+            items += n as usize;
+            if n > 1 || i % 64 == 63 {
+                bytes = blocks.iter().map(ItemBlock::heap_bytes).sum();
+            }
+            if items >= budget.items || bytes >= budget.bytes {
+                break;
+            }
+        }
+        let bytes = blocks.iter().map(ItemBlock::heap_bytes).sum();
+        batch.blocks = blocks
+            .into_iter()
+            .enumerate()
+            .map(|(w, b)| (Some(w), b))
+            .collect();
+        (batch, bytes)
     }
 
     /// A large `processRecords` line is decoded and split on several threads: the scan
     /// found the records, chunks of them are parsed and split in parallel, and the results
-    /// are concatenated in order. `None` (a record parse declines) means: use the ordinary
-    /// decoder, which also reports errors.
+    /// are concatenated in order. `None` (a record parse declines, or the items of the
+    /// line exceed one part's [`Budget`]) means: use the ordinary decoder, which also
+    /// reports errors, and deliver the line in parts. Problems found while splitting are
+    /// reported only when the batch is used, so a line split again warns once.
     fn map_in_parallel(
         &self,
         config: &DriverConfig,
@@ -355,9 +537,12 @@ impl<W: Write> Loop<W> {
         let splitter = &config.splitter;
         let workers = self.pool.as_ref().map_or(1, Pool::workers);
         let first_id = self.session.tracker().next_id().0;
+        let budget = Budget::of(config);
+        let (items, bytes) = (AtomicUsize::new(0), AtomicUsize::new(0));
         // Each chunk parses its records and sorts their items into one block per worker
         // (so a block's items are dropped by one thread only).
-        type Part = (Vec<(Esn, u32)>, Vec<ItemBlock>);
+        type Notes = Vec<(String, i64, SplitNote)>;
+        type Part = (Vec<(Esn, u32)>, Vec<ItemBlock>, Notes);
         let parts: Vec<Option<Part>> = layout
             .records
             .par_chunks(chunk)
@@ -370,6 +555,8 @@ impl<W: Write> Loop<W> {
                     })
                     .collect();
                 let mut previous: Option<SequenceNumber> = None;
+                let mut notes = Vec::new();
+                let mut held = 0;
                 for (k, range) in ranges.iter().enumerate() {
                     let text = match layout.record(&line[..], c * chunk + k) {
                         Some(text) => text,
@@ -379,21 +566,31 @@ impl<W: Write> Loop<W> {
                         SequenceNumber::parse_reusing(&text.sequence_number, previous.as_ref())
                             .ok()?;
                     let id = RecordId(first_id + (c * chunk + k) as u64);
-                    let n = splitter.split_into(shard, (&text).into(), id, &mut |item| {
-                        let w = if workers == 1 {
-                            0
-                        } else {
-                            partition(item.partition_key.as_bytes(), workers)
-                        };
-                        blocks[w].push(item);
+                    let (n, note) = splitter.split_into_quiet((&text).into(), id, &mut |item| {
+                        blocks[route(item, workers)].push(item)
                     });
+                    if let Some(note) = note {
+                        let sub = text.sub_sequence_number.unwrap_or(0);
+                        notes.push((text.sequence_number.to_string(), sub, note));
+                    }
+                    let total_items = items.fetch_add(n as usize, Ordering::Relaxed) + n as usize;
+                    if n > 1 || k % 64 == 63 {
+                        let now: usize = blocks.iter().map(ItemBlock::heap_bytes).sum();
+                        bytes.fetch_add(now - held, Ordering::Relaxed);
+                        held = now;
+                    }
+                    if total_items > budget.items || bytes.load(Ordering::Relaxed) > budget.bytes {
+                        // Too much for one part: stop every chunk (the line is split again,
+                        // in parts).
+                        return None;
+                    }
                     records.push((
                         Esn::new(seq.clone(), text.sub_sequence_number.unwrap_or(0)),
                         n,
                     ));
                     previous = Some(seq);
                 }
-                Some((records, blocks))
+                Some((records, blocks, notes))
             })
             .collect();
         let mut batch = SplitBatch {
@@ -403,12 +600,17 @@ impl<W: Write> Loop<W> {
             millis_behind_latest: layout.millis_behind_latest,
             line_bytes: len,
         };
+        let mut notes = Vec::new();
         for part in parts {
-            let (mut records, blocks) = part?;
+            let (mut records, blocks, mut part_notes) = part?;
             batch.records.append(&mut records);
             batch
                 .blocks
                 .extend(blocks.into_iter().enumerate().map(|(w, b)| (Some(w), b)));
+            notes.append(&mut part_notes);
+        }
+        for (seq, sub, note) in &notes {
+            splitter.report(shard, seq, *sub, note);
         }
         Some(batch)
     }
@@ -491,6 +693,20 @@ impl<W: Write> Loop<W> {
             source,
         }
     }
+}
+
+/// The worker an item goes to, out of `workers`.
+fn route(item: &crate::item::Item<'_>, workers: usize) -> usize {
+    if workers == 1 {
+        0
+    } else {
+        partition(item.partition_key.as_bytes(), workers)
+    }
+}
+
+/// Heap bytes of a batch's blocks (see [`ItemBlock::heap_bytes`]).
+fn batch_heap_bytes(batch: &SplitBatch) -> usize {
+    batch.blocks.iter().map(|(_, b)| b.heap_bytes()).sum()
 }
 
 /// Writes protocol messages: compact ASCII JSON, one line, one write and one flush each.

@@ -201,6 +201,12 @@ impl ItemBlock {
         self.slots.is_empty()
     }
 
+    /// Heap bytes this block holds of its own (item slots and copied text; not the line):
+    /// what its items cost in memory beyond the daemon's line.
+    pub fn heap_bytes(&self) -> usize {
+        self.own.capacity() + self.slots.capacity() * std::mem::size_of::<Slot>()
+    }
+
     /// The line this block's items may point into.
     pub fn line(&self) -> Option<&Arc<LineBuf>> {
         self.line.as_ref()

@@ -265,6 +265,8 @@ pub enum DeaggregateError {
     PartitionKeyIndexOutOfRange {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
+        /// How many sub-records the aggregate holds (declared by its protobuf body).
+        declared: usize,
         /// The index as written (Java looks up its low 32 bits as an `int`).
         index: u64,
         /// Length of the partition key table.
@@ -279,6 +281,8 @@ pub enum DeaggregateError {
     ExplicitHashKeyIndexOutOfRange {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
+        /// How many sub-records the aggregate holds (declared by its protobuf body).
+        declared: usize,
         /// The index as written (Java looks up its low 32 bits as an `int`).
         index: u64,
         /// Length of the explicit hash key table.
@@ -293,6 +297,8 @@ pub enum DeaggregateError {
     ExplicitHashKeyNotANumber {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
+        /// How many sub-records the aggregate holds (declared by its protobuf body).
+        declared: usize,
         /// The key, cut to its first 128 characters.
         key: String,
     },
@@ -305,6 +311,8 @@ pub enum DeaggregateError {
     ExplicitHashKeyOutOfRange {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
+        /// How many sub-records the aggregate holds (declared by its protobuf body).
+        declared: usize,
         /// The key, cut to its first 128 characters.
         key: String,
     },
@@ -318,6 +326,25 @@ impl DeaggregateError {
             | DeaggregateError::ExplicitHashKeyIndexOutOfRange { sub_record, .. }
             | DeaggregateError::ExplicitHashKeyNotANumber { sub_record, .. }
             | DeaggregateError::ExplicitHashKeyOutOfRange { sub_record, .. } => *sub_record,
+        }
+    }
+
+    /// How many sub-records the aggregate holds.
+    pub fn declared(&self) -> usize {
+        match self {
+            DeaggregateError::PartitionKeyIndexOutOfRange { declared, .. }
+            | DeaggregateError::ExplicitHashKeyIndexOutOfRange { declared, .. }
+            | DeaggregateError::ExplicitHashKeyNotANumber { declared, .. }
+            | DeaggregateError::ExplicitHashKeyOutOfRange { declared, .. } => *declared,
+        }
+    }
+
+    /// How many user records the Java KCL (and so rsmld) does not deliver: the failing
+    /// one and all after it, or all of them when the range check drops the aggregate.
+    pub fn lost(&self) -> usize {
+        match self {
+            DeaggregateError::ExplicitHashKeyOutOfRange { declared, .. } => *declared,
+            _ => self.declared().saturating_sub(self.sub_record()),
         }
     }
 }
@@ -372,13 +399,15 @@ fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
         })
         .collect();
 
-    let mut records = Vec::with_capacity(raw.records.len());
+    let declared = raw.records.len();
+    let mut records = Vec::with_capacity(declared);
     let mut partial = None;
     for (sub_record, raw_record) in raw.records.iter().enumerate() {
         let index = raw_record.partition_key_index;
         let Some(partition_key) = table_entry(&partition_keys, index) else {
             partial = Some(DeaggregateError::PartitionKeyIndexOutOfRange {
                 sub_record,
+                declared,
                 index,
                 table_len: partition_keys.len(),
             });
@@ -390,6 +419,7 @@ fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
                 let Some((key, check)) = table_entry(&explicit_hash_keys, index) else {
                     partial = Some(DeaggregateError::ExplicitHashKeyIndexOutOfRange {
                         sub_record,
+                        declared,
                         index,
                         table_len: explicit_hash_keys.len(),
                     });
@@ -400,6 +430,7 @@ fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
                     HashKeyCheck::NotANumber => {
                         partial = Some(DeaggregateError::ExplicitHashKeyNotANumber {
                             sub_record,
+                            declared,
                             key: shorten(key),
                         });
                         break;
@@ -408,6 +439,7 @@ fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
                         records.clear();
                         partial = Some(DeaggregateError::ExplicitHashKeyOutOfRange {
                             sub_record,
+                            declared,
                             key: shorten(key),
                         });
                         break;
