@@ -465,7 +465,11 @@ impl<W: Write> Loop<W> {
     /// every record up to its last one is done).
     fn over_split_bounds(&mut self, config: &DriverConfig) -> bool {
         let oldest = self.session.tracker().oldest_unfinished();
-        while self.split_pins.front().is_some_and(|(end, _)| *end <= oldest) {
+        while self
+            .split_pins
+            .front()
+            .is_some_and(|(end, _)| *end <= oldest)
+        {
             self.split_pins.pop_front();
         }
         let bytes: usize = self.split_pins.iter().map(|(_, b)| b).sum();

@@ -238,7 +238,9 @@ impl Pieces<'_> {
                 let header = p.header_len();
                 p.log_events
                     .iter()
-                    .map(|e| header + e.id.get().len() + e.timestamp.get().len() + e.message.get().len())
+                    .map(|e| {
+                        header + e.id.get().len() + e.timestamp.get().len() + e.message.get().len()
+                    })
                     .sum()
             }
         }
@@ -304,7 +306,12 @@ impl Splitter {
     ) -> u32 {
         let (n, note) = self.split_into_quiet(record, id, sink);
         if let Some(note) = note {
-            self.report(shard_id, record.sequence_number, record.sub_sequence_number, &note);
+            self.report(
+                shard_id,
+                record.sequence_number,
+                record.sub_sequence_number,
+                &note,
+            );
         }
         n
     }
@@ -319,10 +326,23 @@ impl Splitter {
         sink: &mut dyn FnMut(&Item<'_>),
     ) -> (u32, Option<SplitNote>) {
         let item = |user_sub, user_total, partition_key, explicit_hash_key, data| {
-            item_of(record, id, (user_sub, user_total), partition_key, explicit_hash_key, data)
+            item_of(
+                record,
+                id,
+                (user_sub, user_total),
+                partition_key,
+                explicit_hash_key,
+                data,
+            )
         };
         let whole = |sink: &mut dyn FnMut(&Item<'_>)| {
-            sink(&item(0, 1, record.partition_key, None, Payload::Base64(record.data)));
+            sink(&item(
+                0,
+                1,
+                record.partition_key,
+                None,
+                Payload::Base64(record.data),
+            ));
         };
         let payload = match self.payload(record.data.as_bytes()) {
             Ok(Some(payload)) => payload,
@@ -604,7 +624,8 @@ struct LogsPayload<'a> {
 impl LogsPayload<'_> {
     /// The bytes an event's JSON adds to its own three values.
     fn header_len(&self) -> usize {
-        const FIXED: usize = r#"{"owner":,"logGroup":,"logStream":,"id":,"timestamp":,"message":}"#.len();
+        const FIXED: usize =
+            r#"{"owner":,"logGroup":,"logStream":,"id":,"timestamp":,"message":}"#.len();
         FIXED + self.owner.len() + self.log_group.len() + self.log_stream.len()
     }
 
@@ -815,5 +836,143 @@ mod tests {
             .split("s", &record(&bomb), RecordId(0));
         assert_eq!(block.len(), 1);
         assert_eq!(block.get(0).unwrap().data.bytes().unwrap().len(), 1 << 20);
+    }
+
+    /// An aggregate of `n` user records under key "k" whose record `bad_at` points past
+    /// the one-key table (or, with `ehk`, carries an explicit hash key of 2^128).
+    pub(crate) fn broken_aggregate(n: usize, bad_at: usize, ehk: bool) -> Vec<u8> {
+        use crate::kpl::proto;
+        use prost::Message;
+        let records = (0..n)
+            .map(|i| proto::Record {
+                partition_key_index: if i == bad_at && !ehk { 9 } else { 0 },
+                explicit_hash_key_index: (i == bad_at && ehk).then_some(0),
+                data: vec![b'a' + i as u8],
+                tags: vec![],
+            })
+            .collect();
+        let body = proto::AggregatedRecord {
+            partition_key_table: vec!["k".into()],
+            explicit_hash_key_table: vec!["340282366920938463463374607431768211456".into()],
+            records,
+        }
+        .encode_to_vec();
+        let mut out = crate::kpl::MAGIC.to_vec();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(&body));
+        out
+    }
+
+    #[test]
+    fn a_broken_aggregate_keeps_the_java_prefix_and_counts_the_lost() {
+        let splitter = Splitter::new(SplitMode::Kpl);
+        // Record 2 of 5 has a bad key index: 0 and 1 are kept, 3 are lost.
+        let block = splitter.split("s", &record(&broken_aggregate(5, 2, false)), RecordId(0));
+        assert_eq!(bytes(&block), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(block.get(1).unwrap().user_total, 2);
+        assert_eq!(splitter.stats().broken_aggregates(), 1);
+        assert_eq!(splitter.stats().lost_user_records(), 3);
+        // An explicit hash key out of range drops the whole aggregate (all 4).
+        let block = splitter.split("s", &record(&broken_aggregate(4, 3, true)), RecordId(1));
+        assert!(block.is_empty());
+        assert_eq!(splitter.stats().broken_aggregates(), 2);
+        assert_eq!(splitter.stats().lost_user_records(), 7);
+        // The counters are shared by clones (the driver splits on several threads).
+        let clone = splitter.clone();
+        clone.split("s", &record(&broken_aggregate(3, 0, false)), RecordId(2));
+        assert_eq!(splitter.stats().lost_user_records(), 10);
+        assert_eq!(splitter.stats().delivered_whole(), 0);
+    }
+
+    #[test]
+    fn records_over_the_item_limit_are_delivered_whole() {
+        let three = |mode, data: &[u8]| {
+            let splitter = Splitter::new(mode).with_max_items_per_record(3);
+            let block = splitter.split("s", &record(data), RecordId(0));
+            (bytes(&block), splitter.stats().delivered_whole())
+        };
+        // At the limit: split.
+        assert_eq!(three(SplitMode::Lines, b"a\nb\nc").0.len(), 3);
+        assert_eq!(three(SplitMode::JsonArray, b"[1,2,3]").0.len(), 3);
+        // Over it: whole, and counted.
+        for (mode, data) in [
+            (SplitMode::Lines, b"a\nb\nc\nd".to_vec()),
+            (SplitMode::JsonArray, b"[1,2,3,4]".to_vec()),
+            (SplitMode::Lines, gzip(b"a\nb\nc\nd\n")),
+            (
+                SplitMode::Kpl,
+                aggregate(&[
+                    ("k", None, b"1"),
+                    ("k", None, b"2"),
+                    ("k", None, b"3"),
+                    ("k", None, b"4"),
+                ]),
+            ),
+        ] {
+            assert_eq!(three(mode, &data), (vec![data.clone()], 1), "{mode:?}");
+        }
+        let events = br#"{"messageType":"DATA_MESSAGE","logEvents":[{"id":"1","timestamp":1,"message":"m"},{"id":"2","timestamp":1,"message":"m"},{"id":"3","timestamp":1,"message":"m"},{"id":"4","timestamp":1,"message":"m"}]}"#;
+        assert_eq!(three(SplitMode::CloudwatchLogs, events).1, 1);
+        // A JSON array stops being parsed at the element past the limit: the rest may
+        // even be malformed, it is still "too many items", not "not an array".
+        let splitter = Splitter::new(SplitMode::JsonArray).with_max_items_per_record(2);
+        let mut err = None;
+        let (n, note) = splitter.split_into_quiet(
+            (&record(b"[1,2,3,garbage")).into(),
+            RecordId(0),
+            &mut |_| {},
+        );
+        if let Some(SplitNote::Whole(e)) = note {
+            err = Some(e.to_string());
+        }
+        assert_eq!(n, 1);
+        assert_eq!(
+            err.as_deref(),
+            Some("it holds more than 2 items (--max-items-per-record)")
+        );
+    }
+
+    #[test]
+    fn items_that_would_hold_too_many_bytes_are_delivered_whole() {
+        // 200 user records share one 1 KiB key: as items they would copy it 200 times.
+        let key = "k".repeat(1024);
+        let mut agg = Aggregator::new(1 << 20);
+        for _ in 0..200 {
+            assert!(agg.push(&key, None, b"x").is_none());
+        }
+        let agg = agg.finish().unwrap();
+        let splitter = Splitter::new(SplitMode::Kpl).with_max_inflated(64 << 10);
+        let (n, note) = splitter.split_into_quiet((&record(&agg)).into(), RecordId(0), &mut |_| {});
+        assert_eq!(n, 1);
+        assert!(
+            matches!(
+                note,
+                Some(SplitNote::Whole(SplitError::TooManyBytes(131072)))
+            ),
+            "{note:?}"
+        );
+        // Within the bound they are split.
+        let splitter = Splitter::new(SplitMode::Kpl).with_max_inflated(1 << 20);
+        assert_eq!(splitter.split("s", &record(&agg), RecordId(0)).len(), 200);
+        // A CloudWatch Logs event repeats its payload's header.
+        let group = "g".repeat(1000);
+        let events: Vec<String> = (0..100)
+            .map(|i| format!(r#"{{"id":"{i}","timestamp":1,"message":"m"}}"#))
+            .collect();
+        let payload = format!(
+            r#"{{"messageType":"DATA_MESSAGE","logGroup":"{group}","logEvents":[{}]}}"#,
+            events.join(",")
+        );
+        let splitter = Splitter::new(SplitMode::CloudwatchLogs).with_max_inflated(32 << 10);
+        let (n, note) = splitter.split_into_quiet(
+            (&record(payload.as_bytes())).into(),
+            RecordId(0),
+            &mut |_| {},
+        );
+        assert_eq!(n, 1);
+        assert!(
+            matches!(note, Some(SplitNote::Whole(SplitError::TooManyBytes(_)))),
+            "{note:?}"
+        );
     }
 }

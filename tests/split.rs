@@ -311,3 +311,75 @@ fn pinned_line_bytes_hold_the_status() {
         }]
     );
 }
+
+/// An aggregate of `n` user records whose record `bad_at` points past its one-key table.
+fn broken_aggregate(n: usize, bad_at: usize) -> Vec<u8> {
+    use prost::Message;
+    use rsmld::kpl::proto;
+    let records = (0..n)
+        .map(|i| proto::Record {
+            partition_key_index: if i == bad_at { 9 } else { 0 },
+            explicit_hash_key_index: None,
+            data: format!("user-{i}").into_bytes(),
+            tags: vec![],
+        })
+        .collect();
+    let body = proto::AggregatedRecord {
+        partition_key_table: vec!["k".into()],
+        explicit_hash_key_table: vec![],
+        records,
+    }
+    .encode_to_vec();
+    let mut out = rsmld::kpl::MAGIC.to_vec();
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(&body));
+    out
+}
+
+/// A KPL aggregate that breaks off part-way loses its remaining user records, exactly
+/// as the Java KCL does; rsmld says so once, at WARN, with the record's sequence number
+/// and how many were lost, and checkpoints past the record (the Java result).
+#[test]
+fn binary_warns_once_about_a_broken_aggregate() {
+    let mut p =
+        Proc::spawn(&["--handler", "discard", "--checkpoint-interval", "0"].map(String::from));
+    let mut model = CheckpointModel::default();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
+    let records = vec![
+        record(S1, "a", &broken_aggregate(10, 4)),
+        record(S2, "plain", b"p"),
+    ];
+    model.deliver_all(&records);
+    let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    })
+    .unwrap();
+    run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
+    run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"shutdownRequested"}"#,
+        Action::ShutdownRequested,
+    )
+    .unwrap();
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+    assert_eq!(model.last.as_ref().unwrap().seq.as_str(), S2);
+    let stderr = p.stderr();
+    let warn = format!(
+        "WARN record {S1}/0 of shardId-000000000000: KPL aggregate broke off (KPL sub-record 4: partition key index 9 is out of range (the table has 1 keys); it and the following sub-records are lost); 6 user records lost, 4 delivered, as the Java KCL does"
+    );
+    assert_eq!(stderr.matches(&warn).count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("KPL aggregate broke off").count(),
+        1,
+        "{stderr}"
+    );
+    // The 4 kept user records and the plain record were processed.
+    assert!(
+        stderr.contains("2 records, 5 items dispatched, 5 completed"),
+        "{stderr}"
+    );
+}
