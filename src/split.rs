@@ -646,7 +646,7 @@ impl LogsPayload<'_> {
     }
 }
 
-fn raw_or_null<'a>(v: Option<&'a RawValue>) -> &'a str {
+fn raw_or_null(v: Option<&RawValue>) -> &str {
     v.map_or("null", RawValue::get)
 }
 
