@@ -237,20 +237,30 @@ impl<W: Write> Loop<W> {
         if let Some(layout) = self.scan_large(&line, len, prescan) {
             // Completions that already arrived count before the capacity check.
             self.drain_events()?;
-            if self.session.can_acknowledge_ahead(layout.records.len()) {
+            let ahead = self.session.can_acknowledge_ahead(layout.records.len());
+            if ahead {
                 log::trace!("line {}: acknowledged before decoding", self.line_no);
                 self.session
                     .begin_records_ahead(Instant::now())
                     .map_err(|source| self.protocol_error(source))?;
                 // Usually `status`: the daemon sends the next line while this one decodes.
                 self.perform_outputs()?;
-                if let Some(batch) = self.map_in_parallel(config, &line, len, &layout) {
-                    return self.deliver_whole(batch, true);
-                }
-                return self.decode_and_deliver(config, &line, len);
             }
-            if let Some(batch) = self.map_in_parallel(config, &line, len, &layout) {
-                return self.deliver_whole(batch, false);
+            self.await_split_capacity(config)?;
+            match self.map_in_parallel(config, &line, len, &layout) {
+                Some((batch, true)) => return self.deliver_whole(batch, ahead),
+                // Too many items for one part: deliver the records split so far, and the
+                // rest in parts.
+                Some((mut batch, false)) if ahead || self.session.is_idle() => {
+                    let from = batch.records.len();
+                    batch.line_bytes = 0;
+                    let bytes = batch_heap_bytes(&batch);
+                    self.deliver_part(batch, (false, len), ahead, bytes)?;
+                    self.perform_outputs()?;
+                    return self.decode_and_deliver(config, &line, len, from, ahead);
+                }
+                _ if ahead => return self.decode_and_deliver(config, &line, len, 0, true),
+                _ => {}
             }
         }
         let msg = self.decode(&line, len)?;
@@ -266,7 +276,7 @@ impl<W: Write> Loop<W> {
                     &records,
                     millis_behind_latest,
                     (&line, len),
-                    false,
+                    (0, false),
                 );
             }
             msg => self.session.handle_message(msg, Instant::now()),
@@ -320,21 +330,30 @@ impl<W: Write> Loop<W> {
         })
     }
 
-    /// Decodes a `processRecords` line on this thread (the fallback when a record of a
-    /// scanned line does not parse, so the full decoder names the error, or when its items
-    /// are too many to split at once) and delivers it in parts; the line was already
-    /// started with [`Session::begin_records_ahead`].
+    /// Decodes a scanned `processRecords` line on this thread (the fallback when a record
+    /// does not parse, so the full decoder names the error, or when its items are too many
+    /// to split at once) and delivers its records from index `from` on in parts (those
+    /// before `from` are delivered already). `ahead`: the line was started with
+    /// [`Session::begin_records_ahead`].
     fn decode_and_deliver(
         &mut self,
         config: &DriverConfig,
         line: &Arc<LineBuf>,
         len: usize,
+        from: usize,
+        ahead: bool,
     ) -> Result<(), DriverError> {
         match self.decode(line, len)? {
             DaemonMessage::ProcessRecords {
                 records,
                 millis_behind_latest,
-            } => self.deliver_records(config, &records, millis_behind_latest, (line, len), true),
+            } => self.deliver_records(
+                config,
+                &records,
+                millis_behind_latest,
+                (line, len),
+                (from, ahead),
+            ),
             // The scan only accepts lines whose action is processRecords.
             other => Err(DriverError::Malformed {
                 line_no: self.line_no,
@@ -351,8 +370,9 @@ impl<W: Write> Loop<W> {
         self.deliver_part(batch, (true, line_bytes), ahead, bytes)
     }
 
-    /// Splits and delivers the records of one `processRecords` line (of `line`, whose
-    /// first `len` bytes are the line; the payloads point into it) in parts, so that the
+    /// Splits and delivers the records of one `processRecords` line from index `from` on
+    /// (of `line`, whose first `len` bytes are the line; the payloads point into it) in
+    /// parts, so that the
     /// items in memory stay bounded whatever the records hold: before each part the items
     /// in flight must be under `--max-in-flight` and their memory under
     /// `--max-in-flight-bytes`, and a part ends after the record that reaches
@@ -366,7 +386,7 @@ impl<W: Write> Loop<W> {
         records: &[Record],
         millis_behind_latest: Option<i64>,
         (line, len): (&Arc<LineBuf>, usize),
-        ahead: bool,
+        (mut from, ahead): (usize, bool),
     ) -> Result<(), DriverError> {
         if !ahead && !self.session.is_idle() {
             // Not the time for a batch: the session names the violation.
@@ -380,7 +400,6 @@ impl<W: Write> Loop<W> {
                 .map_err(|source| self.protocol_error(source));
         }
         let budget = Budget::of(config);
-        let mut from = 0;
         loop {
             self.await_split_capacity(config)?;
             let (batch, bytes) = self.split_part(config, &records[from..], budget, line);
@@ -411,6 +430,13 @@ impl<W: Write> Loop<W> {
     ) -> Result<(), DriverError> {
         if last {
             batch.line_bytes = line_bytes;
+        } else {
+            log::debug!(
+                "line {}: delivering {} records ({} items) as one part; the rest follows as the items in flight allow",
+                self.line_no,
+                batch.records.len(),
+                batch.blocks.iter().map(|(_, b)| b.len()).sum::<usize>()
+            );
         }
         let now = Instant::now();
         let result = if last && !ahead {
@@ -524,17 +550,19 @@ impl<W: Write> Loop<W> {
 
     /// A large `processRecords` line is decoded and split on several threads: the scan
     /// found the records, chunks of them are parsed and split in parallel, and the results
-    /// are concatenated in order. `None` (a record parse declines, or the items of the
-    /// line exceed one part's [`Budget`]) means: use the ordinary decoder, which also
-    /// reports errors, and deliver the line in parts. Problems found while splitting are
-    /// reported only when the batch is used, so a line split again warns once.
+    /// are concatenated in order: `(batch, true)`. When the items reach one part's
+    /// [`Budget`], every chunk stops and the batch holds the records split up to the first
+    /// gap, a prefix of the line: `(batch, false)`; the rest is then decoded and delivered
+    /// in parts. `None` (a record parse declines) means: use the ordinary decoder, which
+    /// also reports errors. Problems found while splitting are reported only for records
+    /// in the batch, so a record split again later warns once.
     fn map_in_parallel(
         &self,
         config: &DriverConfig,
         line: &Arc<LineBuf>,
         len: usize,
         layout: &ProcessRecordsLayout<'_>,
-    ) -> Option<SplitBatch> {
+    ) -> Option<(SplitBatch, bool)> {
         use rayon::prelude::*;
         let chunk = (layout.records.len() / (rayon::current_num_threads().max(1) * 4)).max(64);
         let shard = &*self.shard;
@@ -545,7 +573,10 @@ impl<W: Write> Loop<W> {
         let (items, bytes) = (AtomicUsize::new(0), AtomicUsize::new(0));
         // Each chunk parses its records and sorts their items into one block per worker
         // (so a block's items are dropped by one thread only).
+        let over = std::sync::atomic::AtomicBool::new(false);
         type Notes = Vec<(String, i64, SplitNote)>;
+        // A chunk's records (fewer than its ranges once the budget is exhausted), blocks
+        // and notes.
         type Part = (Vec<(Esn, u32)>, Vec<ItemBlock>, Notes);
         let parts: Vec<Option<Part>> = layout
             .records
@@ -562,6 +593,9 @@ impl<W: Write> Loop<W> {
                 let mut notes = Vec::new();
                 let mut held = 0;
                 for (k, range) in ranges.iter().enumerate() {
+                    if over.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let text = match layout.record(&line[..], c * chunk + k) {
                         Some(text) => text,
                         None => parse_record_at(line, range.clone()).ok()?,
@@ -583,16 +617,16 @@ impl<W: Write> Loop<W> {
                         bytes.fetch_add(now - held, Ordering::Relaxed);
                         held = now;
                     }
-                    if total_items > budget.items || bytes.load(Ordering::Relaxed) > budget.bytes {
-                        // Too much for one part: stop every chunk (the line is split again,
-                        // in parts).
-                        return None;
-                    }
                     records.push((
                         Esn::new(seq.clone(), text.sub_sequence_number.unwrap_or(0)),
                         n,
                     ));
                     previous = Some(seq);
+                    if total_items > budget.items || bytes.load(Ordering::Relaxed) > budget.bytes {
+                        // Enough for one part: every chunk stops; the records after the
+                        // split prefix are split again, in parts.
+                        over.store(true, Ordering::Relaxed);
+                    }
                 }
                 Some((records, blocks, notes))
             })
@@ -605,8 +639,15 @@ impl<W: Write> Loop<W> {
             line_bytes: len,
         };
         let mut notes = Vec::new();
-        for part in parts {
+        let mut complete = true;
+        for (c, part) in parts.into_iter().enumerate() {
             let (mut records, blocks, mut part_notes) = part?;
+            if !complete {
+                // After a gap: split again later (its notes are dropped with it).
+                continue;
+            }
+            let chunk_len = layout.records.len().min((c + 1) * chunk) - c * chunk;
+            complete = records.len() == chunk_len;
             batch.records.append(&mut records);
             batch
                 .blocks
@@ -616,7 +657,7 @@ impl<W: Write> Loop<W> {
         for (seq, sub, note) in &notes {
             splitter.report(shard, seq, *sub, note);
         }
-        Some(batch)
+        Some((batch, complete))
     }
 
     /// Feeds the session every worker event that has already arrived.
