@@ -18,6 +18,17 @@
 //! while the daemon sends the next line. A record that turns out malformed after that
 //! status stops the process as before: nothing past it is ever checkpointed.
 //!
+//! The items of a line are not bounded by its size (a 31 KiB gzip record can hold millions
+//! of lines; a line can hold thousands of such records), so they are split and dispatched
+//! in *parts*: a part ends after the record at which it reaches `max(--max-in-flight,
+//! 10000)` items or `max(--max-in-flight-bytes, 1 MiB)` bytes of item memory, and the next
+//! part is split only once the items in flight are back under `--max-in-flight` and the
+//! item memory of the parts in flight under `--max-in-flight-bytes` (meanwhile the loop
+//! feeds the session completions, so checkpoints still go out). A line that fits is one
+//! part, as before; the parallel split stops at the budget and keeps the prefix it made.
+//! Together with the splitter's per-record bound this makes peak memory a function of the
+//! settings and the longest line (README, "Memory").
+//!
 //! Errors carry the 1-based line number and the first bytes of the offending line.
 
 use std::collections::VecDeque;
