@@ -145,6 +145,8 @@ where
         recycle,
         shard: Arc::from(""),
         split_pins: VecDeque::new(),
+        lines: lines.clone(),
+        pending: None,
     };
     let result = lp.run(&config, &lines);
     if let Some(pool) = lp.pool.take() {
@@ -169,6 +171,10 @@ struct Loop<W: Write> {
     /// Item memory of delivered parts that may still be in flight: (id after the part's
     /// last record, heap bytes of its blocks).
     split_pins: VecDeque<(RecordId, usize)>,
+    /// The reader's events, also watched while a line waits to split its next part.
+    lines: Receiver<ReadEvent>,
+    /// A reader event that arrived while a line was waiting to split its next part.
+    pending: Option<ReadEvent>,
 }
 
 /// How much one part of a line may hold before it is delivered.
@@ -200,19 +206,17 @@ impl<W: Write> Loop<W> {
                 Next::WorkUntil(t) => Some(t),
                 Next::Message | Next::Work => None,
             };
+            if let Some(ev) = self.pending.take() {
+                self.on_read_event(config, ev)?;
+                continue;
+            }
             let events = self
                 .pool
                 .as_ref()
                 .map_or_else(never, |p| p.events().clone());
             let timer = deadline.map_or_else(never, crossbeam_channel::at);
             select! {
-                recv(lines) -> ev => match ev {
-                    Ok(ReadEvent::Line(bytes, len, prescan)) => {
-                        self.on_line(config, bytes, len, prescan)?
-                    }
-                    Ok(ReadEvent::Eof) | Err(_) => self.session.handle_eof(),
-                    Ok(ReadEvent::Error(e)) => return Err(DriverError::Io(e)),
-                },
+                recv(lines) -> ev => self.on_read_event(config, ev.unwrap_or(ReadEvent::Eof))?,
                 recv(events) -> ev => match ev {
                     Ok(ev) => self.on_event(ev)?,
                     Err(_) => return Err(DriverError::Pool(PoolError::WorkerGone(0))),
@@ -222,6 +226,17 @@ impl<W: Write> Loop<W> {
                     r.map_err(|source| self.work_error(source))?;
                 }
             }
+        }
+    }
+
+    fn on_read_event(&mut self, config: &DriverConfig, ev: ReadEvent) -> Result<(), DriverError> {
+        match ev {
+            ReadEvent::Line(bytes, len, prescan) => self.on_line(config, bytes, len, prescan),
+            ReadEvent::Eof => {
+                self.session.handle_eof();
+                Ok(())
+            }
+            ReadEvent::Error(e) => Err(DriverError::Io(e)),
         }
     }
 
@@ -258,6 +273,9 @@ impl<W: Write> Loop<W> {
                 self.perform_outputs()?;
             }
             self.await_split_capacity(config)?;
+            if self.session.next() == Next::Exit {
+                return Ok(());
+            }
             match self.map_in_parallel(config, &line, len, &layout) {
                 Some((batch, true)) => return self.deliver_whole(batch, ahead),
                 // Too many items for one part: deliver the records split so far, and the
@@ -413,6 +431,10 @@ impl<W: Write> Loop<W> {
         let budget = Budget::of(config);
         loop {
             self.await_split_capacity(config)?;
+            if self.session.next() == Next::Exit {
+                // Stdin closed meanwhile: the rest is never delivered, nor checkpointed.
+                return Ok(());
+            }
             let (batch, bytes) = self.split_part(config, &records[from..], budget, line);
             from += batch.records.len();
             let last = from == records.len();
@@ -462,7 +484,9 @@ impl<W: Write> Loop<W> {
     }
 
     /// Waits (feeding the session completions and its backoff timer) until the items in
-    /// flight are under both bounds, so that the next part of a line may be split.
+    /// flight are under both bounds, so that the next part of a line may be split. Stdin
+    /// is watched meanwhile: EOF ends the session at once (as it does anywhere else), and
+    /// a line (the daemon's next one, once status went out) waits in `pending`.
     fn await_split_capacity(&mut self, config: &DriverConfig) -> Result<(), DriverError> {
         let mut flushed = false;
         loop {
@@ -484,7 +508,18 @@ impl<W: Write> Loop<W> {
                 Next::WorkUntil(t) => crossbeam_channel::at(t),
                 _ => never(),
             };
+            let lines = match self.pending {
+                None => self.lines.clone(),
+                Some(_) => never(),
+            };
             select! {
+                recv(lines) -> ev => match ev.unwrap_or(ReadEvent::Eof) {
+                    ReadEvent::Eof => {
+                        self.session.handle_eof();
+                        return Ok(());
+                    }
+                    ev => self.pending = Some(ev),
+                },
                 recv(events) -> ev => match ev {
                     Ok(ev) => self.on_event(ev)?,
                     Err(_) => return Err(DriverError::Pool(PoolError::WorkerGone(0))),

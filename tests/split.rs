@@ -484,3 +484,64 @@ fn binary_delivers_a_heavy_line_in_parts() {
         assert!(got == expected, "{max_in_flight}: items differ");
     }
 }
+
+/// While a line waits for the items in flight before splitting its next part, stdin is
+/// still watched: EOF ends the session at once (here the remaining parts would take
+/// minutes with a 10 ms-per-item handler), and nothing is checkpointed.
+#[test]
+fn binary_notices_eof_while_a_line_waits_between_parts() {
+    let mut p = Proc::spawn(
+        &[
+            "--handler",
+            "discard",
+            "--debug-delay-ms",
+            "20",
+            "--workers",
+            "1",
+            "--max-in-flight",
+            "100",
+        ]
+        .map(String::from),
+    );
+    let mut model = CheckpointModel::default();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
+    let keys: Vec<String> = (0..1000).map(|i| format!("key-{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let agg = aggregate(&keys);
+    let records: Vec<Record> = (0..40u64)
+        .map(|i| {
+            let s = format!("49680445498841953494698307936{:027}", 1000 + i);
+            record(&s, "a", &agg)
+        })
+        .collect();
+    let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    })
+    .unwrap();
+    p.send(&line);
+    std::thread::sleep(Duration::from_millis(500));
+    p.close_stdin();
+    assert_eq!(
+        p.wait(Duration::from_secs(20)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
+    let stderr = p.stderr();
+    // The first part (10 of the 40 records, 10 000 items) was delivered; the rest waited.
+    assert!(
+        stderr.contains("exiting without a further checkpoint (10000 items in flight)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("exiting: 10 records, 10000 items dispatched"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("checkpointed"), "{stderr}");
+    assert!(
+        p.recv(Duration::from_millis(100)).is_err(),
+        "no status, no checkpoint"
+    );
+}
