@@ -61,7 +61,7 @@ use serde_json::value::RawValue;
 use crate::checkpoint::RecordId;
 use crate::item::ItemBlock;
 use crate::item::{Item, Payload, BASE64};
-use crate::kpl::{deaggregate, DeaggregateError, Deaggregated, UserRecord};
+use crate::kpl::{deaggregate_at_most, DeaggregateError, Deaggregated, UserRecord};
 use crate::protocol::message::{Record, RecordText};
 
 /// How records are split into items.
@@ -471,9 +471,12 @@ impl Splitter {
     ) -> Result<Option<(Pieces<'a>, Option<DeaggregateError>)>, SplitError> {
         let (pieces, broken) = match self.mode {
             SplitMode::None => return Ok(None),
-            SplitMode::Kpl => match deaggregate(bytes) {
-                Deaggregated::Plain => return Ok(None),
-                Deaggregated::Aggregated { records, partial } => (Pieces::Kpl(records), partial),
+            SplitMode::Kpl => match deaggregate_at_most(bytes, self.max_items) {
+                Ok(Deaggregated::Plain) => return Ok(None),
+                Ok(Deaggregated::Aggregated { records, partial }) => {
+                    (Pieces::Kpl(records), partial)
+                }
+                Err(_) => return Err(SplitError::TooManyItems(self.max_items)),
             },
             SplitMode::Lines => {
                 let mut lines = Vec::new();

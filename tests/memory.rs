@@ -231,14 +231,39 @@ fn aggregates_of_100k_tiny_user_records_are_processed() {
     assert!(!out.stderr.contains("cannot be split"), "{}", out.stderr);
 }
 
+/// An aggregate of `n` one-byte user records under one key (under 2 MiB), written
+/// directly (the encoder hashes the key once per user record: slow in a debug build).
+fn raw_aggregate(n: usize, key: &str) -> Vec<u8> {
+    assert!(key.len() < 1 << 21);
+    let len = key.len();
+    let mut body = vec![0x0a];
+    // The key's length as a varint (at most three bytes here).
+    let mut v = len;
+    while v >= 0x80 {
+        body.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    body.push(v as u8);
+    body.extend_from_slice(key.as_bytes());
+    for i in 0..n {
+        body.extend_from_slice(&[0x1a, 5, 0x08, 0, 0x1a, 1, (i % 251) as u8]);
+    }
+    let mut out = rsmld::kpl::MAGIC.to_vec();
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(&body));
+    out
+}
+
 #[test]
 fn an_aggregate_over_the_item_limit_or_with_a_huge_shared_key_is_delivered_whole() {
-    // 150 000 user records (about 1 MiB); and 100 000 user records sharing one 64 KiB
-    // partition key, which as items would copy the key 100 000 times (6 GiB).
-    let many = b64(&kpl_aggregate(150_000, "k"));
-    let big_key = b64(&kpl_aggregate(100_000, &"k".repeat(64 << 10)));
-    let line = records_line(&[(1, "a", many), (2, "a", big_key)]);
-    let out = run("KPL over the limits", &[], &[line], 2);
+    // 150 000 user records (about 1 MiB); 100 000 user records sharing one 64 KiB
+    // partition key, which as items would copy the key 100 000 times (6 GiB); and one
+    // 13 MiB aggregate of 2 million user records (never collected: only counted).
+    let many = b64(&raw_aggregate(150_000, "k"));
+    let big_key = b64(&raw_aggregate(100_000, &"k".repeat(64 << 10)));
+    let huge = b64(&raw_aggregate(2_000_000, "k"));
+    let line = records_line(&[(1, "a", many), (2, "a", big_key), (3, "a", huge)]);
+    let out = run("KPL over the limits", &[], &[line], 3);
     assert!(
         out.stderr.contains(&format!("record {}/0 of shardId-000000000007 cannot be split as Kpl (it holds more than 100000 items", seq(1))),
         "{}",
@@ -246,6 +271,11 @@ fn an_aggregate_over_the_item_limit_or_with_a_huge_shared_key_is_delivered_whole
     );
     assert!(
         out.stderr.contains(&format!("record {}/0 of shardId-000000000007 cannot be split as Kpl (its items would hold more than", seq(2))),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("record {}/0 of shardId-000000000007 cannot be split as Kpl (it holds more than 100000 items", seq(3))),
         "{}",
         out.stderr
     );
