@@ -343,6 +343,16 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_fits_the_readme_memory_bound() {
+        // README, "Memory": an item slot counts as 256 bytes in the bound.
+        assert!(
+            std::mem::size_of::<Slot>() <= 256,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+    }
+
+    #[test]
     fn item_json_is_the_contract() {
         let mut out = Vec::new();
         item("k\u{e9}", Payload::Bytes(b"hi"))
