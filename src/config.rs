@@ -19,7 +19,7 @@ use crate::handler::{delay::DelayFactory, HandlerFactory};
 use crate::pool::{OnError, PoolConfig};
 use crate::properties::{self, Diagnostic, Entry, Properties, PropertiesError, RsmldSettings};
 use crate::protocol::session::{OnDuplicate, SessionConfig};
-use crate::split::{SplitMode, Splitter, DEFAULT_MAX_INFLATED};
+use crate::split::{SplitMode, Splitter, DEFAULT_MAX_INFLATED, DEFAULT_MAX_ITEMS_PER_RECORD};
 
 /// rsmld: a record processor for the Amazon KCL MultiLangDaemon.
 #[derive(Debug, Parser)]
@@ -142,6 +142,10 @@ pub struct RunArgs {
     /// a larger one is delivered whole, with a warning (1 KiB..=4 GiB).
     #[arg(long, default_value_t = DEFAULT_MAX_INFLATED, value_parser = parse_max_inflated_bytes)]
     pub max_inflated_bytes: usize,
+    /// Most items one record may become (lines, json-array, cloudwatch-logs, kpl); a record
+    /// with more is delivered whole, with a warning.
+    #[arg(long, default_value_t = DEFAULT_MAX_ITEMS_PER_RECORD as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_items_per_record: u32,
     /// Output directory of the file handler.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -590,7 +594,9 @@ impl RunArgs {
                 on_error,
                 item_timeout: (!self.item_timeout.is_zero()).then_some(self.item_timeout),
             },
-            splitter: Splitter::new(self.split).with_max_inflated(self.max_inflated_bytes),
+            splitter: Splitter::new(self.split)
+                .with_max_inflated(self.max_inflated_bytes)
+                .with_max_items_per_record(self.max_items_per_record as usize),
             handlers,
             shutdown_timeout: Duration::from_secs(1),
             on_shard: None,

@@ -18,9 +18,22 @@
 //! while the daemon sends the next line. A record that turns out malformed after that
 //! status stops the process as before: nothing past it is ever checkpointed.
 //!
+//! The items of a line are not bounded by its size (a 31 KiB gzip record can hold millions
+//! of lines; a line can hold thousands of such records), so they are split and dispatched
+//! in *parts*: a part ends after the record at which it reaches `max(--max-in-flight,
+//! 10000)` items or `max(--max-in-flight-bytes, 1 MiB)` bytes of item memory, and the next
+//! part is split only once the items in flight are back under `--max-in-flight` and the
+//! item memory of the parts in flight under `--max-in-flight-bytes` (meanwhile the loop
+//! feeds the session completions, so checkpoints still go out). A line that fits is one
+//! part, as before; the parallel split stops at the budget and keeps the prefix it made.
+//! Together with the splitter's per-record bound this makes peak memory a function of the
+//! settings and the longest line (README, "Memory").
+//!
 //! Errors carry the 1-based line number and the first bytes of the offending line.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,14 +45,21 @@ use crate::item::ItemBlock;
 use crate::pool::partition;
 use crate::pool::{Pool, PoolConfig, PoolError, WorkerEvent};
 use crate::protocol::message::{
-    parse_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage,
+    parse_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage, Record,
 };
 use crate::protocol::scan::{scan_resumed, Prescan, ProcessRecordsLayout};
 use crate::protocol::sequence::{Esn, SequenceNumber};
 use crate::protocol::session::{
     Next, Output, Session, SessionConfig, SessionError, SplitBatch, Stats,
 };
-use crate::split::Splitter;
+use crate::split::{SplitNote, Splitter};
+
+/// A line's items are split and delivered in parts of at least this many items (or
+/// `--max-in-flight`, if larger), see [`Loop::deliver_records`].
+const MIN_PART_ITEMS: usize = 10_000;
+
+/// ... and of at least this many bytes of item memory (or `--max-in-flight-bytes`).
+const MIN_PART_BYTES: usize = 1 << 20;
 
 /// A callback told the shard id once `initialize` arrives.
 pub type ShardHook = Box<dyn Fn(&str) + Send>;
@@ -124,6 +144,9 @@ where
         last_prefix: String::new(),
         recycle,
         shard: Arc::from(""),
+        split_pins: VecDeque::new(),
+        lines: lines.clone(),
+        pending: None,
     };
     let result = lp.run(&config, &lines);
     if let Some(pool) = lp.pool.take() {
@@ -145,6 +168,29 @@ struct Loop<W: Write> {
     recycle: crossbeam_channel::Sender<Vec<u8>>,
     /// The shard id once known (items carry it).
     shard: Arc<str>,
+    /// Item memory of delivered parts that may still be in flight: (id after the part's
+    /// last record, heap bytes of its blocks).
+    split_pins: VecDeque<(RecordId, usize)>,
+    /// The reader's events, also watched while a line waits to split its next part.
+    lines: Receiver<ReadEvent>,
+    /// A reader event that arrived while a line was waiting to split its next part.
+    pending: Option<ReadEvent>,
+}
+
+/// How much one part of a line may hold before it is delivered.
+#[derive(Clone, Copy)]
+struct Budget {
+    items: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn of(config: &DriverConfig) -> Budget {
+        Budget {
+            items: config.session.max_in_flight.max(MIN_PART_ITEMS),
+            bytes: config.session.max_in_flight_bytes.max(MIN_PART_BYTES),
+        }
+    }
 }
 
 impl<W: Write> Loop<W> {
@@ -160,19 +206,17 @@ impl<W: Write> Loop<W> {
                 Next::WorkUntil(t) => Some(t),
                 Next::Message | Next::Work => None,
             };
+            if let Some(ev) = self.pending.take() {
+                self.on_read_event(config, ev)?;
+                continue;
+            }
             let events = self
                 .pool
                 .as_ref()
                 .map_or_else(never, |p| p.events().clone());
             let timer = deadline.map_or_else(never, crossbeam_channel::at);
             select! {
-                recv(lines) -> ev => match ev {
-                    Ok(ReadEvent::Line(bytes, len, prescan)) => {
-                        self.on_line(config, bytes, len, prescan)?
-                    }
-                    Ok(ReadEvent::Eof) | Err(_) => self.session.handle_eof(),
-                    Ok(ReadEvent::Error(e)) => return Err(DriverError::Io(e)),
-                },
+                recv(lines) -> ev => self.on_read_event(config, ev.unwrap_or(ReadEvent::Eof))?,
                 recv(events) -> ev => match ev {
                     Ok(ev) => self.on_event(ev)?,
                     Err(_) => return Err(DriverError::Pool(PoolError::WorkerGone(0))),
@@ -182,6 +226,17 @@ impl<W: Write> Loop<W> {
                     r.map_err(|source| self.work_error(source))?;
                 }
             }
+        }
+    }
+
+    fn on_read_event(&mut self, config: &DriverConfig, ev: ReadEvent) -> Result<(), DriverError> {
+        match ev {
+            ReadEvent::Line(bytes, len, prescan) => self.on_line(config, bytes, len, prescan),
+            ReadEvent::Eof => {
+                self.session.handle_eof();
+                Ok(())
+            }
+            ReadEvent::Error(e) => Err(DriverError::Io(e)),
         }
     }
 
@@ -208,27 +263,33 @@ impl<W: Write> Loop<W> {
         if let Some(layout) = self.scan_large(&line, len, prescan) {
             // Completions that already arrived count before the capacity check.
             self.drain_events()?;
-            if self.session.can_acknowledge_ahead(layout.records.len()) {
+            let ahead = self.session.can_acknowledge_ahead(layout.records.len());
+            if ahead {
                 log::trace!("line {}: acknowledged before decoding", self.line_no);
                 self.session
                     .begin_records_ahead(Instant::now())
                     .map_err(|source| self.protocol_error(source))?;
                 // Usually `status`: the daemon sends the next line while this one decodes.
                 self.perform_outputs()?;
-                let batch = match self.map_in_parallel(config, &line, len, &layout) {
-                    Some(batch) => batch,
-                    None => self.decode_batch(config, &line, len)?,
-                };
-                return self
-                    .session
-                    .deliver_ahead(batch, Instant::now())
-                    .map_err(|source| self.protocol_error(source));
             }
-            if let Some(batch) = self.map_in_parallel(config, &line, len, &layout) {
-                return self
-                    .session
-                    .handle_batch(batch, Instant::now())
-                    .map_err(|source| self.protocol_error(source));
+            self.await_split_capacity(config)?;
+            if self.session.next() == Next::Exit {
+                return Ok(());
+            }
+            match self.map_in_parallel(config, &line, len, &layout) {
+                Some((batch, true)) => return self.deliver_whole(batch, ahead),
+                // Too many items for one part: deliver the records split so far, and the
+                // rest in parts.
+                Some((mut batch, false)) if ahead || self.session.is_idle() => {
+                    let from = batch.records.len();
+                    batch.line_bytes = 0;
+                    let bytes = batch_heap_bytes(&batch);
+                    self.deliver_part(batch, (false, len), ahead, bytes)?;
+                    self.perform_outputs()?;
+                    return self.decode_and_deliver(config, &line, len, from, ahead);
+                }
+                _ if ahead => return self.decode_and_deliver(config, &line, len, 0, true),
+                _ => {}
             }
         }
         let msg = self.decode(&line, len)?;
@@ -239,9 +300,13 @@ impl<W: Write> Loop<W> {
                 records,
                 millis_behind_latest,
             } if !self.shard.is_empty() => {
-                let batch = self.split(config, &records, millis_behind_latest, &line, len);
-                drop(records);
-                self.session.handle_batch(batch, Instant::now())
+                return self.deliver_records(
+                    config,
+                    &records,
+                    millis_behind_latest,
+                    (&line, len),
+                    (0, false),
+                );
             }
             msg => self.session.handle_message(msg, Instant::now()),
         };
@@ -294,19 +359,30 @@ impl<W: Write> Loop<W> {
         })
     }
 
-    /// Decodes and splits a `processRecords` line on this thread (the fallback when a
-    /// record of a scanned line does not parse: the full decoder names the error).
-    fn decode_batch(
-        &self,
+    /// Decodes a scanned `processRecords` line on this thread (the fallback when a record
+    /// does not parse, so the full decoder names the error, or when its items are too many
+    /// to split at once) and delivers its records from index `from` on in parts (those
+    /// before `from` are delivered already). `ahead`: the line was started with
+    /// [`Session::begin_records_ahead`].
+    fn decode_and_deliver(
+        &mut self,
         config: &DriverConfig,
         line: &Arc<LineBuf>,
         len: usize,
-    ) -> Result<SplitBatch, DriverError> {
+        from: usize,
+        ahead: bool,
+    ) -> Result<(), DriverError> {
         match self.decode(line, len)? {
             DaemonMessage::ProcessRecords {
                 records,
                 millis_behind_latest,
-            } => Ok(self.split(config, &records, millis_behind_latest, line, len)),
+            } => self.deliver_records(
+                config,
+                &records,
+                millis_behind_latest,
+                (line, len),
+                (from, ahead),
+            ),
             // The scan only accepts lines whose action is processRecords.
             other => Err(DriverError::Malformed {
                 line_no: self.line_no,
@@ -316,48 +392,238 @@ impl<W: Write> Loop<W> {
         }
     }
 
-    /// Splits decoded records (of `line`, `len` bytes, which their payloads point into) on
-    /// this thread, numbered from the tracker's next id.
-    fn split(
+    /// A batch split in one go: delivered as the line's only part.
+    fn deliver_whole(&mut self, mut batch: SplitBatch, ahead: bool) -> Result<(), DriverError> {
+        let bytes = batch_heap_bytes(&batch);
+        let line_bytes = std::mem::take(&mut batch.line_bytes);
+        self.deliver_part(batch, (true, line_bytes), ahead, bytes)
+    }
+
+    /// Splits and delivers the records of one `processRecords` line from index `from` on
+    /// (of `line`, whose first `len` bytes are the line; the payloads point into it) in
+    /// parts, so that the
+    /// items in memory stay bounded whatever the records hold: before each part the items
+    /// in flight must be under `--max-in-flight` and their memory under
+    /// `--max-in-flight-bytes`, and a part ends after the record that reaches
+    /// [`Budget`]. A line whose items fit is one part, as before. `ahead`: the line
+    /// was started with [`Session::begin_records_ahead`]; otherwise the last part starts
+    /// the action (so `status` still waits for the bounds, and `--max-in-flight 0` still
+    /// answers only when every item of the line is done).
+    fn deliver_records(
+        &mut self,
+        config: &DriverConfig,
+        records: &[Record],
+        millis_behind_latest: Option<i64>,
+        (line, len): (&Arc<LineBuf>, usize),
+        (mut from, ahead): (usize, bool),
+    ) -> Result<(), DriverError> {
+        if !ahead && !self.session.is_idle() {
+            // Not the time for a batch: the session names the violation.
+            let batch = SplitBatch {
+                first_id: self.session.tracker().next_id(),
+                ..SplitBatch::default()
+            };
+            return self
+                .session
+                .handle_batch(batch, Instant::now())
+                .map_err(|source| self.protocol_error(source));
+        }
+        let budget = Budget::of(config);
+        loop {
+            self.await_split_capacity(config)?;
+            if self.session.next() == Next::Exit {
+                // Stdin closed meanwhile: the rest is never delivered, nor checkpointed.
+                return Ok(());
+            }
+            let (batch, bytes) = self.split_part(config, &records[from..], budget, line);
+            from += batch.records.len();
+            let last = from == records.len();
+            let batch = SplitBatch {
+                millis_behind_latest,
+                ..batch
+            };
+            self.deliver_part(batch, (last, len), ahead, bytes)?;
+            if last {
+                return Ok(());
+            }
+            // Dispatch this part before splitting the next.
+            self.perform_outputs()?;
+        }
+    }
+
+    /// Hands one part of a line to the session: the last part carries the line's length
+    /// (the line stays pinned until its last record is done) and, unless the line was
+    /// acknowledged ahead, starts the action.
+    fn deliver_part(
+        &mut self,
+        mut batch: SplitBatch,
+        (last, line_bytes): (bool, usize),
+        ahead: bool,
+        heap_bytes: usize,
+    ) -> Result<(), DriverError> {
+        if last {
+            batch.line_bytes = line_bytes;
+        } else {
+            log::debug!(
+                "line {}: delivering {} records ({} items) as one part; the rest follows as the items in flight allow",
+                self.line_no,
+                batch.records.len(),
+                batch.blocks.iter().map(|(_, b)| b.len()).sum::<usize>()
+            );
+        }
+        let now = Instant::now();
+        let result = if last && !ahead {
+            self.session.handle_batch(batch, now)
+        } else {
+            self.session.deliver_ahead(batch, now)
+        };
+        result.map_err(|source| self.protocol_error(source))?;
+        self.split_pins
+            .push_back((self.session.tracker().next_id(), heap_bytes));
+        Ok(())
+    }
+
+    /// Waits (feeding the session completions and its backoff timer) until the items in
+    /// flight are under both bounds, so that the next part of a line may be split. Stdin
+    /// is watched meanwhile: EOF ends the session at once (as it does anywhere else), and
+    /// a line (the daemon's next one, once status went out) waits in `pending`.
+    fn await_split_capacity(&mut self, config: &DriverConfig) -> Result<(), DriverError> {
+        let mut flushed = false;
+        loop {
+            self.drain_events()?;
+            self.perform_outputs()?;
+            if !self.over_split_bounds(config) {
+                return Ok(());
+            }
+            let Some(pool) = &self.pool else {
+                return Ok(());
+            };
+            if !flushed {
+                // Workers should not sit on partial batches while we wait for them.
+                pool.flush();
+                flushed = true;
+            }
+            let events = pool.events().clone();
+            let timer = match self.session.next() {
+                Next::WorkUntil(t) => crossbeam_channel::at(t),
+                _ => never(),
+            };
+            let lines = match self.pending {
+                None => self.lines.clone(),
+                Some(_) => never(),
+            };
+            select! {
+                recv(lines) -> ev => match ev.unwrap_or(ReadEvent::Eof) {
+                    ReadEvent::Eof => {
+                        self.session.handle_eof();
+                        return Ok(());
+                    }
+                    ev => self.pending = Some(ev),
+                },
+                recv(events) -> ev => match ev {
+                    Ok(ev) => self.on_event(ev)?,
+                    Err(_) => return Err(DriverError::Pool(PoolError::WorkerGone(0))),
+                },
+                recv(timer) -> _ => {
+                    let r = self.session.handle_timeout(Instant::now());
+                    r.map_err(|source| self.work_error(source))?;
+                }
+            }
+        }
+    }
+
+    /// Whether the items in flight exceed `--max-in-flight`, or the memory of the parts
+    /// they belong to exceeds `--max-in-flight-bytes` (an upper bound: a part counts until
+    /// every record up to its last one is done).
+    fn over_split_bounds(&mut self, config: &DriverConfig) -> bool {
+        let oldest = self.session.tracker().oldest_unfinished();
+        while self
+            .split_pins
+            .front()
+            .is_some_and(|(end, _)| *end <= oldest)
+        {
+            self.split_pins.pop_front();
+        }
+        let bytes: usize = self.split_pins.iter().map(|(_, b)| b).sum();
+        self.session.tracker().in_flight() > config.session.max_in_flight
+            || bytes > config.session.max_in_flight_bytes
+    }
+
+    /// Splits records from the front of `records` into one block per worker, numbered from
+    /// the tracker's next id, until the part reaches `budget` (at least one record); the
+    /// part and the heap bytes of its blocks.
+    fn split_part(
         &self,
         config: &DriverConfig,
-        records: &[crate::protocol::message::Record],
-        millis_behind_latest: Option<i64>,
+        records: &[Record],
+        budget: Budget,
         line: &Arc<LineBuf>,
-        len: usize,
-    ) -> SplitBatch {
-        let mut batch = SplitBatch::split(
-            records,
-            millis_behind_latest,
-            &config.splitter,
-            &self.shard,
-            self.session.tracker().next_id(),
-            Some(line),
-        );
-        batch.line_bytes = len;
-        batch
+    ) -> (SplitBatch, usize) {
+        let workers = self.pool.as_ref().map_or(1, Pool::workers);
+        let first_id = self.session.tracker().next_id();
+        let mut blocks: Vec<ItemBlock> = (0..workers)
+            .map(|_| ItemBlock::new(Some(line.clone())))
+            .collect();
+        let mut batch = SplitBatch {
+            first_id,
+            ..SplitBatch::default()
+        };
+        let (mut items, mut bytes) = (0usize, 0usize);
+        for (i, record) in records.iter().enumerate() {
+            let id = RecordId(first_id.0 + i as u64);
+            let n = config
+                .splitter
+                .split_into(&self.shard, record.into(), id, &mut |item| {
+                    blocks[route(item, workers)].push(item)
+                });
+            batch.records.push((record.esn(), n));
+            items += n as usize;
+            if n > 1 || i % 64 == 63 {
+                bytes = blocks.iter().map(ItemBlock::heap_bytes).sum();
+            }
+            if items >= budget.items || bytes >= budget.bytes {
+                break;
+            }
+        }
+        let bytes = blocks.iter().map(ItemBlock::heap_bytes).sum();
+        batch.blocks = blocks
+            .into_iter()
+            .enumerate()
+            .map(|(w, b)| (Some(w), b))
+            .collect();
+        (batch, bytes)
     }
 
     /// A large `processRecords` line is decoded and split on several threads: the scan
     /// found the records, chunks of them are parsed and split in parallel, and the results
-    /// are concatenated in order. `None` (a record parse declines) means: use the ordinary
-    /// decoder, which also reports errors.
+    /// are concatenated in order: `(batch, true)`. When the items reach one part's
+    /// [`Budget`], every chunk stops and the batch holds the records split up to the first
+    /// gap, a prefix of the line: `(batch, false)`; the rest is then decoded and delivered
+    /// in parts. `None` (a record parse declines) means: use the ordinary decoder, which
+    /// also reports errors. Problems found while splitting are reported only for records
+    /// in the batch, so a record split again later warns once.
     fn map_in_parallel(
         &self,
         config: &DriverConfig,
         line: &Arc<LineBuf>,
         len: usize,
         layout: &ProcessRecordsLayout<'_>,
-    ) -> Option<SplitBatch> {
+    ) -> Option<(SplitBatch, bool)> {
         use rayon::prelude::*;
         let chunk = (layout.records.len() / (rayon::current_num_threads().max(1) * 4)).max(64);
         let shard = &*self.shard;
         let splitter = &config.splitter;
         let workers = self.pool.as_ref().map_or(1, Pool::workers);
         let first_id = self.session.tracker().next_id().0;
+        let budget = Budget::of(config);
+        let (items, bytes) = (AtomicUsize::new(0), AtomicUsize::new(0));
         // Each chunk parses its records and sorts their items into one block per worker
         // (so a block's items are dropped by one thread only).
-        type Part = (Vec<(Esn, u32)>, Vec<ItemBlock>);
+        let over = std::sync::atomic::AtomicBool::new(false);
+        type Notes = Vec<(String, i64, SplitNote)>;
+        // A chunk's records (fewer than its ranges once the budget is exhausted), blocks
+        // and notes.
+        type Part = (Vec<(Esn, u32)>, Vec<ItemBlock>, Notes);
         let parts: Vec<Option<Part>> = layout
             .records
             .par_chunks(chunk)
@@ -370,7 +636,12 @@ impl<W: Write> Loop<W> {
                     })
                     .collect();
                 let mut previous: Option<SequenceNumber> = None;
+                let mut notes = Vec::new();
+                let mut held = 0;
                 for (k, range) in ranges.iter().enumerate() {
+                    if over.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let text = match layout.record(&line[..], c * chunk + k) {
                         Some(text) => text,
                         None => parse_record_at(line, range.clone()).ok()?,
@@ -379,21 +650,31 @@ impl<W: Write> Loop<W> {
                         SequenceNumber::parse_reusing(&text.sequence_number, previous.as_ref())
                             .ok()?;
                     let id = RecordId(first_id + (c * chunk + k) as u64);
-                    let n = splitter.split_into(shard, (&text).into(), id, &mut |item| {
-                        let w = if workers == 1 {
-                            0
-                        } else {
-                            partition(item.partition_key.as_bytes(), workers)
-                        };
-                        blocks[w].push(item);
+                    let (n, note) = splitter.split_into_quiet((&text).into(), id, &mut |item| {
+                        blocks[route(item, workers)].push(item)
                     });
+                    if let Some(note) = note {
+                        let sub = text.sub_sequence_number.unwrap_or(0);
+                        notes.push((text.sequence_number.to_string(), sub, note));
+                    }
+                    let total_items = items.fetch_add(n as usize, Ordering::Relaxed) + n as usize;
+                    if n > 1 || k % 64 == 63 {
+                        let now: usize = blocks.iter().map(ItemBlock::heap_bytes).sum();
+                        bytes.fetch_add(now - held, Ordering::Relaxed);
+                        held = now;
+                    }
                     records.push((
                         Esn::new(seq.clone(), text.sub_sequence_number.unwrap_or(0)),
                         n,
                     ));
                     previous = Some(seq);
+                    if total_items > budget.items || bytes.load(Ordering::Relaxed) > budget.bytes {
+                        // Enough for one part: every chunk stops; the records after the
+                        // split prefix are split again, in parts.
+                        over.store(true, Ordering::Relaxed);
+                    }
                 }
-                Some((records, blocks))
+                Some((records, blocks, notes))
             })
             .collect();
         let mut batch = SplitBatch {
@@ -403,14 +684,26 @@ impl<W: Write> Loop<W> {
             millis_behind_latest: layout.millis_behind_latest,
             line_bytes: len,
         };
-        for part in parts {
-            let (mut records, blocks) = part?;
+        let mut notes = Vec::new();
+        let mut complete = true;
+        for (c, part) in parts.into_iter().enumerate() {
+            let (mut records, blocks, mut part_notes) = part?;
+            if !complete {
+                // After a gap: split again later (its notes are dropped with it).
+                continue;
+            }
+            let chunk_len = layout.records.len().min((c + 1) * chunk) - c * chunk;
+            complete = records.len() == chunk_len;
             batch.records.append(&mut records);
             batch
                 .blocks
                 .extend(blocks.into_iter().enumerate().map(|(w, b)| (Some(w), b)));
+            notes.append(&mut part_notes);
         }
-        Some(batch)
+        for (seq, sub, note) in &notes {
+            splitter.report(shard, seq, *sub, note);
+        }
+        Some((batch, complete))
     }
 
     /// Feeds the session every worker event that has already arrived.
@@ -491,6 +784,20 @@ impl<W: Write> Loop<W> {
             source,
         }
     }
+}
+
+/// The worker an item goes to, out of `workers`.
+fn route(item: &crate::item::Item<'_>, workers: usize) -> usize {
+    if workers == 1 {
+        0
+    } else {
+        partition(item.partition_key.as_bytes(), workers)
+    }
+}
+
+/// Heap bytes of a batch's blocks (see [`ItemBlock::heap_bytes`]).
+fn batch_heap_bytes(batch: &SplitBatch) -> usize {
+    batch.blocks.iter().map(|(_, b)| b.heap_bytes()).sum()
 }
 
 /// Writes protocol messages: compact ASCII JSON, one line, one write and one flush each.

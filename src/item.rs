@@ -201,6 +201,12 @@ impl ItemBlock {
         self.slots.is_empty()
     }
 
+    /// Heap bytes this block holds of its own (item slots and copied text; not the line):
+    /// what its items cost in memory beyond the daemon's line.
+    pub fn heap_bytes(&self) -> usize {
+        self.own.capacity() + self.slots.capacity() * std::mem::size_of::<Slot>()
+    }
+
     /// The line this block's items may point into.
     pub fn line(&self) -> Option<&Arc<LineBuf>> {
         self.line.as_ref()
@@ -334,6 +340,16 @@ mod tests {
             approximate_arrival_timestamp: Some(1795310498058),
             data,
         }
+    }
+
+    #[test]
+    fn a_slot_fits_the_readme_memory_bound() {
+        // README, "Memory": an item slot counts as 256 bytes in the bound.
+        assert!(
+            std::mem::size_of::<Slot>() <= 256,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
     }
 
     #[test]

@@ -29,22 +29,39 @@
 //! and `kpl` payloads are delivered byte for byte.
 //!
 //! **Bad input loses nothing.** A record that cannot be split as configured (bad base64,
-//! corrupt or oversized gzip, not a JSON array, not a CloudWatch Logs payload) is delivered
-//! whole, as one item with its original payload, and a warning names the shard, the
-//! sequence number and the reason. A KPL aggregate that breaks off part-way (an index out
-//! of range) yields the user records before the break, as the Java KCL does, with a
-//! warning.
+//! corrupt or oversized gzip, not a JSON array, not a CloudWatch Logs payload, too many
+//! items) is delivered whole, as one item with its original payload, and a warning names
+//! the shard, the sequence number and the reason. A KPL aggregate that breaks off part-way
+//! (an index out of range) yields the user records before the break, as the Java KCL does,
+//! with a warning that says how many were lost; [`SplitStats`] counts both.
+//!
+//! **One record's items are bounded.** A record may become at most `max_items` items
+//! (`--max-items-per-record`), holding at most twice `max_inflated` bytes of their own
+//! (payloads and keys copied into their block): without this, a 31 KiB gzip record of tiny
+//! lines became 16 million items and 7 GB. "Whole" is the only sound answer to a record
+//! over a bound: a record counts as done only when all its items are, so delivering some
+//! of its items and skipping the rest could never be checkpointed honestly. The bound is
+//! checked while splitting: lines and JSON array elements stop being collected at the
+//! first item past it, and pieces are slices of the decoded payload (CloudWatch events are
+//! rendered one at a time), so splitting a record costs its payload, its inflated payload
+//! and a slice per item before the items themselves. Bounding the items of a whole *line*
+//! is the driver's job: it delivers them in parts under the in-flight bounds.
 
+use std::cell::Cell;
+use std::fmt::Write as _;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use base64::Engine;
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::checkpoint::RecordId;
 use crate::item::ItemBlock;
 use crate::item::{Item, Payload, BASE64};
-use crate::kpl::{deaggregate, Deaggregated};
+use crate::kpl::{deaggregate_at_most, DeaggregateError, Deaggregated, UserRecord};
 use crate::protocol::message::{Record, RecordText};
 
 /// How records are split into items.
@@ -66,6 +83,9 @@ pub enum SplitMode {
 /// Default bound on an inflated gzip payload: 64 MiB.
 pub const DEFAULT_MAX_INFLATED: usize = 64 << 20;
 
+/// Default bound on the items one record may become: 100 000.
+pub const DEFAULT_MAX_ITEMS_PER_RECORD: usize = 100_000;
+
 /// Why a record could not be split (it is then delivered whole).
 #[derive(Debug, thiserror::Error)]
 pub enum SplitError {
@@ -78,6 +98,12 @@ pub enum SplitError {
     /// The gzip stream inflates beyond the bound.
     #[error("gzip payload inflates to more than {0} bytes")]
     TooLarge(usize),
+    /// More items than `--max-items-per-record` allows.
+    #[error("it holds more than {0} items (--max-items-per-record)")]
+    TooManyItems(usize),
+    /// Items that would hold more bytes than twice `--max-inflated-bytes`.
+    #[error("its items would hold more than {0} bytes (twice --max-inflated-bytes)")]
+    TooManyBytes(usize),
     /// Not the JSON this mode expects.
     #[error("payload is not {expected}: {error}")]
     Json {
@@ -91,25 +117,63 @@ pub enum SplitError {
     MessageType(String),
 }
 
+/// Counters of what splitting did to bad or broken input, shared by every clone of one
+/// [`Splitter`] (and so by every thread that splits with it), for telemetry.
+#[derive(Debug, Default)]
+pub struct SplitStats {
+    whole: AtomicU64,
+    broken_aggregates: AtomicU64,
+    lost_user_records: AtomicU64,
+}
+
+impl SplitStats {
+    /// Records that could not be split as configured and were delivered whole.
+    pub fn delivered_whole(&self) -> u64 {
+        self.whole.load(Ordering::Relaxed)
+    }
+
+    /// KPL aggregates that broke off part-way (their remaining user records are lost, as
+    /// with the Java KCL).
+    pub fn broken_aggregates(&self) -> u64 {
+        self.broken_aggregates.load(Ordering::Relaxed)
+    }
+
+    /// User records lost in broken KPL aggregates.
+    pub fn lost_user_records(&self) -> u64 {
+        self.lost_user_records.load(Ordering::Relaxed)
+    }
+}
+
+/// Something about one record that must be logged and counted once it is delivered; see
+/// [`Splitter::split_into_quiet`].
+#[derive(Debug)]
+pub enum SplitNote {
+    /// The record could not be split as configured: it was delivered whole.
+    Whole(SplitError),
+    /// A KPL aggregate broke off: the user records before the break were delivered.
+    Broken {
+        /// Why it broke off.
+        error: DeaggregateError,
+        /// User records delivered (those before the break).
+        kept: usize,
+        /// User records lost (the break and everything after it).
+        lost: usize,
+    },
+}
+
 /// Splits records into items according to a [`SplitMode`].
 #[derive(Clone, Debug)]
 pub struct Splitter {
     mode: SplitMode,
     max_inflated: usize,
+    max_items: usize,
+    stats: Arc<SplitStats>,
 }
 
 impl Default for Splitter {
     fn default() -> Self {
         Splitter::new(SplitMode::default())
     }
-}
-
-/// One piece of a record, before it becomes an [`Item`].
-struct Piece {
-    key: Option<String>,
-    explicit_hash_key: Option<String>,
-    /// `None`: the record's payload, whole.
-    data: Option<Vec<u8>>,
 }
 
 /// A record's fields, borrowed: what the splitter reads.
@@ -151,12 +215,58 @@ impl<'a> From<&'a RecordText<'_>> for RecordRef<'a> {
     }
 }
 
+/// The pieces of one record, borrowing its decoded (and inflated) payload.
+enum Pieces<'a> {
+    /// Slices of the payload (lines, JSON array elements), under the record's key.
+    Slices(Vec<&'a [u8]>),
+    /// KPL user records, under their own keys.
+    Kpl(Vec<UserRecord<'a>>),
+    /// CloudWatch Logs events, each rendered with the payload's header.
+    Logs(LogsPayload<'a>),
+}
+
+impl Pieces<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Pieces::Slices(s) => s.len(),
+            Pieces::Kpl(r) => r.len(),
+            Pieces::Logs(p) => p.log_events.len(),
+        }
+    }
+
+    /// The bytes the items will hold of their own (payloads and keys).
+    fn item_bytes(&self) -> usize {
+        match self {
+            Pieces::Slices(s) => s.iter().map(|p| p.len()).sum(),
+            Pieces::Kpl(records) => records
+                .iter()
+                .map(|r| {
+                    r.data.len()
+                        + r.partition_key.len()
+                        + r.explicit_hash_key.as_ref().map_or(0, |k| k.len())
+                })
+                .sum(),
+            Pieces::Logs(p) => {
+                let header = p.header_len();
+                p.log_events
+                    .iter()
+                    .map(|e| {
+                        header + e.id.get().len() + e.timestamp.get().len() + e.message.get().len()
+                    })
+                    .sum()
+            }
+        }
+    }
+}
+
 impl Splitter {
-    /// A splitter for `mode` with the default inflation bound.
+    /// A splitter for `mode` with the default bounds.
     pub fn new(mode: SplitMode) -> Self {
         Splitter {
             mode,
             max_inflated: DEFAULT_MAX_INFLATED,
+            max_items: DEFAULT_MAX_ITEMS_PER_RECORD,
+            stats: Arc::default(),
         }
     }
 
@@ -166,9 +276,26 @@ impl Splitter {
         self
     }
 
+    /// Sets the bound on the items of one record (at least 1).
+    pub fn with_max_items_per_record(mut self, items: usize) -> Self {
+        self.max_items = items.max(1);
+        self
+    }
+
     /// The mode.
     pub fn mode(&self) -> SplitMode {
         self.mode
+    }
+
+    /// The counters, shared by every clone of this splitter.
+    pub fn stats(&self) -> &Arc<SplitStats> {
+        &self.stats
+    }
+
+    /// The most bytes the items of one record may hold of their own: twice the inflation
+    /// bound (a CloudWatch Logs event repeats its payload's header).
+    pub fn max_item_bytes_per_record(&self) -> usize {
+        self.max_inflated.saturating_mul(2)
     }
 
     /// The items of one record (delivered as `id`), in a block of their own.
@@ -180,7 +307,8 @@ impl Splitter {
 
     /// Hands the items of one record (delivered as `id`) to `sink`, in order, with
     /// `user_sub`/`user_total` filled in; returns how many there were. A record passed
-    /// through whole (the common case) allocates nothing.
+    /// through whole (the common case) allocates nothing. Problems are logged and counted
+    /// at once (see [`Splitter::report`]).
     pub fn split_into(
         &self,
         shard_id: &str,
@@ -188,107 +316,220 @@ impl Splitter {
         id: RecordId,
         sink: &mut dyn FnMut(&Item<'_>),
     ) -> u32 {
-        let item = |user_sub, user_total, partition_key, explicit_hash_key, data| Item {
-            record: id,
-            sequence_number: record.sequence_number,
-            sub_sequence_number: record.sub_sequence_number,
-            user_sub,
-            user_total,
-            partition_key,
-            explicit_hash_key,
-            approximate_arrival_timestamp: record.approximate_arrival_timestamp,
-            data,
+        let (n, note) = self.split_into_quiet(record, id, sink);
+        if let Some(note) = note {
+            self.report(
+                shard_id,
+                record.sequence_number,
+                record.sub_sequence_number,
+                &note,
+            );
+        }
+        n
+    }
+
+    /// [`Splitter::split_into`] without logging or counting: a problem comes back as a
+    /// note, for the caller to [`Splitter::report`] once the items are actually delivered
+    /// (a split that is thrown away and done again must not warn twice).
+    pub fn split_into_quiet(
+        &self,
+        record: RecordRef<'_>,
+        id: RecordId,
+        sink: &mut dyn FnMut(&Item<'_>),
+    ) -> (u32, Option<SplitNote>) {
+        let item = |user_sub, user_total, partition_key, explicit_hash_key, data| {
+            item_of(
+                record,
+                id,
+                (user_sub, user_total),
+                partition_key,
+                explicit_hash_key,
+                data,
+            )
         };
-        let pieces = match self.pieces(record.data.as_bytes()) {
-            Ok(Some(pieces)) => pieces,
+        let whole = |sink: &mut dyn FnMut(&Item<'_>)| {
+            sink(&item(
+                0,
+                1,
+                record.partition_key,
+                None,
+                Payload::Base64(record.data),
+            ));
+        };
+        let payload = match self.payload(record.data.as_bytes()) {
+            Ok(Some(payload)) => payload,
             Ok(None) => {
-                sink(&item(
-                    0,
-                    1,
-                    record.partition_key,
-                    None,
-                    Payload::Base64(record.data),
-                ));
-                return 1;
+                whole(sink);
+                return (1, None);
             }
             Err(e) => {
-                log::warn!(
-                    "record {}/{} of {shard_id} cannot be split as {:?} ({e}); delivering it whole",
-                    record.sequence_number,
-                    record.sub_sequence_number,
-                    self.mode
-                );
-                vec![Piece {
-                    key: None,
-                    explicit_hash_key: None,
-                    data: None,
-                }]
+                whole(sink);
+                return (1, Some(SplitNote::Whole(e)));
             }
         };
-        let total = pieces.len() as u32;
-        for (i, p) in pieces.iter().enumerate() {
-            sink(&item(
-                i as u32,
-                total,
-                p.key.as_deref().unwrap_or(record.partition_key),
-                p.explicit_hash_key.as_deref(),
-                match &p.data {
-                    Some(bytes) => Payload::Bytes(bytes),
-                    None => Payload::Base64(record.data),
-                },
-            ));
+        let (pieces, broken) = match self.pieces(&payload) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                whole(sink);
+                return (1, None);
+            }
+            Err(e) => {
+                whole(sink);
+                return (1, Some(SplitNote::Whole(e)));
+            }
+        };
+        // Invariant: `pieces` checked the count against `max_items`, which is a usize of
+        // at most u32::MAX items in any sane configuration; saturate rather than wrap.
+        let total = u32::try_from(pieces.len()).unwrap_or(u32::MAX);
+        let mut json = String::new();
+        for i in 0..pieces.len() {
+            let user_sub = u32::try_from(i).unwrap_or(u32::MAX);
+            match &pieces {
+                Pieces::Slices(slices) => sink(&item(
+                    user_sub,
+                    total,
+                    record.partition_key,
+                    None,
+                    Payload::Bytes(slices[i]),
+                )),
+                Pieces::Kpl(records) => {
+                    let r = &records[i];
+                    sink(&item(
+                        user_sub,
+                        total,
+                        r.partition_key.as_str(),
+                        r.explicit_hash_key.as_ref().map(|k| k.as_str()),
+                        Payload::Bytes(r.data),
+                    ))
+                }
+                Pieces::Logs(p) => {
+                    json.clear();
+                    p.render(i, &mut json);
+                    sink(&item_of(
+                        record,
+                        id,
+                        (user_sub, total),
+                        record.partition_key,
+                        None,
+                        Payload::Bytes(json.as_bytes()),
+                    ))
+                }
+            }
         }
-        total
+        let note = broken.map(|error| SplitNote::Broken {
+            kept: pieces.len(),
+            lost: error.lost(),
+            error,
+        });
+        (total, note)
     }
 
-    /// `Ok(None)`: deliver the record whole and untouched (not an error).
-    fn pieces(&self, b64: &[u8]) -> Result<Option<Vec<Piece>>, SplitError> {
+    /// Logs a note about a delivered record (at WARN) and counts it in [`SplitStats`].
+    pub fn report(&self, shard_id: &str, sequence_number: &str, sub: i64, note: &SplitNote) {
+        match note {
+            SplitNote::Whole(e) => {
+                self.stats.whole.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "record {sequence_number}/{sub} of {shard_id} cannot be split as {:?} ({e}); delivering it whole",
+                    self.mode
+                );
+            }
+            SplitNote::Broken { error, kept, lost } => {
+                self.stats.broken_aggregates.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .lost_user_records
+                    .fetch_add(*lost as u64, Ordering::Relaxed);
+                log::warn!(
+                    "record {sequence_number}/{sub} of {shard_id}: KPL aggregate broke off ({error}); \
+                     {lost} user records lost, {kept} delivered, as the Java KCL does"
+                );
+            }
+        }
+    }
+
+    /// The payload to split: `Ok(None)` means deliver the record whole and untouched
+    /// (not an error). Base64 is decoded and, in the parsing modes, gzip inflated.
+    fn payload(&self, b64: &[u8]) -> Result<Option<Vec<u8>>, SplitError> {
         match self.mode {
             SplitMode::None => Ok(None),
-            SplitMode::Kpl => {
-                // Every aggregate's base64 starts with "84maw" (F3 89 9A C2): anything
-                // else is plain, and is passed on without being decoded at all.
-                if !b64.starts_with(b"84maw") {
-                    return Ok(None);
-                }
-                let bytes = BASE64.decode(b64)?;
-                Ok(kpl_pieces(&bytes))
-            }
-            SplitMode::Lines => {
-                let bytes = self.payload(b64)?;
-                Ok(Some(
-                    bytes
-                        .split(|&b| b == b'\n')
-                        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-                        .filter(|l| !l.is_empty())
-                        .map(|l| bytes_piece(l.to_vec()))
-                        .collect(),
-                ))
-            }
-            SplitMode::JsonArray => {
-                let bytes = self.payload(b64)?;
-                let elements: Vec<&RawValue> =
-                    serde_json::from_slice(&bytes).map_err(|error| SplitError::Json {
-                        expected: "a JSON array",
-                        error,
-                    })?;
-                Ok(Some(
-                    elements
-                        .into_iter()
-                        .map(|e| bytes_piece(e.get().as_bytes().to_vec()))
-                        .collect(),
-                ))
-            }
-            SplitMode::CloudwatchLogs => {
-                let bytes = self.payload(b64)?;
-                cloudwatch_pieces(&bytes).map(Some)
+            // Every aggregate's base64 starts with "84maw" (F3 89 9A C2): anything else is
+            // plain, and is passed on without being decoded at all.
+            SplitMode::Kpl if !b64.starts_with(b"84maw") => Ok(None),
+            SplitMode::Kpl => Ok(Some(BASE64.decode(b64)?)),
+            SplitMode::Lines | SplitMode::JsonArray | SplitMode::CloudwatchLogs => {
+                self.inflate(BASE64.decode(b64)?).map(Some)
             }
         }
     }
 
-    /// Decodes base64 and inflates gzip (bounded).
-    fn payload(&self, b64: &[u8]) -> Result<Vec<u8>, SplitError> {
-        let bytes = BASE64.decode(b64)?;
+    /// The pieces of a payload, checked against the per-record bounds, and (KPL) how the
+    /// aggregate broke off. `Ok(None)`: deliver
+    /// the record whole and untouched (a KPL record that is not an aggregate).
+    fn pieces<'a>(
+        &self,
+        bytes: &'a [u8],
+    ) -> Result<Option<(Pieces<'a>, Option<DeaggregateError>)>, SplitError> {
+        let (pieces, broken) = match self.mode {
+            SplitMode::None => return Ok(None),
+            SplitMode::Kpl => match deaggregate_at_most(bytes, self.max_items) {
+                Ok(Deaggregated::Plain) => return Ok(None),
+                Ok(Deaggregated::Aggregated { records, partial }) => {
+                    (Pieces::Kpl(records), partial)
+                }
+                Err(_) => return Err(SplitError::TooManyItems(self.max_items)),
+            },
+            SplitMode::Lines => {
+                let mut lines = Vec::new();
+                let all = bytes
+                    .split(|&b| b == b'\n')
+                    .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                    .filter(|l| !l.is_empty());
+                for l in all {
+                    if lines.len() == self.max_items {
+                        return Err(SplitError::TooManyItems(self.max_items));
+                    }
+                    lines.push(l);
+                }
+                (Pieces::Slices(lines), None)
+            }
+            SplitMode::JsonArray => (Pieces::Slices(self.json_array(bytes)?), None),
+            SplitMode::CloudwatchLogs => match cloudwatch_payload(bytes)? {
+                Some(p) => (Pieces::Logs(p), None),
+                None => (Pieces::Slices(Vec::new()), None),
+            },
+        };
+        if pieces.len() > self.max_items {
+            return Err(SplitError::TooManyItems(self.max_items));
+        }
+        let max_bytes = self.max_item_bytes_per_record();
+        if pieces.item_bytes() > max_bytes {
+            return Err(SplitError::TooManyBytes(max_bytes));
+        }
+        Ok(Some((pieces, broken)))
+    }
+
+    /// The elements of a top-level JSON array, as slices of `bytes`; stops parsing at the
+    /// first element past the item bound.
+    fn json_array<'a>(&self, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>, SplitError> {
+        let overflow = Cell::new(false);
+        let seed = BoundedArray {
+            max: self.max_items,
+            overflow: &overflow,
+        };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+        match parsed {
+            Ok(elements) => Ok(elements),
+            Err(_) if overflow.get() => Err(SplitError::TooManyItems(self.max_items)),
+            Err(error) => Err(SplitError::Json {
+                expected: "a JSON array",
+                error,
+            }),
+        }
+    }
+
+    /// Inflates a gzip payload (magic 1F 8B), to at most `max_inflated` bytes.
+    fn inflate(&self, bytes: Vec<u8>) -> Result<Vec<u8>, SplitError> {
         if !bytes.starts_with(&[0x1f, 0x8b]) {
             return Ok(bytes);
         }
@@ -305,36 +546,61 @@ impl Splitter {
     }
 }
 
-fn bytes_piece(data: Vec<u8>) -> Piece {
-    Piece {
-        key: None,
-        explicit_hash_key: None,
-        data: Some(data),
+/// An item of `record` (delivered as `id`): its `(user_sub, user_total)`, key, explicit
+/// hash key and payload.
+fn item_of<'a>(
+    record: RecordRef<'a>,
+    id: RecordId,
+    (user_sub, user_total): (u32, u32),
+    partition_key: &'a str,
+    explicit_hash_key: Option<&'a str>,
+    data: Payload<'a>,
+) -> Item<'a> {
+    Item {
+        record: id,
+        sequence_number: record.sequence_number,
+        sub_sequence_number: record.sub_sequence_number,
+        user_sub,
+        user_total,
+        partition_key,
+        explicit_hash_key,
+        approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+        data,
     }
 }
 
-fn kpl_pieces(bytes: &[u8]) -> Option<Vec<Piece>> {
-    match deaggregate(bytes) {
-        Deaggregated::Plain => None,
-        Deaggregated::Aggregated { records, partial } => {
-            if let Some(e) = partial {
-                log::warn!(
-                    "KPL aggregate broke off at user record {}: {e}; keeping the {} before it, as the Java KCL does",
-                    e.sub_record(),
-                    records.len()
-                );
+/// Deserializes a JSON array into its elements' text, failing (with `overflow` set) at the
+/// element after `max`, so that a huge array of tiny elements is never collected whole.
+struct BoundedArray<'c> {
+    max: usize,
+    overflow: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BoundedArray<'_> {
+    type Value = Vec<&'de [u8]>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BoundedArray<'_> {
+    type Value = Vec<&'de [u8]>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(e) = seq.next_element::<&'de RawValue>()? {
+            if out.len() == self.max {
+                self.overflow.set(true);
+                return Err(serde::de::Error::custom("too many elements"));
             }
-            Some(
-                records
-                    .into_iter()
-                    .map(|r| Piece {
-                        key: Some(r.partition_key.as_str().to_owned()),
-                        explicit_hash_key: r.explicit_hash_key.map(|k| k.as_str().to_owned()),
-                        data: Some(r.data.to_vec()),
-                    })
-                    .collect(),
-            )
+            out.push(e.get().as_bytes());
         }
+        Ok(out)
     }
 }
 
@@ -362,32 +628,61 @@ struct LogEvent<'a> {
     message: &'a RawValue,
 }
 
-fn cloudwatch_pieces(bytes: &[u8]) -> Result<Vec<Piece>, SplitError> {
+/// A `DATA_MESSAGE`'s header and events, ready to render one event at a time.
+struct LogsPayload<'a> {
+    owner: &'a str,
+    log_group: &'a str,
+    log_stream: &'a str,
+    log_events: Vec<LogEvent<'a>>,
+}
+
+impl LogsPayload<'_> {
+    /// The bytes an event's JSON adds to its own three values.
+    fn header_len(&self) -> usize {
+        const FIXED: usize =
+            r#"{"owner":,"logGroup":,"logStream":,"id":,"timestamp":,"message":}"#.len();
+        FIXED + self.owner.len() + self.log_group.len() + self.log_stream.len()
+    }
+
+    /// Appends the item JSON of event `i` to `out`.
+    fn render(&self, i: usize, out: &mut String) {
+        let e = &self.log_events[i];
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            r#"{{"owner":{},"logGroup":{},"logStream":{},"id":{},"timestamp":{},"message":{}}}"#,
+            self.owner,
+            self.log_group,
+            self.log_stream,
+            e.id.get(),
+            e.timestamp.get(),
+            e.message.get()
+        );
+    }
+}
+
+fn raw_or_null(v: Option<&RawValue>) -> &str {
+    v.map_or("null", RawValue::get)
+}
+
+/// A CloudWatch Logs subscription payload: `None` for a `CONTROL_MESSAGE`.
+fn cloudwatch_payload(bytes: &[u8]) -> Result<Option<LogsPayload<'_>>, SplitError> {
     let p: CloudWatchPayload<'_> =
         serde_json::from_slice(bytes).map_err(|error| SplitError::Json {
             expected: "a CloudWatch Logs subscription payload",
             error,
         })?;
     match p.message_type.as_str() {
-        "CONTROL_MESSAGE" => return Ok(Vec::new()),
+        "CONTROL_MESSAGE" => return Ok(None),
         "DATA_MESSAGE" => {}
         other => return Err(SplitError::MessageType(other.to_owned())),
     }
-    let raw = |v: Option<&RawValue>| v.map_or("null", RawValue::get).to_owned();
-    let (owner, group, stream) = (raw(p.owner), raw(p.log_group), raw(p.log_stream));
-    Ok(p
-        .log_events
-        .iter()
-        .map(|e| {
-            let json = format!(
-                r#"{{"owner":{owner},"logGroup":{group},"logStream":{stream},"id":{},"timestamp":{},"message":{}}}"#,
-                e.id.get(),
-                e.timestamp.get(),
-                e.message.get()
-            );
-            bytes_piece(json.into_bytes())
-        })
-        .collect())
+    Ok(Some(LogsPayload {
+        owner: raw_or_null(p.owner),
+        log_group: raw_or_null(p.log_group),
+        log_stream: raw_or_null(p.log_stream),
+        log_events: p.log_events,
+    }))
 }
 
 #[cfg(test)]
@@ -556,5 +851,143 @@ mod tests {
             .split("s", &record(&bomb), RecordId(0));
         assert_eq!(block.len(), 1);
         assert_eq!(block.get(0).unwrap().data.bytes().unwrap().len(), 1 << 20);
+    }
+
+    /// An aggregate of `n` user records under key "k" whose record `bad_at` points past
+    /// the one-key table (or, with `ehk`, carries an explicit hash key of 2^128).
+    pub(crate) fn broken_aggregate(n: usize, bad_at: usize, ehk: bool) -> Vec<u8> {
+        use crate::kpl::proto;
+        use prost::Message;
+        let records = (0..n)
+            .map(|i| proto::Record {
+                partition_key_index: if i == bad_at && !ehk { 9 } else { 0 },
+                explicit_hash_key_index: (i == bad_at && ehk).then_some(0),
+                data: vec![b'a' + i as u8],
+                tags: vec![],
+            })
+            .collect();
+        let body = proto::AggregatedRecord {
+            partition_key_table: vec!["k".into()],
+            explicit_hash_key_table: vec!["340282366920938463463374607431768211456".into()],
+            records,
+        }
+        .encode_to_vec();
+        let mut out = crate::kpl::MAGIC.to_vec();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(&body));
+        out
+    }
+
+    #[test]
+    fn a_broken_aggregate_keeps_the_java_prefix_and_counts_the_lost() {
+        let splitter = Splitter::new(SplitMode::Kpl);
+        // Record 2 of 5 has a bad key index: 0 and 1 are kept, 3 are lost.
+        let block = splitter.split("s", &record(&broken_aggregate(5, 2, false)), RecordId(0));
+        assert_eq!(bytes(&block), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(block.get(1).unwrap().user_total, 2);
+        assert_eq!(splitter.stats().broken_aggregates(), 1);
+        assert_eq!(splitter.stats().lost_user_records(), 3);
+        // An explicit hash key out of range drops the whole aggregate (all 4).
+        let block = splitter.split("s", &record(&broken_aggregate(4, 3, true)), RecordId(1));
+        assert!(block.is_empty());
+        assert_eq!(splitter.stats().broken_aggregates(), 2);
+        assert_eq!(splitter.stats().lost_user_records(), 7);
+        // The counters are shared by clones (the driver splits on several threads).
+        let clone = splitter.clone();
+        clone.split("s", &record(&broken_aggregate(3, 0, false)), RecordId(2));
+        assert_eq!(splitter.stats().lost_user_records(), 10);
+        assert_eq!(splitter.stats().delivered_whole(), 0);
+    }
+
+    #[test]
+    fn records_over_the_item_limit_are_delivered_whole() {
+        let three = |mode, data: &[u8]| {
+            let splitter = Splitter::new(mode).with_max_items_per_record(3);
+            let block = splitter.split("s", &record(data), RecordId(0));
+            (bytes(&block), splitter.stats().delivered_whole())
+        };
+        // At the limit: split.
+        assert_eq!(three(SplitMode::Lines, b"a\nb\nc").0.len(), 3);
+        assert_eq!(three(SplitMode::JsonArray, b"[1,2,3]").0.len(), 3);
+        // Over it: whole, and counted.
+        for (mode, data) in [
+            (SplitMode::Lines, b"a\nb\nc\nd".to_vec()),
+            (SplitMode::JsonArray, b"[1,2,3,4]".to_vec()),
+            (SplitMode::Lines, gzip(b"a\nb\nc\nd\n")),
+            (
+                SplitMode::Kpl,
+                aggregate(&[
+                    ("k", None, b"1"),
+                    ("k", None, b"2"),
+                    ("k", None, b"3"),
+                    ("k", None, b"4"),
+                ]),
+            ),
+        ] {
+            assert_eq!(three(mode, &data), (vec![data.clone()], 1), "{mode:?}");
+        }
+        let events = br#"{"messageType":"DATA_MESSAGE","logEvents":[{"id":"1","timestamp":1,"message":"m"},{"id":"2","timestamp":1,"message":"m"},{"id":"3","timestamp":1,"message":"m"},{"id":"4","timestamp":1,"message":"m"}]}"#;
+        assert_eq!(three(SplitMode::CloudwatchLogs, events).1, 1);
+        // A JSON array stops being parsed at the element past the limit: the rest may
+        // even be malformed, it is still "too many items", not "not an array".
+        let splitter = Splitter::new(SplitMode::JsonArray).with_max_items_per_record(2);
+        let mut err = None;
+        let (n, note) = splitter.split_into_quiet(
+            (&record(b"[1,2,3,garbage")).into(),
+            RecordId(0),
+            &mut |_| {},
+        );
+        if let Some(SplitNote::Whole(e)) = note {
+            err = Some(e.to_string());
+        }
+        assert_eq!(n, 1);
+        assert_eq!(
+            err.as_deref(),
+            Some("it holds more than 2 items (--max-items-per-record)")
+        );
+    }
+
+    #[test]
+    fn items_that_would_hold_too_many_bytes_are_delivered_whole() {
+        // 200 user records share one 1 KiB key: as items they would copy it 200 times.
+        let key = "k".repeat(1024);
+        let mut agg = Aggregator::new(1 << 20);
+        for _ in 0..200 {
+            assert!(agg.push(&key, None, b"x").is_none());
+        }
+        let agg = agg.finish().unwrap();
+        let splitter = Splitter::new(SplitMode::Kpl).with_max_inflated(64 << 10);
+        let (n, note) = splitter.split_into_quiet((&record(&agg)).into(), RecordId(0), &mut |_| {});
+        assert_eq!(n, 1);
+        assert!(
+            matches!(
+                note,
+                Some(SplitNote::Whole(SplitError::TooManyBytes(131072)))
+            ),
+            "{note:?}"
+        );
+        // Within the bound they are split.
+        let splitter = Splitter::new(SplitMode::Kpl).with_max_inflated(1 << 20);
+        assert_eq!(splitter.split("s", &record(&agg), RecordId(0)).len(), 200);
+        // A CloudWatch Logs event repeats its payload's header.
+        let group = "g".repeat(1000);
+        let events: Vec<String> = (0..100)
+            .map(|i| format!(r#"{{"id":"{i}","timestamp":1,"message":"m"}}"#))
+            .collect();
+        let payload = format!(
+            r#"{{"messageType":"DATA_MESSAGE","logGroup":"{group}","logEvents":[{}]}}"#,
+            events.join(",")
+        );
+        let splitter = Splitter::new(SplitMode::CloudwatchLogs).with_max_inflated(32 << 10);
+        let (n, note) = splitter.split_into_quiet(
+            (&record(payload.as_bytes())).into(),
+            RecordId(0),
+            &mut |_| {},
+        );
+        assert_eq!(n, 1);
+        assert!(
+            matches!(note, Some(SplitNote::Whole(SplitError::TooManyBytes(_)))),
+            "{note:?}"
+        );
     }
 }

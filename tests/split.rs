@@ -311,3 +311,237 @@ fn pinned_line_bytes_hold_the_status() {
         }]
     );
 }
+
+/// An aggregate of `n` user records whose record `bad_at` points past its one-key table.
+fn broken_aggregate(n: usize, bad_at: usize) -> Vec<u8> {
+    use prost::Message;
+    use rsmld::kpl::proto;
+    let records = (0..n)
+        .map(|i| proto::Record {
+            partition_key_index: if i == bad_at { 9 } else { 0 },
+            explicit_hash_key_index: None,
+            data: format!("user-{i}").into_bytes(),
+            tags: vec![],
+        })
+        .collect();
+    let body = proto::AggregatedRecord {
+        partition_key_table: vec!["k".into()],
+        explicit_hash_key_table: vec![],
+        records,
+    }
+    .encode_to_vec();
+    let mut out = rsmld::kpl::MAGIC.to_vec();
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(&body));
+    out
+}
+
+/// A KPL aggregate that breaks off part-way loses its remaining user records, exactly
+/// as the Java KCL does; rsmld says so once, at WARN, with the record's sequence number
+/// and how many were lost, and checkpoints past the record (the Java result).
+#[test]
+fn binary_warns_once_about_a_broken_aggregate() {
+    let mut p =
+        Proc::spawn(&["--handler", "discard", "--checkpoint-interval", "0"].map(String::from));
+    let mut model = CheckpointModel::default();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
+    let records = vec![
+        record(S1, "a", &broken_aggregate(10, 4)),
+        record(S2, "plain", b"p"),
+    ];
+    model.deliver_all(&records);
+    let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    })
+    .unwrap();
+    run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
+    run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"shutdownRequested"}"#,
+        Action::ShutdownRequested,
+    )
+    .unwrap();
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+    assert_eq!(model.last.as_ref().unwrap().seq.as_str(), S2);
+    let stderr = p.stderr();
+    let warn = format!(
+        "WARN record {S1}/0 of shardId-000000000000: KPL aggregate broke off (KPL sub-record 4: partition key index 9 is out of range (the table has 1 keys); it and the following sub-records are lost); 6 user records lost, 4 delivered, as the Java KCL does"
+    );
+    assert_eq!(stderr.matches(&warn).count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("KPL aggregate broke off").count(),
+        1,
+        "{stderr}"
+    );
+    // The 4 kept user records and the plain record were processed.
+    assert!(
+        stderr.contains("2 records, 5 items dispatched, 5 completed"),
+        "{stderr}"
+    );
+}
+
+/// A line whose items exceed one part (here 300 aggregates of 100 user records: 30 000
+/// items, over the 10 000 / `--max-in-flight` budget of a part) is split and delivered in
+/// parts: every user record is written exactly once, the checkpoint covers the last
+/// record, and a broken aggregate before or after the first part's end warns once. Both
+/// with the line acknowledged before decoding and in synchronous mode (status only after
+/// the last part is done).
+#[test]
+fn binary_delivers_a_heavy_line_in_parts() {
+    for max_in_flight in ["20000", "0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut p = Proc::spawn_env(
+            &[
+                "--handler",
+                "file",
+                "--output",
+                out.to_str().unwrap(),
+                "--workers",
+                "2",
+                "--max-in-flight",
+                max_in_flight,
+                "--checkpoint-interval",
+                "0",
+            ]
+            .map(String::from),
+            &[("RUST_LOG", "debug")],
+        );
+        let mut model = CheckpointModel::default();
+        let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+        run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
+        let keys: Vec<String> = (0..100).map(|i| format!("key-{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let agg = aggregate(&keys);
+        let broken = broken_aggregate(10, 4);
+        let seqs: Vec<String> = (0..300u64)
+            .map(|i| format!("49680445498841953494698307936{:027}", 1000 + i))
+            .collect();
+        let records: Vec<Record> = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| record(s, "a", if i == 5 || i == 250 { &broken } else { &agg }))
+            .collect();
+        model.deliver_all(&records);
+        let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
+            records,
+            millis_behind_latest: None,
+        })
+        .unwrap();
+        assert!(line.len() > 64 << 10);
+        run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
+        run_action(
+            &mut p,
+            &mut model,
+            r#"{"action":"shutdownRequested"}"#,
+            Action::ShutdownRequested,
+        )
+        .unwrap();
+        p.close_stdin();
+        assert_eq!(p.wait(Duration::from_secs(30)).unwrap(), 0);
+        assert_eq!(model.last.as_ref().unwrap().seq.as_str(), seqs[299]);
+        let stderr = p.stderr();
+        for i in [5, 250] {
+            let warn = format!(
+                "record {}/0 of shardId-000000000000: KPL aggregate broke off",
+                seqs[i]
+            );
+            assert_eq!(
+                stderr.matches(&warn).count(),
+                1,
+                "{max_in_flight}: {stderr}"
+            );
+        }
+        assert_eq!(
+            stderr.matches("KPL aggregate broke off").count(),
+            2,
+            "{stderr}"
+        );
+        let parts = stderr.matches("as one part; the rest follows").count();
+        assert!(parts >= 1, "{max_in_flight}: delivered in one part");
+        let mut got: Vec<(String, u64, u64)> = Vec::new();
+        for f in std::fs::read_dir(&out).unwrap() {
+            for l in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                got.push((
+                    v["sequenceNumber"].as_str().unwrap().to_owned(),
+                    v["userSub"].as_u64().unwrap(),
+                    v["userTotal"].as_u64().unwrap(),
+                ));
+            }
+        }
+        got.sort();
+        let mut expected: Vec<(String, u64, u64)> = Vec::new();
+        for (i, s) in seqs.iter().enumerate() {
+            let total = if i == 5 || i == 250 { 4 } else { 100 };
+            expected.extend((0..total).map(|sub| (s.clone(), sub, total)));
+        }
+        assert_eq!(got.len(), expected.len(), "{max_in_flight}");
+        assert!(got == expected, "{max_in_flight}: items differ");
+    }
+}
+
+/// While a line waits for the items in flight before splitting its next part, stdin is
+/// still watched: EOF ends the session at once (here the remaining parts would take
+/// minutes with a 10 ms-per-item handler), and nothing is checkpointed.
+#[test]
+fn binary_notices_eof_while_a_line_waits_between_parts() {
+    let mut p = Proc::spawn(
+        &[
+            "--handler",
+            "discard",
+            "--debug-delay-ms",
+            "20",
+            "--workers",
+            "1",
+            "--max-in-flight",
+            "100",
+        ]
+        .map(String::from),
+    );
+    let mut model = CheckpointModel::default();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
+    let keys: Vec<String> = (0..1000).map(|i| format!("key-{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let agg = aggregate(&keys);
+    let records: Vec<Record> = (0..40u64)
+        .map(|i| {
+            let s = format!("49680445498841953494698307936{:027}", 1000 + i);
+            record(&s, "a", &agg)
+        })
+        .collect();
+    let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    })
+    .unwrap();
+    p.send(&line);
+    std::thread::sleep(Duration::from_millis(500));
+    p.close_stdin();
+    assert_eq!(
+        p.wait(Duration::from_secs(20)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
+    let stderr = p.stderr();
+    // The first part (10 of the 40 records, 10 000 items) was delivered; the rest waited.
+    assert!(
+        stderr.contains("exiting without a further checkpoint (10000 items in flight)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("exiting: 10 records, 10000 items dispatched"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("checkpointed"), "{stderr}");
+    assert!(
+        p.recv(Duration::from_millis(100)).is_err(),
+        "no status, no checkpoint"
+    );
+}

@@ -77,7 +77,9 @@
 //!
 //! # Module map
 //!
-//! * this module: [`deaggregate`] and its result types;
+//! * this module: [`deaggregate`] and its result types, and [`deaggregate_at_most`],
+//!   which decides the same but never collects more than a given number of user
+//!   records or keys (the record splitter's `--max-items-per-record`);
 //! * [`Aggregator`]: the encoder;
 //! * [`cli`]: line-oriented base64/JSON helpers around both, for the binary;
 //! * [`proto`]: the prost types (generated, checked in);
@@ -123,6 +125,30 @@ pub fn deaggregate(record: &[u8]) -> Deaggregated<'_> {
         Ok(raw) => expand(&raw),
         Err(_) => Deaggregated::Plain,
     }
+}
+
+/// [`deaggregate`] for a caller that takes at most `max` user records: an aggregate
+/// whose records, partition keys or explicit hash keys number more than `max` is
+/// `Err` with its record count (Java would de-aggregate it; the caller delivers it
+/// whole). Such a body is still validated to the end, so plain versus aggregate is
+/// decided as with [`deaggregate`], but only `max` entries of each list are ever
+/// collected: memory stays bounded by `max` whatever the record holds.
+pub fn deaggregate_at_most(record: &[u8], max: usize) -> Result<Deaggregated<'_>, TooManyRecords> {
+    match parse_limited(record, max) {
+        Ok(raw) if raw.skipped > 0 => Err(TooManyRecords {
+            records: raw.declared_records,
+        }),
+        Ok(raw) => Ok(expand(&raw)),
+        Err(_) => Ok(Deaggregated::Plain),
+    }
+}
+
+/// An aggregate with more entries than [`deaggregate_at_most`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("KPL aggregate of {records} user records is over the limit")]
+pub struct TooManyRecords {
+    /// The user records the aggregate holds.
+    pub records: usize,
 }
 
 /// Why [`deaggregate`] treats `record` as plain, or `None` if it is an aggregate.
@@ -265,6 +291,8 @@ pub enum DeaggregateError {
     PartitionKeyIndexOutOfRange {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
+        /// How many sub-records the aggregate holds (declared by its protobuf body).
+        declared: usize,
         /// The index as written (Java looks up its low 32 bits as an `int`).
         index: u64,
         /// Length of the partition key table.
@@ -279,6 +307,8 @@ pub enum DeaggregateError {
     ExplicitHashKeyIndexOutOfRange {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
+        /// How many sub-records the aggregate holds (declared by its protobuf body).
+        declared: usize,
         /// The index as written (Java looks up its low 32 bits as an `int`).
         index: u64,
         /// Length of the explicit hash key table.
@@ -293,6 +323,8 @@ pub enum DeaggregateError {
     ExplicitHashKeyNotANumber {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
+        /// How many sub-records the aggregate holds (declared by its protobuf body).
+        declared: usize,
         /// The key, cut to its first 128 characters.
         key: String,
     },
@@ -305,6 +337,8 @@ pub enum DeaggregateError {
     ExplicitHashKeyOutOfRange {
         /// Position of the failing sub-record in the aggregate.
         sub_record: usize,
+        /// How many sub-records the aggregate holds (declared by its protobuf body).
+        declared: usize,
         /// The key, cut to its first 128 characters.
         key: String,
     },
@@ -318,6 +352,25 @@ impl DeaggregateError {
             | DeaggregateError::ExplicitHashKeyIndexOutOfRange { sub_record, .. }
             | DeaggregateError::ExplicitHashKeyNotANumber { sub_record, .. }
             | DeaggregateError::ExplicitHashKeyOutOfRange { sub_record, .. } => *sub_record,
+        }
+    }
+
+    /// How many sub-records the aggregate holds.
+    pub fn declared(&self) -> usize {
+        match self {
+            DeaggregateError::PartitionKeyIndexOutOfRange { declared, .. }
+            | DeaggregateError::ExplicitHashKeyIndexOutOfRange { declared, .. }
+            | DeaggregateError::ExplicitHashKeyNotANumber { declared, .. }
+            | DeaggregateError::ExplicitHashKeyOutOfRange { declared, .. } => *declared,
+        }
+    }
+
+    /// How many user records the Java KCL (and so rsmld) does not deliver: the failing
+    /// one and all after it, or all of them when the range check drops the aggregate.
+    pub fn lost(&self) -> usize {
+        match self {
+            DeaggregateError::ExplicitHashKeyOutOfRange { declared, .. } => *declared,
+            _ => self.declared().saturating_sub(self.sub_record()),
         }
     }
 }
@@ -342,6 +395,11 @@ pub enum PlainReason {
 /// Steps 1-3 of the module documentation: checks magic, length, digest and
 /// protobuf.
 fn parse(record: &[u8]) -> Result<wire::RawAggregate<'_>, PlainReason> {
+    parse_limited(record, usize::MAX)
+}
+
+/// [`parse`], collecting at most `limit` entries per list (see `wire`).
+fn parse_limited(record: &[u8], limit: usize) -> Result<wire::RawAggregate<'_>, PlainReason> {
     let after_magic = record.strip_prefix(&MAGIC).ok_or(PlainReason::NoMagic)?;
     if after_magic.len() <= DIGEST_LEN {
         return Err(PlainReason::NoBody);
@@ -350,7 +408,7 @@ fn parse(record: &[u8]) -> Result<wire::RawAggregate<'_>, PlainReason> {
     if Md5::digest(body).as_slice() != digest {
         return Err(PlainReason::ChecksumMismatch);
     }
-    Ok(wire::parse_aggregated_record(body)?)
+    Ok(wire::parse_aggregated_record_limited(body, limit)?)
 }
 
 /// Steps 4-6: resolves indexes and keys into user records.
@@ -372,13 +430,15 @@ fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
         })
         .collect();
 
-    let mut records = Vec::with_capacity(raw.records.len());
+    let declared = raw.records.len();
+    let mut records = Vec::with_capacity(declared);
     let mut partial = None;
     for (sub_record, raw_record) in raw.records.iter().enumerate() {
         let index = raw_record.partition_key_index;
         let Some(partition_key) = table_entry(&partition_keys, index) else {
             partial = Some(DeaggregateError::PartitionKeyIndexOutOfRange {
                 sub_record,
+                declared,
                 index,
                 table_len: partition_keys.len(),
             });
@@ -390,6 +450,7 @@ fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
                 let Some((key, check)) = table_entry(&explicit_hash_keys, index) else {
                     partial = Some(DeaggregateError::ExplicitHashKeyIndexOutOfRange {
                         sub_record,
+                        declared,
                         index,
                         table_len: explicit_hash_keys.len(),
                     });
@@ -400,6 +461,7 @@ fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
                     HashKeyCheck::NotANumber => {
                         partial = Some(DeaggregateError::ExplicitHashKeyNotANumber {
                             sub_record,
+                            declared,
                             key: shorten(key),
                         });
                         break;
@@ -408,6 +470,7 @@ fn expand<'a>(raw: &wire::RawAggregate<'a>) -> Deaggregated<'a> {
                         records.clear();
                         partial = Some(DeaggregateError::ExplicitHashKeyOutOfRange {
                             sub_record,
+                            declared,
                             key: shorten(key),
                         });
                         break;
@@ -440,5 +503,69 @@ fn shorten(key: &str) -> String {
     match key.char_indices().nth(MAX_CHARS) {
         Some((end, _)) => format!("{}...", &key[..end]),
         None => key.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(body);
+        out.extend_from_slice(&Md5::digest(body));
+        out
+    }
+
+    #[test]
+    fn deaggregate_at_most_bounds_every_list_and_decides_plain_like_java() {
+        let mut agg = Aggregator::new(1 << 20);
+        for i in 0..5 {
+            assert!(agg.push(&format!("k{}", i % 2), None, b"x").is_none());
+        }
+        let agg = agg.finish().unwrap();
+        // Within the limit: exactly what deaggregate says.
+        assert_eq!(deaggregate_at_most(&agg, 5), Ok(deaggregate(&agg)));
+        // Over it: the count, never the records.
+        assert_eq!(
+            deaggregate_at_most(&agg, 4),
+            Err(TooManyRecords { records: 5 })
+        );
+        // Three partition keys, one record: the key table counts too.
+        let body = [
+            0x0a, 1, b'a', 0x0a, 1, b'b', 0x0a, 1, b'c', 0x1a, 4, 0x08, 0, 0x1a, 0,
+        ];
+        assert!(deaggregate(&framed(&body)).is_aggregated());
+        assert_eq!(
+            deaggregate_at_most(&framed(&body), 2),
+            Err(TooManyRecords { records: 1 })
+        );
+        // A body that protobuf-java refuses after the limit (a record without its
+        // required data) is plain, with or without a limit.
+        let bad = [
+            0x0a, 1, b'a', 0x1a, 4, 0x08, 0, 0x1a, 0, 0x1a, 4, 0x08, 0, 0x1a, 0, 0x1a, 2, 0x08, 0,
+        ];
+        assert_eq!(deaggregate(&framed(&bad)), Deaggregated::Plain);
+        assert_eq!(
+            deaggregate_at_most(&framed(&bad), 1),
+            Ok(Deaggregated::Plain)
+        );
+    }
+
+    #[test]
+    fn a_break_says_how_many_user_records_are_lost() {
+        // Records 0..4 under key 0, record 2 points at key 9: 2 kept, 3 lost.
+        let mut body = vec![0x0a, 1, b'k'];
+        for i in 0..5u8 {
+            let index = if i == 2 { 9 } else { 0 };
+            body.extend_from_slice(&[0x1a, 5, 0x08, index, 0x1a, 1, b'a' + i]);
+        }
+        let framed = framed(&body);
+        let Deaggregated::Aggregated { records, partial } = deaggregate(&framed) else {
+            panic!("not an aggregate");
+        };
+        assert_eq!(records.len(), 2);
+        let e = partial.unwrap();
+        assert_eq!((e.sub_record(), e.declared(), e.lost()), (2, 5, 3));
     }
 }

@@ -81,6 +81,11 @@ pub(crate) struct RawAggregate<'a> {
     pub explicit_hash_keys: Vec<&'a [u8]>,
     /// `records`, in order.
     pub records: Vec<RawRecord<'a>>,
+    /// Entries (table keys or records) past the limit given to
+    /// [`parse_aggregated_record_limited`]: validated and counted, not collected.
+    pub skipped: usize,
+    /// How many records the body holds, collected or not.
+    pub declared_records: usize,
 }
 
 /// One `Record`, with its tags validated and dropped.
@@ -95,7 +100,19 @@ pub(crate) struct RawRecord<'a> {
 }
 
 /// Parses an `AggregatedRecord` body (the bytes between the magic and the MD5).
+#[cfg(test)]
 pub(crate) fn parse_aggregated_record(body: &[u8]) -> Result<RawAggregate<'_>, ProtobufError> {
+    parse_aggregated_record_limited(body, usize::MAX)
+}
+
+/// [`parse_aggregated_record`] that collects at most `limit` entries in each of the three
+/// lists: the rest is validated exactly the same (so plain versus aggregate is decided as
+/// protobuf-java does) and counted in `skipped`, so memory stays bounded by `limit` for
+/// any body.
+pub(crate) fn parse_aggregated_record_limited(
+    body: &[u8],
+    limit: usize,
+) -> Result<RawAggregate<'_>, ProtobufError> {
     const PARTITION_KEY_TABLE: u32 = make_tag(1, LENGTH_DELIMITED);
     const EXPLICIT_HASH_KEY_TABLE: u32 = make_tag(2, LENGTH_DELIMITED);
     const RECORDS: u32 = make_tag(3, LENGTH_DELIMITED);
@@ -103,25 +120,40 @@ pub(crate) fn parse_aggregated_record(body: &[u8]) -> Result<RawAggregate<'_>, P
     let depth = 0;
     let mut reader = Reader::new(body);
     let mut aggregate = RawAggregate::default();
+    let mut skipped = 0;
+    let mut keep = |list_len: usize| {
+        let room = list_len < limit;
+        if !room {
+            skipped += 1;
+        }
+        room
+    };
     while let Some(tag) = reader.read_tag()? {
         match tag {
-            PARTITION_KEY_TABLE => aggregate
-                .partition_keys
-                .push(reader.read_length_delimited()?),
+            PARTITION_KEY_TABLE => {
+                let key = reader.read_length_delimited()?;
+                if keep(aggregate.partition_keys.len()) {
+                    aggregate.partition_keys.push(key);
+                }
+            }
             EXPLICIT_HASH_KEY_TABLE => {
-                aggregate
-                    .explicit_hash_keys
-                    .push(reader.read_length_delimited()?);
+                let key = reader.read_length_delimited()?;
+                if keep(aggregate.explicit_hash_keys.len()) {
+                    aggregate.explicit_hash_keys.push(key);
+                }
             }
             RECORDS => {
                 let message = reader.read_length_delimited()?;
-                aggregate
-                    .records
-                    .push(parse_record(message, enter(depth)?)?);
+                let record = parse_record(message, enter(depth)?)?;
+                aggregate.declared_records += 1;
+                if keep(aggregate.records.len()) {
+                    aggregate.records.push(record);
+                }
             }
             _ => reader.skip_field_in_message(tag, depth)?,
         }
     }
+    aggregate.skipped = skipped;
     Ok(aggregate)
 }
 

@@ -350,6 +350,11 @@ impl Session {
         }
     }
 
+    /// True between actions: a `processRecords` line may be delivered now.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle)
+    }
+
     /// The shard id (empty before `initialize`).
     pub fn shard_id(&self) -> &str {
         &self.shard_id
@@ -562,7 +567,10 @@ impl Session {
     }
 
     /// The decoded batch of the line started with [`Session::begin_records_ahead`]:
-    /// registers and dispatches it (the action may already be answered).
+    /// registers and dispatches it (the action may already be answered). Also takes the
+    /// leading parts of a line that the driver splits and delivers in several parts
+    /// while the session is idle (the last part then goes to [`Session::handle_batch`]).
+    /// Parts must arrive in order and numbered from the tracker's next id.
     pub fn deliver_ahead(&mut self, batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
         self.register_batch(batch)?;
         self.advance(now)
