@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::driver::DriverConfig;
 use crate::handler::discard::DiscardFactory;
-use crate::handler::exec::{ExecFactory, ExecOptions};
+use crate::handler::exec::{
+    ExecFactory, ExecOptions, CLOSE_BOUND, DEFAULT_ANSWER_TIMEOUT, DEFAULT_STALL_WARNING,
+};
 use crate::handler::file::{FileFactory, FileOptions};
 use crate::handler::{delay::DelayFactory, HandlerFactory};
 use crate::pool::{OnError, PoolConfig};
@@ -131,10 +133,11 @@ pub struct RunArgs {
     /// Dead-letter directory for --on-error skip.
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
-    /// Longest a handler may work on a batch, in seconds; past it the exec child is
-    /// killed and the items fail under --on-error (0: no watchdog).
-    #[arg(long, default_value = "0", value_parser = parse_seconds)]
-    pub item_timeout: Duration,
+    /// Exec: longest a child may hold items without answering for any, in seconds; then
+    /// it is killed and its unanswered items fail under --on-error (default 20). Other
+    /// handlers: longest one handler call may take (default: no watchdog). 0: off.
+    #[arg(long, value_parser = parse_seconds)]
+    pub item_timeout: Option<Duration>,
     /// A record delivered twice in one lease: skip it (with a warning) or fail.
     #[arg(long, value_enum, default_value_t = OnDuplicate::Skip)]
     pub on_duplicate: OnDuplicate,
@@ -224,7 +227,7 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 impl RunArgs {
     /// Validates the flags into the driver's configuration.
-    pub fn into_driver_config(self) -> Result<DriverConfig, ConfigError> {
+    pub fn into_driver_config(mut self) -> Result<DriverConfig, ConfigError> {
         let workers = match self.workers {
             Some(0) => return Err(ConfigError::Invalid("--workers must be at least 1".into())),
             Some(n) => n,
@@ -242,11 +245,15 @@ impl RunArgs {
                     if self.command.is_empty() {
                         return Err(ConfigError::NoCommand);
                     }
+                    // The exec handler times out silence itself (see its module docs).
+                    let timeout = self.item_timeout.take().unwrap_or(DEFAULT_ANSWER_TIMEOUT);
                     Arc::new(ExecFactory::new(ExecOptions {
                         command: self.command,
                         max_pipelined: self.max_in_flight.max(1),
                         restart_backoff: Duration::from_millis(100),
                         restart_backoff_max: Duration::from_secs(5),
+                        stall_warning: DEFAULT_STALL_WARNING,
+                        answer_timeout: (!timeout.is_zero()).then_some(timeout),
                     }))
                 }
             };
@@ -283,11 +290,12 @@ impl RunArgs {
                 max_batch: self.batch_size.max(1),
                 batch_interval: self.batch_interval,
                 on_error,
-                item_timeout: (!self.item_timeout.is_zero()).then_some(self.item_timeout),
+                item_timeout: self.item_timeout.filter(|t| !t.is_zero()),
             },
             splitter: Splitter::new(self.split).with_max_inflated(self.max_inflated_bytes),
             handlers,
-            shutdown_timeout: Duration::from_secs(1),
+            // Room for the exec handler's bounded close (2 s); then the sweep kills.
+            shutdown_timeout: CLOSE_BOUND + Duration::from_secs(1),
             on_shard: None,
         })
     }
