@@ -876,3 +876,220 @@ fn binary_retries_after_wrong_answers_and_checkpoints_only_handled_records() {
         assert_eq!(stored.last(), Some(&seq(40)), "{mode}: {err}");
     }
 }
+
+// ---------------------------------------------------------------- no process outlives rsmld
+
+/// Live processes (zombies excluded) whose environment holds `RSMLD_TEST_MARKER=marker`.
+fn marked(marker: &str) -> Vec<i32> {
+    let needle = format!("RSMLD_TEST_MARKER={marker}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !zombie && env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (up to 10 s) until no marked process is left; returns those still alive.
+fn outliving(marker: &str) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = marked(marker);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A marker unique to this test run.
+fn marker(test: &str) -> String {
+    format!("{test}-{}-{:?}", std::process::id(), Instant::now())
+}
+
+/// Waits (up to 20 s) for `path` to exist; returns its contents.
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.is_empty() {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// rsmld with an exec child given as `sh -c SCRIPT`, marked in its environment, initialized.
+fn marked_rsmld(script: &str, marker: &str, extra: &[&str]) -> (Proc, CheckpointModel) {
+    let mut args: Vec<String> = ["--handler", "exec", "--workers", "1"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--", "sh", "-c", script].map(String::from));
+    let mut p = Proc::spawn_env(&args, &[("RSMLD_TEST_MARKER", marker)]);
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    (p, model)
+}
+
+/// A child stuck in an item that ignores stdin EOF and every signal it can: stdin EOF
+/// makes rsmld abandon the batch, close the child (EOF, SIGTERM, SIGKILL) within the
+/// documented bound, wait for it and exit; nothing of the handler is left. Prints the
+/// time from EOF to exit.
+#[test]
+fn binary_eof_ends_a_stuck_child_that_ignores_every_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let stuck = dir.path().join("stuck");
+    let script = format!(
+        "trap '' HUP INT QUIT TERM PIPE ALRM USR1 USR2; n=0; while IFS= read -r item; do n=$((n+1)); \
+         case \"$item\" in *'\"partitionKey\":\"hang\"'*) echo $$ > {0}; while :; do sleep 1; done;; esac; \
+         echo \"ok $n\"; done; while :; do sleep 1; done",
+        stuck.display()
+    );
+    let m = marker("ignores-every-signal");
+    let (mut p, mut model) = marked_rsmld(&script, &m, &[]);
+    let records = vec![record(1, "a"), record(2, "hang"), record(3, "b")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    wait_for_file(&stuck);
+    assert!(!marked(&m).is_empty());
+    let t = Instant::now();
+    p.close_stdin();
+    let code = p.wait(Duration::from_secs(30)).unwrap();
+    let took = t.elapsed();
+    eprintln!("rsmld exited {took:?} after stdin EOF with a child ignoring every signal");
+    assert_eq!(code, 0, "{}", p.stderr());
+    assert_eq!(outliving(&m), Vec::<i32>::new(), "{}", p.stderr());
+    let err = p.stderr();
+    assert!(err.contains("after SIGTERM; killed"), "{err}");
+    // A bound, not a speed: without one rsmld would wait for the child forever.
+    assert!(took < CLOSE_BOUND * 5, "{took:?}");
+}
+
+/// A grandchild that calls setsid() escapes the child's process group; rsmld, a child
+/// subreaper, still finds it and kills it before exiting.
+#[test]
+fn binary_kills_a_grandchild_that_left_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpid = dir.path().join("gpid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {0}; exec sleep 120' </dev/null >/dev/null 2>&1 & \
+         n=0; while IFS= read -r item; do n=$((n+1)); echo \"ok $n\"; done",
+        gpid.display()
+    );
+    let m = marker("setsid-grandchild");
+    let (mut p, _model) = marked_rsmld(&script, &m, &[]);
+    let grandchild: i32 = wait_for_file(&gpid).trim().parse().unwrap();
+    let session = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(3)?
+            .parse()
+            .ok()
+    };
+    let child_session = marked(&m)
+        .into_iter()
+        .filter(|&pid| pid != grandchild && pid != p.child.id() as i32)
+        .find_map(session);
+    assert_ne!(session(grandchild), None);
+    assert_ne!(session(grandchild), child_session, "setsid did not take");
+    p.close_stdin();
+    assert_eq!(
+        p.wait(Duration::from_secs(30)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
+    assert_eq!(outliving(&m), Vec::<i32>::new(), "{}", p.stderr());
+}
+
+/// rsmld SIGKILLed while its child is stuck in an item: the child's parent-death signal
+/// kills it (nothing of rsmld runs after a SIGKILL).
+#[test]
+fn binary_sigkilled_takes_its_stuck_child_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let stuck = dir.path().join("stuck");
+    let script = format!(
+        "IFS= read -r item; echo $$ > {0}; exec sleep 120",
+        stuck.display()
+    );
+    let m = marker("sigkilled");
+    let (mut p, mut model) = marked_rsmld(&script, &m, &[]);
+    let records = vec![record(1, "a")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let child: i32 = wait_for_file(&stuck).trim().parse().unwrap();
+    assert!(marked(&m).contains(&child));
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    assert_eq!(outliving(&m), Vec::<i32>::new());
+}
+
+/// The bounded close in-process: a child stuck in an item when the pool's shutdown
+/// interrupt comes stops being waited for at once (its items fail as abandoned), later
+/// batches fail without reaching a child, and close ends it (SIGTERM) within the bound.
+#[test]
+fn shutdown_interrupt_ends_a_running_batch_and_close_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = behave(&log);
+    let interrupt = h.interrupter().unwrap();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        interrupt(Interrupt::Shutdown);
+    });
+    let f = failures(h.process(&items(1, &["a", "hang", "b"])));
+    stopper.join().unwrap();
+    assert_eq!(indexes(&f), [1, 2]);
+    assert!(f[0].1.contains("shutting down"), "{}", f[0].1);
+    let pid = pid_of(&log, "hang");
+    match h.process(&items(4, &["c"])) {
+        Err(BatchError::Batch(e)) => assert!(e.message.contains("shutting down"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let t = Instant::now();
+    let e = h.close().expect_err("a stuck child closed cleanly");
+    assert!(e.message.contains("exited on SIGTERM"), "{e}");
+    assert!(t.elapsed() < CLOSE_BOUND * 5, "{:?}", t.elapsed());
+    assert!(gone(pid));
+}
