@@ -1093,3 +1093,118 @@ fn shutdown_interrupt_ends_a_running_batch_and_close_is_bounded() {
     assert!(t.elapsed() < CLOSE_BOUND * 5, "{:?}", t.elapsed());
     assert!(gone(pid));
 }
+
+// ---------------------------------------------------------------- stalls
+
+/// A child that reads its items and never answers, and one that writes `ok 1` without
+/// the newline and hangs: both are killed at the answer timeout, every unit they held
+/// fails (the unterminated `ok 1` never counts, not even after the kill), and the child
+/// is gone.
+#[test]
+fn silent_and_half_answering_children_are_killed_at_the_answer_timeout() {
+    for (script, n) in [
+        ("while IFS= read -r l; do :; done", 3),
+        ("IFS= read -r l; printf 'ok 1'; exec sleep 120", 1),
+    ] {
+        let mut o = options(&["sh", "-c", script], 8);
+        o.stall_warning = Duration::from_millis(200);
+        o.answer_timeout = Some(Duration::from_secs(1));
+        let mut h = start(o);
+        let t = Instant::now();
+        let f = failures(h.process(&items(1, &vec!["k"; n])));
+        assert!(t.elapsed() >= Duration::from_secs(1), "{script}");
+        assert_eq!(indexes(&f), (0..n).collect::<Vec<_>>(), "{script}");
+        assert!(
+            f[0].1.contains(&format!(
+                "answered nothing for 1s while holding {n} unit(s)"
+            )),
+            "{script}: {}",
+            f[0].1
+        );
+        let pid: i32 = f[0]
+            .1
+            .split("(pid ")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(gone(pid), "{script}");
+    }
+}
+
+/// The answer timeout counts silence between answers, not the length of a batch: a
+/// child that answers every 300 ms finishes a batch of 8 (2.4 s) under a 1.5 s timeout.
+#[test]
+fn a_slow_but_answering_child_is_not_timed_out() {
+    let script = "n=0; while IFS= read -r l; do n=$((n+1)); sleep 0.3; echo \"ok $n\"; done";
+    let mut o = options(&["sh", "-c", script], 8);
+    o.stall_warning = Duration::from_millis(100);
+    o.answer_timeout = Some(Duration::from_millis(1500));
+    let mut h = start(o);
+    let t = Instant::now();
+    h.process(&items(1, &["k"; 8])).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(2400));
+    h.close().unwrap();
+}
+
+/// Through the binary with default settings: a silent child and a child that wrote `ok 1`
+/// without its newline are each named in one warning after a few seconds (pid, units
+/// held), then killed at the default item timeout; the item fails under --on-error fail
+/// (exit 1, no checkpoint).
+#[test]
+fn binary_default_settings_bound_a_stall() {
+    let children = [
+        ("silent", "echo $$ > {0}; while IFS= read -r l; do :; done"),
+        (
+            "partial",
+            "echo $$ > {0}; IFS= read -r l; printf 'ok 1'; exec sleep 120",
+        ),
+    ];
+    let runs: Vec<_> = children
+        .iter()
+        .map(|(name, script)| {
+            let (name, script) = (name.to_string(), script.to_string());
+            std::thread::spawn(move || {
+                let dir = tempfile::tempdir().unwrap();
+                let pidfile = dir.path().join("pid");
+                let script = script.replace("{0}", pidfile.to_str().unwrap());
+                let m = marker(&name);
+                let (mut p, mut model) = marked_rsmld(&script, &m, &["--checkpoint-interval", "0"]);
+                let records = vec![record(1, "k")];
+                model.deliver_all(&records);
+                run_action(
+                    &mut p,
+                    &mut model,
+                    &process_line(records),
+                    Action::ProcessRecords,
+                )
+                .unwrap();
+                let pid = wait_for_file(&pidfile).trim().to_owned();
+                let t = Instant::now();
+                let code = p.wait(Duration::from_secs(120)).unwrap();
+                let err = p.stderr();
+                assert_eq!(code, 1, "{name}: {err}");
+                assert!(
+                    t.elapsed() >= Duration::from_secs(15),
+                    "{name}: {:?}",
+                    t.elapsed()
+                );
+                let warning = format!("exec handler child {pid} has answered nothing for");
+                assert_eq!(err.matches(&warning).count(), 1, "{name}: {err}");
+                assert!(err.contains("it holds 1 unit(s)"), "{name}: {err}");
+                assert!(
+                    err.contains("answered nothing for 20s while holding 1 unit(s)"),
+                    "{name}: {err}"
+                );
+                assert!(model.stored.is_empty(), "{name}: {:?}", model.stored);
+                assert_eq!(outliving(&m), Vec::<i32>::new(), "{name}");
+            })
+        })
+        .collect();
+    for run in runs {
+        run.join().unwrap();
+    }
+}
