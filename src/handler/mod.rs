@@ -14,7 +14,8 @@
 //! interval) and before the worker reports a drain complete, for handlers that keep
 //! time-based state (rotation, buffers that `process` already made durable);
 //! [`Handler::close`] runs once at the end; [`Handler::interrupter`] lets the watchdog
-//! abort a `process` call that hangs (the exec handler kills its child).
+//! abort a `process` call that hangs (the exec handler kills its child), and the pool end
+//! calls whose work was abandoned when rsmld shuts down ([`Interrupt`]).
 //!
 //! Built-ins, all on this same trait: [`discard`] (counts), [`mod@file`] (JSON lines per
 //! shard and worker), and the testing wrapper [`delay`].
