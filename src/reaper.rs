@@ -9,6 +9,10 @@
 //! subreaper* at start-up ([`become_subreaper`]): orphaned descendants re-parent to rsmld
 //! instead, which keeps them visible as rsmld's children in `/proc`.
 //!
+//! When the exec handler ends a child it also kills the descendants that carry the
+//! child's tag in their environment ([`kill_tagged`]), so a replaced child's escaped
+//! helpers do not pile up while rsmld runs.
+//!
 //! Two consequences:
 //! - Orphans that die become rsmld's zombies. [`reap_orphans`] (called after an exec
 //!   child is reaped, and at most once a second before a batch) waits for every zombie
@@ -154,6 +158,29 @@ fn descendants() -> Vec<u32> {
         }
     }
     found
+}
+
+/// SIGKILLs every live descendant of this process whose environment holds `key=value`
+/// (the exec handler tags each child, and so all its descendants that keep their
+/// environment, to end those that left its process group when it ends the child; with
+/// the subreaper they are still our descendants). Returns how many it signalled.
+pub fn kill_tagged(key: &str, value: &str) -> usize {
+    let needle = format!("{key}={value}");
+    let mut killed = 0;
+    for pid in descendants() {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+            // SAFETY: kill(2) has no memory effects; `pid` is a live descendant seen just
+            // now (see `sweep` on why its id is not reused meanwhile).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Kills and reaps every descendant still running, until none is left or

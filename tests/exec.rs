@@ -1037,6 +1037,65 @@ fn binary_kills_a_grandchild_that_left_the_process_group() {
     assert_eq!(outliving(&m), Vec::<i32>::new(), "{}", p.stderr());
 }
 
+/// A child that started a helper in its own session (setsid) and then crashed: the
+/// helper is killed when rsmld replaces the child, not only when rsmld exits.
+#[test]
+fn binary_kills_the_escaped_helper_of_a_replaced_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpid = dir.path().join("gpid");
+    let script = format!(
+        "n=0; while IFS= read -r item; do n=$((n+1)); case \"$item\" in \
+         *'\"partitionKey\":\"spawn\"'*) setsid sh -c 'echo $$ > {0}; exec sleep 120' </dev/null >/dev/null 2>&1 & ;; \
+         *'\"partitionKey\":\"crash\"'*) exit 3 ;; esac; echo \"ok $n\"; done",
+        gpid.display()
+    );
+    let m = marker("escaped-helper");
+    let dlq = dir.path().join("dlq");
+    let extra = ["--on-error", "skip", "--dead-letter", dlq.to_str().unwrap()];
+    let (mut p, mut model) = marked_rsmld(&script, &m, &extra);
+    let records = vec![record(1, "spawn")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let helper: i32 = wait_for_file(&gpid).trim().parse().unwrap();
+    assert!(marked(&m).contains(&helper));
+    let records = vec![record(2, "crash")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while marked(&m).contains(&helper) {
+        assert!(
+            Instant::now() < deadline,
+            "helper {helper} outlived its child"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "rsmld exited: {}",
+        p.stderr()
+    );
+    p.close_stdin();
+    assert_eq!(
+        p.wait(Duration::from_secs(30)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
+    assert_eq!(outliving(&m), Vec::<i32>::new());
+}
+
 /// rsmld SIGKILLed while its child is stuck in an item: the child's parent-death signal
 /// kills it (nothing of rsmld runs after a SIGKILL).
 #[test]

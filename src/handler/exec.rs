@@ -28,7 +28,8 @@
 //!   before it still count. Log to **stderr**: rsmld forwards it line by line to its own
 //!   log (`worker <k> child <pid>: <line>`).
 //! - **Environment**: rsmld's own, plus `RSMLD_SHARD_ID`, `RSMLD_WORKER` (this child's
-//!   worker index) and `RSMLD_WORKERS` (how many there are). SIGINT, SIGTERM and SIGPIPE
+//!   worker index), `RSMLD_WORKERS` (how many there are) and `RSMLD_EXEC_CHILD` (an id
+//!   of this child, by which rsmld finds its descendants when it ends it). SIGINT, SIGTERM and SIGPIPE
 //!   have their default dispositions (rsmld ignores them itself; the child does not
 //!   inherit that). The child's parent-death signal is SIGKILL: if rsmld dies, even by
 //!   SIGKILL, the child dies with it.
@@ -94,7 +95,9 @@
 //!   (watchdog, failure, close, drop) kills the group, so a `sleep` or other grandchild
 //!   of a shell handler dies with it. The group is signalled only while the child is not
 //!   yet reaped, so its id cannot have been reused. Descendants that leave the group
-//!   (`setsid`) are caught by the binary's subreaper and final sweep ([`crate::reaper`]).
+//!   (`setsid`) are found by the `RSMLD_EXEC_CHILD` tag they inherit and killed with
+//!   the child; the binary's subreaper keeps them our descendants even after the child
+//!   died, and its final sweep kills whatever is left ([`crate::reaper`]).
 //!   The parent-death signal is tied to the thread that spawned the child: children are
 //!   spawned by the pool's start-up thread and by the worker threads, which all live as
 //!   long as the pool.
@@ -135,6 +138,10 @@ const FAIL_GRACE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(50);
 /// Most bytes of item JSON serialized ahead of what the pipe took.
 const WRITE_AHEAD: usize = 64 * 1024;
+/// The environment variable that tags a child and its descendants.
+const CHILD_TAG: &str = "RSMLD_EXEC_CHILD";
+/// Children started by this process so far (the tag's value).
+static CHILDREN_STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Longest answer line read; a longer one is garbage.
 const MAX_ACK_LINE: usize = 64 * 1024;
 /// Longest stderr line forwarded as one log line; longer ones are split.
@@ -360,6 +367,8 @@ struct Running {
     acks: Receiver<Event>,
     /// Units written to this child so far (all answered between batches).
     units: u64,
+    /// The value of its `RSMLD_EXEC_CHILD`.
+    tag: String,
 }
 
 impl Running {
@@ -587,8 +596,14 @@ impl ExecHandler {
         let Some((program, args)) = self.options.command.split_first() else {
             return Err(spawn_error("no command given".into()));
         };
+        let tag = format!(
+            "{}.{}",
+            std::process::id(),
+            CHILDREN_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+        );
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .env(CHILD_TAG, &tag)
             .env("RSMLD_SHARD_ID", &self.ctx.shard_id)
             .env("RSMLD_WORKER", self.ctx.worker.to_string())
             .env("RSMLD_WORKERS", self.ctx.workers.to_string())
@@ -635,6 +650,7 @@ impl ExecHandler {
             acks,
             child,
             units: 0,
+            tag,
         };
         let worker = self.ctx.worker;
         let pipes = (running.child.stdout.take(), running.child.stderr.take());
@@ -706,6 +722,8 @@ impl ExecHandler {
         }
         // Not reaped yet, so the group id is still ours; this also takes any grandchildren.
         kill_group(running.pid);
+        // And those that left the group.
+        crate::reaper::kill_tagged(CHILD_TAG, &running.tag);
         let status = match running.child.wait() {
             Ok(status) => Some(status),
             Err(e) => {
