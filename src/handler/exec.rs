@@ -344,8 +344,9 @@ fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits up to `timeout` until `fd` can be written to (or has an error to report).
-fn wait_writable(fd: libc::c_int, timeout: Duration) {
+/// Waits up to `timeout` until `fd` can be written to (or has an error to report);
+/// false if the time ran out.
+fn wait_writable(fd: libc::c_int, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLOUT,
@@ -353,9 +354,7 @@ fn wait_writable(fd: libc::c_int, timeout: Duration) {
     };
     // SAFETY: poll on one valid pollfd; the result is only a hint (the write that
     // follows reports the real state).
-    unsafe {
-        libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int);
-    }
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) != 0 }
 }
 
 /// A running child and its pipes.
@@ -944,10 +943,11 @@ impl ExecHandler {
                 }
             }
             if blocked {
-                if let Some(stdin) = running.stdin.as_ref() {
-                    wait_writable(stdin.as_raw_fd(), POLL);
-                }
-                if has_exited(running.pid) {
+                let ready = running
+                    .stdin
+                    .as_ref()
+                    .is_some_and(|stdin| wait_writable(stdin.as_raw_fd(), POLL));
+                if !ready && has_exited(running.pid) {
                     break Some(Fault::Exited);
                 }
                 continue;
