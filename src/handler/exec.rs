@@ -846,8 +846,8 @@ impl ExecHandler {
         };
     }
 
-    /// Checks the stall clock after `p` made no progress: warns once per stall, and
-    /// returns the timeout once it is exceeded.
+    /// Checks the stall clock (`unwritten`: items of the batch not yet written): warns
+    /// once per stall, and returns the timeout once it is exceeded.
     fn check_stall(
         &self,
         pid: u32,
@@ -918,9 +918,7 @@ impl ExecHandler {
             if p.acked == n {
                 break None;
             }
-            if let Some(timeout) =
-                self.check_stall(running.pid, &p, out.queued - p.sent, &mut stall)
-            {
+            if let Some(timeout) = self.check_stall(running.pid, &p, n - p.sent, &mut stall) {
                 break Some(Fault::NoAnswer(timeout));
             }
             // Fill the window and write what the pipe takes, without ever blocking.
