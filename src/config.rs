@@ -294,8 +294,11 @@ impl RunArgs {
             },
             splitter: Splitter::new(self.split).with_max_inflated(self.max_inflated_bytes),
             handlers,
-            // Room for the exec handler's bounded close (2 s); then the sweep kills.
-            shutdown_timeout: CLOSE_BOUND + Duration::from_secs(1),
+            // Room for the exec handler's bounded close; then the binary's sweep kills.
+            shutdown_timeout: match self.handler {
+                Some(HandlerKind::Exec) => CLOSE_BOUND + Duration::from_secs(1),
+                _ => Duration::from_secs(1),
+            },
             on_shard: None,
         })
     }
