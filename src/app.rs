@@ -101,6 +101,9 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             }
             crate::sys::tune_allocator();
             crate::sys::ignore_termination_signals();
+            if !crate::reaper::become_subreaper() {
+                log::debug!("cannot become a child subreaper; orphaned handler descendants re-parent to init");
+            }
             if let Some(size) = crate::sys::enlarge_stdin_pipe(4 << 20) {
                 log::debug!("stdin pipe enlarged to {size} bytes");
             }
@@ -108,7 +111,13 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             config.on_shard = Some(Box::new(|shard| {
                 let _ = SHARD.set(shard.to_owned());
             }));
-            let stats = crate::driver::run(config, std::io::stdin(), protocol_out)?;
+            let result = crate::driver::run(config, std::io::stdin(), protocol_out);
+            // Whatever the outcome, no handler process outlives rsmld.
+            let swept = crate::reaper::sweep();
+            if swept > 0 {
+                log::warn!("killed {swept} handler process(es) still running at exit");
+            }
+            let stats = result?;
             log::info!(
                 "exiting: {} records, {} items dispatched, {} completed, {} checkpoints, {} duplicates skipped",
                 stats.records,

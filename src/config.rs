@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::driver::DriverConfig;
 use crate::handler::discard::DiscardFactory;
-use crate::handler::exec::{ExecFactory, ExecOptions};
+use crate::handler::exec::{
+    ExecFactory, ExecOptions, CLOSE_BOUND, DEFAULT_ANSWER_TIMEOUT, DEFAULT_STALL_WARNING,
+};
 use crate::handler::file::{FileFactory, FileOptions};
 use crate::handler::{delay::DelayFactory, HandlerFactory};
 use crate::pool::{OnError, PoolConfig};
@@ -176,10 +178,12 @@ pub struct RunArgs {
     /// Dead-letter directory for --on-error skip.
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
-    /// Longest a handler may work on a batch, in seconds; past it the exec child is
-    /// killed and the items fail under --on-error (0: no watchdog; else 0.01..=86400).
-    #[arg(long, default_value = "0", value_parser = parse_item_timeout)]
-    pub item_timeout: Duration,
+    /// Exec: longest a child may hold items without answering for any, in seconds; then
+    /// it is killed and its unanswered items fail under --on-error (default 20). Other
+    /// handlers: longest one handler call may take (default: no watchdog). 0: off; else
+    /// 0.01..=86400.
+    #[arg(long, value_parser = parse_item_timeout)]
+    pub item_timeout: Option<Duration>,
     /// A record delivered twice in one lease: skip it (with a warning) or fail.
     #[arg(long, value_enum, default_value_t = OnDuplicate::Skip)]
     pub on_duplicate: OnDuplicate,
@@ -507,6 +511,17 @@ fn parse_kpl_max_bytes(s: &str) -> Result<usize, String> {
 }
 
 impl RunArgs {
+    /// The item timeout in force: `--item-timeout` when given (0: none), else
+    /// [`DEFAULT_ANSWER_TIMEOUT`] for exec (the silence between a child's answers) and
+    /// none for the other handlers (the length of one handler call).
+    pub fn effective_item_timeout(&self) -> Option<Duration> {
+        match (self.item_timeout, self.handler) {
+            (Some(t), _) => (!t.is_zero()).then_some(t),
+            (None, Some(HandlerKind::Exec)) => Some(DEFAULT_ANSWER_TIMEOUT),
+            (None, _) => None,
+        }
+    }
+
     /// The settings' consistency: what [`RunArgs::into_driver_config`] checks before it
     /// builds anything (and `rsmld check` reports), with properties-file errors named by
     /// their key and line.
@@ -533,7 +548,7 @@ impl RunArgs {
     }
 
     /// Validates the flags into the driver's configuration.
-    pub fn into_driver_config(self) -> Result<DriverConfig, ConfigError> {
+    pub fn into_driver_config(mut self) -> Result<DriverConfig, ConfigError> {
         self.validate()?;
         let workers = match self.workers {
             Some(n) => n,
@@ -551,11 +566,16 @@ impl RunArgs {
                     if self.command.is_empty() {
                         return Err(ConfigError::NoCommand);
                     }
+                    // The exec handler times out silence itself (see its module docs).
+                    let answer_timeout = self.effective_item_timeout();
+                    self.item_timeout = None;
                     Arc::new(ExecFactory::new(ExecOptions {
                         command: self.command,
                         max_pipelined: self.max_in_flight.max(1),
                         restart_backoff: Duration::from_millis(100),
                         restart_backoff_max: Duration::from_secs(5),
+                        stall_warning: DEFAULT_STALL_WARNING,
+                        answer_timeout,
                     }))
                 }
             };
@@ -592,13 +612,17 @@ impl RunArgs {
                 max_batch: self.batch_size,
                 batch_interval: self.batch_interval,
                 on_error,
-                item_timeout: (!self.item_timeout.is_zero()).then_some(self.item_timeout),
+                item_timeout: self.item_timeout.filter(|t| !t.is_zero()),
             },
             splitter: Splitter::new(self.split)
                 .with_max_inflated(self.max_inflated_bytes)
                 .with_max_items_per_record(self.max_items_per_record as usize),
             handlers,
-            shutdown_timeout: Duration::from_secs(1),
+            // Room for the exec handler's bounded close; then the binary's sweep kills.
+            shutdown_timeout: match self.handler {
+                Some(HandlerKind::Exec) => CLOSE_BOUND + Duration::from_secs(1),
+                _ => Duration::from_secs(1),
+            },
             on_shard: None,
         })
     }

@@ -55,5 +55,6 @@ pub mod kpl;
 pub mod pool;
 pub mod properties;
 pub mod protocol;
+pub mod reaper;
 pub mod split;
 pub mod sys;

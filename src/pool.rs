@@ -34,7 +34,12 @@
 //! timeout fatal, because its thread cannot be taken back.
 //!
 //! Shutdown drops the senders; each worker drains or (after [`Pool::abandon`]) drops what
-//! is queued, closes its handler and returns; the pool joins them all.
+//! is queued, closes its handler and returns; the pool joins them all, within a bound.
+//! After `abandon` nothing a worker still does can be checkpointed, so shutdown also
+//! interrupts every handler ([`Interrupt::Shutdown`]: the exec handler stops waiting for
+//! its child and closes it within its own bound), a failure of abandoned work is not put
+//! through the failure policy (no retry, no dead letter), and a retry backoff in
+//! progress is cut short. That is what bounds the time from stdin EOF to exit.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -50,7 +55,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::checkpoint::RecordId;
 use crate::handler::{
-    BatchError, Handler, HandlerError, HandlerFactory, Interrupter, WorkerContext,
+    BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
 };
 use crate::item::{Item, ItemBlock};
 
@@ -169,6 +174,7 @@ pub struct Pool {
     abandon: Arc<AtomicBool>,
     stop_watchdog: Arc<AtomicBool>,
     dead_lettered: Arc<AtomicU64>,
+    watches: Vec<Arc<Watch>>,
     runner: Option<JoinHandle<Result<(), PoolError>>>,
 }
 
@@ -251,7 +257,7 @@ impl Pool {
         if let Some(timeout) = config.item_timeout {
             spawn_watchdog(
                 timeout,
-                watches,
+                watches.clone(),
                 epoch,
                 event_tx.clone(),
                 stop_watchdog.clone(),
@@ -277,6 +283,7 @@ impl Pool {
             abandon,
             stop_watchdog,
             dead_lettered,
+            watches,
             runner: Some(runner),
         })
     }
@@ -347,9 +354,16 @@ impl Pool {
 
     /// Closes the channels and joins every worker, waiting at most `timeout` (a handler
     /// that hangs must not keep the process alive; its thread dies with the process).
+    /// After [`Pool::abandon`] it first interrupts every handler with
+    /// [`Interrupt::Shutdown`], so running calls end instead of finishing their batches.
     pub fn shutdown(mut self, timeout: Duration) -> Result<(), PoolError> {
         self.senders.clear();
         self.stop_watchdog.store(true, Ordering::SeqCst);
+        if self.abandon.load(Ordering::SeqCst) {
+            for interrupt in self.watches.iter().filter_map(|w| w.interrupter.as_ref()) {
+                interrupt(Interrupt::Shutdown);
+            }
+        }
         let Some(runner) = self.runner.take() else {
             return Ok(());
         };
@@ -400,7 +414,7 @@ fn spawn_watchdog(
                                 "worker {worker}: handler busy for more than {:.3} s (item timeout); interrupting it",
                                 timeout.as_secs_f64()
                             );
-                            interrupt();
+                            interrupt(Interrupt::Timeout);
                         }
                         None => {
                             let _ = events.send(WorkerEvent::Failed {
@@ -567,6 +581,15 @@ impl Worker {
             let Some((first, first_error)) = failed.first() else {
                 return Ok(());
             };
+            if self.abandon.load(Ordering::SeqCst) {
+                // Abandoned work is never checkpointed: no retry, no dead letter.
+                log::info!(
+                    "worker {}: {} abandoned item(s) not done (first: {first_error}); stopping",
+                    self.id,
+                    failed.len()
+                );
+                return Err(Stop);
+            }
             let item = &batch[*first];
             match self.config.on_error.clone() {
                 OnError::Retry { retries, backoff } if attempt < retries => {
@@ -581,7 +604,7 @@ impl Worker {
                         attempt + 1,
                         delay.as_millis()
                     );
-                    std::thread::sleep(delay);
+                    self.sleep_unless_abandoned(delay);
                     attempt += 1;
                     pending = failed.iter().map(|(i, _)| *i).collect();
                 }
@@ -605,6 +628,19 @@ impl Worker {
                     return self.fail(batch, &failed, error);
                 }
             }
+        }
+    }
+
+    /// Sleeps `delay`, or less if the work is abandoned meanwhile (shutdown must not wait
+    /// out a retry backoff).
+    fn sleep_unless_abandoned(&self, delay: Duration) {
+        let deadline = Instant::now() + delay;
+        while !self.abandon.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
         }
     }
 

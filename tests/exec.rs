@@ -1,10 +1,14 @@
-//! The exec handler: ordering and acks, pipelining, `err` acks, crashes and restarts with
-//! backoff, garbage output, a hung child killed by the interrupter, close and drop, and
-//! the built binary running a shell handler under the daemon model.
+//! The exec handler: ordering and numbered answers, pipelining, `err` answers, wrong
+//! answers (twice, stale, ahead, unnumbered, out of order then a crash), crashes and
+//! restarts with backoff, garbage output, a hung child killed by the interrupter, stalls
+//! (warning and item timeout), the bounded close, and the built binary under the daemon
+//! model: checkpoints never cover an item the child did not validly answer for, and no
+//! handler process outlives rsmld (EOF, signals ignored, setsid grandchildren, SIGKILL).
 //!
 //! Handlers live in tests/fixtures/exec/: `handler.sh` (the README's), `handler.py`
 //! (sequence numbers to a file), `behave.sh` (acts on each item's partition key and logs
-//! `<pid> <worker>/<workers> <item>`), `window.py` (measures the pipelining window).
+//! `<pid> <worker>/<workers> <item>`), `window.py` (measures the pipelining window),
+//! `answers.sh` (answers wrongly in a chosen way, logging what it really handled).
 
 mod common;
 
@@ -15,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::{init_line, line, record, run_action, seq, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
-use rsmld::handler::exec::{ExecFactory, ExecOptions};
-use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
+use rsmld::handler::exec::{ExecFactory, ExecOptions, CLOSE_BOUND, CLOSE_EOF_GRACE};
+use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
 use rsmld::item::{Item, Payload};
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::SequenceNumber;
@@ -56,6 +60,8 @@ fn options(command: &[&str], max_pipelined: usize) -> ExecOptions {
         max_pipelined,
         restart_backoff: Duration::from_millis(10),
         restart_backoff_max: Duration::from_millis(40),
+        stall_warning: Duration::from_secs(5),
+        answer_timeout: None,
     }
 }
 
@@ -212,7 +218,7 @@ fn pipelining_fills_the_window_and_never_exceeds_it() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "4");
 }
 
-/// A child that writes each ack before reading more input (`sed -u`), with a window far
+/// A child that writes each answer before reading more input (perl, unbuffered), with a window far
 /// beyond the pipe buffers both ways: it finishes, because acks are read on another
 /// thread while rsmld writes.
 #[test]
@@ -220,7 +226,7 @@ fn eager_acks_with_a_huge_window_do_not_deadlock() {
     let n = 30_000;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut h = start(options(&["sed", "-u", "s/.*/ok/"], n));
+        let mut h = start(options(&["perl", "-ne", "$| = 1; print \"ok $.\\n\""], n));
         let keys = vec!["k"; n];
         let batch = items(1, &keys);
         let r = h.process(&batch);
@@ -332,13 +338,13 @@ fn garbage_output_fails_the_rest_and_restarts() {
     assert_eq!(indexes(&f), [1, 2]);
     for (_, m) in &f {
         assert!(
-            m.contains("not an ack") && m.contains("this is not an ack"),
+            m.contains("not an answer") && m.contains("this is not an answer"),
             "{m}"
         );
     }
     let first = pid_of(&log, "garbage");
     assert!(gone(first));
-    // An extra line after a real ack is garbage too (it would be taken as the next ack).
+    // An extra line after a real answer is garbage too.
     let f = failures(h.process(&items(4, &["print", "c"])));
     assert_eq!(indexes(&f), [0, 1]);
     assert!(f[0].1.contains("hello from the handler"), "{}", f[0].1);
@@ -357,7 +363,7 @@ fn hung_child_is_killed_by_the_interrupter() {
     let mut h = behave(&log);
     let interrupt = h.interrupter().expect("exec handlers are interruptible");
     h.process(&items(1, &["a"])).unwrap();
-    interrupt(); // idle: must not kill
+    interrupt(Interrupt::Timeout); // idle: must not kill
     h.process(&items(2, &["b"])).unwrap();
     assert_eq!(pid_of(&log, "a"), pid_of(&log, "b"));
 
@@ -365,7 +371,7 @@ fn hung_child_is_killed_by_the_interrupter() {
         let interrupt = interrupt.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            interrupt();
+            interrupt(Interrupt::Timeout);
         })
     };
     let t = Instant::now();
@@ -410,8 +416,8 @@ fn unspawnable_command_is_a_clear_error() {
     );
 }
 
-/// close: a child that exits on stdin EOF closes cleanly; one that ignores it is killed
-/// after the grace period and close reports it. Drop kills too.
+/// close: a child that exits on stdin EOF closes cleanly; one that ignores it gets
+/// SIGTERM after the EOF grace and close reports it. Drop kills too.
 #[test]
 fn close_and_drop_leave_no_child_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -438,12 +444,11 @@ fn close_and_drop_leave_no_child_behind() {
     };
     let t = Instant::now();
     let e = h.close().expect_err("a child ignoring EOF closed cleanly");
-    assert!(e.message.contains("did not exit"), "{e}");
     assert!(
-        t.elapsed() >= Duration::from_millis(1500),
-        "{:?}",
-        t.elapsed()
+        e.message.contains("did not exit") && e.message.contains("exited on SIGTERM"),
+        "{e}"
     );
+    assert!(t.elapsed() >= CLOSE_EOF_GRACE, "{:?}", t.elapsed());
     assert!(gone(pid));
 
     let mut h = behave(&log);
@@ -612,7 +617,9 @@ fn binary_forwards_child_stderr_and_resets_signals() {
         .find(|l| l.contains(" signals "))
         .unwrap_or_else(|| panic!("no signals line in {text}"));
     let mask = u64::from_str_radix(sig_line.rsplit(['\t', ' ']).next().unwrap(), 16).unwrap();
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
+    // Every signal rsmld ignores itself, SIGHUP and SIGXFSZ too: a child that inherited
+    // an ignored SIGXFSZ would see its writes fail quietly past RLIMIT_FSIZE.
+    for sig in rsmld::sys::IGNORED_SIGNALS {
         assert_eq!(
             mask & (1 << (sig - 1)),
             0,
@@ -654,8 +661,611 @@ fn binary_treats_extra_child_stdout_as_garbage() {
     }
     let err = p.stderr();
     assert!(
-        err.contains("not an ack") && err.contains("hello from the handler"),
+        err.contains("not an answer") && err.contains("hello from the handler"),
         "{err}"
     );
     assert!(gone(pid_of(&log, "print")));
+}
+
+// ---------------------------------------------------------------- numbered answers
+
+/// What `answers.sh` really handled: "<unit> <sequenceNumber>" lines.
+fn handled(log: &Path) -> Vec<(u64, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let (unit, seq) = l.split_once(' ').unwrap();
+            (unit.parse().unwrap(), seq.to_owned())
+        })
+        .collect()
+}
+
+/// Runs one batch through `answers.sh MODE`; checks that every item reported done was
+/// really handled by the child; returns the failures.
+fn one_batch(h: &mut Box<dyn Handler>, log: &Path, batch: &[Item]) -> Vec<(usize, String)> {
+    let failed = match h.process(batch) {
+        Ok(()) => Vec::new(),
+        r => failures(r),
+    };
+    let seqs: HashSet<String> = handled(log).into_iter().map(|(_, s)| s).collect();
+    for (i, it) in batch.iter().enumerate() {
+        if !failed.iter().any(|(f, _)| *f == i) {
+            assert!(
+                seqs.contains(it.sequence_number),
+                "item {i} counted as done but never handled; failures {failed:?}"
+            );
+        }
+    }
+    failed
+}
+
+fn answers(mode: &str, log: &Path) -> Box<dyn Handler> {
+    start(options(
+        &[&fixture("answers.sh"), mode, log.to_str().unwrap()],
+        8,
+    ))
+}
+
+/// A child that answers each unit twice: the second answer is a wrong answer, it never
+/// counts for the next item in the pipe; that item and all later ones fail; the child
+/// is replaced and the next batch works.
+#[test]
+fn an_answer_given_twice_breaks_the_child_and_counts_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = answers("twice", &log);
+    let f = one_batch(&mut h, &log, &items(1, &["k"; 6]));
+    assert_eq!(indexes(&f), [1, 2, 3, 4, 5]);
+    assert!(
+        f[0].1.contains("wrong answer") && f[0].1.contains("`ok 1`: unit 1 was answered twice"),
+        "{}",
+        f[0].1
+    );
+    assert!(one_batch(&mut h, &log, &items(7, &["k"; 3])).is_empty());
+    h.close().unwrap();
+}
+
+/// Answering for a unit of an earlier batch (already answered) or for one not yet
+/// written, or with 0 or no number at all: every item of the batch fails.
+#[test]
+fn stale_ahead_zero_and_unnumbered_answers_break_the_child() {
+    for (mode, why) in [
+        ("stale", "unit 1 was answered before"),
+        ("ahead", "unit 1001 was not written yet"),
+        ("zero", "not an answer"),
+        ("bare-twice", "not an answer"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut h = answers(mode, &log);
+        let first = one_batch(&mut h, &log, &items(1, &["k"]));
+        let second = one_batch(&mut h, &log, &items(2, &["k"; 3]));
+        let f = if mode == "stale" { second } else { first };
+        assert!(!f.is_empty(), "{mode}: no failure");
+        assert!(f.iter().all(|(_, m)| m.contains(why)), "{mode}: {f:?}");
+        if mode == "stale" {
+            assert_eq!(indexes(&f), [0, 1, 2], "{mode}");
+        }
+        h.close().ok();
+    }
+}
+
+/// Out of order is allowed: a child answering each pair of units in reverse finishes
+/// every batch.
+#[test]
+fn answers_in_any_order_within_the_window_are_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = answers("reverse", &log);
+    assert!(one_batch(&mut h, &log, &items(1, &["k"; 6])).is_empty());
+    assert!(one_batch(&mut h, &log, &items(7, &["k"; 20])).is_empty());
+    assert_eq!(handled(&log).len(), 26);
+    h.close().unwrap();
+}
+
+/// An answer out of order, then a crash: the answered unit is done, the one before it
+/// (never handled) fails with the exit status.
+#[test]
+fn an_out_of_order_answer_then_a_crash_fails_the_unanswered_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = answers("reorder-crash", &log);
+    let f = one_batch(&mut h, &log, &items(1, &["k", "k"]));
+    assert_eq!(indexes(&f), [0]);
+    assert!(f[0].1.contains("exited (exit status: 3)"), "{}", f[0].1);
+    let mut h2 = answers("bare-reorder-crash", &dir.path().join("log2"));
+    let f = one_batch(&mut h2, &dir.path().join("log2"), &items(1, &["k", "k"]));
+    assert_eq!(indexes(&f), [0, 1], "an unnumbered answer counted");
+    h.close().unwrap();
+}
+
+/// Through the binary and the daemon model: for each way of answering wrongly, every
+/// checkpoint rsmld asks for covers only records the child really handled (it logs them
+/// before answering). Returns the exit code and the checkpoints.
+fn checkpoints_cover_only_handled(
+    mode: &str,
+    records: u64,
+    per_batch: u64,
+    extra: &[&str],
+) -> (i32, Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut p = spawn_rsmld(
+        &[&fixture("answers.sh"), mode, log.to_str().unwrap()],
+        &[&["--workers", "1"], extra].concat(),
+    );
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let mut next = 1;
+    while next <= records {
+        let batch: Vec<Record> = (next..(next + per_batch).min(records + 1))
+            .map(|i| record(i, "k"))
+            .collect();
+        next += per_batch;
+        model.deliver_all(&batch);
+        if run_action(
+            &mut p,
+            &mut model,
+            &process_line(batch),
+            Action::ProcessRecords,
+        )
+        .is_err()
+        {
+            break;
+        }
+    }
+    let _ = run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"shutdownRequested"}"#,
+        Action::ShutdownRequested,
+    );
+    p.close_stdin();
+    let code = p.wait(Duration::from_secs(30)).unwrap();
+    let seqs: HashSet<String> = handled(&log).into_iter().map(|(_, s)| s).collect();
+    let stored: Vec<String> = model
+        .stored
+        .iter()
+        .map(|e| e.seq.as_str().to_owned())
+        .collect();
+    for c in &stored {
+        let unhandled: Vec<u64> = (1..=records)
+            .filter(|i| seq(*i).as_str() <= c.as_str() && !seqs.contains(&seq(*i)))
+            .collect();
+        assert!(
+            unhandled.is_empty(),
+            "{mode}: checkpoint {c} covers {} record(s) the child never handled: {unhandled:?}",
+            unhandled.len()
+        );
+    }
+    (code, stored, p.stderr())
+}
+
+/// The faults that made old main checkpoint unhandled items: a child that answers twice
+/// per item (284 of 800 unhandled items checkpointed), and one that answers for its
+/// second unit first and crashes (its first unit checkpointed after the retry) — as the
+/// old, unnumbered contract had it, and numbered. rsmld stops with exit 1 and no
+/// checkpoint covers an unhandled item.
+#[test]
+fn binary_never_checkpoints_for_surplus_or_early_answers() {
+    let retry = ["--on-error", "retry", "--retry-backoff", "0.05"];
+    for (mode, records, extra) in [
+        ("bare-twice", 800, &[][..]),
+        ("twice", 800, &[]),
+        ("bare-reorder-crash", 40, &retry),
+    ] {
+        let (code, _, err) =
+            checkpoints_cover_only_handled(mode, records, 10.max(records / 8), extra);
+        assert_eq!(code, 1, "{mode}: {err}");
+        assert!(
+            err.contains("not an answer") || err.contains("answered twice"),
+            "{mode}: {err}"
+        );
+    }
+}
+
+/// Each wrong answer, then recovery under --on-error retry: the broken child's unanswered
+/// items are retried in a new child, and in the end every record is handled and
+/// checkpointed — never a checkpoint ahead of what was handled.
+#[test]
+fn binary_retries_after_wrong_answers_and_checkpoints_only_handled_records() {
+    let retry = ["--on-error", "retry", "--retry-backoff", "0.05"];
+    for mode in ["reorder-crash", "twice", "stale", "ahead", "zero"] {
+        let (code, stored, err) = checkpoints_cover_only_handled(mode, 40, 10, &retry);
+        assert_eq!(code, 0, "{mode}: {err}");
+        assert_eq!(stored.last(), Some(&seq(40)), "{mode}: {err}");
+    }
+}
+
+// ---------------------------------------------------------------- no process outlives rsmld
+
+/// Live processes (zombies excluded) whose environment holds `RSMLD_TEST_MARKER=marker`.
+fn marked(marker: &str) -> Vec<i32> {
+    let needle = format!("RSMLD_TEST_MARKER={marker}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !zombie && env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (up to 10 s) until no marked process is left; returns those still alive.
+fn outliving(marker: &str) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = marked(marker);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A marker unique to this test run.
+fn marker(test: &str) -> String {
+    format!("{test}-{}-{:?}", std::process::id(), Instant::now())
+}
+
+/// Waits (up to 20 s) for `path` to exist; returns its contents.
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.is_empty() {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// rsmld with an exec child given as `sh -c SCRIPT`, marked in its environment, initialized.
+fn marked_rsmld(script: &str, marker: &str, extra: &[&str]) -> (Proc, CheckpointModel) {
+    let mut args: Vec<String> = ["--handler", "exec", "--workers", "1"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--", "sh", "-c", script].map(String::from));
+    let mut p = Proc::spawn_env(&args, &[("RSMLD_TEST_MARKER", marker)]);
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    (p, model)
+}
+
+/// A child stuck in an item that ignores stdin EOF and every signal it can: stdin EOF
+/// makes rsmld abandon the batch, close the child (EOF, SIGTERM, SIGKILL) within the
+/// documented bound, wait for it and exit; nothing of the handler is left. Prints the
+/// time from EOF to exit.
+#[test]
+fn binary_eof_ends_a_stuck_child_that_ignores_every_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let stuck = dir.path().join("stuck");
+    let script = format!(
+        "trap '' HUP INT QUIT TERM PIPE ALRM USR1 USR2; n=0; while IFS= read -r item; do n=$((n+1)); \
+         case \"$item\" in *'\"partitionKey\":\"hang\"'*) echo $$ > {0}; while :; do sleep 1; done;; esac; \
+         echo \"ok $n\"; done; while :; do sleep 1; done",
+        stuck.display()
+    );
+    let m = marker("ignores-every-signal");
+    let (mut p, mut model) = marked_rsmld(&script, &m, &[]);
+    let records = vec![record(1, "a"), record(2, "hang"), record(3, "b")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    wait_for_file(&stuck);
+    assert!(!marked(&m).is_empty());
+    let t = Instant::now();
+    p.close_stdin();
+    let code = p.wait(Duration::from_secs(30)).unwrap();
+    let took = t.elapsed();
+    eprintln!("rsmld exited {took:?} after stdin EOF with a child ignoring every signal");
+    assert_eq!(code, 0, "{}", p.stderr());
+    assert_eq!(outliving(&m), Vec::<i32>::new(), "{}", p.stderr());
+    let err = p.stderr();
+    assert!(err.contains("after SIGTERM; killed"), "{err}");
+    // A bound, not a speed: without one rsmld would wait for the child forever.
+    assert!(took < CLOSE_BOUND * 5, "{took:?}");
+}
+
+/// A grandchild that calls setsid() escapes the child's process group; rsmld, a child
+/// subreaper, still finds it and kills it before exiting.
+#[test]
+fn binary_kills_a_grandchild_that_left_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpid = dir.path().join("gpid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {0}; exec sleep 120' </dev/null >/dev/null 2>&1 & \
+         n=0; while IFS= read -r item; do n=$((n+1)); echo \"ok $n\"; done",
+        gpid.display()
+    );
+    let m = marker("setsid-grandchild");
+    let (mut p, _model) = marked_rsmld(&script, &m, &[]);
+    let grandchild: i32 = wait_for_file(&gpid).trim().parse().unwrap();
+    let session = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(3)?
+            .parse()
+            .ok()
+    };
+    let child_session = marked(&m)
+        .into_iter()
+        .filter(|&pid| pid != grandchild && pid != p.child.id() as i32)
+        .find_map(session);
+    assert_ne!(session(grandchild), None);
+    assert_ne!(session(grandchild), child_session, "setsid did not take");
+    p.close_stdin();
+    assert_eq!(
+        p.wait(Duration::from_secs(30)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
+    assert_eq!(outliving(&m), Vec::<i32>::new(), "{}", p.stderr());
+}
+
+/// A child that started a helper in its own session (setsid) and then crashed: the
+/// helper is killed when rsmld replaces the child, not only when rsmld exits.
+#[test]
+fn binary_kills_the_escaped_helper_of_a_replaced_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpid = dir.path().join("gpid");
+    let script = format!(
+        "n=0; while IFS= read -r item; do n=$((n+1)); case \"$item\" in \
+         *'\"partitionKey\":\"spawn\"'*) setsid sh -c 'echo $$ > {0}; exec sleep 120' </dev/null >/dev/null 2>&1 & ;; \
+         *'\"partitionKey\":\"crash\"'*) exit 3 ;; esac; echo \"ok $n\"; done",
+        gpid.display()
+    );
+    let m = marker("escaped-helper");
+    let dlq = dir.path().join("dlq");
+    let extra = ["--on-error", "skip", "--dead-letter", dlq.to_str().unwrap()];
+    let (mut p, mut model) = marked_rsmld(&script, &m, &extra);
+    let records = vec![record(1, "spawn")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let helper: i32 = wait_for_file(&gpid).trim().parse().unwrap();
+    assert!(marked(&m).contains(&helper));
+    let records = vec![record(2, "crash")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while marked(&m).contains(&helper) {
+        assert!(
+            Instant::now() < deadline,
+            "helper {helper} outlived its child"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "rsmld exited: {}",
+        p.stderr()
+    );
+    p.close_stdin();
+    assert_eq!(
+        p.wait(Duration::from_secs(30)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
+    assert_eq!(outliving(&m), Vec::<i32>::new());
+}
+
+/// rsmld SIGKILLed while its child is stuck in an item: the child's parent-death signal
+/// kills it (nothing of rsmld runs after a SIGKILL).
+#[test]
+fn binary_sigkilled_takes_its_stuck_child_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let stuck = dir.path().join("stuck");
+    let script = format!(
+        "IFS= read -r item; echo $$ > {0}; exec sleep 120",
+        stuck.display()
+    );
+    let m = marker("sigkilled");
+    let (mut p, mut model) = marked_rsmld(&script, &m, &[]);
+    let records = vec![record(1, "a")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let child: i32 = wait_for_file(&stuck).trim().parse().unwrap();
+    assert!(marked(&m).contains(&child));
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    assert_eq!(outliving(&m), Vec::<i32>::new());
+}
+
+/// The bounded close in-process: a child stuck in an item when the pool's shutdown
+/// interrupt comes stops being waited for at once (its items fail as abandoned), later
+/// batches fail without reaching a child, and close ends it (SIGTERM) within the bound.
+#[test]
+fn shutdown_interrupt_ends_a_running_batch_and_close_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = behave(&log);
+    let interrupt = h.interrupter().unwrap();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        interrupt(Interrupt::Shutdown);
+    });
+    let f = failures(h.process(&items(1, &["a", "hang", "b"])));
+    stopper.join().unwrap();
+    assert_eq!(indexes(&f), [1, 2]);
+    assert!(f[0].1.contains("shutting down"), "{}", f[0].1);
+    let pid = pid_of(&log, "hang");
+    match h.process(&items(4, &["c"])) {
+        Err(BatchError::Batch(e)) => assert!(e.message.contains("shutting down"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let t = Instant::now();
+    let e = h.close().expect_err("a stuck child closed cleanly");
+    assert!(e.message.contains("exited on SIGTERM"), "{e}");
+    assert!(t.elapsed() < CLOSE_BOUND * 5, "{:?}", t.elapsed());
+    assert!(gone(pid));
+}
+
+// ---------------------------------------------------------------- stalls
+
+/// A child that reads its items and never answers, and one that writes `ok 1` without
+/// the newline and hangs: both are killed at the answer timeout, every unit they held
+/// fails (the unterminated `ok 1` never counts, not even after the kill), and the child
+/// is gone.
+#[test]
+fn silent_and_half_answering_children_are_killed_at_the_answer_timeout() {
+    for (script, n) in [
+        ("while IFS= read -r l; do :; done", 3),
+        ("IFS= read -r l; printf 'ok 1'; exec sleep 120", 1),
+    ] {
+        let mut o = options(&["sh", "-c", script], 8);
+        o.stall_warning = Duration::from_millis(200);
+        o.answer_timeout = Some(Duration::from_secs(1));
+        let mut h = start(o);
+        let t = Instant::now();
+        let f = failures(h.process(&items(1, &vec!["k"; n])));
+        assert!(t.elapsed() >= Duration::from_secs(1), "{script}");
+        assert_eq!(indexes(&f), (0..n).collect::<Vec<_>>(), "{script}");
+        assert!(
+            f[0].1.contains(&format!(
+                "answered nothing for 1s while holding {n} unit(s)"
+            )),
+            "{script}: {}",
+            f[0].1
+        );
+        let pid: i32 = f[0]
+            .1
+            .split("(pid ")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(gone(pid), "{script}");
+    }
+}
+
+/// The answer timeout counts silence between answers, not the length of a batch: a
+/// child that answers every 300 ms finishes a batch of 8 (2.4 s) under a 1.5 s timeout.
+#[test]
+fn a_slow_but_answering_child_is_not_timed_out() {
+    let script = "n=0; while IFS= read -r l; do n=$((n+1)); sleep 0.3; echo \"ok $n\"; done";
+    let mut o = options(&["sh", "-c", script], 8);
+    o.stall_warning = Duration::from_millis(100);
+    o.answer_timeout = Some(Duration::from_millis(1500));
+    let mut h = start(o);
+    let t = Instant::now();
+    h.process(&items(1, &["k"; 8])).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(2400));
+    h.close().unwrap();
+}
+
+/// Through the binary with default settings: a silent child and a child that wrote `ok 1`
+/// without its newline are each named in one warning after a few seconds (pid, units
+/// held), then killed at the default item timeout; the item fails under --on-error fail
+/// (exit 1, no checkpoint).
+#[test]
+fn binary_default_settings_bound_a_stall() {
+    let children = [
+        ("silent", "echo $$ > {0}; while IFS= read -r l; do :; done"),
+        (
+            "partial",
+            "echo $$ > {0}; IFS= read -r l; printf 'ok 1'; exec sleep 120",
+        ),
+    ];
+    let runs: Vec<_> = children
+        .iter()
+        .map(|(name, script)| {
+            let (name, script) = (name.to_string(), script.to_string());
+            std::thread::spawn(move || {
+                let dir = tempfile::tempdir().unwrap();
+                let pidfile = dir.path().join("pid");
+                let script = script.replace("{0}", pidfile.to_str().unwrap());
+                let m = marker(&name);
+                let (mut p, mut model) = marked_rsmld(&script, &m, &["--checkpoint-interval", "0"]);
+                let records = vec![record(1, "k")];
+                model.deliver_all(&records);
+                run_action(
+                    &mut p,
+                    &mut model,
+                    &process_line(records),
+                    Action::ProcessRecords,
+                )
+                .unwrap();
+                let pid = wait_for_file(&pidfile).trim().to_owned();
+                let t = Instant::now();
+                let code = p.wait(Duration::from_secs(120)).unwrap();
+                let err = p.stderr();
+                assert_eq!(code, 1, "{name}: {err}");
+                assert!(
+                    t.elapsed() >= Duration::from_secs(15),
+                    "{name}: {:?}",
+                    t.elapsed()
+                );
+                let warning = format!("exec handler child {pid} has answered nothing for");
+                assert_eq!(err.matches(&warning).count(), 1, "{name}: {err}");
+                assert!(err.contains("it holds 1 unit(s)"), "{name}: {err}");
+                assert!(
+                    err.contains("answered nothing for 20s while holding 1 unit(s)"),
+                    "{name}: {err}"
+                );
+                assert!(model.stored.is_empty(), "{name}: {:?}", model.stored);
+                assert_eq!(outliving(&m), Vec::<i32>::new(), "{name}");
+            })
+        })
+        .collect();
+    for run in runs {
+        run.join().unwrap();
+    }
 }

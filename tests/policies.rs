@@ -305,7 +305,7 @@ fn exec_watchdog_kills_a_hung_child_and_the_policy_applies() {
     let dir = tempfile::tempdir().unwrap();
     let dlq = dir.path().join("dlq");
     let script = dir.path().join("handler.sh");
-    std::fs::write(&script, "#!/bin/sh\nwhile IFS= read -r item; do\n  case \"$item\" in *aGFuZw==*) sleep 30;; esac\n  echo ok\ndone\n").unwrap();
+    std::fs::write(&script, "#!/bin/sh\nn=0\nwhile IFS= read -r item; do\n  n=$((n+1))\n  case \"$item\" in *aGFuZw==*) sleep 30;; esac\n  echo \"ok $n\"\ndone\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut p = Proc::spawn(
         &[

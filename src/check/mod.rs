@@ -680,9 +680,7 @@ pub struct DrainEstimate {
 /// backoff). It is an upper bound for a stuck or slow handler, not a forecast; a KPL or
 /// `--split` record can hold more items than one, which this does not count.
 pub fn drain_estimate(run: &RunArgs, max_records: u64) -> Option<DrainEstimate> {
-    if run.item_timeout.is_zero() {
-        return None;
-    }
+    let timeout = run.effective_item_timeout()?;
     let workers = run
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -699,14 +697,14 @@ pub fn drain_estimate(run: &RunArgs, max_records: u64) -> Option<DrainEstimate> 
         }
         _ => (1, 0.0),
     };
-    let per_batch = run.item_timeout.as_secs_f64() * attempts as f64 + backoff;
+    let per_batch = timeout.as_secs_f64() * attempts as f64 + backoff;
     Some(DrainEstimate {
         seconds: rounds as f64 * per_batch,
         explain: format!(
             "{items} items = max-in-flight {} + maxRecords {max_records}, in {rounds} rounds of {workers} workers x batch size {}, each up to {per_batch:.1} s = item timeout {} s x {attempts} attempts{}",
             run.max_in_flight,
             run.batch_size,
-            run.item_timeout.as_secs_f64(),
+            timeout.as_secs_f64(),
             if backoff > 0.0 { format!(" + {backoff:.1} s backoff") } else { String::new() }
         ),
     })

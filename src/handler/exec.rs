@@ -1,5 +1,5 @@
 //! The `exec` handler: one long-lived child process per worker, fed items on its stdin
-//! and acknowledging them on its stdout.
+//! and answering for them, by number, on its stdout.
 //!
 //! `rsmld --handler exec -- COMMAND [ARGS...]` runs `COMMAND` (no shell: the argv exactly
 //! as given) once per worker, so a handler can be written in any language and still get
@@ -10,28 +10,48 @@
 //! - **stdin**: one item per line, as the item JSON of [`crate::item`]
 //!   (`{"shardId":…,"sequenceNumber":…,"partitionKey":…,"data":"<base64>",…}`), ASCII,
 //!   `\n`-terminated. Items with the same partition key always reach the same child, in
-//!   order.
-//! - **stdout**: exactly one ack line per item, in the order the items arrived: `ok` when
-//!   the item is done (durably, as far as the child promises — a checkpoint may cover it
-//!   as soon as rsmld reads the ack), or `err <message>` when this item failed. Flush after
-//!   every ack (`print("ok", flush=True)`; shell `echo` writes at once).
-//! - **stdout is only for acks.** Anything else (a debug `print`, a banner) is a protocol
-//!   violation: rsmld cannot tell which item it belongs to, so it fails the batch's
-//!   unacknowledged items and restarts the child. Log to **stderr**: rsmld forwards it line
-//!   by line to its own log (`worker <k> child <pid>: <line>`).
+//!   order. Each line is a *unit*, numbered by its 1-based position in this child's
+//!   stdin: the first line a child reads is unit 1, the next unit 2, and so on for the
+//!   child's whole life (a restarted child starts again at 1).
+//! - **stdout**: exactly one answer line per unit, naming it: `ok N` when unit `N` is
+//!   done (durably, as far as the child promises — a checkpoint may cover it as soon as
+//!   rsmld reads the answer), or `err N <message>` when it failed. Answers may come in any
+//!   order (a child that works on several units at once answers each when it is done),
+//!   but only for units the child has read and not yet answered. Flush after every answer
+//!   (`print(f"ok {n}", flush=True)`; shell `echo` writes at once). A line counts only
+//!   once its `\n` arrives.
+//! - **A wrong answer breaks the child.** A number answered twice, one not yet written
+//!   (or 0), a line without a number, or anything else on stdout (a debug `print`, a
+//!   banner, a last line without its `\n`) is a protocol violation: every unit the child
+//!   held and had not validly answered fails (then `--on-error` decides), the child is
+//!   killed and restarted, and nothing it wrote after the violation counts. Answers read
+//!   before it still count. Log to **stderr**: rsmld forwards it line by line to its own
+//!   log (`worker <k> child <pid>: <line>`).
 //! - **Environment**: rsmld's own, plus `RSMLD_SHARD_ID`, `RSMLD_WORKER` (this child's
-//!   worker index) and `RSMLD_WORKERS` (how many there are). SIGINT, SIGTERM and SIGPIPE
-//!   have their default dispositions (rsmld ignores them itself; the child does not
-//!   inherit that).
-//! - **End**: stdin EOF means "exit now"; a child still running 2 s later is killed.
+//!   worker index), `RSMLD_WORKERS` (how many there are) and `RSMLD_EXEC_CHILD` (an id
+//!   of this child, by which rsmld finds its descendants when it ends it). Every signal
+//!   rsmld ignores itself ([`crate::sys::IGNORED_SIGNALS`]: SIGINT, SIGTERM, SIGHUP,
+//!   SIGPIPE, SIGXFSZ) has its default disposition in the child: it does not inherit that. The child's parent-death signal is SIGKILL: if rsmld dies, even by
+//!   SIGKILL, the child dies with it.
+//! - **End**: stdin EOF means "exit now". A child still running [`CLOSE_EOF_GRACE`] later
+//!   gets SIGTERM (its whole process group), and [`CLOSE_TERM_GRACE`] after that SIGKILL:
+//!   closing takes at most [`CLOSE_BOUND`] (2 s), because the daemon waits for rsmld
+//!   without a timeout once it has closed rsmld's stdin, and a shard's successor waits
+//!   for that.
+//! - **Stalls**: a child that holds units and answers none of them for `stall_warning`
+//!   (5 s by default) is named in one warning (its pid and how many units it holds); one
+//!   that stays silent for `answer_timeout` (`--item-timeout`, 20 s by default for exec;
+//!   0 turns it off) is killed and its unanswered units fail.
 //!
 //! A complete handler in shell (appends every item to a file per shard and worker):
 //!
 //! ```sh
 //! #!/bin/sh
-//! # rsmld exec handler: append each item to $1/<shard>.<worker>.jsonl, then ack it.
+//! # rsmld exec handler: append each item to $1/<shard>.<worker>.jsonl, then answer for it.
+//! n=0
 //! while IFS= read -r item; do
-//!   printf '%s\n' "$item" >> "$1/$RSMLD_SHARD_ID.$RSMLD_WORKER.jsonl" && echo ok || echo "err cannot write $1"
+//!   n=$((n+1))
+//!   printf '%s\n' "$item" >> "$1/$RSMLD_SHARD_ID.$RSMLD_WORKER.jsonl" && echo "ok $n" || echo "err $n cannot write $1"
 //! done
 //! ```
 //!
@@ -39,36 +59,52 @@
 //!
 //! ```python
 //! import json, sys
-//! for line in sys.stdin:
+//! for n, line in enumerate(sys.stdin, start=1):
 //!     item = json.loads(line)                  # base64 payload in item["data"]
-//!     print("ok", flush=True)                  # or: print("err why", flush=True)
+//!     print(f"ok {n}", flush=True)             # or: print(f"err {n} why", flush=True)
 //! ```
 //!
 //! # Why this shape
 //!
 //! - **Long-lived, one per worker**: process start-up (an interpreter, a connection)
 //!   is paid once, and a per-worker child needs no locking; per-key order is kept because
-//!   a worker's items are written in order and acks come back in order.
-//! - **Acks by position, not by id**: the simplest thing a five-line script can do. The
-//!   price is that any stray stdout line shifts every later ack, which is why a line that
-//!   is neither `ok` nor `err …` fails the batch rather than being skipped.
-//! - **Pipelined**: within a batch rsmld keeps up to `max_pipelined` items written but
-//!   not yet acknowledged, so a child that batches its own work (or a slow pipe) is never
-//!   fed one item per round trip. Acks are read by a separate thread into a queue, so a
-//!   child that writes acks before reading more input can never deadlock with rsmld
-//!   blocked writing to it.
+//!   a worker's items are written in order.
+//! - **Answers name their unit.** With positional answers and pipelining, a child that
+//!   answered twice, or answered out of order and then crashed, had its surplus answers
+//!   counted for units still in the pipe that it never handled — and a checkpoint covered
+//!   them. A number makes every answer unambiguous and every surplus detectable. Numbers
+//!   count lines, which even a shell loop does for free; they never depend on the item.
+//! - **Out of order is allowed, checkpoints still follow the prefix.** Any unanswered
+//!   unit the child holds may be answered at any time, so a child with its own
+//!   parallelism need not hold back finished work; the checkpoint tracker only ever
+//!   covers the longest prefix of finished items, so a unit answered early is never
+//!   checkpointed before the ones before it are done.
+//! - **Pipelined**: within a batch rsmld keeps up to `max_pipelined` units written but
+//!   not yet answered, so a child that batches its own work (or a slow pipe) is never fed
+//!   one item per round trip. Answers are read by a separate thread into a queue, and the
+//!   child's stdin is non-blocking, so a child that writes answers before reading more
+//!   input can never deadlock with rsmld, and a child that stops reading cannot block
+//!   the worker (stalls are noticed, interrupts and shutdown act within 50 ms).
 //! - **Failure is per item**: `err` fails that item only (the failure policy decides what
-//!   happens next). A child that exits, closes its stdout, writes garbage or is killed by
-//!   the watchdog fails every item of the batch it had not acknowledged (an ack already
-//!   read still counts), is killed and reaped, and is restarted for the next batch after
-//!   a backoff (`restart_backoff`, doubling up to `restart_backoff_max`, reset by a healthy
-//!   batch).
-//! - **Nothing left behind**: each child leads its own process group, and killing it
+//!   happens next). A child that exits, closes its stdout, breaks the protocol, stalls or
+//!   is killed by the watchdog fails every item of the batch it had not answered (an
+//!   answer already read still counts), is killed and reaped, and is restarted for the
+//!   next batch after a backoff (`restart_backoff`, doubling up to `restart_backoff_max`,
+//!   reset by a healthy batch).
+//! - **Nothing left behind**: each child leads its own process group, and ending it
 //!   (watchdog, failure, close, drop) kills the group, so a `sleep` or other grandchild
 //!   of a shell handler dies with it. The group is signalled only while the child is not
-//!   yet reaped, so its id cannot have been reused.
+//!   yet reaped, so its id cannot have been reused. Descendants that leave the group
+//!   (`setsid`) are found by the `RSMLD_EXEC_CHILD` tag they inherit and killed with
+//!   the child; the binary's subreaper keeps them our descendants even after the child
+//!   died, and its final sweep kills whatever is left ([`crate::reaper`]).
+//!   The parent-death signal is tied to the thread that spawned the child: children are
+//!   spawned by the pool's start-up thread and by the worker threads, which all live as
+//!   long as the pool.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,17 +112,37 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use super::{BatchError, Handler, HandlerError, HandlerFactory, Interrupter, WorkerContext};
+use super::{
+    BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
+};
 use crate::item::Item;
 
-/// How long `close` waits for a child to exit after closing its stdin.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long closing waits for a child to exit after closing its stdin, before SIGTERM.
+pub const CLOSE_EOF_GRACE: Duration = Duration::from_secs(1);
+/// How long closing waits after SIGTERM to the child's process group, before SIGKILL.
+pub const CLOSE_TERM_GRACE: Duration = Duration::from_secs(1);
+/// The longest closing a child takes (then it and its process group are SIGKILLed and
+/// reaped).
+pub const CLOSE_BOUND: Duration = Duration::from_secs(2);
+/// Default of [`ExecOptions::stall_warning`].
+pub const DEFAULT_STALL_WARNING: Duration = Duration::from_secs(5);
+/// Default of [`ExecOptions::answer_timeout`] (`--item-timeout` for exec): under the
+/// daemon's 30 s graceful lease hand-off, so a stalled child is dealt with (killed, its
+/// items failed, then `--on-error`) before the lease moves anyway; far above the time a
+/// healthy child needs between two answers.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a failing child is given to exit by itself (so its real status is reported)
-/// and to deliver the acks it wrote before failing.
+/// and to deliver the answers it wrote before failing.
 const FAIL_GRACE: Duration = Duration::from_secs(1);
-/// How often a waiting `process` checks whether the child is still alive.
+/// How often a waiting `process` checks the child, the stall clock and interrupts.
 const POLL: Duration = Duration::from_millis(50);
-/// Longest ack line read; a longer one is garbage.
+/// Most bytes of item JSON serialized ahead of what the pipe took.
+const WRITE_AHEAD: usize = 64 * 1024;
+/// The environment variable that tags a child and its descendants.
+const CHILD_TAG: &str = "RSMLD_EXEC_CHILD";
+/// Children started by this process so far (the tag's value).
+static CHILDREN_STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Longest answer line read; a longer one is garbage.
 const MAX_ACK_LINE: usize = 64 * 1024;
 /// Longest stderr line forwarded as one log line; longer ones are split.
 const MAX_LOG_LINE: usize = 16 * 1024;
@@ -98,12 +154,18 @@ const GARBAGE_PREVIEW: usize = 80;
 pub struct ExecOptions {
     /// The command and its arguments (no shell).
     pub command: Vec<String>,
-    /// Most items written to the child before their acks are read.
+    /// Most units written to the child before their answers are read.
     pub max_pipelined: usize,
     /// First restart delay after the child failed; doubles up to `restart_backoff_max`.
     pub restart_backoff: Duration,
     /// Largest restart delay.
     pub restart_backoff_max: Duration,
+    /// A child that holds units and has answered none for this long is named in a
+    /// warning, once per stall.
+    pub stall_warning: Duration,
+    /// A child that holds units and has answered none for this long is killed and its
+    /// unanswered units fail (`None`: wait forever).
+    pub answer_timeout: Option<Duration>,
 }
 
 /// Makes one child process per worker.
@@ -150,7 +212,7 @@ pub enum ExecError {
         /// Why (the OS error).
         message: String,
     },
-    /// The child failed before acknowledging every item of a batch.
+    /// The child failed before answering for every item of a batch.
     #[error("exec handler child {command:?} (pid {pid}) {failure}")]
     Child {
         /// The command (argv\[0\]).
@@ -168,6 +230,14 @@ pub enum ChildFailure {
     /// The watchdog's interrupter killed it.
     #[error("was killed after timeout")]
     KilledAfterTimeout,
+    /// It held units and answered none for this long; rsmld killed it.
+    #[error("answered nothing for {timeout:?} while holding {held} unit(s) (item timeout); killed after timeout")]
+    NoAnswer {
+        /// The item timeout.
+        timeout: Duration,
+        /// Units written and not answered.
+        held: usize,
+    },
     /// It exited (the status as the OS reports it, e.g. `exit status: 3`).
     #[error("exited ({0})")]
     Exited(String),
@@ -180,19 +250,24 @@ pub enum ChildFailure {
     /// Reading its stdout failed.
     #[error("could not be read from: {0}")]
     ReadFailed(String),
-    /// It wrote a line that is neither `ok` nor `err …` (the first bytes, quoted).
-    #[error("wrote a line that is not an ack: {0:?}")]
+    /// It wrote a line that is not `ok N` / `err N …` (the first bytes, quoted).
+    #[error("wrote a line that is not an answer (`ok N` or `err N message`): {0:?}")]
     Garbage(String),
-    /// It wrote an ack for an item it was never sent.
-    #[error("wrote an ack with no item waiting for it: {0:?}")]
-    Unsolicited(String),
+    /// It answered with a number naming no unit it held: answered before, not yet written.
+    #[error("wrote a wrong answer: {0}")]
+    WrongUnit(String),
 }
 
 /// One line (or the end) of a child's stdout, as the reader thread saw it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum Event {
-    /// `ok` (`None`) or `err <message>` (`Some`).
-    Ack(Option<String>),
+    /// `ok N` (`error: None`) or `err N <message>`.
+    Ack {
+        /// The unit answered for (1-based line number of the child's stdin).
+        unit: u64,
+        /// The message of an `err`.
+        error: Option<String>,
+    },
     /// Any other line: its first bytes.
     Garbage(String),
     /// End of stdout.
@@ -208,8 +283,10 @@ struct Shared {
     pid: Option<u32>,
     /// A `process` call is running.
     busy: bool,
-    /// The interrupter fired during the current `process` call.
+    /// The watchdog fired during the current `process` call.
     interrupted: bool,
+    /// rsmld is shutting down: end the running call, fail every later one.
+    stopping: bool,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -217,13 +294,18 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// SIGKILLs the process group `pgid`.
-fn kill_group(pgid: u32) {
+/// Sends `signal` to the process group `pgid`.
+fn signal_group(pgid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) has no memory effects. The caller guarantees that `pgid` is the
     // process group of a child of ours that has not been reaped, so the id is not reused.
     unsafe {
-        libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
+        libc::kill(-(pgid as libc::pid_t), signal);
     }
+}
+
+/// SIGKILLs the process group `pgid` (see [`signal_group`]).
+fn kill_group(pgid: u32) {
+    signal_group(pgid, libc::SIGKILL);
 }
 
 /// Whether the child `pid` has exited, without reaping it (so its pid stays reserved).
@@ -251,22 +333,47 @@ fn has_exited(_pid: u32) -> bool {
     false
 }
 
+/// Makes `fd` non-blocking.
+fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, with integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` until `fd` can be written to (or has an error to report);
+/// false if the time ran out.
+fn wait_writable(fd: libc::c_int, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd; the result is only a hint (the write that
+    // follows reports the real state).
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) != 0 }
+}
+
 /// A running child and its pipes.
 struct Running {
     child: Child,
     pid: u32,
-    /// `None` once closed.
-    stdin: Option<BufWriter<ChildStdin>>,
+    /// Non-blocking; `None` once closed.
+    stdin: Option<ChildStdin>,
     acks: Receiver<Event>,
+    /// Units written to this child so far (all answered between batches).
+    units: u64,
+    /// The value of its `RSMLD_EXEC_CHILD`.
+    tag: String,
 }
 
 impl Running {
-    /// Closes stdin without flushing what is buffered (a hung child must not block us).
+    /// Closes stdin (nothing is buffered on our side between batches).
     fn close_stdin(&mut self) {
-        if let Some(w) = self.stdin.take() {
-            let (stdin, _unwritten) = w.into_parts();
-            drop(stdin);
-        }
+        self.stdin.take();
     }
 }
 
@@ -274,8 +381,20 @@ impl Running {
 struct Ended {
     /// Its status, if reaping worked.
     status: Option<ExitStatus>,
-    /// It exited before we killed it.
+    /// It exited before we signalled it.
     by_itself: bool,
+    /// It exited after SIGTERM (before SIGKILL).
+    after_term: bool,
+}
+
+/// How to end a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Close stdin, wait this long, SIGKILL the group.
+    Kill(Duration),
+    /// Close stdin, wait [`CLOSE_EOF_GRACE`], SIGTERM the group, wait
+    /// [`CLOSE_TERM_GRACE`], SIGKILL the group.
+    Graceful,
 }
 
 struct ExecHandler {
@@ -307,37 +426,85 @@ impl Drop for Busy {
     }
 }
 
-/// Where a batch got to.
+/// Where a batch got to. Item `i` of the batch is unit `base + i + 1`.
 struct Progress {
+    /// Units of the child before this batch.
+    base: u64,
+    /// Items of the batch completely written to the child.
     sent: usize,
+    /// Per item: validly answered (`ok` or `err`).
+    answered: Vec<bool>,
+    /// How many are answered.
     acked: usize,
+    /// Items answered with `err`, and why.
     rejected: Vec<(usize, HandlerError)>,
 }
 
 impl Progress {
+    fn new(base: u64, n: usize) -> Progress {
+        Progress {
+            base,
+            sent: 0,
+            answered: vec![false; n],
+            acked: 0,
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Units written and not answered.
+    fn held(&self) -> usize {
+        self.sent - self.acked
+    }
+
     /// Applies one stdout event; an error is a child failure.
     fn apply(&mut self, event: Event) -> Result<(), Fault> {
-        match event {
-            Event::Ack(verdict) => {
-                if self.acked >= self.sent {
-                    let line = verdict.map_or_else(|| "ok".to_owned(), |m| format!("err {m}"));
-                    return Err(Fault::Unsolicited(preview(line.as_bytes())));
-                }
-                if let Some(message) = verdict {
-                    self.rejected.push((
-                        self.acked,
-                        HandlerError::new(format!(
-                            "exec handler child rejected the item: {message}"
-                        )),
-                    ));
-                }
-                self.acked += 1;
-                Ok(())
-            }
-            Event::Garbage(line) => Err(Fault::Garbage(line)),
-            Event::Eof => Err(Fault::Eof),
-            Event::ReadError(e) => Err(Fault::Read(e)),
+        let (unit, error) = match event {
+            Event::Ack { unit, error } => (unit, error),
+            Event::Garbage(line) => return Err(Fault::Garbage(line)),
+            Event::Eof => return Err(Fault::Eof),
+            Event::ReadError(e) => return Err(Fault::Read(e)),
+        };
+        let verb = if error.is_some() { "err" } else { "ok" };
+        let last = self.base + self.sent as u64;
+        let wrong = |why: String| Err(Fault::WrongUnit(format!("`{verb} {unit}`: {why}")));
+        if unit <= self.base {
+            return wrong(format!(
+                "unit {unit} was answered before (this batch started at unit {})",
+                self.base + 1
+            ));
         }
+        if unit > last {
+            return wrong(format!(
+                "unit {unit} was not written yet (units up to {last} were)"
+            ));
+        }
+        let i = (unit - self.base - 1) as usize;
+        if self.answered[i] {
+            return wrong(format!("unit {unit} was answered twice"));
+        }
+        self.answered[i] = true;
+        self.acked += 1;
+        if let Some(message) = error {
+            self.rejected.push((
+                i,
+                HandlerError::new(format!("exec handler child rejected the item: {message}")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every failed item: rejected ones and every one not answered, with `message`.
+    fn failed(self, message: &HandlerError) -> Vec<(usize, HandlerError)> {
+        let mut failed = self.rejected;
+        failed.extend(
+            self.answered
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| !**a)
+                .map(|(i, _)| (i, message.clone())),
+        );
+        failed.sort_by_key(|(i, _)| *i);
+        failed
     }
 }
 
@@ -345,12 +512,73 @@ impl Progress {
 #[derive(Debug)]
 enum Fault {
     Interrupted,
+    Stopped,
+    NoAnswer(Duration),
     Eof,
     Exited,
     Write(String),
     Read(String),
     Garbage(String),
-    Unsolicited(String),
+    WrongUnit(String),
+}
+
+/// Item JSON serialized for the child, ahead of what its pipe took.
+#[derive(Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    pos: usize,
+    /// End offset in `buf` of each item serialized and not yet completely written.
+    ends: VecDeque<usize>,
+    /// Items of the batch serialized so far.
+    queued: usize,
+}
+
+impl Outbox {
+    fn pending(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+
+    /// Serializes more items, up to the window and [`WRITE_AHEAD`] bytes.
+    fn fill(&mut self, items: &[Item], shard: &str, limit: usize) -> io::Result<()> {
+        while self.queued < limit && self.buf.len() - self.pos < WRITE_AHEAD {
+            items[self.queued].write_json(shard, &mut self.buf)?;
+            self.buf.push(b'\n');
+            self.ends.push_back(self.buf.len());
+            self.queued += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes what the pipe takes; returns how many items were completed, or `None` if
+    /// the pipe is full.
+    fn write(&mut self, stdin: &mut ChildStdin) -> io::Result<Option<usize>> {
+        let k = match stdin.write(&self.buf[self.pos..]) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes")),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
+            Err(e) => return Err(e),
+        };
+        self.pos += k;
+        let mut done = 0;
+        while self.ends.front().is_some_and(|&end| end <= self.pos) {
+            self.ends.pop_front();
+            done += 1;
+        }
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        Ok(Some(done))
+    }
+}
+
+/// The stall clock of one batch: when the child last answered, and whether the current
+/// silence was reported.
+struct Stall {
+    since: Instant,
+    warned: bool,
 }
 
 impl ExecHandler {
@@ -358,7 +586,7 @@ impl ExecHandler {
         self.options.command.first().map_or("", String::as_str)
     }
 
-    /// Starts a child with its ack reader and stderr forwarder threads.
+    /// Starts a child with its answer reader and stderr forwarder threads.
     fn spawn(&self) -> Result<Running, ExecError> {
         let spawn_error = |message: String| ExecError::Spawn {
             command: self.command_name().to_owned(),
@@ -367,8 +595,14 @@ impl ExecHandler {
         let Some((program, args)) = self.options.command.split_first() else {
             return Err(spawn_error("no command given".into()));
         };
+        let tag = format!(
+            "{}.{}",
+            std::process::id(),
+            CHILDREN_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+        );
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .env(CHILD_TAG, &tag)
             .env("RSMLD_SHARD_ID", &self.ctx.shard_id)
             .env("RSMLD_WORKER", self.ctx.worker.to_string())
             .env("RSMLD_WORKERS", self.ctx.workers.to_string())
@@ -376,32 +610,46 @@ impl ExecHandler {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         // SAFETY: the closure runs in the forked child before exec and only calls
-        // signal(2), which is async-signal-safe; it allocates nothing and takes no lock.
+        // signal(2), prctl(2) and getppid(2), which are async-signal-safe; it allocates
+        // nothing (the error is a raw OS error) and takes no lock.
         // rsmld ignores these signals, and ignored dispositions survive exec: the child
-        // gets the defaults back.
+        // gets the defaults back. The parent-death signal survives exec too.
         unsafe {
-            cmd.pre_exec(|| {
-                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
+            cmd.pre_exec(move || {
+                for sig in crate::sys::IGNORED_SIGNALS {
                     if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
                         return Err(io::Error::last_os_error());
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                {
+                    let sig = libc::SIGKILL as libc::c_ulong;
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // rsmld may have died between fork and prctl: then no signal comes.
+                    if libc::getppid() != parent {
+                        return Err(io::Error::from_raw_os_error(libc::ESRCH));
                     }
                 }
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| spawn_error(e.to_string()))?;
+        let mut child =
+            crate::reaper::spawn_managed(&mut cmd).map_err(|e| spawn_error(e.to_string()))?;
         let pid = child.id();
         lock(&self.shared).pid = Some(pid);
         let (tx, acks) = unbounded();
         let mut running = Running {
             pid,
-            stdin: child
-                .stdin
-                .take()
-                .map(|s| BufWriter::with_capacity(64 * 1024, s)),
+            stdin: child.stdin.take(),
             acks,
             child,
+            units: 0,
+            tag,
         };
         let worker = self.ctx.worker;
         let pipes = (running.child.stdout.take(), running.child.stderr.take());
@@ -419,12 +667,13 @@ impl ExecHandler {
             // Invariant: both are piped above; kept as an error rather than a panic.
             _ => Err("its stdout/stderr pipes are missing".to_owned()),
         };
-        if running.stdin.is_none() {
-            self.end(&mut running, Duration::ZERO);
-            return Err(spawn_error("its stdin pipe is missing".into()));
-        }
-        if let Err(message) = started {
-            self.end(&mut running, Duration::ZERO);
+        let stdin_ready = match &running.stdin {
+            Some(stdin) => set_nonblocking(stdin.as_raw_fd())
+                .map_err(|e| format!("cannot make its stdin non-blocking: {e}")),
+            None => Err("its stdin pipe is missing".to_owned()),
+        };
+        if let Err(message) = started.and(stdin_ready) {
+            self.end(&mut running, Ending::Kill(Duration::ZERO));
             return Err(spawn_error(message));
         }
         log::info!(
@@ -434,16 +683,36 @@ impl ExecHandler {
         Ok(running)
     }
 
-    /// Closes the child's stdin, gives it `grace` to exit, then kills its process group
-    /// and reaps it.
-    fn end(&self, running: &mut Running, grace: Duration) -> Ended {
-        running.close_stdin();
+    /// Waits up to `grace` for the child to exit; true if it did.
+    fn wait_exit(pid: u32, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
-        let mut by_itself = has_exited(running.pid);
-        while !by_itself && Instant::now() < deadline {
+        loop {
+            if has_exited(pid) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(5));
-            by_itself = has_exited(running.pid);
         }
+    }
+
+    /// Closes the child's stdin, gives it time to exit (see [`Ending`]), then kills its
+    /// process group and reaps it.
+    fn end(&self, running: &mut Running, ending: Ending) -> Ended {
+        running.close_stdin();
+        let (by_itself, after_term) = match ending {
+            Ending::Kill(grace) => (Self::wait_exit(running.pid, grace), false),
+            Ending::Graceful => {
+                if Self::wait_exit(running.pid, CLOSE_EOF_GRACE) {
+                    (true, false)
+                } else {
+                    // Not reaped yet, so the group id is still ours.
+                    signal_group(running.pid, libc::SIGTERM);
+                    (false, Self::wait_exit(running.pid, CLOSE_TERM_GRACE))
+                }
+            }
+        };
         {
             let mut s = lock(&self.shared);
             if s.pid == Some(running.pid) {
@@ -452,6 +721,8 @@ impl ExecHandler {
         }
         // Not reaped yet, so the group id is still ours; this also takes any grandchildren.
         kill_group(running.pid);
+        // And those that left the group.
+        crate::reaper::kill_tagged(CHILD_TAG, &running.tag);
         let status = match running.child.wait() {
             Ok(status) => Some(status),
             Err(e) => {
@@ -463,7 +734,13 @@ impl ExecHandler {
                 None
             }
         };
-        Ended { status, by_itself }
+        crate::reaper::release(running.pid);
+        crate::reaper::reap_orphans();
+        Ended {
+            status,
+            by_itself,
+            after_term,
+        }
     }
 
     /// After a failure: the next spawn waits `backoff`, which doubles.
@@ -476,12 +753,30 @@ impl ExecHandler {
         );
     }
 
+    /// Sleeps `delay` unless shutdown starts meanwhile; false if it did.
+    fn sleep_unless_stopping(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        loop {
+            if lock(&self.shared).stopping {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(POLL));
+        }
+    }
+
     /// Before a batch: restarts a child that died or spoke while idle, and starts one if
     /// there is none (after the backoff of the last failure).
     fn ensure_child(&mut self) -> Result<(), BatchError> {
+        crate::reaper::reap_orphans_now_and_then();
         if let Some(running) = self.child.as_mut() {
             let stray = match running.acks.try_recv() {
-                Ok(Event::Ack(_)) => Some("wrote an extra ack".to_owned()),
+                Ok(Event::Ack { unit, .. }) => {
+                    Some(format!("answered for unit {unit}, which it did not hold"))
+                }
                 Ok(Event::Garbage(line)) => Some(format!("wrote {line:?}")),
                 Ok(Event::ReadError(e)) => Some(format!("could not be read from: {e}")),
                 Ok(Event::Eof) | Err(TryRecvError::Disconnected) => {
@@ -492,7 +787,7 @@ impl ExecHandler {
             let exited = has_exited(running.pid);
             if stray.is_some() || exited {
                 if let Some(mut running) = self.child.take() {
-                    let ended = self.end(&mut running, Duration::ZERO);
+                    let ended = self.end(&mut running, Ending::Kill(Duration::ZERO));
                     log::warn!(
                         "worker {}: exec handler child {} failed between batches ({}{}); restarting it",
                         self.ctx.worker,
@@ -514,7 +809,12 @@ impl ExecHandler {
                 self.options.command,
                 delay.as_millis()
             );
-            std::thread::sleep(delay);
+            if !self.sleep_unless_stopping(delay) {
+                self.restart_delay = Some(delay);
+                return Err(BatchError::Batch(HandlerError::new(
+                    "rsmld is shutting down; exec handler child not restarted",
+                )));
+            }
         }
         match self.spawn() {
             Ok(running) => {
@@ -528,22 +828,82 @@ impl ExecHandler {
         }
     }
 
-    /// Writes items and reads acks until every item is acknowledged or the child fails.
+    /// Restarts the stall clock if the child answered (and says so if it was reported).
+    fn note_answers(&self, pid: u32, stall: &mut Stall, answered: bool) {
+        if !answered {
+            return;
+        }
+        if stall.warned {
+            log::info!(
+                "worker {}: exec handler child {pid} answered again after {:.1} s",
+                self.ctx.worker,
+                stall.since.elapsed().as_secs_f64()
+            );
+        }
+        *stall = Stall {
+            since: Instant::now(),
+            warned: false,
+        };
+    }
+
+    /// Checks the stall clock (`unwritten`: items of the batch not yet written): warns
+    /// once per stall, and returns the timeout once it is exceeded.
+    fn check_stall(
+        &self,
+        pid: u32,
+        p: &Progress,
+        unwritten: usize,
+        stall: &mut Stall,
+    ) -> Option<Duration> {
+        let quiet = stall.since.elapsed();
+        if !stall.warned && quiet >= self.options.stall_warning {
+            stall.warned = true;
+            let first = (0..p.sent)
+                .find(|&i| !p.answered[i])
+                .map(|i| p.base + i as u64 + 1);
+            log::warn!(
+                "worker {}: exec handler child {pid} has answered nothing for {:.1} s; it holds {} unit(s){}{}; {}",
+                self.ctx.worker,
+                quiet.as_secs_f64(),
+                p.held(),
+                first.map_or_else(String::new, |u| format!(" (first unanswered: unit {u})")),
+                if unwritten > 0 {
+                    format!(" and {unwritten} more wait to be written")
+                } else {
+                    String::new()
+                },
+                match self.options.answer_timeout {
+                    Some(t) => format!("it is killed at {:.1} s without an answer (--item-timeout)", t.as_secs_f64()),
+                    None => "no item timeout is set: waiting".to_owned(),
+                }
+            );
+        }
+        self.options.answer_timeout.filter(|t| quiet >= *t)
+    }
+
+    /// Writes items and reads answers until every item is answered or the child fails.
     fn run_batch(&self, running: &mut Running, items: &[Item]) -> (Progress, Option<Fault>) {
         let n = items.len();
         let window = self.options.max_pipelined.max(1);
-        let mut p = Progress {
-            sent: 0,
-            acked: 0,
-            rejected: Vec::new(),
+        let mut p = Progress::new(running.units, n);
+        let mut out = Outbox::default();
+        let mut stall = Stall {
+            since: Instant::now(),
+            warned: false,
         };
         let fault = 'batch: loop {
-            if lock(&self.shared).interrupted {
-                break Some(Fault::Interrupted);
+            {
+                let s = lock(&self.shared);
+                if s.interrupted {
+                    break Some(Fault::Interrupted);
+                }
+                if s.stopping {
+                    break Some(Fault::Stopped);
+                }
             }
-            // Take the acks that are already there (only as many as items were sent:
-            // what follows the last ack is left for the between-batches check).
-            while p.acked < p.sent {
+            // Take the answers that are already there.
+            let before = p.acked;
+            loop {
                 match running.acks.try_recv() {
                     Ok(event) => {
                         if let Err(fault) = p.apply(event) {
@@ -554,33 +914,49 @@ impl ExecHandler {
                     Err(TryRecvError::Disconnected) => break 'batch Some(Fault::Eof),
                 }
             }
+            self.note_answers(running.pid, &mut stall, p.acked > before);
             if p.acked == n {
                 break None;
             }
-            // Fill the window. A blocked write is fine: acks keep flowing into the queue.
-            if p.sent < n && p.sent - p.acked < window {
-                let end = n.min(p.acked + window);
+            if let Some(timeout) = self.check_stall(running.pid, &p, n - p.sent, &mut stall) {
+                break Some(Fault::NoAnswer(timeout));
+            }
+            // Fill the window and write what the pipe takes, without ever blocking.
+            // Units in flight (serialized, not answered) stay within the window.
+            if let Err(e) = out.fill(items, &self.ctx.shard_id, n.min(p.acked + window)) {
+                break Some(Fault::Write(format!("cannot serialize an item: {e}")));
+            }
+            let mut blocked = false;
+            if out.pending() {
                 let Some(stdin) = running.stdin.as_mut() else {
                     break Some(Fault::Write("stdin already closed".into()));
                 };
-                let written = items[p.sent..end]
-                    .iter()
-                    .try_for_each(|item| {
-                        item.write_json(&self.ctx.shard_id, &mut *stdin)?;
-                        stdin.write_all(b"\n")
-                    })
-                    .and_then(|()| stdin.flush());
-                if let Err(e) = written {
-                    break Some(Fault::Write(e.to_string()));
+                match out.write(stdin) {
+                    Ok(Some(done)) => {
+                        p.sent += done;
+                        continue;
+                    }
+                    Ok(None) => blocked = true,
+                    Err(e) => break Some(Fault::Write(e.to_string())),
                 }
-                p.sent = end;
+            }
+            if blocked {
+                let ready = running
+                    .stdin
+                    .as_ref()
+                    .is_some_and(|stdin| wait_writable(stdin.as_raw_fd(), POLL));
+                if !ready && has_exited(running.pid) {
+                    break Some(Fault::Exited);
+                }
                 continue;
             }
             match running.acks.recv_timeout(POLL) {
                 Ok(event) => {
+                    let before = p.acked;
                     if let Err(fault) = p.apply(event) {
                         break Some(fault);
                     }
+                    self.note_answers(running.pid, &mut stall, p.acked > before);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if has_exited(running.pid) {
@@ -590,14 +966,22 @@ impl ExecHandler {
                 Err(RecvTimeoutError::Disconnected) => break Some(Fault::Eof),
             }
         };
-        if let Some(Fault::Interrupted | Fault::Exited | Fault::Write(_)) = fault {
-            // Acks written before the failure are still good: collect them until the
-            // stdout ends (promptly, once the child is dead), within the grace period.
+        running.units = p.base + p.sent as u64;
+        if let Some(Fault::NoAnswer(_)) = fault {
+            // Not reaped yet: the group id is still ours.
+            kill_group(running.pid);
+        }
+        if let Some(Fault::Interrupted | Fault::NoAnswer(_) | Fault::Exited | Fault::Write(_)) =
+            fault
+        {
+            // Answers written before the failure are still good: collect them until the
+            // stdout ends (promptly, once the child is dead), within the grace period. A
+            // wrong one (or a last line without its newline) ends the collection.
             let deadline = Instant::now() + FAIL_GRACE;
             while p.acked < p.sent {
                 match running.acks.recv_deadline(deadline) {
-                    Ok(Event::Ack(verdict)) => {
-                        if p.apply(Event::Ack(verdict)).is_err() {
+                    Ok(event @ Event::Ack { .. }) => {
+                        if p.apply(event).is_err() {
                             break;
                         }
                     }
@@ -612,6 +996,11 @@ impl ExecHandler {
 impl Handler for ExecHandler {
     fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
         let _busy = Busy::new(&self.shared);
+        if lock(&self.shared).stopping {
+            return Err(BatchError::Batch(HandlerError::new(
+                "rsmld is shutting down; item not sent to the exec handler child",
+            )));
+        }
         self.ensure_child()?;
         let Some(mut running) = self.child.take() else {
             // Invariant: ensure_child returned Ok, so there is a child.
@@ -620,35 +1009,49 @@ impl Handler for ExecHandler {
             )));
         };
         let (progress, fault) = self.run_batch(&mut running, items);
-        let Some(fault) = fault else {
-            self.child = Some(running);
-            self.backoff = self.options.restart_backoff;
-            return if progress.rejected.is_empty() {
-                Ok(())
-            } else {
-                Err(BatchError::Items(progress.rejected))
-            };
+        let fault = match fault {
+            None => {
+                self.child = Some(running);
+                self.backoff = self.options.restart_backoff;
+                let failed = progress.failed(&HandlerError::new("unreachable: all answered"));
+                return if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(BatchError::Items(failed))
+                };
+            }
+            Some(Fault::Stopped) => {
+                // Shutdown: the items are abandoned; `close` ends the child within its bound.
+                self.child = Some(running);
+                let message = HandlerError::new(
+                    "rsmld is shutting down; item not answered by the exec handler child",
+                );
+                return Err(BatchError::Items(progress.failed(&message)));
+            }
+            Some(fault) => fault,
         };
         let interrupted = lock(&self.shared).interrupted;
         let grace = match fault {
             Fault::Eof | Fault::Exited | Fault::Write(_) if !interrupted => FAIL_GRACE,
             _ => Duration::ZERO,
         };
-        let ended = self.end(&mut running, grace);
+        let ended = self.end(&mut running, Ending::Kill(grace));
         let status = || {
             ended
                 .status
                 .map_or_else(|| "status unknown".to_owned(), |s| s.to_string())
         };
+        let held = progress.held();
         let failure = match fault {
             _ if interrupted => ChildFailure::KilledAfterTimeout,
             Fault::Interrupted => ChildFailure::KilledAfterTimeout,
+            Fault::NoAnswer(timeout) => ChildFailure::NoAnswer { timeout, held },
             Fault::Garbage(line) => ChildFailure::Garbage(line),
-            Fault::Unsolicited(line) => ChildFailure::Unsolicited(line),
+            Fault::WrongUnit(why) => ChildFailure::WrongUnit(why),
             Fault::Read(e) => ChildFailure::ReadFailed(e),
             _ if ended.by_itself => ChildFailure::Exited(status()),
             Fault::Write(e) => ChildFailure::StdinFailed(e),
-            Fault::Eof | Fault::Exited => ChildFailure::ClosedStdout,
+            Fault::Eof | Fault::Exited | Fault::Stopped => ChildFailure::ClosedStdout,
         };
         let error = ExecError::Child {
             command: self.command_name().to_owned(),
@@ -656,17 +1059,16 @@ impl Handler for ExecHandler {
             failure,
         };
         log::warn!(
-            "worker {}: {error}; {} of {} item(s) not acknowledged; the next batch restarts it",
+            "worker {}: {error}; {} of {} item(s) not answered; the next batch restarts it",
             self.ctx.worker,
             items.len() - progress.acked,
             items.len()
         );
         self.note_failure();
-        let message = HandlerError::new(format!("{error}; item not acknowledged"));
-        let mut failed = progress.rejected;
-        failed.extend((progress.acked..items.len()).map(|i| (i, message.clone())));
+        let message = HandlerError::new(format!("{error}; item not answered"));
+        let failed = progress.failed(&message);
         if failed.is_empty() {
-            // Every item was acknowledged before the child failed: the batch is done.
+            // Every item was answered before the child failed: the batch is done.
             return Ok(());
         }
         Err(BatchError::Items(failed))
@@ -676,18 +1078,22 @@ impl Handler for ExecHandler {
         let Some(mut running) = self.child.take() else {
             return Ok(());
         };
-        let ended = self.end(&mut running, CLOSE_GRACE);
+        let ended = self.end(&mut running, Ending::Graceful);
         let name = self.command_name();
+        let pid = running.pid;
         match ended.status {
+            _ if ended.after_term => Err(HandlerError::new(format!(
+                "exec handler child {name:?} (pid {pid}) did not exit within {} ms of its stdin closing; it exited on SIGTERM",
+                CLOSE_EOF_GRACE.as_millis()
+            ))),
             _ if !ended.by_itself => Err(HandlerError::new(format!(
-                "exec handler child {name:?} (pid {}) did not exit within {} s of its stdin closing; killed",
-                running.pid,
-                CLOSE_GRACE.as_secs()
+                "exec handler child {name:?} (pid {pid}) did not exit within {} ms of its stdin closing nor {} ms after SIGTERM; killed",
+                CLOSE_EOF_GRACE.as_millis(),
+                CLOSE_TERM_GRACE.as_millis()
             ))),
             Some(status) if status.success() => Ok(()),
             Some(status) => Err(HandlerError::new(format!(
-                "exec handler child {name:?} (pid {}) exited with {status} at close",
-                running.pid
+                "exec handler child {name:?} (pid {pid}) exited with {status} at close"
             ))),
             None => Ok(()),
         }
@@ -695,8 +1101,13 @@ impl Handler for ExecHandler {
 
     fn interrupter(&self) -> Option<Interrupter> {
         let shared = self.shared.clone();
-        Some(Arc::new(move || {
+        Some(Arc::new(move |why| {
             let mut s = lock(&shared);
+            if why == Interrupt::Shutdown {
+                // Sticky: the running call ends within POLL, later calls fail at once.
+                s.stopping = true;
+                return;
+            }
             if !s.busy {
                 return;
             }
@@ -713,7 +1124,7 @@ impl Handler for ExecHandler {
 impl Drop for ExecHandler {
     fn drop(&mut self) {
         if let Some(mut running) = self.child.take() {
-            self.end(&mut running, Duration::ZERO);
+            self.end(&mut running, Ending::Kill(Duration::ZERO));
         }
     }
 }
@@ -728,25 +1139,50 @@ fn preview(line: &[u8]) -> String {
     s
 }
 
-/// Parses one stdout line (without its newline).
-fn parse_ack(line: &[u8]) -> Event {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.trim_ascii_end() == b"ok" {
-        return Event::Ack(None);
+/// A unit number: decimal digits without sign or leading zero, at least 1.
+fn parse_unit(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits[0] == b'0' || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
     }
-    if line == b"err" {
-        return Event::Ack(Some("(no message)".into()));
-    }
-    if let Some(message) = line.strip_prefix(b"err ") {
-        return Event::Ack(Some(
-            String::from_utf8_lossy(message.trim_ascii()).into_owned(),
-        ));
-    }
-    Event::Garbage(preview(line))
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// The ack reader thread: one event per stdout line, then `Eof`; stops at the first
-/// line that is not an ack (the child is killed after that anyway).
+/// Parses one stdout line (without its newline): `ok N` or `err N [message]`.
+fn parse_ack(line: &[u8]) -> Event {
+    let garbage = || Event::Garbage(preview(line));
+    let text = line.strip_suffix(b"\r").unwrap_or(line);
+    let (is_ok, rest) = if let Some(rest) = text.strip_prefix(b"ok ") {
+        (true, rest)
+    } else if let Some(rest) = text.strip_prefix(b"err ") {
+        (false, rest)
+    } else {
+        return garbage();
+    };
+    let (digits, message) = match rest.iter().position(|&b| b == b' ') {
+        Some(i) => (&rest[..i], rest[i + 1..].trim_ascii()),
+        None => (rest, &b""[..]),
+    };
+    let Some(unit) = parse_unit(digits) else {
+        return garbage();
+    };
+    match (is_ok, message.is_empty()) {
+        (true, true) => Event::Ack { unit, error: None },
+        (true, false) => garbage(),
+        (false, true) => Event::Ack {
+            unit,
+            error: Some("(no message)".into()),
+        },
+        (false, false) => Event::Ack {
+            unit,
+            error: Some(String::from_utf8_lossy(message).into_owned()),
+        },
+    }
+}
+
+/// The answer reader thread: one event per stdout line, then `Eof`; stops at the first
+/// line that is not an answer (the child is killed after that anyway). A last line
+/// without its newline is garbage: it may be the start of a longer one (`ok 1` of
+/// `ok 12`), so it never counts.
 fn read_acks(stdout: impl Read, tx: &Sender<Event>) {
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
@@ -759,13 +1195,11 @@ fn read_acks(stdout: impl Read, tx: &Sender<Event>) {
             Ok(0) => Event::Eof,
             Ok(_) => match line.strip_suffix(b"\n") {
                 Some(l) => parse_ack(l),
-                None if line.len() >= MAX_ACK_LINE => Event::Garbage(preview(&line)),
-                // The last line, unterminated.
-                None => parse_ack(&line),
+                None => Event::Garbage(preview(&line)),
             },
             Err(e) => Event::ReadError(e.to_string()),
         };
-        let more = matches!(event, Event::Ack(_));
+        let more = matches!(event, Event::Ack { .. });
         if tx.send(event).is_err() || !more {
             return;
         }
@@ -798,15 +1232,45 @@ fn forward_stderr(stderr: impl Read, worker: usize, pid: u32) {
 mod tests {
     use super::*;
 
+    fn ack(unit: u64, error: Option<&str>) -> Event {
+        Event::Ack {
+            unit,
+            error: error.map(str::to_owned),
+        }
+    }
+
     #[test]
-    fn acks_parse() {
-        assert!(matches!(parse_ack(b"ok"), Event::Ack(None)));
-        assert!(matches!(parse_ack(b"ok\r"), Event::Ack(None)));
-        assert!(matches!(parse_ack(b"err disk full"), Event::Ack(Some(m)) if m == "disk full"));
-        assert!(matches!(parse_ack(b"err"), Event::Ack(Some(_))));
-        assert!(matches!(parse_ack(b"OK"), Event::Garbage(_)));
-        assert!(matches!(parse_ack(b"okay"), Event::Garbage(_)));
-        assert!(matches!(parse_ack(b"error x"), Event::Garbage(_)));
+    fn answers_parse() {
+        assert_eq!(parse_ack(b"ok 1"), ack(1, None));
+        assert_eq!(parse_ack(b"ok 42\r"), ack(42, None));
+        assert_eq!(parse_ack(b"ok 7 "), ack(7, None));
+        assert_eq!(parse_ack(b"err 3 disk full "), ack(3, Some("disk full")));
+        assert_eq!(parse_ack(b"err 3"), ack(3, Some("(no message)")));
+        assert_eq!(parse_ack(b"ok 18446744073709551615"), ack(u64::MAX, None));
+        for bad in [
+            &b"ok"[..],
+            b"err",
+            b"ok ",
+            b"ok 0",
+            b"ok 01",
+            b"ok -1",
+            b"ok +1",
+            b"ok 1x",
+            b"ok  1",
+            b"ok 1 done",
+            b"ok 18446744073709551616",
+            b"OK 1",
+            b"okay 1",
+            b"error 1 x",
+            b"err x",
+            b"1 ok",
+        ] {
+            assert!(
+                matches!(parse_ack(bad), Event::Garbage(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         let long = vec![b'x'; 500];
         assert!(
             matches!(parse_ack(&long), Event::Garbage(p) if p.chars().count() == GARBAGE_PREVIEW + 1)
@@ -814,14 +1278,59 @@ mod tests {
     }
 
     #[test]
-    fn reader_stops_at_garbage_and_reports_eof() {
+    fn reader_stops_at_garbage_and_never_counts_an_unterminated_line() {
         let (tx, rx) = unbounded();
-        read_acks(&b"ok\nerr no\nok"[..], &tx);
-        let got: Vec<_> = rx.try_iter().map(|e| format!("{e:?}")).collect();
-        assert_eq!(got, ["Ack(None)", "Ack(Some(\"no\"))", "Ack(None)", "Eof"]);
+        read_acks(&b"ok 1\nerr 2 no\nok 3"[..], &tx);
+        let got: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            got,
+            [
+                ack(1, None),
+                ack(2, Some("no")),
+                Event::Garbage("ok 3".into())
+            ]
+        );
         let (tx, rx) = unbounded();
-        read_acks(&b"ok\nhello\nok\n"[..], &tx);
-        let got: Vec<_> = rx.try_iter().map(|e| format!("{e:?}")).collect();
-        assert_eq!(got, ["Ack(None)", "Garbage(\"hello\")"]);
+        read_acks(&b"ok 1\nhello\nok 2\n"[..], &tx);
+        let got: Vec<_> = rx.try_iter().collect();
+        assert_eq!(got, [ack(1, None), Event::Garbage("hello".into())]);
+        let (tx, rx) = unbounded();
+        read_acks(&b"ok 1\n"[..], &tx);
+        let got: Vec<_> = rx.try_iter().collect();
+        assert_eq!(got, [ack(1, None), Event::Eof]);
+    }
+
+    /// The unit bookkeeping: out of order within what was written is fine; twice, before
+    /// this batch, or beyond what was written is a wrong answer.
+    #[test]
+    fn progress_accepts_only_held_units_once() {
+        let mut p = Progress::new(10, 4);
+        p.sent = 3;
+        assert!(p.apply(ack(13, None)).is_ok());
+        assert!(p.apply(ack(11, Some("bad"))).is_ok());
+        assert_eq!((p.acked, p.held()), (2, 1));
+        for (unit, why) in [
+            (13, "twice"),
+            (10, "answered before"),
+            (14, "not written yet"),
+        ] {
+            match p.apply(ack(unit, None)) {
+                Err(Fault::WrongUnit(m)) => assert!(m.contains(why), "{m}"),
+                other => panic!("{unit}: {other:?}"),
+            }
+        }
+        let failed = p.failed(&HandlerError::new("gone"));
+        let got: Vec<(usize, &str)> = failed
+            .iter()
+            .map(|(i, e)| (*i, e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "exec handler child rejected the item: bad"),
+                (1, "gone"),
+                (3, "gone")
+            ]
+        );
     }
 }

@@ -14,7 +14,8 @@
 //! interval) and before the worker reports a drain complete, for handlers that keep
 //! time-based state (rotation, buffers that `process` already made durable);
 //! [`Handler::close`] runs once at the end; [`Handler::interrupter`] lets the watchdog
-//! abort a `process` call that hangs (the exec handler kills its child).
+//! abort a `process` call that hangs (the exec handler kills its child), and the pool end
+//! calls whose work was abandoned when rsmld shuts down ([`Interrupt`]).
 //!
 //! Built-ins, all on this same trait: [`discard`] (counts), [`mod@file`] (JSON lines per
 //! shard and worker), and the testing wrapper [`delay`].
@@ -89,8 +90,20 @@ impl std::fmt::Display for BatchError {
     }
 }
 
-/// A way to abort a hanging [`Handler::process`] from another thread (the watchdog).
-pub type Interrupter = Arc<dyn Fn() + Send + Sync>;
+/// Why the pool interrupts a handler from another thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The running [`Handler::process`] call is past the item timeout: abort it now (the
+    /// exec handler kills its child). Ignored between calls.
+    Timeout,
+    /// rsmld is exiting and the queued work is abandoned: end the running call (if any)
+    /// soon and fail every later one, so that `close` can run within its time bound.
+    Shutdown,
+}
+
+/// A way to abort a hanging [`Handler::process`] from another thread (the watchdog, and
+/// the pool at shutdown).
+pub type Interrupter = Arc<dyn Fn(Interrupt) + Send + Sync>;
 
 /// Processes the items routed to one worker.
 pub trait Handler: Send {
