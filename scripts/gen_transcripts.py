@@ -407,15 +407,31 @@ T["order_at_the_lease_checkpoint"] = [
     *fails(2, "at or below the checkpoint", seq(5) + "/0"),
 ]
 
-# ... and at or below a checkpoint rsmld stored.
-T["order_below_a_stored_checkpoint"] = [
+# A checkpoint does not change what a duplicate is: a re-delivery of a checkpointed record
+# is skipped (it was processed) ...
+T["order_redelivery_after_a_checkpoint_skipped"] = [
     {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
     *init(),
     batch([rec(1), rec(2)]),
     cp(seq(2), 0), cp_reply(seq(2), 0),
     status("processRecords"),
     batch([rec(2), rec(3)]),
-    *fails(4, "at or below the checkpoint"),
+    cp(seq(3), 0), cp_reply(seq(3), 0),
+    status("processRecords"),
+    {"dir": "p_err", "contains": "delivered again"},
+    d2p({"action": "leaseLost"}), status("leaseLost"),
+    *end(),
+]
+
+# ... and a record below a stored checkpoint that was never delivered still goes backwards.
+T["order_backwards_below_a_stored_checkpoint"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+    *init(),
+    batch([rec(1), rec(3)]),
+    cp(seq(3), 0), cp_reply(seq(3), 0),
+    status("processRecords"),
+    batch([rec(2)]),
+    *fails(4, "goes backwards", seq(2) + "/0"),
 ]
 
 # A sentinel is a lease position, never a record's (today's main took a SHARD_END record

@@ -3,44 +3,48 @@
 //!
 //! The daemon delivers the records of a lease in increasing (sequence number,
 //! sub-sequence number) order, and before every batch it drops the records at or below the
-//! lease's last checkpoint (`filterAndGetMaxExtendedSequenceNumber` in the KCL, 1.x to
-//! 3.x). So a record that is not above the last delivered one is either an exact
-//! re-delivery of a position delivered earlier in this lease — a *duplicate*, which
-//! `--on-duplicate` handles — or a protocol error. Telling them apart needs the delivered
-//! positions, and only these can be re-delivered: the ones above the last checkpoint. A
-//! [`DeliveryOrder`] keeps exactly those, in order, as runs (the user records of one
-//! aggregate share a sequence number and count once), at most [`REMEMBERED_RUNS`] of
-//! them: a checkpoint forgets everything at or below it. A record below the last
-//! delivered one is then classified:
+//! lease's checkpoint (`filterAndGetMaxExtendedSequenceNumber` in the KCL, 1.x to 3.x).
+//! So a record that is not above the last delivered one is either an exact re-delivery of
+//! a position delivered earlier in this lease — a *duplicate*, which `--on-duplicate`
+//! handles — or a protocol error. Telling them apart needs the delivered positions: a
+//! [`DeliveryOrder`] keeps them in order, as runs (the user records of one aggregate share
+//! a sequence number and count once), the newest [`REMEMBERED_RUNS`] of them. A record is:
 //!
-//! - at or below the checkpoint (or the lease's starting position): never re-delivered by
-//!   the daemon, so a protocol error;
-//! - among the remembered positions: a duplicate;
+//! - not a position at all when its sequence number is a sentinel (`SHARD_END`, `LATEST`,
+//!   `TRIM_HORIZON`, `AT_TIMESTAMP`: lease positions, never a record's) or its
+//!   sub-sequence number is negative — a protocol error;
+//! - at or below the lease's starting checkpoint (from `initialize`): never delivered in
+//!   this lease, and filtered out by the daemon — a protocol error;
+//! - above the last delivered record: new;
+//! - among the remembered positions: a duplicate (also when a checkpoint covers it: it was
+//!   processed, so skipping it loses nothing);
 //! - not among them, and no position at or above it was forgotten: it goes backwards
 //!   without ever having been delivered — a protocol error (records 5, 3, 4 in a batch);
-//! - older than the remembered runs (more than [`REMEMBERED_RUNS`] since the last
-//!   checkpoint): it cannot be told apart from one that goes backwards, so it is refused
-//!   too. Refusing is safe — rsmld exits non-zero and the daemon restarts from the
-//!   checkpoint — while skipping a record that was never delivered would lose it.
+//! - older than the remembered runs: it cannot be told apart from one that goes
+//!   backwards, so it is refused too. Refusing is safe — rsmld exits non-zero and the
+//!   daemon restarts from the checkpoint — while skipping a record that was never
+//!   delivered would lose it. (A real re-delivery — the KCL restarting its record
+//!   publisher — replays the last batch or so, well inside the bound.)
 //!
-//! Memory: one run per plain record or aggregate since the last checkpoint (a shared
-//! sequence number and two sub-sequence numbers), bounded by [`REMEMBERED_RUNS`].
+//! Memory: one run per plain record or aggregate (the sequence number, shared with the
+//! record's items while they live, and two sub-sequence numbers: about 120 bytes), at most
+//! [`REMEMBERED_RUNS`] — about 4 MiB.
 
-use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use crate::protocol::sequence::{Esn, SequenceNumber};
 
-/// Most runs of positions remembered since the last checkpoint (about 64 bytes each plus
-/// the sequence number's digits): ten full polling batches of plain records.
-pub const REMEMBERED_RUNS: usize = 100_000;
+/// Most runs of delivered positions remembered (about 120 bytes each with the digits of a
+/// real sequence number): three full polling batches (10 000 records each) of plain
+/// records, far more aggregated user records.
+pub const REMEMBERED_RUNS: usize = 32_768;
 
 /// How a delivered position relates to the lease's earlier deliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     /// Above the last delivered position: a new record.
     New,
-    /// Exactly a position delivered earlier in this lease (and not yet checkpointed).
+    /// Exactly a position delivered earlier in this lease.
     Duplicate {
         /// The last delivered position.
         last: Esn,
@@ -56,12 +60,12 @@ pub enum OrderError {
     /// A negative sub-sequence number.
     #[error("record {0} has a negative sub-sequence number")]
     NegativeSub(Esn),
-    /// At or below the lease's checkpoint, which the daemon filters out.
-    #[error("record {esn} is at or below the checkpoint {checkpoint}; the daemon never delivers those")]
+    /// At or below the lease's starting checkpoint, which the daemon filters out.
+    #[error("record {esn} is at or below the lease's checkpoint {checkpoint} (from initialize); the daemon never delivers those")]
     AtOrBelowCheckpoint {
         /// The record.
         esn: Esn,
-        /// The lease's checkpoint (from initialize, or the last one stored).
+        /// The lease's checkpoint from `initialize`.
         checkpoint: Esn,
     },
     /// Below the last delivered record, and never delivered in this lease.
@@ -73,7 +77,7 @@ pub enum OrderError {
         last: Esn,
     },
     /// Below the last delivered record and older than the remembered positions.
-    #[error("record {esn} is below the last delivered record {last} and older than the {REMEMBERED_RUNS} positions remembered since the last checkpoint: it cannot be told apart from a record that goes backwards")]
+    #[error("record {esn} is below the last delivered record {last} and older than the {REMEMBERED_RUNS} runs of positions rsmld remembers: it cannot be told apart from a record that goes backwards")]
     Forgotten {
         /// The record.
         esn: Esn,
@@ -90,16 +94,16 @@ struct Run {
     last: i64,
 }
 
-/// The positions delivered in this lease above its checkpoint; see the module docs.
+/// The positions delivered in this lease; see the module docs.
 #[derive(Debug, Default)]
 pub struct DeliveryOrder {
-    /// The lease's checkpoint: nothing at or below it is ever delivered.
+    /// The lease's starting checkpoint: nothing at or below it is delivered.
     floor: Option<Esn>,
     /// The last delivered position.
     last: Option<Esn>,
-    /// Delivered positions above `floor`, increasing.
+    /// The newest delivered positions, increasing.
     runs: VecDeque<Run>,
-    /// The highest position forgotten because of the bound (above `floor`).
+    /// The highest position forgotten because of the bound.
     forgotten: Option<Esn>,
 }
 
@@ -114,27 +118,10 @@ impl DeliveryOrder {
         self.last.as_ref()
     }
 
-    /// The lease's checkpoint moved to `checkpoint` (initialize, or a stored checkpoint):
-    /// positions at or below it are forgotten — the daemon never delivers them again.
-    pub fn checkpointed(&mut self, checkpoint: Esn) {
-        while let Some(front) = self.runs.front_mut() {
-            match front.seq.cmp(&checkpoint.seq) {
-                Ordering::Less => {}
-                Ordering::Equal if front.last <= checkpoint.sub => {}
-                Ordering::Equal => {
-                    front.first = front.first.max(checkpoint.sub + 1);
-                    break;
-                }
-                Ordering::Greater => break,
-            }
-            self.runs.pop_front();
-        }
-        if self.forgotten.as_ref().is_some_and(|f| *f <= checkpoint) {
-            self.forgotten = None;
-        }
-        if self.floor.as_ref().is_none_or(|f| checkpoint > *f) {
-            self.floor = Some(checkpoint);
-        }
+    /// The lease starts at `checkpoint` (from `initialize`): nothing at or below it is
+    /// delivered in this lease.
+    pub fn start_at(&mut self, checkpoint: Esn) {
+        self.floor = Some(checkpoint);
     }
 
     /// Where `esn` stands; a new position is remembered as delivered.
@@ -230,7 +217,7 @@ mod tests {
     #[test]
     fn five_three_four_goes_backwards() {
         let mut o = DeliveryOrder::new();
-        o.checkpointed(Esn::new(SequenceNumber::sentinel(Sentinel::TrimHorizon), 0));
+        o.start_at(Esn::new(SequenceNumber::sentinel(Sentinel::TrimHorizon), 0));
         assert_eq!(o.place(&esn(5, 0)), Ok(Placement::New));
         assert!(matches!(
             o.place(&esn(3, 0)),
@@ -262,28 +249,29 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_forgets_what_it_covers() {
+    fn nothing_at_or_below_the_lease_start_was_delivered() {
         let mut o = DeliveryOrder::new();
-        for sub in 0..5 {
-            o.place(&esn(5, sub)).unwrap();
-        }
-        o.place(&esn(6, 0)).unwrap();
-        o.checkpointed(esn(5, 2));
-        assert_eq!(o.remembered_runs(), 2);
+        o.start_at(esn(5, 2));
         assert!(matches!(
             o.place(&esn(5, 2)),
             Err(OrderError::AtOrBelowCheckpoint { .. })
         ));
         assert!(matches!(
+            o.place(&esn(4, 9)),
+            Err(OrderError::AtOrBelowCheckpoint { .. })
+        ));
+        assert_eq!(o.place(&esn(5, 3)), Ok(Placement::New));
+        assert!(matches!(
             o.place(&esn(5, 3)),
             Ok(Placement::Duplicate { .. })
         ));
-        o.checkpointed(esn(6, 0));
-        assert_eq!(o.remembered_runs(), 0);
-        assert!(matches!(
-            o.place(&esn(6, 0)),
-            Err(OrderError::AtOrBelowCheckpoint { .. })
-        ));
+        // A sentinel start: every real position is above it; SHARD_END: none is.
+        let mut o = DeliveryOrder::new();
+        o.start_at(Esn::new(SequenceNumber::sentinel(Sentinel::TrimHorizon), 0));
+        assert_eq!(o.place(&esn(0, 0)), Ok(Placement::New));
+        let mut o = DeliveryOrder::new();
+        o.start_at(Esn::new(SequenceNumber::sentinel(Sentinel::ShardEnd), 0));
+        assert!(o.place(&esn(1, 0)).is_err());
     }
 
     #[test]
@@ -331,8 +319,7 @@ mod tests {
             o.place(&esn(n * 2 - 1, 0)),
             Err(OrderError::Backwards { .. })
         ));
-        // A checkpoint above the forgotten part makes the bound irrelevant again.
-        o.checkpointed(esn(n, 0));
+        // Within the remembered runs, a gap is still told apart.
         assert!(matches!(
             o.place(&esn(n + 1, 0)),
             Err(OrderError::Backwards { .. })
@@ -341,29 +328,24 @@ mod tests {
 
     proptest! {
         /// Against a naive model (every position ever delivered, in a set): a new
-        /// position is accepted exactly when it is above all others, a duplicate exactly
-        /// when it was delivered, anything else is an error.
+        /// position is accepted exactly when it is above all others and the lease start,
+        /// a duplicate exactly when it was delivered, anything else is an error.
         #[test]
-        fn matches_a_naive_model(events in prop::collection::vec((0u64..12, 0i64..4, any::<bool>()), 1..80)) {
+        fn matches_a_naive_model(
+            start in prop::option::of((0u64..4, 0i64..2)),
+            events in prop::collection::vec((0u64..12, 0i64..4), 1..80),
+        ) {
             let mut o = DeliveryOrder::new();
+            let start = start.map(|(n, sub)| esn(n, sub));
+            if let Some(s) = &start {
+                o.start_at(s.clone());
+            }
             let mut seen: std::collections::BTreeSet<Esn> = Default::default();
-            let mut checkpoint: Option<Esn> = None;
-            for (n, sub, cp) in events {
+            for (n, sub) in events {
                 let e = esn(n, sub);
-                if cp {
-                    // A checkpoint at or below the last delivered position.
-                    if let Some(c) = seen.iter().filter(|s| **s <= e).next_back().cloned() {
-                        if checkpoint.as_ref().is_none_or(|k| c > *k) {
-                            o.checkpointed(c.clone());
-                            checkpoint = Some(c);
-                        }
-                    }
-                    continue;
-                }
                 let got = o.place(&e);
                 let above_all = seen.iter().next_back().is_none_or(|l| e > *l);
-                let below_cp = checkpoint.as_ref().is_some_and(|c| e <= *c);
-                if below_cp {
+                if start.as_ref().is_some_and(|s| e <= *s) {
                     prop_assert!(matches!(got, Err(OrderError::AtOrBelowCheckpoint { .. })), "{e}: {got:?}");
                 } else if above_all {
                     prop_assert_eq!(got, Ok(Placement::New));

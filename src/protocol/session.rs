@@ -31,10 +31,10 @@
 //!
 //! Record order: every record of a batch is placed by [`DeliveryOrder`] before any item of
 //! the batch is dispatched. A record above the last delivered one is new; an exact
-//! re-delivery of a position delivered since the last checkpoint is a duplicate
+//! re-delivery of a position delivered earlier in this lease is a duplicate
 //! (`--on-duplicate`: skip it, counted done, or fail); anything else — a record that goes
 //! backwards, a sentinel or a negative sub-sequence number as its position, one at or
-//! below the checkpoint — is a protocol error: the session stops, and since the batch was
+//! below the lease's starting checkpoint — is a protocol error: the session stops, and since the batch was
 //! not dispatched, nothing of it (or after it) is ever checkpointed.
 //!
 //! A checkpoint reply must echo the request (the daemon echoes it in every reply, errors
@@ -446,7 +446,7 @@ impl Session {
                 self.last_checkpoint =
                     sequence_number.map(|seq| Esn::new(seq, sub_sequence_number.unwrap_or(0)));
                 if let Some(checkpoint) = &self.last_checkpoint {
-                    self.order.checkpointed(checkpoint.clone());
+                    self.order.start_at(checkpoint.clone());
                 }
                 self.last_checkpoint_at = now;
                 log::info!(
@@ -922,7 +922,6 @@ impl Session {
                     Target::At(esn) => esn.clone(),
                     Target::ShardEnd => Esn::new(SequenceNumber::sentinel(Sentinel::ShardEnd), 0),
                 };
-                self.order.checkpointed(stored.clone());
                 self.last_checkpoint = Some(stored);
                 self.last_checkpoint_at = now;
                 self.stats.checkpoints += 1;
