@@ -404,7 +404,13 @@ fn a_redelivered_large_line_is_skipped_or_fails() {
     let (mut p, mut model) = start(&out, &["--checkpoint-interval", "3600"]);
     let first = records(1, 400, 300);
     model.deliver_all(&first);
-    run_action(&mut p, &mut model, &records_line(first), Action::ProcessRecords).unwrap();
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(first),
+        Action::ProcessRecords,
+    )
+    .unwrap();
     let again = records(201, 400, 300); // 201..=400 again, then 401..=600
     model.deliver_all(&again);
     let l = records_line(again.clone());
@@ -416,7 +422,11 @@ fn a_redelivered_large_line_is_skipped_or_fails() {
         Action::ShutdownRequested,
     )
     .unwrap();
-    assert_eq!(model.stored.last(), Some(&again.last().unwrap().esn()), "{reqs:?}");
+    assert_eq!(
+        model.stored.last(),
+        Some(&again.last().unwrap().esn()),
+        "{reqs:?}"
+    );
     let lines = written(&out);
     assert_eq!(lines.len(), 600, "every record once");
     let distinct: std::collections::HashSet<&str> = lines
@@ -425,9 +435,18 @@ fn a_redelivered_large_line_is_skipped_or_fails() {
         .collect();
     assert_eq!(distinct.len(), 600);
     let stderr = p.stderr();
-    assert!(stderr.contains("line 3: acknowledged before decoding"), "{stderr}");
+    assert!(
+        stderr.contains("line 3: acknowledged before decoding"),
+        "{stderr}"
+    );
     assert_eq!(stderr.matches("delivered again").count(), 200, "{stderr}");
-    run_action(&mut p, &mut model, r#"{"action":"leaseLost"}"#, Action::LeaseLost).unwrap();
+    run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"leaseLost"}"#,
+        Action::LeaseLost,
+    )
+    .unwrap();
     p.close_stdin();
     assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
 
@@ -436,7 +455,13 @@ fn a_redelivered_large_line_is_skipped_or_fails() {
     let (mut p, mut model) = start(&out, &["--on-duplicate", "fail"]);
     let first = records(1, 400, 300);
     model.deliver_all(&first);
-    run_action(&mut p, &mut model, &records_line(first), Action::ProcessRecords).unwrap();
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(first),
+        Action::ProcessRecords,
+    )
+    .unwrap();
     expect_status(&mut p, &l);
     assert_ne!(p.wait(Duration::from_secs(5)).unwrap(), 0);
     assert!(remaining_lines(&mut p).is_empty());

@@ -377,10 +377,22 @@ fn an_exact_redelivery_is_skipped_or_fails() {
     let (mut p, mut model) = start_checkpointing(&out, &[]);
     let first = vec![record(1, "a"), record(2, "b")];
     model.deliver_all(&first);
-    run_action(&mut p, &mut model, &records_line(first), Action::ProcessRecords).unwrap();
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(first),
+        Action::ProcessRecords,
+    )
+    .unwrap();
     let again = vec![record(1, "a"), record(2, "b"), record(3, "c")];
     model.deliver_all(&again);
-    run_action(&mut p, &mut model, &records_line(again), Action::ProcessRecords).unwrap();
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(again),
+        Action::ProcessRecords,
+    )
+    .unwrap();
     assert_eq!(
         model.stored.last().map(|e| e.seq.as_str().to_owned()),
         Some(seq(3))
@@ -391,7 +403,12 @@ fn an_exact_redelivery_is_skipped_or_fails() {
         .collect();
     on_disk.sort();
     assert_eq!(on_disk, vec![seq(1), seq(2), seq(3)]);
-    assert_eq!(p.stderr().matches("delivered again").count(), 2, "{}", p.stderr());
+    assert_eq!(
+        p.stderr().matches("delivered again").count(),
+        2,
+        "{}",
+        p.stderr()
+    );
     p.close_stdin();
     assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
 
@@ -400,7 +417,13 @@ fn an_exact_redelivery_is_skipped_or_fails() {
     let (mut p, mut model) = start_checkpointing(&out, &["--on-duplicate", "fail"]);
     let first = vec![record(1, "a"), record(2, "b")];
     model.deliver_all(&first);
-    run_action(&mut p, &mut model, &records_line(first), Action::ProcessRecords).unwrap();
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(first),
+        Action::ProcessRecords,
+    )
+    .unwrap();
     p.send(&records_line(vec![record(2, "b"), record(3, "c")]));
     assert_ne!(p.wait(Duration::from_secs(10)).unwrap(), 0);
     assert!(remaining_lines(&mut p).is_empty());

@@ -434,7 +434,9 @@ fn long_strings_across_block_boundaries() {
         let data = "QUJD".repeat(n / 4 + 1)[..n / 4 * 4].to_owned();
         let key = "k".repeat(n);
         assert_eq!(
-            accepts(&format!(r#"{{"data":"{data}",{s},"partitionKey":"{key}"}}"#)),
+            accepts(&format!(
+                r#"{{"data":"{data}",{s},"partitionKey":"{key}"}}"#
+            )),
             rec(Some(&data), &key, SEQ, None, None),
             "{n}"
         );

@@ -461,15 +461,23 @@ pub fn is_base64(b: &[u8]) -> bool {
 
 /// True when every byte of `b` is in the standard base64 alphabet (no padding).
 fn base64_alphabet_only(b: &[u8]) -> bool {
-    b.iter()
-        .fold(0u8, |acc, &c| acc | u8::from(!in_base64_alphabet(c)))
-        == 0
+    let outside = |chunk: &[u8]| {
+        chunk
+            .iter()
+            .fold(0u8, |acc, &c| acc | u8::from(!in_base64_alphabet(c)))
+    };
+    let chunks = b.chunks_exact(32);
+    let tail = outside(chunks.remainder());
+    chunks.fold(tail, |acc, chunk| acc | outside(chunk)) == 0
 }
 
 #[inline]
 fn in_base64_alphabet(c: u8) -> bool {
-    // `| 0x20` folds A-Z onto a-z; nothing else lands in a-z.
-    (c | 0x20).wrapping_sub(b'a') < 26 || c.wrapping_sub(b'0') < 10 || c == b'+' || c == b'/'
+    // `| 0x20` folds A-Z onto a-z; nothing else lands in a-z. Non-short-circuit `|`, so
+    // that the loop vectorizes.
+    let letter = (c | 0x20).wrapping_sub(b'a') < 26;
+    let digit = c.wrapping_sub(b'0') < 10;
+    letter | digit | (c == b'+') | (c == b'/')
 }
 
 /// The 6-bit value of a base64 character.
@@ -485,7 +493,11 @@ fn sextet(c: u8) -> Option<u8> {
 }
 
 /// Checks a parsed record's payload (see [`is_base64`]).
-fn check_data(data: Option<&str>, sequence_number: &str, sub: Option<i64>) -> Result<(), DecodeError> {
+fn check_data(
+    data: Option<&str>,
+    sequence_number: &str,
+    sub: Option<i64>,
+) -> Result<(), DecodeError> {
     match data {
         Some(d) if !is_base64(d.as_bytes()) => Err(DecodeError::Base64 {
             sequence_number: sequence_number.to_owned(),
@@ -976,12 +988,27 @@ mod tests {
 
     #[test]
     fn base64_as_the_daemon_writes_it() {
-        for good in ["", "aGk=", "aGVsbG8=", "QUJD", "+/+/", "AA==", "AAA=", "84mawgo="] {
+        for good in [
+            "", "aGk=", "aGVsbG8=", "QUJD", "+/+/", "AA==", "AAA=", "84mawgo=",
+        ] {
             assert!(is_base64(good.as_bytes()), "{good:?}");
         }
         for bad in [
-            "a", "aGk", "aGk==", "a===", "====", "aG=k", "aGk=aGk=", "aG k", "aGk\n", "aGk_",
-            "aGk-", "AB==", "AAB=", "not base64!", "é===",
+            "a",
+            "aGk",
+            "aGk==",
+            "a===",
+            "====",
+            "aG=k",
+            "aGk=aGk=",
+            "aG k",
+            "aGk\n",
+            "aGk_",
+            "aGk-",
+            "AB==",
+            "AAB=",
+            "not base64!",
+            "é===",
         ] {
             assert!(!is_base64(bad.as_bytes()), "{bad:?}");
         }

@@ -186,12 +186,9 @@ impl DeliveryOrder {
     /// Whether `esn` is a remembered position (the runs are increasing and disjoint).
     fn contains(&self, esn: &Esn) -> bool {
         // The first run that starts after `esn`; the one before it may hold it.
-        let after = self.runs.partition_point(|run| {
-            run.seq
-                .cmp(&esn.seq)
-                .then(run.first.cmp(&esn.sub))
-                .is_le()
-        });
+        let after = self
+            .runs
+            .partition_point(|run| run.seq.cmp(&esn.seq).then(run.first.cmp(&esn.sub)).is_le());
         after > 0 && {
             let run = &self.runs[after - 1];
             run.seq.cmp(&esn.seq).is_eq() && esn.sub <= run.last
@@ -237,7 +234,10 @@ mod tests {
         }
         assert_eq!(o.remembered_runs(), 3);
         for e in [esn(3, 0), esn(5, 0), esn(5, 1), esn(5, 2), esn(9, 4)] {
-            assert!(matches!(o.place(&e), Ok(Placement::Duplicate { .. })), "{e}");
+            assert!(
+                matches!(o.place(&e), Ok(Placement::Duplicate { .. })),
+                "{e}"
+            );
         }
         for e in [esn(4, 0), esn(5, 3), esn(9, 3), esn(1, 0)] {
             assert!(

@@ -226,7 +226,7 @@ pub enum SessionError {
         last: Esn,
     },
     /// A record position the daemon cannot have sent (goes backwards, a sentinel, a
-    /// negative sub-sequence number, at or below the checkpoint).
+    /// negative sub-sequence number, at or below the lease's starting checkpoint).
     #[error(transparent)]
     Order(#[from] OrderError),
     /// A checkpoint reply that does not echo the request (the daemon always echoes it).
@@ -326,7 +326,7 @@ pub struct Session {
     state: State,
     shard_id: Arc<str>,
     tracker: Tracker,
-    /// Delivered positions since the checkpoint: tells re-deliveries from errors.
+    /// The positions delivered in this lease: tells re-deliveries from errors.
     order: DeliveryOrder,
     /// The lease's checkpoint: from `initialize`, then every stored value.
     last_checkpoint: Option<Esn>,
@@ -918,11 +918,10 @@ impl Session {
         let next = match error.as_deref() {
             None => {
                 log::info!("checkpointed {target}");
-                let stored = match &target {
+                self.last_checkpoint = Some(match &target {
                     Target::At(esn) => esn.clone(),
                     Target::ShardEnd => Esn::new(SequenceNumber::sentinel(Sentinel::ShardEnd), 0),
-                };
-                self.last_checkpoint = Some(stored);
+                });
                 self.last_checkpoint_at = now;
                 self.stats.checkpoints += 1;
                 Step::Reply
