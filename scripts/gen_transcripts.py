@@ -404,7 +404,7 @@ T["order_at_the_lease_checkpoint"] = [
     {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
     *init(seq(5), 0),
     batch([rec(5), rec(6)]),
-    *fails(2, "at or below the checkpoint", seq(5) + "/0"),
+    *fails(2, "at or below the lease's checkpoint", seq(5) + "/0"),
 ]
 
 # A checkpoint does not change what a duplicate is: a re-delivery of a checkpointed record
