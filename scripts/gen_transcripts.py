@@ -330,6 +330,179 @@ T["lenient_decoding"] = [
     *end(),
 ]
 
+# ---- Record order (issue 10): a duplicate is exactly a position delivered before in this
+# lease; anything else at or below the last delivered record is a protocol error. Errors
+# stop rsmld before the batch is dispatched: no checkpoint, no status.
+
+
+def rec_with(i, **fields):
+    r = rec(i)
+    r.update(fields)
+    return r
+
+
+def fails(line_no, *texts):
+    return [{"dir": "exit", "rc": 1}, {"dir": "p_err", "contains": f"daemon line {line_no}"},
+            *({"dir": "p_err", "contains": t} for t in texts)]
+
+
+# 5, 3, 4 in one batch: 3 and 4 were never delivered (today's main skipped them as
+# duplicates and checkpointed 5).
+T["order_backwards_in_batch"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+    *init(),
+    batch([rec(5), rec(3), rec(4)]),
+    *fails(2, "goes backwards", seq(3) + "/0"),
+]
+
+# Backwards across batches (no checkpoint in between): 4 lies between delivered 2 and 5.
+T["order_backwards_across_batches"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "60"]},
+    *init(),
+    batch([rec(2), rec(5)]),
+    status("processRecords"),
+    batch([rec(4)]),
+    *fails(3, "goes backwards", seq(4) + "/0"),
+]
+
+# An aggregate's user records: sub 1 never came between delivered subs 0 and 2.
+T["order_backwards_sub_sequence"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "60"]},
+    *init(),
+    batch([rec(1, 0), rec(1, 2), rec(1, 1)]),
+    *fails(2, "goes backwards", seq(1) + "/1"),
+]
+
+# An exact re-delivery of positions above the checkpoint is a duplicate: skipped (warned),
+# and the position still moves on to the new record after it.
+T["order_redelivery_skipped"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "60"]},
+    *init(),
+    batch([rec(1), rec(2, 0), rec(2, 1), rec(3)]),
+    status("processRecords"),
+    batch([rec(2, 0), rec(2, 1), rec(3), rec(4)]),
+    status("processRecords"),
+    d2p({"action": "shutdownRequested"}),
+    cp(seq(4), 0), cp_reply(seq(4), 0),
+    status("shutdownRequested"),
+    {"dir": "p_err", "contains": "delivered again"},
+    d2p({"action": "leaseLost"}), status("leaseLost"),
+    *end(),
+]
+
+T["order_redelivery_fails_under_on_duplicate_fail"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "60", "--on-duplicate", "fail"]},
+    *init(),
+    batch([rec(1), rec(2)]),
+    status("processRecords"),
+    batch([rec(2), rec(3)]),
+    *fails(3, "delivered again", "--on-duplicate is fail"),
+]
+
+# The daemon drops records at or below the lease's checkpoint before it sends a batch.
+T["order_at_the_lease_checkpoint"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+    *init(seq(5), 0),
+    batch([rec(5), rec(6)]),
+    *fails(2, "at or below the lease's checkpoint", seq(5) + "/0"),
+]
+
+# A checkpoint does not change what a duplicate is: a re-delivery of a checkpointed record
+# is skipped (it was processed) ...
+T["order_redelivery_after_a_checkpoint_skipped"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+    *init(),
+    batch([rec(1), rec(2)]),
+    cp(seq(2), 0), cp_reply(seq(2), 0),
+    status("processRecords"),
+    batch([rec(2), rec(3)]),
+    cp(seq(3), 0), cp_reply(seq(3), 0),
+    status("processRecords"),
+    {"dir": "p_err", "contains": "delivered again"},
+    d2p({"action": "leaseLost"}), status("leaseLost"),
+    *end(),
+]
+
+# ... and a record below a stored checkpoint that was never delivered still goes backwards.
+T["order_backwards_below_a_stored_checkpoint"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+    *init(),
+    batch([rec(1), rec(3)]),
+    cp(seq(3), 0), cp_reply(seq(3), 0),
+    status("processRecords"),
+    batch([rec(2)]),
+    *fails(4, "goes backwards", seq(2) + "/0"),
+]
+
+# A sentinel is a lease position, never a record's (today's main took a SHARD_END record
+# as the position, asked for a SHARD_END checkpoint inside processRecords and skipped
+# every later record).
+for sentinel in ["SHARD_END", "LATEST", "TRIM_HORIZON", "AT_TIMESTAMP"]:
+    T[f"order_sentinel_{sentinel.lower()}_as_record"] = [
+        {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+        *init(),
+        batch([rec_with(0, sequenceNumber=sentinel), rec(1)]),
+        *fails(2, "sentinel", sentinel),
+    ]
+
+T["order_negative_sub_sequence"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+    *init(),
+    batch([rec(0, -1), rec(1)]),
+    *fails(2, "negative sub-sequence number"),
+]
+
+# ---- Checkpoint replies echo the request, errors and the SHARD_END null request included
+# (MultiLangProtocol.checkpoint writes the request's own fields back); one that does not is
+# a reply to something else: a protocol error, whatever its verdict.
+T["checkpoint_reply_other_sequence"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+    *init(),
+    batch([rec(0), rec(1)]),
+    cp(seq(1), 0), cp_reply(seq(0), 0),
+    *fails(3, "does not echo the request", seq(1) + "/0"),
+]
+
+T["checkpoint_reply_other_sub_sequence"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+    *init(),
+    batch([rec(1, 0), rec(1, 1)]),
+    cp(seq(1), 1), cp_reply(seq(1), 0),
+    *fails(3, "does not echo the request"),
+]
+
+T["checkpoint_reply_error_other_sequence"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
+    *init(),
+    batch([rec(0), rec(1)]),
+    cp(seq(1), 0), cp_reply(seq(0), 0, "ThrottlingException"),
+    *fails(3, "does not echo the request"),
+]
+
+T["checkpoint_reply_shard_end_not_null"] = [
+    {"dir": "start", "args": SYNC + ["--checkpoint-interval", "60"]},
+    *init(),
+    batch([rec(0)]),
+    status("processRecords"),
+    d2p({"action": "shardEnded"}),
+    cp(None, None), cp_reply(seq(0), 0),
+    *fails(4, "does not echo the request SHARD_END"),
+]
+
+# ---- `data` is standard padded base64, whatever --split does with it (none and kpl pass
+# a plain payload through without decoding it; lines would deliver it whole).
+for mode, data in [("none", "aGk"), ("none", "not base64!"), ("kpl", "aGk"), ("kpl", "84maw!!!"),
+                   ("lines", "aGVsbG8")]:
+    name = "base64_invalid_split_" + mode + ("_aggregate_magic" if data.startswith("84maw") else "")
+    if name in T:
+        name += "_text"
+    T[name] = [
+        {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0", "--split", mode]},
+        *init(),
+        batch([rec(0), rec_with(1, data=data), rec(2)]),
+        *fails(2, "not valid base64", seq(1) + "/0"),
+    ]
+
 os.makedirs(OUT, exist_ok=True)
 for name, entries in T.items():
     with open(os.path.join(OUT, name + ".jsonl"), "w") as f:

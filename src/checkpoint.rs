@@ -59,9 +59,6 @@ pub struct Tracker {
     slots: VecDeque<Slot>,
     /// End of the completed prefix: the highest ESN that is safe to checkpoint.
     position: Option<Esn>,
-    /// The ESN of the last delivered record once no slot holds it (see
-    /// [`Tracker::last_delivered`]; kept this way to save a copy per record).
-    last_delivered: Option<Esn>,
     in_flight: usize,
     failed: usize,
 }
@@ -130,9 +127,6 @@ impl Tracker {
     pub fn abandon(&mut self) {
         self.first += self.slots.len() as u64;
         self.abandoned_below = self.first;
-        if let Some(last) = self.slots.pop_back() {
-            self.last_delivered = Some(last.esn);
-        }
         self.slots.clear();
         self.in_flight = 0;
         self.failed = 0;
@@ -141,14 +135,6 @@ impl Tracker {
     /// The highest extended sequence number whose record and all before it are complete.
     pub fn position(&self) -> Option<&Esn> {
         self.position.as_ref()
-    }
-
-    /// The ESN of the most recently delivered record.
-    pub fn last_delivered(&self) -> Option<&Esn> {
-        self.slots
-            .back()
-            .map(|slot| &slot.esn)
-            .or(self.last_delivered.as_ref())
     }
 
     /// The id the next delivered record will get.
@@ -184,10 +170,8 @@ impl Tracker {
             // Invariant: the loop condition just saw a front element.
             let slot = self.slots.pop_front().expect("front exists");
             self.first += 1;
-            if self.slots.is_empty() {
-                self.last_delivered = Some(slot.esn.clone());
-            }
             // Never backwards: a re-delivered (duplicate) record leaves the position alone.
+            // (Which records are new is the session's to decide: see protocol::order.)
             if self.position.as_ref().is_none_or(|p| slot.esn > *p) {
                 self.position = Some(slot.esn);
             }

@@ -311,3 +311,161 @@ fn a_batch_larger_than_max_in_flight_is_not_acknowledged_ahead() {
     );
     assert!(!p.stderr().contains(AHEAD_LOG), "{}", p.stderr());
 }
+
+/// Sends a large line that is acknowledged before decoding and whose record is bad in a
+/// way only found afterwards: status first, then exit non-zero with an error naming line
+/// 2 and mentioning each of `texts`; no further protocol output (no checkpoint), and no
+/// record of the line reached the handler.
+fn assert_fails_after_the_early_status(l: &str, extra: &[&str], texts: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut p, _) = start(&out, extra);
+    expect_status(&mut p, l);
+    let rc = p.wait(Duration::from_secs(5)).unwrap();
+    assert_ne!(rc, 0, "rsmld went on after a bad record");
+    let rest = remaining_lines(&mut p);
+    assert!(
+        rest.is_empty(),
+        "more protocol output after status: {rest:?}"
+    );
+    let stderr = p.stderr();
+    assert!(stderr.contains(&format!("line 2: {AHEAD_LOG}")), "{stderr}");
+    assert!(stderr.contains("daemon line 2"), "{stderr}");
+    for text in texts {
+        assert!(stderr.contains(text), "no {text:?} in:\n{stderr}");
+    }
+    assert_eq!(
+        items_on_disk(&out),
+        0,
+        "records of a rejected line were processed"
+    );
+}
+
+/// A large line whose record `bad` got `data` (the JSON stays well-formed, so the
+/// structural scan accepts it and the line takes the acknowledge-ahead path).
+fn line_with_data(n: u64, bad: u64, data: &str) -> String {
+    let mut batch = records(1, n, 300);
+    batch[(bad - 1) as usize].data = Some(data.into());
+    let l = records_line(batch);
+    assert_large(&l, n as usize);
+    l
+}
+
+/// Invalid base64 in a large line, with --split none (payloads never decoded) and kpl
+/// (plain payloads passed through; one that starts like an aggregate), in the first
+/// record, the middle and the last: a protocol error after the early status.
+#[test]
+fn invalid_base64_in_a_large_line_stops_rsmld() {
+    for (split, data, bad) in [
+        ("none", "cGF5bG9hZA", 200),
+        ("none", "not base64!", 1),
+        ("kpl", "cGF5bG9hZA", 400),
+        ("kpl", "84maw!!!", 200),
+    ] {
+        let l = line_with_data(400, bad, data);
+        assert_fails_after_the_early_status(
+            &l,
+            &["--split", split],
+            &["not valid base64", &format!("{}/{}", seq(bad), bad % 7)],
+        );
+    }
+}
+
+/// Record positions the daemon cannot have sent, in a large line: a record that goes
+/// backwards (never delivered), a sentinel, a negative sub-sequence number. Each is a
+/// protocol error after the early status (today's main skipped the backwards record as a
+/// duplicate, and took the sentinel as the position).
+#[test]
+fn bad_positions_in_a_large_line_stop_rsmld() {
+    let with = |edit: &dyn Fn(&mut Record)| {
+        let mut batch = records(1, 400, 300);
+        edit(&mut batch[199]);
+        let l = records_line(batch);
+        assert_large(&l, 400);
+        l
+    };
+    let backwards = with(&|r| r.sequence_number = SequenceNumber::parse(&seq(50)).unwrap());
+    assert_fails_after_the_early_status(&backwards, &[], &["goes backwards"]);
+    for sentinel in ["SHARD_END", "LATEST", "TRIM_HORIZON", "AT_TIMESTAMP"] {
+        let l = with(&|r| r.sequence_number = SequenceNumber::parse(sentinel).unwrap());
+        assert_fails_after_the_early_status(&l, &[], &["sentinel", sentinel]);
+    }
+    let negative = with(&|r| r.sub_sequence_number = Some(-1));
+    assert_fails_after_the_early_status(&negative, &[], &["negative sub-sequence number"]);
+}
+
+/// An exact re-delivery in a large line (the second half of the previous batch, then new
+/// records) is skipped: each record is on disk once, and the checkpoint goes to the last
+/// new record. Under --on-duplicate fail the same line stops rsmld after its status.
+#[test]
+fn a_redelivered_large_line_is_skipped_or_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut p, mut model) = start(&out, &["--checkpoint-interval", "3600"]);
+    let first = records(1, 400, 300);
+    model.deliver_all(&first);
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(first),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let again = records(201, 400, 300); // 201..=400 again, then 401..=600
+    model.deliver_all(&again);
+    let l = records_line(again.clone());
+    run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    let reqs = run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"shutdownRequested"}"#,
+        Action::ShutdownRequested,
+    )
+    .unwrap();
+    assert_eq!(
+        model.stored.last(),
+        Some(&again.last().unwrap().esn()),
+        "{reqs:?}"
+    );
+    let lines = written(&out);
+    assert_eq!(lines.len(), 600, "every record once");
+    let distinct: std::collections::HashSet<&str> = lines
+        .iter()
+        .map(|(_, v)| v["sequenceNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(distinct.len(), 600);
+    let stderr = p.stderr();
+    assert!(
+        stderr.contains("line 3: acknowledged before decoding"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("delivered again").count(), 200, "{stderr}");
+    run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"leaseLost"}"#,
+        Action::LeaseLost,
+    )
+    .unwrap();
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut p, mut model) = start(&out, &["--on-duplicate", "fail"]);
+    let first = records(1, 400, 300);
+    model.deliver_all(&first);
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(first),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    expect_status(&mut p, &l);
+    assert_ne!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+    assert!(remaining_lines(&mut p).is_empty());
+    let stderr = p.stderr();
+    assert!(stderr.contains("daemon line 3"), "{stderr}");
+    assert!(stderr.contains("--on-duplicate is fail"), "{stderr}");
+}

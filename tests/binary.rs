@@ -260,3 +260,216 @@ fn huge_lines_through_the_binary() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].1["data"].as_str().unwrap().len(), 66 << 20);
 }
+
+// ------------------------------------------------ record order, echoes, base64 (issue 10)
+
+/// rsmld with the file handler, synchronous and checkpointing after every batch (so an
+/// accepted batch shows as a checkpoint request before its status).
+fn start_checkpointing(out: &std::path::Path, extra: &[&str]) -> (Proc, CheckpointModel) {
+    let mut list = vec![
+        "--workers",
+        "2",
+        "--checkpoint-interval",
+        "0",
+        "--max-in-flight",
+        "0",
+    ];
+    list.extend(extra);
+    start_file_handler(out, &list, &[])
+}
+
+fn records_line(records: Vec<Record>) -> String {
+    line(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: Some(0),
+    })
+}
+
+/// Every protocol line rsmld writes until its stdout closes.
+fn remaining_lines(p: &mut Proc) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(l) = p.recv(Duration::from_secs(2)) {
+        out.push(l);
+    }
+    out
+}
+
+fn items_on_disk(out: &std::path::Path) -> usize {
+    if out.exists() {
+        written(out).len()
+    } else {
+        0
+    }
+}
+
+/// Sends `l` as line 2 of a fresh rsmld (`extra` flags): it must exit non-zero without
+/// any protocol output (no checkpoint, no status) and without writing anything, naming
+/// line 2 and each of `texts` on stderr.
+fn assert_rejected(extra: &[&str], l: &str, texts: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut p, _) = start_checkpointing(&out, extra);
+    p.send(l);
+    let rc = p.wait(Duration::from_secs(10)).unwrap();
+    assert_ne!(rc, 0, "rsmld accepted {}", &l[..l.len().min(300)]);
+    let rest = remaining_lines(&mut p);
+    assert!(rest.is_empty(), "protocol output: {rest:?}");
+    let stderr = p.stderr();
+    assert!(stderr.contains("daemon line 2"), "{stderr}");
+    for text in texts {
+        assert!(stderr.contains(text), "no {text:?} in:\n{stderr}");
+    }
+    assert_eq!(items_on_disk(&out), 0, "{extra:?}: items were processed");
+}
+
+/// Records 5, 3, 4 in one batch: 3 and 4 were never delivered, so the batch is a
+/// protocol error — nothing is processed or checkpointed (today's main skipped 3 and 4
+/// as duplicates and checkpointed 5).
+#[test]
+fn records_that_go_backwards_are_a_protocol_error() {
+    let l = records_line(vec![record(5, "a"), record(3, "b"), record(4, "c")]);
+    assert_rejected(&[], &l, &["goes backwards", &format!("{}/0", seq(3))]);
+}
+
+/// A sentinel as a record's sequence number, or a negative sub-sequence number: a
+/// protocol error (today's main took a SHARD_END record as the position, asked for a
+/// SHARD_END checkpoint inside processRecords and skipped every later record).
+#[test]
+fn sentinels_and_negative_subs_are_not_record_positions() {
+    for sentinel in ["SHARD_END", "LATEST", "TRIM_HORIZON", "AT_TIMESTAMP"] {
+        let mut bad = record(2, "b");
+        bad.sequence_number = SequenceNumber::parse(sentinel).unwrap();
+        let l = records_line(vec![record(1, "a"), bad, record(3, "c")]);
+        assert_rejected(&[], &l, &["sentinel", sentinel]);
+    }
+    let mut bad = record(1, "a");
+    bad.sub_sequence_number = Some(-1);
+    let l = records_line(vec![bad, record(2, "b")]);
+    assert_rejected(&[], &l, &["negative sub-sequence number"]);
+}
+
+/// `data` that is not base64 is a protocol error in every --split mode, also in those
+/// that never decode a plain payload (none, kpl) or would deliver it whole (the others).
+#[test]
+fn invalid_base64_is_a_protocol_error_whatever_the_split_mode() {
+    for split in ["none", "kpl", "lines", "json-array", "cloudwatch-logs"] {
+        for data in ["cGF5bG9hZA", "not base64!", "84maw!!!", "aGk=aGk="] {
+            let mut bad = record(2, "b");
+            bad.data = Some(data.into());
+            let l = records_line(vec![record(1, "a"), bad, record(3, "c")]);
+            assert_rejected(
+                &["--split", split],
+                &l,
+                &["not valid base64", &format!("{}/0", seq(2))],
+            );
+        }
+    }
+}
+
+/// An exact re-delivery (the same sequence and sub-sequence numbers, also of a record a
+/// checkpoint already covers) is skipped: every record is written once and the
+/// checkpoint moves on to the new record. Under --on-duplicate fail it stops rsmld before
+/// anything of the batch is processed.
+#[test]
+fn an_exact_redelivery_is_skipped_or_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut p, mut model) = start_checkpointing(&out, &[]);
+    let first = vec![record(1, "a"), record(2, "b")];
+    model.deliver_all(&first);
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(first),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let again = vec![record(1, "a"), record(2, "b"), record(3, "c")];
+    model.deliver_all(&again);
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(again),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    assert_eq!(
+        model.stored.last().map(|e| e.seq.as_str().to_owned()),
+        Some(seq(3))
+    );
+    let mut on_disk: Vec<String> = written(&out)
+        .into_iter()
+        .map(|(_, v)| v["sequenceNumber"].as_str().unwrap().to_owned())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, vec![seq(1), seq(2), seq(3)]);
+    assert_eq!(
+        p.stderr().matches("delivered again").count(),
+        2,
+        "{}",
+        p.stderr()
+    );
+    p.close_stdin();
+    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut p, mut model) = start_checkpointing(&out, &["--on-duplicate", "fail"]);
+    let first = vec![record(1, "a"), record(2, "b")];
+    model.deliver_all(&first);
+    run_action(
+        &mut p,
+        &mut model,
+        &records_line(first),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    p.send(&records_line(vec![record(2, "b"), record(3, "c")]));
+    assert_ne!(p.wait(Duration::from_secs(10)).unwrap(), 0);
+    assert!(remaining_lines(&mut p).is_empty());
+    let stderr = p.stderr();
+    assert!(stderr.contains("daemon line 4"), "{stderr}"); // line 3: the checkpoint reply
+    assert!(stderr.contains("--on-duplicate is fail"), "{stderr}");
+    assert_eq!(items_on_disk(&out), 2, "record 3 was processed");
+}
+
+/// A checkpoint reply that does not echo the request — another sequence number, another
+/// sub-sequence number, a success or an error — stops rsmld: no status, no further
+/// checkpoint (today's main logged a warning and counted the checkpoint as stored).
+#[test]
+fn a_checkpoint_reply_that_does_not_echo_stops_rsmld() {
+    for (reply_seq, reply_sub, error) in [
+        (Some(seq(1)), Some(0), None),
+        (Some(seq(2)), Some(1), None),
+        (None, None, None),
+        (Some(seq(1)), Some(0), Some("ThrottlingException")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let (mut p, _) = start_checkpointing(&out, &[]);
+        p.send(&records_line(vec![record(1, "a"), record(2, "b")]));
+        let got = p.recv(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            ProcessorMessage::decode(got.as_bytes()).unwrap(),
+            ProcessorMessage::Checkpoint {
+                sequence_number: Some(SequenceNumber::parse(&seq(2)).unwrap()),
+                sub_sequence_number: Some(0),
+            }
+        );
+        p.send(
+            &serde_json::json!({
+                "action": "checkpoint",
+                "sequenceNumber": reply_seq,
+                "subSequenceNumber": reply_sub,
+                "error": error,
+            })
+            .to_string(),
+        );
+        assert_ne!(p.wait(Duration::from_secs(10)).unwrap(), 0);
+        let rest = remaining_lines(&mut p);
+        assert!(rest.is_empty(), "{reply_seq:?}/{reply_sub:?}: {rest:?}");
+        let stderr = p.stderr();
+        assert!(stderr.contains("daemon line 3"), "{stderr}");
+        assert!(stderr.contains("does not echo the request"), "{stderr}");
+    }
+}

@@ -339,8 +339,8 @@ fn escaped_strings() {
             rec(Some("AQID"), "", SEQ, None, None),
         ),
         (
-            format!(r#"{{"data":"a\/b+c=",{s}}}"#),
-            rec(Some("a/b+c="), "", SEQ, None, None),
+            format!(r#"{{"data":"a\/b+cw==",{s}}}"#),
+            rec(Some("a/b+cw=="), "", SEQ, None, None),
         ),
         (
             format!(r#"{{"partitionKey":"p\u0041k",{s}}}"#),
@@ -382,6 +382,11 @@ fn escaped_strings() {
     rejects(r#"{"sequenceNumber":"12\u0078"}"#);
     // An escaped key that duplicates a plain one.
     rejects(&format!(r#"{{"data":"aGk=","d\u0061ta":"aGk=",{s}}}"#));
+    // A payload is checked as it decodes: escapes that make it invalid base64.
+    let e = rejects(&format!(r#"{{"data":"a\/b=",{s}}}"#));
+    assert!(e.contains("not valid base64"), "{e}");
+    let e = rejects(&format!(r#"{{"data":"aGk\u002d",{s}}}"#));
+    assert!(e.contains("not valid base64"), "{e}");
 }
 
 #[test]
@@ -400,12 +405,10 @@ fn non_ascii_utf8() {
             "{key:?}"
         );
     }
-    // Not validated as base64 at decode time, so any text goes.
+    // A payload is base64, so never non-ASCII.
     let text = "\u{e9}t\u{e9}";
-    assert_eq!(
-        accepts(&format!(r#"{{"data":"{text}",{s}}}"#)),
-        rec(Some("\u{e9}t\u{e9}"), "", SEQ, None, None)
-    );
+    let e = rejects(&format!(r#"{{"data":"{text}",{s}}}"#));
+    assert!(e.contains("not valid base64"), "{e}");
     // A non-ASCII sequence number is invalid either way.
     rejects(r#"{"sequenceNumber":"１２"}"#);
 }
@@ -427,27 +430,44 @@ fn raw_control_characters_inside_strings_are_errors() {
 fn long_strings_across_block_boundaries() {
     let s = seq_field();
     for n in [0, 1, 31, 32, 33, 63, 64, 65, 100, 1000] {
-        let data = "QUJD".repeat(n / 4 + 1)[..n].to_owned();
+        // A payload is base64, so a multiple of four long; a key is any text.
+        let data = "QUJD".repeat(n / 4 + 1)[..n / 4 * 4].to_owned();
+        let key = "k".repeat(n);
         assert_eq!(
-            accepts(&format!(r#"{{"data":"{data}",{s},"partitionKey":"k"}}"#)),
-            rec(Some(&data), "k", SEQ, None, None),
+            accepts(&format!(
+                r#"{{"data":"{data}",{s},"partitionKey":"{key}"}}"#
+            )),
+            rec(Some(&data), &key, SEQ, None, None),
             "{n}"
         );
-        // An escape, a non-ASCII character and a DEL right after n plain bytes.
+        // An escape right after n plain bytes of a payload, decoding to base64.
+        let text = format!(r#"{{"data":"{data}\/AAA{data}",{s}}}"#);
+        assert_eq!(
+            accepts(&text),
+            rec(Some(&format!("{data}/AAA{data}")), "", SEQ, None, None),
+            "{text}"
+        );
+        // A non-ASCII character, a DEL, a character outside the alphabet, padding in
+        // the middle, a missing character, there: not base64.
+        for bad in ["\u{e9}AA", "\u{7f}AAA", "-AAA", "AA==", "AAA"] {
+            let e = rejects(&format!(r#"{{"data":"{data}{bad}{data}AAAA",{s}}}"#));
+            assert!(e.contains("not valid base64"), "{n} {bad:?}: {e}");
+        }
+        // An escape, a non-ASCII character and a DEL right after n plain bytes of a key.
         for (raw, decoded) in [(r"\/", "/"), ("\u{e9}", "\u{e9}"), ("\u{7f}", "\u{7f}")] {
-            let text = format!(r#"{{"data":"{data}{raw}{data}",{s}}}"#);
-            let expected = format!("{data}{decoded}{data}");
+            let text = format!(r#"{{"partitionKey":"{key}{raw}{key}",{s}}}"#);
+            let expected = format!("{key}{decoded}{key}");
             assert_eq!(
                 accepts(&text),
-                rec(Some(&expected), "", SEQ, None, None),
+                rec(None, &expected, SEQ, None, None),
                 "{text}"
             );
         }
         // Structural characters inside strings.
-        let text = format!(r#"{{"data":"{data}}}],{{[:,","partitionKey":"{data}",{s}}}"#);
+        let text = format!(r#"{{"data":"{data}","partitionKey":"{key}}}],{{[:,",{s}}}"#);
         assert_eq!(
             accepts(&text),
-            rec(Some(&format!("{data}}}],{{[:,")), &data, SEQ, None, None)
+            rec(Some(&data), &format!("{key}}}],{{[:,"), SEQ, None, None)
         );
     }
 }
@@ -717,7 +737,7 @@ fn long_lines_with_separator_lookalikes_decode_alike() {
         let s = format!("4968044549884195349469830793625622790741666244{i:010}");
         match i % 8 {
             0 => format!(
-                r#"{{"data":"{payload}}},{{\"x","partitionKey":"a}},{{\"b","sequenceNumber":"{s}"}}"#
+                r#"{{"data":"{payload}","partitionKey":"{payload}}},{{\"x a}},{{\"b","sequenceNumber":"{s}"}}"#
             ),
             1 => format!(
                 r#"{{"partitionKey":"ends}},{{","sequenceNumber":"{s}","data":"{payload}"}}"#
@@ -741,7 +761,7 @@ fn long_lines_with_separator_lookalikes_decode_alike() {
     // string.
     let lookalike = |i: usize| -> String {
         format!(
-            r#"{{"data":"{payload}}},{{","sequenceNumber":"4968044549884195349469830793625622790741666244{i:010}"}}"#
+            r#"{{"data":"{payload}","partitionKey":"{payload}}},{{","sequenceNumber":"4968044549884195349469830793625622790741666244{i:010}"}}"#
         )
     };
     let plain = |i: usize| -> String {

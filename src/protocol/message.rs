@@ -421,6 +421,90 @@ pub enum DecodeError {
     /// A sequence number that is neither digits nor a sentinel.
     #[error(transparent)]
     Sequence(#[from] super::sequence::InvalidSequenceNumber),
+    /// A record whose `data` is not base64 as the daemon writes it.
+    #[error("record {sequence_number}/{sub}: data is not valid base64 (the daemon always sends standard, padded base64)", sub = sub_sequence_number.map_or("null".to_owned(), |s| s.to_string()))]
+    Base64 {
+        /// The record's sequence number, as sent.
+        sequence_number: String,
+        /// The record's sub-sequence number, as sent.
+        sub_sequence_number: Option<i64>,
+    },
+}
+
+/// True when `b` is base64 exactly as [`crate::item::BASE64`] decodes it and the daemon's
+/// Jackson writes it: the standard alphabet (`+/`), a multiple of four characters, at most
+/// two `=` and only at the end, and zero bits after the last encoded byte. The daemon never
+/// sends anything else, so anything else is a protocol error — whatever `--split` does
+/// with the payload later (some modes never decode it).
+///
+/// No early exit in the alphabet check, so the compiler can test many bytes at a time:
+/// payloads are most of a `processRecords` line.
+pub fn is_base64(b: &[u8]) -> bool {
+    if b.len() % 4 != 0 {
+        return false;
+    }
+    let Some(last) = b.len().checked_sub(4) else {
+        return true; // empty: zero bytes
+    };
+    let (body, quad) = b.split_at(last);
+    if !base64_alphabet_only(body) {
+        return false;
+    }
+    match *quad {
+        [a, b, b'=', b'='] => sextet(a).is_some() && sextet(b).is_some_and(|v| v & 0x0f == 0),
+        [a, b, c, b'='] => {
+            sextet(a).is_some() && sextet(b).is_some() && sextet(c).is_some_and(|v| v & 0x03 == 0)
+        }
+        _ => base64_alphabet_only(quad),
+    }
+}
+
+/// True when every byte of `b` is in the standard base64 alphabet (no padding).
+fn base64_alphabet_only(b: &[u8]) -> bool {
+    let outside = |chunk: &[u8]| {
+        chunk
+            .iter()
+            .fold(0u8, |acc, &c| acc | u8::from(!in_base64_alphabet(c)))
+    };
+    let chunks = b.chunks_exact(32);
+    let tail = outside(chunks.remainder());
+    chunks.fold(tail, |acc, chunk| acc | outside(chunk)) == 0
+}
+
+#[inline]
+fn in_base64_alphabet(c: u8) -> bool {
+    // `| 0x20` folds A-Z onto a-z; nothing else lands in a-z. Non-short-circuit `|`, so
+    // that the loop vectorizes.
+    let letter = (c | 0x20).wrapping_sub(b'a') < 26;
+    let digit = c.wrapping_sub(b'0') < 10;
+    letter | digit | (c == b'+') | (c == b'/')
+}
+
+/// The 6-bit value of a base64 character.
+fn sextet(c: u8) -> Option<u8> {
+    Some(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => return None,
+    })
+}
+
+/// Checks a parsed record's payload (see [`is_base64`]).
+fn check_data(
+    data: Option<&str>,
+    sequence_number: &str,
+    sub: Option<i64>,
+) -> Result<(), DecodeError> {
+    match data {
+        Some(d) if !is_base64(d.as_bytes()) => Err(DecodeError::Base64 {
+            sequence_number: sequence_number.to_owned(),
+            sub_sequence_number: sub,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Owned records from raw ones: payloads become ranges of `shared` where they were
@@ -445,6 +529,7 @@ pub fn convert_record(
     previous: Option<&SequenceNumber>,
 ) -> Result<Record, DecodeError> {
     let sequence_number = SequenceNumber::parse_reusing(&r.sequence_number, previous)?;
+    check_data(r.data.as_deref(), &r.sequence_number, r.sub_sequence_number)?;
     let data = r.data.map(|d| match (d, shared) {
         (Cow::Borrowed(text), Some(line)) => {
             let start = text.as_ptr() as usize - line.as_ptr() as usize;
@@ -485,14 +570,22 @@ pub fn parse_record_at(
     if let Some(text) = fast_record(line, range.clone()) {
         return Ok(text);
     }
-    serde_json::from_slice(&line[range]).map_err(DecodeError::Json)
+    let text: RecordText<'_> = serde_json::from_slice(&line[range]).map_err(DecodeError::Json)?;
+    check_data(
+        text.data.as_deref(),
+        &text.sequence_number,
+        text.sub_sequence_number,
+    )?;
+    Ok(text)
 }
 
 /// The record shape the daemon writes, parsed without serde: an object of the five known
 /// keys, each at most once (and any number of `action` keys, ignored), strings without
-/// escapes and printable ASCII only, integers of at most 18 digits. `None` for anything
-/// else, which serde then decodes (or rejects) — so this accepts a subset of what serde
-/// accepts and decodes it identically (the `daemon_line` fuzz target checks both).
+/// escapes and printable ASCII only, a payload that is valid base64 ([`is_base64`]),
+/// integers of at most 18 digits. `None` for anything else, which serde then decodes (or
+/// rejects; [`parse_record_at`] then checks the payload) — so this accepts a subset of
+/// what serde accepts and decodes it identically (the `daemon_line` fuzz target checks
+/// both).
 ///
 /// Why: serde's generic field matching, UTF-8 validation and `Cow` handling were a
 /// quarter of rsmld's CPU time on batches of small records.
@@ -507,7 +600,8 @@ fn fast_record(b: &[u8], range: std::ops::Range<usize>) -> Option<RecordText<'_>
 /// common shape is parsed once, while it is found.
 pub(crate) fn fast_record_from(b: &[u8], start: usize) -> Option<(RecordText<'_>, usize)> {
     let (spans, end) = fast_record_spans(b, start, true)?;
-    // SAFETY: with `check_data`, every span is printable ASCII (`fast_string`), so UTF-8.
+    // SAFETY: with `check_data`, every span is printable ASCII (`fast_string`; the payload
+    // is base64, a subset of it), so UTF-8.
     let text =
         |r: std::ops::Range<usize>| Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(&b[r]) });
     let text = RecordText {
@@ -531,9 +625,9 @@ pub(crate) struct RecordSpans {
 }
 
 /// The parser of [`fast_record_from`], returning where the fields are. With `check_data`
-/// false the payload's bytes are not checked to be printable ASCII: the stdin reader
-/// leaves that pass (most of a line's bytes) to the parallel decoder, which must make it
-/// (`text_at` in the scan checks every field it turns into text).
+/// false the payload's bytes are not checked to be base64: the stdin reader leaves that
+/// pass (most of a line's bytes) to the parallel decoder, which must make it (`text_at` in
+/// the scan checks every field it turns into text).
 pub(crate) fn fast_record_spans(
     b: &[u8],
     start: usize,
@@ -606,7 +700,13 @@ pub(crate) fn fast_record_spans(
                     }
                     i += 4;
                 } else {
-                    let check = field != DATA || check_data;
+                    // A payload must be base64 (which is printable ASCII), any other
+                    // string printable ASCII.
+                    let check: Option<fn(&[u8]) -> bool> = match field {
+                        DATA if !check_data => None,
+                        DATA => Some(is_base64),
+                        _ => Some(super::scan::printable_ascii),
+                    };
                     let (start, end) = fast_string_checked(b, i, check)?;
                     match field {
                         DATA => data = Some(start..end),
@@ -659,17 +759,21 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// A string at `i` (its opening quote) of printable ASCII without escapes: the range of
 /// its contents (the closing quote is at the end of the range).
 fn fast_string(b: &[u8], i: usize) -> Option<(usize, usize)> {
-    fast_string_checked(b, i, true)
+    fast_string_checked(b, i, Some(super::scan::printable_ascii))
 }
 
-/// [`fast_string`], checking that the contents are printable ASCII only if `check`.
-fn fast_string_checked(b: &[u8], i: usize, check: bool) -> Option<(usize, usize)> {
+/// [`fast_string`] whose contents pass `check` (if any) instead of the printable check.
+fn fast_string_checked(
+    b: &[u8],
+    i: usize,
+    check: Option<fn(&[u8]) -> bool>,
+) -> Option<(usize, usize)> {
     if b.get(i) != Some(&b'"') {
         return None;
     }
     let start = i + 1;
     let end = start + super::scan::quote_or_backslash(&b[start..])?;
-    let ok = b[end] == b'"' && (!check || super::scan::printable_ascii(&b[start..end]));
+    let ok = b[end] == b'"' && check.is_none_or(|check| check(&b[start..end]));
     ok.then_some((start, end))
 }
 
@@ -872,6 +976,71 @@ impl Serialize for DaemonMessage {
                 st.serialize_field("error", error)?;
                 st.end()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    #[test]
+    fn base64_as_the_daemon_writes_it() {
+        for good in [
+            "", "aGk=", "aGVsbG8=", "QUJD", "+/+/", "AA==", "AAA=", "84mawgo=",
+        ] {
+            assert!(is_base64(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a",
+            "aGk",
+            "aGk==",
+            "a===",
+            "====",
+            "aG=k",
+            "aGk=aGk=",
+            "aG k",
+            "aGk\n",
+            "aGk_",
+            "aGk-",
+            "AB==",
+            "AAB=",
+            "not base64!",
+            "é===",
+        ] {
+            assert!(!is_base64(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Exactly what the workers' decoder accepts.
+        #[test]
+        fn agrees_with_the_decoder(s in "[A-Za-z0-9+/=_ -]{0,24}") {
+            let decodes = crate::item::BASE64.decode(s.as_bytes()).is_ok();
+            prop_assert_eq!(is_base64(s.as_bytes()), decodes, "{:?}", s);
+        }
+
+        /// An encoding with one character replaced: trailing bits, padding in the wrong
+        /// place, a wrong character.
+        #[test]
+        fn agrees_on_near_misses(
+            bytes in prop::collection::vec(any::<u8>(), 1..16),
+            at in any::<prop::sample::Index>(),
+            c in prop::sample::select(b"AQgwBCDE+/=a0-".to_vec()),
+        ) {
+            let mut text = crate::item::BASE64.encode(&bytes).into_bytes();
+            let i = at.index(text.len());
+            text[i] = c;
+            let decodes = crate::item::BASE64.decode(&text).is_ok();
+            prop_assert_eq!(is_base64(&text), decodes, "{:?}", String::from_utf8_lossy(&text));
+        }
+
+        #[test]
+        fn accepts_every_encoding(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let text = crate::item::BASE64.encode(&bytes);
+            prop_assert!(is_base64(text.as_bytes()));
         }
     }
 }

@@ -21,10 +21,16 @@
 //! - a checkpoint carries the sub-sequence number; at shard end it carries a null sequence
 //!   number, which the daemon turns into SHARD_END.
 //!
-//! [`message`] holds the wire types, [`sequence`] the big-integer sequence numbers, and
-//! [`session`] the pure state machine that applies the rules.
+//! - records arrive in increasing position order: a record at or below the last delivered
+//!   one is an exact re-delivery (a duplicate) or a protocol error ([`order`]);
+//! - a checkpoint reply echoes the request; `data` is standard padded base64.
+//!
+//! [`message`] holds the wire types, [`sequence`] the big-integer sequence numbers,
+//! [`order`] the delivery-order rules, and [`session`] the pure state machine that applies
+//! the rules.
 
 pub mod message;
+pub mod order;
 pub mod scan;
 pub mod sequence;
 pub mod session;

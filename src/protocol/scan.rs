@@ -16,7 +16,9 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use crate::protocol::message::{fast_record_from, fast_record_spans, RecordSpans, RecordText};
+use crate::protocol::message::{
+    fast_record_from, fast_record_spans, is_base64, RecordSpans, RecordText,
+};
 
 /// Where the parts of a `processRecords` line are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,22 +89,22 @@ pub struct Prescan {
 }
 
 /// The text in `line` of a record parsed while the line arrived (as offsets, its payload
-/// not yet checked to be printable ASCII), checking what the prescan left unchecked;
-/// `None` (parse it again, which also reports errors) if a field is not as the fast parser
-/// requires.
+/// not yet checked to be base64), checking what the prescan left unchecked; `None` (parse
+/// it again, which also reports errors) if a field is not as the fast parser requires.
 fn text_at<'a>(line: &'a [u8], at: &RecordSpans) -> Option<RecordText<'a>> {
-    let text = |r: &Range<usize>| {
+    let checked = |r: &Range<usize>, check: fn(&[u8]) -> bool| {
         let bytes = line.get(r.clone())?;
-        if !printable_ascii(bytes) {
+        if !check(bytes) {
             return None;
         }
-        // SAFETY: checked just above: printable ASCII is UTF-8.
+        // SAFETY: checked just above: printable ASCII (base64 is a subset) is UTF-8.
         Some(Cow::Borrowed(unsafe {
             std::str::from_utf8_unchecked(bytes)
         }))
     };
+    let text = |r: &Range<usize>| checked(r, printable_ascii);
     let data = match &at.data {
-        Some(r) => Some(text(r)?),
+        Some(r) => Some(checked(r, is_base64)?),
         None => None,
     };
     Some(RecordText {

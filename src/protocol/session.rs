@@ -29,6 +29,17 @@
 //! - `leaseLost` (1.x: `shutdown` ZOMBIE): abandon queued work, no checkpoint, status.
 //! - never during `initialize` or `leaseLost`.
 //!
+//! Record order: every record of a batch is placed by [`DeliveryOrder`] before any item of
+//! the batch is dispatched. A record above the last delivered one is new; an exact
+//! re-delivery of a position delivered earlier in this lease is a duplicate
+//! (`--on-duplicate`: skip it, counted done, or fail); anything else — a record that goes
+//! backwards, a sentinel or a negative sub-sequence number as its position, one at or
+//! below the lease's starting checkpoint — is a protocol error: the session stops, and since the batch was
+//! not dispatched, nothing of it (or after it) is ever checkpointed.
+//!
+//! A checkpoint reply must echo the request (the daemon echoes it in every reply, errors
+//! included); one that does not is a protocol error, not a verdict on our request.
+//!
 //! Checkpoint reply errors: `ThrottlingException` and `KinesisClientLibDependencyException`
 //! are retried with bounded exponential backoff and jitter; `ShutdownException` stops
 //! checkpointing for the rest of this lease; `InvalidStateException`,
@@ -43,6 +54,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{RecordId, Tracker, TrackerError};
 use crate::item::ItemBlock;
 use crate::protocol::message::{Action, DaemonMessage, ProcessorMessage, ShutdownReason};
+use crate::protocol::order::{DeliveryOrder, OrderError, Placement};
 use crate::protocol::sequence::{Esn, Sentinel, SequenceNumber};
 use crate::split::Splitter;
 
@@ -71,8 +83,9 @@ pub struct SessionConfig {
     pub on_duplicate: OnDuplicate,
 }
 
-/// What to do with a record whose (sequence number, sub-sequence number) is not above
-/// the last one delivered in this lease.
+/// What to do with a record delivered again in this lease: exactly the (sequence number,
+/// sub-sequence number) of a record delivered earlier (see [`crate::protocol::order`]; a
+/// record below the last delivered one that is not such a re-delivery is always an error).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnDuplicate {
     /// Warn, and count it done without processing it again.
@@ -212,6 +225,20 @@ pub enum SessionError {
         /// The last record delivered before it.
         last: Esn,
     },
+    /// A record position the daemon cannot have sent (goes backwards, a sentinel, a
+    /// negative sub-sequence number, at or below the lease's starting checkpoint).
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    /// A checkpoint reply that does not echo the request (the daemon always echoes it).
+    #[error("checkpoint reply {got_seq}/{got_sub} does not echo the request {requested} (the daemon always echoes what was asked)", got_seq = got_sequence_number.as_deref().unwrap_or("null"), got_sub = got_sub_sequence_number.map_or("null".to_owned(), |s| s.to_string()))]
+    CheckpointNotEchoed {
+        /// What was requested (`SHARD_END` for the null request).
+        requested: String,
+        /// The reply's sequence number.
+        got_sequence_number: Option<String>,
+        /// The reply's sub-sequence number.
+        got_sub_sequence_number: Option<i64>,
+    },
     /// Completion bookkeeping went wrong (a bug).
     #[error(transparent)]
     Tracker(#[from] TrackerError),
@@ -299,6 +326,8 @@ pub struct Session {
     state: State,
     shard_id: Arc<str>,
     tracker: Tracker,
+    /// The positions delivered in this lease: tells re-deliveries from errors.
+    order: DeliveryOrder,
     /// The lease's checkpoint: from `initialize`, then every stored value.
     last_checkpoint: Option<Esn>,
     last_checkpoint_at: Instant,
@@ -338,6 +367,7 @@ impl Session {
             state: State::AwaitInitialize,
             shard_id: Arc::from(""),
             tracker: Tracker::new(),
+            order: DeliveryOrder::new(),
             last_checkpoint: None,
             last_checkpoint_at: now,
             checkpointing_stopped: false,
@@ -420,6 +450,9 @@ impl Session {
                 self.shard_id = Arc::from(shard_id.as_str());
                 self.last_checkpoint =
                     sequence_number.map(|seq| Esn::new(seq, sub_sequence_number.unwrap_or(0)));
+                if let Some(checkpoint) = &self.last_checkpoint {
+                    self.order.start_at(checkpoint.clone());
+                }
                 self.last_checkpoint_at = now;
                 log::info!(
                     "initialize: shard {} from checkpoint {}",
@@ -610,9 +643,10 @@ impl Session {
         }
         let mut duplicates = Vec::new();
         for (esn, n) in std::mem::take(&mut batch.records) {
-            if let Some(last) = self.tracker.last_delivered().filter(|l| esn <= **l) {
+            // Nothing of a batch is dispatched before all its records are placed, so an
+            // error here leaves no item of it running (and the process stops).
+            if let Placement::Duplicate { last } = self.order.place(&esn)? {
                 if self.config.on_duplicate == OnDuplicate::Fail {
-                    let last = last.clone();
                     return Err(SessionError::Duplicate { esn, last });
                 }
                 log::warn!("record {esn} delivered again (last delivered: {last}); skipping it");
@@ -870,19 +904,23 @@ impl Session {
             unreachable!("checkpoint reply outside AwaitReply");
         };
         let (kind, target, attempt) = (*kind, target.clone(), *attempt);
+        // The daemon echoes the request in every reply, errors included: anything else is
+        // a reply to some other request (or no daemon at all), and its verdict says nothing
+        // about ours.
         let echoed = match &target {
             Target::At(esn) => {
                 sequence_number.as_deref() == Some(esn.seq.as_str())
                     && sub_sequence_number == Some(esn.sub)
             }
-            Target::ShardEnd => sequence_number.is_none(),
+            Target::ShardEnd => sequence_number.is_none() && sub_sequence_number.is_none(),
         };
         if !echoed {
-            log::warn!(
-                "checkpoint reply {:?}/{:?} does not echo the request {target}",
-                sequence_number,
-                sub_sequence_number
-            );
+            self.checkpointing_stopped = true;
+            return Err(SessionError::CheckpointNotEchoed {
+                requested: target.to_string(),
+                got_sequence_number: sequence_number,
+                got_sub_sequence_number: sub_sequence_number,
+            });
         }
         let shard = self.shard_id.to_string();
         let next = match error.as_deref() {
