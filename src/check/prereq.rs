@@ -45,7 +45,12 @@ impl Unmet {
     /// when it came from the properties file, else by its flag.
     pub fn message_for(&self, run: &RunArgs) -> String {
         match self.origin(run) {
-            Some(o) => format!("{}:{}: {}", o.path, o.entry.line, self.message(&self.key(run))),
+            Some(o) => format!(
+                "{}:{}: {}",
+                o.path,
+                o.entry.line,
+                self.message(&self.key(run))
+            ),
             None => self.message(&self.key(run)),
         }
     }
@@ -157,14 +162,21 @@ pub fn executable(program: &str) -> Result<PathBuf, String> {
 pub fn writable_dir(dir: &Path) -> Result<(), (Severity, String)> {
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => Err((Severity::Error, "is not a directory".into())),
-        Ok(_) => probe(dir).map_err(|e| {
-            (
+        Ok(_) => {
+            probe(dir).map_err(|e| (Severity::Error, format!("is not writable ({})", reason(&e))))
+        }
+        // A missing directory, or a file where one of its parents should be: look for the
+        // nearest ancestor that exists.
+        Err(e)
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Err((
                 Severity::Error,
-                format!("is not writable ({})", reason(&e)),
-            )
-        }),
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err((Severity::Error, format!("cannot be reached ({})", reason(&e))))
+                format!("cannot be reached ({})", reason(&e)),
+            ))
         }
         Err(_) => {
             let mut ancestor = dir.parent();
@@ -190,7 +202,10 @@ pub fn writable_dir(dir: &Path) -> Result<(), (Severity, String)> {
                     Ok(_) => {
                         return Err((
                             Severity::Error,
-                            format!("does not exist and cannot be created: {} is not a directory", a.display()),
+                            format!(
+                                "does not exist and cannot be created: {} is not a directory",
+                                a.display()
+                            ),
                         ))
                     }
                     Err(_) => ancestor = a.parent(),
