@@ -198,7 +198,16 @@ fn an_exec_program_that_cannot_run_stops_start_up_before_stdin_is_read() {
     let script = dir.path().join("handler.sh");
     std::fs::write(&script, "#!/bin/sh\nwhile read -r l; do echo ok; done\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Executable, but its interpreter is missing: execve would say "No such file or
+    // directory" about a file that is there.
+    let python = dir.path().join("handler.py");
+    std::fs::write(&python, "#!/usr/bin/no-such-python\nprint('ok')\n").unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cases = [
+        (
+            "./handler.py",
+            "rsmld[-] ERROR the exec command: ./handler.py: its interpreter /usr/bin/no-such-python (its #! line) does not exist or is not executable\n",
+        ),
         (
             "no-such-program-anywhere",
             "rsmld[-] ERROR the exec command: no-such-program-anywhere: not found in PATH\n",

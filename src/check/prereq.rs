@@ -144,7 +144,15 @@ pub fn executable(program: &str) -> Result<PathBuf, String> {
     let mut seen_non_exec = None;
     for c in &candidates {
         match std::fs::metadata(c) {
-            Ok(m) if m.is_file() && access(c, libc::X_OK) => return Ok(c.clone()),
+            Ok(m) if m.is_file() && access(c, libc::X_OK) => {
+                // Found through PATH: say where.
+                let found = if program.contains('/') {
+                    String::new()
+                } else {
+                    format!("{}: ", c.display())
+                };
+                return interpreter_problem(c).map_or(Ok(c.clone()), |why| Err(found + &why));
+            }
             Ok(m) if m.is_file() => seen_non_exec = Some(c.clone()),
             Ok(_) if program.contains('/') => return Err("is not a regular file".into()),
             _ => {}
@@ -154,6 +162,48 @@ pub fn executable(program: &str) -> Result<PathBuf, String> {
         Some(p) => Err(format!("{} is not executable (chmod +x)", p.display())),
         None if program.contains('/') => Err("does not exist".into()),
         None => Err("not found in PATH".into()),
+    }
+}
+
+/// What keeps a script's `#!` line from running, if anything: `execve` reports a missing
+/// interpreter as ENOENT, "No such file or directory" for a file that is plainly there, and
+/// a script saved with Windows line endings asks for `/bin/sh\r`. `#!/usr/bin/env NAME`
+/// is followed to NAME through `PATH`. A file that cannot be read is not judged.
+fn interpreter_problem(script: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(script).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    if line.ends_with('\r') {
+        return Some(
+            "its #! line ends in a carriage return (Windows line endings): the kernel looks for an interpreter whose name ends in \\r; convert it (dos2unix)".into(),
+        );
+    }
+    let mut words = line.split([' ', '\t']).filter(|w| !w.is_empty());
+    let interpreter = words.next()?;
+    let ok = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file()) && access(p, libc::X_OK);
+    if !ok(Path::new(interpreter)) {
+        return Some(format!(
+            "its interpreter {interpreter} (its #! line) does not exist or is not executable"
+        ));
+    }
+    let is_env = Path::new(interpreter)
+        .file_name()
+        .is_some_and(|n| n == "env");
+    match words.next() {
+        Some(name) if is_env && !name.starts_with('-') && !name.contains('=') => {
+            let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+            let found = if name.contains('/') {
+                ok(Path::new(name))
+            } else {
+                std::env::split_paths(&path).any(|d| ok(&d.join(name)))
+            };
+            (!found)
+                .then(|| format!("its #! line runs {name} through env, which is not found in PATH"))
+        }
+        _ => None,
     }
 }
 
@@ -259,6 +309,45 @@ mod tests {
         assert_eq!(severity, Severity::Warning, "{why}");
         assert!(!dir.path().join("a").exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn scripts_need_an_interpreter_that_runs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p.display().to_string()
+        };
+        let good = script("good.sh", "#!/bin/sh\necho ok\n");
+        assert_eq!(executable(&good), Ok(PathBuf::from(&good)));
+        let env = script("env.sh", "#!/usr/bin/env sh\n");
+        assert_eq!(executable(&env), Ok(PathBuf::from(&env)));
+        let env_flags = script("flags.sh", "#!/usr/bin/env -S sh -e\n");
+        assert!(executable(&env_flags).is_ok());
+        let binary = script("bin", "\x7fELF");
+        assert!(executable(&binary).is_ok());
+        let missing = script("missing.py", "#!/usr/bin/no-such-python\n");
+        assert_eq!(
+            executable(&missing),
+            Err("its interpreter /usr/bin/no-such-python (its #! line) does not exist or is not executable".to_owned())
+        );
+        let via_env = script("via_env.py", "#!/usr/bin/env no-such-python3 -u\n");
+        assert_eq!(
+            executable(&via_env),
+            Err(
+                "its #! line runs no-such-python3 through env, which is not found in PATH"
+                    .to_owned()
+            )
+        );
+        let crlf = script("crlf.sh", "#!/bin/sh\r\necho ok\r\n");
+        assert!(
+            executable(&crlf)
+                .unwrap_err()
+                .ends_with("its #! line ends in a carriage return (Windows line endings): the kernel looks for an interpreter whose name ends in \\r; convert it (dos2unix)")
+        );
     }
 
     #[test]
