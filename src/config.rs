@@ -430,6 +430,9 @@ pub fn merge_file_settings(
 /// Rejects what `f64` parsing would let through but no setting can mean: NaN, infinities,
 /// negative and absurdly large values (a `Duration` that overflows `Instant` arithmetic
 /// later would panic in the middle of a lease).
+///
+/// `min` and `max` are the flag's constant bounds: finite and not negative
+/// (`Duration::from_secs_f64` panics otherwise).
 pub fn parse_seconds_in(s: &str, min: f64, max: f64, zero_ok: bool) -> Result<Duration, String> {
     parse_duration_in(
         s,
