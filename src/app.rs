@@ -47,8 +47,11 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
     match run(cli, handlers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Always visible, whatever RUST_LOG says: this is why the process stops.
-            eprintln!("{} ERROR {e:#}", prefix());
+            // Always visible, whatever RUST_LOG says: this is why the process stops. One
+            // line per problem (several prerequisites can fail at once).
+            for line in format!("{e:#}").lines() {
+                eprintln!("{} ERROR {line}", prefix());
+            }
             ExitCode::FAILURE
         }
     }
@@ -95,6 +98,15 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
         // Answered by `main` before logging starts.
         Some(Command::Check(_)) => Ok(()),
         None => {
+            // Fail before the first record: before stdin is read, so before `initialize` is
+            // answered and the daemon counts the lease as served. A compiled-in handler
+            // replaces --handler, so only the failure policy's directory is its concern.
+            cli.run.validate()?;
+            let mut needs = cli.run.clone();
+            if handlers.is_some() {
+                needs.handler = None;
+            }
+            crate::check::prereq::startup(&needs)?;
             let mut config = cli.run.into_driver_config()?;
             if let Some(h) = handlers {
                 config.handlers = h;

@@ -4,6 +4,12 @@
 //! so every setting is a plain `--flag value` pair. Validation happens here, before the
 //! protocol starts, so that a bad setting is one clear error at start-up rather than a
 //! surprise in the middle of a lease.
+//!
+//! Durations and sizes take human units (`2s`, `500ms`, `8MiB`; see [`units`]); a plain
+//! number keeps its old meaning (seconds, bytes). Every number has bounds, enforced by the
+//! value parsers here, which `--properties` and `rsmld check` use too.
+
+pub mod units;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use crate::handler::{delay::DelayFactory, HandlerFactory};
 use crate::pool::{OnError, PoolConfig};
 use crate::properties::{self, Diagnostic, Entry, Properties, PropertiesError, RsmldSettings};
 use crate::protocol::session::{OnDuplicate, SessionConfig};
-use crate::split::{SplitMode, Splitter, DEFAULT_MAX_INFLATED, DEFAULT_MAX_ITEMS_PER_RECORD};
+use crate::split::{SplitMode, Splitter, DEFAULT_MAX_ITEMS_PER_RECORD};
 
 /// rsmld: a record processor for the Amazon KCL MultiLangDaemon.
 #[derive(Debug, Parser)]
@@ -90,8 +96,9 @@ pub enum KplCommand {
     Decode,
     /// Reads JSON user records; writes base64 aggregates, one per line.
     Encode {
-        /// Largest aggregate in bytes (magic and checksum included; 64..=1048576).
-        #[arg(long, default_value_t = 1024 * 1024, value_parser = parse_kpl_max_bytes)]
+        /// Largest aggregate (magic and checksum included; a size: 1048576, 64KiB, 1MiB;
+        /// 64B..=1MiB).
+        #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_kpl_max_bytes)]
         max_bytes: usize,
     },
 }
@@ -122,13 +129,15 @@ pub struct RunArgs {
     /// (0..=1000000).
     #[arg(long, default_value_t = 20_000, value_parser = parse_max_in_flight)]
     pub max_in_flight: usize,
-    /// Bytes of earlier daemon lines that unfinished items may keep in memory when a batch
-    /// is acknowledged (payloads point into their line); more → processRecords waits
-    /// (2 MiB..=16 GiB: at least one daemon line holding a 1 MiB record).
-    #[arg(long, default_value_t = 8 << 20, value_parser = parse_max_in_flight_bytes)]
+    /// Memory of earlier daemon lines that unfinished items may keep when a batch is
+    /// acknowledged (payloads point into their line); more → processRecords waits (a size:
+    /// 8MiB, 64MiB; plain bytes; 2MiB..=16GiB: at least one daemon line holding a 1 MiB
+    /// record).
+    #[arg(long, default_value = "8MiB", value_name = "SIZE", value_parser = parse_max_in_flight_bytes)]
     pub max_in_flight_bytes: usize,
-    /// Least time between periodic checkpoints, in seconds (fractions allowed; 0..=86400).
-    #[arg(long, default_value = "60", value_parser = parse_checkpoint_interval)]
+    /// Least time between periodic checkpoints (a duration: 60s, 500ms, 1m30s; a plain
+    /// number is seconds, fractions allowed; 0s..=1d).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_checkpoint_interval)]
     pub checkpoint_interval: Duration,
     /// Retries of a checkpoint that failed with ThrottlingException or
     /// KinesisClientLibDependencyException (exponential backoff with jitter; 0..=100).
@@ -141,29 +150,31 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = SplitMode::Kpl)]
     pub split: SplitMode,
     /// Largest inflated size of a gzip payload (lines, json-array, cloudwatch-logs);
-    /// a larger one is delivered whole, with a warning (1 KiB..=4 GiB).
-    #[arg(long, default_value_t = DEFAULT_MAX_INFLATED, value_parser = parse_max_inflated_bytes)]
+    /// a larger one is delivered whole, with a warning (a size; 1KiB..=4GiB).
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_max_inflated_bytes)]
     pub max_inflated_bytes: usize,
     /// Most items one record may become (lines, json-array, cloudwatch-logs, kpl); a record
-    /// with more is delivered whole, with a warning.
-    #[arg(long, default_value_t = DEFAULT_MAX_ITEMS_PER_RECORD as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    /// with more is delivered whole, with a warning (1..=10000000).
+    #[arg(long, default_value_t = DEFAULT_MAX_ITEMS_PER_RECORD as u32, value_parser = parse_max_items_per_record)]
     pub max_items_per_record: u32,
     /// Output directory of the file handler.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// File handler: start a new file at this size in bytes (0: never; else 1 KiB..=1 TiB).
-    #[arg(long, default_value_t = 256 << 20, value_parser = parse_rotate_bytes)]
+    /// File handler: start a new file at this size (a size: 256MiB, 1GiB; plain bytes;
+    /// 0: never; else 1KiB..=1TiB).
+    #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = parse_rotate_bytes)]
     pub rotate_bytes: u64,
-    /// File handler: start a new file after this many seconds (0: never; else 1..=604800).
-    #[arg(long, default_value = "3600", value_parser = parse_rotate_secs)]
+    /// File handler: start a new file after this long (a duration: 1h, 15m; a plain number
+    /// is seconds; 0: never; else 1s..=7d).
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_rotate_secs)]
     pub rotate_secs: Duration,
     /// Most items handed to a handler at once (1..=100000).
     #[arg(long, default_value_t = 500, value_parser = parse_batch_size)]
     pub batch_size: usize,
-    /// How long a worker waits to fill a batch after its first item, in seconds (0: hand
-    /// over what is queued at once; at most 60). Batches are also cut at drains and
-    /// backpressure.
-    #[arg(long, default_value = "0", value_parser = parse_batch_interval)]
+    /// How long a worker waits to fill a batch after its first item (a duration: 5ms,
+    /// 0.5s; a plain number is seconds; 0s: hand over what is queued at once; at most 60s).
+    /// Batches are also cut at drains and backpressure.
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_batch_interval)]
     pub batch_interval: Duration,
     /// What a failed item does: fail (stop; nothing past it is checkpointed; exit 1),
     /// retry (--retries, --retry-backoff, then fail), skip (dead-letter it and go on).
@@ -172,17 +183,18 @@ pub struct RunArgs {
     /// Retries of failed items under --on-error retry (0..=100).
     #[arg(long, default_value_t = 3, value_parser = parse_retries)]
     pub retries: u32,
-    /// First retry delay in seconds; doubles per retry, at most 30 s (0..=3600).
-    #[arg(long, default_value = "1", value_parser = parse_retry_backoff)]
+    /// First retry delay (a duration: 1s, 250ms; a plain number is seconds); doubles per
+    /// retry, at most 30s (0s..=1h).
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_retry_backoff)]
     pub retry_backoff: Duration,
     /// Dead-letter directory for --on-error skip.
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
-    /// Exec: longest a child may hold items without answering for any, in seconds; then
-    /// it is killed and its unanswered items fail under --on-error (default 20). Other
-    /// handlers: longest one handler call may take (default: no watchdog). 0: off; else
-    /// 0.01..=86400.
-    #[arg(long, value_parser = parse_item_timeout)]
+    /// Exec: longest a child may hold items without answering for any (a duration: 30s,
+    /// 2m; a plain number is seconds); then it is killed and its unanswered items fail
+    /// under --on-error (default 20s). Other handlers: longest one handler call may take
+    /// (default: no watchdog). 0s: off; else 10ms..=1d.
+    #[arg(long, value_name = "DURATION", value_parser = parse_item_timeout)]
     pub item_timeout: Option<Duration>,
     /// A record delivered twice in one lease: skip it (with a warning) or fail.
     #[arg(long, value_enum, default_value_t = OnDuplicate::Skip)]
@@ -191,7 +203,8 @@ pub struct RunArgs {
     #[arg(last = true)]
     pub command: Vec<String>,
     /// Testing aid: each item waits a pseudo-random 0..=N ms in its worker before the
-    /// handler sees it (shakes completion order; 0..=10000).
+    /// handler sees it (shakes completion order; a plain number is milliseconds, or a
+    /// duration: 50ms; 0ms..=10s).
     #[arg(long, hide = true, value_parser = parse_debug_delay_ms)]
     pub debug_delay_ms: Option<u64>,
     /// The settings that came from `--properties` (for messages that name their key).
@@ -417,28 +430,85 @@ pub fn merge_file_settings(
     Ok(cli)
 }
 
-/// Parses seconds, fractions allowed (`0.25`, `60`), within `min..=max`; `0` is also
-/// accepted when `zero_ok` (it means "off" or "at once" for those settings).
+/// Parses a duration (`2s`, `500ms`, `1m30s`; a plain number is seconds, fractions allowed:
+/// `0.25`, `60`) within `min..=max` seconds; `0` is also accepted when `zero_ok` (it means
+/// "off" or "at once" for those settings).
 ///
 /// Rejects what `f64` parsing would let through but no setting can mean: NaN, infinities,
 /// negative and absurdly large values (a `Duration` that overflows `Instant` arithmetic
 /// later would panic in the middle of a lease).
+///
+/// `min` and `max` are the flag's constant bounds: finite and not negative
+/// (`Duration::from_secs_f64` panics otherwise).
 pub fn parse_seconds_in(s: &str, min: f64, max: f64, zero_ok: bool) -> Result<Duration, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !v.is_finite() {
-        return Err(format!("{s:?} is not a finite number of seconds"));
+    parse_duration_in(
+        s,
+        Duration::from_secs_f64(min),
+        Duration::from_secs_f64(max),
+        zero_ok,
+        Duration::from_secs(1),
+    )
+}
+
+/// Parses a duration within `min..=max` (or zero when `zero_ok`); a plain number counts in
+/// `plain_unit`. The error names the range in human units (`must be 0 or 10ms..=1d`).
+pub fn parse_duration_in(
+    s: &str,
+    min: Duration,
+    max: Duration,
+    zero_ok: bool,
+    plain_unit: Duration,
+) -> Result<Duration, String> {
+    let range = || {
+        let zero = if zero_ok && !min.is_zero() {
+            "0 or "
+        } else {
+            ""
+        };
+        let (min, max) = (units::format_duration(min), units::format_duration(max));
+        format!("must be {zero}{min}..={max}")
+    };
+    let v = match units::parse_duration(s, plain_unit) {
+        Ok(v) => v,
+        Err(e @ units::UnitError::TooLarge(_)) => return Err(format!("{e}: {}", range())),
+        Err(e) => return Err(e.to_string()),
+    };
+    if (min..=max).contains(&v) || (zero_ok && v.is_zero()) {
+        return Ok(v);
     }
-    let in_range = (min..=max).contains(&v) || (zero_ok && v == 0.0);
-    if !in_range {
-        let zero = if zero_ok && min > 0.0 { "0 or " } else { "" };
-        return Err(format!(
-            "{s:?} seconds is out of range: must be {zero}{min}..={max}"
-        ));
+    Err(format!(
+        "{} is out of range: {}",
+        units::format_duration(v),
+        range()
+    ))
+}
+
+/// Parses a size (`8MiB`, `64KiB`, `1GB`; a plain number is bytes) within `min..=max`;
+/// `0` is also accepted when `zero_ok`. The error names the range in IEC units.
+pub fn parse_bytes_in(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<u64, String> {
+    let range = || {
+        let zero = if zero_ok && min > 0 { "0 or " } else { "" };
+        let (min, max) = (units::format_size(min), units::format_size(max));
+        format!("must be {zero}{min}..={max}")
+    };
+    let v = match units::parse_size(s) {
+        Ok(v) => v,
+        Err(e @ units::UnitError::TooLarge(_)) => return Err(format!("{e}: {}", range())),
+        Err(e) => return Err(e.to_string()),
+    };
+    if (min..=max).contains(&v) || (zero_ok && v == 0) {
+        return Ok(v);
     }
-    Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?} is not a valid number of seconds"))
+    Err(format!(
+        "{} is out of range: {}",
+        units::format_size(v),
+        range()
+    ))
+}
+
+fn bytes_usize(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<usize, String> {
+    let v = parse_bytes_in(s, min, max, zero_ok)?;
+    usize::try_from(v).map_err(|_| format!("{v} does not fit this machine's address size"))
 }
 
 /// Parses a whole number within `min..=max`; `0` is also accepted when `zero_ok`.
@@ -471,7 +541,7 @@ fn parse_max_in_flight(s: &str) -> Result<usize, String> {
     count_usize(s, 0, 1_000_000, true)
 }
 fn parse_max_in_flight_bytes(s: &str) -> Result<usize, String> {
-    count_usize(s, MIN_IN_FLIGHT_BYTES, 16 << 30, false)
+    bytes_usize(s, MIN_IN_FLIGHT_BYTES, 16 << 30, false)
 }
 fn parse_checkpoint_interval(s: &str) -> Result<Duration, String> {
     parse_seconds_in(s, 0.0, 86_400.0, true)
@@ -480,13 +550,17 @@ fn parse_checkpoint_retries(s: &str) -> Result<u32, String> {
     parse_count_in(s, 0, 100, true).map(|v| v as u32)
 }
 fn parse_max_inflated_bytes(s: &str) -> Result<usize, String> {
-    count_usize(s, 1 << 10, 4 << 30, false)
+    bytes_usize(s, 1 << 10, 4 << 30, false)
 }
 fn parse_rotate_bytes(s: &str) -> Result<u64, String> {
-    parse_count_in(s, 1 << 10, 1 << 40, true)
+    parse_bytes_in(s, 1 << 10, 1 << 40, true)
 }
 fn parse_rotate_secs(s: &str) -> Result<Duration, String> {
     parse_seconds_in(s, 1.0, 604_800.0, true)
+}
+fn parse_max_items_per_record(s: &str) -> Result<u32, String> {
+    // An item slot costs about 256 bytes: ten million of them are 2.5 GiB (README, Memory).
+    parse_count_in(s, 1, 10_000_000, false).map(|v| v as u32)
 }
 fn parse_batch_size(s: &str) -> Result<usize, String> {
     count_usize(s, 1, 100_000, false)
@@ -504,10 +578,13 @@ fn parse_item_timeout(s: &str) -> Result<Duration, String> {
     parse_seconds_in(s, 0.01, 86_400.0, true)
 }
 fn parse_debug_delay_ms(s: &str) -> Result<u64, String> {
-    parse_count_in(s, 0, 10_000, true)
+    let ms = Duration::from_millis(1);
+    let d = parse_duration_in(s, Duration::ZERO, Duration::from_secs(10), true, ms)?;
+    // At most 10 s: the milliseconds fit.
+    Ok(d.as_millis() as u64)
 }
 fn parse_kpl_max_bytes(s: &str) -> Result<usize, String> {
-    count_usize(s, 64, 1 << 20, false)
+    bytes_usize(s, 64, 1 << 20, false)
 }
 
 impl RunArgs {
@@ -625,5 +702,134 @@ impl RunArgs {
             },
             on_shard: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<RunArgs, String> {
+        let argv = ["rsmld", "--handler", "discard"].iter().chain(args);
+        Cli::try_parse_from(argv)
+            .map(|c| c.run)
+            .map_err(|e| value_error_reason(&e))
+    }
+
+    #[test]
+    fn defaults_shown_in_units_are_the_old_defaults() {
+        let r = run(&[]).unwrap();
+        assert_eq!(r.max_in_flight_bytes, 8 << 20);
+        assert_eq!(r.max_inflated_bytes, crate::split::DEFAULT_MAX_INFLATED);
+        assert_eq!(r.rotate_bytes, 256 << 20);
+        assert_eq!(r.checkpoint_interval, Duration::from_secs(60));
+        assert_eq!(r.rotate_secs, Duration::from_secs(3600));
+        assert_eq!(r.retry_backoff, Duration::from_secs(1));
+        assert_eq!(r.batch_interval, Duration::ZERO);
+        assert_eq!(r.item_timeout, None);
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        for shown in [
+            "[default: 8MiB]",
+            "[default: 64MiB]",
+            "[default: 256MiB]",
+            "[default: 60s]",
+            "[default: 1h]",
+            "[default: 1s]",
+        ] {
+            assert!(help.contains(shown), "{shown} not in --help:\n{help}");
+        }
+    }
+
+    #[test]
+    fn flags_take_units_and_plain_numbers_keep_their_meaning() {
+        let r = run(&[
+            "--checkpoint-interval=2s",
+            "--max-in-flight-bytes=16MiB",
+            "--rotate-bytes=1GB",
+            "--rotate-secs=1m30s",
+            "--batch-interval=5ms",
+            "--retry-backoff=0.5",
+            "--item-timeout=1.5s",
+            "--max-inflated-bytes=8 MiB",
+            "--debug-delay-ms=7",
+        ])
+        .unwrap();
+        assert_eq!(r.checkpoint_interval, Duration::from_secs(2));
+        assert_eq!(r.max_in_flight_bytes, 16 << 20);
+        assert_eq!(r.rotate_bytes, 1_000_000_000);
+        assert_eq!(r.rotate_secs, Duration::from_secs(90));
+        assert_eq!(r.batch_interval, Duration::from_millis(5));
+        assert_eq!(r.retry_backoff, Duration::from_millis(500));
+        assert_eq!(r.item_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(r.max_inflated_bytes, 8 << 20);
+        assert_eq!(r.debug_delay_ms, Some(7));
+        let r = run(&["--checkpoint-interval=90", "--max-in-flight-bytes=4194304"]).unwrap();
+        assert_eq!(r.checkpoint_interval, Duration::from_secs(90));
+        assert_eq!(r.max_in_flight_bytes, 4 << 20);
+        assert_eq!(
+            run(&["--debug-delay-ms=2s"]).unwrap().debug_delay_ms,
+            Some(2000)
+        );
+    }
+
+    #[test]
+    fn bounds_hold_in_every_unit() {
+        let cases = [
+            ("--checkpoint-interval=0s", None),
+            ("--checkpoint-interval=1d", None),
+            (
+                "--checkpoint-interval=1d1ns",
+                Some("86400000000001ns is out of range: must be 0s..=1d"),
+            ),
+            ("--checkpoint-interval=-1s", Some("\"-1s\" is negative")),
+            (
+                "--checkpoint-interval=1e300",
+                Some("\"1e300\" is too large: must be 0s..=1d"),
+            ),
+            (
+                "--item-timeout=5ms",
+                Some("5ms is out of range: must be 0 or 10ms..=1d"),
+            ),
+            ("--item-timeout=0", None),
+            ("--item-timeout=0.01", None),
+            (
+                "--batch-interval=61s",
+                Some("61s is out of range: must be 0s..=60s"),
+            ),
+            (
+                "--rotate-secs=500ms",
+                Some("500ms is out of range: must be 0 or 1s..=7d"),
+            ),
+            ("--max-in-flight-bytes=2MiB", None),
+            ("--max-in-flight-bytes=16GiB", None),
+            (
+                "--max-in-flight-bytes=2MB",
+                Some("2000000B is out of range: must be 2MiB..=16GiB"),
+            ),
+            (
+                "--max-in-flight-bytes=17GiB",
+                Some("17GiB is out of range: must be 2MiB..=16GiB"),
+            ),
+            (
+                "--max-in-flight-bytes=8M",
+                Some("\"8M\" is ambiguous: write 8MiB (powers of 1024) or 8MB (powers of 1000)"),
+            ),
+            (
+                "--rotate-bytes=99999999999TiB",
+                Some("\"99999999999TiB\" is too large: must be 0 or 1KiB..=1TiB"),
+            ),
+            ("--rotate-bytes=0", None),
+            ("--rotate-bytes=0B", None),
+            (
+                "--debug-delay-ms=11s",
+                Some("11s is out of range: must be 0s..=10s"),
+            ),
+        ];
+        for (arg, want) in cases {
+            let got = run(&[arg]).err();
+            assert_eq!(got.as_deref(), want, "{arg}");
+        }
     }
 }

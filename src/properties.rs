@@ -12,7 +12,8 @@
 //! override the file. An unknown `rsmld.*` key is an error that suggests the nearest
 //! valid key, because the daemon's own habit of silently ignoring typos is exactly what
 //! makes misconfigurations survive into production. Values go through the command line's
-//! own parsers (see `config::file_settings`), and every bad entry is reported, each as a
+//! own parsers (see `config::file_settings`), units included (`rsmld.checkpoint_interval =
+//! 2s`, `rsmld.max_in_flight_bytes = 16MiB`), and every bad entry is reported, each as a
 //! [`Diagnostic`] with the file, the line and the key as written: the same path serves
 //! start-up and `rsmld check`, so the two cannot disagree.
 //!

@@ -215,8 +215,9 @@ fn exits_promptly_on_eof_with_work_queued() {
 // A handler that fails to write mid-stream: see tests/file_archive.rs
 // (a_failing_write_is_a_worker_failure, using RLIMIT_FSIZE).
 
-/// A handler that cannot start (the output directory cannot be created) stops at
-/// initialize with a clear message and no status.
+/// A handler that cannot start (the output directory cannot be created) stops rsmld with a
+/// clear message and no status (since the start-up prerequisites: before it reads stdin;
+/// see tests/prerequisites.rs).
 #[test]
 fn handler_start_failure_is_reported_at_initialize() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,7 +237,9 @@ fn handler_start_failure_is_reported_at_initialize() {
         "status sent despite the failure"
     );
     assert!(
-        p.stderr().contains("cannot create output directory"),
+        p.stderr()
+            .contains("does not exist and cannot be created: ")
+            && p.stderr().contains("/file is not a directory"),
         "{}",
         p.stderr()
     );

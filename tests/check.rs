@@ -161,8 +161,8 @@ fn bad_values_are_named_by_the_key_as_written() {
         err,
         "app.properties:7: warning: callProcessRecordsEvenForEmptyRecordList is set again at line 15, which wins: this line has no effect\n\
          app.properties:10: error: rsmld.workers = \"0\": 0 is out of range: must be 1..=1024\n\
-         app.properties:11: error: rsmld.max-in-flight-bytes = \"1000\": 1000 is out of range: must be 2097152..=17179869184\n\
-         app.properties:12: error: rsmld.checkpoint_interval = \"NaN\": \"NaN\" is not a finite number of seconds\n\
+         app.properties:11: error: rsmld.max-in-flight-bytes = \"1000\": 1000B is out of range: must be 2MiB..=16GiB\n\
+         app.properties:12: error: rsmld.checkpoint_interval = \"NaN\": \"NaN\" is not a finite duration\n\
          app.properties:13: error: rsmld.on_error = \"sometimes\": must be one of fail, retry, skip\n\
          app.properties:14: error: failoverTimeMillis = \"10s\": not a whole number; the daemon silently reads 0\n\
          app.properties:15: error: callProcessRecordsEvenForEmptyRecordList = \"ture\": not a boolean (true or false); the daemon silently reads false\n\
@@ -449,37 +449,29 @@ fn absurd_settings_are_rejected_at_start_up() {
         (
             "--max-in-flight-bytes",
             "1024",
-            "1024 is out of range: must be 2097152..=17179869184",
+            "1KiB is out of range: must be 2MiB..=16GiB",
         ),
         (
             "--max-in-flight",
             "1000000000",
             "1000000000 is out of range: must be 0..=1000000",
         ),
-        (
-            "--checkpoint-interval",
-            "-1",
-            "\"-1\" seconds is out of range: must be 0..=86400",
-        ),
+        ("--checkpoint-interval", "-1", "\"-1\" is negative"),
         (
             "--checkpoint-interval",
             "NaN",
-            "\"NaN\" is not a finite number of seconds",
+            "\"NaN\" is not a finite duration",
         ),
         (
             "--item-timeout",
             "1e300",
-            "\"1e300\" seconds is out of range: must be 0 or 0.01..=86400",
+            "\"1e300\" is too large: must be 0 or 10ms..=1d",
         ),
-        (
-            "--retry-backoff",
-            "inf",
-            "\"inf\" is not a finite number of seconds",
-        ),
+        ("--retry-backoff", "inf", "\"inf\" is not a finite duration"),
         (
             "--rotate-bytes",
             "10",
-            "10 is out of range: must be 0 or 1024..=1099511627776",
+            "10B is out of range: must be 0 or 1KiB..=1TiB",
         ),
         (
             "--retries",
@@ -498,7 +490,7 @@ fn absurd_settings_are_rejected_at_start_up() {
     let (code, err) = run_in(dir.path(), &["kpl", "encode", "--max-bytes", "10"]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("10 is out of range: must be 64..=1048576"),
+        err.contains("10B is out of range: must be 64B..=1MiB"),
         "{err}"
     );
 }
@@ -630,4 +622,91 @@ fn executable_name_decides_what_rsmld_reads() {
          app.properties:10: error: staleWorkerMetricsEntryCleanupDuration = \"12h\": not an ISO-8601 duration such as PT12H; the daemon fails at start-up\n\
          app.properties:11: error: workerMetricsTags = \"team\": not a tag list such as k=v,k2=v2\n"
     );
+}
+
+/// Human units in the properties file: `2s` and `16MiB` reach rsmld's settings, start-up
+/// runs with them (answers `initialize`), `rsmld check` accepts them; a bad unit is one
+/// error naming the file, the line and the key, at start-up and in `rsmld check` alike.
+#[test]
+fn units_in_the_properties_file() {
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "rsmld.checkpoint_interval = 2s",
+            "rsmld.max_in_flight_bytes = 16MiB",
+            "rsmld.rotate_secs = 1h",
+            "rsmld.max_inflated_bytes = 8 MiB",
+        ],
+    );
+    let dir = setup(&lines);
+    let path = dir.path().join("app.properties");
+    let cli = rsmld::config::Cli::parse_with_properties(vec![
+        "rsmld".into(),
+        "--properties".into(),
+        path.display().to_string(),
+    ])
+    .unwrap();
+    assert_eq!(cli.run.checkpoint_interval, Duration::from_secs(2));
+    assert_eq!(cli.run.max_in_flight_bytes, 16 << 20);
+    assert_eq!(cli.run.rotate_secs, Duration::from_secs(3600));
+    assert_eq!(cli.run.max_inflated_bytes, 8 << 20);
+    let (code, err) = run_in(dir.path(), &["check", "--properties", "app.properties"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (0, "app.properties: ok for KCL 3.x\n")
+    );
+    let mut child = Command::new(RSMLD)
+        .args(["--properties", "app.properties"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000001","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("{init}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.starts_with(r#"{"action":"status","responseFor":"initialize"}"#),
+        "stdout {stdout:?}, stderr {stderr}"
+    );
+    assert!(stderr.contains("checkpoint interval 2.000 s"), "{stderr}");
+
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "rsmld.checkpoint_interval = 2x",
+            "rsmld.max_in_flight_bytes = 16M",
+            "rsmld.item_timeout = -1s",
+        ],
+    );
+    let dir = setup(&lines);
+    let want = [
+        "app.properties:10: rsmld.checkpoint_interval = \"2x\": \"2x\" has an unknown unit \"x\": use ns, us, ms, s, m, h or d",
+        "app.properties:11: rsmld.max_in_flight_bytes = \"16M\": \"16M\" is ambiguous: write 16MiB (powers of 1024) or 16MB (powers of 1000)",
+        "app.properties:12: rsmld.item_timeout = \"-1s\": \"-1s\" is negative",
+    ];
+    let (code, err) = run_in(dir.path(), &["--properties", "app.properties"]);
+    assert_eq!(code, 1);
+    let at_start_up: String = want
+        .iter()
+        .map(|w| format!("rsmld[-] ERROR {w}\n"))
+        .collect();
+    assert_eq!(err, at_start_up);
+    let (code, err) = run_in(dir.path(), &["check", "--properties", "app.properties"]);
+    assert_eq!(code, 1);
+    let in_check: String = want
+        .iter()
+        .map(|w| format!("{}\n", w.replacen(": ", ": error: ", 1)))
+        .collect();
+    assert_eq!(err, in_check);
 }

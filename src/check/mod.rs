@@ -15,11 +15,14 @@
 //!
 //! Paths (the output directory, the exec program, `executableName`) are resolved as the
 //! daemon and rsmld would resolve them when started from the current directory with the
-//! current `PATH`: run `check` where the daemon runs.
+//! current `PATH`: run `check` where the daemon runs. The handler prerequisites are
+//! [`prereq::prerequisites`], the very function start-up runs before it reads stdin; a
+//! directory is tested by creating and removing a probe file in it.
 
 pub mod kcl;
+pub mod prereq;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{HandlerKind, OnErrorKind, RunArgs};
 use crate::properties::{Diagnostic, Entry, Properties, PropertiesError, RsmldSettings, Severity};
@@ -446,7 +449,7 @@ impl Checker<'_> {
                 "executableName contains a tab: the daemon splits on spaces only",
             );
         }
-        if let Err(why) = executable(&program) {
+        if let Err(why) = prereq::executable(&program) {
             self.error(Some(exe.line), format!("executableName: {program}: {why}"));
         }
         let takes_properties = argv
@@ -547,51 +550,15 @@ impl Checker<'_> {
         }
     }
 
+    /// Start-up's own prerequisites ([`prereq::prerequisites`]), at the line of the key
+    /// that set them (else at `executableName`).
     fn handler_prerequisites(&mut self, run: &RunArgs, exe_line: usize) {
-        let line_of = |flag: &str| {
-            run.origins
-                .iter()
-                .find(|o| o.flag == flag)
-                .map_or(exe_line, |o| o.entry.line)
-        };
-        let key_of = |flag: &str| {
-            run.origins
-                .iter()
-                .find(|o| o.flag == flag)
-                .map_or(format!("--{flag}"), |o| o.entry.key.clone())
-        };
-        if run.handler == Some(HandlerKind::File) {
-            if let Some(dir) = &run.output {
-                if let Err((severity, why)) = writable_dir(dir) {
-                    let message = format!("{} {}: {why}", key_of("output"), dir.display());
-                    match severity {
-                        Severity::Error => self.error(Some(line_of("output")), message),
-                        Severity::Warning => self.warning(Some(line_of("output")), message),
-                    }
-                }
-            }
-        }
-        if run.on_error == OnErrorKind::Skip {
-            if let Some(dir) = &run.dead_letter {
-                if let Err((severity, why)) = writable_dir(dir) {
-                    let message = format!("{} {}: {why}", key_of("dead-letter"), dir.display());
-                    match severity {
-                        Severity::Error => self.error(Some(line_of("dead-letter")), message),
-                        Severity::Warning => self.warning(Some(line_of("dead-letter")), message),
-                    }
-                }
-            }
-        }
-        if run.handler == Some(HandlerKind::Exec) {
-            if let Some(program) = run.command.first() {
-                if let Err(why) = executable(program) {
-                    let key = run
-                        .origins
-                        .iter()
-                        .find(|o| o.flag == "command")
-                        .map_or("the exec command".to_owned(), |o| o.entry.key.clone());
-                    self.error(Some(line_of("command")), format!("{key}: {program}: {why}"));
-                }
+        for unmet in prereq::prerequisites(run) {
+            let line = unmet.origin(run).map_or(exe_line, |o| o.entry.line);
+            let message = unmet.message(&unmet.key(run));
+            match unmet.severity {
+                Severity::Error => self.error(Some(line), message),
+                Severity::Warning => self.warning(Some(line), message),
             }
         }
     }
@@ -833,85 +800,6 @@ fn looks_like_iso_duration(v: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_digit() || "DTHMS.,".contains(c))
         && upper[1..].chars().any(|c| c.is_ascii_digit())
-}
-
-/// Resolves a program as `execvp` would from here: a path with a `/` against the current
-/// directory, a bare name through `PATH`; it must be a file we may execute.
-fn executable(program: &str) -> Result<PathBuf, String> {
-    let candidates: Vec<PathBuf> = if program.contains('/') {
-        vec![PathBuf::from(program)]
-    } else {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
-            .unwrap_or_default()
-    };
-    let mut seen_non_exec = None;
-    for c in &candidates {
-        match std::fs::metadata(c) {
-            Ok(m) if m.is_file() && access(c, libc::X_OK) => return Ok(c.clone()),
-            Ok(m) if m.is_file() => seen_non_exec = Some(c.clone()),
-            Ok(_) if program.contains('/') => return Err("is not a regular file".into()),
-            _ => {}
-        }
-    }
-    match seen_non_exec {
-        Some(p) => Err(format!("{} is not executable (chmod +x)", p.display())),
-        None if program.contains('/') => Err("does not exist".into()),
-        None => Err("not found in PATH".into()),
-    }
-}
-
-/// A directory rsmld must write into: it exists and is writable (or it does not exist yet
-/// and rsmld can create it at start-up, which is only a warning).
-fn writable_dir(dir: &Path) -> Result<(), (Severity, String)> {
-    match std::fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => Err((Severity::Error, "is not a directory".into())),
-        Ok(_) if !access(dir, libc::W_OK | libc::X_OK) => {
-            Err((Severity::Error, "is not writable".into()))
-        }
-        Ok(_) => Ok(()),
-        Err(_) => {
-            let mut ancestor = dir.parent();
-            while let Some(a) = ancestor {
-                let a = if a.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    a
-                };
-                match std::fs::metadata(a) {
-                    Ok(m) if m.is_dir() && access(a, libc::W_OK | libc::X_OK) => {
-                        return Err((
-                            Severity::Warning,
-                            format!("does not exist; rsmld creates it at start-up under {} (is that the volume you meant?)", a.display()),
-                        ))
-                    }
-                    Ok(m) if m.is_dir() => {
-                        return Err((
-                            Severity::Error,
-                            format!("does not exist and cannot be created: {} is not writable", a.display()),
-                        ))
-                    }
-                    Ok(_) => {
-                        return Err((
-                            Severity::Error,
-                            format!("does not exist and cannot be created: {} is not a directory", a.display()),
-                        ))
-                    }
-                    Err(_) => ancestor = a.parent(),
-                }
-            }
-            Err((Severity::Error, "does not exist".into()))
-        }
-    }
-}
-
-fn access(path: &Path, mode: libc::c_int) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    unsafe { libc::access(c.as_ptr(), mode) == 0 }
 }
 
 #[cfg(test)]
