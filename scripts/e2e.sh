@@ -110,12 +110,14 @@ start_runner() {
     log "KCL $full cases started (runner pid ${runner_pid[$v]})"
 }
 
-# wait_runner V: wait for it, say how long it took; its exit code is the return value.
+# wait_runner V: wait for it and say how long it took (the runner writes its summary and its own
+# time to its result file); its exit code is the return value.
 wait_runner() {
-    local v="$1" rc=0
+    local v="$1" rc=0 summary
     wait "${runner_pid[$v]}" || rc=$?
     unset 'runner_pid[$v]'
-    log "KCL $(kcl_version "$v") suite: $(cat "${result_file[$v]}" 2>/dev/null || echo 'no summary') in $(($(date +%s) - ${started[$v]}))s"
+    summary="$(tr '\n' ' ' <"${result_file[$v]}" 2>/dev/null)"
+    log "KCL $(kcl_version "$v") suite: ${summary:-no summary (after $(($(date +%s) - ${started[$v]}))s)}"
     return "$rc"
 }
 

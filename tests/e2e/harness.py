@@ -666,7 +666,7 @@ def run_suite(case_classes, argv=None, description=""):
     print(f"{passed} passed, {failed} failed", flush=True)
     if os.environ.get("RSMLD_E2E_RESULT_FILE"):
         with open(os.environ["RSMLD_E2E_RESULT_FILE"], "w") as f:
-            f.write(f"{passed} passed, {failed} failed\n")
+            f.write(f"{passed} passed, {failed} failed\nin {total:.0f}s\n")
     return 0 if failed == 0 and passed > 0 else 1
 
 
