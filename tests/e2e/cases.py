@@ -330,7 +330,7 @@ class Steal(Case):
             b = Daemon(self, "worker-B", "worker-B", args, props).start()
             rows = self.wait_until("worker-B took a lease",
                                    lambda: (lambda r: r if any(x.get("leaseOwner") == "worker-B" for x in r.values())
-                                            else None)(self.leases()), timeout=60, watch=[a, b])
+                                            else None)(self.leases()), timeout=120, watch=[a, b])
             stolen = next(s for s, r in rows.items() if r.get("leaseOwner") == "worker-B")
 
             def lost():
@@ -339,7 +339,7 @@ class Steal(Case):
                             any(e["dir"] == "d2p" and m.get("action") == "leaseLost" for e, m in messages(evs)):
                         return True
                 return False
-            self.wait_until(f"worker-A's rsmld for {stolen} got leaseLost and exited", lost, timeout=30, watch=[a, b])
+            self.wait_until(f"worker-A's rsmld for {stolen} got leaseLost and exited", lost, timeout=60, watch=[a, b])
             time.sleep(1.5)
         finally:
             producer.stop()

@@ -451,8 +451,9 @@ class Case:
 
     def wait_records(self, daemons=None, timeout=90, stall=20, watch=None):
         """Wait until every manifest record is in the output of `daemons` (default: all). Gives
-        up early when the output has not grown for `stall` seconds; on failure, the record
-        checks run first so that the report says what is missing."""
+        up early when the output, once it has begun, has not grown for `stall` seconds (before
+        the first line only `timeout` applies: KCL 3.x takes two lease assignment rounds to
+        start); on failure, the record checks run first so that the report says what is missing."""
         daemons = daemons or list(self.daemons)
         watch = daemons if watch is None else watch
         state = {"n": -1, "t": time.monotonic()}
@@ -463,7 +464,7 @@ class Case:
             missing, _, _, _ = kt.compare(self.read_manifest(), output)
             if not missing:
                 return True
-            if len(output) != state["n"]:
+            if len(output) != state["n"] or not output:
                 state["n"], state["t"] = len(output), time.monotonic()
             elif time.monotonic() - state["t"] > stall:
                 raise CaseFailed(f"output stalled for {stall}s with {len(missing)} records missing")
