@@ -155,6 +155,8 @@ class Daemon:
         return " ".join([sys.executable, RECORDER, "--out", self.rec_dir, "--", RSMLD, *self.rsmld_args])
 
     def start(self):
+        # run-daemon.sh writes self.props_path (template + these --set overrides) in its one
+        # write_properties function, for the demo too, and then starts the daemon.
         os.makedirs(self.dir, exist_ok=True)
         cmd = [os.path.join(SCRIPTS, "run-daemon.sh"), "run", "--kcl", self.case.kcl,
                "--stream", self.case.stream, "--app", self.case.app, "--worker-id", self.worker_id, "--run-dir", self.dir, "--log", self.log_path,
