@@ -15,8 +15,10 @@
 #   scripts/e2e.sh split kill      # only these cases
 #   scripts/e2e.sh --list
 #
-# The two versions run at the same time, each with its own emulators (RSMLD_E2E_PARALLEL=0 runs
-# them one after the other); each runner's lines are prefixed with [kcl3] / [kcl2].
+# The two versions run at the same time, each with its own emulators, and the slower KCL 3.1.3
+# suite in RSMLD_E2E_KCL3_PARTS (default 2) runners that take every other case; each runner's
+# lines are prefixed with [kcl3.1] / [kcl3.2] / [kcl2.1]. RSMLD_E2E_PARALLEL=0 runs one runner per
+# version, one after the other.
 # Environment: RSMLD_E2E_KCL=3|2|both (default both; --kcl wins); RSMLD_BIN=/abs/rsmld skips the
 # build and tests that binary; RSMLD_STATE (default <repo>/.state) holds the installed daemons and
 # emulators and each run's work dir ($RSMLD_STATE/e2e/<run id>: outputs, recorded transcripts,
@@ -48,6 +50,17 @@ if [ "${args[0]:-}" = --list ]; then
     exec "$RSMLD_PY" "$RSMLD_REPO/tests/e2e/cases.py" --list
 fi
 
+# Runners are named V.K: part K of the cases under KCL V.
+runners=()
+if [ "${RSMLD_E2E_PARALLEL:-1}" = 1 ]; then
+    for v in "${versions[@]}"; do
+        n=1; [ "$v" = 3 ] && n="${RSMLD_E2E_KCL3_PARTS:-2}"
+        for ((k = 1; k <= n; k++)); do runners+=("$v.$k/$n"); done
+    done
+else
+    for v in "${versions[@]}"; do runners+=("$v.1/1"); done
+fi
+
 declare -A runner_pid=() result_file=() started=()
 cleanup() {
     local rc=$? v
@@ -61,7 +74,7 @@ cleanup() {
     # Each runner writes its "N passed, M failed" line to its result file; without one, it never
     # got to its summary (install, build or start-up failure) and counts as one failure.
     local passed=0 failed=0 line
-    for v in "${versions[@]}"; do
+    for v in "${runners[@]}"; do
         line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "${result_file[$v]:-/nonexistent}" 2>/dev/null || true)"
         if [ -n "$line" ]; then
             passed=$((passed + ${line%% *})); line="${line#*, }"; failed=$((failed + ${line%% *}))
@@ -92,41 +105,42 @@ export RSMLD_BIN RSMLD_STATE
 log "setup (install + build) took $(($(date +%s) - t0))s"
 prune_runs "$RSMLD_STATE/e2e" 10   # keep the work dirs of the last runs only
 
-# start_runner V: run the cases under KCL V in the background (so that a SIGTERM to this script is
-# handled at once: cleanup stops the runners, which stop their daemons and emulators).
+# start_runner V.K/N: run part K of N of the cases under KCL V in the background (so that a
+# SIGTERM to this script is handled at once: cleanup stops the runners, which stop their daemons
+# and emulators).
 start_runner() {
-    local v="$1" full extra=()
+    local id="$1" v="${1%%.*}" part="${1#*.}" full extra=()
     full="$(kcl_version "$v")"
-    result_file[$v]="$(mktemp)"
+    result_file[$id]="$(mktemp)"
     if [ -n "${RSMLD_E2E_SAVE_RECORDINGS:-}" ]; then
         if [ "${#versions[@]}" = 1 ]; then extra=(--save-recordings "$RSMLD_E2E_SAVE_RECORDINGS")
         else extra=(--save-recordings "$RSMLD_E2E_SAVE_RECORDINGS/kcl${full//./}"); fi
     fi
-    started[$v]=$(date +%s)
-    RSMLD_E2E_RESULT_FILE="${result_file[$v]}" \
-        "$RSMLD_PY" -u "$RSMLD_REPO/tests/e2e/cases.py" --kcl "$v" "${extra[@]+"${extra[@]}"}" \
-        "${args[@]+"${args[@]}"}" > >(sed -u "s/^/[kcl$v] /") 2>&1 &
-    runner_pid[$v]=$!
-    log "KCL $full cases started (runner pid ${runner_pid[$v]})"
+    started[$id]=$(date +%s)
+    RSMLD_E2E_RESULT_FILE="${result_file[$id]}" \
+        "$RSMLD_PY" -u "$RSMLD_REPO/tests/e2e/cases.py" --kcl "$v" --part "$part" "${extra[@]+"${extra[@]}"}" \
+        "${args[@]+"${args[@]}"}" > >(sed -u "s|^|[kcl${id%/*}] |") 2>&1 &
+    runner_pid[$id]=$!
+    log "KCL $full cases, part $part, started (runner pid ${runner_pid[$id]})"
 }
 
 # wait_runner V: wait for it and say how long it took (the runner writes its summary and its own
 # time to its result file); its exit code is the return value.
 wait_runner() {
-    local v="$1" rc=0 summary
-    wait "${runner_pid[$v]}" || rc=$?
-    unset 'runner_pid[$v]'
-    summary="$(tr '\n' ' ' <"${result_file[$v]}" 2>/dev/null)"
-    log "KCL $(kcl_version "$v") suite: ${summary:-no summary (after $(($(date +%s) - ${started[$v]}))s)}"
+    local id="$1" rc=0 summary
+    wait "${runner_pid[$id]}" || rc=$?
+    unset 'runner_pid[$id]'
+    summary="$(tr '\n' ' ' <"${result_file[$id]}" 2>/dev/null)"
+    log "KCL $(kcl_version "${id%%.*}") cases, part ${id#*.}: ${summary:-no summary (after $(($(date +%s) - ${started[$id]}))s)}"
     return "$rc"
 }
 
 rc=0
 if [ "${RSMLD_E2E_PARALLEL:-1}" = 1 ]; then
-    for v in "${versions[@]}"; do start_runner "$v"; done
-    for v in "${versions[@]}"; do wait_runner "$v" || rc=1; done
+    for id in "${runners[@]}"; do start_runner "$id"; done
+    for id in "${runners[@]}"; do wait_runner "$id" || rc=1; done
 else
-    for v in "${versions[@]}"; do start_runner "$v"; wait_runner "$v" || rc=1; done
+    for id in "${runners[@]}"; do start_runner "$id"; wait_runner "$id" || rc=1; done
 fi
 sleep 0.2   # let the prefixing sed flush the runners' last lines
 log "e2e.sh took $(($(date +%s) - t0))s in total"

@@ -605,8 +605,16 @@ def run_suite(case_classes, argv=None, description=""):
                    help="write each case's recorded transcript to DIR/<case>.jsonl")
     p.add_argument("--kcl", choices=sorted(KCL_VERSIONS), default=os.environ.get("RSMLD_KCL", "3"),
                    help="the daemon: 3 = KCL 3.1.3 (default), 2 = KCL 2.5.8")
+    p.add_argument("--part", metavar="K/N", default="1/1",
+                   help="run only every N-th of the selected cases, starting with the K-th (e2e.sh runs "
+                        "the parts of a slow suite side by side)")
     p.add_argument("--list", action="store_true")
     args = p.parse_args(argv)
+    try:
+        part, parts = (int(x) for x in args.part.split("/"))
+        assert 1 <= part <= parts
+    except (ValueError, AssertionError):
+        raise SystemExit(f"e2e: --part wants K/N with 1 <= K <= N, got {args.part!r}")
     if args.list:
         for c in case_classes:
             print(f"{c.name:<12} {c.title}  [KCL {', '.join(KCL_VERSIONS[v] for v in c.versions)}]")
@@ -617,6 +625,7 @@ def run_suite(case_classes, argv=None, description=""):
     # A case named explicitly that does not run under this version is not an error (e2e.sh runs
     # the same case list under every version); it is just not run here.
     selected = [c for c in case_classes if (not args.cases or c.name in args.cases) and args.kcl in c.versions]
+    selected = selected[part - 1::parts]
     version = KCL_VERSIONS[args.kcl]
     if not selected:
         say(f"no selected case runs under KCL {version}")
