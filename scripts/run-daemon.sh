@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the real KCL 2.5.8 MultiLangDaemon (installed by scripts/install-daemon.sh) against the
-# local emulators (scripts/emulators.sh), with a given processor command.
+# Run the real KCL MultiLangDaemon, 3.1.3 or 2.5.8 (installed by scripts/install-daemon.sh),
+# against the local emulators (scripts/emulators.sh), with a given processor command.
 #
 #   scripts/run-daemon.sh [run] --stream S --app A --executable "CMD ARGS" [options]
 #   scripts/run-daemon.sh stop  --app A | --pid-file F  [--timeout SECONDS]
@@ -10,6 +10,9 @@
 #   --app NAME               applicationName = lease table name (required, >= 3 characters)
 #   --executable "CMD ARGS"  the processor command line; the daemon splits it on spaces with no
 #                            shell and no quoting, so no path or argument may contain a space
+#   --kcl 3|2                the daemon: 3 = KCL 3.1.3 (default, or $RSMLD_KCL), 2 = KCL 2.5.8; picks
+#                            the jars and the template lines tagged [kcl3] / [kcl2]. For 3, the
+#                            lease table is created first (with the index KCL 3.x needs) if missing
 #   --worker-id ID           workerId (default: rsmld-local-worker)
 #   --set KEY=VALUE          append a property (repeatable; overrides the template's value)
 #   --template FILE          default: properties/local.properties.template
@@ -26,7 +29,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 mode=run
 case "${1:-}" in run | stop) mode="$1"; shift ;; -h | --help) usage ;; esac
@@ -41,6 +44,7 @@ while [ $# -gt 0 ]; do
         --app) APP="$2"; shift 2 ;;
         --executable) EXECUTABLE="$2"; shift 2 ;;
         --worker-id) WORKER_ID="$2"; shift 2 ;;
+        --kcl) RSMLD_KCL="$2"; shift 2 ;;
         --set) SETS+=("$2"); shift 2 ;;
         --template) TEMPLATE="$2"; shift 2 ;;
         --run-dir) RUN_DIR="$2"; shift 2 ;;
@@ -92,24 +96,32 @@ if [ -z "$KEP" ] || [ -z "$DEP" ]; then
     eval "$("$RSMLD_REPO/scripts/emulators.sh" env)" || die "no endpoints: start scripts/emulators.sh or pass them"
     KEP="${KEP:-$KINESIS_ENDPOINT}" DEP="${DEP:-$DYNAMODB_ENDPOINT}"
 fi
-JARS="$(kcl_jars_dir)" || die "venv missing: run scripts/install-daemon.sh"
-[ -d "$JARS" ] || die "no KCL jars at $JARS: run scripts/install-daemon.sh"
+KCL_VERSION="$(kcl_version "$RSMLD_KCL")" || die "--kcl must be 2 or 3"
+KCL_MAJOR="${KCL_VERSION%%.*}"
+JARS="$(kcl_jars_dir "$KCL_MAJOR")" || die "venv missing: run scripts/install-daemon.sh"
+[ -d "$JARS" ] || die "no KCL $KCL_VERSION jars at $JARS: run scripts/install-daemon.sh"
 
 mkdir -p "$RUN_DIR"
 RUN_DIR="$(cd "$RUN_DIR" && pwd)"
 PROPS="$RUN_DIR/$APP.properties"
 LOG="${LOG:-$RUN_DIR/daemon.log}"
 
-# Render the template (python: no escaping trouble with paths, '&' or '/').
-python3 - "$TEMPLATE" "$PROPS" "$EXECUTABLE" "$STREAM" "$APP" "$WORKER_ID" "$KEP" "$DEP" "${SETS[@]+"${SETS[@]}"}" <<'PY'
+# write_properties: render the template into $PROPS. This is the one place where the demo's and
+# the e2e suite's daemon properties files are written (both start the daemon through this script),
+# so a check of the rendered file belongs right after it. Python: no escaping trouble with paths,
+# '&' or '/'.
+write_properties() {
+    python3 - "$TEMPLATE" "$PROPS" "$KCL_MAJOR" "$EXECUTABLE" "$STREAM" "$APP" "$WORKER_ID" "$KEP" "$DEP" "${SETS[@]+"${SETS[@]}"}" <<'PY'
 import re, sys
-template, out, executable, stream, app, worker, kep, dep, *sets = sys.argv[1:]
+template, out, kcl, executable, stream, app, worker, kep, dep, *sets = sys.argv[1:]
 if "\t" in executable or "  " in executable.strip():
     print("run-daemon.sh: warning: the daemon splits executableName on spaces; "
           "tabs or repeated spaces are suspicious", file=sys.stderr)
 values = {"EXECUTABLE": executable.strip(), "STREAM": stream, "APP": app, "WORKER_ID": worker,
           "KINESIS_ENDPOINT": kep, "DYNAMODB_ENDPOINT": dep}
 text = open(template, encoding="utf-8").read()
+# Lines tagged "[kcl2] " / "[kcl3] ": keep those of this daemon version (without the tag).
+text = re.sub(r"^\[kcl([0-9])\] ?(.*\n?)", lambda m: m.group(2) if m.group(1) == kcl else "", text, flags=re.M)
 text = re.sub(r"@([A-Z_]+)@", lambda m: values.get(m.group(1), m.group(0)), text)
 left = sorted(set(m for m in re.findall(r"@([A-Z_]+)@", text)))
 if left:
@@ -123,10 +135,18 @@ if sets:
         text += f"{k.strip()} = {v.strip()}\n"
 open(out, "w", encoding="utf-8").write(text)
 PY
+}
+write_properties
 
 if [ "$RENDER_ONLY" = 1 ]; then
     echo "$PROPS"
     exit 0
+fi
+
+if [ "$KCL_MAJOR" = 3 ]; then
+    # KCL 3.x adds an index to the lease table with UpdateTable, which dynalite does not do.
+    "$RSMLD_PY" "$RSMLD_REPO/scripts/kinesis_tool.py" --dynamodb-endpoint "$DEP" leases create-table --app "$APP" ||
+        die "could not create the lease table $APP at $DEP"
 fi
 
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-fakeAccessKeyId}"
@@ -145,9 +165,9 @@ if [ "$BACKGROUND" = 1 ]; then
     setsid "${CMD[@]}" </dev/null >>"$LOG" 2>&1 &
     pid=$!
     echo "$pid" >"$PID_FILE"
-    log "daemon pid $pid; properties $PROPS; log $LOG"
+    log "KCL $KCL_VERSION daemon pid $pid; properties $PROPS; log $LOG"
     echo "$pid"
 else
-    log "properties $PROPS; log ${LOG/#-/this terminal}"
+    log "KCL $KCL_VERSION daemon; properties $PROPS; log ${LOG/#-/this terminal}"
     if [ "$LOG" = - ]; then exec "${CMD[@]}"; else exec "${CMD[@]}" >>"$LOG" 2>&1; fi
 fi

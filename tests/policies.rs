@@ -297,6 +297,43 @@ fn production_properties_template_configures_rsmld() {
     assert_eq!(cli.run.command, vec!["/bin/cat".to_owned()]);
 }
 
+/// The KCL 2.x production template configures rsmld exactly as the KCL 3.x one does: the two
+/// differ only in daemon keys (credentials provider name, the 3.x-only keys).
+#[test]
+fn kcl2_properties_template_configures_rsmld_like_the_kcl3_one() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("properties");
+    let run = |name: &str| {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cli = rsmld::config::Cli::parse_with_properties(vec![
+            "rsmld".to_owned(),
+            "--properties".to_owned(),
+            path.display().to_string(),
+        ])
+        .unwrap();
+        // Everything but the file's own path.
+        let mut run = cli.run;
+        run.properties = None;
+        (text, format!("{run:?}"))
+    };
+    let (v3, run3) = run("rsmld.properties.template");
+    let (v2, run2) = run("rsmld-kcl2.properties.template");
+    assert_eq!(run2, run3);
+    let provider = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("AWSCredentialsProvider ="))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        provider(&v3).as_deref(),
+        Some("AWSCredentialsProvider = DefaultCredentialsProvider")
+    );
+    assert_eq!(
+        provider(&v2).as_deref(),
+        Some("AWSCredentialsProvider = DefaultAWSCredentialsProviderChain")
+    );
+}
+
 /// exec + watchdog + skip: a child that hangs on one item is killed after
 /// --item-timeout; the items it had not acknowledged are dead-lettered, the child is
 /// restarted, and processing and checkpointing go on.

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""rsmld's end-to-end cases under the real KCL 2.5.8 MultiLangDaemon (run them with scripts/e2e.sh).
+"""rsmld's end-to-end cases under the real KCL MultiLangDaemon (run them with scripts/e2e.sh).
 
-    .state/venv/bin/python tests/e2e/cases.py                 # every case
+    .state/venv/bin/python tests/e2e/cases.py                 # every case, under KCL 3.1.3
+    .state/venv/bin/python tests/e2e/cases.py --kcl 2         # every case, under KCL 2.5.8
     .state/venv/bin/python tests/e2e/cases.py split sigterm   # some of them
     .state/venv/bin/python tests/e2e/cases.py --list
 
 Every case runs rsmld (file handler) through scripts/record.py as the daemon's processor, on its
 own stream and lease table, against emulators shared by the whole run (tests/e2e/harness.py).
-The last line printed is "N passed, M failed" (cases).
+Each case runs under the daemon versions in its `versions` (handoff: KCL 3.x only). The last line
+printed is "N passed, M failed" (cases of that version).
 """
 
 import collections
@@ -328,7 +330,7 @@ class Steal(Case):
             b = Daemon(self, "worker-B", "worker-B", args, props).start()
             rows = self.wait_until("worker-B took a lease",
                                    lambda: (lambda r: r if any(x.get("leaseOwner") == "worker-B" for x in r.values())
-                                            else None)(self.leases()), timeout=60, watch=[a, b])
+                                            else None)(self.leases()), timeout=120, watch=[a, b])
             stolen = next(s for s, r in rows.items() if r.get("leaseOwner") == "worker-B")
 
             def lost():
@@ -337,7 +339,7 @@ class Steal(Case):
                             any(e["dir"] == "d2p" and m.get("action") == "leaseLost" for e, m in messages(evs)):
                         return True
                 return False
-            self.wait_until(f"worker-A's rsmld for {stolen} got leaseLost and exited", lost, timeout=30, watch=[a, b])
+            self.wait_until(f"worker-A's rsmld for {stolen} got leaseLost and exited", lost, timeout=60, watch=[a, b])
             time.sleep(1.5)
         finally:
             producer.stop()
@@ -419,7 +421,105 @@ class Bulk(Case):
         self.check_daemon_logs()
 
 
-CASES = [Records, Split, Sigterm, Kill, Steal, Bulk]
+class Handoff(Case):
+    name = "handoff"
+    title = "(g) KCL 3.x graceful lease handoff: shutdownRequested checkpoint, new owner starts there"
+    versions = ("3",)  # KCL 2.x has no lease balancer and no graceful handoff (its steal is case e)
+
+    def body(self):
+        self.create_stream(2)
+        self.create_leases()
+        self.put(plain=20, tag="pre")
+        # No periodic checkpoint: only the handoff's shutdownRequested can move the checkpoint.
+        args = ["--checkpoint-interval", "3600"]
+        props = {"shutdownGraceMillis": 3000, "gracefulLeaseHandoffTimeoutMillis": 30000}
+        a = Daemon(self, "worker-A", "worker-A", args, props).start()
+        self.wait_until("worker-A holds both leases and processed every record",
+                        lambda: self.all_in_output([a]) and all(r.get("leaseOwner") == "worker-A"
+                                                                for r in self.leases().values()),
+                        timeout=120, watch=[a])
+        # Records keep flowing, so that the leases carry throughput: KCL 3.x's lease balancer
+        # (on the leader, every 2 x failoverTimeMillis; variance balancing every 3rd run) moves
+        # leases from the worker above the fleet's average to the one below it. A worker that
+        # joins is below it: the balancer hands it a lease gracefully.
+        producer = Producer(self, batch=2, period=0.25, tag="live")
+        producer.start()
+        try:
+            b = Daemon(self, "worker-B", "worker-B", args, props).start()
+
+            def handed_off():
+                for shard in (SHARD0, SHARD1):
+                    old = [evs for evs in processes_of(a, shard) if any(e["dir"] == "exit" for e in evs)]
+                    new = [evs for evs in processes_of(b, shard)
+                           if any(e["dir"] == "d2p" and m.get("action") == "initialize" for e, m in messages(evs))]
+                    if old and new:
+                        return shard
+                return None
+            moved = self.wait_until("worker-A's rsmld for a shard exited and worker-B's rsmld initialized it",
+                                    handed_off, timeout=180, watch=[a, b])
+            time.sleep(2)
+        finally:
+            n = producer.stop()
+        self.note(f"moved {moved}; producer put {n} records while both daemons ran")
+        after = self.put(plain=20, tag="after")
+        self.wait_records(timeout=120)
+
+        # worker-A's rsmld for the moved shard: shutdownRequested -> checkpoint -> accepted ->
+        # status -> leaseLost -> status, and nothing after that.
+        old = [evs for evs in processes_of(a, moved) if any(e["dir"] == "exit" for e in evs)][0]
+        msgs = messages(old)
+        i = next((i for i, (e, m) in enumerate(msgs) if e["dir"] == "d2p" and m.get("action") == "shutdownRequested"),
+                 None)
+        seq = msgs[i:] if i is not None else []
+        acts = [(e["dir"], m.get("action"), m.get("responseFor")) for e, m in seq]
+        want = [("d2p", "shutdownRequested", None), ("p2d", "checkpoint", None), ("d2p", "checkpoint", None),
+                ("p2d", "status", "shutdownRequested"), ("d2p", "leaseLost", None), ("p2d", "status", "leaseLost")]
+        self.check(acts == want, "old owner's rsmld: shutdownRequested -> checkpoint -> accepted -> status -> "
+                   "leaseLost -> status, nothing after", str(acts))
+        handoff = None
+        if acts == want:
+            req, reply = seq[1][1], seq[2][1]
+            self.check(reply.get("error") is None, "the handoff checkpoint was accepted", str(reply.get("error")))
+            handoff = esn(req.get("sequenceNumber"), req.get("subSequenceNumber"))
+        last_a = max((esn(str(o["sequenceNumber"]), o["subSequenceNumber"]) for o in a.output()
+                      if kt.output_shard(o) == moved), default=None)
+        self.check(handoff is not None and handoff[0] >= 0 and handoff == last_a,
+                   "the handoff checkpoint is the last record the old owner wrote for that shard",
+                   f"checkpoint {fmt_esn(handoff) if handoff else None}, last written {fmt_esn(last_a) if last_a else None}")
+
+        # worker-B's first rsmld for the moved shard starts exactly there.
+        new = [evs for evs in processes_of(b, moved)
+               if any(e["dir"] == "d2p" and m.get("action") == "initialize" for e, m in messages(evs))]
+        init = next(m for e, m in messages(sorted(new, key=lambda evs: evs[0]["ts"])[0])
+                    if m.get("action") == "initialize")
+        start = esn(init.get("sequenceNumber"), init.get("subSequenceNumber"))
+        self.check(handoff is not None and start == handoff,
+                   "the new owner's rsmld initialized at exactly that checkpoint", f"initialize {fmt_esn(start)}")
+        if acts == want:
+            t_init = min(e["ts"] for evs in new for e in evs)
+            self.note(f"old owner's shutdownRequested to leaseLost: {seq[4][0]['ts'] - seq[0][0]['ts']:.1f}s; "
+                      f"leaseLost to the new owner's start: {t_init - seq[4][0]['ts']:.1f}s")
+        early = [o for o in b.output() if kt.output_shard(o) == moved
+                 and esn(str(o["sequenceNumber"]), o["subSequenceNumber"]) <= (handoff or (-1, 0))]
+        self.check(not early, "the new owner wrote nothing at or below the handoff checkpoint", f"{len(early)} records")
+        moved_after = [m for m in after if m["shard"] == moved]
+        in_b = {(o["partitionKey"], o["data"]) for o in b.output()}
+        self.check(moved_after and all((m["partitionKey"], m["data"]) in in_b for m in moved_after),
+                   "records put into that shard after the handoff were written by the new owner",
+                   f"{len(moved_after)} records")
+        rows = self.leases()
+        self.note("lease owners: " + ", ".join(f"{s[-1]}: {r.get('leaseOwner')}" for s, r in sorted(rows.items())))
+        # A graceful handoff re-delivers nothing: every record once, none lost.
+        self.check_records()
+        rcs = stop_all([a, b])
+        self.note(f"daemon exit codes after SIGTERM: {rcs}")
+        self.check_processes()
+        self.check_daemon_logs()
+
+
+# e2e.sh runs the KCL 3.x cases in two runners side by side, every other case each (--part): this
+# order gives each runner one of the two long two-daemon cases (steal, handoff).
+CASES = [Records, Split, Sigterm, Kill, Steal, Handoff, Bulk]
 
 if __name__ == "__main__":
     sys.exit(run_suite(CASES, description=__doc__.split("\n\n")[0]))

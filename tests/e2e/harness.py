@@ -1,4 +1,4 @@
-"""A small library for rsmld's end-to-end tests under the real KCL 2.5.8 MultiLangDaemon.
+"""A small library for rsmld's end-to-end tests under the real KCL MultiLangDaemon (3.1.3 or 2.5.8).
 
 Run with the venv made by scripts/install-daemon.sh (boto3, aws-kinesis-agg): the stream, lease
 table and record helpers of scripts/kinesis_tool.py are used in-process.
@@ -7,9 +7,11 @@ Pieces:
   Emulators  one kinesis-local + dynalite pair (scripts/emulators.sh) with a private state file
   Daemon     one MultiLangDaemon (scripts/run-daemon.sh in the foreground, in its own process
              group, so that its exit code is known) with scripts/record.py around rsmld
-  Case       a test case: its own stream, lease table (applicationName), manifest, checks
+  Case       a test case: its own stream, lease table (applicationName), manifest, checks; the
+             daemon versions it runs under (`versions`)
   Producer   a thread that keeps putting plain records while a case runs
-  run_suite  runs cases one after the other on shared emulators and prints "N passed, M failed"
+  run_suite  runs the cases of one daemon version (--kcl 3|2) one after the other on shared
+             emulators and prints "N passed, M failed"
 
 Everything binds 127.0.0.1; every process started here is stopped when a case or the suite ends,
 including on SIGTERM/SIGHUP (raised as SystemExit, so the finally blocks run).
@@ -59,6 +61,9 @@ FATAL_LOG_PATTERNS = [
 ]
 
 SHARD0, SHARD1 = "shardId-000000000000", "shardId-000000000001"
+
+# The daemon versions scripts/install-daemon.sh installs, by the major version run-daemon.sh takes.
+KCL_VERSIONS = {"3": "3.1.3", "2": "2.5.8"}
 
 
 def say(msg):
@@ -150,13 +155,16 @@ class Daemon:
         return " ".join([sys.executable, RECORDER, "--out", self.rec_dir, "--", RSMLD, *self.rsmld_args])
 
     def start(self):
+        # run-daemon.sh writes self.props_path (template + these --set overrides) in its one
+        # write_properties function, for the demo too, and then starts the daemon.
         os.makedirs(self.dir, exist_ok=True)
-        cmd = [os.path.join(SCRIPTS, "run-daemon.sh"), "run", "--stream", self.case.stream, "--app", self.case.app,
-               "--worker-id", self.worker_id, "--run-dir", self.dir, "--log", self.log_path,
+        cmd = [os.path.join(SCRIPTS, "run-daemon.sh"), "run", "--kcl", self.case.kcl,
+               "--stream", self.case.stream, "--app", self.case.app, "--worker-id", self.worker_id, "--run-dir", self.dir, "--log", self.log_path,
                "--executable", self.executable()]
         for k, v in self.props.items():
             cmd += ["--set", f"{k}={v}"]
-        say(f"{self.case.name}: starting daemon {self.name} (workerId {self.worker_id})")
+        say(f"{self.case.name}: starting KCL {KCL_VERSIONS[self.case.kcl]} daemon {self.name} "
+            f"(workerId {self.worker_id})")
         # run-daemon.sh execs java: this pid is the daemon's, and it leads its own process group.
         self.proc = subprocess.Popen(cmd, env={**self.case.emu.env, **self.env}, start_new_session=True,
                                      stdin=subprocess.DEVNULL)
@@ -348,13 +356,15 @@ class Case:
     name = "case"
     title = ""
     allowed_fatal = ()
+    versions = ("3", "2")  # the daemon versions (KCL_VERSIONS keys) this case runs under
 
-    def __init__(self, emu, suite_work, keep_recordings=None):
+    def __init__(self, emu, suite_work, kcl="3", keep_recordings=None):
         self.emu = emu
+        self.kcl = kcl
         self.run_id = uuid.uuid4().hex[:6]
         self.work = os.path.join(suite_work, self.name)
-        self.stream = f"e2e-{self.name}-{self.run_id}"
-        self.app = f"rsmld-e2e-{self.name}-{self.run_id}"
+        self.stream = f"e2e-{self.name}-k{kcl}-{self.run_id}"
+        self.app = f"rsmld-e2e-{self.name}-k{kcl}-{self.run_id}"
         self.manifest = os.path.join(self.work, "manifest.jsonl")
         self.manifest_lock = threading.Lock()
         self.checks = []
@@ -443,8 +453,9 @@ class Case:
 
     def wait_records(self, daemons=None, timeout=90, stall=20, watch=None):
         """Wait until every manifest record is in the output of `daemons` (default: all). Gives
-        up early when the output has not grown for `stall` seconds; on failure, the record
-        checks run first so that the report says what is missing."""
+        up early when the output, once it has begun, has not grown for `stall` seconds (before
+        the first line only `timeout` applies: KCL 3.x takes two lease assignment rounds to
+        start); on failure, the record checks run first so that the report says what is missing."""
         daemons = daemons or list(self.daemons)
         watch = daemons if watch is None else watch
         state = {"n": -1, "t": time.monotonic()}
@@ -455,7 +466,7 @@ class Case:
             missing, _, _, _ = kt.compare(self.read_manifest(), output)
             if not missing:
                 return True
-            if len(output) != state["n"]:
+            if len(output) != state["n"] or not output:
                 state["n"], state["t"] = len(output), time.monotonic()
             elif time.monotonic() - state["t"] > stall:
                 raise CaseFailed(f"output stalled for {stall}s with {len(missing)} records missing")
@@ -592,23 +603,44 @@ def run_suite(case_classes, argv=None, description=""):
     p.add_argument("--work-dir", help="default: $RSMLD_STATE/e2e/<run id>")
     p.add_argument("--save-recordings", metavar="DIR",
                    help="write each case's recorded transcript to DIR/<case>.jsonl")
+    p.add_argument("--kcl", choices=sorted(KCL_VERSIONS), default=os.environ.get("RSMLD_KCL", "3"),
+                   help="the daemon: 3 = KCL 3.1.3 (default), 2 = KCL 2.5.8")
+    p.add_argument("--part", metavar="K/N", default="1/1",
+                   help="run only every N-th of the selected cases, starting with the K-th (e2e.sh runs "
+                        "the parts of a slow suite side by side)")
     p.add_argument("--list", action="store_true")
     args = p.parse_args(argv)
+    try:
+        part, parts = (int(x) for x in args.part.split("/"))
+        assert 1 <= part <= parts
+    except (ValueError, AssertionError):
+        raise SystemExit(f"e2e: --part wants K/N with 1 <= K <= N, got {args.part!r}")
     if args.list:
         for c in case_classes:
-            print(f"{c.name:<12} {c.title}")
+            print(f"{c.name:<12} {c.title}  [KCL {', '.join(KCL_VERSIONS[v] for v in c.versions)}]")
         return 0
-    selected = [c for c in case_classes if not args.cases or c.name in args.cases]
     unknown = set(args.cases) - {c.name for c in case_classes}
     if unknown:
         raise SystemExit(f"e2e: unknown case(s) {', '.join(sorted(unknown))}")
+    # A case named explicitly that does not run under this version is not an error (e2e.sh runs
+    # the same case list under every version); it is just not run here.
+    selected = [c for c in case_classes if (not args.cases or c.name in args.cases) and args.kcl in c.versions]
+    selected = selected[part - 1::parts]
+    version = KCL_VERSIONS[args.kcl]
+    if not selected:
+        say(f"no selected case runs under KCL {version}")
+        print("0 passed, 0 failed", flush=True)
+        if os.environ.get("RSMLD_E2E_RESULT_FILE"):
+            with open(os.environ["RSMLD_E2E_RESULT_FILE"], "w") as f:
+                f.write("0 passed, 0 failed\n")
+        return 0
     check_rsmld()
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
     work = os.path.abspath(args.work_dir or os.path.join(STATE, "e2e", run_id))
     os.makedirs(work, exist_ok=True)
-    say(f"work dir {work}; rsmld {RSMLD}")
+    say(f"work dir {work}; rsmld {RSMLD}; KCL {version} daemon; cases: {' '.join(c.name for c in selected)}")
     t0 = time.monotonic()
     emu = Emulators(os.path.join(work, "emulators"))
     results = []
@@ -617,7 +649,7 @@ def run_suite(case_classes, argv=None, description=""):
         emu.start()
         emu_seconds = time.monotonic() - t
         for cls in selected:
-            case = cls(emu, work)
+            case = cls(emu, work, args.kcl)
             case.run()
             results.append(case)
             if args.save_recordings:
@@ -631,7 +663,7 @@ def run_suite(case_classes, argv=None, description=""):
     total = time.monotonic() - t0
     print()
     print("=" * 78)
-    print(f"rsmld end-to-end tests under the real KCL 2.5.8 MultiLangDaemon   work dir: {work}")
+    print(f"rsmld end-to-end tests under the real KCL {version} MultiLangDaemon   work dir: {work}")
     print(f"  {emu_seconds:6.1f}s  emulators start")
     for c in results:
         print(f"  {c.seconds:6.1f}s  {'PASS' if c.passed else 'FAIL'}  {c.name:<10} {c.title}")
@@ -646,7 +678,7 @@ def run_suite(case_classes, argv=None, description=""):
     print(f"{passed} passed, {failed} failed", flush=True)
     if os.environ.get("RSMLD_E2E_RESULT_FILE"):
         with open(os.environ["RSMLD_E2E_RESULT_FILE"], "w") as f:
-            f.write(f"{passed} passed, {failed} failed\n")
+            f.write(f"{passed} passed, {failed} failed\nin {total:.0f}s\n")
     return 0 if failed == 0 and passed > 0 else 1
 
 
