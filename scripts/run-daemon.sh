@@ -137,6 +137,10 @@ open(out, "w", encoding="utf-8").write(text)
 PY
 }
 write_properties
+# Every file the demo and the e2e suite hand to a daemon passes `rsmld check` first (the
+# executable's first word is the rsmld binary): an error stops here, warnings are shown.
+"${EXECUTABLE%% *}" check --properties "$PROPS" --kcl "$KCL_MAJOR" ||
+    die "rsmld check rejected $PROPS (rendered from $TEMPLATE)"
 
 if [ "$RENDER_ONLY" = 1 ]; then
     echo "$PROPS"
