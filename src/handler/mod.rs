@@ -22,6 +22,7 @@
 
 pub mod delay;
 pub mod discard;
+pub(crate) mod durable;
 pub mod exec;
 pub mod file;
 
