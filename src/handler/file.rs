@@ -10,7 +10,7 @@
 //!
 //! 1. the batch's lines are written with `write(2)` (no user-space buffer is left holding
 //!    them), and
-//! 2. the file is `fdatasync`ed ([`File::sync_data`]), which makes the data and the file
+//! 2. the file is `fdatasync`ed (`File::sync_data`), which makes the data and the file
 //!    size durable;
 //! 3. whenever a new file was created for the batch (the first item, or a rotation), the
 //!    output directory was `fsync`ed right after the creation, because a file's *name*
@@ -28,7 +28,7 @@
 //!    off).
 //!
 //! These checks are shared with the dead-letter sink: one implementation, in
-//! [`super::durable`].
+//! `handler::durable`.
 //!
 //! # The directory
 //!
@@ -105,7 +105,7 @@
 //! a shard the clock is seeded from the names already in `DIR`, so a restarted process
 //! (even within the same millisecond, or after the wall clock stepped back) names its
 //! files after its predecessor's. Files are created with `O_CREAT|O_EXCL`
-//! ([`OpenOptions::create_new`]); a name that exists already (another process on the same
+//! (`OpenOptions::create_new`); a name that exists already (another process on the same
 //! directory) bumps the clock and is tried again. Hence, for one shard, lexicographic
 //! order of the names is creation order, and two handlers never share a file.
 //!
@@ -434,9 +434,9 @@ impl FileHandler {
     /// path (see [`DurableDir::ensure`] and [`DurableDir::create`]).
     fn open_new(&mut self) -> Result<DurableFile, HandlerError> {
         let who = self.who();
-        self.dir
-            .ensure(&who)
-            .map_err(|why| HandlerError::batch(format!("cannot create the next {}: {why}", self.pattern())))?;
+        self.dir.ensure(&who).map_err(|why| {
+            HandlerError::batch(format!("cannot create the next {}: {why}", self.pattern()))
+        })?;
         let mut attempts = 0;
         loop {
             let (unix_ms, seq) = self.next_name()?;
