@@ -686,16 +686,16 @@ fn a_file_truncated_by_someone_else_is_left_and_the_batch_goes_to_a_new_file() {
                 String::from_utf8_lossy(&l)
             );
             serde_json::from_slice::<serde_json::Value>(&l).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}: {:?}",
-                    path.display(),
-                    String::from_utf8_lossy(&l)
-                )
+                panic!("{}: {e}: {:?}", path.display(), String::from_utf8_lossy(&l))
             });
         }
         assert_eq!(std::fs::metadata(&first).unwrap().len(), 0);
         assert_eq!(indexes_under(&out), BTreeSet::from([3, 4]));
-        assert_ne!(current_file(&out, 0), first, "the batch went to the old file");
+        assert_ne!(
+            current_file(&out, 0),
+            first,
+            "the batch went to the old file"
+        );
     }
 }
 

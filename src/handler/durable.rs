@@ -300,7 +300,8 @@ impl DurableDir {
 
     fn create_new(&self, name: &str) -> io::Result<File> {
         let c_name = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+        let flags =
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
         // SAFETY: openat on a directory fd we own and a NUL-terminated name; the mode is
         // the variadic third argument, as open(2) documents for O_CREAT.
         let fd = unsafe {
