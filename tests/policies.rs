@@ -670,6 +670,14 @@ fn a_dead_letter_file_at_the_size_limit_fails_the_batch_and_a_restart_goes_on() 
             .filter(|i| !present.contains(i))
             .collect();
         assert!(missing.is_empty(), "{missing:?} {ctx}");
+        // The failed write was cut back: no file ends in a torn line.
+        for f in std::fs::read_dir(&dl).unwrap() {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            assert!(
+                bytes.is_empty() || bytes.ends_with(b"\n"),
+                "torn tail ({ctx})"
+            );
+        }
         let error = o
             .stderr
             .lines()
