@@ -53,8 +53,8 @@
 //!
 //! A checkpointed record can thus disappear only if the archive is destroyed *after* its
 //! batch was checked, which no writer can prevent; rsmld never counts a batch that was
-//! not there when it looked. The check costs two `stat`s per batch (about 2 µs, next to
-//! an `fdatasync` of 0.1 ms and more).
+//! not there when it looked. The checks cost two `stat`s and two `fstat`s (the sizes)
+//! per batch (a few µs, next to an `fdatasync` of 0.1 ms and more).
 //!
 //! # Errors
 //!
@@ -83,7 +83,7 @@
 //! was cut short by a crash may remain (whole) in the archive and appear again when the
 //! batch is retried or re-delivered.
 //!
-//! The price is one `fdatasync` and two `stat`s per batch (plus a directory `fsync` per
+//! The price is one `fdatasync` and four `stat`s per batch (plus a directory `fsync` per
 //! new file): a few milliseconds on ordinary disks, whatever the batch size, so
 //! throughput comes from batching — a busy worker hands its handler everything queued (up
 //! to the pool's batch limit) in one call, which makes one sync cover many items.
