@@ -80,39 +80,41 @@ pub struct DriverConfig {
     pub on_shard: Option<ShardHook>,
 }
 
+// The causes are fields named `error`, not `source`: they are in the message already, and
+// a `source` would print them a second time in `{:#}` (anyhow's chain).
 /// Why the loop stopped with an error. The process exits non-zero; no checkpoint past
 /// unprocessed items was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// A daemon line that is not a valid message.
-    #[error("malformed daemon line {line_no}: {source} (line starts with: {prefix})")]
+    #[error("malformed daemon line {line_no}: {error} (line starts with: {prefix})")]
     Malformed {
         /// 1-based line number on stdin.
         line_no: u64,
         /// The first bytes of the line, escaped.
         prefix: String,
         /// Why it could not be decoded.
-        source: DecodeError,
+        error: DecodeError,
     },
     /// A protocol violation or a failure while handling a daemon line.
-    #[error("daemon line {line_no}: {source} (line starts with: {prefix})")]
+    #[error("daemon line {line_no}: {error} (line starts with: {prefix})")]
     Protocol {
         /// 1-based line number on stdin.
         line_no: u64,
         /// The first bytes of the line, escaped.
         prefix: String,
         /// What went wrong.
-        source: SessionError,
+        error: SessionError,
     },
     /// A worker failed, or completion bookkeeping broke.
-    #[error("{source} (shard {shard}; last daemon line {line_no})")]
+    #[error("{error} (shard {shard}; last daemon line {line_no})")]
     Work {
         /// The shard id.
         shard: String,
         /// The last line read.
         line_no: u64,
         /// What went wrong.
-        source: SessionError,
+        error: SessionError,
     },
     /// The pool could not start or lost a worker.
     #[error("worker pool: {0}")]
@@ -355,7 +357,7 @@ impl<W: Write> Loop<W> {
         DaemonMessage::decode_shared(line, len).map_err(|source| DriverError::Malformed {
             line_no: self.line_no,
             prefix: self.last_prefix.clone(),
-            source,
+            error: source,
         })
     }
 
@@ -387,7 +389,7 @@ impl<W: Write> Loop<W> {
             other => Err(DriverError::Malformed {
                 line_no: self.line_no,
                 prefix: self.last_prefix.clone(),
-                source: DecodeError::UnknownAction(other.action().to_string()),
+                error: DecodeError::UnknownAction(other.action().to_string()),
             }),
         }
     }
@@ -721,7 +723,7 @@ impl<W: Write> Loop<W> {
         DriverError::Protocol {
             line_no: self.line_no,
             prefix: self.last_prefix.clone(),
-            source,
+            error: source,
         }
     }
 
@@ -781,7 +783,7 @@ impl<W: Write> Loop<W> {
         DriverError::Work {
             shard: self.session.shard_id().to_owned(),
             line_no: self.line_no,
-            source,
+            error: source,
         }
     }
 }

@@ -24,9 +24,11 @@
 //! Failures follow the [`OnError`] policy: `Fail` reports [`WorkerEvent::Failed`] and
 //! stops the worker (the session then stops checkpointing and the process exits
 //! non-zero); `Retry` retries the failed items with exponential backoff, then fails;
-//! `Skip` writes each failed item with its error to a dead-letter file (fsynced), counts
-//! it, and reports it complete. A retried item is processed after the items that followed
-//! it in its batch: per-key order is kept for successful first attempts only.
+//! `Skip` writes each failed item with its error to a dead-letter file and reports it
+//! complete once the line is durable at the path (the same rules as the archive's, see
+//! `handler::dead_letter`); if dead-lettering fails, the items are not done and the
+//! worker fails as under `Fail`. A retried item is processed after the items that
+//! followed it in its batch: per-key order is kept for successful first attempts only.
 //!
 //! The watchdog (`item_timeout`) watches every handler call. A call that runs too long is
 //! interrupted through the handler's interrupter (the exec handler kills its child, and
@@ -42,8 +44,6 @@
 //! progress is cut short. That is what bounds the time from stdin EOF to exit.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::checkpoint::RecordId;
+use crate::handler::dead_letter::DeadLetter;
 use crate::handler::{
     BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
 };
@@ -207,14 +208,15 @@ impl Pool {
             })?;
             handlers.push(handler);
         }
-        if let OnError::Skip { dead_letter } = &config.on_error {
-            std::fs::create_dir_all(dead_letter).map_err(|e| PoolError::Start {
-                worker: 0,
-                error: format!(
-                    "cannot create dead-letter directory {}: {e}",
-                    dead_letter.display()
+        let mut dead_letters = Vec::with_capacity(n);
+        for worker in 0..n {
+            dead_letters.push(match &config.on_error {
+                OnError::Skip { dead_letter } => Some(
+                    DeadLetter::open(dead_letter, shard_id, worker)
+                        .map_err(|error| PoolError::Start { worker, error })?,
                 ),
-            })?;
+                _ => None,
+            });
         }
         let threads = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -228,7 +230,8 @@ impl Pool {
         let mut senders = Vec::with_capacity(n);
         let mut jobs = Vec::with_capacity(n);
         let mut watches = Vec::with_capacity(n);
-        for (worker, handler) in handlers.into_iter().enumerate() {
+        let workers = handlers.into_iter().zip(dead_letters).enumerate();
+        for (worker, (handler, dead_letter)) in workers {
             // Messages carry a daemon batch's items for this worker: the session's
             // in-flight bound is what limits memory; this only bounds queued batches.
             let (tx, rx) = bounded(config.channel_capacity.max(1));
@@ -248,7 +251,7 @@ impl Pool {
                 config: config.clone(),
                 watch,
                 epoch,
-                dead_letter: None,
+                dead_letter,
                 dead_lettered: dead_lettered.clone(),
                 dirty: false,
             });
@@ -444,7 +447,8 @@ struct Worker {
     config: PoolConfig,
     watch: Arc<Watch>,
     epoch: Instant,
-    dead_letter: Option<File>,
+    /// The dead-letter files (under `--on-error skip` only).
+    dead_letter: Option<DeadLetter>,
     dead_lettered: Arc<AtomicU64>,
     /// Processed something since the last `flush`.
     dirty: bool,
@@ -608,8 +612,8 @@ impl Worker {
                     attempt += 1;
                     pending = failed.iter().map(|(i, _)| *i).collect();
                 }
-                OnError::Skip { dead_letter } => {
-                    return match self.dead_letter_items(&dead_letter, batch, &failed, attempt + 1) {
+                OnError::Skip { .. } => {
+                    return match self.dead_letter_items(batch, &failed, attempt + 1) {
                         Ok(()) => {
                             let records = failed.iter().map(|(i, _)| batch[*i].record).collect();
                             self.events
@@ -682,35 +686,26 @@ impl Worker {
         }
     }
 
+    /// Writes the failed items with their errors to the dead-letter files, durably;
+    /// `Ok` only when they are there (then they count as done).
     fn dead_letter_items(
         &mut self,
-        dir: &std::path::Path,
         batch: &[Item],
         failed: &[(usize, HandlerError)],
         attempts: u32,
-    ) -> std::io::Result<()> {
-        if self.dead_letter.is_none() {
-            let path = dir.join(format!(
-                "{}.worker-{}.deadletter.jsonl",
-                self.shard_id, self.id
-            ));
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            File::open(dir)?.sync_all()?;
-            self.dead_letter = Some(file);
-        }
-        let Some(file) = self.dead_letter.as_mut() else {
-            // Invariant: opened just above.
-            unreachable!("dead-letter file missing");
-        };
+    ) -> Result<(), String> {
         let mut buf = Vec::new();
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         for (i, error) in failed {
             buf.extend_from_slice(b"{\"item\":");
-            batch[*i].write_json(&self.shard_id, &mut buf)?;
+            batch[*i]
+                .write_json(&self.shard_id, &mut buf)
+                .map_err(|e| format!("encoding a dead letter: {e}"))?;
             buf.extend_from_slice(b",\"error\":");
-            crate::json::write_ascii(&mut buf, &error.message).map_err(std::io::Error::other)?;
+            crate::json::write_ascii(&mut buf, &error.message)
+                .map_err(|e| format!("encoding a dead letter: {e}"))?;
             buf.extend_from_slice(
                 format!(
                     ",\"attempts\":{attempts},\"worker\":{},\"time\":{time}}}\n",
@@ -719,8 +714,10 @@ impl Worker {
                 .as_bytes(),
             );
         }
-        file.write_all(&buf)?;
-        file.sync_data()?;
+        let Some(sink) = self.dead_letter.as_mut() else {
+            return Err("no dead-letter directory (internal error)".to_owned());
+        };
+        sink.append(&buf)?;
         self.dead_lettered
             .fetch_add(failed.len() as u64, Ordering::Relaxed);
         log::warn!(

@@ -636,3 +636,116 @@ fn a_full_file_system_fails_the_batch() {
     assert!(checkpointed > 0 && checkpointed < 4000, "{checkpointed}");
     assert_whole_and_covering(&out, checkpointed, "ENOSPC");
 }
+
+// ---------------------------------------------------------------- truncation by others
+
+/// Every line of every file directly under `dir`, as bytes (the last one may be torn).
+fn raw_lines(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        for l in std::fs::read(&path).unwrap().split(|&b| b == b'\n') {
+            if !l.is_empty() {
+                out.push((path.clone(), l.to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// logrotate's `copytruncate` (and `: > file`) empties the current file between two
+/// batches, keeping its inode. The next batch must not go to the stale offset (which
+/// leaves NUL bytes glued to its first line): the handler leaves the truncated file to
+/// whoever truncated it and writes the batch whole into a new file. Before, the file
+/// held a hole of NULs and an unparseable line.
+#[test]
+fn a_file_truncated_by_someone_else_is_left_and_the_batch_goes_to_a_new_file() {
+    for copy_first in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        let mut h = file_handler(&out, 0);
+        h.process(&[item(1), item(2)]).unwrap();
+        let first = current_file(&out, 0);
+        if copy_first {
+            std::fs::copy(&first, root.path().join("rotated.1")).unwrap();
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        h.process(&[item(3)]).unwrap();
+        h.process(&[item(4)]).unwrap();
+        h.close().unwrap();
+        for (path, l) in raw_lines(&out) {
+            assert!(
+                !l.contains(&0),
+                "NUL bytes in {}: {:?}",
+                path.display(),
+                String::from_utf8_lossy(&l)
+            );
+            serde_json::from_slice::<serde_json::Value>(&l).unwrap_or_else(|e| {
+                panic!("{}: {e}: {:?}", path.display(), String::from_utf8_lossy(&l))
+            });
+        }
+        assert_eq!(std::fs::metadata(&first).unwrap().len(), 0);
+        assert_eq!(indexes_under(&out), BTreeSet::from([3, 4]));
+        assert_ne!(
+            current_file(&out, 0),
+            first,
+            "the batch went to the old file"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- mounts
+
+/// As root, a tmpfs mounted on the output directory and lazily unmounted between two
+/// batches: the path now names the (empty) mount point on the file system below. The
+/// batch after fails, and so does every later one, with a message saying the directory is
+/// on another file system: rsmld never switches to the mount point, where its files would
+/// vanish under the tmpfs again when it is remounted. Before, the third batch returned
+/// Ok, written to the mount point. (Skipped, loudly, where mounting is not permitted.)
+#[test]
+fn an_unmounted_output_directory_is_not_replaced_by_its_mount_point() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&out)
+        .output()
+        .map_err(|e| e.to_string())
+        .and_then(|o| {
+            o.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+        });
+    if let Err(why) = mounted {
+        eprintln!("SKIPPED: mount -t tmpfs failed: {why}");
+        return;
+    }
+    let mut h = file_handler(&out, 0);
+    h.process(&[item(1)]).unwrap();
+    let lazy = Command::new("umount").arg("-l").arg(&out).status().unwrap();
+    assert!(lazy.success());
+    for i in [2, 3, 4] {
+        let e = h
+            .process(&[item(i)])
+            .expect_err("a batch counted after the unmount")
+            .to_string();
+        assert!(
+            e.contains("is now on another file system (unmounted?)")
+                && e.contains(out.to_str().unwrap()),
+            "item {i}: {e}"
+        );
+    }
+    let _ = h.close();
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "files were written to the mount point"
+    );
+}

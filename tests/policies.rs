@@ -415,3 +415,367 @@ fn exec_watchdog_kills_a_hung_child_and_the_policy_applies() {
     );
     assert!(p.stderr().contains("item timeout"), "{}", p.stderr());
 }
+
+// ---------------------------------------------------------------- dead letters on disk
+
+/// An exec child that answers `err N boom` for every item: everything is dead-lettered.
+const FAIL_SH: &str = r#"n=0; while IFS= read -r item; do n=$((n+1)); echo "err $n boom"; done"#;
+
+/// `--handler exec --on-error skip --dead-letter DL` (synchronous, checkpoint per batch)
+/// running [`FAIL_SH`].
+fn dead_letter_command(dl: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(common::rsmld_bin());
+    cmd.args([
+        "--handler",
+        "exec",
+        "--workers",
+        "1",
+        "--on-error",
+        "skip",
+        "--dead-letter",
+        dl.to_str().unwrap(),
+        "--max-in-flight",
+        "0",
+        "--checkpoint-interval",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        FAIL_SH,
+    ]);
+    cmd
+}
+
+/// The record index of a sequence number made by `common::seq`.
+fn index_of(seq: &str) -> u64 {
+    seq[seq.len() - 27..].parse().unwrap()
+}
+
+/// The item indexes in the dead-letter files directly under `dir` (none if it is gone).
+/// Every complete line must be a dead letter; a torn last line (no newline) is ignored.
+fn dead_letter_indexes(dir: &std::path::Path) -> std::collections::BTreeSet<u64> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let complete = &bytes[..bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)];
+        for l in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap_or_else(|e| {
+                panic!(
+                    "{}: not a dead letter ({e}): {:?}",
+                    path.display(),
+                    String::from_utf8_lossy(l)
+                )
+            });
+            assert!(v["error"].as_str().unwrap().ends_with("boom"), "{v}");
+            out.insert(index_of(v["item"]["sequenceNumber"].as_str().unwrap()));
+        }
+    }
+    out
+}
+
+/// How a dead-letter run ended.
+struct DeadLetterRun {
+    exit: i32,
+    stderr: String,
+    /// The highest record index an accepted checkpoint covers (0: none).
+    checkpointed: u64,
+    /// Dead letters under the directory just before the fault.
+    kept: std::collections::BTreeSet<u64>,
+}
+
+/// Feeds `batches` batches of 10 records (indexes from `first`) to `cmd` initialized for
+/// `shard`, calling `fault` after batch `fault_after`; then shutdownRequested and EOF.
+fn run_dead_letters(
+    cmd: std::process::Command,
+    shard: &str,
+    first: u64,
+    batches: u64,
+    fault_after: u64,
+    fault: &mut dyn FnMut() -> std::collections::BTreeSet<u64>,
+) -> DeadLetterRun {
+    let mut p = Proc::from_command(cmd);
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(
+        &mut p,
+        &mut model,
+        &common::init_line_at(shard, "TRIM_HORIZON"),
+        Action::Initialize,
+    )
+    .unwrap();
+    let mut kept = std::collections::BTreeSet::new();
+    for b in 0..batches {
+        let records: Vec<Record> = (first + b * 10..first + (b + 1) * 10)
+            .map(|i| common::record_with_text(i, "k", &format!("item {i}")))
+            .collect();
+        model.deliver_all(&records);
+        let l = serde_json::to_string(&DaemonMessage::ProcessRecords {
+            records,
+            millis_behind_latest: Some(0),
+        })
+        .unwrap();
+        if run_action(&mut p, &mut model, &l, Action::ProcessRecords).is_err() {
+            break;
+        }
+        if b + 1 == fault_after {
+            kept = fault();
+        }
+    }
+    let _ = run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"shutdownRequested"}"#,
+        Action::ShutdownRequested,
+    );
+    p.close_stdin();
+    let exit = p.wait(Duration::from_secs(30)).unwrap();
+    DeadLetterRun {
+        exit,
+        stderr: p.stderr(),
+        checkpointed: model.stored.last().map_or(0, |e| index_of(e.seq.as_str())),
+        kept,
+    }
+}
+
+/// A dead-lettered item counts as done, so the dead letter must be on disk at the path:
+/// `rm -rf DL` (or of its parent) after batch 5 of 20 fails the next batch even under
+/// `--on-error skip` — a dead-letter failure never counts an item — so rsmld exits 1
+/// with a clear error, the checkpoint stays at item 50, and every checkpointed item was
+/// in a dead-letter file when the directory was removed. Before, rsmld exited 0 with a
+/// checkpoint at 200: 150 checkpointed items in no file.
+#[test]
+fn a_removed_dead_letter_directory_fails_the_batch_under_skip() {
+    for parent in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let dl = if parent {
+            root.path().join("d/dl")
+        } else {
+            root.path().join("dl")
+        };
+        let doomed = if parent {
+            root.path().join("d")
+        } else {
+            dl.clone()
+        };
+        let mut fault = || {
+            let kept = dead_letter_indexes(&dl);
+            std::fs::remove_dir_all(&doomed).unwrap();
+            kept
+        };
+        let o = run_dead_letters(dead_letter_command(&dl), SHARD, 1, 20, 5, &mut fault);
+        let ctx = format!("parent removed: {parent}\n{}", o.stderr);
+        let lost: Vec<u64> = (1..=o.checkpointed)
+            .filter(|i| !o.kept.contains(i))
+            .collect();
+        assert!(lost.is_empty(), "checkpointed, in no file: {lost:?}; {ctx}");
+        assert_eq!(o.exit, 1, "{ctx}");
+        assert_eq!(o.checkpointed, 50, "{ctx}");
+        assert_eq!(o.kept, (1..=50).collect(), "{ctx}");
+        let error = o
+            .stderr
+            .lines()
+            .find(|l| l.contains("ERROR") && l.contains("dead-letter"))
+            .unwrap_or_else(|| panic!("no error line: {ctx}"));
+        assert!(
+            error.contains(&format!(
+                "dead-letter directory {} was removed",
+                dl.display()
+            )),
+            "{ctx}"
+        );
+        assert!(!dl.exists(), "the dead-letter directory was recreated");
+    }
+}
+
+/// A dead-letter file with a torn last line (a write cut short by SIGKILL) is never
+/// continued: the next run writes fresh files, so every complete line is one whole dead
+/// letter. Before, the next run appended to the same file and glued its first dead
+/// letter to the torn line.
+#[test]
+fn a_torn_dead_letter_tail_is_never_continued() {
+    let root = tempfile::tempdir().unwrap();
+    let dl = root.path().join("dl");
+    let o = run_dead_letters(dead_letter_command(&dl), SHARD, 1, 2, 0, &mut no_fault);
+    assert_eq!((o.exit, o.checkpointed), (0, 20), "{}", o.stderr);
+    let files: Vec<_> = std::fs::read_dir(&dl)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut torn = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&files[0])
+        .unwrap();
+    std::io::Write::write_all(&mut torn, br#"{"item":{"shardId":"shardId-0"#).unwrap();
+    drop(torn);
+    let o = run_dead_letters(dead_letter_command(&dl), SHARD, 21, 2, 0, &mut no_fault);
+    assert_eq!((o.exit, o.checkpointed), (0, 40), "{}", o.stderr);
+    assert_eq!(dead_letter_indexes(&dl), (1..=40).collect(), "{}", o.stderr);
+    for f in std::fs::read_dir(&dl).unwrap() {
+        let name = f.unwrap().file_name().into_string().unwrap();
+        assert!(
+            name.starts_with(&format!("{SHARD}.")) && name.ends_with(".w0.deadletter.jsonl"),
+            "{name}"
+        );
+    }
+}
+
+/// A hostile `initialize` whose shardId is an absolute path (or climbs with `..`) cannot
+/// put dead letters outside the dead-letter directory: the shard id is made safe for a
+/// file name exactly as the archive does it. Before, the dead letters went to
+/// `<shardId>.worker-0.deadletter.jsonl` wherever that path pointed.
+#[test]
+fn a_hostile_shard_id_keeps_dead_letters_in_their_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dl = root.path().join("dl");
+    let outside = root.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    for shard in [
+        format!("{}/evil", outside.display()),
+        "../outside/evil".to_owned(),
+    ] {
+        let o = run_dead_letters(dead_letter_command(&dl), &shard, 1, 1, 0, &mut no_fault);
+        assert_eq!((o.exit, o.checkpointed), (0, 10), "{shard}: {}", o.stderr);
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{shard}: dead letters written outside {}",
+            dl.display()
+        );
+        assert!(!root
+            .path()
+            .join("outside/evil.worker-0.deadletter.jsonl")
+            .exists());
+    }
+    let names: Vec<String> = std::fs::read_dir(&dl)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names.iter().all(|n| n.starts_with('_') && !n.contains('/')),
+        "{names:?}"
+    );
+    assert_eq!(dead_letter_indexes(&dl), (1..=10).collect());
+}
+
+/// Under a file size limit (RLIMIT_FSIZE, SIGXFSZ at its default) the dead-letter write
+/// that crosses it fails the batch: exit 1, one error line naming the file and the limit
+/// (once), nothing checkpointed that is not in a file. A restart starts a new file, so it
+/// makes progress instead of failing at once on the full file every time. Before, the
+/// restart reopened the full file and failed at its first dead letter.
+#[test]
+fn a_dead_letter_file_at_the_size_limit_fails_the_batch_and_a_restart_goes_on() {
+    use std::os::unix::process::CommandExt;
+    let root = tempfile::tempdir().unwrap();
+    let dl = root.path().join("dl");
+    let limited = || {
+        let mut cmd = dead_letter_command(&dl);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 16 << 10,
+                    rlim_max: 16 << 10,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        cmd
+    };
+    let mut last = 0;
+    for run in 0..2u64 {
+        let first = 1 + run * 1000;
+        let o = run_dead_letters(limited(), SHARD, first, 40, 0, &mut no_fault);
+        let ctx = format!("run {run}:\n{}", o.stderr);
+        assert_eq!(o.exit, 1, "{ctx}");
+        assert!(
+            o.checkpointed >= first + 9 && o.checkpointed < first + 399,
+            "no progress: checkpointed {} ({ctx})",
+            o.checkpointed
+        );
+        let present = dead_letter_indexes(&dl);
+        let missing: Vec<u64> = (first..=o.checkpointed)
+            .filter(|i| !present.contains(i))
+            .collect();
+        assert!(missing.is_empty(), "{missing:?} {ctx}");
+        // The failed write was cut back: no file ends in a torn line.
+        for f in std::fs::read_dir(&dl).unwrap() {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            assert!(
+                bytes.is_empty() || bytes.ends_with(b"\n"),
+                "torn tail ({ctx})"
+            );
+        }
+        let error = o
+            .stderr
+            .lines()
+            .find(|l| l.contains("ERROR") && l.contains("File too large"))
+            .unwrap_or_else(|| panic!("no error line ({ctx})"));
+        assert_eq!(error.matches("File too large").count(), 1, "{error}");
+        assert!(
+            error.contains("RLIMIT_FSIZE")
+                && error.contains("16384 bytes")
+                && error.contains(".deadletter.jsonl"),
+            "{error}"
+        );
+        last = o.checkpointed;
+    }
+    assert!(last > 1000);
+}
+
+/// No fault: the dead letters are left alone.
+fn no_fault() -> std::collections::BTreeSet<u64> {
+    std::collections::BTreeSet::new()
+}
+
+/// The same fault with the file handler and the dead letters inside its output directory
+/// (`--output D --dead-letter D/dl`, then `rm -rf D`): the archive write fails, so under
+/// skip the items are dead-lettered — into a removed directory, which fails the batch.
+/// rsmld exits 1 and nothing after the fault is checkpointed. Before, the dead letters
+/// went into the removed directory and rsmld checkpointed everything.
+#[test]
+fn skip_cannot_count_items_whose_archive_and_dead_letters_were_removed() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("d");
+    let dl = out.join("dl");
+    let mut cmd = std::process::Command::new(common::rsmld_bin());
+    cmd.args([
+        "--handler",
+        "file",
+        "--output",
+        out.to_str().unwrap(),
+        "--workers",
+        "1",
+        "--on-error",
+        "skip",
+        "--dead-letter",
+        dl.to_str().unwrap(),
+        "--max-in-flight",
+        "0",
+        "--checkpoint-interval",
+        "0",
+    ]);
+    let mut fault = || {
+        std::fs::remove_dir_all(&out).unwrap();
+        no_fault()
+    };
+    let o = run_dead_letters(cmd, SHARD, 1, 20, 5, &mut fault);
+    assert_eq!((o.exit, o.checkpointed), (1, 50), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "dead-letter directory {} was removed",
+            dl.display()
+        )),
+        "{}",
+        o.stderr
+    );
+}

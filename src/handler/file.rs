@@ -10,7 +10,7 @@
 //!
 //! 1. the batch's lines are written with `write(2)` (no user-space buffer is left holding
 //!    them), and
-//! 2. the file is `fdatasync`ed ([`File::sync_data`]), which makes the data and the file
+//! 2. the file is `fdatasync`ed (`File::sync_data`), which makes the data and the file
 //!    size durable;
 //! 3. whenever a new file was created for the batch (the first item, or a rotation), the
 //!    output directory was `fsync`ed right after the creation, because a file's *name*
@@ -22,7 +22,13 @@
 //!    away nor replaced) and the directory at `DIR` is still the one whose entries were
 //!    synced (so `DIR` was neither removed, renamed nor replaced, and a symlink `DIR`
 //!    still points at it). Durable bytes in an unlinked file, or in a directory nobody
-//!    can reach by the configured path any more, are lost to every reader.
+//!    can reach by the configured path any more, are lost to every reader; and the file
+//!    still holds every byte written to it (its size is at least what rsmld wrote: a
+//!    truncation by someone else between the write and the sync would have cut the batch
+//!    off).
+//!
+//! These checks are shared with the dead-letter sink: one implementation, in
+//! `handler::durable`.
 //!
 //! # The directory
 //!
@@ -32,17 +38,23 @@
 //! at `DIR` (point 4). Before it creates a file, a handler looks at the path again:
 //!
 //! - the same directory: it goes on;
-//! - another directory (removed and created again, moved away and replaced, a symlink
-//!   pointed elsewhere): it switches to that one (with a warning), after syncing the new
-//!   directory's own entry in its parent, since nobody else may have;
+//! - another directory on the same file system and mount (removed and created again,
+//!   moved away and replaced, a symlink pointed elsewhere): it switches to that one (with
+//!   a warning), after syncing the new directory's own entry in its parent, since nobody
+//!   else may have;
+//! - a directory on another file system or mount (the one held was unmounted, `umount
+//!   -l`, and the path now names the mount point below; or something was mounted over
+//!   the path): the batch fails ("… is now on another file system (unmounted?)"), now
+//!   and at every later batch. Following it would write into a directory that a remount
+//!   hides again, with everything written meanwhile;
 //! - nothing, or no directory: the batch fails. rsmld creates `DIR` at start-up only, never
 //!   behind the back of whoever removed it (that would hide the removal, and the loss of
 //!   everything in it, from the operator).
 //!
 //! A checkpointed record can thus disappear only if the archive is destroyed *after* its
 //! batch was checked, which no writer can prevent; rsmld never counts a batch that was
-//! not there when it looked. The check costs two `stat`s per batch (about 2 µs, next to
-//! an `fdatasync` of 0.1 ms and more).
+//! not there when it looked. The checks cost two `stat`s and two `fstat`s (the sizes)
+//! per batch (a few µs, next to an `fdatasync` of 0.1 ms and more).
 //!
 //! # Errors
 //!
@@ -54,8 +66,13 @@
 //! A write past the file size limit (RLIMIT_FSIZE) fails with EFBIG rather than killing
 //! rsmld with SIGXFSZ (rsmld ignores that signal), and the message names the limit.
 //!
-//! After an IO error the file is truncated back to its last synced length (best effort)
-//! and abandoned: the next batch starts a new file. A file whose `fsync` failed is never
+//! After an IO error the file is truncated back to its last synced length (best effort,
+//! and never extended) and abandoned: the next batch starts a new file. A file that
+//! someone else truncated (logrotate's `copytruncate`, `: > file`) or wrote to keeps its
+//! inode, so only its size tells: before each write the size must be exactly what rsmld
+//! wrote, otherwise the file is left to them (with a warning) and the batch goes whole
+//! into a new file; writes are `O_APPEND`, so a truncation racing a write can never leave
+//! NUL bytes before it. rsmld never reopens an existing file. A file whose `fsync` failed is never
 //! trusted again (after a failed `fsync`, Linux may drop the dirty pages and report
 //! success on the next call), and a partly written line can only ever be the *last* line
 //! of a file. The same holds after a crash or `SIGKILL`: a reader may find a torn final
@@ -66,7 +83,7 @@
 //! was cut short by a crash may remain (whole) in the archive and appear again when the
 //! batch is retried or re-delivered.
 //!
-//! The price is one `fdatasync` and two `stat`s per batch (plus a directory `fsync` per
+//! The price is one `fdatasync` and four `stat`s per batch (plus a directory `fsync` per
 //! new file): a few milliseconds on ordinary disks, whatever the batch size, so
 //! throughput comes from batching — a busy worker hands its handler everything queued (up
 //! to the pool's batch limit) in one call, which makes one sync cover many items.
@@ -88,7 +105,7 @@
 //! a shard the clock is seeded from the names already in `DIR`, so a restarted process
 //! (even within the same millisecond, or after the wall clock stepped back) names its
 //! files after its predecessor's. Files are created with `O_CREAT|O_EXCL`
-//! ([`OpenOptions::create_new`]); a name that exists already (another process on the same
+//! (`OpenOptions::create_new`); a name that exists already (another process on the same
 //! directory) bumps the clock and is tried again. Hence, for one shard, lexicographic
 //! order of the names is creation order, and two handlers never share a file.
 //!
@@ -110,15 +127,12 @@
 //! No file is created before a worker's first item; [`Handler::close`] syncs and closes.
 
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::durable::{DurableDir, DurableFile};
 use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
 use crate::item::Item;
 
@@ -177,22 +191,10 @@ impl FileFactory {
 
 impl HandlerFactory for FileFactory {
     fn create(&self, ctx: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
-        let dir = &self.options.dir;
-        create_dir_durably(dir).map_err(|e| {
-            HandlerError::batch(format!(
-                "cannot create output directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let out = OutDir::open(dir).map_err(|e| {
-            HandlerError::batch(format!(
-                "cannot open output directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        let dir =
+            DurableDir::open(&self.options.dir, "output directory").map_err(HandlerError::batch)?;
         Ok(Box::new(FileHandler {
-            dir: dir.clone(),
-            out,
+            dir,
             shard: safe_shard(&ctx.shard_id),
             shard_id: ctx.shard_id.clone(),
             worker: ctx.worker,
@@ -329,8 +331,9 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The shard id as it appears in file names.
-fn safe_shard(shard_id: &str) -> String {
+/// The shard id as it appears in file names (of the archive and the dead letters): never
+/// a path, never hidden.
+pub(crate) fn safe_shard(shard_id: &str) -> String {
     let s: String = shard_id
         .chars()
         .map(|c| {
@@ -386,165 +389,12 @@ impl NameClock {
     }
 }
 
-/// Creates `dir` and any missing parents, then syncs the parent of each directory it
-/// created, so that the new entries survive a crash.
-fn create_dir_durably(dir: &Path) -> io::Result<()> {
-    let mut missing = Vec::new();
-    let mut p = Some(dir);
-    while let Some(d) = p {
-        if d.as_os_str().is_empty() || d.is_dir() {
-            break;
-        }
-        missing.push(d.to_path_buf());
-        p = d.parent();
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir)?;
-    for d in missing.iter().rev() {
-        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        } else {
-            sync_dir(Path::new("."))?;
-        }
-    }
-    Ok(())
-}
-
-/// Makes the directory's entries (names of files created in it) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// The parent directory of `p` ("." for a bare name).
-fn parent_of(p: &Path) -> &Path {
-    match p.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
-}
-
-/// Makes the entry of directory `dir` durable in its parent: the parent of the path as
-/// given (where `dir`'s name, or the symlink it is, lives) and, if `dir` resolves
-/// elsewhere, the parent of its real path.
-fn sync_parents(dir: &Path) -> io::Result<()> {
-    let given = parent_of(dir);
-    sync_dir(given)?;
-    let real = fs::canonicalize(dir)?;
-    let real_parent = parent_of(&real);
-    if fs::canonicalize(given)? != real_parent {
-        sync_dir(real_parent)?;
-    }
-    Ok(())
-}
-
-/// A file system object's identity: device and inode number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileId {
-    fn of(m: &fs::Metadata) -> FileId {
-        FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-        }
-    }
-}
-
-/// The output directory, held open: new files are created in *this* directory
-/// (`openat`) and it is the one `fsync`ed, so the entries made durable are exactly the
-/// ones created, whatever happens to the path meanwhile.
-struct OutDir {
-    file: File,
-    id: FileId,
-}
-
-impl OutDir {
-    fn open(path: &Path) -> io::Result<OutDir> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY)
-            .open(path)?;
-        let id = FileId::of(&file.metadata()?);
-        Ok(OutDir { file, id })
-    }
-
-    /// Creates the file `name` in this directory (`O_CREAT|O_EXCL`, write-only).
-    fn create_new(&self, name: &str) -> io::Result<File> {
-        let c_name = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
-        // SAFETY: openat on a directory fd we own and a NUL-terminated name; the mode is
-        // the variadic third argument, as open(2) documents for O_CREAT.
-        let fd = unsafe {
-            libc::openat(
-                self.file.as_raw_fd(),
-                c_name.as_ptr(),
-                flags,
-                0o666 as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by openat and nothing else owns it.
-        Ok(unsafe { File::from_raw_fd(fd) })
-    }
-
-    /// Removes the file `name` from this directory (best effort).
-    fn remove(&self, name: &str) {
-        if let Ok(c_name) = CString::new(name) {
-            // SAFETY: unlinkat on a directory fd we own and a NUL-terminated name.
-            unsafe {
-                libc::unlinkat(self.file.as_raw_fd(), c_name.as_ptr(), 0);
-            }
-        }
-    }
-}
-
-/// The text of a failed write; for EFBIG, which limit was hit.
-fn describe_write_error(e: &io::Error) -> String {
-    if e.raw_os_error() != Some(libc::EFBIG) {
-        return e.to_string();
-    }
-    let mut limit = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) };
-    if rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY {
-        format!(
-            "{e}: the file size limit (RLIMIT_FSIZE, `ulimit -f`) is {} bytes; \
-             set --rotate-bytes below it or raise the limit",
-            limit.rlim_cur
-        )
-    } else {
-        format!("{e}: the file system's largest file size; set --rotate-bytes below it")
-    }
-}
-
-/// The file a handler is appending to.
-struct OpenFile {
-    file: File,
-    /// Its device and inode, to find it at `path` again.
-    id: FileId,
-    path: PathBuf,
-    /// Bytes written.
-    len: u64,
-    /// Bytes known to be on disk.
-    synced: u64,
-    opened: Instant,
-}
+/// What to do about EFBIG, in the message.
+const LIMIT_HINT: &str = "set --rotate-bytes below it or raise the limit";
 
 struct FileHandler {
-    /// The output path as configured.
-    dir: PathBuf,
-    /// The directory this handler creates its files in.
-    out: OutDir,
+    /// The output directory, held open.
+    dir: DurableDir,
     /// The shard id made safe for file names.
     shard: String,
     /// The shard id as the daemon named it (items carry it in their JSON).
@@ -553,7 +403,7 @@ struct FileHandler {
     rotate_bytes: u64,
     rotate_after: Duration,
     clocks: Arc<Mutex<HashMap<String, NameClock>>>,
-    current: Option<OpenFile>,
+    current: Option<DurableFile>,
     /// The batch's lines.
     buf: Vec<u8>,
     /// The end offset of each line in `buf`.
@@ -561,15 +411,32 @@ struct FileHandler {
 }
 
 impl FileHandler {
-    fn expired(&self, f: &OpenFile) -> bool {
-        !self.rotate_after.is_zero() && f.opened.elapsed() >= self.rotate_after
+    fn expired(&self, f: &DurableFile) -> bool {
+        !self.rotate_after.is_zero() && f.opened().elapsed() >= self.rotate_after
     }
 
-    /// Creates the next file of this shard and worker in the output directory, makes
-    /// its name durable, and checks that the directory synced is still the one at the
-    /// output path.
-    fn open_new(&mut self) -> Result<OpenFile, HandlerError> {
-        self.ensure_dir()?;
+    /// How log lines name this handler.
+    fn who(&self) -> String {
+        format!("worker {}", self.worker)
+    }
+
+    /// The pattern of this handler's names, for messages.
+    fn pattern(&self) -> String {
+        format!(
+            "{}/{}.*.w{}.jsonl",
+            self.dir.path().display(),
+            self.shard,
+            self.worker
+        )
+    }
+
+    /// Creates the next file of this shard and worker in the output directory now at the
+    /// path (see [`DurableDir::ensure`] and [`DurableDir::create`]).
+    fn open_new(&mut self) -> Result<DurableFile, HandlerError> {
+        let who = self.who();
+        self.dir.ensure(&who).map_err(|why| {
+            HandlerError::batch(format!("cannot create the next {}: {why}", self.pattern()))
+        })?;
         let mut attempts = 0;
         loop {
             let (unix_ms, seq) = self.next_name()?;
@@ -580,148 +447,18 @@ impl FileHandler {
                 worker: self.worker,
             }
             .file_name();
-            let path = self.dir.join(&name);
-            match self.out.create_new(&name) {
-                Ok(file) => {
-                    if let Err(e) = self.out.file.sync_all() {
-                        // Not durable: do not use it (an empty leftover is harmless).
-                        self.out.remove(&name);
-                        return Err(HandlerError::batch(format!(
-                            "syncing directory {} after creating {}: {e}",
-                            self.dir.display(),
-                            path.display()
-                        )));
-                    }
-                    if let Some(problem) = self.dir_problem() {
-                        return Err(HandlerError::batch(format!(
-                            "{problem} while rsmld created {}",
-                            path.display()
-                        )));
-                    }
-                    let id = file.metadata().map(|m| FileId::of(&m)).map_err(|e| {
-                        HandlerError::batch(format!("cannot stat {}: {e}", path.display()))
-                    })?;
-                    log::debug!("worker {}: writing {}", self.worker, path.display());
-                    return Ok(OpenFile {
-                        file,
-                        id,
-                        path,
-                        len: 0,
-                        synced: 0,
-                        opened: Instant::now(),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    attempts += 1;
-                    if attempts >= MAX_NAME_ATTEMPTS {
-                        return Err(HandlerError::batch(format!(
-                            "cannot create {}: {attempts} names in a row exist already",
-                            path.display()
-                        )));
-                    }
-                }
-                Err(e) => {
-                    let why = match self.dir_problem() {
-                        Some(problem) => problem,
-                        None => e.to_string(),
-                    };
-                    return Err(HandlerError::batch(format!(
-                        "cannot create {}: {why}",
-                        path.display()
-                    )));
-                }
+            if let Some(f) = self.dir.create(&name).map_err(HandlerError::batch)? {
+                log::debug!("{who}: writing {}", f.path().display());
+                return Ok(f);
+            }
+            attempts += 1;
+            if attempts >= MAX_NAME_ATTEMPTS {
+                return Err(HandlerError::batch(format!(
+                    "cannot create {}: {attempts} names in a row exist already",
+                    self.dir.path().join(&name).display()
+                )));
             }
         }
-    }
-
-    /// Before a new file: makes sure it goes into the directory now at the output path.
-    /// If the one this handler holds was replaced (or a symlink on the path now points
-    /// elsewhere), the directory at the path is opened and its own entry synced, with a
-    /// warning. A path without a directory fails: rsmld creates the output directory at
-    /// start-up only, never behind the back of whoever removed it.
-    fn ensure_dir(&mut self) -> Result<(), HandlerError> {
-        let Some(problem) = self.dir_problem() else {
-            return Ok(());
-        };
-        let fail = |why: String| {
-            HandlerError::batch(format!(
-                "cannot create the next {}/{}.*.w{}.jsonl: {why}",
-                self.dir.display(),
-                self.shard,
-                self.worker
-            ))
-        };
-        if !fs::metadata(&self.dir).is_ok_and(|m| m.is_dir()) {
-            return Err(fail(format!(
-                "{problem}; rsmld creates the output directory only at start-up"
-            )));
-        }
-        let out = OutDir::open(&self.dir)
-            .map_err(|e| fail(format!("{problem}; opening the new one: {e}")))?;
-        sync_parents(&self.dir)
-            .map_err(|e| fail(format!("{problem}; syncing the parent of the new one: {e}")))?;
-        log::warn!(
-            "worker {}: {problem}; new files go into the directory now at {}",
-            self.worker,
-            self.dir.display()
-        );
-        self.out = out;
-        Ok(())
-    }
-
-    /// `None` while the directory at the output path is the one this handler holds;
-    /// otherwise what happened to it. One `stat` when all is well.
-    fn dir_problem(&self) -> Option<String> {
-        let d = self.dir.display();
-        let at_path = match fs::metadata(&self.dir) {
-            Ok(m) if FileId::of(&m) == self.out.id => return None,
-            other => other,
-        };
-        // A directory that was removed has no links left.
-        let held_removed = self.out.file.metadata().is_ok_and(|m| m.nlink() == 0);
-        Some(match at_path {
-            Ok(m) if !m.is_dir() => format!("output directory {d} was replaced by a non-directory"),
-            Ok(_) if held_removed => format!(
-                "output directory {d} was replaced (the one rsmld was writing to was removed)"
-            ),
-            Ok(_) => format!(
-                "output directory {d} was replaced by another directory (it was moved away, \
-                 or a symlink on the path points elsewhere now)"
-            ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && held_removed => {
-                format!("output directory {d} was removed")
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                format!("output directory {d} was renamed away")
-            }
-            Err(e) => format!("output directory {d} cannot be checked: {e}"),
-        })
-    }
-
-    /// After a sync: checks that `f` is still the file at its path, in the directory this
-    /// handler synced — so the batch is where a reader of `DIR` will look. Two `stat`s
-    /// when all is well.
-    fn verify(&self, f: &OpenFile) -> Result<(), String> {
-        let at_path = fs::metadata(&f.path);
-        let file_ok = at_path.as_ref().is_ok_and(|m| FileId::of(m) == f.id);
-        let dir_problem = self.dir_problem();
-        if file_ok && dir_problem.is_none() {
-            return Ok(());
-        }
-        let path = f.path.display();
-        if let Some(problem) = dir_problem {
-            return Err(format!("{problem} while rsmld was writing {path}"));
-        }
-        let unlinked = f.file.metadata().is_ok_and(|m| m.nlink() == 0);
-        Err(match at_path {
-            // Not `file_ok`: the path names another file.
-            Ok(_) => format!("output file {path} was replaced by another file"),
-            Err(_) if unlinked => format!("output file {path} was unlinked"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                format!("output file {path} was renamed away")
-            }
-            Err(e) => format!("output file {path} cannot be checked: {e}"),
-        })
     }
 
     /// The next (time, counter) of this shard, seeding the clock from `DIR` at first use.
@@ -732,12 +469,11 @@ impl FileHandler {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let clock = clocks.entry(self.shard.clone()).or_default();
         if !clock.seeded {
-            let entries = fs::read_dir(&self.dir).map_err(|e| {
+            let entries = fs::read_dir(self.dir.path()).map_err(|e| {
                 HandlerError::batch(format!(
-                    "cannot list {} before creating the next {}.*.w{}.jsonl: {e}",
-                    self.dir.display(),
-                    self.shard,
-                    self.worker
+                    "cannot list {} before creating the next {}: {e}",
+                    self.dir.path().display(),
+                    self.pattern()
                 ))
             })?;
             for entry in entries.flatten() {
@@ -753,38 +489,43 @@ impl FileHandler {
         Ok(clock.next(now_unix_ms()))
     }
 
-    /// Appends `buf[range]` to the current file, opening one if there is none.
+    /// Appends `buf[range]` to the current file, opening one if there is none, or if
+    /// someone else truncated (or wrote to) the current one: that file is theirs now.
     fn append(&mut self, range: std::ops::Range<usize>) -> Result<(), HandlerError> {
         let mut f = match self.current.take() {
-            Some(f) => f,
+            Some(f) => match f.check_intact() {
+                Ok(()) => f,
+                Err(why) => {
+                    log::warn!("{}: {why}; leaving it and starting a new file", self.who());
+                    self.open_new()?
+                }
+            },
             None => self.open_new()?,
         };
-        let bytes = &self.buf[range];
-        if let Err(e) = f.file.write_all(bytes) {
-            let msg = format!("writing {}: {}", f.path.display(), describe_write_error(&e));
-            self.abandon(f);
+        if let Err(msg) = f.write(&self.buf[range], LIMIT_HINT) {
+            f.abandon(&self.who());
             return Err(HandlerError::batch(msg));
         }
-        f.len += bytes.len() as u64;
         self.current = Some(f);
         Ok(())
     }
 
     /// Makes everything written to the current file durable, then checks that it is
-    /// still at its path ([`FileHandler::verify`]). A file that is not is dropped (its
+    /// still at its path ([`DurableDir::verify`]). A file that is not is dropped (its
     /// whole lines stay wherever it is now) and the batch fails.
     fn sync(&mut self) -> Result<(), HandlerError> {
         let Some(mut f) = self.current.take() else {
             return Ok(());
         };
-        if f.synced != f.len {
-            if let Err(e) = f.file.sync_data() {
-                let msg = format!("syncing {}: {e}", f.path.display());
-                self.abandon(f);
+        let synced = match f.sync() {
+            Ok(synced) => synced,
+            Err(msg) => {
+                f.abandon(&self.who());
                 return Err(HandlerError::batch(msg));
             }
-            f.synced = f.len;
-            if let Err(problem) = self.verify(&f) {
+        };
+        if synced {
+            if let Err(problem) = self.dir.verify(&f) {
                 return Err(HandlerError::batch(format!(
                     "{problem}: the batch is not in the archive readers see, so it fails"
                 )));
@@ -798,28 +539,16 @@ impl FileHandler {
     fn finish(&mut self) -> Result<(), HandlerError> {
         self.sync()?;
         if let Some(f) = self.current.take() {
-            log::debug!("worker {}: closed {}", self.worker, f.path.display());
+            log::debug!("{}: closed {}", self.who(), f.path().display());
         }
         Ok(())
-    }
-
-    /// After an error: cuts the file back to what is known durable and never uses it
-    /// again (the next batch starts a new file).
-    fn abandon(&self, f: OpenFile) {
-        if let Err(e) = f.file.set_len(f.synced) {
-            log::warn!(
-                "worker {}: cannot truncate {} after an error: {e}",
-                self.worker,
-                f.path.display()
-            );
-        }
     }
 
     fn write_batch(&mut self) -> Result<(), HandlerError> {
         let total = self.buf.len() as u64;
         let limit = self.rotate_bytes;
         if let Some(f) = &self.current {
-            let full = limit > 0 && f.len > 0 && f.len + total > limit;
+            let full = limit > 0 && f.len() > 0 && f.len() + total > limit;
             if full || self.expired(f) {
                 self.finish()?;
             }
@@ -857,10 +586,8 @@ impl Handler for FileHandler {
         for item in items {
             if let Err(e) = item.write_json(&self.shard_id, &mut self.buf) {
                 return Err(HandlerError::batch(format!(
-                    "encoding an item for {}/{}.*.w{}.jsonl: {e}",
-                    self.dir.display(),
-                    self.shard,
-                    self.worker
+                    "encoding an item for {}: {e}",
+                    self.pattern()
                 ))
                 .into());
             }
