@@ -19,7 +19,11 @@
 //!
 //! The file format is Java's `.properties`: `key = value`, `key: value` or `key value`;
 //! `#` and `!` comments; a trailing backslash continues a line; `\t`, `\n`, `\\`, `\uXXXX`
-//! escapes.
+//! escapes. The file is read as the daemon reads it (`java.util.Properties.load(InputStream)`):
+//! every byte is one ISO-8859-1 character, lines end in `\n`, `\r\n` or a lone `\r`, and
+//! only space, tab and form feed are blanks. So rsmld and the daemon see the same keys and
+//! values, a Latin-1 byte in a comment stops neither, and a UTF-8 `é` is `Ã©` to both (which
+//! `rsmld check` warns about: write `\u00e9`).
 
 use std::fmt;
 use std::path::Path;
@@ -117,6 +121,11 @@ pub struct Entry {
     /// The value ended in blanks: Java's `Properties` keeps them (so the daemon sees
     /// `LATEST ` and may refuse it); rsmld trims them.
     pub trailing_blanks: bool,
+    /// The value exactly as the daemon holds it, trailing blanks included.
+    pub daemon_value: String,
+    /// The key or value was written with bytes outside ASCII (not `\uXXXX` escapes): read
+    /// as ISO-8859-1, as the daemon reads them, which garbles UTF-8 text.
+    pub non_ascii: bool,
 }
 
 /// A parsed properties file and the name it was given by.
@@ -132,13 +141,13 @@ impl Properties {
     /// Reads and parses `path`.
     pub fn read(path: &Path) -> Result<Properties, PropertiesError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| PropertiesError::Read {
+        let bytes = std::fs::read(path).map_err(|error| PropertiesError::Read {
             path: display.clone(),
             error,
         })?;
         Ok(Properties {
             path: display,
-            entries: parse(&text),
+            entries: parse(&latin1(&bytes)),
         })
     }
 
@@ -148,29 +157,61 @@ impl Properties {
     }
 }
 
+/// Bytes as ISO-8859-1: each byte is the character of the same number, as
+/// `Properties.load(InputStream)` reads them.
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// The blanks of a properties file: space, tab, form feed (not Unicode's wider set).
+const BLANKS: [char; 3] = [' ', '\t', '\x0c'];
+
+/// Lines as `Properties` splits them: at `\n`, `\r\n` or a lone `\r`.
+fn java_lines(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        match rest.find(['\n', '\r']) {
+            Some(i) => {
+                out.push(&rest[..i]);
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[i + skip..];
+            }
+            None => {
+                out.push(rest);
+                rest = "";
+            }
+        }
+    }
+    out
+}
+
 /// Parses Java properties text.
 pub fn parse(text: &str) -> Vec<Entry> {
     let mut out = Vec::new();
-    let mut lines = text.lines().enumerate().peekable();
+    let mut lines = java_lines(text).into_iter().enumerate();
     while let Some((n, raw)) = lines.next() {
-        let mut logical = raw.trim_start().to_owned();
+        let mut logical = raw.trim_start_matches(BLANKS).to_owned();
         if logical.is_empty() || logical.starts_with('#') || logical.starts_with('!') {
             continue;
         }
         while ends_with_odd_backslashes(&logical) {
             logical.pop();
             match lines.next() {
-                Some((_, next)) => logical.push_str(next.trim_start()),
+                Some((_, next)) => logical.push_str(next.trim_start_matches(BLANKS)),
                 None => break,
             }
         }
         let (key, value) = split_key_value(&logical);
         let value = unescape(value);
+        let trimmed = value.trim_end_matches(|c: char| c.is_ascii_whitespace());
         out.push(Entry {
             line: n + 1,
             key: unescape(key),
-            trailing_blanks: value.len() != value.trim_end().len(),
-            value: value.trim_end().to_owned(),
+            trailing_blanks: trimmed.len() != value.len(),
+            non_ascii: !logical.is_ascii(),
+            value: trimmed.to_owned(),
+            daemon_value: value,
         });
     }
     out
@@ -290,9 +331,9 @@ fn split_key_value(line: &str) -> (&str, &str) {
     }
     let i = i.min(bytes.len());
     let key = &line[..i];
-    let mut rest = line[i..].trim_start_matches([' ', '\t', '\x0c']);
+    let mut rest = line[i..].trim_start_matches(BLANKS);
     if let Some(r) = rest.strip_prefix(['=', ':']) {
-        rest = r.trim_start_matches([' ', '\t', '\x0c']);
+        rest = r.trim_start_matches(BLANKS);
     }
     (key, rest)
 }

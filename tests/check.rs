@@ -111,7 +111,7 @@ fn typos_in_daemon_and_rsmld_keys_name_the_nearest_key() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(
         err,
-        "app.properties: warning: shutdownGraceMillis is not set (0): on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)\n\
+        "app.properties: warning: shutdownGraceMillis is not set (0): on SIGTERM the daemon starts a graceful shutdown but waits 0 ms for it, so the JVM exits before rsmld can drain and checkpoint; set it (e.g. 30000)\n\
          app.properties:6: error: unknown key shutdownGraceMilis: the KCL 3.x daemon ignores it silently (keys are case-sensitive); did you mean shutdownGraceMillis?\n\
          app.properties:10: error: unknown key \"rsmld.max_inflight\", did you mean \"rsmld.max_in_flight\"?\n\
          app.properties:11: error: unknown key ShardSyncIntervalMillis: the KCL 3.x daemon ignores it silently (keys are case-sensitive); did you mean shardSyncIntervalMillis?\n\
@@ -167,7 +167,7 @@ fn bad_values_are_named_by_the_key_as_written() {
          app.properties:14: error: failoverTimeMillis = \"10s\": not a whole number; the daemon silently reads 0\n\
          app.properties:15: error: callProcessRecordsEvenForEmptyRecordList = \"ture\": not a boolean (true or false); the daemon silently reads false\n\
          app.properties:16: error: initialPositionInStream = \"EARLIEST\": must be one of TRIM_HORIZON, LATEST (the daemon fails at start-up)\n\
-         app.properties:17: error: timeoutInSeconds = 0: the daemon halts the JVM as soon as any child takes longer than that to answer; unset it or give a number of seconds\n\
+         app.properties:17: error: timeoutInSeconds = 0: the daemon waits that long for each answer, so it halts the JVM at its first wait (every shard stops); unset it or give a number of seconds\n\
          app.properties:18: error: maxRecords = 20000: more than 10000; the daemon fails at start-up\n"
     );
 }
@@ -289,7 +289,8 @@ fn programs_must_exist_and_be_executable() {
             (8, "rsmld.handler = exec"),
             (9, "rsmld.exec.command = ./handler.sh out"),
         ],
-        &[],
+        // The exec handler's default item timeout makes the drain bound 600 s.
+        &["gracefulLeaseHandoffTimeoutMillis = 600000"],
     );
     let dir = setup(&lines);
     let handler = dir.path().join("handler.sh");
@@ -330,7 +331,7 @@ fn programs_must_exist_and_be_executable() {
             (8, "rsmld.handler = exec"),
             (9, "rsmld.exec.command = no-such-program-anywhere"),
         ],
-        &[],
+        &["gracefulLeaseHandoffTimeoutMillis = 600000"],
     );
     let (code, err) = check(&lines, "3");
     assert_eq!(code, 1);
@@ -356,7 +357,7 @@ fn risky_settings_are_warnings_and_exit_0() {
     assert_eq!(
         err,
         "app.properties: warning: workerId is not set: each start gets a random id, so after a restart the old leases wait failoverTimeMillis to expire; set one that is fixed per host and unique per daemon process\n\
-         app.properties:6: warning: shutdownGraceMillis = 0: on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)\n\
+         app.properties:6: warning: shutdownGraceMillis = 0: on SIGTERM the daemon starts a graceful shutdown but waits 0 ms for it, so the JVM exits before rsmld can drain and checkpoint; set it (e.g. 30000)\n\
          app.properties:7: warning: callProcessRecordsEvenForEmptyRecordList = false: an idle shard then gets no processRecords, so items that finish after the last batch are not checkpointed until records arrive; set it to true\n\
          app.properties:10: warning: timeoutInSeconds = 60: rsmld has no item timeout, so nothing bounds how long it holds an answer while it drains (a stuck handler), and on timeout the daemon halts the JVM and every shard; set rsmld.item_timeout so that the drain fits\n"
     );
@@ -373,9 +374,11 @@ fn risky_settings_are_warnings_and_exit_0() {
     );
     let (code, err) = check(&lines, "3");
     assert_eq!(code, 0, "{err}");
+    // The KCL 3.x lease handoff waits 30 s when gracefulLeaseHandoffTimeoutMillis is unset.
     assert_eq!(
         err,
-        "app.properties:10: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
+        "app.properties: warning: gracefulLeaseHandoffTimeoutMillis is not set (30000, the KCL 3.x default): draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); a handoff that times out moves the lease before the final checkpoint (records since the last checkpoint are processed again)\n\
+         app.properties:10: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
     );
     // The discard handler has nothing to drain: no warning.
     let lines = with(
@@ -395,6 +398,7 @@ fn risky_settings_are_warnings_and_exit_0() {
             "timeoutInSeconds = 600",
             "rsmld.workers = 2",
             "rsmld.item_timeout = 5",
+            "gracefulLeaseHandoffTimeoutMillis = 600000",
         ],
     );
     assert_eq!(check(&lines, "3").0, 0);
@@ -571,7 +575,7 @@ fn trailing_blanks_and_two_keys_for_one_property() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(
         err,
-        "app.properties:10: error: initialPositionInStream = \"LATEST\" ends in blanks, which the daemon keeps: it fails at start-up; remove them\n\
+        "app.properties:10: error: initialPositionInStream = \"LATEST  \" ends in blanks, which the daemon keeps: it fails at start-up (no such value); remove them\n\
          app.properties:12: warning: pollingConfig.maxRecords and maxRecords (line 11) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n\
          app.properties:13: warning: workerIdentifier and workerId (line 5) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n"
     );
@@ -596,8 +600,14 @@ fn executable_name_decides_what_rsmld_reads() {
         err,
         "app.properties:1: warning: the rsmld.* keys take effect only when executableName passes --properties with this file\n"
     );
-    let mut lines = with(clean_v3(), &[(8, "rsmld.handler = exec")], &[]);
-    lines.pop();
+    let lines = with(
+        clean_v3(),
+        &[
+            (8, "rsmld.handler = exec"),
+            (9, "gracefulLeaseHandoffTimeoutMillis = 600000"),
+        ],
+        &[],
+    );
     let (code, err) = check(&lines, "3");
     assert_eq!(code, 1);
     assert_eq!(
