@@ -423,6 +423,26 @@ mod tests {
         assert_eq!(got, want.map(|(k, v)| (k.to_owned(), v.to_owned())));
     }
 
+    #[test]
+    fn reads_like_java_properties_load() {
+        // Latin-1 bytes, a lone CR as a line end, NBSP (0xA0) is not a blank, trailing
+        // blanks kept for the daemon, a \u escape is not "outside ASCII".
+        let text = latin1(b"# caf\xe9\ra = 1 \rb = \xa0x\r\nc = caf\\u00e9\n");
+        let got: Vec<(String, String, String, bool)> = parse(&text)
+            .into_iter()
+            .map(|e| (e.key, e.value, e.daemon_value, e.non_ascii))
+            .collect();
+        let want = [
+            ("a", "1", "1 ", false),
+            ("b", "\u{a0}x", "\u{a0}x", true),
+            ("c", "caf\u{e9}", "caf\u{e9}", false),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(k, v, d, n)| (k.to_owned(), v.to_owned(), d.to_owned(), n))
+        );
+    }
+
     fn settings(text: &str) -> (RsmldSettings, Vec<Diagnostic>) {
         let props = Properties {
             path: "app.properties".into(),

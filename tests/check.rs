@@ -548,6 +548,35 @@ fn java_command_helper_prints_the_daemon_command() {
         )
     );
     assert!(err.contains("KCL 3.1.3 MultiLangDaemon"), "{err}");
+    // The JVM's heap size syntax: digits and one optional unit letter; anything else is
+    // refused here rather than by the JVM on the production host.
+    for heap in ["512m", "2G", "1t", "4096"] {
+        let (code, out, err) = run(&[
+            "--properties",
+            "etc/app.properties",
+            "--jars",
+            &jars_arg,
+            "--heap",
+            heap,
+        ]);
+        assert_eq!(code, Some(0), "{heap}: {err}");
+        assert!(out.starts_with(&format!("java -Xms{heap} -Xmx{heap} ")), "{out}");
+    }
+    for heap in ["2GB", "1.5g", "g", "2 g", "-1g", "2gb"] {
+        let (code, out, err) = run(&[
+            "--properties",
+            "etc/app.properties",
+            "--jars",
+            &jars_arg,
+            "--heap",
+            heap,
+        ]);
+        assert_eq!((code, out.as_str()), (Some(2), ""), "{heap}");
+        assert_eq!(
+            err,
+            format!("java-command.sh: --heap {heap}: not a JVM heap size (digits, then k, m, g or t: 512m, 2g)\n")
+        );
+    }
     std::fs::remove_file(jars.join("amazon-kinesis-client-multilang-3.1.3.jar")).unwrap();
     let (code, out, err) = run(&["--properties", "etc/app.properties", "--jars", &jars_arg]);
     assert_eq!((code, out.as_str()), (Some(1), ""));
@@ -719,4 +748,314 @@ fn units_in_the_properties_file() {
         .map(|w| format!("{}\n", w.replacen(": ", ": error: ", 1)))
         .collect();
     assert_eq!(err, in_check);
+}
+
+/// The daemon keeps a value's trailing blanks (java.util.Properties) and trims them only
+/// where its converter does: numbers, durations, tags, lists and credentials are trimmed;
+/// a boolean, an enum, epoch seconds, `maxActiveThreads`, an endpoint and a name are not.
+/// Each verdict was observed with the 3.1.3 and 2.5.8 jars.
+#[test]
+fn trailing_blanks_follow_each_converter() {
+    let lines = with(
+        clean_v3(),
+        &[
+            (4, "AwsCredentialsProvider = DefaultCredentialsProvider "),
+            (7, "callProcessRecordsEvenForEmptyRecordList = true "),
+        ],
+        &[
+            "initialPositionInStreamExtended = 1700000000 ",
+            "metricsLevel = NONE\t",
+            "maxActiveThreads = 4 ",
+            "failoverTimeMillis = 20000  ",
+            "staleWorkerMetricsEntryCleanupDuration = PT12H ",
+            "tableName = app-leases ",
+            "kinesisEndpoint = http://localhost:4567 ",
+            "isGracefulLeaseHandoffEnabled = false ",
+            "metricsEnabledDimensions = Operation,ShardId ",
+            "shutdownGraceMillis = 30000 ",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:6: warning: shutdownGraceMillis is set again at line 19, which wins: this line has no effect\n\
+         app.properties:7: error: callProcessRecordsEvenForEmptyRecordList = \"true \" ends in a blank, which the daemon keeps: it does not read \"true\" as a boolean and silently reads false; remove it\n\
+         app.properties:10: error: initialPositionInStreamExtended = \"1700000000 \" ends in a blank, which the daemon keeps: it fails at start-up (NumberFormatException); remove it\n\
+         app.properties:11: error: metricsLevel = \"NONE\\t\" ends in a blank, which the daemon keeps: it fails at start-up (no such value); remove it\n\
+         app.properties:12: error: maxActiveThreads = \"4 \" ends in a blank, which the daemon keeps: it fails at start-up (NumberFormatException); remove it\n\
+         app.properties:12: warning: maxActiveThreads > 0 is a fixed pool that must hold 1 + 2 threads per lease plus the I/O of every child; too small a pool deadlocks. Leave it unset (0: unbounded)\n\
+         app.properties:15: error: tableName = \"app-leases \" ends in a blank, which the daemon keeps: it uses the value blank included (another name than the one you see); remove it\n\
+         app.properties:16: error: kinesisEndpoint = \"http://localhost:4567 \" ends in a blank, which the daemon keeps: it fails at start-up (the endpoint URI has an illegal character); remove it\n"
+    );
+    // The same rules under 2.x.
+    let lines = with(
+        clean_v3(),
+        &[
+            (
+                4,
+                "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
+            ),
+            (7, "callProcessRecordsEvenForEmptyRecordList = yes  "),
+        ],
+        &["initialPositionInStream = LATEST "],
+    );
+    let (code, err) = check(&lines, "2");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:7: error: callProcessRecordsEvenForEmptyRecordList = \"yes  \" ends in blanks, which the daemon keeps: it does not read \"yes\" as a boolean and silently reads false; remove them\n\
+         app.properties:10: error: initialPositionInStream = \"LATEST \" ends in a blank, which the daemon keeps: it fails at start-up (no such value); remove it\n"
+    );
+}
+
+/// KCL 3.x reads the credentials key in any case: two spellings reach one setter twice and
+/// start-up fails (`IllegalStateException`, observed with the 3.1.3 jars); 2.x reads one
+/// spelling and ignores the other.
+#[test]
+fn a_credentials_provider_set_twice() {
+    let lines = with(
+        clean_v3(),
+        &[],
+        &["AWSCredentialsProvider = DefaultCredentialsProvider"],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:10: error: AWSCredentialsProvider and AwsCredentialsProvider (line 4) both set awsCredentialsProvider: the KCL 3.x daemon reads the key in any case and fails at start-up (IllegalStateException: When a property handler is resolved further properties may not be set.); keep one\n"
+    );
+    let lines = with(
+        clean_v3(),
+        &[(
+            4,
+            "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
+        )],
+        &["AwsCredentialsProvider = DefaultAWSCredentialsProviderChain"],
+    );
+    let (code, err) = check(&lines, "2");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:10: error: unknown key AwsCredentialsProvider: the KCL 2.x daemon ignores it silently (keys are case-sensitive); did you mean AWSCredentialsProvider?\n"
+    );
+    // The provider's builder keys set the same provider (both versions).
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "awsCredentialsProviderDynamoDB = DefaultCredentialsProvider",
+            "AWSCREDENTIALSPROVIDERDynamoDB = DefaultCredentialsProvider",
+            "kinesisCredentialsProvider.class = ProfileCredentialsProvider",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:11: error: AWSCREDENTIALSPROVIDERDynamoDB and awsCredentialsProviderDynamoDB (line 10) both set awsCredentialsProviderDynamoDB: the KCL 3.x daemon reads the key in any case and fails at start-up (IllegalStateException: When a property handler is resolved further properties may not be set.); keep one\n\
+         app.properties:12: error: kinesisCredentialsProvider.class and AwsCredentialsProvider (line 4) both set the same credentials provider: the daemon fails at start-up (IllegalStateException: When a property handler is resolved further properties may not be set.) unless it happens to apply kinesisCredentialsProvider.class first (keys are applied in no defined order); keep one\n"
+    );
+}
+
+/// Wrappers in `executableName` are followed to the rsmld command they run; a program that
+/// is neither is only checked to exist.
+#[test]
+fn wrappers_in_executable_name() {
+    for exe in [
+        format!("/usr/bin/env RUST_LOG=debug {RSMLD} --properties app.properties"),
+        format!("nice -n 5 {RSMLD} --properties app.properties"),
+        format!("env -u HOME RUST_LOG=info ionice -c 2 -n 7 taskset -c 0 {RSMLD} --properties app.properties"),
+        format!("setpriv --nnp chrt -o 0 {RSMLD} --properties app.properties"),
+    ] {
+        let lines = with(clean_v3(), &[(1, &format!("executableName = {exe}"))], &[]);
+        assert_eq!(
+            check(&lines, "3"),
+            (0, "app.properties: ok for KCL 3.x\n".to_owned()),
+            "{exe}"
+        );
+    }
+    // Behind the wrapper, rsmld's arguments are still checked.
+    let lines = with(
+        clean_v3(),
+        &[(
+            1,
+            &format!("executableName = env RUST_LOG=debug {RSMLD} --properties app.properties --wokers 2"),
+        )],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("app.properties:1: error: executableName: rsmld rejects its arguments: unexpected argument '--wokers'"),
+        "{err}"
+    );
+    let lines = with(
+        clean_v3(),
+        &[(
+            1,
+            "executableName = env RUST_LOG=debug ./nothing-here --properties app.properties",
+        )],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:1: error: executableName: ./nothing-here: does not exist\n"
+    );
+    let lines = with(
+        clean_v3(),
+        &[(
+            1,
+            &format!("executableName = timeout 1h {RSMLD} --properties app.properties"),
+        )],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0);
+    assert_eq!(
+        err,
+        "app.properties:1: warning: executableName: timeout ends the record processor after 1h, while it holds its lease: the daemon then loses that shard's processor mid-stream; remove it\n"
+    );
+    // Something else: it must exist; its arguments are its own.
+    let lines = with(
+        clean_v3(),
+        &[(1, "executableName = /bin/sh ./processor.sh --properties app.properties --fast")],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0);
+    assert_eq!(
+        err,
+        "app.properties:1: warning: executableName runs /bin/sh, which is not rsmld: rsmld check checks that it exists and can be run, not its arguments\n"
+    );
+    let lines = with(
+        clean_v3(),
+        &[(1, "executableName = env -S rsmld --properties app.properties")],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0);
+    assert_eq!(
+        err,
+        "app.properties:1: warning: executableName: env -S is a form rsmld check does not follow: the command it runs and its arguments are not checked\n"
+    );
+}
+
+/// The KCL 3.x handoff timeout applies unset (30000 ms), flat or nested; not when the
+/// graceful handoff is off or under 2.x. The drain bound uses `pollingConfig.maxRecords`.
+#[test]
+fn handoff_timeout_and_max_records_in_every_spelling() {
+    let drain = ["rsmld.workers = 2", "rsmld.item_timeout = 5"];
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            drain[0],
+            drain[1],
+            "gracefulLeaseHandoffConfigBean.gracefulLeaseHandoffTimeoutMillis = 10000",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:12: warning: gracefulLeaseHandoffConfigBean.gracefulLeaseHandoffTimeoutMillis = 10000: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); a handoff that times out moves the lease before the final checkpoint (records since the last checkpoint are processed again)\n"
+    );
+    for off in [
+        "isGracefulLeaseHandoffEnabled = false",
+        "gracefulLeaseHandoffConfigBean.isGracefulLeaseHandoffEnabled = off",
+    ] {
+        let lines = with(clean_v3(), &[], &[drain[0], drain[1], off]);
+        assert_eq!(
+            check(&lines, "3"),
+            (0, "app.properties: ok for KCL 3.x\n".to_owned()),
+            "{off}"
+        );
+    }
+    // 2.x has no graceful handoff.
+    let lines = with(
+        clean_v3(),
+        &[(
+            4,
+            "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
+        )],
+        &[drain[0], drain[1]],
+    );
+    assert_eq!(
+        check(&lines, "2"),
+        (0, "app.properties: ok for KCL 2.x\n".to_owned())
+    );
+    // pollingConfig.maxRecords = 100: (20000 + 100) items / (2 x 500) = 21 rounds x 5 s.
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            drain[0],
+            drain[1],
+            "pollingConfig.maxRecords = 100",
+            "timeoutInSeconds = 60",
+            "gracefulLeaseHandoffTimeoutMillis = 600000",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:13: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 105 s (20100 items = max-in-flight 20000 + maxRecords 100, in 21 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
+    );
+}
+
+/// A non-numeric `timeoutInSeconds` is 0 to the daemon: it halts the JVM at its first wait.
+#[test]
+fn a_timeout_that_is_not_a_number_is_zero() {
+    let lines = with(clean_v3(), &[], &["timeoutInSeconds = 5min"]);
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:10: error: timeoutInSeconds = \"5min\": not a whole number (32-bit); the daemon silently reads 0, and with 0 it halts the JVM at its first wait for an answer (every shard stops)\n"
+    );
+}
+
+/// The daemon reads the file as ISO-8859-1; so does rsmld: a Latin-1 byte in a comment
+/// stops neither, and a UTF-8 value reads garbled to both (a warning with the escape).
+#[test]
+fn the_file_is_read_as_latin1_like_the_daemon_reads_it() {
+    let dir = setup(&clean_v3());
+    let path = dir.path().join("app.properties");
+    let mut bytes = b"# Caf\xe9 (a Latin-1 comment)\n".to_vec();
+    bytes.extend(std::fs::read(&path).unwrap());
+    bytes.extend("processingLanguage = café\n".as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, err) = run_in(dir.path(), &["check", "--properties", "app.properties"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:11: warning: processingLanguage has bytes outside ASCII: the daemon reads the file as ISO-8859-1 (as rsmld does), so it reads processingLanguage = \"cafÃ©\" (the file's bytes are the UTF-8 \"café\": write processingLanguage = caf\\u00e9)\n"
+    );
+    // Start-up reads the same file and answers initialize.
+    let mut child = Command::new(RSMLD)
+        .args(["--properties", "app.properties"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000001","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("{init}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(r#"{"action":"status","responseFor":"initialize"}"#),
+        "stdout {stdout:?}, stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

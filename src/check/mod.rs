@@ -686,6 +686,9 @@ impl Checker<'_> {
 
     /// A processor that is neither rsmld nor a wrapper of it: only its existence is checked.
     fn not_rsmld(&mut self, program: &str, line: usize) {
+        if prereq::executable(program).is_err() {
+            return; // reported as an error already
+        }
         self.warning(
             Some(line),
             format!("executableName runs {program}, which is not rsmld: rsmld check checks that it exists and can be run, not its arguments"),
@@ -1022,7 +1025,9 @@ fn trailing_blank_consequence(kcl: Kcl, key: &str, ty: Ty, trimmed: &str) -> Opt
         "kinesisEndpoint" | "dynamoDBEndpoint" => {
             return fails("the endpoint URI has an illegal character")
         }
-        _ if kcl::credentials_keys(kcl).contains(&key) => return None,
+        _ if kcl::credentials_keys(kcl).contains(&kcl::normalize(kcl, key).as_str()) => {
+            return None
+        }
         _ => {}
     }
     match ty {
