@@ -560,7 +560,10 @@ fn java_command_helper_prints_the_daemon_command() {
             heap,
         ]);
         assert_eq!(code, Some(0), "{heap}: {err}");
-        assert!(out.starts_with(&format!("java -Xms{heap} -Xmx{heap} ")), "{out}");
+        assert!(
+            out.starts_with(&format!("java -Xms{heap} -Xmx{heap} ")),
+            "{out}"
+        );
     }
     for heap in ["2GB", "1.5g", "g", "2 g", "-1g", "2gb"] {
         let (code, out, err) = run(&[
@@ -921,7 +924,10 @@ fn wrappers_in_executable_name() {
     // Something else: it must exist; its arguments are its own.
     let lines = with(
         clean_v3(),
-        &[(1, "executableName = /bin/sh ./processor.sh --properties app.properties --fast")],
+        &[(
+            1,
+            "executableName = /bin/sh ./processor.sh --properties app.properties --fast",
+        )],
         &[],
     );
     let (code, err) = check(&lines, "3");
@@ -932,7 +938,10 @@ fn wrappers_in_executable_name() {
     );
     let lines = with(
         clean_v3(),
-        &[(1, "executableName = env -S rsmld --properties app.properties")],
+        &[(
+            1,
+            "executableName = env -S rsmld --properties app.properties",
+        )],
         &[],
     );
     let (code, err) = check(&lines, "3");

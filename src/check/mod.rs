@@ -127,7 +127,10 @@ impl Checker<'_> {
                                 .collect(),
                         })
                         .collect();
-                    format!(" (the file's bytes are the UTF-8 {text:?}: write {} = {escaped})", e.key)
+                    format!(
+                        " (the file's bytes are the UTF-8 {text:?}: write {} = {escaped})",
+                        e.key
+                    )
                 }
                 None => " (write non-ASCII characters as \\uXXXX escapes)".to_owned(),
             };
@@ -421,7 +424,11 @@ impl Checker<'_> {
                 continue;
             };
             if let Some(b) = entries.iter().find(|e| e.key.starts_with(builder)) {
-                let (a, z) = if b.line < named.line { (b, *named) } else { (*named, b) };
+                let (a, z) = if b.line < named.line {
+                    (b, *named)
+                } else {
+                    (*named, b)
+                };
                 self.error(
                     Some(z.line),
                     format!(
@@ -501,13 +508,12 @@ impl Checker<'_> {
                 format!("shutdownGraceMillis is not set (0): {NO_GRACE}"),
             ),
             Some(e) => match e.value.trim().parse::<i64>() {
-                Ok(0) => self.warning(
-                    Some(e.line),
-                    format!("shutdownGraceMillis = 0: {NO_GRACE}"),
-                ),
+                Ok(0) => self.warning(Some(e.line), format!("shutdownGraceMillis = 0: {NO_GRACE}")),
                 Ok(n) if n < 0 => self.error(
                     Some(e.line),
-                    format!("shutdownGraceMillis = {n}: negative; the daemon gives no grace at all"),
+                    format!(
+                        "shutdownGraceMillis = {n}: negative; the daemon gives no grace at all"
+                    ),
                 ),
                 _ => {}
             },
@@ -836,10 +842,7 @@ impl Checker<'_> {
             // An unparseable value is reported above (the daemon reads 0).
             let ms = e.value.trim().parse::<u64>().unwrap_or(0);
             if d.seconds * 1000.0 > ms as f64 {
-                self.warning(
-                    Some(e.line),
-                    format!("{} = {ms}: {consequence}", e.key),
-                );
+                self.warning(Some(e.line), format!("{} = {ms}: {consequence}", e.key));
             }
         }
     }
