@@ -942,13 +942,15 @@ fn wrappers_in_executable_name() {
             1,
             "executableName = env -S rsmld --properties app.properties",
         )],
-        &[],
+        &["rsmld.wokers = 2"],
     );
+    // A form this does not follow is a warning; the rsmld.* keys are still checked.
     let (code, err) = check(&lines, "3");
-    assert_eq!(code, 0);
+    assert_eq!(code, 1);
     assert_eq!(
         err,
-        "app.properties:1: warning: executableName: env -S is a form rsmld check does not follow: the command it runs and its arguments are not checked\n"
+        "app.properties:1: warning: executableName: env -S is a form rsmld check does not follow: the command it runs and its arguments are not checked\n\
+         app.properties:10: error: unknown key \"rsmld.wokers\", did you mean \"rsmld.workers\"?\n"
     );
 }
 

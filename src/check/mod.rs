@@ -571,6 +571,9 @@ impl Checker<'_> {
                 "executableName contains a tab: the daemon splits on spaces only",
             );
         }
+        // The rsmld.* keys are checked whatever runs them.
+        let (mut settings, problems) = crate::config::file_settings(self.props);
+        self.out.extend(problems);
         let argv = match wrappers::peel(&argv) {
             wrappers::Peeled::Command {
                 wrappers,
@@ -603,8 +606,6 @@ impl Checker<'_> {
         let is_rsmld = Path::new(&program)
             .file_name()
             .is_some_and(|n| n == "rsmld");
-        let (mut settings, problems) = crate::config::file_settings(self.props);
-        self.out.extend(problems);
         if !takes_properties {
             if !settings.args.is_empty() || settings.command.is_some() {
                 self.warning(

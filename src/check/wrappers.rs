@@ -155,11 +155,6 @@ const SPECS: &[Spec] = &[
     },
 ];
 
-/// Whether `program` (a path or a bare name) is a wrapper this module follows.
-pub fn is_wrapper(program: &str) -> bool {
-    spec(program).is_some()
-}
-
 fn spec(program: &str) -> Option<&'static Spec> {
     let name = Path::new(program).file_name()?.to_str()?;
     SPECS.iter().find(|s| s.name == name)
