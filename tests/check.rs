@@ -1069,4 +1069,12 @@ fn the_file_is_read_as_latin1_like_the_daemon_reads_it() {
         "stdout {stdout:?}, stderr {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A \u escape Java cannot read stops the daemon (Properties.load throws).
+    let lines = with(clean_v3(), &[], &["tableName = caf\\u00zz"]);
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:10: error: tableName: a \\u escape that is not four hex digits: the daemon fails at start-up (IllegalArgumentException: Malformed \\uxxxx encoding.); an escape is \\u and four hex digits (\\u00e9)\n"
+    );
 }

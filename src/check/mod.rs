@@ -103,6 +103,12 @@ impl Checker<'_> {
     /// see what the daemon sees), so UTF-8 text reads garbled; `\uXXXX` is the portable way.
     fn encoding(&mut self) {
         let entries = self.props.entries.clone();
+        for e in entries.iter().filter(|e| e.malformed_escape) {
+            self.error(
+                Some(e.line),
+                format!("{}: a \\u escape that is not four hex digits: the daemon fails at start-up (IllegalArgumentException: Malformed \\uxxxx encoding.); an escape is \\u and four hex digits (\\u00e9)", e.key),
+            );
+        }
         for e in entries.iter().filter(|e| e.non_ascii) {
             let read = format!("{} = {:?}", e.key, e.daemon_value);
             // The value's bytes as written, if they are UTF-8: what the user most likely meant.
