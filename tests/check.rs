@@ -1078,3 +1078,20 @@ fn the_file_is_read_as_latin1_like_the_daemon_reads_it() {
         "app.properties:10: error: tableName: a \\u escape that is not four hex digits: the daemon fails at start-up (IllegalArgumentException: Malformed \\uxxxx encoding.); an escape is \\u and four hex digits (\\u00e9)\n"
     );
 }
+
+/// `shardPrioritization` has no converter in either daemon: any value fails start-up
+/// (`ConversionException`, observed with the 3.1.3 and 2.5.8 jars).
+#[test]
+fn shard_prioritization_cannot_be_set() {
+    let lines = with(
+        clean_v3(),
+        &[],
+        &["shardPrioritization = software.amazon.kinesis.leases.ParentsFirstShardPrioritization"],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:10: error: shardPrioritization cannot be set from the properties file: the daemon has no converter for it and fails at start-up (ConversionException); remove it\n"
+    );
+}
