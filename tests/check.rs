@@ -842,7 +842,20 @@ fn a_credentials_provider_set_twice() {
         err,
         "app.properties:10: error: unknown key AwsCredentialsProvider: the KCL 2.x daemon ignores it silently (keys are case-sensitive); did you mean AWSCredentialsProvider?\n"
     );
-    // The provider's builder keys set the same provider (both versions).
+    // The provider's builder keys alone are a provider (the daemon starts) ...
+    let lines = with(
+        clean_v3(),
+        &[(
+            4,
+            "kinesisCredentialsProvider.class = DefaultCredentialsProvider",
+        )],
+        &[],
+    );
+    assert_eq!(
+        check(&lines, "3"),
+        (0, "app.properties: ok for KCL 3.x\n".to_owned())
+    );
+    // ... and with the provider's key they set the same provider twice (both versions).
     let lines = with(
         clean_v3(),
         &[],
