@@ -40,7 +40,11 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$PROPS" ] || { printf 'java-command.sh: --properties FILE is required\n' >&2; usage; }
 [ -f "$PROPS" ] || die "no properties file $PROPS"
-case "$HEAP" in "" | [0-9]*[kKmMgG] | [0-9]*) ;; *) die "--heap $HEAP: expected a size such as 512m or 2g" ;; esac
+# The JVM's -Xmx syntax: digits, then at most one of k K m M g G t T (2GB, 1.5g: refused).
+if [ -n "$HEAP" ] && ! [[ "$HEAP" =~ ^[0-9]+[kKmMgGtT]?$ ]]; then
+    printf 'java-command.sh: --heap %s: not a JVM heap size (digits, then k, m, g or t: 512m, 2g)\n' "$HEAP" >&2
+    exit 2
+fi
 
 if [ -z "$JARS" ]; then
     JARS="$("$PY" -c 'import os, amazon_kclpy; print(os.path.join(os.path.dirname(amazon_kclpy.__file__), "jars"))' 2>/dev/null)" ||

@@ -19,7 +19,11 @@
 //!
 //! The file format is Java's `.properties`: `key = value`, `key: value` or `key value`;
 //! `#` and `!` comments; a trailing backslash continues a line; `\t`, `\n`, `\\`, `\uXXXX`
-//! escapes.
+//! escapes. The file is read as the daemon reads it (`java.util.Properties.load(InputStream)`):
+//! every byte is one ISO-8859-1 character, lines end in `\n`, `\r\n` or a lone `\r`, and
+//! only space, tab and form feed are blanks. So rsmld and the daemon see the same keys and
+//! values, a Latin-1 byte in a comment stops neither, and a UTF-8 `é` is `Ã©` to both (which
+//! `rsmld check` warns about: write `\u00e9`).
 
 use std::fmt;
 use std::path::Path;
@@ -117,6 +121,14 @@ pub struct Entry {
     /// The value ended in blanks: Java's `Properties` keeps them (so the daemon sees
     /// `LATEST ` and may refuse it); rsmld trims them.
     pub trailing_blanks: bool,
+    /// The value exactly as the daemon holds it, trailing blanks included.
+    pub daemon_value: String,
+    /// The key or value has a `\u` escape that is not four hex digits: the daemon's
+    /// `Properties.load` throws (`Malformed \uxxxx encoding.`) and the daemon does not start.
+    pub malformed_escape: bool,
+    /// The key or value was written with bytes outside ASCII (not `\uXXXX` escapes): read
+    /// as ISO-8859-1, as the daemon reads them, which garbles UTF-8 text.
+    pub non_ascii: bool,
 }
 
 /// A parsed properties file and the name it was given by.
@@ -132,13 +144,13 @@ impl Properties {
     /// Reads and parses `path`.
     pub fn read(path: &Path) -> Result<Properties, PropertiesError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| PropertiesError::Read {
+        let bytes = std::fs::read(path).map_err(|error| PropertiesError::Read {
             path: display.clone(),
             error,
         })?;
         Ok(Properties {
             path: display,
-            entries: parse(&text),
+            entries: parse(&latin1(&bytes)),
         })
     }
 
@@ -148,29 +160,63 @@ impl Properties {
     }
 }
 
+/// Bytes as ISO-8859-1: each byte is the character of the same number, as
+/// `Properties.load(InputStream)` reads them.
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// The blanks of a properties file: space, tab, form feed (not Unicode's wider set).
+const BLANKS: [char; 3] = [' ', '\t', '\x0c'];
+
+/// Lines as `Properties` splits them: at `\n`, `\r\n` or a lone `\r`.
+fn java_lines(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        match rest.find(['\n', '\r']) {
+            Some(i) => {
+                out.push(&rest[..i]);
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[i + skip..];
+            }
+            None => {
+                out.push(rest);
+                rest = "";
+            }
+        }
+    }
+    out
+}
+
 /// Parses Java properties text.
 pub fn parse(text: &str) -> Vec<Entry> {
     let mut out = Vec::new();
-    let mut lines = text.lines().enumerate().peekable();
+    let mut lines = java_lines(text).into_iter().enumerate();
     while let Some((n, raw)) = lines.next() {
-        let mut logical = raw.trim_start().to_owned();
+        let mut logical = raw.trim_start_matches(BLANKS).to_owned();
         if logical.is_empty() || logical.starts_with('#') || logical.starts_with('!') {
             continue;
         }
         while ends_with_odd_backslashes(&logical) {
             logical.pop();
             match lines.next() {
-                Some((_, next)) => logical.push_str(next.trim_start()),
+                Some((_, next)) => logical.push_str(next.trim_start_matches(BLANKS)),
                 None => break,
             }
         }
         let (key, value) = split_key_value(&logical);
-        let value = unescape(value);
+        let (key, bad_key) = unescape(key);
+        let (value, bad_value) = unescape(value);
+        let trimmed = value.trim_end_matches(|c: char| c.is_ascii_whitespace());
         out.push(Entry {
             line: n + 1,
-            key: unescape(key),
-            trailing_blanks: value.len() != value.trim_end().len(),
-            value: value.trim_end().to_owned(),
+            key,
+            malformed_escape: bad_key || bad_value,
+            trailing_blanks: trimmed.len() != value.len(),
+            non_ascii: !logical.is_ascii(),
+            value: trimmed.to_owned(),
+            daemon_value: value,
         });
     }
     out
@@ -290,38 +336,71 @@ fn split_key_value(line: &str) -> (&str, &str) {
     }
     let i = i.min(bytes.len());
     let key = &line[..i];
-    let mut rest = line[i..].trim_start_matches([' ', '\t', '\x0c']);
+    let mut rest = line[i..].trim_start_matches(BLANKS);
     if let Some(r) = rest.strip_prefix(['=', ':']) {
-        rest = r.trim_start_matches([' ', '\t', '\x0c']);
+        rest = r.trim_start_matches(BLANKS);
     }
     (key, rest)
 }
 
-fn unescape(s: &str) -> String {
+/// Java's unescaping, and whether a `\u` escape was malformed (not four hex digits), which
+/// makes `Properties.load` throw: the daemon does not start. UTF-16 surrogate pairs
+/// (`\ud83d\ude00`) make one character; a lone surrogate, which Rust cannot hold, is U+FFFD.
+fn unescape(s: &str) -> (String, bool) {
     let mut out = String::with_capacity(s.len());
+    let mut malformed = false;
+    // A high surrogate waiting for its low half.
+    let mut high: Option<u16> = None;
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('f') => out.push('\x0c'),
+        let next = if c == '\\' { chars.next() } else { None };
+        let escaped = match next {
             Some('u') => {
                 let hex: String = chars.by_ref().take(4).collect();
-                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                    Some(ch) => out.push(ch),
-                    None => out.push_str(&hex),
+                match u16::from_str_radix(&hex, 16) {
+                    Ok(unit) if hex.len() == 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                        push_utf16(&mut out, &mut high, unit);
+                    }
+                    _ => {
+                        malformed = true;
+                        out.push_str(&hex);
+                    }
                 }
+                continue;
             }
-            Some(other) => out.push(other),
-            None => {}
+            Some('t') => '\t',
+            Some('n') => '\n',
+            Some('r') => '\r',
+            Some('f') => '\x0c',
+            Some(other) => other,
+            None if c == '\\' => continue, // a lone backslash at the end: dropped, as Java does
+            None => c,
+        };
+        if high.take().is_some() {
+            out.push(char::REPLACEMENT_CHARACTER);
         }
+        out.push(escaped);
     }
-    out
+    if high.is_some() {
+        out.push(char::REPLACEMENT_CHARACTER);
+    }
+    (out, malformed)
+}
+
+/// Appends one UTF-16 unit of a `\u` escape: a surrogate pair makes one character.
+fn push_utf16(out: &mut String, high: &mut Option<u16>, unit: u16) {
+    if let Some(h) = high.take() {
+        if let Some(Ok(ch)) = char::decode_utf16([h, unit]).next() {
+            out.push(ch);
+            return;
+        }
+        out.push(char::REPLACEMENT_CHARACTER);
+    }
+    if (0xD800..0xDC00).contains(&unit) {
+        *high = Some(unit);
+    } else {
+        out.push(char::from_u32(u32::from(unit)).unwrap_or(char::REPLACEMENT_CHARACTER));
+    }
 }
 
 /// The candidate closest to `word` by edit distance, if reasonably close.
@@ -380,6 +459,33 @@ mod tests {
             ("f", ""),
         ];
         assert_eq!(got, want.map(|(k, v)| (k.to_owned(), v.to_owned())));
+    }
+
+    #[test]
+    fn reads_like_java_properties_load() {
+        // Latin-1 bytes, a lone CR as a line end, NBSP (0xA0) is not a blank, trailing
+        // blanks kept for the daemon, a \u escape is not "outside ASCII".
+        let text = latin1(
+            b"# caf\xe9 \\u12\ra = 1 \rb = \xa0x\r\nc = caf\\u00e9\nd = \\ud83d\\ude00\\ud83d\ne = \\u00zz\n",
+        );
+        let got: Vec<(String, String, String, bool, bool)> = parse(&text)
+            .into_iter()
+            .map(|e| {
+                let flags = (e.non_ascii, e.malformed_escape);
+                (e.key, e.value, e.daemon_value, flags.0, flags.1)
+            })
+            .collect();
+        let want = [
+            ("a", "1", "1 ", false, false),
+            ("b", "\u{a0}x", "\u{a0}x", true, false),
+            ("c", "caf\u{e9}", "caf\u{e9}", false, false),
+            ("d", "\u{1f600}\u{fffd}", "\u{1f600}\u{fffd}", false, false),
+            ("e", "00zz", "00zz", false, true),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(k, v, d, n, m)| (k.to_owned(), v.to_owned(), d.to_owned(), n, m))
+        );
     }
 
     fn settings(text: &str) -> (RsmldSettings, Vec<Diagnostic>) {

@@ -111,7 +111,7 @@ fn typos_in_daemon_and_rsmld_keys_name_the_nearest_key() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(
         err,
-        "app.properties: warning: shutdownGraceMillis is not set (0): on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)\n\
+        "app.properties: warning: shutdownGraceMillis is not set (0): on SIGTERM the daemon starts a graceful shutdown but waits 0 ms for it, so the JVM exits before rsmld can drain and checkpoint; set it (e.g. 30000)\n\
          app.properties:6: error: unknown key shutdownGraceMilis: the KCL 3.x daemon ignores it silently (keys are case-sensitive); did you mean shutdownGraceMillis?\n\
          app.properties:10: error: unknown key \"rsmld.max_inflight\", did you mean \"rsmld.max_in_flight\"?\n\
          app.properties:11: error: unknown key ShardSyncIntervalMillis: the KCL 3.x daemon ignores it silently (keys are case-sensitive); did you mean shardSyncIntervalMillis?\n\
@@ -167,7 +167,7 @@ fn bad_values_are_named_by_the_key_as_written() {
          app.properties:14: error: failoverTimeMillis = \"10s\": not a whole number; the daemon silently reads 0\n\
          app.properties:15: error: callProcessRecordsEvenForEmptyRecordList = \"ture\": not a boolean (true or false); the daemon silently reads false\n\
          app.properties:16: error: initialPositionInStream = \"EARLIEST\": must be one of TRIM_HORIZON, LATEST (the daemon fails at start-up)\n\
-         app.properties:17: error: timeoutInSeconds = 0: the daemon halts the JVM as soon as any child takes longer than that to answer; unset it or give a number of seconds\n\
+         app.properties:17: error: timeoutInSeconds = 0: the daemon waits that long for each answer, so it halts the JVM at its first wait (every shard stops); unset it or give a number of seconds\n\
          app.properties:18: error: maxRecords = 20000: more than 10000; the daemon fails at start-up\n"
     );
 }
@@ -289,7 +289,8 @@ fn programs_must_exist_and_be_executable() {
             (8, "rsmld.handler = exec"),
             (9, "rsmld.exec.command = ./handler.sh out"),
         ],
-        &[],
+        // The exec handler's default item timeout makes the drain bound 600 s.
+        &["gracefulLeaseHandoffTimeoutMillis = 600000"],
     );
     let dir = setup(&lines);
     let handler = dir.path().join("handler.sh");
@@ -330,7 +331,7 @@ fn programs_must_exist_and_be_executable() {
             (8, "rsmld.handler = exec"),
             (9, "rsmld.exec.command = no-such-program-anywhere"),
         ],
-        &[],
+        &["gracefulLeaseHandoffTimeoutMillis = 600000"],
     );
     let (code, err) = check(&lines, "3");
     assert_eq!(code, 1);
@@ -356,7 +357,7 @@ fn risky_settings_are_warnings_and_exit_0() {
     assert_eq!(
         err,
         "app.properties: warning: workerId is not set: each start gets a random id, so after a restart the old leases wait failoverTimeMillis to expire; set one that is fixed per host and unique per daemon process\n\
-         app.properties:6: warning: shutdownGraceMillis = 0: on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)\n\
+         app.properties:6: warning: shutdownGraceMillis = 0: on SIGTERM the daemon starts a graceful shutdown but waits 0 ms for it, so the JVM exits before rsmld can drain and checkpoint; set it (e.g. 30000)\n\
          app.properties:7: warning: callProcessRecordsEvenForEmptyRecordList = false: an idle shard then gets no processRecords, so items that finish after the last batch are not checkpointed until records arrive; set it to true\n\
          app.properties:10: warning: timeoutInSeconds = 60: rsmld has no item timeout, so nothing bounds how long it holds an answer while it drains (a stuck handler), and on timeout the daemon halts the JVM and every shard; set rsmld.item_timeout so that the drain fits\n"
     );
@@ -373,9 +374,11 @@ fn risky_settings_are_warnings_and_exit_0() {
     );
     let (code, err) = check(&lines, "3");
     assert_eq!(code, 0, "{err}");
+    // The KCL 3.x lease handoff waits 30 s when gracefulLeaseHandoffTimeoutMillis is unset.
     assert_eq!(
         err,
-        "app.properties:10: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
+        "app.properties: warning: gracefulLeaseHandoffTimeoutMillis is not set (30000, the KCL 3.x default): draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); a handoff that times out moves the lease before the final checkpoint (records since the last checkpoint are processed again)\n\
+         app.properties:10: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
     );
     // The discard handler has nothing to drain: no warning.
     let lines = with(
@@ -395,6 +398,7 @@ fn risky_settings_are_warnings_and_exit_0() {
             "timeoutInSeconds = 600",
             "rsmld.workers = 2",
             "rsmld.item_timeout = 5",
+            "gracefulLeaseHandoffTimeoutMillis = 600000",
         ],
     );
     assert_eq!(check(&lines, "3").0, 0);
@@ -544,6 +548,38 @@ fn java_command_helper_prints_the_daemon_command() {
         )
     );
     assert!(err.contains("KCL 3.1.3 MultiLangDaemon"), "{err}");
+    // The JVM's heap size syntax: digits and one optional unit letter; anything else is
+    // refused here rather than by the JVM on the production host.
+    for heap in ["512m", "2G", "1t", "4096"] {
+        let (code, out, err) = run(&[
+            "--properties",
+            "etc/app.properties",
+            "--jars",
+            &jars_arg,
+            "--heap",
+            heap,
+        ]);
+        assert_eq!(code, Some(0), "{heap}: {err}");
+        assert!(
+            out.starts_with(&format!("java -Xms{heap} -Xmx{heap} ")),
+            "{out}"
+        );
+    }
+    for heap in ["2GB", "1.5g", "g", "2 g", "-1g", "2gb"] {
+        let (code, out, err) = run(&[
+            "--properties",
+            "etc/app.properties",
+            "--jars",
+            &jars_arg,
+            "--heap",
+            heap,
+        ]);
+        assert_eq!((code, out.as_str()), (Some(2), ""), "{heap}");
+        assert_eq!(
+            err,
+            format!("java-command.sh: --heap {heap}: not a JVM heap size (digits, then k, m, g or t: 512m, 2g)\n")
+        );
+    }
     std::fs::remove_file(jars.join("amazon-kinesis-client-multilang-3.1.3.jar")).unwrap();
     let (code, out, err) = run(&["--properties", "etc/app.properties", "--jars", &jars_arg]);
     assert_eq!((code, out.as_str()), (Some(1), ""));
@@ -571,7 +607,7 @@ fn trailing_blanks_and_two_keys_for_one_property() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(
         err,
-        "app.properties:10: error: initialPositionInStream = \"LATEST\" ends in blanks, which the daemon keeps: it fails at start-up; remove them\n\
+        "app.properties:10: error: initialPositionInStream = \"LATEST  \" ends in blanks, which the daemon keeps: it fails at start-up (no such value); remove them\n\
          app.properties:12: warning: pollingConfig.maxRecords and maxRecords (line 11) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n\
          app.properties:13: warning: workerIdentifier and workerId (line 5) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n"
     );
@@ -596,8 +632,14 @@ fn executable_name_decides_what_rsmld_reads() {
         err,
         "app.properties:1: warning: the rsmld.* keys take effect only when executableName passes --properties with this file\n"
     );
-    let mut lines = with(clean_v3(), &[(8, "rsmld.handler = exec")], &[]);
-    lines.pop();
+    let lines = with(
+        clean_v3(),
+        &[
+            (8, "rsmld.handler = exec"),
+            (9, "gracefulLeaseHandoffTimeoutMillis = 600000"),
+        ],
+        &[],
+    );
     let (code, err) = check(&lines, "3");
     assert_eq!(code, 1);
     assert_eq!(
@@ -709,4 +751,360 @@ fn units_in_the_properties_file() {
         .map(|w| format!("{}\n", w.replacen(": ", ": error: ", 1)))
         .collect();
     assert_eq!(err, in_check);
+}
+
+/// The daemon keeps a value's trailing blanks (java.util.Properties) and trims them only
+/// where its converter does: numbers, durations, tags, lists and credentials are trimmed;
+/// a boolean, an enum, epoch seconds, `maxActiveThreads`, an endpoint and a name are not.
+/// Each verdict was observed with the 3.1.3 and 2.5.8 jars.
+#[test]
+fn trailing_blanks_follow_each_converter() {
+    let lines = with(
+        clean_v3(),
+        &[
+            (4, "AwsCredentialsProvider = DefaultCredentialsProvider "),
+            (7, "callProcessRecordsEvenForEmptyRecordList = true "),
+        ],
+        &[
+            "initialPositionInStreamExtended = 1700000000 ",
+            "metricsLevel = NONE\t",
+            "maxActiveThreads = 4 ",
+            "failoverTimeMillis = 20000  ",
+            "staleWorkerMetricsEntryCleanupDuration = PT12H ",
+            "tableName = app-leases ",
+            "kinesisEndpoint = http://localhost:4567 ",
+            "isGracefulLeaseHandoffEnabled = false ",
+            "metricsEnabledDimensions = Operation,ShardId ",
+            "shutdownGraceMillis = 30000 ",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:6: warning: shutdownGraceMillis is set again at line 19, which wins: this line has no effect\n\
+         app.properties:7: error: callProcessRecordsEvenForEmptyRecordList = \"true \" ends in a blank, which the daemon keeps: it does not read \"true\" as a boolean and silently reads false; remove it\n\
+         app.properties:10: error: initialPositionInStreamExtended = \"1700000000 \" ends in a blank, which the daemon keeps: it fails at start-up (NumberFormatException); remove it\n\
+         app.properties:11: error: metricsLevel = \"NONE\\t\" ends in a blank, which the daemon keeps: it fails at start-up (no such value); remove it\n\
+         app.properties:12: error: maxActiveThreads = \"4 \" ends in a blank, which the daemon keeps: it fails at start-up (NumberFormatException); remove it\n\
+         app.properties:12: warning: maxActiveThreads > 0 is a fixed pool that must hold 1 + 2 threads per lease plus the I/O of every child; too small a pool deadlocks. Leave it unset (0: unbounded)\n\
+         app.properties:15: error: tableName = \"app-leases \" ends in a blank, which the daemon keeps: it uses the value blank included (another name than the one you see); remove it\n\
+         app.properties:16: error: kinesisEndpoint = \"http://localhost:4567 \" ends in a blank, which the daemon keeps: it fails at start-up (the endpoint URI has an illegal character); remove it\n"
+    );
+    // The same rules under 2.x.
+    let lines = with(
+        clean_v3(),
+        &[
+            (
+                4,
+                "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
+            ),
+            (7, "callProcessRecordsEvenForEmptyRecordList = yes  "),
+        ],
+        &["initialPositionInStream = LATEST "],
+    );
+    let (code, err) = check(&lines, "2");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:7: error: callProcessRecordsEvenForEmptyRecordList = \"yes  \" ends in blanks, which the daemon keeps: it does not read \"yes\" as a boolean and silently reads false; remove them\n\
+         app.properties:10: error: initialPositionInStream = \"LATEST \" ends in a blank, which the daemon keeps: it fails at start-up (no such value); remove it\n"
+    );
+}
+
+/// KCL 3.x reads the credentials key in any case: two spellings reach one setter twice and
+/// start-up fails (`IllegalStateException`, observed with the 3.1.3 jars); 2.x reads one
+/// spelling and ignores the other.
+#[test]
+fn a_credentials_provider_set_twice() {
+    let lines = with(
+        clean_v3(),
+        &[],
+        &["AWSCredentialsProvider = DefaultCredentialsProvider"],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:10: error: AWSCredentialsProvider and AwsCredentialsProvider (line 4) both set awsCredentialsProvider: the KCL 3.x daemon reads the key in any case and fails at start-up (IllegalStateException: When a property handler is resolved further properties may not be set.); keep one\n"
+    );
+    let lines = with(
+        clean_v3(),
+        &[(
+            4,
+            "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
+        )],
+        &["AwsCredentialsProvider = DefaultAWSCredentialsProviderChain"],
+    );
+    let (code, err) = check(&lines, "2");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:10: error: unknown key AwsCredentialsProvider: the KCL 2.x daemon ignores it silently (keys are case-sensitive); did you mean AWSCredentialsProvider?\n"
+    );
+    // The provider's builder keys alone are a provider (the daemon starts) ...
+    let lines = with(
+        clean_v3(),
+        &[(
+            4,
+            "kinesisCredentialsProvider.class = DefaultCredentialsProvider",
+        )],
+        &[],
+    );
+    assert_eq!(
+        check(&lines, "3"),
+        (0, "app.properties: ok for KCL 3.x\n".to_owned())
+    );
+    // ... and with the provider's key they set the same provider twice (both versions).
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            "awsCredentialsProviderDynamoDB = DefaultCredentialsProvider",
+            "AWSCREDENTIALSPROVIDERDynamoDB = DefaultCredentialsProvider",
+            "kinesisCredentialsProvider.class = ProfileCredentialsProvider",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:11: error: AWSCREDENTIALSPROVIDERDynamoDB and awsCredentialsProviderDynamoDB (line 10) both set awsCredentialsProviderDynamoDB: the KCL 3.x daemon reads the key in any case and fails at start-up (IllegalStateException: When a property handler is resolved further properties may not be set.); keep one\n\
+         app.properties:12: error: kinesisCredentialsProvider.class and AwsCredentialsProvider (line 4) both set the same credentials provider: the daemon fails at start-up (IllegalStateException: When a property handler is resolved further properties may not be set.) unless it happens to apply kinesisCredentialsProvider.class first (keys are applied in no defined order); keep one\n"
+    );
+}
+
+/// Wrappers in `executableName` are followed to the rsmld command they run; a program that
+/// is neither is only checked to exist.
+#[test]
+fn wrappers_in_executable_name() {
+    for exe in [
+        format!("/usr/bin/env RUST_LOG=debug {RSMLD} --properties app.properties"),
+        format!("nice -n 5 {RSMLD} --properties app.properties"),
+        format!("env -u HOME RUST_LOG=info ionice -c 2 -n 7 taskset -c 0 {RSMLD} --properties app.properties"),
+        format!("setpriv --nnp chrt -o 0 {RSMLD} --properties app.properties"),
+    ] {
+        let lines = with(clean_v3(), &[(1, &format!("executableName = {exe}"))], &[]);
+        assert_eq!(
+            check(&lines, "3"),
+            (0, "app.properties: ok for KCL 3.x\n".to_owned()),
+            "{exe}"
+        );
+    }
+    // Behind the wrapper, rsmld's arguments are still checked.
+    let lines = with(
+        clean_v3(),
+        &[(
+            1,
+            &format!("executableName = env RUST_LOG=debug {RSMLD} --properties app.properties --wokers 2"),
+        )],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("app.properties:1: error: executableName: rsmld rejects its arguments: unexpected argument '--wokers'"),
+        "{err}"
+    );
+    let lines = with(
+        clean_v3(),
+        &[(
+            1,
+            "executableName = env RUST_LOG=debug ./nothing-here --properties app.properties",
+        )],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:1: error: executableName: ./nothing-here: does not exist\n"
+    );
+    let lines = with(
+        clean_v3(),
+        &[(
+            1,
+            &format!("executableName = timeout 1h {RSMLD} --properties app.properties"),
+        )],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0);
+    assert_eq!(
+        err,
+        "app.properties:1: warning: executableName: timeout ends the record processor after 1h, while it holds its lease: the daemon then loses that shard's processor mid-stream; remove it\n"
+    );
+    // Something else: it must exist; its arguments are its own.
+    let lines = with(
+        clean_v3(),
+        &[(
+            1,
+            "executableName = /bin/sh ./processor.sh --properties app.properties --fast",
+        )],
+        &[],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0);
+    assert_eq!(
+        err,
+        "app.properties:1: warning: executableName runs /bin/sh, which is not rsmld: rsmld check checks that it exists and can be run, not its arguments\n"
+    );
+    let lines = with(
+        clean_v3(),
+        &[(
+            1,
+            "executableName = env -S rsmld --properties app.properties",
+        )],
+        &["rsmld.wokers = 2"],
+    );
+    // A form this does not follow is a warning; the rsmld.* keys are still checked.
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:1: warning: executableName: env -S is a form rsmld check does not follow: the command it runs and its arguments are not checked\n\
+         app.properties:10: error: unknown key \"rsmld.wokers\", did you mean \"rsmld.workers\"?\n"
+    );
+}
+
+/// The KCL 3.x handoff timeout applies unset (30000 ms), flat or nested; not when the
+/// graceful handoff is off or under 2.x. The drain bound uses `pollingConfig.maxRecords`.
+#[test]
+fn handoff_timeout_and_max_records_in_every_spelling() {
+    let drain = ["rsmld.workers = 2", "rsmld.item_timeout = 5"];
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            drain[0],
+            drain[1],
+            "gracefulLeaseHandoffConfigBean.gracefulLeaseHandoffTimeoutMillis = 10000",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:12: warning: gracefulLeaseHandoffConfigBean.gracefulLeaseHandoffTimeoutMillis = 10000: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); a handoff that times out moves the lease before the final checkpoint (records since the last checkpoint are processed again)\n"
+    );
+    for off in [
+        "isGracefulLeaseHandoffEnabled = false",
+        "gracefulLeaseHandoffConfigBean.isGracefulLeaseHandoffEnabled = off",
+    ] {
+        let lines = with(clean_v3(), &[], &[drain[0], drain[1], off]);
+        assert_eq!(
+            check(&lines, "3"),
+            (0, "app.properties: ok for KCL 3.x\n".to_owned()),
+            "{off}"
+        );
+    }
+    // 2.x has no graceful handoff.
+    let lines = with(
+        clean_v3(),
+        &[(
+            4,
+            "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
+        )],
+        &[drain[0], drain[1]],
+    );
+    assert_eq!(
+        check(&lines, "2"),
+        (0, "app.properties: ok for KCL 2.x\n".to_owned())
+    );
+    // pollingConfig.maxRecords = 100: (20000 + 100) items / (2 x 500) = 21 rounds x 5 s.
+    let lines = with(
+        clean_v3(),
+        &[],
+        &[
+            drain[0],
+            drain[1],
+            "pollingConfig.maxRecords = 100",
+            "timeoutInSeconds = 60",
+            "gracefulLeaseHandoffTimeoutMillis = 600000",
+        ],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:13: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 105 s (20100 items = max-in-flight 20000 + maxRecords 100, in 21 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
+    );
+}
+
+/// A non-numeric `timeoutInSeconds` is 0 to the daemon: it halts the JVM at its first wait.
+#[test]
+fn a_timeout_that_is_not_a_number_is_zero() {
+    let lines = with(clean_v3(), &[], &["timeoutInSeconds = 5min"]);
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:10: error: timeoutInSeconds = \"5min\": not a whole number (32-bit); the daemon silently reads 0, and with 0 it halts the JVM at its first wait for an answer (every shard stops)\n"
+    );
+}
+
+/// The daemon reads the file as ISO-8859-1; so does rsmld: a Latin-1 byte in a comment
+/// stops neither, and a UTF-8 value reads garbled to both (a warning with the escape).
+#[test]
+fn the_file_is_read_as_latin1_like_the_daemon_reads_it() {
+    let dir = setup(&clean_v3());
+    let path = dir.path().join("app.properties");
+    let mut bytes = b"# Caf\xe9 (a Latin-1 comment)\n".to_vec();
+    bytes.extend(std::fs::read(&path).unwrap());
+    bytes.extend("processingLanguage = café\n".as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, err) = run_in(dir.path(), &["check", "--properties", "app.properties"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "app.properties:11: warning: processingLanguage has bytes outside ASCII: the daemon reads the file as ISO-8859-1 (as rsmld does), so it reads processingLanguage = \"cafÃ©\" (the file's bytes are the UTF-8 \"café\": write processingLanguage = caf\\u00e9)\n"
+    );
+    // Start-up reads the same file and answers initialize.
+    let mut child = Command::new(RSMLD)
+        .args(["--properties", "app.properties"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000001","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("{init}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(r#"{"action":"status","responseFor":"initialize"}"#),
+        "stdout {stdout:?}, stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A \u escape Java cannot read stops the daemon (Properties.load throws).
+    let lines = with(clean_v3(), &[], &["tableName = caf\\u00zz"]);
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:10: error: tableName: a \\u escape that is not four hex digits: the daemon fails at start-up (IllegalArgumentException: Malformed \\uxxxx encoding.); an escape is \\u and four hex digits (\\u00e9)\n"
+    );
+}
+
+/// `shardPrioritization` has no converter in either daemon: any value fails start-up
+/// (`ConversionException`, observed with the 3.1.3 and 2.5.8 jars).
+#[test]
+fn shard_prioritization_cannot_be_set() {
+    let lines = with(
+        clean_v3(),
+        &[],
+        &["shardPrioritization = software.amazon.kinesis.leases.ParentsFirstShardPrioritization"],
+    );
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "app.properties:10: error: shardPrioritization cannot be set from the properties file: the daemon has no converter for it and fails at start-up (ConversionException); remove it\n"
+    );
 }

@@ -28,6 +28,19 @@
 //! - A number that does not parse is silently read as 0 and a boolean that is not one of
 //!   true/false/yes/no/y/n/on/off/1/0 (any case) as false (BeanUtils' default converters);
 //!   enums are upper-cased, then must match.
+//! - `java.util.Properties` keeps a value's trailing blanks, and only some converters trim:
+//!   numbers (BeanUtils), durations, tags, lists and credentials providers do; booleans
+//!   (`true ` is false), enums (`LATEST ` fails), epoch seconds and `maxActiveThreads`
+//!   (`NumberFormatException`), endpoints (an illegal URI) and names do not.
+//! - The file's keys are applied in hash-table order. A credentials provider resolved by one
+//!   key refuses any further key for it (`IllegalStateException: When a property handler is
+//!   resolved further properties may not be set.`): in 3.x `AWSCredentialsProvider` and
+//!   `AwsCredentialsProvider` are two such keys, in both versions so are
+//!   `AWSCredentialsProvider` and `kinesisCredentialsProvider.<p>`.
+//! - `shardPrioritization` has no converter: setting it fails start-up in both versions.
+//!
+//! Each of these was observed by loading files with the released jars
+//! (`MultiLangDaemonConfig`), not only read in the sources.
 
 /// Which daemon the file is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

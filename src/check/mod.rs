@@ -21,6 +21,7 @@
 
 pub mod kcl;
 pub mod prereq;
+pub mod wrappers;
 
 use std::path::Path;
 
@@ -58,10 +59,12 @@ pub fn check(props: &Properties, kcl: Kcl) -> Report {
         out: Vec::new(),
     };
     c.duplicates();
+    c.encoding();
     c.daemon_keys();
     c.same_property();
     c.required();
     c.credentials();
+    c.credentials_set_twice();
     c.risky_daemon_settings();
     let run = c.rsmld();
     c.timeouts(run.as_ref());
@@ -94,6 +97,54 @@ impl Checker<'_> {
             .iter()
             .rev()
             .find(|e| kcl::normalize(self.kcl, &e.key) == key)
+    }
+
+    /// Bytes outside ASCII: the daemon reads the file as ISO-8859-1 (and so does rsmld, to
+    /// see what the daemon sees), so UTF-8 text reads garbled; `\uXXXX` is the portable way.
+    fn encoding(&mut self) {
+        let entries = self.props.entries.clone();
+        for e in entries.iter().filter(|e| e.malformed_escape) {
+            self.error(
+                Some(e.line),
+                format!("{}: a \\u escape that is not four hex digits: the daemon fails at start-up (IllegalArgumentException: Malformed \\uxxxx encoding.); an escape is \\u and four hex digits (\\u00e9)", e.key),
+            );
+        }
+        for e in entries.iter().filter(|e| e.non_ascii) {
+            let read = format!("{} = {:?}", e.key, e.daemon_value);
+            // The value's bytes as written, if they are UTF-8: what the user most likely meant.
+            let utf8 = e
+                .daemon_value
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).ok())
+                .collect::<Option<Vec<u8>>>()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|t| !t.is_ascii());
+            let hint = match utf8 {
+                Some(text) => {
+                    let escaped: String = text
+                        .chars()
+                        .map(|c| match c.is_ascii() {
+                            true => c.to_string(),
+                            // Java escapes UTF-16 units: a surrogate pair beyond U+FFFF.
+                            false => c
+                                .encode_utf16(&mut [0; 2])
+                                .iter()
+                                .map(|u| format!("\\u{u:04x}"))
+                                .collect(),
+                        })
+                        .collect();
+                    format!(
+                        " (the file's bytes are the UTF-8 {text:?}: write {} = {escaped})",
+                        e.key
+                    )
+                }
+                None => " (write non-ASCII characters as \\uXXXX escapes)".to_owned(),
+            };
+            self.warning(
+                Some(e.line),
+                format!("{} has bytes outside ASCII: the daemon reads the file as ISO-8859-1 (as rsmld does), so it reads {read}{hint}", e.key),
+            );
+        }
     }
 
     fn duplicates(&mut self) {
@@ -232,7 +283,9 @@ impl Checker<'_> {
         if let Some(problem) = problem {
             let silently_zero =
                 matches!(ty, Ty::Int | Ty::Long | Ty::Double) && key != "maxActiveThreads";
-            let tail = if silently_zero {
+            let tail = if key == "timeoutInSeconds" {
+                "; the daemon silently reads 0, and with 0 it halts the JVM at its first wait for an answer (every shard stops)"
+            } else if silently_zero {
                 "; the daemon silently reads 0"
             } else if key == "maxActiveThreads" {
                 "; the daemon fails at start-up"
@@ -245,13 +298,26 @@ impl Checker<'_> {
             );
             return;
         }
-        if e.trailing_blanks && !ty.choices().is_empty() {
+        if e.trailing_blanks {
+            if let Some(consequence) = trailing_blank_consequence(self.kcl, key, ty, v) {
+                let (blank, them) = if e.daemon_value.len() - e.value.len() == 1 {
+                    ("a blank", "it")
+                } else {
+                    ("blanks", "them")
+                };
+                self.error(
+                    Some(e.line),
+                    format!(
+                        "{key} = {:?} ends in {blank}, which the daemon keeps: {consequence}; remove {them}",
+                        e.daemon_value
+                    ),
+                );
+            }
+        }
+        if key == "shardPrioritization" {
             self.error(
                 Some(e.line),
-                format!(
-                    "{key} = {:?} ends in blanks, which the daemon keeps: it fails at start-up; remove them",
-                    e.value
-                ),
+                "shardPrioritization cannot be set from the properties file: the daemon has no converter for it and fails at start-up (ConversionException); remove it",
             );
         }
         if (key == "maxRecords" || key == "pollingConfig.maxRecords")
@@ -294,7 +360,12 @@ impl Checker<'_> {
             );
         }
         let [main, ..] = kcl::credentials_keys(self.kcl);
-        if self.get(main).is_none() {
+        let by_builder = self
+            .props
+            .entries
+            .iter()
+            .any(|e| e.key.starts_with("kinesisCredentialsProvider."));
+        if self.get(main).is_none() && !by_builder {
             let example = match self.kcl {
                 Kcl::V2 => "AWSCredentialsProvider = DefaultAWSCredentialsProviderChain",
                 Kcl::V3 => "AwsCredentialsProvider = DefaultCredentialsProvider",
@@ -315,6 +386,63 @@ impl Checker<'_> {
                 continue;
             };
             self.provider_chain(&e);
+        }
+    }
+
+    /// One credentials provider set by two keys. 3.x reads `awscredentialsprovider` in any
+    /// case, so `AWSCredentialsProvider` and `AwsCredentialsProvider` both reach one setter;
+    /// and `kinesisCredentialsProvider.<p>` (both versions) configures the same provider
+    /// property by property. The provider is resolved at the first key applied, and any
+    /// later one fails start-up: `IllegalStateException: When a property handler is resolved
+    /// further properties may not be set.` (observed with the 3.1.3 and 2.5.8 jars).
+    fn credentials_set_twice(&mut self) {
+        const FAILS: &str = "IllegalStateException: When a property handler is resolved further properties may not be set.";
+        let builders = [
+            "kinesisCredentialsProvider.",
+            "dynamoDBCredentialsProvider.",
+            "cloudWatchCredentialsProvider.",
+        ];
+        let entries = self.props.entries.clone();
+        for (key, builder) in kcl::credentials_keys(self.kcl).into_iter().zip(builders) {
+            // The winning entry of each spelling, in file order.
+            let mut spellings: Vec<&Entry> = Vec::new();
+            for e in entries.iter().rev() {
+                if kcl::normalize(self.kcl, &e.key) == key
+                    && !spellings.iter().any(|s| s.key == e.key)
+                {
+                    spellings.push(e);
+                }
+            }
+            spellings.sort_by_key(|e| e.line);
+            if let [first, second, ..] = spellings.as_slice() {
+                self.error(
+                    Some(second.line),
+                    format!(
+                        "{} and {} (line {}) both set {key}: the {} daemon reads the key in any case and fails at start-up ({FAILS}); keep one",
+                        second.key,
+                        first.key,
+                        first.line,
+                        self.kcl.label()
+                    ),
+                );
+            }
+            let Some(named) = spellings.first() else {
+                continue;
+            };
+            if let Some(b) = entries.iter().find(|e| e.key.starts_with(builder)) {
+                let (a, z) = if b.line < named.line {
+                    (b, *named)
+                } else {
+                    (*named, b)
+                };
+                self.error(
+                    Some(z.line),
+                    format!(
+                        "{} and {} (line {}) both set the same credentials provider: the daemon fails at start-up ({FAILS}) unless it happens to apply {} first (keys are applied in no defined order); keep one",
+                        z.key, a.key, a.line, b.key
+                    ),
+                );
+            }
         }
     }
 
@@ -378,19 +506,20 @@ impl Checker<'_> {
     }
 
     fn risky_daemon_settings(&mut self) {
+        // Both versions' shutdown hook: `startGracefulShutdown()`, then wait that long.
+        const NO_GRACE: &str = "on SIGTERM the daemon starts a graceful shutdown but waits 0 ms for it, so the JVM exits before rsmld can drain and checkpoint; set it (e.g. 30000)";
         match self.get("shutdownGraceMillis").cloned() {
             None => self.warning(
                 None,
-                "shutdownGraceMillis is not set (0): on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)",
+                format!("shutdownGraceMillis is not set (0): {NO_GRACE}"),
             ),
             Some(e) => match e.value.trim().parse::<i64>() {
-                Ok(0) => self.warning(
-                    Some(e.line),
-                    "shutdownGraceMillis = 0: on SIGTERM the daemon sends no shutdownRequested, so rsmld cannot drain and checkpoint; set it (e.g. 30000)",
-                ),
+                Ok(0) => self.warning(Some(e.line), format!("shutdownGraceMillis = 0: {NO_GRACE}")),
                 Ok(n) if n < 0 => self.error(
                     Some(e.line),
-                    format!("shutdownGraceMillis = {n}: negative; the daemon gives no grace at all"),
+                    format!(
+                        "shutdownGraceMillis = {n}: negative; the daemon gives no grace at all"
+                    ),
                 ),
                 _ => {}
             },
@@ -424,7 +553,7 @@ impl Checker<'_> {
                 self.error(
                     Some(e.line),
                     format!(
-                        "timeoutInSeconds = {}: the daemon halts the JVM as soon as any child takes longer than that to answer; unset it or give a number of seconds",
+                        "timeoutInSeconds = {}: the daemon waits that long for each answer, so it halts the JVM at its first wait (every shard stops); unset it or give a number of seconds",
                         e.value
                     ),
                 );
@@ -442,13 +571,38 @@ impl Checker<'_> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
-        let program = argv.first()?.clone();
         if exe.value.contains('\t') {
             self.warning(
                 Some(exe.line),
                 "executableName contains a tab: the daemon splits on spaces only",
             );
         }
+        // The rsmld.* keys are checked whatever runs them.
+        let (mut settings, problems) = crate::config::file_settings(self.props);
+        self.out.extend(problems);
+        let argv = match wrappers::peel(&argv) {
+            wrappers::Peeled::Command {
+                wrappers,
+                notes,
+                command,
+            } => {
+                self.programs_exist(&wrappers, exe.line);
+                for note in notes {
+                    self.warning(Some(exe.line), format!("executableName: {note}"));
+                }
+                command
+            }
+            wrappers::Peeled::Opaque { wrappers, why } => {
+                self.programs_exist(&wrappers, exe.line);
+                let last = wrappers.last().cloned().unwrap_or_default();
+                self.warning(
+                    Some(exe.line),
+                    format!("executableName: {last} {why}: the command it runs and its arguments are not checked"),
+                );
+                return None;
+            }
+        };
+        let program = argv.first()?.clone();
         if let Err(why) = prereq::executable(&program) {
             self.error(Some(exe.line), format!("executableName: {program}: {why}"));
         }
@@ -458,8 +612,6 @@ impl Checker<'_> {
         let is_rsmld = Path::new(&program)
             .file_name()
             .is_some_and(|n| n == "rsmld");
-        let (mut settings, problems) = crate::config::file_settings(self.props);
-        self.out.extend(problems);
         if !takes_properties {
             if !settings.args.is_empty() || settings.command.is_some() {
                 self.warning(
@@ -468,6 +620,7 @@ impl Checker<'_> {
                 );
             }
             if !is_rsmld {
+                self.not_rsmld(&program, exe.line);
                 return None;
             }
             // rsmld started without --properties reads none of this file.
@@ -477,6 +630,13 @@ impl Checker<'_> {
         }
         let cli = match crate::config::merge_file_settings(&argv, &self.props.path, &settings) {
             Ok(cli) => cli,
+            // A program that is not rsmld but takes --properties may be a processor built
+            // on rsmld (a compiled-in handler, which takes rsmld's flags); one that rejects
+            // them is something else.
+            Err(_) if !is_rsmld => {
+                self.not_rsmld(&program, exe.line);
+                return None;
+            }
             Err(e) => {
                 let first = e.render().to_string();
                 let first = first
@@ -508,16 +668,44 @@ impl Checker<'_> {
         Some(run)
     }
 
-    /// Whether `executableName` runs the `rsmld` binary itself (not a compiled-in processor).
+    /// Whether `executableName` runs the `rsmld` binary itself (not a compiled-in processor),
+    /// directly or through wrappers.
     fn runs_plain_rsmld(&self) -> bool {
-        self.get("executableName")
-            .and_then(|e| {
-                e.value
-                    .split(' ')
-                    .find(|s| !s.is_empty())
-                    .map(str::to_owned)
-            })
-            .is_some_and(|p| Path::new(&p).file_name().is_some_and(|n| n == "rsmld"))
+        let Some(e) = self.get("executableName") else {
+            return false;
+        };
+        let argv: Vec<String> = e
+            .value
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        match wrappers::peel(&argv) {
+            wrappers::Peeled::Command { command, .. } => command
+                .first()
+                .is_some_and(|p| Path::new(p).file_name().is_some_and(|n| n == "rsmld")),
+            wrappers::Peeled::Opaque { .. } => false,
+        }
+    }
+
+    /// Each wrapper program must exist and be executable, as the processor itself.
+    fn programs_exist(&mut self, programs: &[String], line: usize) {
+        for p in programs {
+            if let Err(why) = prereq::executable(p) {
+                self.error(Some(line), format!("executableName: {p}: {why}"));
+            }
+        }
+    }
+
+    /// A processor that is neither rsmld nor a wrapper of it: only its existence is checked.
+    fn not_rsmld(&mut self, program: &str, line: usize) {
+        if prereq::executable(program).is_err() {
+            return; // reported as an error already
+        }
+        self.warning(
+            Some(line),
+            format!("executableName runs {program}, which is not rsmld: rsmld check checks that it exists and can be run, not its arguments"),
+        );
     }
 
     /// Warns when `executableName` makes rsmld read another file than the one checked.
@@ -572,10 +760,14 @@ impl Checker<'_> {
         if run.handler == Some(HandlerKind::Discard) && self.runs_plain_rsmld() {
             return;
         }
-        let max_records = self
-            .get("maxRecords")
-            .and_then(|e| e.value.trim().parse::<u64>().ok())
+        // Either spelling sets PollingConfig.maxRecords; with both (warned about above)
+        // either may win, so the larger is the bound.
+        let max_records = ["maxRecords", "pollingConfig.maxRecords"]
+            .iter()
+            .filter_map(|k| self.get(k))
+            .filter_map(|e| e.value.trim().parse::<u64>().ok())
             .filter(|n| *n > 0)
+            .max()
             .unwrap_or(10_000);
         let estimate = drain_estimate(run, max_records);
         if let Some(e) = self.get("timeoutInSeconds").cloned() {
@@ -607,21 +799,57 @@ impl Checker<'_> {
             }
         }
         if self.kcl == Kcl::V3 {
-            if let (Some(e), Some(d)) = (
-                self.get("gracefulLeaseHandoffTimeoutMillis").cloned(),
-                &estimate,
-            ) {
-                if let Ok(ms) = e.value.trim().parse::<u64>() {
-                    if d.seconds * 1000.0 > ms as f64 {
-                        self.warning(
-                            Some(e.line),
-                            format!(
-                                "gracefulLeaseHandoffTimeoutMillis = {ms}: draining rsmld's in-flight bound can take up to {:.0} s ({}); a handoff that times out moves the lease before the final checkpoint (records since the last checkpoint are processed again)",
-                                d.seconds, d.explain
-                            ),
-                        );
-                    }
-                }
+            if let Some(d) = &estimate {
+                self.handoff_timeout(d);
+            }
+        }
+    }
+
+    /// KCL 3.x hands a lease over gracefully (`shutdownRequested`, then the new owner takes
+    /// it) and waits `gracefulLeaseHandoffTimeoutMillis` (flat or under
+    /// `gracefulLeaseHandoffConfigBean.`; default 30000 in `LeaseManagementConfig`) for the
+    /// final checkpoint, unless `isGracefulLeaseHandoffEnabled` is false.
+    fn handoff_timeout(&mut self, d: &DrainEstimate) {
+        const NESTED: &str = "gracefulLeaseHandoffConfigBean.";
+        let switches: Vec<&Entry> = [
+            "isGracefulLeaseHandoffEnabled",
+            "gracefulLeaseHandoffConfigBean.isGracefulLeaseHandoffEnabled",
+        ]
+        .iter()
+        .filter_map(|k| self.get(k))
+        .collect();
+        // BeanUtils' Boolean: an unrecognised word (or one with a trailing blank) is false;
+        // with both keys set either may win.
+        let enabled = switches.is_empty()
+            || switches
+                .iter()
+                .any(|e| parse_java_bool(&e.daemon_value) == Some(true));
+        if !enabled {
+            return;
+        }
+        let flat = "gracefulLeaseHandoffTimeoutMillis";
+        let set: Vec<Entry> = [flat.to_owned(), format!("{NESTED}{flat}")]
+            .iter()
+            .filter_map(|k| self.get(k).cloned())
+            .collect();
+        let consequence = format!(
+            "draining rsmld's in-flight bound can take up to {:.0} s ({}); a handoff that times out moves the lease before the final checkpoint (records since the last checkpoint are processed again)",
+            d.seconds, d.explain
+        );
+        if set.is_empty() {
+            if d.seconds * 1000.0 > 30_000.0 {
+                self.warning(
+                    None,
+                    format!("gracefulLeaseHandoffTimeoutMillis is not set (30000, the KCL 3.x default): {consequence}"),
+                );
+            }
+            return;
+        }
+        for e in set {
+            // An unparseable value is reported above (the daemon reads 0).
+            let ms = e.value.trim().parse::<u64>().unwrap_or(0);
+            if d.seconds * 1000.0 > ms as f64 {
+                self.warning(Some(e.line), format!("{} = {ms}: {consequence}", e.key));
             }
         }
     }
@@ -788,6 +1016,43 @@ fn parse_java_bool(v: &str) -> Option<bool> {
         "true" | "yes" | "y" | "on" | "1" => Some(true),
         "false" | "no" | "n" | "off" | "0" => Some(false),
         _ => None,
+    }
+}
+
+/// What a value's trailing blanks do in the daemon, which keeps them (`Properties`), or
+/// `None` where the daemon trims them. Verified on the 2.5.8 and 3.1.3 jars: BeanUtils'
+/// number converters and the duration, tag, list and credentials converters trim; the
+/// boolean converter does not (`true ` is not a boolean word: false); the enum converters
+/// upper-case, then look the name up with the blank (`LATEST `: no such constant); the
+/// epoch-seconds converter is `Long.parseLong`, `maxActiveThreads` is `Integer.parseInt`
+/// (`NumberFormatException`); an endpoint becomes a URI (illegal character); a name
+/// (`applicationName`, `streamName`, `workerId`, ...) is used with the blank.
+fn trailing_blank_consequence(kcl: Kcl, key: &str, ty: Ty, trimmed: &str) -> Option<String> {
+    let fails = |why: &str| Some(format!("it fails at start-up ({why})"));
+    match key {
+        "executableName" | "processingLanguage" => return None,
+        "maxActiveThreads" => return fails("NumberFormatException"),
+        "kinesisEndpoint" | "dynamoDBEndpoint" => {
+            return fails("the endpoint URI has an illegal character")
+        }
+        _ if kcl::credentials_keys(kcl).contains(&kcl::normalize(kcl, key).as_str()) => {
+            return None
+        }
+        _ => {}
+    }
+    match ty {
+        Ty::Int | Ty::Long | Ty::Double | Ty::Duration | Ty::Tags | Ty::StrList => None,
+        Ty::Bool => (parse_java_bool(trimmed) == Some(true))
+            .then(|| format!("it does not read {trimmed:?} as a boolean and silently reads false")),
+        Ty::EpochSeconds => fails("NumberFormatException"),
+        Ty::ClientVersion
+        | Ty::BillingMode
+        | Ty::InitialPosition
+        | Ty::MetricsLevel
+        | Ty::RetrievalMode => fails("no such value"),
+        Ty::Str | Ty::Region | Ty::Class => {
+            Some("it uses the value blank included (another name than the one you see)".into())
+        }
     }
 }
 
