@@ -80,6 +80,7 @@ if [ -z "${RSMLD_BIN:-}" ]; then
     case "$RSMLD_BIN" in /*) ;; *) RSMLD_BIN="$RSMLD_REPO/$RSMLD_BIN" ;; esac
 fi
 [ -x "$RSMLD_BIN" ] || die "no rsmld binary at $RSMLD_BIN"
+export RSMLD_BIN   # run-daemon.sh checks the properties file with it
 "$RSMLD_REPO/scripts/install-daemon.sh"
 case "$RSMLD_BIN$WORK" in *" "*) die "the daemon cannot run a path with a space: $RSMLD_BIN / $WORK" ;; esac
 T_SETUP=$(date +%s)

@@ -137,9 +137,10 @@ open(out, "w", encoding="utf-8").write(text)
 PY
 }
 write_properties
-# Every file the demo and the e2e suite hand to a daemon passes `rsmld check` first (the
-# executable's first word is the rsmld binary): an error stops here, warnings are shown.
-"${EXECUTABLE%% *}" check --properties "$PROPS" --kcl "$KCL_MAJOR" ||
+# Every file the demo and the e2e suite hand to a daemon passes `rsmld check` first: an error
+# stops here, warnings are shown. The checker is $RSMLD_BIN (the e2e suite's executable is the
+# transcript recorder wrapped around rsmld), else the executable's first word.
+"${RSMLD_BIN:-${EXECUTABLE%% *}}" check --properties "$PROPS" --kcl "$KCL_MAJOR" ||
     die "rsmld check rejected $PROPS (rendered from $TEMPLATE)"
 
 if [ "$RENDER_ONLY" = 1 ]; then
