@@ -413,7 +413,8 @@ pub fn nearest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
         .map(|(_, c)| c.as_str())
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+/// The edit distance between `a` and `b` (insertions, deletions, substitutions of chars).
+pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -989,25 +989,15 @@ fn suggest_key(kcl: Kcl, key: &str) -> Option<String> {
     }
     let lowered = key.to_ascii_lowercase();
     keys.iter()
-        .map(|k| (levenshtein(&lowered, &k.to_ascii_lowercase()), *k))
+        .map(|k| {
+            (
+                crate::properties::levenshtein(&lowered, &k.to_ascii_lowercase()),
+                *k,
+            )
+        })
         .min()
         .filter(|(d, _)| *d <= 1 + key.len() / 6)
         .map(|(_, k)| k.to_owned())
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// BeanUtils' boolean words.
