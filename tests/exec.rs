@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{init_line, line, record, run_action, seq, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
-use rsmld::handler::exec::{ExecFactory, ExecOptions, CLOSE_BOUND, CLOSE_EOF_GRACE};
+use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions, CLOSE_BOUND, CLOSE_EOF_GRACE};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
 use rsmld::item::{Item, Payload};
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
@@ -57,6 +57,7 @@ fn items(first: u64, keys: &[&str]) -> Vec<Item<'static>> {
 fn options(command: &[&str], max_pipelined: usize) -> ExecOptions {
     ExecOptions {
         command: command.iter().map(|s| s.to_string()).collect(),
+        framing: ExecFraming::Item,
         max_pipelined,
         restart_backoff: Duration::from_millis(10),
         restart_backoff_max: Duration::from_millis(40),
