@@ -1319,8 +1319,13 @@ fn run_naive(exec: &[&str], extra: &[&str], records: u64, per_batch: u64) -> Str
             .collect();
         next += per_batch;
         model.deliver_all(&batch);
-        run_action(&mut p, &mut model, &process_line(batch), Action::ProcessRecords)
-            .unwrap_or_else(|e| panic!("{exec:?}: {e}\n{}", p.stderr()));
+        run_action(
+            &mut p,
+            &mut model,
+            &process_line(batch),
+            Action::ProcessRecords,
+        )
+        .unwrap_or_else(|e| panic!("{exec:?}: {e}\n{}", p.stderr()));
     }
     let reqs = run_action(
         &mut p,
@@ -1431,17 +1436,31 @@ fn binary_sets_pythonunbuffered_only_when_the_user_did_not() {
              n=0; while IFS= read -r l; do n=$((n+1)); echo \"ok $n\"; done",
             file.display()
         );
-        let args: Vec<String> = ["--handler", "exec", "--workers", "1", "--", "sh", "-c", &script]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "--handler",
+            "exec",
+            "--workers",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let mut p = rsmld_env(&args, given);
         let mut model = CheckpointModel::default();
         run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
         let seen = wait_for_file(&file);
         assert_eq!(seen, format!("{want}\n"), "PYTHONUNBUFFERED={given:?}");
         p.close_stdin();
-        assert_eq!(p.wait(Duration::from_secs(20)).unwrap(), 0, "{}", p.stderr());
+        assert_eq!(
+            p.wait(Duration::from_secs(20)).unwrap(),
+            0,
+            "{}",
+            p.stderr()
+        );
     }
 }
 
@@ -1484,7 +1503,10 @@ fn batch_framing_writes_one_numbered_line_per_batch() {
     assert_eq!(batches, expected);
     let seqs: Vec<String> = got.iter().map(|(_, _, s)| s.clone()).collect();
     assert_eq!(seqs, (1..=44).map(seq).collect::<Vec<_>>());
-    assert_eq!(got.iter().map(|(p, _, _)| *p).collect::<HashSet<_>>().len(), 1);
+    assert_eq!(
+        got.iter().map(|(p, _, _)| *p).collect::<HashSet<_>>().len(),
+        1
+    );
 }
 
 /// The exact line a batch child reads: `{"batch":N,"items":[<item JSON>,...]}`.
@@ -1501,9 +1523,13 @@ fn batch_framing_line_is_the_items_json_array() {
     let _ = h.process(&batch); // never answered: it only records its input
     drop(h);
     let mut expected = b"{\"batch\":1,\"items\":[".to_vec();
-    batch[0].write_json("shardId-000000000042", &mut expected).unwrap();
+    batch[0]
+        .write_json("shardId-000000000042", &mut expected)
+        .unwrap();
     expected.push(b',');
-    batch[1].write_json("shardId-000000000042", &mut expected).unwrap();
+    batch[1]
+        .write_json("shardId-000000000042", &mut expected)
+        .unwrap();
     expected.extend_from_slice(b"]}\n");
     assert_eq!(
         String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
@@ -1520,7 +1546,10 @@ fn batch_err_fails_the_whole_batch() {
     let f = failures(h.process(&items(1, &["a", "err-batch", "b"])));
     assert_eq!(indexes(&f), [0, 1, 2]);
     for (_, m) in &f {
-        assert_eq!(m, "exec handler child rejected the batch: rejected by the test handler");
+        assert_eq!(
+            m,
+            "exec handler child rejected the batch: rejected by the test handler"
+        );
     }
     h.process(&items(4, &["c"])).unwrap();
     let got = batch_log(&log);
@@ -1555,8 +1584,14 @@ fn batch_item_errors_fail_only_those_items() {
 #[test]
 fn batch_wrong_numbers_break_the_child() {
     for (key, why) in [
-        ("wrong", "`ok 3`: unit 3 was not written yet (units up to 2 were)"),
-        ("stale", "`ok 1`: unit 1 was answered before (this batch started at unit 2)"),
+        (
+            "wrong",
+            "`ok 3`: unit 3 was not written yet (units up to 2 were)",
+        ),
+        (
+            "stale",
+            "`ok 1`: unit 1 was answered before (this batch started at unit 2)",
+        ),
         ("ahead", "`err 2.3`: batch 2 has 2 item(s), not 3"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -1567,7 +1602,10 @@ fn batch_wrong_numbers_break_the_child() {
         let f = failures(h.process(&items(2, &["b", key])));
         assert_eq!(indexes(&f), [0, 1], "{key}");
         for (_, m) in &f {
-            assert!(m.contains("wrote a wrong answer") && m.contains(why), "{key}: {m}");
+            assert!(
+                m.contains("wrote a wrong answer") && m.contains(why),
+                "{key}: {m}"
+            );
         }
         assert!(gone(first), "{key}: child {first} not replaced");
         h.process(&items(4, &["c"])).unwrap();
@@ -1601,9 +1639,16 @@ fn batch_crash_mid_batch_fails_the_batch() {
     assert_eq!(indexes(&f), [0, 1, 2, 3]);
     assert!(f[0].1.contains("about to crash"), "{}", f[0].1);
     for (_, m) in &f[1..] {
-        assert!(m.contains("exited (exit status: 3)") && m.contains("batch.py"), "{m}");
+        assert!(
+            m.contains("exited (exit status: 3)") && m.contains("batch.py"),
+            "{m}"
+        );
     }
-    assert_eq!(batch_log(&log).len(), 2, "a and b were handled before the crash");
+    assert_eq!(
+        batch_log(&log).len(),
+        2,
+        "a and b were handled before the crash"
+    );
     let first = batch_log(&log)[0].0;
     assert!(gone(first));
     h.process(&items(5, &["d"])).unwrap();
@@ -1625,7 +1670,8 @@ fn batch_timeout_applies_to_the_batch() {
     assert!(t.elapsed() >= Duration::from_secs(1));
     assert_eq!(indexes(&f), [0, 1, 2, 3, 4]);
     assert!(
-        f[0].1.contains("answered nothing for 1s while holding 1 unit(s)"),
+        f[0].1
+            .contains("answered nothing for 1s while holding 1 unit(s)"),
         "{}",
         f[0].1
     );
@@ -1664,7 +1710,13 @@ fn binary_batch_framing_dead_letters_exactly_the_failed_items() {
             .map(|i| record(i, if i == 2 || i == 5 { "fail" } else { "k" }))
             .collect();
         model.deliver_all(&records);
-        run_action(&mut p, &mut model, &process_line(records), Action::ProcessRecords).unwrap();
+        run_action(
+            &mut p,
+            &mut model,
+            &process_line(records),
+            Action::ProcessRecords,
+        )
+        .unwrap();
         let reqs = run_action(
             &mut p,
             &mut model,
@@ -1682,16 +1734,27 @@ fn binary_batch_framing_dead_letters_exactly_the_failed_items() {
             p.stderr()
         );
         p.close_stdin();
-        assert_eq!(p.wait(Duration::from_secs(20)).unwrap(), 0, "{}", p.stderr());
+        assert_eq!(
+            p.wait(Duration::from_secs(20)).unwrap(),
+            0,
+            "{}",
+            p.stderr()
+        );
         let mut dead = Vec::new();
         for entry in std::fs::read_dir(&dlq).unwrap() {
-            for l in std::fs::read_to_string(entry.unwrap().path()).unwrap().lines() {
+            for l in std::fs::read_to_string(entry.unwrap().path())
+                .unwrap()
+                .lines()
+            {
                 dead.push(l.to_owned());
             }
         }
         assert_eq!(dead.len(), 2, "{dead:?}");
         for (d, i) in dead.iter().zip([2, 5]) {
-            assert!(d.contains(&seq(i)) && d.contains("failed by the test handler"), "{d}");
+            assert!(
+                d.contains(&seq(i)) && d.contains("failed by the test handler"),
+                "{d}"
+            );
         }
         let handled: Vec<String> = batch_log(&log).into_iter().map(|(_, _, s)| s).collect();
         assert_eq!(handled, [seq(1), seq(3), seq(4), seq(6)]);

@@ -13,13 +13,24 @@
 //!   order. Each line is a *unit*, numbered by its 1-based position in this child's
 //!   stdin: the first line a child reads is unit 1, the next unit 2, and so on for the
 //!   child's whole life (a restarted child starts again at 1).
+//! - **Batch framing** ([`ExecFraming::Batch`], `--exec-framing batch`): each line is one
+//!   whole handler batch instead, `{"batch":N,"items":[<item JSON>,...]}`, `N` its unit
+//!   number; the child answers it with one `ok N` / `err N <message>`, and before that may
+//!   name items that failed with `err N.I <message>` (`I` 1-based in the batch). An item
+//!   error only ever fails its item; `ok N` makes every other item done; `err N` fails
+//!   them all. A child holds one batch at a time (one line per `process` call), so the
+//!   item timeout and the stall warning bound a whole batch: only `ok N` / `err N` restart
+//!   their clock. The rules below carry over: an `err N.I` naming a batch the child does
+//!   not hold, an item the batch does not have, or an item twice is a wrong answer.
 //! - **stdout**: exactly one answer line per unit, naming it: `ok N` when unit `N` is
 //!   done (durably, as far as the child promises — a checkpoint may cover it as soon as
 //!   rsmld reads the answer), or `err N <message>` when it failed. Answers may come in any
 //!   order (a child that works on several units at once answers each when it is done),
 //!   but only for units the child has read and not yet answered. Flush after every answer
-//!   (`print(f"ok {n}", flush=True)`; shell `echo` writes at once). A line counts only
-//!   once its `\n` arrives.
+//!   (shell `echo` writes at once; Python's `print` does too, because rsmld sets
+//!   `PYTHONUNBUFFERED=1` unless its own environment has `PYTHONUNBUFFERED`, whatever its
+//!   value: a naive child must not keep its answers in a buffer while rsmld waits for
+//!   them). A line counts only once its `\n` arrives.
 //! - **A wrong answer breaks the child.** A number answered twice, one not yet written
 //!   (or 0), a line without a number, or anything else on stdout (a debug `print`, a
 //!   banner, a last line without its `\n`) is a protocol violation: every unit the child
@@ -28,8 +39,9 @@
 //!   before it still count. Log to **stderr**: rsmld forwards it line by line to its own
 //!   log (`worker <k> child <pid>: <line>`).
 //! - **Environment**: rsmld's own, plus `RSMLD_SHARD_ID`, `RSMLD_WORKER` (this child's
-//!   worker index), `RSMLD_WORKERS` (how many there are) and `RSMLD_EXEC_CHILD` (an id
-//!   of this child, by which rsmld finds its descendants when it ends it). Every signal
+//!   worker index), `RSMLD_WORKERS` (how many there are), `RSMLD_EXEC_CHILD` (an id
+//!   of this child, by which rsmld finds its descendants when it ends it) and
+//!   `PYTHONUNBUFFERED=1` (above). Every signal
 //!   rsmld ignores itself ([`crate::sys::IGNORED_SIGNALS`]: SIGINT, SIGTERM, SIGHUP,
 //!   SIGPIPE, SIGXFSZ) has its default disposition in the child: it does not inherit that. The child's parent-death signal is SIGKILL: if rsmld dies, even by
 //!   SIGKILL, the child dies with it.
@@ -61,7 +73,7 @@
 //! import json, sys
 //! for n, line in enumerate(sys.stdin, start=1):
 //!     item = json.loads(line)                  # base64 payload in item["data"]
-//!     print(f"ok {n}", flush=True)             # or: print(f"err {n} why", flush=True)
+//!     print(f"ok {n}")                         # or: print(f"err {n} why")
 //! ```
 //!
 //! # Why this shape
@@ -600,7 +612,9 @@ impl Progress {
         }
         self.reject(
             i,
-            format!("exec handler child rejected the item (item {index} of batch {unit}): {message}"),
+            format!(
+                "exec handler child rejected the item (item {index} of batch {unit}): {message}"
+            ),
         );
         Ok(())
     }
@@ -1316,11 +1330,9 @@ fn parse_ack(line: &[u8], framing: ExecFraming) -> Event {
         b"" => "(no message)".to_owned(),
         m => String::from_utf8_lossy(m).into_owned(),
     };
-    if let (false, ExecFraming::Batch, Some(dot)) = (
-        is_ok,
-        framing,
-        digits.iter().position(|&b| b == b'.'),
-    ) {
+    if let (false, ExecFraming::Batch, Some(dot)) =
+        (is_ok, framing, digits.iter().position(|&b| b == b'.'))
+    {
         return match (parse_unit(&digits[..dot]), parse_unit(&digits[dot + 1..])) {
             (Some(unit), Some(index)) => Event::ItemErr {
                 unit,
@@ -1408,9 +1420,18 @@ mod tests {
         assert_eq!(parse_ack(b"ok 1", ExecFraming::Item), ack(1, None));
         assert_eq!(parse_ack(b"ok 42\r", ExecFraming::Item), ack(42, None));
         assert_eq!(parse_ack(b"ok 7 ", ExecFraming::Item), ack(7, None));
-        assert_eq!(parse_ack(b"err 3 disk full ", ExecFraming::Item), ack(3, Some("disk full")));
-        assert_eq!(parse_ack(b"err 3", ExecFraming::Item), ack(3, Some("(no message)")));
-        assert_eq!(parse_ack(b"ok 18446744073709551615", ExecFraming::Item), ack(u64::MAX, None));
+        assert_eq!(
+            parse_ack(b"err 3 disk full ", ExecFraming::Item),
+            ack(3, Some("disk full"))
+        );
+        assert_eq!(
+            parse_ack(b"err 3", ExecFraming::Item),
+            ack(3, Some("(no message)"))
+        );
+        assert_eq!(
+            parse_ack(b"ok 18446744073709551615", ExecFraming::Item),
+            ack(u64::MAX, None)
+        );
         for bad in [
             &b"ok"[..],
             b"err",
@@ -1474,7 +1495,10 @@ mod tests {
             index,
             message: m.to_owned(),
         };
-        assert_eq!(parse_ack(b"err 3.2 bad data", b), item_err(3, 2, "bad data"));
+        assert_eq!(
+            parse_ack(b"err 3.2 bad data", b),
+            item_err(3, 2, "bad data")
+        );
         assert_eq!(parse_ack(b"err 3.2", b), item_err(3, 2, "(no message)"));
         assert_eq!(parse_ack(b"ok 3", b), ack(3, None));
         assert_eq!(parse_ack(b"err 3 all bad", b), ack(3, Some("all bad")));
@@ -1532,7 +1556,11 @@ mod tests {
         let failed = p.failed(&HandlerError::new("unreachable"));
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].0, 1);
-        assert!(failed[0].1.message.contains("item 2 of batch 5"), "{:?}", failed[0].1);
+        assert!(
+            failed[0].1.message.contains("item 2 of batch 5"),
+            "{:?}",
+            failed[0].1
+        );
 
         // Not answered: every item fails, an item's own reason kept; `err N` fails all.
         let mut p = Progress::new(0, 3, ExecFraming::Batch);
