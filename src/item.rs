@@ -134,7 +134,7 @@ impl Item<'_> {
 fn plain(s: &str) -> bool {
     s.as_bytes().chunks(32).all(|c| {
         c.iter().fold(true, |ok, &b| {
-            ok & (b >= 0x20) & (b < 0x7f) & (b != b'"') & (b != b'\\')
+            ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
         })
     })
 }
