@@ -99,22 +99,50 @@ impl Item<'_> {
         {
             // What the serializer below writes for strings that need no escape (the usual
             // case: ids, digits, base64), without its per-byte escape scan.
-            write!(
-                out,
-                "{{\"shardId\":\"{shard_id}\",\"sequenceNumber\":\"{}\",\"subSequenceNumber\":{},\"userSub\":{},\"userTotal\":{},\"partitionKey\":\"{}\",\"explicitHashKey\":",
-                self.sequence_number,
-                self.sub_sequence_number,
-                self.user_sub,
-                self.user_total,
-                self.partition_key
-            )?;
-            match self.explicit_hash_key {
-                Some(k) => write!(out, "\"{k}\"")?,
-                None => out.write_all(b"null")?,
+            let mut num = [0u8; 20];
+            let mut parts = [
+                &b"{\"shardId\":\""[..],
+                shard_id.as_bytes(),
+                b"\",\"sequenceNumber\":\"",
+                self.sequence_number.as_bytes(),
+                b"\",\"subSequenceNumber\":",
+            ];
+            for part in parts {
+                out.write_all(part)?;
             }
-            out.write_all(b",\"approximateArrivalTimestamp\":")?;
+            if self.sub_sequence_number < 0 {
+                out.write_all(b"-")?;
+            }
+            out.write_all(decimal(self.sub_sequence_number.unsigned_abs(), &mut num))?;
+            out.write_all(b",\"userSub\":")?;
+            out.write_all(decimal(self.user_sub.into(), &mut num))?;
+            out.write_all(b",\"userTotal\":")?;
+            out.write_all(decimal(self.user_total.into(), &mut num))?;
+            parts = [
+                b",\"partitionKey\":\"",
+                self.partition_key.as_bytes(),
+                b"\",\"explicitHashKey\":",
+                b"",
+                b"",
+            ];
+            if let Some(k) = self.explicit_hash_key {
+                parts[3] = b"\"";
+                parts[4] = k.as_bytes();
+            }
+            for part in parts {
+                out.write_all(part)?;
+            }
+            out.write_all(match self.explicit_hash_key {
+                Some(_) => b"\",\"approximateArrivalTimestamp\":",
+                None => b"null,\"approximateArrivalTimestamp\":",
+            })?;
             match self.approximate_arrival_timestamp {
-                Some(t) => write!(out, "{t}")?,
+                Some(t) => {
+                    if t < 0 {
+                        out.write_all(b"-")?;
+                    }
+                    out.write_all(decimal(t.unsigned_abs(), &mut num))?;
+                }
                 None => out.write_all(b"null")?,
             }
             out.write_all(b",\"data\":\"")?;
@@ -129,14 +157,44 @@ impl Item<'_> {
     }
 }
 
-/// True when `s` is printable ASCII without `"` or `\`: JSON needs no escape in it. (No
-/// early exit inside a chunk, so the check runs many bytes at a time.)
+/// The decimal digits of `v`, written into the end of `buf`.
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// True when `s` is printable ASCII without `"` or `\`: JSON needs no escape in it.
+/// Eight bytes at a time; a word that looks bad (the tests below can report a false
+/// alarm after a byte >= 0x80, never miss one) sends the caller to the serializer.
 fn plain(s: &str) -> bool {
-    s.as_bytes().chunks(32).all(|c| {
-        c.iter().fold(true, |ok, &b| {
-            ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
-        })
-    })
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let bad = |w: u64| {
+        let control = w.wrapping_sub(0x20 * ONES) & !w & HIGH != 0; // a byte < 0x20
+        let high = (w.wrapping_add(ONES) | w) & HIGH != 0; // a byte >= 0x7f
+        control || high || has_zero(w ^ (b'"' as u64 * ONES)) || has_zero(w ^ (b'\\' as u64 * ONES))
+    };
+    let bytes = s.as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    for word in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        if bad(u64::from_le_bytes(w)) {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 struct ItemJson<'s, 'i, 'a> {
@@ -379,6 +437,26 @@ mod tests {
         let mut v = Vec::new();
         item.write_json(shard_id, &mut v).unwrap();
         String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn plain_is_exactly_printable_ascii_without_quote_or_backslash() {
+        for b in 0u8..=255 {
+            let want = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+            let mut text = vec![b'a'; 17];
+            for at in [0, 7, 8, 15, 16] {
+                text.iter_mut().for_each(|c| *c = b'a');
+                text[at] = b;
+                if let Ok(s) = std::str::from_utf8(&text) {
+                    assert_eq!(plain(s), want, "byte {b:#x} at {at}");
+                }
+            }
+        }
+        assert!(plain(""));
+        assert!(!plain("abcdefgh\u{e9}"));
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
     }
 
     proptest! {
