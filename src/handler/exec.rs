@@ -150,6 +150,10 @@ const FAIL_GRACE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(50);
 /// Most bytes of item JSON serialized ahead of what the pipe took.
 const WRITE_AHEAD: usize = 64 * 1024;
+/// The pipe buffer asked for on a child's stdin (Linux allows up to 1 MiB unprivileged):
+/// a whole batch line of a few hundred items goes in without rsmld waiting for the child
+/// to drain the pipe (the default 64 KiB made both wake each other per 64 KiB).
+const PIPE_BUFFER: usize = 1 << 20;
 /// The environment variable that tags a child and its descendants.
 const CHILD_TAG: &str = "RSMLD_EXEC_CHILD";
 /// Set to `1` in the children's environment unless rsmld's own environment has it.
@@ -368,6 +372,21 @@ fn has_exited(pid: u32) -> bool {
 fn has_exited(_pid: u32) -> bool {
     false
 }
+
+/// Asks for a pipe buffer of [`PIPE_BUFFER`] bytes on `fd`, as far as the system allows
+/// (a hint: the default stays if it refuses).
+#[cfg(target_os = "linux")]
+fn enlarge_pipe(fd: libc::c_int) {
+    // SAFETY: fcntl on a descriptor we own, with an integer argument; the result is only
+    // a hint.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BUFFER as libc::c_int);
+    }
+}
+
+/// Elsewhere the pipe keeps its size.
+#[cfg(not(target_os = "linux"))]
+fn enlarge_pipe(_fd: libc::c_int) {}
 
 /// Makes `fd` non-blocking.
 fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
@@ -816,6 +835,7 @@ impl ExecHandler {
         };
         let stdin_ready = match &running.stdin {
             Some(stdin) => set_nonblocking(stdin.as_raw_fd())
+                .inspect(|()| enlarge_pipe(stdin.as_raw_fd()))
                 .map_err(|e| format!("cannot make its stdin non-blocking: {e}")),
             None => Err("its stdin pipe is missing".to_owned()),
         };
