@@ -1760,3 +1760,44 @@ fn binary_batch_framing_dead_letters_exactly_the_failed_items() {
         assert_eq!(handled, [seq(1), seq(3), seq(4), seq(6)]);
     }
 }
+
+/// Through the binary, batch framing: a child that holds a batch without answering is
+/// named in one warning after the default 5 s (its pid, the batch and its item count),
+/// then killed at --item-timeout; the batch fails (exit 1, no checkpoint).
+#[test]
+fn binary_batch_stall_warning_names_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!(
+        "echo $$ > {}; while IFS= read -r l; do :; done",
+        pidfile.display()
+    );
+    let m = marker("batch-stall");
+    let extra = ["--exec-framing", "batch", "--item-timeout", "7s"];
+    let (mut p, mut model) = marked_rsmld(&script, &m, &extra);
+    let records = vec![record(1, "a"), record(2, "b"), record(3, "c")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let pid = wait_for_file(&pidfile).trim().to_owned();
+    let code = p.wait(Duration::from_secs(60)).unwrap();
+    let err = p.stderr();
+    assert_eq!(code, 1, "{err}");
+    let warning = format!("exec handler child {pid} has answered nothing for");
+    assert_eq!(err.matches(&warning).count(), 1, "{err}");
+    assert!(
+        err.contains("it holds 1 unit(s) (batch 1, 3 item(s))"),
+        "{err}"
+    );
+    assert!(
+        err.contains("answered nothing for 7s while holding 1 unit(s)"),
+        "{err}"
+    );
+    assert!(model.stored.is_empty(), "{:?}", model.stored);
+    assert_eq!(outliving(&m), Vec::<i32>::new());
+}
