@@ -25,9 +25,12 @@
 #   c rsmld     target/release/rsmld --handler discard (default workers = cores)
 #   d cpu-1/N   examples/cpu_processor --workers 1 / N (N = nproc), RSMLD_CPU_ROUNDS of MD5 per item
 #   e kclpy     the amazon_kclpy sample processor with a no-op process_record (bench/kclpy_sample_noop.py)
+#   f exec-item / exec-batch   rsmld --handler exec [--exec-framing batch] running the naive
+#               Python child bench/naive_exec_child.py (json.loads of each line, one flushed
+#               answer per line) under the same interpreter as e (without e: python3's)
 # Scenarios (mld_sim flags; all end with shardEnded):
 #   plain-1k    --batches 200 --records 1000 --size 1024         a, b, c, e
-#   kpl-100     --batches 100 --records 10000 --size 100 --kpl 100   a, b, c, e
+#   kpl-100     --batches 100 --records 10000 --size 100 --kpl 100   a, b, c, e, f
 #   big-10m     --batches 10 --records 10240 --size 1024  (10 MiB payload, ~16 MB lines)   a, b, c
 #   cpu         --batches 50 --records 1000 --size 1024          d at 1 and N workers
 #   startup     --batches 1 --records 10 --size 100, 10 runs per repetition   a, b, c, e
@@ -52,7 +55,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift 2 ;;
         --tag) TAG="$2"; shift 2 ;;
         --only) ONLY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -110,6 +113,9 @@ if [ "$KCLPY" = 1 ]; then
     log "kclpy baseline: $KCLPY_PY bench/kclpy_sample_noop.py"
 fi
 if [ "$CHART" = 1 ]; then ensure_bench_venv; fi
+# The naive exec child (f) runs under e's interpreter, resolved to the real binary (a pyenv
+# shim would add a shell script to every child start).
+NAIVE_PY="${KCLPY_PY:-$(python3 -c 'import sys; print(sys.executable)')}"
 
 # --- scenarios and processors ------------------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
@@ -134,6 +140,8 @@ proc_cmd() {
         decode) echo "$EX/decode_processor" ;;
         rsmld) echo "$BIN/rsmld --handler discard" ;;
         kclpy) echo "$KCLPY_PY $RSMLD_REPO/bench/kclpy_sample_noop.py" ;;
+        exec-item) echo "$BIN/rsmld --handler exec -- $NAIVE_PY $RSMLD_REPO/bench/naive_exec_child.py" ;;
+        exec-batch) echo "$BIN/rsmld --handler exec --exec-framing batch -- $NAIVE_PY $RSMLD_REPO/bench/naive_exec_child.py" ;;
         cpu-1) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $EX/cpu_processor --workers 1" ;;
         cpu-N) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $EX/cpu_processor --workers $NPROC" ;;
     esac
@@ -169,7 +177,7 @@ for rep in $(seq 1 "$REPS"); do
         done
     fi
     if want kpl-100; then
-        for p in $MAIN_PROCS; do
+        for p in $MAIN_PROCS exec-item exec-batch; do
             # shellcheck disable=SC2086
             run_one kpl-100 "$p" "$rep" $S_KPL
         done
@@ -284,14 +292,16 @@ ratios = [
     ("(c)/(b) rsmld vs bare decode, 100 B KPL user records", "x", ratio(g("kpl-100/rsmld", "records_per_s"), g("kpl-100/decode", "records_per_s")), ">=", 1.25),
     ("(c)/(e) rsmld vs kclpy sample, 1 KiB plain", "x", ratio(g("plain-1k/rsmld", "records_per_s"), g("plain-1k/kclpy", "records_per_s")), ">=", 10),
     ("(c)/(e) rsmld vs kclpy sample, 100 B KPL user records", "x", ratio(g("kpl-100/rsmld", "records_per_s"), g("kpl-100/kclpy", "records_per_s")), ">=", 10),
+    ("(f)/(e) naive Python exec child, batch framing, vs kclpy sample, 100 B KPL user records", "x", ratio(g("kpl-100/exec-batch", "records_per_s"), g("kpl-100/kclpy", "records_per_s")), ">=", 2),
+    ("(f)/(e) naive Python exec child, item framing, vs kclpy sample, 100 B KPL user records", "x", ratio(g("kpl-100/exec-item", "records_per_s"), g("kpl-100/kclpy", "records_per_s")), None, None),
     ("(c) peak RSS, 10 MiB batches (max over runs)", "MiB", g("big-10m/rsmld", "peak_rss_mib_max"), "<=", 64),
     (f"(d) cpu_processor {meta['nproc']} workers / 1 worker", "x", ratio(g("cpu/cpu-N", "records_per_s"), g("cpu/cpu-1", "records_per_s")), ">=", 1.8),
     ("(c) start -> status(initialize)", "ms", statistics.median(startup_all) if startup_all else None, "<=", 5),
 ]
 summary = []
 for name, unit, value, op, target in ratios:
-    met = None if value is None else (value >= target if op == ">=" else value <= target)
-    summary.append({"what": name, "value": value, "unit": unit, "target": f"{op} {target}", "met": met})
+    met = None if value is None or op is None else (value >= target if op == ">=" else value <= target)
+    summary.append({"what": name, "value": value, "unit": unit, "target": f"{op} {target}" if op else "-", "met": met})
 
 result = {"meta": meta, "summary": summary, "medians": table, "runs": runs}
 with open(env["BENCH_JSON"], "w") as f:

@@ -20,7 +20,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::driver::DriverConfig;
 use crate::handler::discard::DiscardFactory;
 use crate::handler::exec::{
-    ExecFactory, ExecOptions, CLOSE_BOUND, DEFAULT_ANSWER_TIMEOUT, DEFAULT_STALL_WARNING,
+    ExecFactory, ExecFraming, ExecOptions, CLOSE_BOUND, DEFAULT_ANSWER_TIMEOUT,
+    DEFAULT_STALL_WARNING,
 };
 use crate::handler::file::{FileFactory, FileOptions};
 use crate::handler::{delay::DelayFactory, HandlerFactory};
@@ -199,6 +200,10 @@ pub struct RunArgs {
     /// A record delivered twice in one lease: skip it (with a warning) or fail.
     #[arg(long, value_enum, default_value_t = OnDuplicate::Skip)]
     pub on_duplicate: OnDuplicate,
+    /// Exec handler: one item per line, or one line per batch (`{"batch":N,"items":[…]}`,
+    /// one answer per batch).
+    #[arg(long, value_enum, default_value_t = ExecFraming::Item)]
+    pub exec_framing: ExecFraming,
     /// Exec handler: the command and its arguments, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -648,6 +653,7 @@ impl RunArgs {
                     self.item_timeout = None;
                     Arc::new(ExecFactory::new(ExecOptions {
                         command: self.command,
+                        framing: self.exec_framing,
                         max_pipelined: self.max_in_flight.max(1),
                         restart_backoff: Duration::from_millis(100),
                         restart_backoff_max: Duration::from_secs(5),

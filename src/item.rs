@@ -89,13 +89,112 @@ pub struct Item<'a> {
 impl Item<'_> {
     /// Appends the item JSON of an item of shard `shard_id` (ASCII-only, one line, no
     /// newline) to `out`.
-    pub fn write_json<W: io::Write>(&self, shard_id: &str, out: W) -> io::Result<()> {
+    pub fn write_json<W: io::Write>(&self, shard_id: &str, mut out: W) -> io::Result<()> {
+        let data = self.data.base64();
+        let texts = [shard_id, self.sequence_number, self.partition_key, &data];
+        if texts
+            .iter()
+            .chain(self.explicit_hash_key.iter())
+            .all(|t| plain(t))
+        {
+            // What the serializer below writes for strings that need no escape (the usual
+            // case: ids, digits, base64), without its per-byte escape scan.
+            let mut num = [0u8; 20];
+            let mut parts = [
+                &b"{\"shardId\":\""[..],
+                shard_id.as_bytes(),
+                b"\",\"sequenceNumber\":\"",
+                self.sequence_number.as_bytes(),
+                b"\",\"subSequenceNumber\":",
+            ];
+            for part in parts {
+                out.write_all(part)?;
+            }
+            if self.sub_sequence_number < 0 {
+                out.write_all(b"-")?;
+            }
+            out.write_all(decimal(self.sub_sequence_number.unsigned_abs(), &mut num))?;
+            out.write_all(b",\"userSub\":")?;
+            out.write_all(decimal(self.user_sub.into(), &mut num))?;
+            out.write_all(b",\"userTotal\":")?;
+            out.write_all(decimal(self.user_total.into(), &mut num))?;
+            parts = [
+                b",\"partitionKey\":\"",
+                self.partition_key.as_bytes(),
+                b"\",\"explicitHashKey\":",
+                b"",
+                b"",
+            ];
+            if let Some(k) = self.explicit_hash_key {
+                parts[3] = b"\"";
+                parts[4] = k.as_bytes();
+            }
+            for part in parts {
+                out.write_all(part)?;
+            }
+            out.write_all(match self.explicit_hash_key {
+                Some(_) => b"\",\"approximateArrivalTimestamp\":",
+                None => b"null,\"approximateArrivalTimestamp\":",
+            })?;
+            match self.approximate_arrival_timestamp {
+                Some(t) => {
+                    if t < 0 {
+                        out.write_all(b"-")?;
+                    }
+                    out.write_all(decimal(t.unsigned_abs(), &mut num))?;
+                }
+                None => out.write_all(b"null")?,
+            }
+            out.write_all(b",\"data\":\"")?;
+            out.write_all(data.as_bytes())?;
+            return out.write_all(b"\"}");
+        }
         let json = ItemJson {
             shard_id,
             item: self,
         };
         crate::json::write_ascii(out, &json).map_err(io::Error::other)
     }
+}
+
+/// The decimal digits of `v`, written into the end of `buf`.
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// True when `s` is printable ASCII without `"` or `\`: JSON needs no escape in it.
+/// Eight bytes at a time; a word that looks bad (the tests below can report a false
+/// alarm after a byte >= 0x80, never miss one) sends the caller to the serializer.
+fn plain(s: &str) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let bad = |w: u64| {
+        let control = w.wrapping_sub(0x20 * ONES) & !w & HIGH != 0; // a byte < 0x20
+        let high = (w.wrapping_add(ONES) | w) & HIGH != 0; // a byte >= 0x7f
+        control || high || has_zero(w ^ (b'"' as u64 * ONES)) || has_zero(w ^ (b'\\' as u64 * ONES))
+    };
+    let bytes = s.as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    for word in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        if bad(u64::from_le_bytes(w)) {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 struct ItemJson<'s, 'i, 'a> {
@@ -327,6 +426,71 @@ impl ItemBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn serde_json_of(item: &Item, shard_id: &str) -> String {
+        let json = ItemJson { shard_id, item };
+        crate::json::to_ascii_string(&json).unwrap()
+    }
+
+    fn fast_json_of(item: &Item, shard_id: &str) -> String {
+        let mut v = Vec::new();
+        item.write_json(shard_id, &mut v).unwrap();
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn plain_is_exactly_printable_ascii_without_quote_or_backslash() {
+        for b in 0u8..=255 {
+            let want = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+            let mut text = vec![b'a'; 17];
+            for at in [0, 7, 8, 15, 16] {
+                text.iter_mut().for_each(|c| *c = b'a');
+                text[at] = b;
+                if let Ok(s) = std::str::from_utf8(&text) {
+                    assert_eq!(plain(s), want, "byte {b:#x} at {at}");
+                }
+            }
+        }
+        assert!(plain(""));
+        assert!(!plain("abcdefgh\u{e9}"));
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
+    }
+
+    proptest! {
+        /// The direct writer and the serializer agree on every item, whatever its text
+        /// (escapes, control characters, non-ASCII fall back to the serializer).
+        #[test]
+        fn item_json_fast_path_matches_the_serializer(
+            shard in "[ -~]{0,12}|\\PC{0,6}",
+            seq in "[0-9]{1,60}|[ -~\u{0}-\u{1f}é]{0,8}",
+            key in "[ -~]{0,20}|\\PC{0,8}",
+            hash in proptest::option::of("[0-9]{1,39}|[ -~\n]{0,5}"),
+            sub in any::<i64>(),
+            user_sub in any::<u32>(),
+            user_total in any::<u32>(),
+            ts in proptest::option::of(any::<i64>()),
+            bytes in proptest::collection::vec(any::<u8>(), 0..40),
+            raw in "[A-Za-z0-9+/=]{0,20}|[ -~]{0,6}",
+            decoded in any::<bool>(),
+        ) {
+            let data = if decoded { Payload::Bytes(&bytes) } else { Payload::Base64(&raw) };
+            let it = Item {
+                record: RecordId(0),
+                sequence_number: &seq,
+                sub_sequence_number: sub,
+                user_sub,
+                user_total,
+                partition_key: &key,
+                explicit_hash_key: hash.as_deref(),
+                approximate_arrival_timestamp: ts,
+                data,
+            };
+            prop_assert_eq!(fast_json_of(&it, &shard), serde_json_of(&it, &shard));
+        }
+    }
 
     fn item<'a>(key: &'a str, data: Payload<'a>) -> Item<'a> {
         Item {

@@ -24,6 +24,10 @@ impl Formatter for AsciiFormatter {
         fragment: &str,
     ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
+        if bytes.is_ascii() {
+            // The common case (base64, digits, ids), checked many bytes at a time.
+            return writer.write_all(bytes);
+        }
         let mut start = 0;
         for (i, ch) in fragment.char_indices() {
             if ch.is_ascii() {

@@ -5,8 +5,10 @@
 //! model: checkpoints never cover an item the child did not validly answer for, and no
 //! handler process outlives rsmld (EOF, signals ignored, setsid grandchildren, SIGKILL).
 //!
-//! Handlers live in tests/fixtures/exec/: `handler.sh` (the README's), `handler.py`
-//! (sequence numbers to a file), `behave.sh` (acts on each item's partition key and logs
+//! The README's examples live in examples/exec/ (`handler.py`, `handler.js`, `handler.sh`,
+//! `batch.py`) and run here through the binary with PYTHONUNBUFFERED unset. Test handlers
+//! live in tests/fixtures/exec/: `handler.py` (sequence numbers to a file), `batch.py`
+//! (batch framing, acting on the batch's partition keys), `behave.sh` (acts on each item's partition key and logs
 //! `<pid> <worker>/<workers> <item>`), `window.py` (measures the pipelining window),
 //! `answers.sh` (answers wrongly in a chosen way, logging what it really handled).
 
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{init_line, line, record, run_action, seq, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
-use rsmld::handler::exec::{ExecFactory, ExecOptions, CLOSE_BOUND, CLOSE_EOF_GRACE};
+use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions, CLOSE_BOUND, CLOSE_EOF_GRACE};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
 use rsmld::item::{Item, Payload};
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
@@ -57,6 +59,7 @@ fn items(first: u64, keys: &[&str]) -> Vec<Item<'static>> {
 fn options(command: &[&str], max_pipelined: usize) -> ExecOptions {
     ExecOptions {
         command: command.iter().map(|s| s.to_string()).collect(),
+        framing: ExecFraming::Item,
         max_pipelined,
         restart_backoff: Duration::from_millis(10),
         restart_backoff_max: Duration::from_millis(40),
@@ -181,7 +184,7 @@ fn python_handler_sees_every_item_once_in_order() {
 fn shell_handler_from_the_readme_writes_every_item() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = start(options(
-        &[&fixture("handler.sh"), dir.path().to_str().unwrap()],
+        &[&example("handler.sh"), dir.path().to_str().unwrap()],
         16,
     ));
     let batches = [items(1, &["a"; 50]), items(51, &["b", "c", "a"])];
@@ -484,7 +487,7 @@ fn spawn_rsmld(exec: &[&str], extra: &[&str]) -> Proc {
 #[test]
 fn binary_runs_the_shell_handler_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
-    let handler = fixture("handler.sh");
+    let handler = example("handler.sh");
     let mut p = spawn_rsmld(
         &[&handler, dir.path().to_str().unwrap()],
         &["--workers", "2"],
@@ -1268,4 +1271,533 @@ fn binary_default_settings_bound_a_stall() {
     for run in runs {
         run.join().unwrap();
     }
+}
+
+// ---------------------------------------------------------------- naive children (README examples)
+
+fn example(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/exec")
+        .join(name);
+    p.to_str().unwrap().to_owned()
+}
+
+/// rsmld (the binary) with `args`, PYTHONUNBUFFERED removed from its environment (as on a
+/// machine that never set it) or set to `unbuffered`.
+fn rsmld_env(args: &[String], unbuffered: Option<&str>) -> Proc {
+    let mut cmd = std::process::Command::new(common::rsmld_bin());
+    cmd.args(args);
+    match unbuffered {
+        None => cmd.env_remove("PYTHONUNBUFFERED"),
+        Some(v) => cmd.env("PYTHONUNBUFFERED", v),
+    };
+    Proc::from_command(cmd)
+}
+
+/// Through the binary, PYTHONUNBUFFERED unset: `records` records (payload `payload-<i>`,
+/// five keys) in batches of `per_batch`, then shutdownRequested. Every batch must finish
+/// (the child answers before EOF) and the last checkpoint covers the last record; returns
+/// rsmld's stderr after a clean exit.
+fn run_naive(exec: &[&str], extra: &[&str], records: u64, per_batch: u64) -> String {
+    let mut args: Vec<String> = ["--handler", "exec", "--checkpoint-interval", "0"]
+        .iter()
+        .chain(["--item-timeout", "10s"].iter())
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+    args.push("--".into());
+    args.extend(exec.iter().map(|s| s.to_string()));
+    let mut p = rsmld_env(&args, None);
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let keys = ["k0", "k1", "k2", "k3", "k4"];
+    let mut next = 1;
+    while next <= records {
+        let batch: Vec<Record> = (next..(next + per_batch).min(records + 1))
+            .map(|i| record(i, keys[i as usize % 5]))
+            .collect();
+        next += per_batch;
+        model.deliver_all(&batch);
+        run_action(
+            &mut p,
+            &mut model,
+            &process_line(batch),
+            Action::ProcessRecords,
+        )
+        .unwrap_or_else(|e| panic!("{exec:?}: {e}\n{}", p.stderr()));
+    }
+    let reqs = run_action(
+        &mut p,
+        &mut model,
+        r#"{"action":"shutdownRequested"}"#,
+        Action::ShutdownRequested,
+    )
+    .unwrap_or_else(|e| panic!("{exec:?}: {e}\n{}", p.stderr()));
+    assert_eq!(
+        reqs.last(),
+        Some(&ProcessorMessage::Checkpoint {
+            sequence_number: Some(SequenceNumber::parse(&seq(records)).unwrap()),
+            sub_sequence_number: Some(0),
+        }),
+        "{exec:?}: stderr:\n{}",
+        p.stderr()
+    );
+    p.close_stdin();
+    let code = p.wait(Duration::from_secs(20)).unwrap();
+    let err = p.stderr();
+    assert_eq!(code, 0, "{exec:?}: {err}");
+    err
+}
+
+/// The lines of `path`, sorted (two workers append to it in any order).
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+fn payloads(records: u64) -> Vec<String> {
+    let mut v: Vec<String> = (1..=records).map(|i| format!("payload-{i}")).collect();
+    v.sort();
+    v
+}
+
+/// The README's Python (plain `print`, no flush), Node and shell examples, through the
+/// binary with PYTHONUNBUFFERED unset in rsmld's environment: every record is handled
+/// exactly once and checkpointed, in small batches that each wait for their answers.
+/// Without rsmld's PYTHONUNBUFFERED default, the Python child's answers stay in its
+/// buffer and the first batch times out.
+#[test]
+fn binary_runs_the_naive_python_node_and_shell_examples_with_pythonunbuffered_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("py.txt");
+    let (py, js) = (example("handler.py"), example("handler.js"));
+    run_naive(&[&py, out.to_str().unwrap()], &["--workers", "2"], 40, 7);
+    assert_eq!(sorted_lines(&out), payloads(40));
+
+    let out = dir.path().join("js.txt");
+    run_naive(&[&js, out.to_str().unwrap()], &["--workers", "2"], 40, 7);
+    assert_eq!(sorted_lines(&out), payloads(40));
+
+    let sh_dir = dir.path().join("sh");
+    std::fs::create_dir(&sh_dir).unwrap();
+    run_naive(
+        &[&example("handler.sh"), sh_dir.to_str().unwrap()],
+        &["--workers", "1"],
+        20,
+        6,
+    );
+    let lines = sorted_lines(&sh_dir.join("shardId-000000000007.0.jsonl"));
+    assert_eq!(lines.len(), 20);
+    use base64::Engine;
+    let mut got: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(v["data"].as_str().unwrap())
+                .unwrap();
+            String::from_utf8(data).unwrap()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, payloads(20));
+}
+
+/// The batch-framing Python example (plain `print`), through the binary with
+/// PYTHONUNBUFFERED unset: every record once, checkpointed.
+#[test]
+fn binary_runs_the_naive_batch_example_with_pythonunbuffered_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("batch.txt");
+    run_naive(
+        &[&example("batch.py"), out.to_str().unwrap()],
+        &["--workers", "2", "--exec-framing", "batch"],
+        60,
+        9,
+    );
+    assert_eq!(sorted_lines(&out), payloads(60));
+}
+
+/// PYTHONUNBUFFERED in the children: `1` when rsmld's environment does not have it; the
+/// user's value, kept as it is, when it has one (an empty value counts as set).
+#[test]
+fn binary_sets_pythonunbuffered_only_when_the_user_did_not() {
+    for (given, want) in [(None, "1"), (Some(""), ""), (Some("0"), "0")] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        let script = format!(
+            "printf '%s\\n' \"${{PYTHONUNBUFFERED-unset}}\" > {}.tmp && mv {0}.tmp {0}; \
+             n=0; while IFS= read -r l; do n=$((n+1)); echo \"ok $n\"; done",
+            file.display()
+        );
+        let args: Vec<String> = [
+            "--handler",
+            "exec",
+            "--workers",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut p = rsmld_env(&args, given);
+        let mut model = CheckpointModel::default();
+        run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+        let seen = wait_for_file(&file);
+        assert_eq!(seen, format!("{want}\n"), "PYTHONUNBUFFERED={given:?}");
+        p.close_stdin();
+        assert_eq!(
+            p.wait(Duration::from_secs(20)).unwrap(),
+            0,
+            "{}",
+            p.stderr()
+        );
+    }
+}
+
+// ---------------------------------------------------------------- batch framing
+
+fn batch_handler(log: &Path) -> Box<dyn Handler> {
+    let mut o = options(&[&fixture("batch.py"), log.to_str().unwrap()], 8);
+    o.framing = ExecFraming::Batch;
+    start(o)
+}
+
+/// `batch.py`'s log: (pid, batch number, sequence number) per item handled.
+fn batch_log(log: &Path) -> Vec<(i32, u64, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut f = l.split(' ');
+            let pid = f.next().unwrap().parse().unwrap();
+            let n = f.next().unwrap().parse().unwrap();
+            (pid, n, f.next().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// Batch framing: one line per batch, numbered by its position in the child's input
+/// across batches; `ok N` makes every item done, in one child.
+#[test]
+fn batch_framing_writes_one_numbered_line_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = batch_handler(&log);
+    h.process(&items(1, &["a", "b", "c"])).unwrap();
+    h.process(&items(4, &["d"])).unwrap();
+    h.process(&items(5, &["e"; 40])).unwrap();
+    h.close().unwrap();
+    let got = batch_log(&log);
+    let batches: Vec<u64> = got.iter().map(|(_, n, _)| *n).collect();
+    let expected: Vec<u64> = [1, 1, 1, 2].into_iter().chain([3; 40]).collect();
+    assert_eq!(batches, expected);
+    let seqs: Vec<String> = got.iter().map(|(_, _, s)| s.clone()).collect();
+    assert_eq!(seqs, (1..=44).map(seq).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|(p, _, _)| *p).collect::<HashSet<_>>().len(),
+        1
+    );
+}
+
+/// The exact line a batch child reads: `{"batch":N,"items":[<item JSON>,...]}`.
+#[test]
+fn batch_framing_line_is_the_items_json_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lines");
+    let script = format!("cat > {}", out.display());
+    let mut o = options(&["sh", "-c", &script], 8);
+    o.framing = ExecFraming::Batch;
+    o.answer_timeout = Some(Duration::from_millis(300));
+    let mut h = start(o);
+    let batch = items(1, &["a", "b"]);
+    let _ = h.process(&batch); // never answered: it only records its input
+    drop(h);
+    let mut expected = b"{\"batch\":1,\"items\":[".to_vec();
+    batch[0]
+        .write_json("shardId-000000000042", &mut expected)
+        .unwrap();
+    expected.push(b',');
+    batch[1]
+        .write_json("shardId-000000000042", &mut expected)
+        .unwrap();
+    expected.extend_from_slice(b"]}\n");
+    assert_eq!(
+        String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
+        String::from_utf8(expected).unwrap()
+    );
+}
+
+/// `err N <message>` fails every item of the batch with the message; the child lives on.
+#[test]
+fn batch_err_fails_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = batch_handler(&log);
+    let f = failures(h.process(&items(1, &["a", "err-batch", "b"])));
+    assert_eq!(indexes(&f), [0, 1, 2]);
+    for (_, m) in &f {
+        assert_eq!(
+            m,
+            "exec handler child rejected the batch: rejected by the test handler"
+        );
+    }
+    h.process(&items(4, &["c"])).unwrap();
+    let got = batch_log(&log);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, 2, "the next batch is batch 2 of the same child");
+    h.close().unwrap();
+}
+
+/// `err N.I <message>` lines, then `ok N`: exactly those items fail, each with its
+/// message; the rest are done.
+#[test]
+fn batch_item_errors_fail_only_those_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = batch_handler(&log);
+    let f = failures(h.process(&items(1, &["a", "fail", "b", "fail", "c"])));
+    assert_eq!(indexes(&f), [1, 3]);
+    assert_eq!(
+        f[0].1,
+        "exec handler child rejected the item (item 2 of batch 1): failed by the test handler"
+    );
+    assert!(f[1].1.contains("(item 4 of batch 1)"), "{}", f[1].1);
+    let handled: Vec<String> = batch_log(&log).into_iter().map(|(_, _, s)| s).collect();
+    assert_eq!(handled, [seq(1), seq(3), seq(5)]);
+    h.process(&items(6, &["d"])).unwrap();
+    h.close().unwrap();
+}
+
+/// A wrong batch number — one not written yet, one answered before, the same batch twice,
+/// an item the batch does not have — breaks the child: the batch fails (nothing of it
+/// counts as done), the child is replaced, and the next batch works.
+#[test]
+fn batch_wrong_numbers_break_the_child() {
+    for (key, why) in [
+        (
+            "wrong",
+            "`ok 3`: unit 3 was not written yet (units up to 2 were)",
+        ),
+        (
+            "stale",
+            "`ok 1`: unit 1 was answered before (this batch started at unit 2)",
+        ),
+        ("ahead", "`err 2.3`: batch 2 has 2 item(s), not 3"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut h = batch_handler(&log);
+        h.process(&items(1, &["a"])).unwrap();
+        let first = batch_log(&log)[0].0;
+        let f = failures(h.process(&items(2, &["b", key])));
+        assert_eq!(indexes(&f), [0, 1], "{key}");
+        for (_, m) in &f {
+            assert!(
+                m.contains("wrote a wrong answer") && m.contains(why),
+                "{key}: {m}"
+            );
+        }
+        assert!(gone(first), "{key}: child {first} not replaced");
+        h.process(&items(4, &["c"])).unwrap();
+        let last = batch_log(&log).last().cloned().unwrap();
+        assert_ne!(last.0, first, "{key}");
+        assert_eq!(last.1, 1, "{key}: a new child counts from 1");
+        h.close().unwrap();
+    }
+    // `ok N` twice: the batch is done; the surplus answer breaks the child before the
+    // next batch, which runs in a new child.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = batch_handler(&log);
+    h.process(&items(1, &["twice"])).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    h.process(&items(2, &["a"])).unwrap();
+    let got = batch_log(&log);
+    assert_ne!(got[0].0, got[1].0, "the child that answered twice was kept");
+    h.close().unwrap();
+}
+
+/// A crash mid-batch: every item of the batch fails — the one named by `err N.I` with its
+/// own message, the others with the exit status — even those the child handled (it never
+/// answered `ok N`); the next batch restarts the child.
+#[test]
+fn batch_crash_mid_batch_fails_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut h = batch_handler(&log);
+    let f = failures(h.process(&items(1, &["a", "b", "crash", "c"])));
+    assert_eq!(indexes(&f), [0, 1, 2, 3]);
+    assert!(f[0].1.contains("about to crash"), "{}", f[0].1);
+    for (_, m) in &f[1..] {
+        assert!(
+            m.contains("exited (exit status: 3)") && m.contains("batch.py"),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        batch_log(&log).len(),
+        2,
+        "a and b were handled before the crash"
+    );
+    let first = batch_log(&log)[0].0;
+    assert!(gone(first));
+    h.process(&items(5, &["d"])).unwrap();
+    assert_ne!(batch_log(&log).last().unwrap().0, first);
+    h.close().unwrap();
+}
+
+/// The item timeout and the stall warning apply per batch: a batch child that does not
+/// answer is killed at the timeout and the whole batch fails, naming the batch.
+#[test]
+fn batch_timeout_applies_to_the_batch() {
+    let mut o = options(&["sh", "-c", "while IFS= read -r l; do :; done"], 8);
+    o.framing = ExecFraming::Batch;
+    o.stall_warning = Duration::from_millis(200);
+    o.answer_timeout = Some(Duration::from_secs(1));
+    let mut h = start(o);
+    let t = Instant::now();
+    let f = failures(h.process(&items(1, &["k"; 5])));
+    assert!(t.elapsed() >= Duration::from_secs(1));
+    assert_eq!(indexes(&f), [0, 1, 2, 3, 4]);
+    assert!(
+        f[0].1
+            .contains("answered nothing for 1s while holding 1 unit(s)"),
+        "{}",
+        f[0].1
+    );
+}
+
+/// Through the binary: `--exec-framing batch` (and `rsmld.exec_framing = batch` in a
+/// properties file) with per-item failures under --on-error skip: exactly the failed
+/// items are dead-lettered, everything is checkpointed, and rsmld exits 0.
+#[test]
+fn binary_batch_framing_dead_letters_exactly_the_failed_items() {
+    for via_properties in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let dlq = dir.path().join("dlq");
+        let mut extra: Vec<String> = vec![
+            "--workers".into(),
+            "1".into(),
+            "--on-error".into(),
+            "skip".into(),
+            "--dead-letter".into(),
+            dlq.to_str().unwrap().into(),
+        ];
+        if via_properties {
+            let props = dir.path().join("app.properties");
+            std::fs::write(&props, "rsmld.exec_framing = batch\n").unwrap();
+            extra.extend(["--properties".into(), props.to_str().unwrap().into()]);
+        } else {
+            extra.extend(["--exec-framing".into(), "batch".into()]);
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut p = spawn_rsmld(&[&fixture("batch.py"), log.to_str().unwrap()], &extra);
+        let mut model = CheckpointModel::default();
+        model.initialize(Some("TRIM_HORIZON"), Some(0));
+        run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+        let records: Vec<Record> = (1..=6)
+            .map(|i| record(i, if i == 2 || i == 5 { "fail" } else { "k" }))
+            .collect();
+        model.deliver_all(&records);
+        run_action(
+            &mut p,
+            &mut model,
+            &process_line(records),
+            Action::ProcessRecords,
+        )
+        .unwrap();
+        let reqs = run_action(
+            &mut p,
+            &mut model,
+            r#"{"action":"shutdownRequested"}"#,
+            Action::ShutdownRequested,
+        )
+        .unwrap();
+        assert_eq!(
+            reqs.last(),
+            Some(&ProcessorMessage::Checkpoint {
+                sequence_number: Some(SequenceNumber::parse(&seq(6)).unwrap()),
+                sub_sequence_number: Some(0),
+            }),
+            "{}",
+            p.stderr()
+        );
+        p.close_stdin();
+        assert_eq!(
+            p.wait(Duration::from_secs(20)).unwrap(),
+            0,
+            "{}",
+            p.stderr()
+        );
+        let mut dead = Vec::new();
+        for entry in std::fs::read_dir(&dlq).unwrap() {
+            for l in std::fs::read_to_string(entry.unwrap().path())
+                .unwrap()
+                .lines()
+            {
+                dead.push(l.to_owned());
+            }
+        }
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        for (d, i) in dead.iter().zip([2, 5]) {
+            assert!(
+                d.contains(&seq(i)) && d.contains("failed by the test handler"),
+                "{d}"
+            );
+        }
+        let handled: Vec<String> = batch_log(&log).into_iter().map(|(_, _, s)| s).collect();
+        assert_eq!(handled, [seq(1), seq(3), seq(4), seq(6)]);
+    }
+}
+
+/// Through the binary, batch framing: a child that holds a batch without answering is
+/// named in one warning after the default 5 s (its pid, the batch and its item count),
+/// then killed at --item-timeout; the batch fails (exit 1, no checkpoint).
+#[test]
+fn binary_batch_stall_warning_names_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!(
+        "echo $$ > {}; while IFS= read -r l; do :; done",
+        pidfile.display()
+    );
+    let m = marker("batch-stall");
+    let extra = ["--exec-framing", "batch", "--item-timeout", "7s"];
+    let (mut p, mut model) = marked_rsmld(&script, &m, &extra);
+    let records = vec![record(1, "a"), record(2, "b"), record(3, "c")];
+    model.deliver_all(&records);
+    run_action(
+        &mut p,
+        &mut model,
+        &process_line(records),
+        Action::ProcessRecords,
+    )
+    .unwrap();
+    let pid = wait_for_file(&pidfile).trim().to_owned();
+    let code = p.wait(Duration::from_secs(60)).unwrap();
+    let err = p.stderr();
+    assert_eq!(code, 1, "{err}");
+    let warning = format!("exec handler child {pid} has answered nothing for");
+    assert_eq!(err.matches(&warning).count(), 1, "{err}");
+    assert!(
+        err.contains("it holds 1 unit(s) (batch 1, 3 item(s))"),
+        "{err}"
+    );
+    assert!(
+        err.contains("answered nothing for 7s while holding 1 unit(s)"),
+        "{err}"
+    );
+    assert!(model.stored.is_empty(), "{:?}", model.stored);
+    assert_eq!(outliving(&m), Vec::<i32>::new());
 }

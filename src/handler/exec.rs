@@ -13,13 +13,24 @@
 //!   order. Each line is a *unit*, numbered by its 1-based position in this child's
 //!   stdin: the first line a child reads is unit 1, the next unit 2, and so on for the
 //!   child's whole life (a restarted child starts again at 1).
+//! - **Batch framing** ([`ExecFraming::Batch`], `--exec-framing batch`): each line is one
+//!   whole handler batch instead, `{"batch":N,"items":[<item JSON>,...]}`, `N` its unit
+//!   number; the child answers it with one `ok N` / `err N <message>`, and before that may
+//!   name items that failed with `err N.I <message>` (`I` 1-based in the batch). An item
+//!   error only ever fails its item; `ok N` makes every other item done; `err N` fails
+//!   them all. A child holds one batch at a time (one line per `process` call), so the
+//!   item timeout and the stall warning bound a whole batch: only `ok N` / `err N` restart
+//!   their clock. The rules below carry over: an `err N.I` naming a batch the child does
+//!   not hold, an item the batch does not have, or an item twice is a wrong answer.
 //! - **stdout**: exactly one answer line per unit, naming it: `ok N` when unit `N` is
 //!   done (durably, as far as the child promises — a checkpoint may cover it as soon as
 //!   rsmld reads the answer), or `err N <message>` when it failed. Answers may come in any
 //!   order (a child that works on several units at once answers each when it is done),
 //!   but only for units the child has read and not yet answered. Flush after every answer
-//!   (`print(f"ok {n}", flush=True)`; shell `echo` writes at once). A line counts only
-//!   once its `\n` arrives.
+//!   (shell `echo` writes at once; Python's `print` does too, because rsmld sets
+//!   `PYTHONUNBUFFERED=1` unless its own environment has `PYTHONUNBUFFERED`, whatever its
+//!   value: a naive child must not keep its answers in a buffer while rsmld waits for
+//!   them). A line counts only once its `\n` arrives.
 //! - **A wrong answer breaks the child.** A number answered twice, one not yet written
 //!   (or 0), a line without a number, or anything else on stdout (a debug `print`, a
 //!   banner, a last line without its `\n`) is a protocol violation: every unit the child
@@ -28,8 +39,9 @@
 //!   before it still count. Log to **stderr**: rsmld forwards it line by line to its own
 //!   log (`worker <k> child <pid>: <line>`).
 //! - **Environment**: rsmld's own, plus `RSMLD_SHARD_ID`, `RSMLD_WORKER` (this child's
-//!   worker index), `RSMLD_WORKERS` (how many there are) and `RSMLD_EXEC_CHILD` (an id
-//!   of this child, by which rsmld finds its descendants when it ends it). Every signal
+//!   worker index), `RSMLD_WORKERS` (how many there are), `RSMLD_EXEC_CHILD` (an id
+//!   of this child, by which rsmld finds its descendants when it ends it) and
+//!   `PYTHONUNBUFFERED=1` (above). Every signal
 //!   rsmld ignores itself ([`crate::sys::IGNORED_SIGNALS`]: SIGINT, SIGTERM, SIGHUP,
 //!   SIGPIPE, SIGXFSZ) has its default disposition in the child: it does not inherit that. The child's parent-death signal is SIGKILL: if rsmld dies, even by
 //!   SIGKILL, the child dies with it.
@@ -61,7 +73,7 @@
 //! import json, sys
 //! for n, line in enumerate(sys.stdin, start=1):
 //!     item = json.loads(line)                  # base64 payload in item["data"]
-//!     print(f"ok {n}", flush=True)             # or: print(f"err {n} why", flush=True)
+//!     print(f"ok {n}")                         # or: print(f"err {n} why")
 //! ```
 //!
 //! # Why this shape
@@ -138,8 +150,14 @@ const FAIL_GRACE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(50);
 /// Most bytes of item JSON serialized ahead of what the pipe took.
 const WRITE_AHEAD: usize = 64 * 1024;
+/// The pipe buffer asked for on a child's stdin (Linux allows up to 1 MiB unprivileged):
+/// a whole batch line of a few hundred items goes in without rsmld waiting for the child
+/// to drain the pipe (the default 64 KiB made both wake each other per 64 KiB).
+const PIPE_BUFFER: usize = 1 << 20;
 /// The environment variable that tags a child and its descendants.
 const CHILD_TAG: &str = "RSMLD_EXEC_CHILD";
+/// Set to `1` in the children's environment unless rsmld's own environment has it.
+const PYTHON_UNBUFFERED: &str = "PYTHONUNBUFFERED";
 /// Children started by this process so far (the tag's value).
 static CHILDREN_STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Longest answer line read; a longer one is garbage.
@@ -149,11 +167,24 @@ const MAX_LOG_LINE: usize = 16 * 1024;
 /// How much of a garbage line an error message quotes.
 const GARBAGE_PREVIEW: usize = 80;
 
+/// How items are framed on a child's stdin (`--exec-framing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecFraming {
+    /// One item JSON per line; one answer (`ok N` / `err N …`) per item.
+    #[default]
+    Item,
+    /// One line per handler batch, `{"batch":N,"items":[…]}`; one answer per batch, with
+    /// `err N.I …` lines before it for items that failed.
+    Batch,
+}
+
 /// Settings of the exec handler.
 #[derive(Clone, Debug)]
 pub struct ExecOptions {
     /// The command and its arguments (no shell).
     pub command: Vec<String>,
+    /// One line per item or per batch.
+    pub framing: ExecFraming,
     /// Most units written to the child before their answers are read.
     pub max_pipelined: usize,
     /// First restart delay after the child failed; doubles up to `restart_backoff_max`.
@@ -268,6 +299,15 @@ enum Event {
         /// The message of an `err`.
         error: Option<String>,
     },
+    /// Batch framing only: `err N.I <message>`, item `I` (1-based) of batch `N` failed.
+    ItemErr {
+        /// The batch (its unit number).
+        unit: u64,
+        /// 1-based position of the item in the batch.
+        index: u64,
+        /// Why.
+        message: String,
+    },
     /// Any other line: its first bytes.
     Garbage(String),
     /// End of stdout.
@@ -332,6 +372,21 @@ fn has_exited(pid: u32) -> bool {
 fn has_exited(_pid: u32) -> bool {
     false
 }
+
+/// Asks for a pipe buffer of [`PIPE_BUFFER`] bytes on `fd`, as far as the system allows
+/// (a hint: the default stays if it refuses).
+#[cfg(target_os = "linux")]
+fn enlarge_pipe(fd: libc::c_int) {
+    // SAFETY: fcntl on a descriptor we own, with an integer argument; the result is only
+    // a hint.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BUFFER as libc::c_int);
+    }
+}
+
+/// Elsewhere the pipe keeps its size.
+#[cfg(not(target_os = "linux"))]
+fn enlarge_pipe(_fd: libc::c_int) {}
 
 /// Makes `fd` non-blocking.
 fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
@@ -426,29 +481,48 @@ impl Drop for Busy {
     }
 }
 
-/// Where a batch got to. Item `i` of the batch is unit `base + i + 1`.
+/// Where a handler batch got to. Item framing: item `i` of the batch is unit
+/// `base + i + 1`; batch framing: the whole batch is unit `base + 1`.
 struct Progress {
     /// Units of the child before this batch.
     base: u64,
-    /// Items of the batch completely written to the child.
+    /// The framing (how units map to items).
+    framing: ExecFraming,
+    /// Items in the batch.
+    items: usize,
+    /// Units of the batch completely written to the child.
     sent: usize,
-    /// Per item: validly answered (`ok` or `err`).
+    /// Per unit: validly answered (`ok` or `err`).
     answered: Vec<bool>,
-    /// How many are answered.
+    /// How many units are answered.
     acked: usize,
-    /// Items answered with `err`, and why.
+    /// Items that failed (`err` answers, and `err N.I` lines in batch framing), and why.
     rejected: Vec<(usize, HandlerError)>,
+    /// Per item: in `rejected`.
+    is_rejected: Vec<bool>,
 }
 
 impl Progress {
-    fn new(base: u64, n: usize) -> Progress {
+    fn new(base: u64, items: usize, framing: ExecFraming) -> Progress {
+        let units = match framing {
+            ExecFraming::Item => items,
+            ExecFraming::Batch => usize::from(items > 0),
+        };
         Progress {
             base,
+            framing,
+            items,
             sent: 0,
-            answered: vec![false; n],
+            answered: vec![false; units],
             acked: 0,
             rejected: Vec::new(),
+            is_rejected: vec![false; items],
         }
+    }
+
+    /// Units in the batch.
+    fn units(&self) -> usize {
+        self.answered.len()
     }
 
     /// Units written and not answered.
@@ -456,53 +530,124 @@ impl Progress {
         self.sent - self.acked
     }
 
-    /// Applies one stdout event; an error is a child failure.
-    fn apply(&mut self, event: Event) -> Result<(), Fault> {
-        let (unit, error) = match event {
-            Event::Ack { unit, error } => (unit, error),
-            Event::Garbage(line) => return Err(Fault::Garbage(line)),
-            Event::Eof => return Err(Fault::Eof),
-            Event::ReadError(e) => return Err(Fault::Read(e)),
-        };
-        let verb = if error.is_some() { "err" } else { "ok" };
+    /// The items of unit index `u` (0-based within this batch).
+    fn items_of(&self, u: usize) -> std::ops::Range<usize> {
+        match self.framing {
+            ExecFraming::Item => u..u + 1,
+            ExecFraming::Batch => 0..self.items,
+        }
+    }
+
+    /// Items of units not answered yet.
+    fn unanswered_items(&self) -> usize {
+        (0..self.units())
+            .filter(|&u| !self.answered[u])
+            .map(|u| self.items_of(u).len())
+            .sum()
+    }
+
+    /// Records item `i` as failed, unless it already is (the first reason stays).
+    fn reject(&mut self, i: usize, message: String) {
+        if !self.is_rejected[i] {
+            self.is_rejected[i] = true;
+            self.rejected.push((i, HandlerError::new(message)));
+        }
+    }
+
+    /// The index within this batch of `unit`, if the child holds it (written, not
+    /// answered); else why not.
+    fn held_index(&self, unit: u64) -> Result<usize, String> {
         let last = self.base + self.sent as u64;
-        let wrong = |why: String| Err(Fault::WrongUnit(format!("`{verb} {unit}`: {why}")));
         if unit <= self.base {
-            return wrong(format!(
+            return Err(format!(
                 "unit {unit} was answered before (this batch started at unit {})",
                 self.base + 1
             ));
         }
         if unit > last {
-            return wrong(format!(
+            return Err(format!(
                 "unit {unit} was not written yet (units up to {last} were)"
             ));
         }
-        let i = (unit - self.base - 1) as usize;
-        if self.answered[i] {
-            return wrong(format!("unit {unit} was answered twice"));
+        let u = (unit - self.base - 1) as usize;
+        if self.answered[u] {
+            return Err(format!("unit {unit} was answered twice"));
         }
-        self.answered[i] = true;
+        Ok(u)
+    }
+
+    /// Applies one stdout event; an error is a child failure.
+    fn apply(&mut self, event: Event) -> Result<(), Fault> {
+        let (unit, error) = match event {
+            Event::Ack { unit, error } => (unit, error),
+            Event::ItemErr {
+                unit,
+                index,
+                message,
+            } => return self.apply_item_error(unit, index, message),
+            Event::Garbage(line) => return Err(Fault::Garbage(line)),
+            Event::Eof => return Err(Fault::Eof),
+            Event::ReadError(e) => return Err(Fault::Read(e)),
+        };
+        let verb = if error.is_some() { "err" } else { "ok" };
+        let u = self
+            .held_index(unit)
+            .map_err(|why| Fault::WrongUnit(format!("`{verb} {unit}`: {why}")))?;
+        self.answered[u] = true;
         self.acked += 1;
         if let Some(message) = error {
-            self.rejected.push((
-                i,
-                HandlerError::new(format!("exec handler child rejected the item: {message}")),
-            ));
+            let what = match self.framing {
+                ExecFraming::Item => "item",
+                ExecFraming::Batch => "batch",
+            };
+            for i in self.items_of(u) {
+                self.reject(
+                    i,
+                    format!("exec handler child rejected the {what}: {message}"),
+                );
+            }
         }
         Ok(())
     }
 
-    /// Every failed item: rejected ones and every one not answered, with `message`.
-    fn failed(self, message: &HandlerError) -> Vec<(usize, HandlerError)> {
-        let mut failed = self.rejected;
-        failed.extend(
-            self.answered
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| !**a)
-                .map(|(i, _)| (i, message.clone())),
+    /// `err N.I <message>`: item `I` of the held batch `N` failed; the batch still needs
+    /// its `ok N` / `err N` (item errors never make anything done).
+    fn apply_item_error(&mut self, unit: u64, index: u64, message: String) -> Result<(), Fault> {
+        let wrong = |why: String| Err(Fault::WrongUnit(format!("`err {unit}.{index}`: {why}")));
+        let u = match self.held_index(unit) {
+            Ok(u) => u,
+            Err(why) => return wrong(why),
+        };
+        let items = self.items_of(u);
+        if index as usize > items.len() {
+            return wrong(format!(
+                "batch {unit} has {} item(s), not {index}",
+                items.len()
+            ));
+        }
+        let i = items.start + index as usize - 1;
+        if self.is_rejected[i] {
+            return wrong(format!("item {index} of batch {unit} was answered twice"));
+        }
+        self.reject(
+            i,
+            format!(
+                "exec handler child rejected the item (item {index} of batch {unit}): {message}"
+            ),
         );
+        Ok(())
+    }
+
+    /// Every failed item: rejected ones and every other one of a unit not answered, with
+    /// `message`.
+    fn failed(self, message: &HandlerError) -> Vec<(usize, HandlerError)> {
+        let unanswered: Vec<usize> = (0..self.units())
+            .filter(|&u| !self.answered[u])
+            .flat_map(|u| self.items_of(u))
+            .filter(|&i| !self.is_rejected[i])
+            .collect();
+        let mut failed = self.rejected;
+        failed.extend(unanswered.into_iter().map(|i| (i, message.clone())));
         failed.sort_by_key(|(i, _)| *i);
         failed
     }
@@ -532,6 +677,8 @@ struct Outbox {
     ends: VecDeque<usize>,
     /// Items of the batch serialized so far.
     queued: usize,
+    /// Batch framing: the batch's unit number (all items go on one line).
+    batch: Option<u64>,
 }
 
 impl Outbox {
@@ -539,13 +686,26 @@ impl Outbox {
         self.pos < self.buf.len()
     }
 
-    /// Serializes more items, up to the window and [`WRITE_AHEAD`] bytes.
+    /// Serializes more items, up to the window and [`WRITE_AHEAD`] bytes. In batch
+    /// framing the line of the batch is serialized in the same steps, and it is one unit,
+    /// complete with its `]}\n`.
     fn fill(&mut self, items: &[Item], shard: &str, limit: usize) -> io::Result<()> {
         while self.queued < limit && self.buf.len() - self.pos < WRITE_AHEAD {
+            if let Some(n) = self.batch {
+                if self.queued == 0 {
+                    write!(self.buf, "{{\"batch\":{n},\"items\":[")?;
+                } else {
+                    self.buf.push(b',');
+                }
+            }
             items[self.queued].write_json(shard, &mut self.buf)?;
-            self.buf.push(b'\n');
-            self.ends.push_back(self.buf.len());
             self.queued += 1;
+            match self.batch {
+                None => self.buf.push(b'\n'),
+                Some(_) if self.queued == items.len() => self.buf.extend_from_slice(b"]}\n"),
+                Some(_) => continue,
+            }
+            self.ends.push_back(self.buf.len());
         }
         Ok(())
     }
@@ -610,6 +770,11 @@ impl ExecHandler {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // A Python child's print() to a pipe is block-buffered: its answers would sit in
+        // its buffer while rsmld waits for them. Set means set, to any value (even empty).
+        if std::env::var_os(PYTHON_UNBUFFERED).is_none() {
+            cmd.env(PYTHON_UNBUFFERED, "1");
+        }
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         // SAFETY: the closure runs in the forked child before exec and only calls
@@ -652,11 +817,12 @@ impl ExecHandler {
             tag,
         };
         let worker = self.ctx.worker;
+        let framing = self.options.framing;
         let pipes = (running.child.stdout.take(), running.child.stderr.take());
         let started = match pipes {
             (Some(stdout), Some(stderr)) => std::thread::Builder::new()
                 .name(format!("rsmld-exec-{worker}-acks"))
-                .spawn(move || read_acks(stdout, &tx))
+                .spawn(move || read_acks(stdout, framing, &tx))
                 .and_then(|_| {
                     std::thread::Builder::new()
                         .name(format!("rsmld-exec-{worker}-stderr"))
@@ -669,6 +835,7 @@ impl ExecHandler {
         };
         let stdin_ready = match &running.stdin {
             Some(stdin) => set_nonblocking(stdin.as_raw_fd())
+                .inspect(|()| enlarge_pipe(stdin.as_raw_fd()))
                 .map_err(|e| format!("cannot make its stdin non-blocking: {e}")),
             None => Err("its stdin pipe is missing".to_owned()),
         };
@@ -774,7 +941,7 @@ impl ExecHandler {
         crate::reaper::reap_orphans_now_and_then();
         if let Some(running) = self.child.as_mut() {
             let stray = match running.acks.try_recv() {
-                Ok(Event::Ack { unit, .. }) => {
+                Ok(Event::Ack { unit, .. } | Event::ItemErr { unit, .. }) => {
                     Some(format!("answered for unit {unit}, which it did not hold"))
                 }
                 Ok(Event::Garbage(line)) => Some(format!("wrote {line:?}")),
@@ -846,7 +1013,7 @@ impl ExecHandler {
         };
     }
 
-    /// Checks the stall clock (`unwritten`: items of the batch not yet written): warns
+    /// Checks the stall clock (`unwritten`: units of the batch not yet written): warns
     /// once per stall, and returns the timeout once it is exceeded.
     fn check_stall(
         &self,
@@ -861,12 +1028,20 @@ impl ExecHandler {
             let first = (0..p.sent)
                 .find(|&i| !p.answered[i])
                 .map(|i| p.base + i as u64 + 1);
+            let first = match p.framing {
+                ExecFraming::Item => {
+                    first.map_or_else(String::new, |u| format!(" (first unanswered: unit {u})"))
+                }
+                ExecFraming::Batch => first.map_or_else(String::new, |u| {
+                    format!(" (batch {u}, {} item(s))", p.items)
+                }),
+            };
             log::warn!(
                 "worker {}: exec handler child {pid} has answered nothing for {:.1} s; it holds {} unit(s){}{}; {}",
                 self.ctx.worker,
                 quiet.as_secs_f64(),
                 p.held(),
-                first.map_or_else(String::new, |u| format!(" (first unanswered: unit {u})")),
+                first,
                 if unwritten > 0 {
                     format!(" and {unwritten} more wait to be written")
                 } else {
@@ -884,9 +1059,16 @@ impl ExecHandler {
     /// Writes items and reads answers until every item is answered or the child fails.
     fn run_batch(&self, running: &mut Running, items: &[Item]) -> (Progress, Option<Fault>) {
         let n = items.len();
-        let window = self.options.max_pipelined.max(1);
-        let mut p = Progress::new(running.units, n);
-        let mut out = Outbox::default();
+        let framing = self.options.framing;
+        let window = match framing {
+            ExecFraming::Item => self.options.max_pipelined.max(1),
+            ExecFraming::Batch => n,
+        };
+        let mut p = Progress::new(running.units, n, framing);
+        let mut out = Outbox {
+            batch: (framing == ExecFraming::Batch).then_some(running.units + 1),
+            ..Outbox::default()
+        };
         let mut stall = Stall {
             since: Instant::now(),
             warned: false,
@@ -915,10 +1097,11 @@ impl ExecHandler {
                 }
             }
             self.note_answers(running.pid, &mut stall, p.acked > before);
-            if p.acked == n {
+            if p.acked == p.units() {
                 break None;
             }
-            if let Some(timeout) = self.check_stall(running.pid, &p, n - p.sent, &mut stall) {
+            let unwritten = p.units() - p.sent;
+            if let Some(timeout) = self.check_stall(running.pid, &p, unwritten, &mut stall) {
                 break Some(Fault::NoAnswer(timeout));
             }
             // Fill the window and write what the pipe takes, without ever blocking.
@@ -980,7 +1163,7 @@ impl ExecHandler {
             let deadline = Instant::now() + FAIL_GRACE;
             while p.acked < p.sent {
                 match running.acks.recv_deadline(deadline) {
-                    Ok(event @ Event::Ack { .. }) => {
+                    Ok(event @ (Event::Ack { .. } | Event::ItemErr { .. })) => {
                         if p.apply(event).is_err() {
                             break;
                         }
@@ -1061,7 +1244,7 @@ impl Handler for ExecHandler {
         log::warn!(
             "worker {}: {error}; {} of {} item(s) not answered; the next batch restarts it",
             self.ctx.worker,
-            items.len() - progress.acked,
+            progress.unanswered_items(),
             items.len()
         );
         self.note_failure();
@@ -1147,8 +1330,9 @@ fn parse_unit(digits: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// Parses one stdout line (without its newline): `ok N` or `err N [message]`.
-fn parse_ack(line: &[u8]) -> Event {
+/// Parses one stdout line (without its newline): `ok N` or `err N [message]`, and in
+/// batch framing `err N.I [message]`.
+fn parse_ack(line: &[u8], framing: ExecFraming) -> Event {
     let garbage = || Event::Garbage(preview(line));
     let text = line.strip_suffix(b"\r").unwrap_or(line);
     let (is_ok, rest) = if let Some(rest) = text.strip_prefix(b"ok ") {
@@ -1162,19 +1346,31 @@ fn parse_ack(line: &[u8]) -> Event {
         Some(i) => (&rest[..i], rest[i + 1..].trim_ascii()),
         None => (rest, &b""[..]),
     };
+    let message_or_none = || match message {
+        b"" => "(no message)".to_owned(),
+        m => String::from_utf8_lossy(m).into_owned(),
+    };
+    if let (false, ExecFraming::Batch, Some(dot)) =
+        (is_ok, framing, digits.iter().position(|&b| b == b'.'))
+    {
+        return match (parse_unit(&digits[..dot]), parse_unit(&digits[dot + 1..])) {
+            (Some(unit), Some(index)) => Event::ItemErr {
+                unit,
+                index,
+                message: message_or_none(),
+            },
+            _ => garbage(),
+        };
+    }
     let Some(unit) = parse_unit(digits) else {
         return garbage();
     };
     match (is_ok, message.is_empty()) {
         (true, true) => Event::Ack { unit, error: None },
         (true, false) => garbage(),
-        (false, true) => Event::Ack {
+        (false, _) => Event::Ack {
             unit,
-            error: Some("(no message)".into()),
-        },
-        (false, false) => Event::Ack {
-            unit,
-            error: Some(String::from_utf8_lossy(message).into_owned()),
+            error: Some(message_or_none()),
         },
     }
 }
@@ -1183,7 +1379,7 @@ fn parse_ack(line: &[u8]) -> Event {
 /// line that is not an answer (the child is killed after that anyway). A last line
 /// without its newline is garbage: it may be the start of a longer one (`ok 1` of
 /// `ok 12`), so it never counts.
-fn read_acks(stdout: impl Read, tx: &Sender<Event>) {
+fn read_acks(stdout: impl Read, framing: ExecFraming, tx: &Sender<Event>) {
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     loop {
@@ -1194,12 +1390,12 @@ fn read_acks(stdout: impl Read, tx: &Sender<Event>) {
         {
             Ok(0) => Event::Eof,
             Ok(_) => match line.strip_suffix(b"\n") {
-                Some(l) => parse_ack(l),
+                Some(l) => parse_ack(l, framing),
                 None => Event::Garbage(preview(&line)),
             },
             Err(e) => Event::ReadError(e.to_string()),
         };
-        let more = matches!(event, Event::Ack { .. });
+        let more = matches!(event, Event::Ack { .. } | Event::ItemErr { .. });
         if tx.send(event).is_err() || !more {
             return;
         }
@@ -1241,12 +1437,21 @@ mod tests {
 
     #[test]
     fn answers_parse() {
-        assert_eq!(parse_ack(b"ok 1"), ack(1, None));
-        assert_eq!(parse_ack(b"ok 42\r"), ack(42, None));
-        assert_eq!(parse_ack(b"ok 7 "), ack(7, None));
-        assert_eq!(parse_ack(b"err 3 disk full "), ack(3, Some("disk full")));
-        assert_eq!(parse_ack(b"err 3"), ack(3, Some("(no message)")));
-        assert_eq!(parse_ack(b"ok 18446744073709551615"), ack(u64::MAX, None));
+        assert_eq!(parse_ack(b"ok 1", ExecFraming::Item), ack(1, None));
+        assert_eq!(parse_ack(b"ok 42\r", ExecFraming::Item), ack(42, None));
+        assert_eq!(parse_ack(b"ok 7 ", ExecFraming::Item), ack(7, None));
+        assert_eq!(
+            parse_ack(b"err 3 disk full ", ExecFraming::Item),
+            ack(3, Some("disk full"))
+        );
+        assert_eq!(
+            parse_ack(b"err 3", ExecFraming::Item),
+            ack(3, Some("(no message)"))
+        );
+        assert_eq!(
+            parse_ack(b"ok 18446744073709551615", ExecFraming::Item),
+            ack(u64::MAX, None)
+        );
         for bad in [
             &b"ok"[..],
             b"err",
@@ -1266,21 +1471,21 @@ mod tests {
             b"1 ok",
         ] {
             assert!(
-                matches!(parse_ack(bad), Event::Garbage(_)),
+                matches!(parse_ack(bad, ExecFraming::Item), Event::Garbage(_)),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
         }
         let long = vec![b'x'; 500];
         assert!(
-            matches!(parse_ack(&long), Event::Garbage(p) if p.chars().count() == GARBAGE_PREVIEW + 1)
+            matches!(parse_ack(&long, ExecFraming::Item), Event::Garbage(p) if p.chars().count() == GARBAGE_PREVIEW + 1)
         );
     }
 
     #[test]
     fn reader_stops_at_garbage_and_never_counts_an_unterminated_line() {
         let (tx, rx) = unbounded();
-        read_acks(&b"ok 1\nerr 2 no\nok 3"[..], &tx);
+        read_acks(&b"ok 1\nerr 2 no\nok 3"[..], ExecFraming::Item, &tx);
         let got: Vec<_> = rx.try_iter().collect();
         assert_eq!(
             got,
@@ -1291,20 +1496,117 @@ mod tests {
             ]
         );
         let (tx, rx) = unbounded();
-        read_acks(&b"ok 1\nhello\nok 2\n"[..], &tx);
+        read_acks(&b"ok 1\nhello\nok 2\n"[..], ExecFraming::Item, &tx);
         let got: Vec<_> = rx.try_iter().collect();
         assert_eq!(got, [ack(1, None), Event::Garbage("hello".into())]);
         let (tx, rx) = unbounded();
-        read_acks(&b"ok 1\n"[..], &tx);
+        read_acks(&b"ok 1\n"[..], ExecFraming::Item, &tx);
         let got: Vec<_> = rx.try_iter().collect();
         assert_eq!(got, [ack(1, None), Event::Eof]);
+    }
+
+    /// Batch framing adds `err N.I [message]`, strictly numbered; item framing has no
+    /// such form.
+    #[test]
+    fn item_errors_parse_only_in_batch_framing() {
+        let b = ExecFraming::Batch;
+        let item_err = |unit, index, m: &str| Event::ItemErr {
+            unit,
+            index,
+            message: m.to_owned(),
+        };
+        assert_eq!(
+            parse_ack(b"err 3.2 bad data", b),
+            item_err(3, 2, "bad data")
+        );
+        assert_eq!(parse_ack(b"err 3.2", b), item_err(3, 2, "(no message)"));
+        assert_eq!(parse_ack(b"ok 3", b), ack(3, None));
+        assert_eq!(parse_ack(b"err 3 all bad", b), ack(3, Some("all bad")));
+        for bad in [
+            &b"ok 3.2"[..],
+            b"err 3.",
+            b"err .2 x",
+            b"err 3.0 x",
+            b"err 0.1 x",
+            b"err 3.02 x",
+            b"err 3.2.1 x",
+            b"err 3,2 x",
+            b"err 3.-1 x",
+        ] {
+            assert!(
+                matches!(parse_ack(bad, b), Event::Garbage(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(
+            parse_ack(b"err 3.2 x", ExecFraming::Item),
+            Event::Garbage(_)
+        ));
+    }
+
+    /// Batch framing: one unit covers every item; item errors fail only their item, once,
+    /// and only for the held batch; `ok N` makes the rest done.
+    #[test]
+    fn batch_progress_counts_the_batch_as_one_unit() {
+        let item_err = |unit, index| Event::ItemErr {
+            unit,
+            index,
+            message: "no".into(),
+        };
+        let mut p = Progress::new(4, 3, ExecFraming::Batch);
+        assert!(p.apply(item_err(5, 1)).is_err(), "not written yet");
+        p.sent = 1;
+        assert!(p.apply(item_err(5, 2)).is_ok());
+        for (event, why) in [
+            (item_err(5, 2), "item 2 of batch 5 was answered twice"),
+            (item_err(5, 4), "batch 5 has 3 item(s), not 4"),
+            (item_err(4, 1), "unit 4 was answered before"),
+            (item_err(6, 1), "unit 6 was not written yet"),
+        ] {
+            match p.apply(event) {
+                Err(Fault::WrongUnit(m)) => assert!(m.contains(why), "{m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        assert_eq!((p.held(), p.unanswered_items()), (1, 3));
+        assert!(p.apply(ack(5, None)).is_ok());
+        assert_eq!((p.acked, p.units(), p.unanswered_items()), (1, 1, 0));
+        assert!(p.apply(ack(5, None)).is_err(), "twice");
+        let failed = p.failed(&HandlerError::new("unreachable"));
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, 1);
+        assert!(
+            failed[0].1.message.contains("item 2 of batch 5"),
+            "{:?}",
+            failed[0].1
+        );
+
+        // Not answered: every item fails, an item's own reason kept; `err N` fails all.
+        let mut p = Progress::new(0, 3, ExecFraming::Batch);
+        p.sent = 1;
+        assert!(p.apply(item_err(1, 3)).is_ok());
+        let failed = p.failed(&HandlerError::new("gone"));
+        let got: Vec<(usize, bool)> = failed
+            .iter()
+            .map(|(i, e)| (*i, e.message == "gone"))
+            .collect();
+        assert_eq!(got, [(0, true), (1, true), (2, false)]);
+        let mut p = Progress::new(0, 2, ExecFraming::Batch);
+        p.sent = 1;
+        assert!(p.apply(ack(1, Some("down"))).is_ok());
+        let failed = p.failed(&HandlerError::new("unreachable"));
+        assert_eq!(failed.len(), 2);
+        assert!(failed
+            .iter()
+            .all(|(_, e)| e.message == "exec handler child rejected the batch: down"));
     }
 
     /// The unit bookkeeping: out of order within what was written is fine; twice, before
     /// this batch, or beyond what was written is a wrong answer.
     #[test]
     fn progress_accepts_only_held_units_once() {
-        let mut p = Progress::new(10, 4);
+        let mut p = Progress::new(10, 4, ExecFraming::Item);
         p.sent = 3;
         assert!(p.apply(ack(13, None)).is_ok());
         assert!(p.apply(ack(11, Some("bad"))).is_ok());
