@@ -279,7 +279,8 @@ enum Event {
 /// State shared between the handler and its interrupter.
 #[derive(Debug, Default)]
 struct Shared {
-    /// The current child's pid (= its process group id) while it is not yet reaped.
+    /// The current child's process group id (the pid rsmld reaps: its guard's, or its
+    /// own without a guard) while it is not yet reaped.
     pid: Option<u32>,
     /// A `process` call is running.
     busy: bool,
@@ -359,8 +360,13 @@ fn wait_writable(fd: libc::c_int, timeout: Duration) -> bool {
 
 /// A running child and its pipes.
 struct Running {
+    /// The process rsmld spawned and reaps, and whose process group it signals: the exec
+    /// guard, or the command itself without a guard.
     child: Child,
+    /// The command's pid (what logs name).
     pid: u32,
+    /// `child`'s pid, which is also the process group id.
+    leader: u32,
     /// Non-blocking; `None` once closed.
     stdin: Option<ChildStdin>,
     acks: Receiver<Event>,
@@ -600,9 +606,19 @@ impl ExecHandler {
             std::process::id(),
             CHILDREN_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
         );
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env(CHILD_TAG, &tag)
+        // Under the binary, the command runs under an exec guard (crate::guard), which
+        // gets everything set up here and passes it on: the environment, the pipes, the
+        // signal dispositions; the guard leads the process group.
+        let (mut cmd, launch) = match crate::guard::Launch::command(program, args) {
+            Ok(Some((cmd, launch))) => (cmd, Some(launch)),
+            Ok(None) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                (cmd, None)
+            }
+            Err(e) => return Err(spawn_error(format!("cannot start its exec guard: {e}"))),
+        };
+        cmd.env(CHILD_TAG, &tag)
             .env("RSMLD_SHARD_ID", &self.ctx.shard_id)
             .env("RSMLD_WORKER", self.ctx.worker.to_string())
             .env("RSMLD_WORKERS", self.ctx.workers.to_string())
@@ -640,11 +656,24 @@ impl ExecHandler {
         }
         let mut child =
             crate::reaper::spawn_managed(&mut cmd).map_err(|e| spawn_error(e.to_string()))?;
-        let pid = child.id();
-        lock(&self.shared).pid = Some(pid);
+        let leader = child.id();
+        let pid = match launch.map(|l| l.started()) {
+            None => leader,
+            Some(Ok(pid)) => pid,
+            Some(Err(e)) => {
+                // The guard exits by itself after reporting a failed start; kill the
+                // group in case it did not report at all (it is not reaped yet).
+                kill_group(leader);
+                let _ = child.wait();
+                crate::reaper::release(leader);
+                return Err(spawn_error(e.to_string()));
+            }
+        };
+        lock(&self.shared).pid = Some(leader);
         let (tx, acks) = unbounded();
         let mut running = Running {
             pid,
+            leader,
             stdin: child.stdin.take(),
             acks,
             child,
@@ -702,25 +731,25 @@ impl ExecHandler {
     fn end(&self, running: &mut Running, ending: Ending) -> Ended {
         running.close_stdin();
         let (by_itself, after_term) = match ending {
-            Ending::Kill(grace) => (Self::wait_exit(running.pid, grace), false),
+            Ending::Kill(grace) => (Self::wait_exit(running.leader, grace), false),
             Ending::Graceful => {
-                if Self::wait_exit(running.pid, CLOSE_EOF_GRACE) {
+                if Self::wait_exit(running.leader, CLOSE_EOF_GRACE) {
                     (true, false)
                 } else {
                     // Not reaped yet, so the group id is still ours.
-                    signal_group(running.pid, libc::SIGTERM);
-                    (false, Self::wait_exit(running.pid, CLOSE_TERM_GRACE))
+                    signal_group(running.leader, libc::SIGTERM);
+                    (false, Self::wait_exit(running.leader, CLOSE_TERM_GRACE))
                 }
             }
         };
         {
             let mut s = lock(&self.shared);
-            if s.pid == Some(running.pid) {
+            if s.pid == Some(running.leader) {
                 s.pid = None;
             }
         }
         // Not reaped yet, so the group id is still ours; this also takes any grandchildren.
-        kill_group(running.pid);
+        kill_group(running.leader);
         // And those that left the group.
         crate::reaper::kill_tagged(CHILD_TAG, &running.tag);
         let status = match running.child.wait() {
@@ -734,7 +763,7 @@ impl ExecHandler {
                 None
             }
         };
-        crate::reaper::release(running.pid);
+        crate::reaper::release(running.leader);
         crate::reaper::reap_orphans();
         Ended {
             status,
@@ -784,7 +813,7 @@ impl ExecHandler {
                 }
                 Err(TryRecvError::Empty) => None,
             };
-            let exited = has_exited(running.pid);
+            let exited = has_exited(running.leader);
             if stray.is_some() || exited {
                 if let Some(mut running) = self.child.take() {
                     let ended = self.end(&mut running, Ending::Kill(Duration::ZERO));
@@ -945,7 +974,7 @@ impl ExecHandler {
                     .stdin
                     .as_ref()
                     .is_some_and(|stdin| wait_writable(stdin.as_raw_fd(), POLL));
-                if !ready && has_exited(running.pid) {
+                if !ready && has_exited(running.leader) {
                     break Some(Fault::Exited);
                 }
                 continue;
@@ -959,7 +988,7 @@ impl ExecHandler {
                     self.note_answers(running.pid, &mut stall, p.acked > before);
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if has_exited(running.pid) {
+                    if has_exited(running.leader) {
                         break Some(Fault::Exited);
                     }
                 }
@@ -969,7 +998,7 @@ impl ExecHandler {
         running.units = p.base + p.sent as u64;
         if let Some(Fault::NoAnswer(_)) = fault {
             // Not reaped yet: the group id is still ours.
-            kill_group(running.pid);
+            kill_group(running.leader);
         }
         if let Some(Fault::Interrupted | Fault::NoAnswer(_) | Fault::Exited | Fault::Write(_)) =
             fault
