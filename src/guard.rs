@@ -193,11 +193,7 @@ impl Launch {
                 )
             };
             match n {
-                0 => {
-                    return Err(io::Error::other(
-                        "its exec guard ended before starting it",
-                    ))
-                }
+                0 => return Err(io::Error::other("its exec guard ended before starting it")),
                 n if n < 0 => {
                     let e = io::Error::last_os_error();
                     if e.kind() != io::ErrorKind::Interrupted {
@@ -296,7 +292,13 @@ fn guard(args: Args) -> ExitCode {
         // Blocked first: the parent-death signal must be waited for, never act by default.
         libc::sigprocmask(libc::SIG_BLOCK, &handled, std::ptr::null_mut());
         libc::fcntl(args.report, libc::F_SETFD, libc::FD_CLOEXEC);
-        if libc::prctl(libc::PR_SET_PDEATHSIG, DEATH_SIGNAL as libc::c_ulong, 0, 0, 0) != 0
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            DEATH_SIGNAL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
             || libc::getppid() != args.parent
         {
             // rsmld is gone already (or no death signal could be set): start nothing.
@@ -316,8 +318,13 @@ fn guard(args: Args) -> ExitCode {
             let empty = sigset(&[]);
             if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0
                 || libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR
-                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0)
-                    != 0
+                || libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
             {
                 return Err(io::Error::last_os_error());
             }
@@ -462,7 +469,10 @@ mod tests {
     #[test]
     fn report_round_trips() {
         assert_eq!(decode_report(encode_report(4242, 0)), (4242, 0));
-        assert_eq!(decode_report(encode_report(0, libc::ENOENT)), (0, libc::ENOENT));
+        assert_eq!(
+            decode_report(encode_report(0, libc::ENOENT)),
+            (0, libc::ENOENT)
+        );
     }
 
     #[test]

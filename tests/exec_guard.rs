@@ -88,7 +88,10 @@ fn pids_in(path: &Path, n: usize) -> Vec<i32> {
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| !r.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -218,7 +221,12 @@ fn binary_reports_the_commands_pid_and_status() {
         );
         let m = marker(key);
         let mut p = rsmld_with(&script, &m, &["--checkpoint-interval", "0"], key);
-        assert_eq!(p.wait(Duration::from_secs(30)).unwrap(), 1, "{}", p.stderr());
+        assert_eq!(
+            p.wait(Duration::from_secs(30)).unwrap(),
+            1,
+            "{}",
+            p.stderr()
+        );
         let pid = pids_in(&pidfile, 1)[0];
         let err = p.stderr();
         assert!(
@@ -226,7 +234,9 @@ fn binary_reports_the_commands_pid_and_status() {
             "{key}: {err}"
         );
         assert!(
-            err.contains(&format!("started exec handler [\"sh\", \"-c\"")) && err.contains(&format!("(pid {pid})")),
+            err.lines()
+                .any(|l| l.contains("started exec handler [\"sh\", \"-c\"")
+                    && l.ends_with(&format!("(pid {pid})"))),
             "{key}: {err}"
         );
         assert_eq!(outliving(&m), Vec::<i32>::new(), "{key}");
@@ -298,7 +308,14 @@ fn named_pid(message: &str) -> i32 {
 /// The parent of `pid`.
 fn parent_of(pid: i32) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().parse().unwrap()
+    stat.rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// A command that cannot be started: the same error as without a guard (the OS error
@@ -308,7 +325,10 @@ fn guarded_unspawnable_command_is_the_same_clear_error() {
     guarded();
     let mut o = options("");
     o.command = vec!["/nonexistent/rsmld-handler".into(), "x".into()];
-    let e = ExecFactory::new(o).create(&ctx()).err().expect("create succeeded");
+    let e = ExecFactory::new(o)
+        .create(&ctx())
+        .err()
+        .expect("create succeeded");
     assert!(
         e.message.contains("cannot start the exec handler command \"/nonexistent/rsmld-handler\": No such file or directory"),
         "{e}"
@@ -340,7 +360,10 @@ fn guarded_child_is_named_by_its_own_pid_and_status() {
     );
     h.process(&[item(1, "a")]).unwrap();
     let m = failure(h.process(&[item(2, "crash")]));
-    assert!(m.contains(&format!("(pid {pid}) exited (exit status: 3)")), "{m}");
+    assert!(
+        m.contains(&format!("(pid {pid}) exited (exit status: 3)")),
+        "{m}"
+    );
     assert!(!alive(guard) && !alive(pid));
     let m = failure(h.process(&[item(3, "term")]));
     let second = named_pid(&m);
@@ -374,7 +397,11 @@ fn guarded_child_closing_its_pipes_is_seen() {
         let t = Instant::now();
         let m = failure(h.process(&batch));
         assert!(m.contains(expected), "{script}: {m}");
-        assert!(t.elapsed() < Duration::from_secs(10), "{script}: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{script}: {:?}",
+            t.elapsed()
+        );
         assert!(gone(named_pid(&m)), "{script}");
         drop(h);
     }
@@ -402,11 +429,17 @@ fn guarded_child_starts_with_clean_signals() {
     };
     assert_eq!(mask("SigBlk:"), 0, "{text}");
     let ignored = mask("SigIgn:");
-    for sig in rsmld::sys::IGNORED_SIGNALS
-        .into_iter()
-        .chain([libc::SIGCHLD, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2])
-    {
-        assert_eq!(ignored & (1 << (sig - 1)), 0, "signal {sig} ignored: {text}");
+    for sig in rsmld::sys::IGNORED_SIGNALS.into_iter().chain([
+        libc::SIGCHLD,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ]) {
+        assert_eq!(
+            ignored & (1 << (sig - 1)),
+            0,
+            "signal {sig} ignored: {text}"
+        );
     }
     h.close().unwrap();
 }
@@ -445,30 +478,37 @@ fn guarded_hung_child_is_killed_by_the_interrupter() {
 }
 
 /// The cost of the guard: the time from `create` (the child's start) to its first
-/// answer, with and without the guard, over several starts. Prints the medians; checks
-/// only that both work. Run alone (it switches the guard for the whole test binary):
-/// `cargo test --test exec_guard -- --ignored --test-threads=1`.
+/// answer, and of `close`, with and without the guard, over several starts. Prints the
+/// medians; checks only that both work. Run alone (it switches the guard for the whole test binary):
+/// `cargo test --test exec_guard -- --ignored --test-threads=1 --nocapture`.
 #[test]
 #[ignore]
 fn measure_start_cost() {
     let script = "n=0; while IFS= read -r l; do n=$((n+1)); echo \"ok $n\"; done";
     let mut medians = Vec::new();
     for guard in [false, true, false, true] {
-        rsmld::guard::enable(guard.then(rsmld_bin));
-        let mut times: Vec<Duration> = (0..30)
+        // RSMLD_GUARD_BIN: measure another build of the guard (e.g. target/release/rsmld).
+        let bin = std::env::var_os("RSMLD_GUARD_BIN").map_or_else(rsmld_bin, Into::into);
+        rsmld::guard::enable(guard.then_some(bin));
+        let (mut starts, mut closes): (Vec<Duration>, Vec<Duration>) = (0..30)
             .map(|i| {
                 let t = Instant::now();
                 let mut h = start(options(script));
                 h.process(&[item(i, "a")]).unwrap();
-                let took = t.elapsed();
+                let started = t.elapsed();
+                let t = Instant::now();
                 h.close().unwrap();
-                took
+                (started, t.elapsed())
             })
-            .collect();
-        times.sort();
-        medians.push((guard, times[times.len() / 2], times[times.len() * 9 / 10]));
+            .unzip();
+        starts.sort();
+        closes.sort();
+        let mid = |v: &[Duration]| (v[v.len() / 2], v[v.len() * 9 / 10]);
+        medians.push((guard, mid(&starts), mid(&closes)));
     }
-    for (guard, median, p90) in medians {
-        eprintln!("guard {guard}: start to first answer median {median:?}, p90 {p90:?}");
+    for (guard, (start, start90), (close, close90)) in medians {
+        eprintln!(
+            "guard {guard}: start to first answer median {start:?} (p90 {start90:?}), close median {close:?} (p90 {close90:?})"
+        );
     }
 }

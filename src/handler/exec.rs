@@ -32,7 +32,8 @@
 //!   of this child, by which rsmld finds its descendants when it ends it). Every signal
 //!   rsmld ignores itself ([`crate::sys::IGNORED_SIGNALS`]: SIGINT, SIGTERM, SIGHUP,
 //!   SIGPIPE, SIGXFSZ) has its default disposition in the child: it does not inherit that. The child's parent-death signal is SIGKILL: if rsmld dies, even by
-//!   SIGKILL, the child dies with it.
+//!   SIGKILL, the child dies with it. Under the binary the child's parent is an exec
+//!   guard ([`crate::guard`]) that kills the child's descendants too when rsmld dies.
 //! - **End**: stdin EOF means "exit now". A child still running [`CLOSE_EOF_GRACE`] later
 //!   gets SIGTERM (its whole process group), and [`CLOSE_TERM_GRACE`] after that SIGKILL:
 //!   closing takes at most [`CLOSE_BOUND`] (2 s), because the daemon waits for rsmld
@@ -97,7 +98,11 @@
 //!   yet reaped, so its id cannot have been reused. Descendants that leave the group
 //!   (`setsid`) are found by the `RSMLD_EXEC_CHILD` tag they inherit and killed with
 //!   the child; the binary's subreaper keeps them our descendants even after the child
-//!   died, and its final sweep kills whatever is left ([`crate::reaper`]).
+//!   died, and its final sweep kills whatever is left ([`crate::reaper`]). Under the
+//!   binary each child runs below an exec guard ([`crate::guard`]), which leads the
+//!   process group (so the group id rsmld signals is the guard's pid, reaped by rsmld)
+//!   and kills every descendant when rsmld dies, even by SIGKILL; logs and errors still
+//!   name the command's own pid and status.
 //!   The parent-death signal is tied to the thread that spawned the child: children are
 //!   spawned by the pool's start-up thread and by the worker threads, which all live as
 //!   long as the pool.
