@@ -25,9 +25,13 @@
 //! - then only waits for signals: SIGCHLD (reap; when the command has exited, kill what
 //!   is left of its descendants and exit **with the command's status**: its exit code,
 //!   or the same signal raised on itself, so rsmld's status handling and messages are
-//!   unchanged), a signal sent by rsmld (ignored: rsmld signals the whole group, so the
-//!   command got its own copy), a signal sent by anyone else (forwarded to the command),
-//!   and rsmld's death (SIGKILL every descendant, reap, exit).
+//!   unchanged), [`SWEEP_SIGNAL`] from rsmld (rsmld ends the command: SIGKILL it and
+//!   every descendant, reap, exit like the command; rsmld SIGKILLs the group after
+//!   [`SWEEP_GRACE`] anyway), any other signal sent by rsmld (ignored: rsmld signals the
+//!   whole group, so the command got its own copy), a signal sent by anyone else
+//!   (forwarded to the command), and rsmld's death (SIGKILL every descendant, reap, exit).
+//!   So a descendant that left the group and cleared its environment (out of reach of
+//!   rsmld's group kill and `RSMLD_EXEC_CHILD` tag) still dies with its command.
 //!
 //! It allocates little, logs nothing but one stderr line when it cannot work, and has no
 //! threads. Its cost is one more `exec` per child start (see the README for numbers).
@@ -44,7 +48,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::RwLock;
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 /// The hidden subcommand that runs a guard (`rsmld __exec-guard …`).
@@ -52,6 +56,13 @@ pub const SUBCOMMAND: &str = "__exec-guard";
 
 /// The guard's parent-death signal: catchable, so the guard can clean up.
 pub const DEATH_SIGNAL: libc::c_int = libc::SIGTERM;
+
+/// rsmld's request to a guard: kill the command and every descendant, then exit.
+pub const SWEEP_SIGNAL: libc::c_int = libc::SIGUSR1;
+
+/// How long rsmld waits for a guard to carry out [`SWEEP_SIGNAL`] (it takes a `/proc`
+/// walk or two, milliseconds) before it SIGKILLs the group itself.
+pub const SWEEP_GRACE: Duration = Duration::from_millis(200);
 
 /// How long rsmld waits for a guard's report (it comes after one fork and exec).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,6 +85,14 @@ const HANDLED: [libc::c_int; 9] = [
 
 /// The guard program exec handlers run under, if any.
 static PROGRAM: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// The pids of the running guards rsmld spawned and has not reaped.
+static GUARDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn guards() -> MutexGuard<'static, Vec<u32>> {
+    // Plain data: a panic while holding the lock cannot leave it inconsistent.
+    GUARDS.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Runs every exec handler child started from now on under a guard: `program` must be
 /// an rsmld binary (any program whose `main` is [`crate::app::main`]); `None` goes back
@@ -101,6 +120,31 @@ pub fn program() -> Option<PathBuf> {
 }
 
 // ------------------------------------------------------------------ rsmld's side
+
+/// Notes that `pid` is a guard (started, not yet reaped).
+pub(crate) fn register(pid: u32) {
+    guards().push(pid);
+}
+
+/// Forgets the guard `pid` once it is reaped.
+pub(crate) fn forget(pid: u32) {
+    guards().retain(|&p| p != pid);
+}
+
+/// If `pid` is a guard: sends it [`SWEEP_SIGNAL`] and returns true. The caller
+/// guarantees that `pid`, a child of ours, is not reaped yet.
+pub(crate) fn request_sweep(pid: u32) -> bool {
+    let list = guards();
+    if !list.contains(&pid) {
+        return false;
+    }
+    // SAFETY: kill(2) has no memory effects; a registered guard is not reaped (it is
+    // forgotten only after it was), so its pid is not reused.
+    unsafe {
+        libc::kill(pid as libc::pid_t, SWEEP_SIGNAL);
+    }
+    true
+}
 
 /// A guard about to be started: the report pipe.
 pub(crate) struct Launch {
@@ -397,13 +441,18 @@ fn watch(parent: libc::pid_t, child: libc::pid_t) -> ExitCode {
         // SAFETY: getppid has no preconditions.
         if unsafe { libc::getppid() } != parent {
             // rsmld died (the death signal, or this check's backstop): nothing may remain.
-            kill_everything();
+            kill_everything(child, &mut status);
             return ExitCode::from(1);
         }
         if sig > 0 && sig != libc::SIGCHLD && sig != libc::SIGPIPE && status.is_none() {
             // SAFETY: si_pid is valid for signals sent by kill(2) (SI_USER), which is
             // every signal here but SIGCHLD; a kernel-sent one reads 0.
             let sender = unsafe { info.si_pid() };
+            if sender == parent && sig == SWEEP_SIGNAL {
+                // rsmld ends the command: everything goes, then exit like the command.
+                kill_everything(child, &mut status);
+                return exit_like(status.unwrap_or(libc::SIGKILL));
+            }
             if sender != parent {
                 // SAFETY: the command is not reaped yet (status is None), so its pid is
                 // still ours.
@@ -416,8 +465,9 @@ fn watch(parent: libc::pid_t, child: libc::pid_t) -> ExitCode {
         if let Some(status) = status {
             // What the command left behind dies with it (rsmld would kill its group and
             // its tagged descendants anyway; this also takes those that cleared both).
-            kill_everything();
-            return exit_like(status);
+            let mut status = Some(status);
+            kill_everything(child, &mut status);
+            return exit_like(status.unwrap_or(libc::SIGKILL));
         }
     }
 }
@@ -438,9 +488,23 @@ fn reap(child: libc::pid_t) -> Option<libc::c_int> {
     }
 }
 
-/// SIGKILLs and reaps every descendant (the reaper's sweep, run in the guard).
-fn kill_everything() {
-    let _ = crate::reaper::sweep();
+/// SIGKILLs and reaps every descendant until none is left (within the reaper's
+/// [`crate::reaper::SWEEP_BOUND`]); notes the command's status if it is reaped meanwhile.
+/// One stderr line if some survive.
+fn kill_everything(child: libc::pid_t, status: &mut Option<libc::c_int>) {
+    let deadline = Instant::now() + crate::reaper::SWEEP_BOUND;
+    loop {
+        let left = crate::reaper::kill_descendants();
+        *status = status.or_else(|| reap(child));
+        if left == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("rsmld {SUBCOMMAND}: {left} process(es) below the exec handler child survived SIGKILL");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Exits with `status`: the same exit code, or death by the same signal (without a core

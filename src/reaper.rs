@@ -185,6 +185,19 @@ pub fn kill_tagged(key: &str, value: &str) -> usize {
     killed
 }
 
+/// SIGKILLs every live descendant of this process once (no reaping: see [`sweep`]);
+/// returns how many it signalled.
+pub fn kill_descendants() -> usize {
+    let left = descendants();
+    for &pid in &left {
+        // SAFETY: as in `sweep`: `pid` is a descendant seen just now.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    left.len()
+}
+
 /// Kills and reaps every descendant still running, until none is left or
 /// [`SWEEP_BOUND`] passes; returns how many processes it killed. Call it last, when no
 /// handler uses its children any more: it also reaps managed children.

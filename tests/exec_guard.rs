@@ -200,6 +200,46 @@ fn binary_sigkilled_leaves_no_descendant_behind() {
     }
 }
 
+/// rsmld ends a child that broke the protocol (it keeps running): the child's helper that
+/// called setsid() and cleared its environment (so neither the group kill nor the
+/// `RSMLD_EXEC_CHILD` tag reaches it) dies with it, while rsmld runs on: the guard,
+/// asked to end the child, kills its whole subtree. Without that it lived on, re-parented
+/// to rsmld, until rsmld exited (or forever, if rsmld was SIGKILLed meanwhile).
+#[test]
+fn binary_ends_every_descendant_of_a_child_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let m = marker("replaced-env-cleared");
+    let script = format!(
+        "n=0; while IFS= read -r item; do n=$((n+1)); case \"$item\" in \
+         *'\"partitionKey\":\"spawn\"'*) setsid env -i /bin/sh -c 'echo $$ >> {0}; while :; do sleep 1; done; : {1}' </dev/null >/dev/null 2>&1 & ;; \
+         *'\"partitionKey\":\"garbage\"'*) echo garbage ;; esac; echo \"ok $n\"; done",
+        pids.display(),
+        m
+    );
+    let dlq = dir.path().join("dlq");
+    let extra = ["--on-error", "skip", "--dead-letter", dlq.to_str().unwrap()];
+    let mut p = rsmld_with(&script, &m, &extra, "spawn");
+    let helper = pids_in(&pids, 1)[0];
+    assert!(alive(helper));
+    p.send(&process_line(vec![record(2, "garbage")]));
+    assert!(gone(helper), "helper {helper} outlived its child");
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "rsmld exited: {}",
+        p.stderr()
+    );
+    p.close_stdin();
+    assert_eq!(
+        p.wait(Duration::from_secs(30)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
+    assert!(p.stderr().contains("not an answer"), "{}", p.stderr());
+    assert_eq!(outliving(&m), Vec::<i32>::new());
+}
+
 // ---------------------------------------------------------------- what rsmld reports
 
 /// Through the binary: a child that exits 3 and one killed by SIGUSR1 are reported with

@@ -309,9 +309,14 @@ fn signal_group(pgid: u32, signal: libc::c_int) {
     }
 }
 
-/// SIGKILLs the process group `pgid` (see [`signal_group`]).
+/// Kills the child whose process group is `pgid` (see [`signal_group`]): through its
+/// exec guard, which SIGKILLs the command and every descendant and then exits (so none
+/// is left re-parented to rsmld), or, without a guard, by SIGKILL to the group. `end`
+/// always follows with SIGKILL to the group.
 fn kill_group(pgid: u32) {
-    signal_group(pgid, libc::SIGKILL);
+    if !crate::guard::request_sweep(pgid) {
+        signal_group(pgid, libc::SIGKILL);
+    }
 }
 
 /// Whether the child `pid` has exited, without reaping it (so its pid stays reserved).
@@ -664,7 +669,10 @@ impl ExecHandler {
         let leader = child.id();
         let pid = match launch.map(|l| l.started()) {
             None => leader,
-            Some(Ok(pid)) => pid,
+            Some(Ok(pid)) => {
+                crate::guard::register(leader);
+                pid
+            }
             Some(Err(e)) => {
                 // The guard exits by itself after reporting a failed start; kill the
                 // group in case it did not report at all (it is not reaped yet).
@@ -753,8 +761,13 @@ impl ExecHandler {
                 s.pid = None;
             }
         }
-        // Not reaped yet, so the group id is still ours; this also takes any grandchildren.
-        kill_group(running.leader);
+        // Not reaped yet, so the group id is still ours. The guard, if any, kills every
+        // descendant of the command (also those that left the group and the tag behind);
+        // the group's SIGKILL after it is the fallback, and without a guard the kill.
+        if !has_exited(running.leader) && crate::guard::request_sweep(running.leader) {
+            Self::wait_exit(running.leader, crate::guard::SWEEP_GRACE);
+        }
+        signal_group(running.leader, libc::SIGKILL);
         // And those that left the group.
         crate::reaper::kill_tagged(CHILD_TAG, &running.tag);
         let status = match running.child.wait() {
@@ -769,6 +782,7 @@ impl ExecHandler {
             }
         };
         crate::reaper::release(running.leader);
+        crate::guard::forget(running.leader);
         crate::reaper::reap_orphans();
         Ended {
             status,
