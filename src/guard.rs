@@ -35,6 +35,12 @@
 //!
 //! It allocates little, logs nothing but one stderr line when it cannot work, and has no
 //! threads. Its cost is one more `exec` per child start (see the README for numbers).
+//! Ending a child takes the guard's sweep longer (milliseconds: a `/proc` walk or two),
+//! at most [`SWEEP_GRACE`] before rsmld SIGKILLs the group itself.
+//!
+//! The parent-death signal is tied to the rsmld *thread* that spawned the guard; when
+//! that thread exits the signal comes too, but `getppid()` still names rsmld, so the
+//! guard carries on (a direct child with a SIGKILL parent-death signal would have died).
 //!
 //! Only the binary runs children under a guard ([`enable`] is called by `app::main`
 //! with `/proc/self/exe`, which also works when the binary on disk was replaced). A

@@ -27,8 +27,9 @@
 //! kernel signals only its direct children (by their parent-death signal), not their
 //! descendants. That is the exec guard's job ([`crate::guard`]): under the binary each
 //! exec child runs below a guard process, itself a subreaper of the child's descendants
-//! with a catchable parent-death signal, which runs [`sweep`] for its own subtree when
-//! rsmld dies (and when the child has exited), then exits.
+//! with a catchable parent-death signal, which kills and reaps its whole subtree
+//! ([`kill_descendants`], run in the guard) when rsmld dies, when rsmld ends the child
+//! and when the child has exited, then exits.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
