@@ -28,8 +28,9 @@
 //!   unchanged), [`SWEEP_SIGNAL`] from rsmld (rsmld ends the command: SIGKILL it and
 //!   every descendant, reap, exit like the command; rsmld SIGKILLs the group after
 //!   [`SWEEP_GRACE`] anyway), any other signal sent by rsmld (ignored: rsmld signals the
-//!   whole group, so the command got its own copy), a signal sent by anyone else
-//!   (forwarded to the command), and rsmld's death (SIGKILL every descendant, reap, exit).
+//!   whole group, so the command got its own copy), a signal sent by a process outside
+//!   the group (forwarded to the command; one from inside, such as a shell's `kill 0`,
+//!   reached the command already), and rsmld's death (SIGKILL every descendant, reap, exit).
 //!   So a descendant that left the group and cleared its environment (out of reach of
 //!   rsmld's group kill and `RSMLD_EXEC_CHILD` tag) still dies with its command.
 //!
@@ -459,7 +460,7 @@ fn watch(parent: libc::pid_t, child: libc::pid_t) -> ExitCode {
                 kill_everything(child, &mut status);
                 return exit_like(status.unwrap_or(libc::SIGKILL));
             }
-            if sender != parent {
+            if forwarded(sender, parent) {
                 // SAFETY: the command is not reaped yet (status is None), so its pid is
                 // still ours.
                 unsafe {
@@ -476,6 +477,15 @@ fn watch(parent: libc::pid_t, child: libc::pid_t) -> ExitCode {
             return exit_like(status.unwrap_or(libc::SIGKILL));
         }
     }
+}
+
+/// Whether a signal from `sender` is meant for the command and only reached the guard:
+/// not from rsmld, which signals the whole group; not from the kernel (pid 0) or a member
+/// of the group, whose signals to the group reached the command already.
+fn forwarded(sender: libc::pid_t, parent: libc::pid_t) -> bool {
+    // SAFETY: getpgid and getpgrp only read process attributes (a sender that is gone
+    // reads -1, and is forwarded to: best effort).
+    sender > 0 && sender != parent && unsafe { libc::getpgid(sender) != libc::getpgrp() }
 }
 
 /// Reaps every exited child; the wait status of `child` if it was among them.

@@ -484,6 +484,57 @@ fn guarded_child_starts_with_clean_signals() {
     h.close().unwrap();
 }
 
+/// Signals the guard receives: one that the command sent to its own group
+/// (`killpg(0, SIGUSR1)`, a shell's `kill -USR1 0`) reaches it once, not a second time
+/// forwarded by the guard; one sent to the guard alone from outside is forwarded.
+#[test]
+fn guarded_child_gets_each_signal_once() {
+    guarded();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!(
+        r#"
+import os, signal, sys, time
+count = 0
+def note(sig, frame):
+    global count
+    count += 1
+signal.signal(signal.SIGUSR1, note)
+with open({0:?}, "w") as f:
+    f.write(f"{{os.getpid()}}\n")
+for n, line in enumerate(sys.stdin, start=1):
+    if '"partitionKey":"group"' in line:
+        os.killpg(0, signal.SIGUSR1)
+    time.sleep(0.2)
+    print(f"err {{n}} usr1={{count}}", flush=True)
+"#,
+        pidfile.to_str().unwrap()
+    );
+    let mut o = options("");
+    o.command = vec!["python3".into(), "-c".into(), script];
+    let mut h = start(o);
+    let pid = pids_in(&pidfile, 1)[0];
+    let m = failure(h.process(&[item(1, "group")]));
+    assert!(m.ends_with("usr1=1"), "{m}");
+    // From outside the group (and not from the guard's parent, this test process: a
+    // SIGUSR1 from it asks the guard to end the command), to the guard only.
+    let guard = parent_of(pid);
+    let kill = std::process::Command::new("kill")
+        .args(["-USR1", &guard.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 2.. {
+        let m = failure(h.process(&[item(n, "a")]));
+        if m.ends_with("usr1=2") {
+            break;
+        }
+        assert!(m.ends_with("usr1=1") && Instant::now() < deadline, "{m}");
+    }
+    h.close().unwrap();
+}
+
 /// The watchdog's interrupter kills the guard's group: the hung command and its `sleep`
 /// die, the guard too, and the next batch runs in a new command.
 #[test]
