@@ -160,6 +160,7 @@ pub(crate) struct Launch {
 }
 
 /// A close-on-exec pipe: (read end, write end).
+#[cfg(target_os = "linux")]
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 writes two descriptors into `fds`, which we then own.
@@ -262,7 +263,14 @@ impl Launch {
     }
 }
 
+/// Elsewhere there is no guard ([`enable`] is a no-op).
+#[cfg(not(target_os = "linux"))]
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// The report: the command's pid and 0, or 0 and the errno of the failed start.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn encode_report(pid: i32, errno: i32) -> [u8; 8] {
     let mut buf = [0u8; 8];
     buf[..4].copy_from_slice(&pid.to_le_bytes());
@@ -320,6 +328,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// A signal set holding `signals`.
 fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it, sigaddset only adds
@@ -401,6 +410,7 @@ fn guard(args: Args) -> ExitCode {
     watch(args.parent, pid)
 }
 
+#[cfg(target_os = "linux")]
 /// Writes the report and closes the pipe (errors ignored: rsmld may be gone).
 fn report(fd: RawFd, pid: i32, errno: i32) {
     let buf = encode_report(pid, errno);
@@ -412,6 +422,7 @@ fn report(fd: RawFd, pid: i32, errno: i32) {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Points the guard's stdin and stdout at /dev/null, so the command's end of those pipes
 /// is the only one (rsmld sees EOF and EPIPE when the command closes them). stderr stays
 /// for the guard's one line of trouble.
@@ -479,6 +490,7 @@ fn watch(parent: libc::pid_t, child: libc::pid_t) -> ExitCode {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Whether a signal from `sender` is meant for the command and only reached the guard:
 /// not from rsmld, which signals the whole group; not from the kernel (pid 0) or a member
 /// of the group, whose signals to the group reached the command already.
@@ -488,6 +500,7 @@ fn forwarded(sender: libc::pid_t, parent: libc::pid_t) -> bool {
     sender > 0 && sender != parent && unsafe { libc::getpgid(sender) != libc::getpgrp() }
 }
 
+#[cfg(target_os = "linux")]
 /// Reaps every exited child; the wait status of `child` if it was among them.
 fn reap(child: libc::pid_t) -> Option<libc::c_int> {
     let mut found = None;
@@ -504,6 +517,7 @@ fn reap(child: libc::pid_t) -> Option<libc::c_int> {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// SIGKILLs and reaps every descendant until none is left (within the reaper's
 /// [`crate::reaper::SWEEP_BOUND`]); notes the command's status if it is reaped meanwhile.
 /// One stderr line if some survive.
@@ -523,6 +537,7 @@ fn kill_everything(child: libc::pid_t, status: &mut Option<libc::c_int>) {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Exits with `status`: the same exit code, or death by the same signal (without a core
 /// dump of the guard; the command dumped its own if it was to).
 fn exit_like(status: libc::c_int) -> ExitCode {
