@@ -17,6 +17,12 @@ static SHARD: OnceLock<String> = OnceLock::new();
 /// Runs rsmld with the process's arguments. With `handlers`, items go to that factory's
 /// handlers and `--handler` is not needed.
 pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
+    // The exec guard (hidden: not a clap subcommand, never in --help) is this same
+    // program started again by the exec handler; it must not parse flags or log.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw.get(1).is_some_and(|a| a == crate::guard::SUBCOMMAND) {
+        return crate::guard::main(&raw[2..]);
+    }
     let mut argv: Vec<String> = std::env::args().collect();
     if handlers.is_some()
         && !argv
@@ -115,6 +121,9 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             crate::sys::ignore_termination_signals();
             if !crate::reaper::become_subreaper() {
                 log::debug!("cannot become a child subreaper; orphaned handler descendants re-parent to init");
+            }
+            if !crate::guard::enable_self() {
+                log::debug!("no /proc/self/exe: exec handler children start without a guard");
             }
             if let Some(size) = crate::sys::enlarge_stdin_pipe(4 << 20) {
                 log::debug!("stdin pipe enlarged to {size} bytes");

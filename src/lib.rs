@@ -48,6 +48,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod driver;
+pub mod guard;
 pub mod handler;
 pub mod item;
 pub mod json;

@@ -23,10 +23,13 @@
 //!   processes whose parent chain reaches rsmld), reaps them, and repeats until none is
 //!   left (killing a process re-parents its children to us), within a bound.
 //!
-//! What this cannot cover: after a SIGKILL of rsmld nothing of rsmld runs. Its direct
-//! children die by their parent-death signal; a grandchild is not signalled by the
-//! kernel (the signal is not inherited), so a handler that starts helper processes
-//! should `exec` them or give them its own parent-death signal.
+//! What rsmld cannot do itself: after a SIGKILL of rsmld nothing of rsmld runs, and the
+//! kernel signals only its direct children (by their parent-death signal), not their
+//! descendants. That is the exec guard's job ([`crate::guard`]): under the binary each
+//! exec child runs below a guard process, itself a subreaper of the child's descendants
+//! with a catchable parent-death signal, which kills and reaps its whole subtree
+//! ([`kill_descendants`], run in the guard) when rsmld dies, when rsmld ends the child
+//! and when the child has exited, then exits.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -181,6 +184,19 @@ pub fn kill_tagged(key: &str, value: &str) -> usize {
         }
     }
     killed
+}
+
+/// SIGKILLs every live descendant of this process once (no reaping: see [`sweep`]);
+/// returns how many it signalled.
+pub fn kill_descendants() -> usize {
+    let left = descendants();
+    for &pid in &left {
+        // SAFETY: as in `sweep`: `pid` is a descendant seen just now.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    left.len()
 }
 
 /// Kills and reaps every descendant still running, until none is left or

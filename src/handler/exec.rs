@@ -44,7 +44,8 @@
 //!   `PYTHONUNBUFFERED=1` (above). Every signal
 //!   rsmld ignores itself ([`crate::sys::IGNORED_SIGNALS`]: SIGINT, SIGTERM, SIGHUP,
 //!   SIGPIPE, SIGXFSZ) has its default disposition in the child: it does not inherit that. The child's parent-death signal is SIGKILL: if rsmld dies, even by
-//!   SIGKILL, the child dies with it.
+//!   SIGKILL, the child dies with it. Under the binary the child's parent is an exec
+//!   guard ([`crate::guard`]) that kills the child's descendants too when rsmld dies.
 //! - **End**: stdin EOF means "exit now". A child still running [`CLOSE_EOF_GRACE`] later
 //!   gets SIGTERM (its whole process group), and [`CLOSE_TERM_GRACE`] after that SIGKILL:
 //!   closing takes at most [`CLOSE_BOUND`] (2 s), because the daemon waits for rsmld
@@ -109,7 +110,11 @@
 //!   yet reaped, so its id cannot have been reused. Descendants that leave the group
 //!   (`setsid`) are found by the `RSMLD_EXEC_CHILD` tag they inherit and killed with
 //!   the child; the binary's subreaper keeps them our descendants even after the child
-//!   died, and its final sweep kills whatever is left ([`crate::reaper`]).
+//!   died, and its final sweep kills whatever is left ([`crate::reaper`]). Under the
+//!   binary each child runs below an exec guard ([`crate::guard`]), which leads the
+//!   process group (so the group id rsmld signals is the guard's pid, reaped by rsmld)
+//!   and kills every descendant when rsmld dies, even by SIGKILL; logs and errors still
+//!   name the command's own pid and status.
 //!   The parent-death signal is tied to the thread that spawned the child: children are
 //!   spawned by the pool's start-up thread and by the worker threads, which all live as
 //!   long as the pool.
@@ -319,7 +324,8 @@ enum Event {
 /// State shared between the handler and its interrupter.
 #[derive(Debug, Default)]
 struct Shared {
-    /// The current child's pid (= its process group id) while it is not yet reaped.
+    /// The current child's process group id (the pid rsmld reaps: its guard's, or its
+    /// own without a guard) while it is not yet reaped.
     pid: Option<u32>,
     /// A `process` call is running.
     busy: bool,
@@ -343,9 +349,14 @@ fn signal_group(pgid: u32, signal: libc::c_int) {
     }
 }
 
-/// SIGKILLs the process group `pgid` (see [`signal_group`]).
+/// Kills the child whose process group is `pgid` (see [`signal_group`]): through its
+/// exec guard, which SIGKILLs the command and every descendant and then exits (so none
+/// is left re-parented to rsmld), or, without a guard, by SIGKILL to the group. `end`
+/// always follows with SIGKILL to the group.
 fn kill_group(pgid: u32) {
-    signal_group(pgid, libc::SIGKILL);
+    if !crate::guard::request_sweep(pgid) {
+        signal_group(pgid, libc::SIGKILL);
+    }
 }
 
 /// Whether the child `pid` has exited, without reaping it (so its pid stays reserved).
@@ -414,8 +425,13 @@ fn wait_writable(fd: libc::c_int, timeout: Duration) -> bool {
 
 /// A running child and its pipes.
 struct Running {
+    /// The process rsmld spawned and reaps, and whose process group it signals: the exec
+    /// guard, or the command itself without a guard.
     child: Child,
+    /// The command's pid (what logs name).
     pid: u32,
+    /// `child`'s pid, which is also the process group id.
+    leader: u32,
     /// Non-blocking; `None` once closed.
     stdin: Option<ChildStdin>,
     acks: Receiver<Event>,
@@ -760,9 +776,19 @@ impl ExecHandler {
             std::process::id(),
             CHILDREN_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
         );
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env(CHILD_TAG, &tag)
+        // Under the binary, the command runs under an exec guard (crate::guard), which
+        // gets everything set up here and passes it on: the environment, the pipes, the
+        // signal dispositions; the guard leads the process group.
+        let (mut cmd, launch) = match crate::guard::Launch::command(program, args) {
+            Ok(Some((cmd, launch))) => (cmd, Some(launch)),
+            Ok(None) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                (cmd, None)
+            }
+            Err(e) => return Err(spawn_error(format!("cannot start its exec guard: {e}"))),
+        };
+        cmd.env(CHILD_TAG, &tag)
             .env("RSMLD_SHARD_ID", &self.ctx.shard_id)
             .env("RSMLD_WORKER", self.ctx.worker.to_string())
             .env("RSMLD_WORKERS", self.ctx.workers.to_string())
@@ -805,11 +831,27 @@ impl ExecHandler {
         }
         let mut child =
             crate::reaper::spawn_managed(&mut cmd).map_err(|e| spawn_error(e.to_string()))?;
-        let pid = child.id();
-        lock(&self.shared).pid = Some(pid);
+        let leader = child.id();
+        let pid = match launch.map(|l| l.started()) {
+            None => leader,
+            Some(Ok(pid)) => {
+                crate::guard::register(leader);
+                pid
+            }
+            Some(Err(e)) => {
+                // The guard exits by itself after reporting a failed start; kill the
+                // group in case it did not report at all (it is not reaped yet).
+                kill_group(leader);
+                let _ = child.wait();
+                crate::reaper::release(leader);
+                return Err(spawn_error(e.to_string()));
+            }
+        };
+        lock(&self.shared).pid = Some(leader);
         let (tx, acks) = unbounded();
         let mut running = Running {
             pid,
+            leader,
             stdin: child.stdin.take(),
             acks,
             child,
@@ -869,25 +911,30 @@ impl ExecHandler {
     fn end(&self, running: &mut Running, ending: Ending) -> Ended {
         running.close_stdin();
         let (by_itself, after_term) = match ending {
-            Ending::Kill(grace) => (Self::wait_exit(running.pid, grace), false),
+            Ending::Kill(grace) => (Self::wait_exit(running.leader, grace), false),
             Ending::Graceful => {
-                if Self::wait_exit(running.pid, CLOSE_EOF_GRACE) {
+                if Self::wait_exit(running.leader, CLOSE_EOF_GRACE) {
                     (true, false)
                 } else {
                     // Not reaped yet, so the group id is still ours.
-                    signal_group(running.pid, libc::SIGTERM);
-                    (false, Self::wait_exit(running.pid, CLOSE_TERM_GRACE))
+                    signal_group(running.leader, libc::SIGTERM);
+                    (false, Self::wait_exit(running.leader, CLOSE_TERM_GRACE))
                 }
             }
         };
         {
             let mut s = lock(&self.shared);
-            if s.pid == Some(running.pid) {
+            if s.pid == Some(running.leader) {
                 s.pid = None;
             }
         }
-        // Not reaped yet, so the group id is still ours; this also takes any grandchildren.
-        kill_group(running.pid);
+        // Not reaped yet, so the group id is still ours. The guard, if any, kills every
+        // descendant of the command (also those that left the group and the tag behind);
+        // the group's SIGKILL after it is the fallback, and without a guard the kill.
+        if !has_exited(running.leader) && crate::guard::request_sweep(running.leader) {
+            Self::wait_exit(running.leader, crate::guard::SWEEP_GRACE);
+        }
+        signal_group(running.leader, libc::SIGKILL);
         // And those that left the group.
         crate::reaper::kill_tagged(CHILD_TAG, &running.tag);
         let status = match running.child.wait() {
@@ -901,7 +948,8 @@ impl ExecHandler {
                 None
             }
         };
-        crate::reaper::release(running.pid);
+        crate::reaper::release(running.leader);
+        crate::guard::forget(running.leader);
         crate::reaper::reap_orphans();
         Ended {
             status,
@@ -951,7 +999,7 @@ impl ExecHandler {
                 }
                 Err(TryRecvError::Empty) => None,
             };
-            let exited = has_exited(running.pid);
+            let exited = has_exited(running.leader);
             if stray.is_some() || exited {
                 if let Some(mut running) = self.child.take() {
                     let ended = self.end(&mut running, Ending::Kill(Duration::ZERO));
@@ -1128,7 +1176,7 @@ impl ExecHandler {
                     .stdin
                     .as_ref()
                     .is_some_and(|stdin| wait_writable(stdin.as_raw_fd(), POLL));
-                if !ready && has_exited(running.pid) {
+                if !ready && has_exited(running.leader) {
                     break Some(Fault::Exited);
                 }
                 continue;
@@ -1142,7 +1190,7 @@ impl ExecHandler {
                     self.note_answers(running.pid, &mut stall, p.acked > before);
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if has_exited(running.pid) {
+                    if has_exited(running.leader) {
                         break Some(Fault::Exited);
                     }
                 }
@@ -1152,7 +1200,7 @@ impl ExecHandler {
         running.units = p.base + p.sent as u64;
         if let Some(Fault::NoAnswer(_)) = fault {
             // Not reaped yet: the group id is still ours.
-            kill_group(running.pid);
+            kill_group(running.leader);
         }
         if let Some(Fault::Interrupted | Fault::NoAnswer(_) | Fault::Exited | Fault::Write(_)) =
             fault
