@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{init_line, line, record, rsmld_bin, run_action, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
-use rsmld::handler::exec::{ExecFactory, ExecOptions};
+use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
 use rsmld::item::{Item, Payload};
 use rsmld::protocol::message::{Action, DaemonMessage, Record};
@@ -311,6 +311,7 @@ fn options(script: &str) -> ExecOptions {
         restart_backoff_max: Duration::from_millis(40),
         stall_warning: Duration::from_secs(5),
         answer_timeout: None,
+        framing: ExecFraming::Item,
     }
 }
 
