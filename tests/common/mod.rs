@@ -539,6 +539,53 @@ pub fn run_action(
     }
 }
 
+/// The daemon's `shutdownRequested` line.
+pub const SHUTDOWN_REQUESTED: &str = r#"{"action":"shutdownRequested"}"#;
+
+/// Drives `p` through `shutdownRequested` (see [`run_action`]).
+pub fn shutdown_requested(
+    p: &mut Proc,
+    model: &mut CheckpointModel,
+) -> Result<Vec<ProcessorMessage>, String> {
+    run_action(p, model, SHUTDOWN_REQUESTED, Action::ShutdownRequested)
+}
+
+/// Drives `p` through `leaseLost` (see [`run_action`]).
+pub fn lease_lost(
+    p: &mut Proc,
+    model: &mut CheckpointModel,
+) -> Result<Vec<ProcessorMessage>, String> {
+    run_action(p, model, r#"{"action":"leaseLost"}"#, Action::LeaseLost)
+}
+
+/// Notes `records` as delivered in `model` and returns their `processRecords` line
+/// (without millisBehindLatest).
+pub fn batch(
+    model: &mut CheckpointModel,
+    records: Vec<rsmld::protocol::message::Record>,
+) -> String {
+    model.deliver_all(&records);
+    line(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    })
+}
+
+/// Notes `records` as delivered in `model`, then drives `p` through their
+/// `processRecords` line (millisBehindLatest 0; see [`run_action`]).
+pub fn process_records(
+    p: &mut Proc,
+    model: &mut CheckpointModel,
+    records: Vec<rsmld::protocol::message::Record>,
+) -> Result<Vec<ProcessorMessage>, String> {
+    model.deliver_all(&records);
+    let l = line(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: Some(0),
+    });
+    run_action(p, model, &l, Action::ProcessRecords)
+}
+
 // ---------------------------------------------------------------- shared builders
 
 /// The shard the binary tests initialize.
