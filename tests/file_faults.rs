@@ -18,12 +18,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{line, record_with_text, run_action, seq, CheckpointModel, Proc, SHARD7};
+use common::{
+    process_records, record_with_text, run_action, seq, shutdown_requested, CheckpointModel, Proc,
+    SHARD7,
+};
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::file::{FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
 use rsmld::item::{Item, Payload};
-use rsmld::protocol::message::{Action, DaemonMessage, Record};
+use rsmld::protocol::message::{Action, Record};
 
 /// The record index encoded in a sequence number made by [`seq`].
 fn index_of(seq: &str) -> u64 {
@@ -37,13 +40,6 @@ fn record(i: u64) -> Record {
         &format!("key-{}", i % 7),
         &format!("payload-{i}-{}", "p".repeat(40)),
     )
-}
-
-fn process_line(records: Vec<Record>) -> String {
-    line(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: Some(0),
-    })
 }
 
 /// The record indexes in the `*.jsonl` files directly under `dir` (following a symlinked
@@ -219,15 +215,7 @@ fn run_with_fault(fault: Fault, extra: &[&str]) -> Outcome {
         let records: Vec<Record> = (b * PER_BATCH + 1..=(b + 1) * PER_BATCH)
             .map(record)
             .collect();
-        model.deliver_all(&records);
-        if run_action(
-            &mut p,
-            &mut model,
-            &process_line(records),
-            Action::ProcessRecords,
-        )
-        .is_err()
-        {
+        if process_records(&mut p, &mut model, records).is_err() {
             break; // rsmld stopped: the exit code and stderr tell why
         }
         if b + 1 == FAULT_AFTER {
@@ -237,12 +225,7 @@ fn run_with_fault(fault: Fault, extra: &[&str]) -> Outcome {
     }
     // shutdownRequested waits for every item in flight, so a failure is seen before EOF
     // (on EOF rsmld exits at once, without waiting for its workers).
-    let _ = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    );
+    let _ = shutdown_requested(&mut p, &mut model);
     p.close_stdin();
     let exit = p.wait(Duration::from_secs(30)).unwrap();
     let checkpointed = model.stored.last().map_or(0, |e| index_of(e.seq.as_str()));
@@ -501,15 +484,7 @@ fn feed_until_failure(mut p: Proc, payload: usize) -> (i32, String, u64) {
         let records: Vec<Record> = (b * 100 + 1..=(b + 1) * 100)
             .map(|i| record_with_text(i, "k", &format!("{i:06}{}", "x".repeat(payload))))
             .collect();
-        model.deliver_all(&records);
-        if run_action(
-            &mut p,
-            &mut model,
-            &process_line(records),
-            Action::ProcessRecords,
-        )
-        .is_err()
-        {
+        if process_records(&mut p, &mut model, records).is_err() {
             break;
         }
     }
