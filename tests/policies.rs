@@ -6,9 +6,11 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{example_bin, run_action, CheckpointModel, Proc};
+use common::{
+    batch, example_bin, process_records, run_action, shutdown_requested, CheckpointModel, Proc,
+};
 use rsmld::item::BASE64;
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::protocol::message::{Action, ProcessorMessage, Record};
 use rsmld::protocol::sequence::SequenceNumber;
 
 const SHARD: &str = "shardId-000000000009";
@@ -47,15 +49,6 @@ fn start(extra: &[&str]) -> (Proc, CheckpointModel) {
     model.initialize(Some("TRIM_HORIZON"), Some(0));
     run_action(&mut p, &mut model, &init, Action::Initialize).unwrap();
     (p, model)
-}
-
-fn batch(model: &mut CheckpointModel, records: Vec<Record>) -> String {
-    model.deliver_all(&records);
-    serde_json::to_string(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: None,
-    })
-    .unwrap()
 }
 
 /// The example works end to end, and its println! output never reaches the protocol:
@@ -513,25 +506,14 @@ fn run_dead_letters(
         let records: Vec<Record> = (first + b * 10..first + (b + 1) * 10)
             .map(|i| common::record_with_text(i, "k", &format!("item {i}")))
             .collect();
-        model.deliver_all(&records);
-        let l = serde_json::to_string(&DaemonMessage::ProcessRecords {
-            records,
-            millis_behind_latest: Some(0),
-        })
-        .unwrap();
-        if run_action(&mut p, &mut model, &l, Action::ProcessRecords).is_err() {
+        if process_records(&mut p, &mut model, records).is_err() {
             break;
         }
         if b + 1 == fault_after {
             kept = fault();
         }
     }
-    let _ = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    );
+    let _ = shutdown_requested(&mut p, &mut model);
     p.close_stdin();
     let exit = p.wait(Duration::from_secs(30)).unwrap();
     DeadLetterRun {
