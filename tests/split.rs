@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run_action, CheckpointModel, Proc};
+use common::{batch, run_action, shutdown_requested, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
 use rsmld::item::{Item, ItemBlock, BASE64};
 use rsmld::kpl::Aggregator;
@@ -198,12 +198,7 @@ fn binary_splits_aggregates_into_items() {
         ),
         record(S2, "plain", b"p"),
     ];
-    model.deliver_all(&records);
-    let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: None,
-    })
-    .unwrap();
+    let line = batch(&mut model, records);
     let reqs = run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
     assert_eq!(reqs.len(), 1);
     assert_eq!(model.last.as_ref().unwrap().seq.as_str(), S2);
@@ -350,20 +345,9 @@ fn binary_warns_once_about_a_broken_aggregate() {
         record(S1, "a", &broken_aggregate(10, 4)),
         record(S2, "plain", b"p"),
     ];
-    model.deliver_all(&records);
-    let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: None,
-    })
-    .unwrap();
+    let line = batch(&mut model, records);
     run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
-    run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    )
-    .unwrap();
+    shutdown_requested(&mut p, &mut model).unwrap();
     p.close_stdin();
     assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
     assert_eq!(model.last.as_ref().unwrap().seq.as_str(), S2);
@@ -426,21 +410,10 @@ fn binary_delivers_a_heavy_line_in_parts() {
             .enumerate()
             .map(|(i, s)| record(s, "a", if i == 5 || i == 250 { &broken } else { &agg }))
             .collect();
-        model.deliver_all(&records);
-        let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
-            records,
-            millis_behind_latest: None,
-        })
-        .unwrap();
+        let line = batch(&mut model, records);
         assert!(line.len() > 64 << 10);
         run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
-        run_action(
-            &mut p,
-            &mut model,
-            r#"{"action":"shutdownRequested"}"#,
-            Action::ShutdownRequested,
-        )
-        .unwrap();
+        shutdown_requested(&mut p, &mut model).unwrap();
         p.close_stdin();
         assert_eq!(p.wait(Duration::from_secs(30)).unwrap(), 0);
         assert_eq!(model.last.as_ref().unwrap().seq.as_str(), seqs[299]);
