@@ -588,6 +588,27 @@ pub fn process_records(
 
 // ---------------------------------------------------------------- shared builders
 
+/// Makes `cmd`'s child run under a file size limit of `bytes` (RLIMIT_FSIZE, set between
+/// fork and exec) with SIGXFSZ at its default, as `ulimit -f` leaves a process: a write
+/// past the limit kills a process that does not ignore the signal.
+pub fn limit_file_size(cmd: &mut Command, bytes: libc::rlim_t) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+}
+
 /// The shard the binary tests initialize.
 pub const SHARD7: &str = "shardId-000000000007";
 
