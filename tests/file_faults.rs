@@ -13,14 +13,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    process_records, record_with_text, run_action, seq, shutdown_requested, CheckpointModel, Proc,
-    SHARD7,
+    limit_file_size, process_records, record_with_text, run_action, seq, shutdown_requested,
+    CheckpointModel, Proc, SHARD7,
 };
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::file::{FileFactory, FileOptions};
@@ -525,20 +524,7 @@ fn a_write_past_the_file_size_limit_fails_the_batch_and_does_not_kill_rsmld() {
     std::fs::create_dir(&out).unwrap();
     let mut cmd = Command::new(common::rsmld_bin());
     cmd.args(file_args(&out));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 64 << 10,
-                rlim_max: 64 << 10,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-            Ok(())
-        });
-    }
+    limit_file_size(&mut cmd, 64 << 10);
     let (exit, err, checkpointed) = feed_until_failure(Proc::from_command(cmd), 100);
     assert_eq!(
         exit, 1,
