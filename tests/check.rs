@@ -67,6 +67,35 @@ fn check(lines: &[String], kcl: &str) -> (i32, String) {
     )
 }
 
+/// Starts rsmld in `dir` on `app.properties` (the daemon's way, not `check`), sends one
+/// `initialize` and closes stdin; asserts that the first answer is its status, and
+/// returns stderr.
+fn assert_starts_and_initializes(dir: &Path) -> String {
+    let mut child = Command::new(RSMLD)
+        .args(["--properties", "app.properties"])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000001","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("{init}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stdout.starts_with(r#"{"action":"status","responseFor":"initialize"}"#),
+        "stdout {stdout:?}, stderr {stderr}"
+    );
+    stderr
+}
+
 fn with(mut lines: Vec<String>, replace: &[(usize, &str)], append: &[&str]) -> Vec<String> {
     for (line, text) in replace {
         lines[line - 1] = (*text).to_owned();
@@ -698,28 +727,7 @@ fn units_in_the_properties_file() {
         (code, err.as_str()),
         (0, "app.properties: ok for KCL 3.x\n")
     );
-    let mut child = Command::new(RSMLD)
-        .args(["--properties", "app.properties"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000001","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        format!("{init}\n").as_bytes(),
-    )
-    .unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stdout.starts_with(r#"{"action":"status","responseFor":"initialize"}"#),
-        "stdout {stdout:?}, stderr {stderr}"
-    );
+    let stderr = assert_starts_and_initializes(dir.path());
     assert!(stderr.contains("checkpoint interval 2.000 s"), "{stderr}");
 
     let lines = with(
@@ -1060,28 +1068,7 @@ fn the_file_is_read_as_latin1_like_the_daemon_reads_it() {
         "app.properties:11: warning: processingLanguage has bytes outside ASCII: the daemon reads the file as ISO-8859-1 (as rsmld does), so it reads processingLanguage = \"cafÃ©\" (the file's bytes are the UTF-8 \"café\": write processingLanguage = caf\\u00e9)\n"
     );
     // Start-up reads the same file and answers initialize.
-    let mut child = Command::new(RSMLD)
-        .args(["--properties", "app.properties"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000001","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        format!("{init}\n").as_bytes(),
-    )
-    .unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.starts_with(r#"{"action":"status","responseFor":"initialize"}"#),
-        "stdout {stdout:?}, stderr {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_starts_and_initializes(dir.path());
     // A \u escape Java cannot read stops the daemon (Properties.load throws).
     let lines = with(clean_v3(), &[], &["tableName = caf\\u00zz"]);
     let (code, err) = check(&lines, "3");
