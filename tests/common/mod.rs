@@ -667,10 +667,32 @@ pub fn start_file_handler(
     let mut list = vec!["--handler", "file", "--output", out.to_str().unwrap()];
     list.extend(extra);
     let mut p = Proc::spawn_env(&args(&list), env);
+    let model = initialize(&mut p);
+    (p, model)
+}
+
+/// [`start_file_handler`] synchronous (`--max-in-flight 0`) with two workers, checkpointing
+/// after every batch (so an accepted batch shows as a checkpoint request before its
+/// status), plus `extra` flags.
+pub fn start_checkpointing(out: &Path, extra: &[&str]) -> (Proc, CheckpointModel) {
+    let mut list = vec![
+        "--workers",
+        "2",
+        "--checkpoint-interval",
+        "0",
+        "--max-in-flight",
+        "0",
+    ];
+    list.extend(extra);
+    start_file_handler(out, &list, &[])
+}
+
+/// Initializes `p` for [`SHARD7`] at TRIM_HORIZON; returns the daemon model, told so.
+pub fn initialize(p: &mut Proc) -> CheckpointModel {
     let mut model = CheckpointModel::default();
     model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
-    (p, model)
+    run_action(p, &mut model, &init_line(), Action::Initialize).unwrap();
+    model
 }
 
 /// Owned argument strings.
