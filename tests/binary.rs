@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     args, init_line, line, process_records, record, run_action, seq, shutdown_requested,
-    start_file_handler, written, CheckpointModel, Proc,
+    start_checkpointing, start_file_handler, written, CheckpointModel, Proc,
 };
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
@@ -259,21 +259,6 @@ fn huge_lines_through_the_binary() {
 }
 
 // ------------------------------------------------ record order, echoes, base64 (issue 10)
-
-/// rsmld with the file handler, synchronous and checkpointing after every batch (so an
-/// accepted batch shows as a checkpoint request before its status).
-fn start_checkpointing(out: &std::path::Path, extra: &[&str]) -> (Proc, CheckpointModel) {
-    let mut list = vec![
-        "--workers",
-        "2",
-        "--checkpoint-interval",
-        "0",
-        "--max-in-flight",
-        "0",
-    ];
-    list.extend(extra);
-    start_file_handler(out, &list, &[])
-}
 
 fn records_line(records: Vec<Record>) -> String {
     line(&DaemonMessage::ProcessRecords {
