@@ -18,14 +18,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    limit_file_size, process_records, record_with_text, run_action, seq, shutdown_requested,
-    CheckpointModel, Proc, SHARD7,
+    limit_file_size, process_records, record_with_text, seq, shutdown_requested, Proc, SHARD7,
 };
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::file::{FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
 use rsmld::item::{Item, Payload};
-use rsmld::protocol::message::{Action, Record};
+use rsmld::protocol::message::Record;
 
 /// The record index encoded in a sequence number made by [`seq`].
 fn index_of(seq: &str) -> u64 {
@@ -192,23 +191,7 @@ fn run_with_fault(fault: Fault, extra: &[&str]) -> Outcome {
         std::fs::create_dir(root.path().join("a")).unwrap();
         std::os::unix::fs::symlink("a", &out).unwrap();
     }
-    let mut argv = vec![
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--workers",
-        "2",
-        "--checkpoint-interval",
-        "0",
-        "--max-in-flight",
-        "0",
-    ];
-    argv.extend(extra);
-    let mut p = Proc::spawn(&common::args(&argv));
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &common::init_line(), Action::Initialize).unwrap();
+    let (mut p, mut model) = common::start_checkpointing(&out, extra);
     let mut kept = BTreeSet::new();
     for b in 0..BATCHES {
         let records: Vec<Record> = (b * PER_BATCH + 1..=(b + 1) * PER_BATCH)
@@ -476,9 +459,7 @@ fn file_args(out: &Path) -> Vec<String> {
 /// Feeds batches of 100 records with `payload`-byte texts until rsmld stops or 40 went
 /// through, then EOF; returns the exit code, stderr and the highest checkpointed index.
 fn feed_until_failure(mut p: Proc, payload: usize) -> (i32, String, u64) {
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &common::init_line(), Action::Initialize).unwrap();
+    let mut model = common::initialize(&mut p);
     for b in 0..40u64 {
         let records: Vec<Record> = (b * 100 + 1..=(b + 1) * 100)
             .map(|i| record_with_text(i, "k", &format!("{i:06}{}", "x".repeat(payload))))
