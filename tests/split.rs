@@ -17,6 +17,18 @@ use rsmld::split::{SplitMode, Splitter};
 
 use base64::Engine;
 
+/// The `initialize` the binary tests send: shard 0 at TRIM_HORIZON.
+const INIT: &str = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+
+/// Starts rsmld with `args` (and `env`) and initializes it with [`INIT`]; the model is
+/// not told where the shard starts, so it bounds checkpoints from above only.
+fn start(args: &[&str], env: &[(&str, &str)]) -> (Proc, CheckpointModel) {
+    let mut p = Proc::spawn_env(&common::args(args), env);
+    let mut model = CheckpointModel::default();
+    run_action(&mut p, &mut model, INIT, Action::Initialize).unwrap();
+    (p, model)
+}
+
 const S1: &str = "49680445498841953494698307936256227907416662446197178370";
 const S2: &str = "49680445498841953494698307936257436833236277075371884546";
 
@@ -169,7 +181,7 @@ fn checkpoint_waits_for_the_last_item_of_a_record() {
 fn binary_splits_aggregates_into_items() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut p = Proc::spawn(
+    let (mut p, mut model) = start(
         &[
             "--handler",
             "file",
@@ -183,12 +195,9 @@ fn binary_splits_aggregates_into_items() {
             "0",
             "--checkpoint-interval",
             "0",
-        ]
-        .map(String::from),
+        ],
+        &[],
     );
-    let mut model = CheckpointModel::default();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
     let keys = keys_on_distinct_workers();
     let records = vec![
         record(
@@ -336,11 +345,7 @@ fn broken_aggregate(n: usize, bad_at: usize) -> Vec<u8> {
 /// and how many were lost, and checkpoints past the record (the Java result).
 #[test]
 fn binary_warns_once_about_a_broken_aggregate() {
-    let mut p =
-        Proc::spawn(&["--handler", "discard", "--checkpoint-interval", "0"].map(String::from));
-    let mut model = CheckpointModel::default();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
+    let (mut p, mut model) = start(&["--handler", "discard", "--checkpoint-interval", "0"], &[]);
     let records = vec![
         record(S1, "a", &broken_aggregate(10, 4)),
         record(S2, "plain", b"p"),
@@ -379,7 +384,7 @@ fn binary_delivers_a_heavy_line_in_parts() {
     for max_in_flight in ["20000", "0"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let mut p = Proc::spawn_env(
+        let (mut p, mut model) = start(
             &[
                 "--handler",
                 "file",
@@ -391,13 +396,9 @@ fn binary_delivers_a_heavy_line_in_parts() {
                 max_in_flight,
                 "--checkpoint-interval",
                 "0",
-            ]
-            .map(String::from),
+            ],
             &[("RUST_LOG", "debug")],
         );
-        let mut model = CheckpointModel::default();
-        let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-        run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
         let keys: Vec<String> = (0..100).map(|i| format!("key-{i}")).collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let agg = aggregate(&keys);
@@ -463,7 +464,7 @@ fn binary_delivers_a_heavy_line_in_parts() {
 /// minutes with a 10 ms-per-item handler), and nothing is checkpointed.
 #[test]
 fn binary_notices_eof_while_a_line_waits_between_parts() {
-    let mut p = Proc::spawn(
+    let (mut p, _) = start(
         &[
             "--handler",
             "discard",
@@ -473,12 +474,9 @@ fn binary_notices_eof_while_a_line_waits_between_parts() {
             "1",
             "--max-in-flight",
             "100",
-        ]
-        .map(String::from),
+        ],
+        &[],
     );
-    let mut model = CheckpointModel::default();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
     let keys: Vec<String> = (0..1000).map(|i| format!("key-{i}")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let agg = aggregate(&keys);
