@@ -192,29 +192,9 @@ fn line_with_bad_record(n: u64, payload_len: usize, bad: u64) -> String {
 /// ever sent and no record of the line reached the handler.
 #[test]
 fn a_bad_record_after_the_early_status_stops_rsmld() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let (mut p, _) = start(&out, &[]);
     let l = line_with_bad_record(400, 300, 200);
     assert_large(&l, 400);
-
-    expect_status(&mut p, &l);
-    let rc = p.wait(Duration::from_secs(5)).unwrap();
-    assert_ne!(rc, 0, "rsmld went on after a malformed record");
-    let rest = remaining_lines(&mut p);
-    assert!(
-        rest.is_empty(),
-        "more protocol output after status: {rest:?}"
-    );
-    let stderr = p.stderr();
-    assert!(stderr.contains("malformed daemon line 2"), "{stderr}");
-    assert!(stderr.contains("12x"), "{stderr}");
-    assert!(stderr.contains(&format!("line 2: {AHEAD_LOG}")), "{stderr}");
-    assert_eq!(
-        items_on_disk(&out),
-        0,
-        "records of a malformed line were processed"
-    );
+    assert_fails_after_the_early_status(&l, &[], &["malformed daemon line 2", "12x"]);
 }
 
 /// The same bad record in lines that do not take the large path (10 records; 200
