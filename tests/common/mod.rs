@@ -671,18 +671,20 @@ pub fn start_file_handler(
     (p, model)
 }
 
-/// [`start_file_handler`] synchronous (`--max-in-flight 0`) with two workers, checkpointing
-/// after every batch (so an accepted batch shows as a checkpoint request before its
-/// status), plus `extra` flags.
+/// Two workers, synchronous (`--max-in-flight 0`), a checkpoint after every batch (so an
+/// accepted batch shows as a checkpoint request before its status).
+pub const CHECKPOINT_EVERY_BATCH: [&str; 6] = [
+    "--workers",
+    "2",
+    "--checkpoint-interval",
+    "0",
+    "--max-in-flight",
+    "0",
+];
+
+/// [`start_file_handler`] with [`CHECKPOINT_EVERY_BATCH`], then `extra` flags.
 pub fn start_checkpointing(out: &Path, extra: &[&str]) -> (Proc, CheckpointModel) {
-    let mut list = vec![
-        "--workers",
-        "2",
-        "--checkpoint-interval",
-        "0",
-        "--max-in-flight",
-        "0",
-    ];
+    let mut list = CHECKPOINT_EVERY_BATCH.to_vec();
     list.extend(extra);
     start_file_handler(out, &list, &[])
 }
