@@ -31,16 +31,7 @@ fn record(i: u64, data: &str) -> Record {
 }
 
 fn start(extra: &[&str]) -> (Proc, CheckpointModel) {
-    let mut args: Vec<String> = [
-        "--workers",
-        "2",
-        "--checkpoint-interval",
-        "0",
-        "--max-in-flight",
-        "0",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = common::args(&common::CHECKPOINT_EVERY_BATCH);
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut p = Proc::spawn_bin(&example_bin("json_validator"), &args, &[]);
     let mut model = CheckpointModel::default();
