@@ -553,14 +553,17 @@ fn java_command_helper_prints_the_daemon_command() {
         )
     };
     let jars_arg = jars.display().to_string();
-    let (code, out, err) = run(&[
-        "--properties",
-        "etc/app.properties",
-        "--jars",
-        &jars_arg,
-        "--heap",
-        "2g",
-    ]);
+    let with_heap = |heap: &str| {
+        run(&[
+            "--properties",
+            "etc/app.properties",
+            "--jars",
+            &jars_arg,
+            "--heap",
+            heap,
+        ])
+    };
+    let (code, out, err) = with_heap("2g");
     assert_eq!(code, Some(0), "{err}");
     let r = root.display();
     assert_eq!(
@@ -573,14 +576,7 @@ fn java_command_helper_prints_the_daemon_command() {
     // The JVM's heap size syntax: digits and one optional unit letter; anything else is
     // refused here rather than by the JVM on the production host.
     for heap in ["512m", "2G", "1t", "4096"] {
-        let (code, out, err) = run(&[
-            "--properties",
-            "etc/app.properties",
-            "--jars",
-            &jars_arg,
-            "--heap",
-            heap,
-        ]);
+        let (code, out, err) = with_heap(heap);
         assert_eq!(code, Some(0), "{heap}: {err}");
         assert!(
             out.starts_with(&format!("java -Xms{heap} -Xmx{heap} ")),
@@ -588,14 +584,7 @@ fn java_command_helper_prints_the_daemon_command() {
         );
     }
     for heap in ["2GB", "1.5g", "g", "2 g", "-1g", "2gb"] {
-        let (code, out, err) = run(&[
-            "--properties",
-            "etc/app.properties",
-            "--jars",
-            &jars_arg,
-            "--heap",
-            heap,
-        ]);
+        let (code, out, err) = with_heap(heap);
         assert_eq!((code, out.as_str()), (Some(2), ""), "{heap}");
         assert_eq!(
             err,
