@@ -114,10 +114,7 @@ fn with(mut lines: Vec<String>, replace: &[(usize, &str)], append: &[&str]) -> V
 
 #[test]
 fn a_clean_file_is_one_ok_line_and_exit_0() {
-    assert_eq!(
-        check(&clean_v3(), "3"),
-        (0, "app.properties: ok for KCL 3.x\n".to_owned())
-    );
+    assert_check(&clean_v3(), "3", 0, "app.properties: ok for KCL 3.x\n");
     let v2 = with(
         clean_v3(),
         &[(
@@ -126,10 +123,7 @@ fn a_clean_file_is_one_ok_line_and_exit_0() {
         )],
         &[],
     );
-    assert_eq!(
-        check(&v2, "2"),
-        (0, "app.properties: ok for KCL 2.x\n".to_owned())
-    );
+    assert_check(&v2, "2", 0, "app.properties: ok for KCL 2.x\n");
 }
 
 #[test]
@@ -408,10 +402,7 @@ fn risky_settings_are_warnings_and_exit_0() {
         &[(8, "rsmld.handler = discard"), (9, "# no output")],
         &["timeoutInSeconds = 60"],
     );
-    assert_eq!(
-        check(&lines, "3"),
-        (0, "app.properties: ok for KCL 3.x\n".to_owned())
-    );
+    assert_check(&lines, "3", 0, "app.properties: ok for KCL 3.x\n");
     // A drain that fits: no warning.
     let lines = with(
         clean_v3(),
@@ -841,10 +832,7 @@ fn a_credentials_provider_set_twice() {
         )],
         &[],
     );
-    assert_eq!(
-        check(&lines, "3"),
-        (0, "app.properties: ok for KCL 3.x\n".to_owned())
-    );
+    assert_check(&lines, "3", 0, "app.properties: ok for KCL 3.x\n");
     // ... and with the provider's key they set the same provider twice (both versions).
     let lines = with(
         clean_v3(),
@@ -997,10 +985,7 @@ fn handoff_timeout_and_max_records_in_every_spelling() {
         )],
         &[drain[0], drain[1]],
     );
-    assert_eq!(
-        check(&lines, "2"),
-        (0, "app.properties: ok for KCL 2.x\n".to_owned())
-    );
+    assert_check(&lines, "2", 0, "app.properties: ok for KCL 2.x\n");
     // pollingConfig.maxRecords = 100: (20000 + 100) items / (2 x 500) = 21 rounds x 5 s.
     let lines = with(
         clean_v3(),
