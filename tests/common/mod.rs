@@ -715,6 +715,15 @@ pub fn written(dir: &Path) -> Vec<(String, serde_json::Value)> {
     out
 }
 
+/// A KPL aggregate record around `body` (an encoded `AggregatedRecord`): the magic, the
+/// body and its MD5 digest.
+pub fn kpl_framed(body: &[u8]) -> Vec<u8> {
+    let mut out = rsmld::kpl::MAGIC.to_vec();
+    out.extend_from_slice(body);
+    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(body));
+    out
+}
+
 /// A `'static` copy of `s` (test items borrow their text; leaking a little is fine here).
 pub fn leak(s: impl Into<String>) -> &'static str {
     Box::leak(s.into().into_boxed_str())
