@@ -334,10 +334,7 @@ fn broken_aggregate(n: usize, bad_at: usize) -> Vec<u8> {
         records,
     }
     .encode_to_vec();
-    let mut out = rsmld::kpl::MAGIC.to_vec();
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(&body));
-    out
+    common::kpl_framed(&body)
 }
 
 /// A KPL aggregate that breaks off part-way loses its remaining user records, exactly
