@@ -251,10 +251,7 @@ fn raw_aggregate(n: usize, key: &str) -> Vec<u8> {
     for i in 0..n {
         body.extend_from_slice(&[0x1a, 5, 0x08, 0, 0x1a, 1, (i % 251) as u8]);
     }
-    let mut out = rsmld::kpl::MAGIC.to_vec();
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(&body));
-    out
+    common::kpl_framed(&body)
 }
 
 #[test]
