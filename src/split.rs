@@ -347,7 +347,8 @@ impl Splitter {
                 data,
             )
         };
-        let whole = |sink: &mut dyn FnMut(&Item<'_>)| {
+        // The record as one item; `error`, if any, says why it was not split.
+        let whole = |sink: &mut dyn FnMut(&Item<'_>), error: Option<SplitError>| {
             sink(&item(
                 0,
                 1,
@@ -355,28 +356,17 @@ impl Splitter {
                 None,
                 Payload::Base64(record.data),
             ));
+            (1, error.map(SplitNote::Whole))
         };
         let payload = match self.payload(record.data.as_bytes()) {
             Ok(Some(payload)) => payload,
-            Ok(None) => {
-                whole(sink);
-                return (1, None);
-            }
-            Err(e) => {
-                whole(sink);
-                return (1, Some(SplitNote::Whole(e)));
-            }
+            Ok(None) => return whole(sink, None),
+            Err(e) => return whole(sink, Some(e)),
         };
         let (pieces, broken) = match self.pieces(&payload) {
             Ok(Some(found)) => found,
-            Ok(None) => {
-                whole(sink);
-                return (1, None);
-            }
-            Err(e) => {
-                whole(sink);
-                return (1, Some(SplitNote::Whole(e)));
-            }
+            Ok(None) => return whole(sink, None),
+            Err(e) => return whole(sink, Some(e)),
         };
         // Invariant: `pieces` checked the count against `max_items`, which is a usize of
         // at most u32::MAX items in any sane configuration; saturate rather than wrap.

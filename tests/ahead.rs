@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    line, record_with_text, run_action, seq, start_file_handler, written, CheckpointModel, Proc,
+    lease_lost, line, process_records, record_with_text, run_action, seq, shutdown_requested,
+    start_file_handler, written, CheckpointModel, Proc,
 };
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::scan::scan_process_records;
@@ -127,13 +128,7 @@ fn large_batches_are_acknowledged_ahead_and_all_processed() {
         );
     }
 
-    let reqs = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    )
-    .unwrap();
+    let reqs = shutdown_requested(&mut p, &mut model).unwrap();
     let last = all.last().unwrap();
     assert_eq!(last.sub_sequence_number, Some(2)); // 800 % 7
     assert_eq!(
@@ -175,13 +170,7 @@ fn large_batches_are_acknowledged_ahead_and_all_processed() {
         assert_eq!(v["shardId"], "shardId-000000000007");
     }
 
-    run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"leaseLost"}"#,
-        Action::LeaseLost,
-    )
-    .unwrap();
+    lease_lost(&mut p, &mut model).unwrap();
     p.close_stdin();
     assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
 }
@@ -203,29 +192,9 @@ fn line_with_bad_record(n: u64, payload_len: usize, bad: u64) -> String {
 /// ever sent and no record of the line reached the handler.
 #[test]
 fn a_bad_record_after_the_early_status_stops_rsmld() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let (mut p, _) = start(&out, &[]);
     let l = line_with_bad_record(400, 300, 200);
     assert_large(&l, 400);
-
-    expect_status(&mut p, &l);
-    let rc = p.wait(Duration::from_secs(5)).unwrap();
-    assert_ne!(rc, 0, "rsmld went on after a malformed record");
-    let rest = remaining_lines(&mut p);
-    assert!(
-        rest.is_empty(),
-        "more protocol output after status: {rest:?}"
-    );
-    let stderr = p.stderr();
-    assert!(stderr.contains("malformed daemon line 2"), "{stderr}");
-    assert!(stderr.contains("12x"), "{stderr}");
-    assert!(stderr.contains(&format!("line 2: {AHEAD_LOG}")), "{stderr}");
-    assert_eq!(
-        items_on_disk(&out),
-        0,
-        "records of a malformed line were processed"
-    );
+    assert_fails_after_the_early_status(&l, &[], &["malformed daemon line 2", "12x"]);
 }
 
 /// The same bad record in lines that do not take the large path (10 records; 200
@@ -403,25 +372,12 @@ fn a_redelivered_large_line_is_skipped_or_fails() {
     let out = dir.path().join("out");
     let (mut p, mut model) = start(&out, &["--checkpoint-interval", "3600"]);
     let first = records(1, 400, 300);
-    model.deliver_all(&first);
-    run_action(
-        &mut p,
-        &mut model,
-        &records_line(first),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    process_records(&mut p, &mut model, first).unwrap();
     let again = records(201, 400, 300); // 201..=400 again, then 401..=600
     model.deliver_all(&again);
     let l = records_line(again.clone());
     run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
-    let reqs = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    )
-    .unwrap();
+    let reqs = shutdown_requested(&mut p, &mut model).unwrap();
     assert_eq!(
         model.stored.last(),
         Some(&again.last().unwrap().esn()),
@@ -440,13 +396,7 @@ fn a_redelivered_large_line_is_skipped_or_fails() {
         "{stderr}"
     );
     assert_eq!(stderr.matches("delivered again").count(), 200, "{stderr}");
-    run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"leaseLost"}"#,
-        Action::LeaseLost,
-    )
-    .unwrap();
+    lease_lost(&mut p, &mut model).unwrap();
     p.close_stdin();
     assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
 
@@ -454,14 +404,7 @@ fn a_redelivered_large_line_is_skipped_or_fails() {
     let out = dir.path().join("out");
     let (mut p, mut model) = start(&out, &["--on-duplicate", "fail"]);
     let first = records(1, 400, 300);
-    model.deliver_all(&first);
-    run_action(
-        &mut p,
-        &mut model,
-        &records_line(first),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    process_records(&mut p, &mut model, first).unwrap();
     expect_status(&mut p, &l);
     assert_ne!(p.wait(Duration::from_secs(5)).unwrap(), 0);
     assert!(remaining_lines(&mut p).is_empty());

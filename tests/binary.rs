@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use common::{
-    args, init_line, line, record, run_action, seq, start_file_handler, written, CheckpointModel,
-    Proc,
+    args, init_line, line, process_records, record, run_action, seq, shutdown_requested,
+    start_checkpointing, start_file_handler, written, CheckpointModel, Proc,
 };
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
@@ -96,13 +96,7 @@ fn checkpoints_cover_only_written_items() {
         "only {checkpoints} checkpoints in 25 batches"
     );
 
-    let reqs = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    )
-    .unwrap();
+    let reqs = shutdown_requested(&mut p, &mut model).unwrap();
     assert_eq!(
         reqs.last(),
         Some(&ProcessorMessage::Checkpoint {
@@ -266,21 +260,6 @@ fn huge_lines_through_the_binary() {
 
 // ------------------------------------------------ record order, echoes, base64 (issue 10)
 
-/// rsmld with the file handler, synchronous and checkpointing after every batch (so an
-/// accepted batch shows as a checkpoint request before its status).
-fn start_checkpointing(out: &std::path::Path, extra: &[&str]) -> (Proc, CheckpointModel) {
-    let mut list = vec![
-        "--workers",
-        "2",
-        "--checkpoint-interval",
-        "0",
-        "--max-in-flight",
-        "0",
-    ];
-    list.extend(extra);
-    start_file_handler(out, &list, &[])
-}
-
 fn records_line(records: Vec<Record>) -> String {
     line(&DaemonMessage::ProcessRecords {
         records,
@@ -379,23 +358,9 @@ fn an_exact_redelivery_is_skipped_or_fails() {
     let out = dir.path().join("out");
     let (mut p, mut model) = start_checkpointing(&out, &[]);
     let first = vec![record(1, "a"), record(2, "b")];
-    model.deliver_all(&first);
-    run_action(
-        &mut p,
-        &mut model,
-        &records_line(first),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    process_records(&mut p, &mut model, first).unwrap();
     let again = vec![record(1, "a"), record(2, "b"), record(3, "c")];
-    model.deliver_all(&again);
-    run_action(
-        &mut p,
-        &mut model,
-        &records_line(again),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    process_records(&mut p, &mut model, again).unwrap();
     assert_eq!(
         model.stored.last().map(|e| e.seq.as_str().to_owned()),
         Some(seq(3))
@@ -419,14 +384,7 @@ fn an_exact_redelivery_is_skipped_or_fails() {
     let out = dir.path().join("out");
     let (mut p, mut model) = start_checkpointing(&out, &["--on-duplicate", "fail"]);
     let first = vec![record(1, "a"), record(2, "b")];
-    model.deliver_all(&first);
-    run_action(
-        &mut p,
-        &mut model,
-        &records_line(first),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    process_records(&mut p, &mut model, first).unwrap();
     p.send(&records_line(vec![record(2, "b"), record(3, "c")]));
     assert_ne!(p.wait(Duration::from_secs(10)).unwrap(), 0);
     assert!(remaining_lines(&mut p).is_empty());

@@ -67,6 +67,43 @@ fn check(lines: &[String], kcl: &str) -> (i32, String) {
     )
 }
 
+/// Starts rsmld in `dir` on `app.properties` (the daemon's way, not `check`), sends one
+/// `initialize` and closes stdin; asserts that the first answer is its status, and
+/// returns stderr.
+fn assert_starts_and_initializes(dir: &Path) -> String {
+    let mut child = Command::new(RSMLD)
+        .args(["--properties", "app.properties"])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let init = r#"{"action":"initialize","shardId":"shardId-000000000001","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("{init}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stdout.starts_with(r#"{"action":"status","responseFor":"initialize"}"#),
+        "stdout {stdout:?}, stderr {stderr}"
+    );
+    stderr
+}
+
+/// Asserts that `rsmld check --kcl KCL` on `lines` exits with `code` and writes exactly
+/// `expected` to stderr.
+fn assert_check(lines: &[String], kcl: &str, code: i32, expected: &str) {
+    let (got, err) = check(lines, kcl);
+    assert_eq!(got, code, "{err}");
+    assert_eq!(err, expected);
+}
+
 fn with(mut lines: Vec<String>, replace: &[(usize, &str)], append: &[&str]) -> Vec<String> {
     for (line, text) in replace {
         lines[line - 1] = (*text).to_owned();
@@ -77,10 +114,7 @@ fn with(mut lines: Vec<String>, replace: &[(usize, &str)], append: &[&str]) -> V
 
 #[test]
 fn a_clean_file_is_one_ok_line_and_exit_0() {
-    assert_eq!(
-        check(&clean_v3(), "3"),
-        (0, "app.properties: ok for KCL 3.x\n".to_owned())
-    );
+    assert_check(&clean_v3(), "3", 0, "app.properties: ok for KCL 3.x\n");
     let v2 = with(
         clean_v3(),
         &[(
@@ -89,10 +123,7 @@ fn a_clean_file_is_one_ok_line_and_exit_0() {
         )],
         &[],
     );
-    assert_eq!(
-        check(&v2, "2"),
-        (0, "app.properties: ok for KCL 2.x\n".to_owned())
-    );
+    assert_check(&v2, "2", 0, "app.properties: ok for KCL 2.x\n");
 }
 
 #[test]
@@ -107,10 +138,10 @@ fn typos_in_daemon_and_rsmld_keys_name_the_nearest_key() {
             "gracefulLeaseHandoffTimeoutMillis = 60000",
         ],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties: warning: shutdownGraceMillis is not set (0): on SIGTERM the daemon starts a graceful shutdown but waits 0 ms for it, so the JVM exits before rsmld can drain and checkpoint; set it (e.g. 30000)\n\
          app.properties:6: error: unknown key shutdownGraceMilis: the KCL 3.x daemon ignores it silently (keys are case-sensitive); did you mean shutdownGraceMillis?\n\
          app.properties:10: error: unknown key \"rsmld.max_inflight\", did you mean \"rsmld.max_in_flight\"?\n\
@@ -129,10 +160,10 @@ fn typos_in_daemon_and_rsmld_keys_name_the_nearest_key() {
             "myapp.color = blue",
         ],
     );
-    let (code, err) = check(&lines, "2");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "2",
+        1,
         "app.properties:10: error: gracefulLeaseHandoffTimeoutMillis is a KCL 3.x key: the KCL 2.x daemon ignores it silently\n\
          app.properties:11: warning: unknown key myapp.color: the KCL 2.x daemon ignores it\n"
     );
@@ -155,10 +186,10 @@ fn bad_values_are_named_by_the_key_as_written() {
             "maxRecords = 20000",
         ],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:7: warning: callProcessRecordsEvenForEmptyRecordList is set again at line 15, which wins: this line has no effect\n\
          app.properties:10: error: rsmld.workers = \"0\": 0 is out of range: must be 1..=1024\n\
          app.properties:11: error: rsmld.max-in-flight-bytes = \"1000\": 1000B is out of range: must be 2MiB..=16GiB\n\
@@ -175,32 +206,23 @@ fn bad_values_are_named_by_the_key_as_written() {
 #[test]
 fn credentials_providers_are_checked_per_kcl_version_with_the_name_that_works() {
     let provider = |value: &str| with(clean_v3(), &[(4, value)], &[]);
-    let (code, err) = check(
+    assert_check(
         &provider("AWSCredentialsProvider = DefaultAWSCredentialsProviderChain"),
         "3",
-    );
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+        1,
         "app.properties:4: error: AWSCredentialsProvider: the KCL 3.x daemon cannot resolve \"DefaultAWSCredentialsProviderChain\" (KCL 3.x takes AWS SDK v2 providers): use DefaultCredentialsProvider; with no provider left the daemon exits at start-up\n"
     );
-    let (code, err) = check(
+    assert_check(
         &provider("AWSCredentialsProvider = DefaultCredentialsProvider"),
         "2",
-    );
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+        1,
         "app.properties:4: error: AWSCredentialsProvider: the KCL 2.x daemon cannot resolve \"DefaultCredentialsProvider\" (KCL 2.x takes AWS SDK v1 providers): use DefaultAWSCredentialsProviderChain; with no provider left the daemon exits at start-up\n"
     );
     // 2.x reads the key in exactly one spelling; 3.x accepts any case of the prefix.
-    let (code, err) = check(
+    assert_check(
         &provider("AwsCredentialsProvider = DefaultAWSCredentialsProviderChain"),
         "2",
-    );
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+        1,
         "app.properties: error: no credentials provider: the KCL 2.x daemon does not start; e.g. AWSCredentialsProvider = DefaultAWSCredentialsProviderChain\n\
          app.properties:4: error: unknown key AwsCredentialsProvider: the KCL 2.x daemon ignores it silently (keys are case-sensitive); did you mean AWSCredentialsProvider?\n"
     );
@@ -251,33 +273,27 @@ fn the_output_directory_must_exist_or_be_creatable() {
         "app.properties:9: error: rsmld.output blocker/out: does not exist and cannot be created: blocker is not a directory\n"
     );
     // A file in place of the directory.
-    let (code, err) = check(
+    assert_check(
         &with(clean_v3(), &[(9, "rsmld.output = app.properties")], &[]),
         "3",
-    );
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
-        "app.properties:9: error: rsmld.output app.properties: is not a directory\n"
+        1,
+        "app.properties:9: error: rsmld.output app.properties: is not a directory\n",
     );
     // Missing, but its parent exists: rsmld creates it; a warning to check the path.
-    let (code, err) = check(
+    assert_check(
         &with(clean_v3(), &[(9, "rsmld.output = out/new")], &[]),
         "3",
-    );
-    assert_eq!(code, 0);
-    assert_eq!(
-        err,
+        0,
         "app.properties:9: warning: rsmld.output out/new: does not exist; rsmld creates it at start-up under out (is that the volume you meant?)\n"
     );
     // A file handler without a directory: start-up's own consistency check, by key.
     let mut lines = clean_v3();
     lines.pop();
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
-        "app.properties:8: error: rsmld.handler = file needs rsmld.output (the output directory)\n"
+    assert_check(
+        &lines,
+        "3",
+        1,
+        "app.properties:8: error: rsmld.handler = file needs rsmld.output (the output directory)\n",
     );
 }
 
@@ -333,10 +349,10 @@ fn programs_must_exist_and_be_executable() {
         ],
         &["gracefulLeaseHandoffTimeoutMillis = 600000"],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:9: error: rsmld.exec.command: no-such-program-anywhere: not found in PATH\n"
     );
 }
@@ -352,10 +368,10 @@ fn risky_settings_are_warnings_and_exit_0() {
         ],
         &["timeoutInSeconds = 60"],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        0,
         "app.properties: warning: workerId is not set: each start gets a random id, so after a restart the old leases wait failoverTimeMillis to expire; set one that is fixed per host and unique per daemon process\n\
          app.properties:6: warning: shutdownGraceMillis = 0: on SIGTERM the daemon starts a graceful shutdown but waits 0 ms for it, so the JVM exits before rsmld can drain and checkpoint; set it (e.g. 30000)\n\
          app.properties:7: warning: callProcessRecordsEvenForEmptyRecordList = false: an idle shard then gets no processRecords, so items that finish after the last batch are not checkpointed until records arrive; set it to true\n\
@@ -372,11 +388,11 @@ fn risky_settings_are_warnings_and_exit_0() {
             "rsmld.item_timeout = 5",
         ],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 0, "{err}");
     // The KCL 3.x lease handoff waits 30 s when gracefulLeaseHandoffTimeoutMillis is unset.
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        0,
         "app.properties: warning: gracefulLeaseHandoffTimeoutMillis is not set (30000, the KCL 3.x default): draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); a handoff that times out moves the lease before the final checkpoint (records since the last checkpoint are processed again)\n\
          app.properties:10: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
     );
@@ -386,10 +402,7 @@ fn risky_settings_are_warnings_and_exit_0() {
         &[(8, "rsmld.handler = discard"), (9, "# no output")],
         &["timeoutInSeconds = 60"],
     );
-    assert_eq!(
-        check(&lines, "3"),
-        (0, "app.properties: ok for KCL 3.x\n".to_owned())
-    );
+    assert_check(&lines, "3", 0, "app.properties: ok for KCL 3.x\n");
     // A drain that fits: no warning.
     let lines = with(
         clean_v3(),
@@ -531,14 +544,17 @@ fn java_command_helper_prints_the_daemon_command() {
         )
     };
     let jars_arg = jars.display().to_string();
-    let (code, out, err) = run(&[
-        "--properties",
-        "etc/app.properties",
-        "--jars",
-        &jars_arg,
-        "--heap",
-        "2g",
-    ]);
+    let with_heap = |heap: &str| {
+        run(&[
+            "--properties",
+            "etc/app.properties",
+            "--jars",
+            &jars_arg,
+            "--heap",
+            heap,
+        ])
+    };
+    let (code, out, err) = with_heap("2g");
     assert_eq!(code, Some(0), "{err}");
     let r = root.display();
     assert_eq!(
@@ -551,14 +567,7 @@ fn java_command_helper_prints_the_daemon_command() {
     // The JVM's heap size syntax: digits and one optional unit letter; anything else is
     // refused here rather than by the JVM on the production host.
     for heap in ["512m", "2G", "1t", "4096"] {
-        let (code, out, err) = run(&[
-            "--properties",
-            "etc/app.properties",
-            "--jars",
-            &jars_arg,
-            "--heap",
-            heap,
-        ]);
+        let (code, out, err) = with_heap(heap);
         assert_eq!(code, Some(0), "{heap}: {err}");
         assert!(
             out.starts_with(&format!("java -Xms{heap} -Xmx{heap} ")),
@@ -566,14 +575,7 @@ fn java_command_helper_prints_the_daemon_command() {
         );
     }
     for heap in ["2GB", "1.5g", "g", "2 g", "-1g", "2gb"] {
-        let (code, out, err) = run(&[
-            "--properties",
-            "etc/app.properties",
-            "--jars",
-            &jars_arg,
-            "--heap",
-            heap,
-        ]);
+        let (code, out, err) = with_heap(heap);
         assert_eq!((code, out.as_str()), (Some(2), ""), "{heap}");
         assert_eq!(
             err,
@@ -603,10 +605,10 @@ fn trailing_blanks_and_two_keys_for_one_property() {
             "workerIdentifier = host-2",
         ],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:10: error: initialPositionInStream = \"LATEST  \" ends in blanks, which the daemon keeps: it fails at start-up (no such value); remove them\n\
          app.properties:12: warning: pollingConfig.maxRecords and maxRecords (line 11) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n\
          app.properties:13: warning: workerIdentifier and workerId (line 5) set the same thing; the daemon applies keys in no defined order, so either may win: keep one\n"
@@ -626,10 +628,10 @@ fn executable_name_decides_what_rsmld_reads() {
         ],
         &[],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        0,
         "app.properties:1: warning: the rsmld.* keys take effect only when executableName passes --properties with this file\n"
     );
     let lines = with(
@@ -640,10 +642,10 @@ fn executable_name_decides_what_rsmld_reads() {
         ],
         &[],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:8: error: rsmld.handler = exec needs rsmld.exec.command (or a command after -- in executableName)\n"
     );
     let lines = with(
@@ -656,10 +658,10 @@ fn executable_name_decides_what_rsmld_reads() {
             "staleWorkerMetricsEntryCleanupDuration = PT12H",
         ],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:10: warning: staleWorkerMetricsEntryCleanupDuration is set again at line 13, which wins: this line has no effect\n\
          app.properties:10: error: staleWorkerMetricsEntryCleanupDuration = \"12h\": not an ISO-8601 duration such as PT12H; the daemon fails at start-up\n\
          app.properties:11: error: workerMetricsTags = \"team\": not a tag list such as k=v,k2=v2\n"
@@ -698,28 +700,7 @@ fn units_in_the_properties_file() {
         (code, err.as_str()),
         (0, "app.properties: ok for KCL 3.x\n")
     );
-    let mut child = Command::new(RSMLD)
-        .args(["--properties", "app.properties"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000001","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        format!("{init}\n").as_bytes(),
-    )
-    .unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stdout.starts_with(r#"{"action":"status","responseFor":"initialize"}"#),
-        "stdout {stdout:?}, stderr {stderr}"
-    );
+    let stderr = assert_starts_and_initializes(dir.path());
     assert!(stderr.contains("checkpoint interval 2.000 s"), "{stderr}");
 
     let lines = with(
@@ -778,10 +759,10 @@ fn trailing_blanks_follow_each_converter() {
             "shutdownGraceMillis = 30000 ",
         ],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:6: warning: shutdownGraceMillis is set again at line 19, which wins: this line has no effect\n\
          app.properties:7: error: callProcessRecordsEvenForEmptyRecordList = \"true \" ends in a blank, which the daemon keeps: it does not read \"true\" as a boolean and silently reads false; remove it\n\
          app.properties:10: error: initialPositionInStreamExtended = \"1700000000 \" ends in a blank, which the daemon keeps: it fails at start-up (NumberFormatException); remove it\n\
@@ -803,10 +784,10 @@ fn trailing_blanks_follow_each_converter() {
         ],
         &["initialPositionInStream = LATEST "],
     );
-    let (code, err) = check(&lines, "2");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "2",
+        1,
         "app.properties:7: error: callProcessRecordsEvenForEmptyRecordList = \"yes  \" ends in blanks, which the daemon keeps: it does not read \"yes\" as a boolean and silently reads false; remove them\n\
          app.properties:10: error: initialPositionInStream = \"LATEST \" ends in a blank, which the daemon keeps: it fails at start-up (no such value); remove it\n"
     );
@@ -822,10 +803,10 @@ fn a_credentials_provider_set_twice() {
         &[],
         &["AWSCredentialsProvider = DefaultCredentialsProvider"],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:10: error: AWSCredentialsProvider and AwsCredentialsProvider (line 4) both set awsCredentialsProvider: the KCL 3.x daemon reads the key in any case and fails at start-up (IllegalStateException: When a property handler is resolved further properties may not be set.); keep one\n"
     );
     let lines = with(
@@ -836,10 +817,10 @@ fn a_credentials_provider_set_twice() {
         )],
         &["AwsCredentialsProvider = DefaultAWSCredentialsProviderChain"],
     );
-    let (code, err) = check(&lines, "2");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "2",
+        1,
         "app.properties:10: error: unknown key AwsCredentialsProvider: the KCL 2.x daemon ignores it silently (keys are case-sensitive); did you mean AWSCredentialsProvider?\n"
     );
     // The provider's builder keys alone are a provider (the daemon starts) ...
@@ -851,10 +832,7 @@ fn a_credentials_provider_set_twice() {
         )],
         &[],
     );
-    assert_eq!(
-        check(&lines, "3"),
-        (0, "app.properties: ok for KCL 3.x\n".to_owned())
-    );
+    assert_check(&lines, "3", 0, "app.properties: ok for KCL 3.x\n");
     // ... and with the provider's key they set the same provider twice (both versions).
     let lines = with(
         clean_v3(),
@@ -865,10 +843,10 @@ fn a_credentials_provider_set_twice() {
             "kinesisCredentialsProvider.class = ProfileCredentialsProvider",
         ],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:11: error: AWSCREDENTIALSPROVIDERDynamoDB and awsCredentialsProviderDynamoDB (line 10) both set awsCredentialsProviderDynamoDB: the KCL 3.x daemon reads the key in any case and fails at start-up (IllegalStateException: When a property handler is resolved further properties may not be set.); keep one\n\
          app.properties:12: error: kinesisCredentialsProvider.class and AwsCredentialsProvider (line 4) both set the same credentials provider: the daemon fails at start-up (IllegalStateException: When a property handler is resolved further properties may not be set.) unless it happens to apply kinesisCredentialsProvider.class first (keys are applied in no defined order); keep one\n"
     );
@@ -914,11 +892,11 @@ fn wrappers_in_executable_name() {
         )],
         &[],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
-        "app.properties:1: error: executableName: ./nothing-here: does not exist\n"
+    assert_check(
+        &lines,
+        "3",
+        1,
+        "app.properties:1: error: executableName: ./nothing-here: does not exist\n",
     );
     let lines = with(
         clean_v3(),
@@ -928,10 +906,10 @@ fn wrappers_in_executable_name() {
         )],
         &[],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 0);
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        0,
         "app.properties:1: warning: executableName: timeout ends the record processor after 1h, while it holds its lease: the daemon then loses that shard's processor mid-stream; remove it\n"
     );
     // Something else: it must exist; its arguments are its own.
@@ -943,10 +921,10 @@ fn wrappers_in_executable_name() {
         )],
         &[],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 0);
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        0,
         "app.properties:1: warning: executableName runs /bin/sh, which is not rsmld: rsmld check checks that it exists and can be run, not its arguments\n"
     );
     let lines = with(
@@ -958,10 +936,10 @@ fn wrappers_in_executable_name() {
         &["rsmld.wokers = 2"],
     );
     // A form this does not follow is a warning; the rsmld.* keys are still checked.
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:1: warning: executableName: env -S is a form rsmld check does not follow: the command it runs and its arguments are not checked\n\
          app.properties:10: error: unknown key \"rsmld.wokers\", did you mean \"rsmld.workers\"?\n"
     );
@@ -981,10 +959,10 @@ fn handoff_timeout_and_max_records_in_every_spelling() {
             "gracefulLeaseHandoffConfigBean.gracefulLeaseHandoffTimeoutMillis = 10000",
         ],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        0,
         "app.properties:12: warning: gracefulLeaseHandoffConfigBean.gracefulLeaseHandoffTimeoutMillis = 10000: draining rsmld's in-flight bound can take up to 150 s (30000 items = max-in-flight 20000 + maxRecords 10000, in 30 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); a handoff that times out moves the lease before the final checkpoint (records since the last checkpoint are processed again)\n"
     );
     for off in [
@@ -1007,10 +985,7 @@ fn handoff_timeout_and_max_records_in_every_spelling() {
         )],
         &[drain[0], drain[1]],
     );
-    assert_eq!(
-        check(&lines, "2"),
-        (0, "app.properties: ok for KCL 2.x\n".to_owned())
-    );
+    assert_check(&lines, "2", 0, "app.properties: ok for KCL 2.x\n");
     // pollingConfig.maxRecords = 100: (20000 + 100) items / (2 x 500) = 21 rounds x 5 s.
     let lines = with(
         clean_v3(),
@@ -1023,10 +998,10 @@ fn handoff_timeout_and_max_records_in_every_spelling() {
             "gracefulLeaseHandoffTimeoutMillis = 600000",
         ],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        0,
         "app.properties:13: warning: timeoutInSeconds = 60: draining rsmld's in-flight bound can take up to 105 s (20100 items = max-in-flight 20000 + maxRecords 100, in 21 rounds of 2 workers x batch size 500, each up to 5.0 s = item timeout 5 s x 1 attempts); on timeout the daemon halts the JVM and every shard\n"
     );
 }
@@ -1035,10 +1010,10 @@ fn handoff_timeout_and_max_records_in_every_spelling() {
 #[test]
 fn a_timeout_that_is_not_a_number_is_zero() {
     let lines = with(clean_v3(), &[], &["timeoutInSeconds = 5min"]);
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:10: error: timeoutInSeconds = \"5min\": not a whole number (32-bit); the daemon silently reads 0, and with 0 it halts the JVM at its first wait for an answer (every shard stops)\n"
     );
 }
@@ -1060,34 +1035,13 @@ fn the_file_is_read_as_latin1_like_the_daemon_reads_it() {
         "app.properties:11: warning: processingLanguage has bytes outside ASCII: the daemon reads the file as ISO-8859-1 (as rsmld does), so it reads processingLanguage = \"cafÃ©\" (the file's bytes are the UTF-8 \"café\": write processingLanguage = caf\\u00e9)\n"
     );
     // Start-up reads the same file and answers initialize.
-    let mut child = Command::new(RSMLD)
-        .args(["--properties", "app.properties"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000001","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        format!("{init}\n").as_bytes(),
-    )
-    .unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.starts_with(r#"{"action":"status","responseFor":"initialize"}"#),
-        "stdout {stdout:?}, stderr {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_starts_and_initializes(dir.path());
     // A \u escape Java cannot read stops the daemon (Properties.load throws).
     let lines = with(clean_v3(), &[], &["tableName = caf\\u00zz"]);
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:10: error: tableName: a \\u escape that is not four hex digits: the daemon fails at start-up (IllegalArgumentException: Malformed \\uxxxx encoding.); an escape is \\u and four hex digits (\\u00e9)\n"
     );
 }
@@ -1101,10 +1055,10 @@ fn shard_prioritization_cannot_be_set() {
         &[],
         &["shardPrioritization = software.amazon.kinesis.leases.ParentsFirstShardPrioritization"],
     );
-    let (code, err) = check(&lines, "3");
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
+    assert_check(
+        &lines,
+        "3",
+        1,
         "app.properties:10: error: shardPrioritization cannot be set from the properties file: the daemon has no converter for it and fails at start-up (ConversionException); remove it\n"
     );
 }

@@ -13,17 +13,18 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{line, record_with_text, run_action, seq, CheckpointModel, Proc, SHARD7};
+use common::{
+    limit_file_size, process_records, record_with_text, seq, shutdown_requested, Proc, SHARD7,
+};
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::file::{FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
 use rsmld::item::{Item, Payload};
-use rsmld::protocol::message::{Action, DaemonMessage, Record};
+use rsmld::protocol::message::Record;
 
 /// The record index encoded in a sequence number made by [`seq`].
 fn index_of(seq: &str) -> u64 {
@@ -37,13 +38,6 @@ fn record(i: u64) -> Record {
         &format!("key-{}", i % 7),
         &format!("payload-{i}-{}", "p".repeat(40)),
     )
-}
-
-fn process_line(records: Vec<Record>) -> String {
-    line(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: Some(0),
-    })
 }
 
 /// The record indexes in the `*.jsonl` files directly under `dir` (following a symlinked
@@ -197,37 +191,13 @@ fn run_with_fault(fault: Fault, extra: &[&str]) -> Outcome {
         std::fs::create_dir(root.path().join("a")).unwrap();
         std::os::unix::fs::symlink("a", &out).unwrap();
     }
-    let mut argv = vec![
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--workers",
-        "2",
-        "--checkpoint-interval",
-        "0",
-        "--max-in-flight",
-        "0",
-    ];
-    argv.extend(extra);
-    let mut p = Proc::spawn(&common::args(&argv));
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &common::init_line(), Action::Initialize).unwrap();
+    let (mut p, mut model) = common::start_checkpointing(&out, extra);
     let mut kept = BTreeSet::new();
     for b in 0..BATCHES {
         let records: Vec<Record> = (b * PER_BATCH + 1..=(b + 1) * PER_BATCH)
             .map(record)
             .collect();
-        model.deliver_all(&records);
-        if run_action(
-            &mut p,
-            &mut model,
-            &process_line(records),
-            Action::ProcessRecords,
-        )
-        .is_err()
-        {
+        if process_records(&mut p, &mut model, records).is_err() {
             break; // rsmld stopped: the exit code and stderr tell why
         }
         if b + 1 == FAULT_AFTER {
@@ -237,12 +207,7 @@ fn run_with_fault(fault: Fault, extra: &[&str]) -> Outcome {
     }
     // shutdownRequested waits for every item in flight, so a failure is seen before EOF
     // (on EOF rsmld exits at once, without waiting for its workers).
-    let _ = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    );
+    let _ = shutdown_requested(&mut p, &mut model);
     p.close_stdin();
     let exit = p.wait(Duration::from_secs(30)).unwrap();
     let checkpointed = model.stored.last().map_or(0, |e| index_of(e.seq.as_str()));
@@ -494,22 +459,12 @@ fn file_args(out: &Path) -> Vec<String> {
 /// Feeds batches of 100 records with `payload`-byte texts until rsmld stops or 40 went
 /// through, then EOF; returns the exit code, stderr and the highest checkpointed index.
 fn feed_until_failure(mut p: Proc, payload: usize) -> (i32, String, u64) {
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &common::init_line(), Action::Initialize).unwrap();
+    let mut model = common::initialize(&mut p);
     for b in 0..40u64 {
         let records: Vec<Record> = (b * 100 + 1..=(b + 1) * 100)
             .map(|i| record_with_text(i, "k", &format!("{i:06}{}", "x".repeat(payload))))
             .collect();
-        model.deliver_all(&records);
-        if run_action(
-            &mut p,
-            &mut model,
-            &process_line(records),
-            Action::ProcessRecords,
-        )
-        .is_err()
-        {
+        if process_records(&mut p, &mut model, records).is_err() {
             break;
         }
     }
@@ -550,20 +505,7 @@ fn a_write_past_the_file_size_limit_fails_the_batch_and_does_not_kill_rsmld() {
     std::fs::create_dir(&out).unwrap();
     let mut cmd = Command::new(common::rsmld_bin());
     cmd.args(file_args(&out));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 64 << 10,
-                rlim_max: 64 << 10,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-            Ok(())
-        });
-    }
+    limit_file_size(&mut cmd, 64 << 10);
     let (exit, err, checkpointed) = feed_until_failure(Proc::from_command(cmd), 100);
     assert_eq!(
         exit, 1,

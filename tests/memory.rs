@@ -11,7 +11,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{init_line, seq, CheckpointModel, Proc};
+use common::{init_line, seq, CheckpointModel, Proc, SHUTDOWN_REQUESTED};
 use rsmld::item::BASE64;
 use rsmld::kpl::Aggregator;
 use rsmld::protocol::message::{Action, ProcessorMessage};
@@ -100,6 +100,18 @@ struct Outcome {
     stderr: String,
 }
 
+impl Outcome {
+    /// Asserts that rsmld logged `text` (shows stderr if not).
+    fn assert_logged(&self, text: &str) {
+        assert!(self.stderr.contains(text), "{}", self.stderr);
+    }
+
+    /// Asserts that rsmld did not log `text` (shows stderr if it did).
+    fn assert_not_logged(&self, text: &str) {
+        assert!(!self.stderr.contains(text), "{}", self.stderr);
+    }
+}
+
 /// Runs rsmld (discard handler, `extra` flags) over `lines` of `records` records in
 /// total (numbered 1..=records), then `shutdownRequested`: every item must be done and
 /// the checkpoint must cover the last record, and the peak RSS must stay under the bound.
@@ -119,7 +131,7 @@ fn run(name: &str, extra: &[&str], lines: &[String], records: u64) -> Outcome {
     act(
         &mut p,
         &mut model,
-        r#"{"action":"shutdownRequested"}"#,
+        SHUTDOWN_REQUESTED,
         Action::ShutdownRequested,
     );
     let peak = peak_rss(p.child.id());
@@ -167,11 +179,7 @@ fn a_gzip_bomb_of_tiny_lines_is_delivered_whole() {
     let bomb = b64(&gzip(&b"a\n".repeat(16 << 20)));
     let line = records_line(&[(1, "k", bomb.clone()), (2, "k", bomb)]);
     let out = run("lines gzip bomb", &["--split", "lines"], &[line], 2);
-    assert!(
-        out.stderr.contains(&format!("record {}/0 of shardId-000000000007 cannot be split as Lines (it holds more than 100000 items (--max-items-per-record)); delivering it whole", seq(1))),
-        "{}",
-        out.stderr
-    );
+    out.assert_logged(&format!("record {}/0 of shardId-000000000007 cannot be split as Lines (it holds more than 100000 items (--max-items-per-record)); delivering it whole", seq(1)));
 }
 
 #[test]
@@ -189,7 +197,7 @@ fn lines_at_the_item_limit_are_processed_in_parts() {
         &[records_line(&records)],
         8,
     );
-    assert!(!out.stderr.contains("cannot be split"), "{}", out.stderr);
+    out.assert_not_logged("cannot be split");
 }
 
 #[test]
@@ -199,12 +207,7 @@ fn a_huge_json_array_of_tiny_elements_is_delivered_whole() {
     text.push(b']');
     let line = records_line(&[(1, "k", b64(&gzip(&text)))]);
     let out = run("json array bomb", &["--split", "json-array"], &[line], 1);
-    assert!(
-        out.stderr
-            .contains("cannot be split as JsonArray (it holds more than 100000 items"),
-        "{}",
-        out.stderr
-    );
+    out.assert_logged("cannot be split as JsonArray (it holds more than 100000 items");
 }
 
 fn kpl_aggregate(n: usize, key: &str) -> Vec<u8> {
@@ -228,7 +231,7 @@ fn aggregates_of_100k_tiny_user_records_are_processed() {
         &[records_line(&records)],
         10,
     );
-    assert!(!out.stderr.contains("cannot be split"), "{}", out.stderr);
+    out.assert_not_logged("cannot be split");
 }
 
 /// An aggregate of `n` one-byte user records under one key (under 2 MiB), written
@@ -248,10 +251,7 @@ fn raw_aggregate(n: usize, key: &str) -> Vec<u8> {
     for i in 0..n {
         body.extend_from_slice(&[0x1a, 5, 0x08, 0, 0x1a, 1, (i % 251) as u8]);
     }
-    let mut out = rsmld::kpl::MAGIC.to_vec();
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(&body));
-    out
+    common::kpl_framed(&body)
 }
 
 #[test]
@@ -264,21 +264,9 @@ fn an_aggregate_over_the_item_limit_or_with_a_huge_shared_key_is_delivered_whole
     let huge = b64(&raw_aggregate(2_000_000, "k"));
     let line = records_line(&[(1, "a", many), (2, "a", big_key), (3, "a", huge)]);
     let out = run("KPL over the limits", &[], &[line], 3);
-    assert!(
-        out.stderr.contains(&format!("record {}/0 of shardId-000000000007 cannot be split as Kpl (it holds more than 100000 items", seq(1))),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!("record {}/0 of shardId-000000000007 cannot be split as Kpl (its items would hold more than", seq(2))),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!("record {}/0 of shardId-000000000007 cannot be split as Kpl (it holds more than 100000 items", seq(3))),
-        "{}",
-        out.stderr
-    );
+    out.assert_logged(&format!("record {}/0 of shardId-000000000007 cannot be split as Kpl (it holds more than 100000 items", seq(1)));
+    out.assert_logged(&format!("record {}/0 of shardId-000000000007 cannot be split as Kpl (its items would hold more than", seq(2)));
+    out.assert_logged(&format!("record {}/0 of shardId-000000000007 cannot be split as Kpl (it holds more than 100000 items", seq(3)));
 }
 
 #[test]
@@ -306,11 +294,7 @@ fn one_150_mib_record_is_processed() {
         &[line],
         1,
     );
-    assert!(
-        !lines.stderr.contains("cannot be split"),
-        "{}",
-        lines.stderr
-    );
+    lines.assert_not_logged("cannot be split");
 }
 
 #[test]
@@ -339,17 +323,9 @@ fn cloudwatch_logs_with_very_many_events() {
         &[line],
         2,
     );
-    assert!(
-        !out.stderr.contains(&format!(
-            "record {}/0 of shardId-000000000007 cannot be split",
-            seq(1)
-        )),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!("record {}/0 of shardId-000000000007 cannot be split as CloudwatchLogs (it holds more than 100000 items", seq(2))),
-        "{}",
-        out.stderr
-    );
+    out.assert_not_logged(&format!(
+        "record {}/0 of shardId-000000000007 cannot be split",
+        seq(1)
+    ));
+    out.assert_logged(&format!("record {}/0 of shardId-000000000007 cannot be split as CloudwatchLogs (it holds more than 100000 items", seq(2)));
 }

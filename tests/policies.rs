@@ -6,9 +6,12 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{example_bin, run_action, CheckpointModel, Proc};
+use common::{
+    batch, example_bin, limit_file_size, process_records, run_action, shutdown_requested,
+    CheckpointModel, Proc,
+};
 use rsmld::item::BASE64;
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::protocol::message::{Action, ProcessorMessage, Record};
 use rsmld::protocol::sequence::SequenceNumber;
 
 const SHARD: &str = "shardId-000000000009";
@@ -28,16 +31,7 @@ fn record(i: u64, data: &str) -> Record {
 }
 
 fn start(extra: &[&str]) -> (Proc, CheckpointModel) {
-    let mut args: Vec<String> = [
-        "--workers",
-        "2",
-        "--checkpoint-interval",
-        "0",
-        "--max-in-flight",
-        "0",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = common::args(&common::CHECKPOINT_EVERY_BATCH);
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut p = Proc::spawn_bin(&example_bin("json_validator"), &args, &[]);
     let mut model = CheckpointModel::default();
@@ -47,15 +41,6 @@ fn start(extra: &[&str]) -> (Proc, CheckpointModel) {
     model.initialize(Some("TRIM_HORIZON"), Some(0));
     run_action(&mut p, &mut model, &init, Action::Initialize).unwrap();
     (p, model)
-}
-
-fn batch(model: &mut CheckpointModel, records: Vec<Record>) -> String {
-    model.deliver_all(&records);
-    serde_json::to_string(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: None,
-    })
-    .unwrap()
 }
 
 /// The example works end to end, and its println! output never reaches the protocol:
@@ -422,13 +407,11 @@ fn exec_watchdog_kills_a_hung_child_and_the_policy_applies() {
 /// An exec child that answers `err N boom` for every item: everything is dead-lettered.
 const FAIL_SH: &str = r#"n=0; while IFS= read -r item; do n=$((n+1)); echo "err $n boom"; done"#;
 
-/// `--handler exec --on-error skip --dead-letter DL` (synchronous, checkpoint per batch)
-/// running [`FAIL_SH`].
-fn dead_letter_command(dl: &std::path::Path) -> std::process::Command {
+/// rsmld with the `handler` flags under `--on-error skip --dead-letter DL`: one worker,
+/// synchronous (`--max-in-flight 0`), a checkpoint per batch.
+fn dead_letter_rsmld(handler: &[&str], dl: &std::path::Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(common::rsmld_bin());
-    cmd.args([
-        "--handler",
-        "exec",
+    cmd.args(handler).args([
         "--workers",
         "1",
         "--on-error",
@@ -439,11 +422,14 @@ fn dead_letter_command(dl: &std::path::Path) -> std::process::Command {
         "0",
         "--checkpoint-interval",
         "0",
-        "--",
-        "sh",
-        "-c",
-        FAIL_SH,
     ]);
+    cmd
+}
+
+/// [`dead_letter_rsmld`] with `--handler exec` running [`FAIL_SH`].
+fn dead_letter_command(dl: &std::path::Path) -> std::process::Command {
+    let mut cmd = dead_letter_rsmld(&["--handler", "exec"], dl);
+    cmd.args(["--", "sh", "-c", FAIL_SH]);
     cmd
 }
 
@@ -513,25 +499,14 @@ fn run_dead_letters(
         let records: Vec<Record> = (first + b * 10..first + (b + 1) * 10)
             .map(|i| common::record_with_text(i, "k", &format!("item {i}")))
             .collect();
-        model.deliver_all(&records);
-        let l = serde_json::to_string(&DaemonMessage::ProcessRecords {
-            records,
-            millis_behind_latest: Some(0),
-        })
-        .unwrap();
-        if run_action(&mut p, &mut model, &l, Action::ProcessRecords).is_err() {
+        if process_records(&mut p, &mut model, records).is_err() {
             break;
         }
         if b + 1 == fault_after {
             kept = fault();
         }
     }
-    let _ = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    );
+    let _ = shutdown_requested(&mut p, &mut model);
     p.close_stdin();
     let exit = p.wait(Duration::from_secs(30)).unwrap();
     DeadLetterRun {
@@ -671,25 +646,11 @@ fn a_hostile_shard_id_keeps_dead_letters_in_their_directory() {
 /// restart reopened the full file and failed at its first dead letter.
 #[test]
 fn a_dead_letter_file_at_the_size_limit_fails_the_batch_and_a_restart_goes_on() {
-    use std::os::unix::process::CommandExt;
     let root = tempfile::tempdir().unwrap();
     let dl = root.path().join("dl");
     let limited = || {
         let mut cmd = dead_letter_command(&dl);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: 16 << 10,
-                    rlim_max: 16 << 10,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-                Ok(())
-            });
-        }
+        limit_file_size(&mut cmd, 16 << 10);
         cmd
     };
     let mut last = 0;
@@ -748,23 +709,10 @@ fn skip_cannot_count_items_whose_archive_and_dead_letters_were_removed() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("d");
     let dl = out.join("dl");
-    let mut cmd = std::process::Command::new(common::rsmld_bin());
-    cmd.args([
-        "--handler",
-        "file",
-        "--output",
-        out.to_str().unwrap(),
-        "--workers",
-        "1",
-        "--on-error",
-        "skip",
-        "--dead-letter",
-        dl.to_str().unwrap(),
-        "--max-in-flight",
-        "0",
-        "--checkpoint-interval",
-        "0",
-    ]);
+    let cmd = dead_letter_rsmld(
+        &["--handler", "file", "--output", out.to_str().unwrap()],
+        &dl,
+    );
     let mut fault = || {
         std::fs::remove_dir_all(&out).unwrap();
         no_fault()

@@ -6,8 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{args, init_line, line, record, run_action, seq, CheckpointModel, Proc};
-use rsmld::protocol::message::{Action, DaemonMessage};
+use common::{args, initialize, process_records, record, seq, Proc};
 
 /// Sends `sig` to the running rsmld.
 fn signal(p: &Proc, sig: libc::c_int) {
@@ -28,9 +27,7 @@ fn sighup_sigint_and_sigterm_are_ignored_and_eof_still_exits_0() {
         "--max-in-flight",
         "0",
     ]));
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let mut model = initialize(&mut p);
     let mut n = 0;
     for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         signal(&p, sig);
@@ -43,12 +40,7 @@ fn sighup_sigint_and_sigterm_are_ignored_and_eof_still_exits_0() {
                 record(n, "k")
             })
             .collect();
-        model.deliver_all(&records);
-        let l = line(&DaemonMessage::ProcessRecords {
-            records,
-            millis_behind_latest: Some(0),
-        });
-        let reqs = run_action(&mut p, &mut model, &l, Action::ProcessRecords)
+        let reqs = process_records(&mut p, &mut model, records)
             .unwrap_or_else(|e| panic!("after signal {sig}: {e}"));
         assert_eq!(reqs.len(), 1, "after signal {sig}: {reqs:?}");
         assert_eq!(

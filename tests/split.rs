@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run_action, CheckpointModel, Proc};
+use common::{batch, run_action, shutdown_requested, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
 use rsmld::item::{Item, ItemBlock, BASE64};
 use rsmld::kpl::Aggregator;
@@ -16,6 +16,18 @@ use rsmld::protocol::session::{Next, Output, Session, SessionConfig};
 use rsmld::split::{SplitMode, Splitter};
 
 use base64::Engine;
+
+/// The `initialize` the binary tests send: shard 0 at TRIM_HORIZON.
+const INIT: &str = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
+
+/// Starts rsmld with `args` (and `env`) and initializes it with [`INIT`]; the model is
+/// not told where the shard starts, so it bounds checkpoints from above only.
+fn start(args: &[&str], env: &[(&str, &str)]) -> (Proc, CheckpointModel) {
+    let mut p = Proc::spawn_env(&common::args(args), env);
+    let mut model = CheckpointModel::default();
+    run_action(&mut p, &mut model, INIT, Action::Initialize).unwrap();
+    (p, model)
+}
 
 const S1: &str = "49680445498841953494698307936256227907416662446197178370";
 const S2: &str = "49680445498841953494698307936257436833236277075371884546";
@@ -169,7 +181,7 @@ fn checkpoint_waits_for_the_last_item_of_a_record() {
 fn binary_splits_aggregates_into_items() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut p = Proc::spawn(
+    let (mut p, mut model) = start(
         &[
             "--handler",
             "file",
@@ -183,12 +195,9 @@ fn binary_splits_aggregates_into_items() {
             "0",
             "--checkpoint-interval",
             "0",
-        ]
-        .map(String::from),
+        ],
+        &[],
     );
-    let mut model = CheckpointModel::default();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
     let keys = keys_on_distinct_workers();
     let records = vec![
         record(
@@ -198,12 +207,7 @@ fn binary_splits_aggregates_into_items() {
         ),
         record(S2, "plain", b"p"),
     ];
-    model.deliver_all(&records);
-    let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: None,
-    })
-    .unwrap();
+    let line = batch(&mut model, records);
     let reqs = run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
     assert_eq!(reqs.len(), 1);
     assert_eq!(model.last.as_ref().unwrap().seq.as_str(), S2);
@@ -330,10 +334,7 @@ fn broken_aggregate(n: usize, bad_at: usize) -> Vec<u8> {
         records,
     }
     .encode_to_vec();
-    let mut out = rsmld::kpl::MAGIC.to_vec();
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(&body));
-    out
+    common::kpl_framed(&body)
 }
 
 /// A KPL aggregate that breaks off part-way loses its remaining user records, exactly
@@ -341,29 +342,14 @@ fn broken_aggregate(n: usize, bad_at: usize) -> Vec<u8> {
 /// and how many were lost, and checkpoints past the record (the Java result).
 #[test]
 fn binary_warns_once_about_a_broken_aggregate() {
-    let mut p =
-        Proc::spawn(&["--handler", "discard", "--checkpoint-interval", "0"].map(String::from));
-    let mut model = CheckpointModel::default();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
+    let (mut p, mut model) = start(&["--handler", "discard", "--checkpoint-interval", "0"], &[]);
     let records = vec![
         record(S1, "a", &broken_aggregate(10, 4)),
         record(S2, "plain", b"p"),
     ];
-    model.deliver_all(&records);
-    let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: None,
-    })
-    .unwrap();
+    let line = batch(&mut model, records);
     run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
-    run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    )
-    .unwrap();
+    shutdown_requested(&mut p, &mut model).unwrap();
     p.close_stdin();
     assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 0);
     assert_eq!(model.last.as_ref().unwrap().seq.as_str(), S2);
@@ -395,7 +381,7 @@ fn binary_delivers_a_heavy_line_in_parts() {
     for max_in_flight in ["20000", "0"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let mut p = Proc::spawn_env(
+        let (mut p, mut model) = start(
             &[
                 "--handler",
                 "file",
@@ -407,13 +393,9 @@ fn binary_delivers_a_heavy_line_in_parts() {
                 max_in_flight,
                 "--checkpoint-interval",
                 "0",
-            ]
-            .map(String::from),
+            ],
             &[("RUST_LOG", "debug")],
         );
-        let mut model = CheckpointModel::default();
-        let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-        run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
         let keys: Vec<String> = (0..100).map(|i| format!("key-{i}")).collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let agg = aggregate(&keys);
@@ -426,21 +408,10 @@ fn binary_delivers_a_heavy_line_in_parts() {
             .enumerate()
             .map(|(i, s)| record(s, "a", if i == 5 || i == 250 { &broken } else { &agg }))
             .collect();
-        model.deliver_all(&records);
-        let line = serde_json::to_string(&DaemonMessage::ProcessRecords {
-            records,
-            millis_behind_latest: None,
-        })
-        .unwrap();
+        let line = batch(&mut model, records);
         assert!(line.len() > 64 << 10);
         run_action(&mut p, &mut model, &line, Action::ProcessRecords).unwrap();
-        run_action(
-            &mut p,
-            &mut model,
-            r#"{"action":"shutdownRequested"}"#,
-            Action::ShutdownRequested,
-        )
-        .unwrap();
+        shutdown_requested(&mut p, &mut model).unwrap();
         p.close_stdin();
         assert_eq!(p.wait(Duration::from_secs(30)).unwrap(), 0);
         assert_eq!(model.last.as_ref().unwrap().seq.as_str(), seqs[299]);
@@ -490,7 +461,7 @@ fn binary_delivers_a_heavy_line_in_parts() {
 /// minutes with a 10 ms-per-item handler), and nothing is checkpointed.
 #[test]
 fn binary_notices_eof_while_a_line_waits_between_parts() {
-    let mut p = Proc::spawn(
+    let (mut p, _) = start(
         &[
             "--handler",
             "discard",
@@ -500,12 +471,9 @@ fn binary_notices_eof_while_a_line_waits_between_parts() {
             "1",
             "--max-in-flight",
             "100",
-        ]
-        .map(String::from),
+        ],
+        &[],
     );
-    let mut model = CheckpointModel::default();
-    let init = r#"{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"#;
-    run_action(&mut p, &mut model, init, Action::Initialize).unwrap();
     let keys: Vec<String> = (0..1000).map(|i| format!("key-{i}")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let agg = aggregate(&keys);

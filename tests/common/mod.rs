@@ -539,7 +539,75 @@ pub fn run_action(
     }
 }
 
+/// The daemon's `shutdownRequested` line.
+pub const SHUTDOWN_REQUESTED: &str = r#"{"action":"shutdownRequested"}"#;
+
+/// Drives `p` through `shutdownRequested` (see [`run_action`]).
+pub fn shutdown_requested(
+    p: &mut Proc,
+    model: &mut CheckpointModel,
+) -> Result<Vec<ProcessorMessage>, String> {
+    run_action(p, model, SHUTDOWN_REQUESTED, Action::ShutdownRequested)
+}
+
+/// Drives `p` through `leaseLost` (see [`run_action`]).
+pub fn lease_lost(
+    p: &mut Proc,
+    model: &mut CheckpointModel,
+) -> Result<Vec<ProcessorMessage>, String> {
+    run_action(p, model, r#"{"action":"leaseLost"}"#, Action::LeaseLost)
+}
+
+/// Notes `records` as delivered in `model` and returns their `processRecords` line
+/// (without millisBehindLatest).
+pub fn batch(
+    model: &mut CheckpointModel,
+    records: Vec<rsmld::protocol::message::Record>,
+) -> String {
+    model.deliver_all(&records);
+    line(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: None,
+    })
+}
+
+/// Notes `records` as delivered in `model`, then drives `p` through their
+/// `processRecords` line (millisBehindLatest 0; see [`run_action`]).
+pub fn process_records(
+    p: &mut Proc,
+    model: &mut CheckpointModel,
+    records: Vec<rsmld::protocol::message::Record>,
+) -> Result<Vec<ProcessorMessage>, String> {
+    model.deliver_all(&records);
+    let l = line(&DaemonMessage::ProcessRecords {
+        records,
+        millis_behind_latest: Some(0),
+    });
+    run_action(p, model, &l, Action::ProcessRecords)
+}
+
 // ---------------------------------------------------------------- shared builders
+
+/// Makes `cmd`'s child run under a file size limit of `bytes` (RLIMIT_FSIZE, set between
+/// fork and exec) with SIGXFSZ at its default, as `ulimit -f` leaves a process: a write
+/// past the limit kills a process that does not ignore the signal.
+pub fn limit_file_size(cmd: &mut Command, bytes: libc::rlim_t) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+}
 
 /// The shard the binary tests initialize.
 pub const SHARD7: &str = "shardId-000000000007";
@@ -599,10 +667,34 @@ pub fn start_file_handler(
     let mut list = vec!["--handler", "file", "--output", out.to_str().unwrap()];
     list.extend(extra);
     let mut p = Proc::spawn_env(&args(&list), env);
+    let model = initialize(&mut p);
+    (p, model)
+}
+
+/// Two workers, synchronous (`--max-in-flight 0`), a checkpoint after every batch (so an
+/// accepted batch shows as a checkpoint request before its status).
+pub const CHECKPOINT_EVERY_BATCH: [&str; 6] = [
+    "--workers",
+    "2",
+    "--checkpoint-interval",
+    "0",
+    "--max-in-flight",
+    "0",
+];
+
+/// [`start_file_handler`] with [`CHECKPOINT_EVERY_BATCH`], then `extra` flags.
+pub fn start_checkpointing(out: &Path, extra: &[&str]) -> (Proc, CheckpointModel) {
+    let mut list = CHECKPOINT_EVERY_BATCH.to_vec();
+    list.extend(extra);
+    start_file_handler(out, &list, &[])
+}
+
+/// Initializes `p` for [`SHARD7`] at TRIM_HORIZON; returns the daemon model, told so.
+pub fn initialize(p: &mut Proc) -> CheckpointModel {
     let mut model = CheckpointModel::default();
     model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
-    (p, model)
+    run_action(p, &mut model, &init_line(), Action::Initialize).unwrap();
+    model
 }
 
 /// Owned argument strings.
@@ -620,6 +712,15 @@ pub fn written(dir: &Path) -> Vec<(String, serde_json::Value)> {
             out.push((name.clone(), serde_json::from_str(l).unwrap()));
         }
     }
+    out
+}
+
+/// A KPL aggregate record around `body` (an encoded `AggregatedRecord`): the magic, the
+/// body and its MD5 digest.
+pub fn kpl_framed(body: &[u8]) -> Vec<u8> {
+    let mut out = rsmld::kpl::MAGIC.to_vec();
+    out.extend_from_slice(body);
+    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(body));
     out
 }
 
