@@ -1,5 +1,16 @@
 //! The program around the library: command line, process set-up, logging, exit code.
 //!
+//! **Errors are printed once.** Every error type in rsmld puts its cause in its own message
+//! (`worker 0 failed: item …: exec handler child rejected the item: boom`), so the top level
+//! prints the message, not the message followed by its `source()` chain, which would repeat
+//! every cause.
+//!
+//! **Exit codes** (README, *Exit codes*): [`EXIT_FAILURE`] when rsmld's own work failed (a
+//! handler, the file system, a checkpoint that had to be stored), [`EXIT_USAGE`] for a bad
+//! command line, properties file or handler prerequisite (found before stdin is read; clap's
+//! own usage errors exit 2 too), [`EXIT_PROTOCOL`] when the daemon broke the protocol. The
+//! daemon treats every non-zero exit alike; the codes are for the operator and the supervisor.
+//!
 //! The `rsmld` binary is `app::main(None)`. A compiled-in processor is the same program
 //! with its own [`HandlerFactory`]: `fn main() -> ExitCode { rsmld::app::main(Some(factory)) }`
 //! — it gets every flag, the `--properties` file, the stdout guard and the protocol loop
@@ -13,6 +24,14 @@ use crate::config::{CheckArgs, Cli, Command, KplCommand};
 use crate::handler::HandlerFactory;
 
 static SHARD: OnceLock<String> = OnceLock::new();
+
+/// Exit code: rsmld's own work failed (handler, file system, checkpoint); also `rsmld check`
+/// when it found an error.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: a bad command line, properties file or handler prerequisite.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the daemon broke the protocol.
+pub const EXIT_PROTOCOL: u8 = 3;
 
 /// Runs rsmld with the process's arguments. With `handlers`, items go to that factory's
 /// handlers and `--handler` is not needed.
@@ -39,10 +58,10 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
             Ok(clap_error) => clap_error.exit(),
             Err(e) => {
                 // One line per problem: a properties file can have several.
-                for line in format!("{e:#}").lines() {
+                for line in format!("{e}").lines() {
                     eprintln!("rsmld[-] ERROR {line}");
                 }
-                return ExitCode::FAILURE;
+                return ExitCode::from(EXIT_USAGE);
             }
         },
     };
@@ -55,10 +74,10 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
         Err(e) => {
             // Always visible, whatever RUST_LOG says: this is why the process stops. One
             // line per problem (several prerequisites can fail at once).
-            for line in format!("{e:#}").lines() {
+            for line in format!("{e}").lines() {
                 eprintln!("{} ERROR {line}", prefix());
             }
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -83,9 +102,26 @@ fn check(args: &CheckArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{}: error: {e}", args.properties.display());
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// The exit code for an error that stopped the run (see the module docs).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(d) = e.downcast_ref::<crate::driver::DriverError>() {
+        return if d.is_protocol_violation() {
+            EXIT_PROTOCOL
+        } else {
+            EXIT_FAILURE
+        };
+    }
+    if e.downcast_ref::<crate::config::ConfigError>().is_some()
+        || e.downcast_ref::<crate::check::prereq::PrerequisitesError>().is_some()
+    {
+        return EXIT_USAGE;
+    }
+    EXIT_FAILURE
 }
 
 fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()> {

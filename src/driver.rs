@@ -124,6 +124,21 @@ pub enum DriverError {
     Io(#[from] io::Error),
 }
 
+impl DriverError {
+    /// Whether the daemon broke the protocol (a line that is not a message, a message the
+    /// state does not allow, a record position or checkpoint reply the daemon cannot have
+    /// sent), as opposed to a failure of rsmld's own work. The binary's exit code says which.
+    pub fn is_protocol_violation(&self) -> bool {
+        match self {
+            DriverError::Malformed { .. } => true,
+            DriverError::Protocol { error, .. } | DriverError::Work { error, .. } => {
+                error.is_protocol_violation()
+            }
+            DriverError::Pool(_) | DriverError::Io(_) => false,
+        }
+    }
+}
+
 /// Runs one lease's protocol session over `input`/`output` until stdin EOF.
 pub fn run<R, W>(config: DriverConfig, input: R, output: W) -> Result<Stats, DriverError>
 where

@@ -244,6 +244,24 @@ pub enum SessionError {
     Tracker(#[from] TrackerError),
 }
 
+impl SessionError {
+    /// Whether this is the daemon's fault: a message, record position or checkpoint reply
+    /// the protocol does not allow. Worker failures, a SHARD_END that could not be stored, a
+    /// duplicate under `--on-duplicate fail` and bookkeeping bugs are not.
+    pub fn is_protocol_violation(&self) -> bool {
+        match self {
+            SessionError::Unexpected { .. }
+            | SessionError::UnknownShutdownReason(_)
+            | SessionError::Order(_)
+            | SessionError::CheckpointNotEchoed { .. } => true,
+            SessionError::WorkerFailed { .. }
+            | SessionError::ShardEndFailed { .. }
+            | SessionError::Duplicate { .. }
+            | SessionError::Tracker(_) => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Target {
     At(Esn),
