@@ -24,6 +24,11 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "transcripts")
 BASE = 49680445498841953494698307936256227907416662446197178370
 SHARD = "shardId-000000000001"
 
+# rsmld's exit codes (README, "Exit codes"): 1 its own work failed, 3 the daemon broke the
+# protocol.
+FAILURE = 1
+PROTOCOL_ERROR = 3
+
 
 def seq(i):
     return str(BASE + i * 1208925819614629174706176)
@@ -277,7 +282,7 @@ T["malformed_line"] = [
     {"dir": "start", "args": SYNC + ["--checkpoint-interval", "0"]},
     *init(),
     {"dir": "d2p", "line": "{\"action\":\"processRecords\",\"records\":[{\"data\":\"aGk=\""},
-    {"dir": "exit", "rc": 1},
+    {"dir": "exit", "rc": PROTOCOL_ERROR},
     {"dir": "p_err", "contains": "line 2"},
     {"dir": "p_err", "contains": "processRecords"},
 ]
@@ -285,7 +290,7 @@ T["malformed_line"] = [
 T["unexpected_action"] = [
     {"dir": "start", "args": SYNC},
     d2p({"action": "processRecords", "records": [], "millisBehindLatest": 0}),
-    {"dir": "exit", "rc": 1},
+    {"dir": "exit", "rc": PROTOCOL_ERROR},
     {"dir": "p_err", "contains": "unexpected processRecords message while waiting for initialize"},
 ]
 
@@ -293,7 +298,7 @@ T["unsolicited_checkpoint_reply"] = [
     {"dir": "start", "args": SYNC},
     *init(),
     cp_reply(seq(0), 0),
-    {"dir": "exit", "rc": 1},
+    {"dir": "exit", "rc": PROTOCOL_ERROR},
     {"dir": "p_err", "contains": "unexpected checkpoint message"},
 ]
 
@@ -341,8 +346,8 @@ def rec_with(i, **fields):
     return r
 
 
-def fails(line_no, *texts):
-    return [{"dir": "exit", "rc": 1}, {"dir": "p_err", "contains": f"daemon line {line_no}"},
+def fails(line_no, *texts, rc=PROTOCOL_ERROR):
+    return [{"dir": "exit", "rc": rc}, {"dir": "p_err", "contains": f"daemon line {line_no}"},
             *({"dir": "p_err", "contains": t} for t in texts)]
 
 
@@ -396,7 +401,7 @@ T["order_redelivery_fails_under_on_duplicate_fail"] = [
     batch([rec(1), rec(2)]),
     status("processRecords"),
     batch([rec(2), rec(3)]),
-    *fails(3, "delivered again", "--on-duplicate is fail"),
+    *fails(3, "delivered again", "--on-duplicate is fail", rc=FAILURE),
 ]
 
 # The daemon drops records at or below the lease's checkpoint before it sends a batch.

@@ -117,7 +117,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         };
     }
     if e.downcast_ref::<crate::config::ConfigError>().is_some()
-        || e.downcast_ref::<crate::check::prereq::PrerequisitesError>().is_some()
+        || e.downcast_ref::<crate::check::prereq::PrerequisitesError>()
+            .is_some()
     {
         return EXIT_USAGE;
     }

@@ -225,7 +225,11 @@ fn handler_start_failure_is_reported_at_initialize() {
         out.to_str().unwrap(),
     ]));
     p.send(&init_line());
-    assert_eq!(p.wait(Duration::from_secs(5)).unwrap(), 1);
+    assert_eq!(
+        p.wait(Duration::from_secs(5)).unwrap(),
+        2,
+        "a prerequisite is a configuration error"
+    );
     assert!(
         p.recv(Duration::from_millis(200)).is_err(),
         "status sent despite the failure"

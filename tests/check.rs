@@ -431,7 +431,7 @@ fn start_up_reports_every_bad_entry_with_file_line_and_key() {
     );
     let dir = setup(&lines);
     let (code, err) = run_in(dir.path(), &["--properties", "app.properties"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a bad properties file is a configuration error");
     assert_eq!(
         err,
         "rsmld[-] ERROR app.properties:10: rsmld.workers = \"100000\": 100000 is out of range: must be 1..=1024\n\
@@ -443,7 +443,10 @@ fn start_up_reports_every_bad_entry_with_file_line_and_key() {
     lines.pop();
     let dir = setup(&lines);
     let (code, err) = run_in(dir.path(), &["--properties", "app.properties"]);
-    assert_eq!(code, 1);
+    assert_eq!(
+        code, 2,
+        "an inconsistent properties file is a configuration error"
+    );
     assert!(
         err.ends_with("ERROR app.properties:8: rsmld.handler = file needs rsmld.output (the output directory)\n"),
         "{err}"
@@ -719,7 +722,7 @@ fn units_in_the_properties_file() {
         "app.properties:12: rsmld.item_timeout = \"-1s\": \"-1s\" is negative",
     ];
     let (code, err) = run_in(dir.path(), &["--properties", "app.properties"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a bad properties file is a configuration error");
     let at_start_up: String = want
         .iter()
         .map(|w| format!("rsmld[-] ERROR {w}\n"))

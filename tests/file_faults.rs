@@ -304,8 +304,7 @@ fn asynchronous_runs_checkpoint_nothing_after_the_fault_that_is_not_there() {
             _ => None,
         };
         assert!(
-            o.stderr.contains(fault.expected_error())
-                || also.is_some_and(|m| o.stderr.contains(m)),
+            o.stderr.contains(fault.expected_error()) || also.is_some_and(|m| o.stderr.contains(m)),
             "{fault:?}: {}",
             o.stderr
         );

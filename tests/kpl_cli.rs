@@ -208,3 +208,35 @@ fn write_errors_are_reported() {
         other => panic!("expected a write error, got {other}"),
     }
 }
+
+/// Through the binary: an error is printed once, as one line, its cause inside it and not
+/// repeated after it (the error chain is not printed a second time), and the exit code is 1.
+#[test]
+fn the_binary_prints_each_error_once() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rsmld"))
+        .args(["kpl", "decode"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not base64!\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("input line 1: invalid base64: "), "{err}");
+    assert_eq!(
+        lines[0].matches("Invalid").count(),
+        1,
+        "cause repeated: {err}"
+    );
+}

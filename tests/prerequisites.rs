@@ -63,11 +63,11 @@ fn run_in(dir: &Path, args: &[&str]) -> Outcome {
     }
 }
 
-/// rsmld stopped at start-up with exactly `stderr`: exit 1, nothing on stdout (no
-/// `initialize` status), not a byte of stdin read.
+/// rsmld stopped at start-up with exactly `stderr`: exit 2 (a configuration error), nothing
+/// on stdout (no `initialize` status), not a byte of stdin read.
 fn assert_refused(out: &Outcome, stderr: &str) {
     assert_eq!(out.stderr, stderr);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(out.stdout, "", "rsmld answered on stdout");
     assert_eq!(out.stdin_read, 0, "rsmld read stdin before failing");
 }
