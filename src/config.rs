@@ -136,6 +136,12 @@ pub struct RunArgs {
     /// record).
     #[arg(long, default_value = "8MiB", value_name = "SIZE", value_parser = parse_max_in_flight_bytes)]
     pub max_in_flight_bytes: usize,
+    /// Longest daemon line rsmld reads; a longer one is a protocol error, refused once this
+    /// much of it has arrived (a size; 2MiB..=16GiB). A daemon batch of plain records is at
+    /// most about 14 MiB (10 MiB per GetRecords call, base64, JSON per record); KPL user records
+    /// of a few bytes each cost about 200 bytes of JSON apiece and can make it much longer.
+    #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = parse_max_line_bytes)]
+    pub max_line_bytes: usize,
     /// Least time between periodic checkpoints (a duration: 60s, 500ms, 1m30s; a plain
     /// number is seconds, fractions allowed; 0s..=1d).
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_checkpoint_interval)]
@@ -548,6 +554,9 @@ fn parse_max_in_flight(s: &str) -> Result<usize, String> {
 fn parse_max_in_flight_bytes(s: &str) -> Result<usize, String> {
     bytes_usize(s, MIN_IN_FLIGHT_BYTES, 16 << 30, false)
 }
+fn parse_max_line_bytes(s: &str) -> Result<usize, String> {
+    bytes_usize(s, 2 << 20, 16 << 30, false)
+}
 fn parse_checkpoint_interval(s: &str) -> Result<Duration, String> {
     parse_seconds_in(s, 0.0, 86_400.0, true)
 }
@@ -707,6 +716,7 @@ impl RunArgs {
                 _ => Duration::from_secs(1),
             },
             on_shard: None,
+            max_line_bytes: self.max_line_bytes,
         })
     }
 }

@@ -78,6 +78,10 @@ pub struct DriverConfig {
     pub shutdown_timeout: Duration,
     /// Called once with the shard id after `initialize` (log prefixes).
     pub on_shard: Option<ShardHook>,
+    /// Longest daemon line read (`--max-line-bytes`): a longer one is a protocol error as
+    /// soon as this many bytes have arrived without a newline, so no input can make the
+    /// reader hold more.
+    pub max_line_bytes: usize,
 }
 
 // The causes are fields named `error`, not `source`: they are in the message already, and
@@ -116,6 +120,16 @@ pub enum DriverError {
         /// What went wrong.
         error: SessionError,
     },
+    /// A daemon line longer than `--max-line-bytes` (it was not read to its end).
+    #[error("daemon line {line_no} is longer than --max-line-bytes ({limit} bytes) (line starts with: {prefix})")]
+    LineTooLong {
+        /// 1-based line number on stdin.
+        line_no: u64,
+        /// The bound.
+        limit: usize,
+        /// The first bytes of the line, escaped.
+        prefix: String,
+    },
     /// The pool could not start or lost a worker.
     #[error("worker pool: {0}")]
     Pool(#[from] PoolError),
@@ -130,7 +144,7 @@ impl DriverError {
     /// sent), as opposed to a failure of rsmld's own work. The binary's exit code says which.
     pub fn is_protocol_violation(&self) -> bool {
         match self {
-            DriverError::Malformed { .. } => true,
+            DriverError::Malformed { .. } | DriverError::LineTooLong { .. } => true,
             DriverError::Protocol { error, .. } | DriverError::Work { error, .. } => {
                 error.is_protocol_violation()
             }
@@ -148,7 +162,7 @@ where
     // One spare buffer is enough (the daemon sends one line at a time); more would only
     // hold memory: with 10 MiB batches each buffer is a line of ~13 MiB.
     let (recycle, recycled) = bounded(1);
-    let lines = spawn_reader(input, recycled);
+    let lines = spawn_reader(input, recycled, config.max_line_bytes);
     let mut lp = Loop {
         session: Session::new(
             config.session.clone(),
@@ -254,6 +268,11 @@ impl<W: Write> Loop<W> {
                 Ok(())
             }
             ReadEvent::Error(e) => Err(DriverError::Io(e)),
+            ReadEvent::TooLong(head) => Err(DriverError::LineTooLong {
+                line_no: self.line_no + 1,
+                limit: config.max_line_bytes,
+                prefix: prefix_of(&head),
+            }),
         }
     }
 
@@ -849,6 +868,8 @@ enum ReadEvent {
     Line(Vec<u8>, usize, Prescan),
     Eof,
     Error(io::Error),
+    /// A line went past the bound without a newline: its first bytes.
+    TooLong(Vec<u8>),
 }
 
 /// Starts the stdin reader. It reads straight into line buffers (no intermediate
@@ -859,6 +880,7 @@ enum ReadEvent {
 fn spawn_reader<R: Read + Send + 'static>(
     mut input: R,
     recycled: Receiver<Vec<u8>>,
+    max_line: usize,
 ) -> Receiver<ReadEvent> {
     // One line of look-ahead at most: the daemon never pipelines anyway.
     let (tx, rx) = bounded(1);
@@ -879,13 +901,26 @@ fn spawn_reader<R: Read + Send + 'static>(
                 let mut filled = carry.len();
                 carry.clear();
                 let mut prescan = Prescan::default();
-                let read = read_line(&mut input, &mut line, &mut filled, &mut carry, &mut prescan);
+                let read = read_line(
+                    &mut input,
+                    &mut line,
+                    &mut filled,
+                    &mut carry,
+                    &mut prescan,
+                    max_line,
+                );
                 let ev = match read {
+                    Ok(true) if filled > max_line => {
+                        ReadEvent::TooLong(line[..filled.min(256)].to_vec())
+                    }
                     Ok(true) => {
                         last_len = filled;
                         ReadEvent::Line(line, filled, prescan)
                     }
                     Ok(false) if filled == 0 => ReadEvent::Eof,
+                    Ok(false) if filled > max_line => {
+                        ReadEvent::TooLong(line[..filled.min(256)].to_vec())
+                    }
                     // A last line without a newline is still a line.
                     Ok(false) => ReadEvent::Line(line, filled, prescan),
                     Err(e) => ReadEvent::Error(e),
@@ -908,15 +943,21 @@ fn spawn_reader<R: Read + Send + 'static>(
 /// until they hold a newline; `filled` then ends the line and the bytes after the newline
 /// move to `carry`. Bytes of `line` after `filled` are spare room (initialized, so reads
 /// need no zeroing). `prescan` scans the line's records as they arrive. Ok(false) at EOF.
+/// Past `max_line` bytes without a newline it stops reading and returns Ok(true) with
+/// `filled` over the bound (the caller refuses the line): memory stays bounded.
 fn read_line<R: Read>(
     input: &mut R,
     line: &mut Vec<u8>,
     filled: &mut usize,
     carry: &mut Vec<u8>,
     prescan: &mut Prescan,
+    max_line: usize,
 ) -> io::Result<bool> {
     let mut scanned = 0;
     loop {
+        if *filled > max_line && memchr::memchr(b'\n', &line[scanned..*filled]).is_none() {
+            return Ok(true);
+        }
         if let Some(pos) = memchr::memchr(b'\n', &line[scanned..*filled]) {
             let end = scanned + pos + 1;
             prescan.advance(&line[..end - 1]);

@@ -329,3 +329,51 @@ fn cloudwatch_logs_with_very_many_events() {
     ));
     out.assert_logged(&format!("record {}/0 of shardId-000000000007 cannot be split as CloudwatchLogs (it holds more than 100000 items", seq(2)));
 }
+
+/// A daemon line that never ends (a hostile or broken daemon) is refused once
+/// `--max-line-bytes` of it have arrived, instead of being read into memory to its end:
+/// exit 3 (a protocol error), one error line naming the bound, and peak RSS far below the
+/// 256 MiB streamed at it. Before the bound the reader grew its buffer until the newline: a
+/// 1.5 GB line of garbage took 1.4 GiB.
+#[test]
+fn a_line_that_never_ends_is_refused_at_the_line_bound() {
+    let mut p =
+        Proc::spawn(&["--handler", "discard", "--max-line-bytes", "4MiB"].map(String::from));
+    p.send(&init_line());
+    p.recv(Duration::from_secs(30)).unwrap();
+    let chunk = vec![b'A'; 1 << 20];
+    let mut sent = 0usize;
+    let pid = p.child.id();
+    let mut peak = 0;
+    if let Some(stdin) = p.stdin.as_mut() {
+        // Up to 256 MiB, or until rsmld stops reading (its stdin closes).
+        while sent < 256 << 20 && stdin.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if status.contains("VmHWM") {
+                    peak = peak_rss(pid);
+                }
+            }
+        }
+    }
+    p.close_stdin();
+    let code = p.wait(Duration::from_secs(60)).unwrap();
+    let err = p.stderr();
+    println!(
+        "line bound: sent {} MiB, peak RSS {} MiB",
+        sent >> 20,
+        peak >> 20
+    );
+    assert_eq!(code, 3, "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("daemon line 2 is longer than --max-line-bytes (4194304 bytes)"),
+        "{err}"
+    );
+    assert!(
+        sent < 256 << 20,
+        "rsmld read all {sent} bytes of the endless line"
+    );
+    assert!(peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
+}
