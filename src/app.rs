@@ -20,7 +20,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{CheckArgs, Cli, Command, KplCommand};
+use crate::config::{CheckArgs, Cli, Command, GenerateCommand, KplCommand};
 use crate::handler::HandlerFactory;
 
 static SHARD: OnceLock<String> = OnceLock::new();
@@ -68,6 +68,9 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
     if let Some(Command::Check(args)) = &cli.command {
         return check(args);
     }
+    if let Some(Command::Generate { what }) = &cli.command {
+        return generate(what);
+    }
     init_logging();
     match run(cli, handlers) {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,6 +110,32 @@ fn check(args: &CheckArgs) -> ExitCode {
     }
 }
 
+/// `rsmld generate`: a completion script or the man page on stdout (stdout is free here,
+/// as in `rsmld kpl`: no protocol runs), both from the same clap definition as the parser,
+/// so they never drift from the flags.
+fn generate(what: &GenerateCommand) -> ExitCode {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        GenerateCommand::Completions { shell } => {
+            // Into memory first: clap_complete panics on a failed write (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "rsmld", &mut script);
+            out.write_all(&script).and_then(|()| out.flush())
+        }
+        GenerateCommand::Man => clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .and_then(|()| out.flush()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rsmld[-] ERROR cannot write to stdout: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 /// The exit code for an error that stopped the run (see the module docs).
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(d) = e.downcast_ref::<crate::driver::DriverError>() {
@@ -139,7 +168,7 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             Ok(())
         }
         // Answered by `main` before logging starts.
-        Some(Command::Check(_)) => Ok(()),
+        Some(Command::Check(_)) | Some(Command::Generate { .. }) => Ok(()),
         None => {
             // Fail before the first record: before stdin is read, so before `initialize` is
             // answered and the daemon counts the lease as served. A compiled-in handler

@@ -57,6 +57,27 @@ pub enum Command {
     /// line) and exits 1 if there is an error. Paths resolve as the daemon would resolve
     /// them, started from the current directory with this PATH.
     Check(CheckArgs),
+    /// Writes a shell completion script or the man page to stdout, generated from this
+    /// command line's definition (for packagers; hidden from `--help`).
+    #[command(hide = true)]
+    Generate {
+        /// completions or man.
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
+}
+
+/// `rsmld generate` outputs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum GenerateCommand {
+    /// A completion script for SHELL (bash, elvish, fish, powershell, zsh).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The man page, rsmld(1), in roff.
+    Man,
 }
 
 /// `rsmld check` arguments.
