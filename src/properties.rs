@@ -413,20 +413,10 @@ pub fn nearest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
         .map(|(_, c)| c.as_str())
 }
 
-/// The edit distance between `a` and `b` (insertions, deletions, substitutions of chars).
+/// The edit distance between `a` and `b` (insertions, deletions, substitutions of chars):
+/// `strsim`'s, the crate clap's own "did you mean" uses.
 pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    strsim::levenshtein(a, b)
 }
 
 #[cfg(test)]
@@ -444,6 +434,18 @@ mod tests {
         ]
         .map(String::from)
         .to_vec()
+    }
+
+    #[test]
+    fn edit_distance_counts_chars() {
+        assert_eq!(levenshtein("", ""), 0);
+        assert_eq!(levenshtein("workers", "workers"), 0);
+        assert_eq!(levenshtein("worker", "workers"), 1);
+        assert_eq!(levenshtein("wrokers", "workers"), 2);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("é", "e"), 1, "a char, not its two bytes");
+        assert_eq!(nearest("max-in-fligt", &valid()), Some("max-in-flight"));
+        assert_eq!(nearest("zzzzzzzz", &valid()), None);
     }
 
     #[test]
