@@ -16,9 +16,13 @@
 //! fraction is allowed when the result is whole bytes (`1.5KiB` is 1536).
 //!
 //! Blanks between number and unit (`8 MiB`) are accepted: properties values may contain
-//! them. Written by hand rather than with `humantime`: that crate has no fractions
-//! (`1.5s`), is case-sensitive with `M` meaning a month, and its formatting (`1m`) is not
-//! the `60s` the help text shows; sizes would need a second crate for 60 lines.
+//! them. Written by hand rather than with `humantime` (re-checked with 2.4, which now takes
+//! fractions such as `1.5s`): it reads `1M` as a month (30.44 days) where this parser,
+//! case-insensitive, reads a minute; it refuses a plain number, which here must keep its
+//! old meaning, so a wrapper would parse first anyway; and its formatting (`1m`) is not the
+//! `60s` the help text and range errors show. Sizes would need a second crate (whose bare
+//! `8M` means 1000² or 1024² by its own choice, where rsmld refuses it with a hint) for some
+//! 60 lines.
 
 use std::time::Duration;
 
