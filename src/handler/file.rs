@@ -268,6 +268,10 @@ const TIMESTAMP_LEN: usize = 20;
 
 /// Formats milliseconds since the Unix epoch as `yyyymmddThhmmss.mmmZ` (UTC, proleptic
 /// Gregorian calendar), a fixed-width form whose lexicographic order is time order.
+///
+/// No date crate: file names need UTC only (no time zones, no leap seconds, no locale), one
+/// fixed format and its inverse, which the two day-count functions below give exactly;
+/// `jiff`, `time` or `chrono` would add a dependency (and its time-zone machinery) for them.
 pub fn utc_timestamp(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
     let millis = unix_ms % 1000;
