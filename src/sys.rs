@@ -18,6 +18,13 @@
 //!
 //! Ignored dispositions survive `exec`: whoever spawns a child process must reset
 //! [`IGNORED_SIGNALS`] to their defaults in the child.
+//!
+//! Plain `libc::signal(SIG_IGN)` rather than `signal-hook`: rsmld handles no signal, it only
+//! ignores them, and SIG_IGN is what makes the kernel drop them (and turn SIGPIPE and SIGXFSZ
+//! into EPIPE and EFBIG). `signal-hook` registers handlers, which would run code (or a
+//! thread and a pipe) for signals rsmld throws away; the reset in a child runs between
+//! `fork` and `exec`, where only raw async-signal-safe calls belong; and `libc` stays a
+//! dependency for the file-system calls anyway.
 
 use std::fs::File;
 use std::io;
