@@ -492,26 +492,11 @@ fn binary_runs_the_shell_handler_and_checkpoints() {
         &[&handler, dir.path().to_str().unwrap()],
         &["--workers", "2"],
     );
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let mut model = common::initialize(&mut p);
     let keys = ["k0", "k1", "k2", "k3", "k4"];
     let records: Vec<Record> = (1..=30).map(|i| record(i, keys[i as usize % 5])).collect();
-    model.deliver_all(&records);
-    run_action(
-        &mut p,
-        &mut model,
-        &process_line(records),
-        Action::ProcessRecords,
-    )
-    .unwrap();
-    let reqs = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    )
-    .unwrap();
+    common::process_records(&mut p, &mut model, records).unwrap();
+    let reqs = common::shutdown_requested(&mut p, &mut model).unwrap();
     assert_eq!(
         reqs.last(),
         Some(&ProcessorMessage::Checkpoint {
@@ -571,25 +556,10 @@ fn binary_forwards_child_stderr_and_resets_signals() {
         &[&fixture("behave.sh"), log.to_str().unwrap()],
         &["--workers", "1"],
     );
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let mut model = common::initialize(&mut p);
     let records = vec![record(1, "stderr"), record(2, "signals"), record(3, "a")];
-    model.deliver_all(&records);
-    run_action(
-        &mut p,
-        &mut model,
-        &process_line(records),
-        Action::ProcessRecords,
-    )
-    .unwrap();
-    let reqs = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    )
-    .unwrap();
+    common::process_records(&mut p, &mut model, records).unwrap();
+    let reqs = common::shutdown_requested(&mut p, &mut model).unwrap();
     assert!(
         reqs.contains(&ProcessorMessage::Checkpoint {
             sequence_number: Some(SequenceNumber::parse(&seq(3)).unwrap()),
@@ -798,33 +768,18 @@ fn checkpoints_cover_only_handled(
         &[&fixture("answers.sh"), mode, log.to_str().unwrap()],
         &[&["--workers", "1"], extra].concat(),
     );
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let mut model = common::initialize(&mut p);
     let mut next = 1;
     while next <= records {
         let batch: Vec<Record> = (next..(next + per_batch).min(records + 1))
             .map(|i| record(i, "k"))
             .collect();
         next += per_batch;
-        model.deliver_all(&batch);
-        if run_action(
-            &mut p,
-            &mut model,
-            &process_line(batch),
-            Action::ProcessRecords,
-        )
-        .is_err()
-        {
+        if common::process_records(&mut p, &mut model, batch).is_err() {
             break;
         }
     }
-    let _ = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    );
+    let _ = common::shutdown_requested(&mut p, &mut model);
     p.close_stdin();
     let code = p.wait(Duration::from_secs(30)).unwrap();
     let seqs: HashSet<String> = handled(&log).into_iter().map(|(_, s)| s).collect();
@@ -957,9 +912,7 @@ fn marked_rsmld(script: &str, marker: &str, extra: &[&str]) -> (Proc, Checkpoint
         .collect();
     args.extend(["--", "sh", "-c", script].map(String::from));
     let mut p = Proc::spawn_env(&args, &[("RSMLD_TEST_MARKER", marker)]);
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let model = common::initialize(&mut p);
     (p, model)
 }
 
@@ -980,14 +933,7 @@ fn binary_eof_ends_a_stuck_child_that_ignores_every_signal() {
     let m = marker("ignores-every-signal");
     let (mut p, mut model) = marked_rsmld(&script, &m, &[]);
     let records = vec![record(1, "a"), record(2, "hang"), record(3, "b")];
-    model.deliver_all(&records);
-    run_action(
-        &mut p,
-        &mut model,
-        &process_line(records),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    common::process_records(&mut p, &mut model, records).unwrap();
     wait_for_file(&stuck);
     assert!(!marked(&m).is_empty());
     let t = Instant::now();
@@ -1059,25 +1005,11 @@ fn binary_kills_the_escaped_helper_of_a_replaced_child() {
     let extra = ["--on-error", "skip", "--dead-letter", dlq.to_str().unwrap()];
     let (mut p, mut model) = marked_rsmld(&script, &m, &extra);
     let records = vec![record(1, "spawn")];
-    model.deliver_all(&records);
-    run_action(
-        &mut p,
-        &mut model,
-        &process_line(records),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    common::process_records(&mut p, &mut model, records).unwrap();
     let helper: i32 = wait_for_file(&gpid).trim().parse().unwrap();
     assert!(marked(&m).contains(&helper));
     let records = vec![record(2, "crash")];
-    model.deliver_all(&records);
-    run_action(
-        &mut p,
-        &mut model,
-        &process_line(records),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    common::process_records(&mut p, &mut model, records).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while marked(&m).contains(&helper) {
         assert!(
@@ -1114,14 +1046,7 @@ fn binary_sigkilled_takes_its_stuck_child_along() {
     let m = marker("sigkilled");
     let (mut p, mut model) = marked_rsmld(&script, &m, &[]);
     let records = vec![record(1, "a")];
-    model.deliver_all(&records);
-    run_action(
-        &mut p,
-        &mut model,
-        &process_line(records),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    common::process_records(&mut p, &mut model, records).unwrap();
     let child: i32 = wait_for_file(&stuck).trim().parse().unwrap();
     assert!(marked(&m).contains(&child));
     p.child.kill().unwrap();
@@ -1238,14 +1163,7 @@ fn binary_default_settings_bound_a_stall() {
                 let m = marker(&name);
                 let (mut p, mut model) = marked_rsmld(&script, &m, &["--checkpoint-interval", "0"]);
                 let records = vec![record(1, "k")];
-                model.deliver_all(&records);
-                run_action(
-                    &mut p,
-                    &mut model,
-                    &process_line(records),
-                    Action::ProcessRecords,
-                )
-                .unwrap();
+                common::process_records(&mut p, &mut model, records).unwrap();
                 let pid = wait_for_file(&pidfile).trim().to_owned();
                 let t = Instant::now();
                 let code = p.wait(Duration::from_secs(120)).unwrap();
@@ -1308,9 +1226,7 @@ fn run_naive(exec: &[&str], extra: &[&str], records: u64, per_batch: u64) -> Str
     args.push("--".into());
     args.extend(exec.iter().map(|s| s.to_string()));
     let mut p = rsmld_env(&args, None);
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let mut model = common::initialize(&mut p);
     let keys = ["k0", "k1", "k2", "k3", "k4"];
     let mut next = 1;
     while next <= records {
@@ -1318,22 +1234,11 @@ fn run_naive(exec: &[&str], extra: &[&str], records: u64, per_batch: u64) -> Str
             .map(|i| record(i, keys[i as usize % 5]))
             .collect();
         next += per_batch;
-        model.deliver_all(&batch);
-        run_action(
-            &mut p,
-            &mut model,
-            &process_line(batch),
-            Action::ProcessRecords,
-        )
-        .unwrap_or_else(|e| panic!("{exec:?}: {e}\n{}", p.stderr()));
+        common::process_records(&mut p, &mut model, batch)
+            .unwrap_or_else(|e| panic!("{exec:?}: {e}\n{}", p.stderr()));
     }
-    let reqs = run_action(
-        &mut p,
-        &mut model,
-        r#"{"action":"shutdownRequested"}"#,
-        Action::ShutdownRequested,
-    )
-    .unwrap_or_else(|e| panic!("{exec:?}: {e}\n{}", p.stderr()));
+    let reqs = common::shutdown_requested(&mut p, &mut model)
+        .unwrap_or_else(|e| panic!("{exec:?}: {e}\n{}", p.stderr()));
     assert_eq!(
         reqs.last(),
         Some(&ProcessorMessage::Checkpoint {
@@ -1703,27 +1608,12 @@ fn binary_batch_framing_dead_letters_exactly_the_failed_items() {
         }
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let mut p = spawn_rsmld(&[&fixture("batch.py"), log.to_str().unwrap()], &extra);
-        let mut model = CheckpointModel::default();
-        model.initialize(Some("TRIM_HORIZON"), Some(0));
-        run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+        let mut model = common::initialize(&mut p);
         let records: Vec<Record> = (1..=6)
             .map(|i| record(i, if i == 2 || i == 5 { "fail" } else { "k" }))
             .collect();
-        model.deliver_all(&records);
-        run_action(
-            &mut p,
-            &mut model,
-            &process_line(records),
-            Action::ProcessRecords,
-        )
-        .unwrap();
-        let reqs = run_action(
-            &mut p,
-            &mut model,
-            r#"{"action":"shutdownRequested"}"#,
-            Action::ShutdownRequested,
-        )
-        .unwrap();
+        common::process_records(&mut p, &mut model, records).unwrap();
+        let reqs = common::shutdown_requested(&mut p, &mut model).unwrap();
         assert_eq!(
             reqs.last(),
             Some(&ProcessorMessage::Checkpoint {
@@ -1776,14 +1666,7 @@ fn binary_batch_stall_warning_names_the_batch() {
     let extra = ["--exec-framing", "batch", "--item-timeout", "7s"];
     let (mut p, mut model) = marked_rsmld(&script, &m, &extra);
     let records = vec![record(1, "a"), record(2, "b"), record(3, "c")];
-    model.deliver_all(&records);
-    run_action(
-        &mut p,
-        &mut model,
-        &process_line(records),
-        Action::ProcessRecords,
-    )
-    .unwrap();
+    common::process_records(&mut p, &mut model, records).unwrap();
     let pid = wait_for_file(&pidfile).trim().to_owned();
     let code = p.wait(Duration::from_secs(60)).unwrap();
     let err = p.stderr();

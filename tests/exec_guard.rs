@@ -12,12 +12,12 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{init_line, line, record, rsmld_bin, run_action, CheckpointModel, Proc};
+use common::{line, record, rsmld_bin, Proc};
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
 use rsmld::item::{Item, Payload};
-use rsmld::protocol::message::{Action, DaemonMessage, Record};
+use rsmld::protocol::message::{DaemonMessage, Record};
 
 // ---------------------------------------------------------------- helpers
 
@@ -124,9 +124,7 @@ fn rsmld_with(script: &str, marker: &str, extra: &[&str], key: &str) -> Proc {
         .collect();
     args.extend(["--", "sh", "-c", script].map(String::from));
     let mut p = Proc::spawn_env(&args, &[("RSMLD_TEST_MARKER", marker)]);
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
+    let mut model = common::initialize(&mut p);
     let records = vec![record(1, key)];
     model.deliver_all(&records);
     p.send(&process_line(records));
