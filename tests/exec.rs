@@ -463,6 +463,21 @@ fn close_and_drop_leave_no_child_behind() {
 
 // ---------------------------------------------------------------- through the binary
 
+/// The checkpoint request for the record numbered `i` (see [`record`]).
+fn checkpoint_at(i: u64) -> ProcessorMessage {
+    ProcessorMessage::Checkpoint {
+        sequence_number: Some(SequenceNumber::parse(&seq(i)).unwrap()),
+        sub_sequence_number: Some(0),
+    }
+}
+
+/// Closes rsmld's stdin (the daemon's EOF) and asserts that it exits 0 within `timeout`.
+#[track_caller]
+fn close_and_expect_exit_0(p: &mut Proc, timeout: Duration) {
+    p.close_stdin();
+    assert_eq!(p.wait(timeout).unwrap(), 0, "{}", p.stderr());
+}
+
 fn process_line(records: Vec<Record>) -> String {
     line(&DaemonMessage::ProcessRecords {
         records,
@@ -499,20 +514,11 @@ fn binary_runs_the_shell_handler_and_checkpoints() {
     let reqs = common::shutdown_requested(&mut p, &mut model).unwrap();
     assert_eq!(
         reqs.last(),
-        Some(&ProcessorMessage::Checkpoint {
-            sequence_number: Some(SequenceNumber::parse(&seq(30)).unwrap()),
-            sub_sequence_number: Some(0),
-        }),
+        Some(&checkpoint_at(30)),
         "stderr:\n{}",
         p.stderr()
     );
-    p.close_stdin();
-    assert_eq!(
-        p.wait(Duration::from_secs(10)).unwrap(),
-        0,
-        "{}",
-        p.stderr()
-    );
+    close_and_expect_exit_0(&mut p, Duration::from_secs(10));
 
     let mut per_key: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     let mut total = 0;
@@ -560,21 +566,8 @@ fn binary_forwards_child_stderr_and_resets_signals() {
     let records = vec![record(1, "stderr"), record(2, "signals"), record(3, "a")];
     common::process_records(&mut p, &mut model, records).unwrap();
     let reqs = common::shutdown_requested(&mut p, &mut model).unwrap();
-    assert!(
-        reqs.contains(&ProcessorMessage::Checkpoint {
-            sequence_number: Some(SequenceNumber::parse(&seq(3)).unwrap()),
-            sub_sequence_number: Some(0),
-        }),
-        "{reqs:?}\n{}",
-        p.stderr()
-    );
-    p.close_stdin();
-    assert_eq!(
-        p.wait(Duration::from_secs(10)).unwrap(),
-        0,
-        "{}",
-        p.stderr()
-    );
+    assert!(reqs.contains(&checkpoint_at(3)), "{reqs:?}\n{}", p.stderr());
+    close_and_expect_exit_0(&mut p, Duration::from_secs(10));
 
     let pid = pid_of(&log, "stderr");
     let err = p.stderr();
@@ -978,13 +971,7 @@ fn binary_kills_a_grandchild_that_left_the_process_group() {
         .find_map(session);
     assert_ne!(session(grandchild), None);
     assert_ne!(session(grandchild), child_session, "setsid did not take");
-    p.close_stdin();
-    assert_eq!(
-        p.wait(Duration::from_secs(30)).unwrap(),
-        0,
-        "{}",
-        p.stderr()
-    );
+    close_and_expect_exit_0(&mut p, Duration::from_secs(30));
     assert_eq!(outliving(&m), Vec::<i32>::new(), "{}", p.stderr());
 }
 
@@ -1023,13 +1010,7 @@ fn binary_kills_the_escaped_helper_of_a_replaced_child() {
         "rsmld exited: {}",
         p.stderr()
     );
-    p.close_stdin();
-    assert_eq!(
-        p.wait(Duration::from_secs(30)).unwrap(),
-        0,
-        "{}",
-        p.stderr()
-    );
+    close_and_expect_exit_0(&mut p, Duration::from_secs(30));
     assert_eq!(outliving(&m), Vec::<i32>::new());
 }
 
@@ -1241,10 +1222,7 @@ fn run_naive(exec: &[&str], extra: &[&str], records: u64, per_batch: u64) -> Str
         .unwrap_or_else(|e| panic!("{exec:?}: {e}\n{}", p.stderr()));
     assert_eq!(
         reqs.last(),
-        Some(&ProcessorMessage::Checkpoint {
-            sequence_number: Some(SequenceNumber::parse(&seq(records)).unwrap()),
-            sub_sequence_number: Some(0),
-        }),
+        Some(&checkpoint_at(records)),
         "{exec:?}: stderr:\n{}",
         p.stderr()
     );
@@ -1359,13 +1337,7 @@ fn binary_sets_pythonunbuffered_only_when_the_user_did_not() {
         run_action(&mut p, &mut model, &init_line(), Action::Initialize).unwrap();
         let seen = wait_for_file(&file);
         assert_eq!(seen, format!("{want}\n"), "PYTHONUNBUFFERED={given:?}");
-        p.close_stdin();
-        assert_eq!(
-            p.wait(Duration::from_secs(20)).unwrap(),
-            0,
-            "{}",
-            p.stderr()
-        );
+        close_and_expect_exit_0(&mut p, Duration::from_secs(20));
     }
 }
 
@@ -1614,22 +1586,8 @@ fn binary_batch_framing_dead_letters_exactly_the_failed_items() {
             .collect();
         common::process_records(&mut p, &mut model, records).unwrap();
         let reqs = common::shutdown_requested(&mut p, &mut model).unwrap();
-        assert_eq!(
-            reqs.last(),
-            Some(&ProcessorMessage::Checkpoint {
-                sequence_number: Some(SequenceNumber::parse(&seq(6)).unwrap()),
-                sub_sequence_number: Some(0),
-            }),
-            "{}",
-            p.stderr()
-        );
-        p.close_stdin();
-        assert_eq!(
-            p.wait(Duration::from_secs(20)).unwrap(),
-            0,
-            "{}",
-            p.stderr()
-        );
+        assert_eq!(reqs.last(), Some(&checkpoint_at(6)), "{}", p.stderr());
+        close_and_expect_exit_0(&mut p, Duration::from_secs(20));
         let mut dead = Vec::new();
         for entry in std::fs::read_dir(&dlq).unwrap() {
             for l in std::fs::read_to_string(entry.unwrap().path())
