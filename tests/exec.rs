@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{init_line, line, record, run_action, seq, CheckpointModel, Proc};
+use common::{init_line, line, marker, record, run_action, seq, CheckpointModel, Proc};
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions, CLOSE_BOUND, CLOSE_EOF_GRACE};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
@@ -836,25 +836,14 @@ fn binary_retries_after_wrong_answers_and_checkpoints_only_handled_records() {
 fn marked(marker: &str) -> Vec<i32> {
     let needle = format!("RSMLD_TEST_MARKER={marker}");
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+    for pid in common::pids() {
+        if !common::alive(pid) {
             continue;
-        };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true);
+        }
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if !zombie && env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
             found.push(pid);
         }
     }
@@ -863,19 +852,7 @@ fn marked(marker: &str) -> Vec<i32> {
 
 /// Waits (up to 10 s) until no marked process is left; returns those still alive.
 fn outliving(marker: &str) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = marked(marker);
-        if left.is_empty() || Instant::now() >= deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A marker unique to this test run.
-fn marker(test: &str) -> String {
-    format!("{test}-{}-{:?}", std::process::id(), Instant::now())
+    common::poll_until_empty(|| marked(marker))
 }
 
 /// Waits (up to 20 s) for `path` to exist; returns its contents.

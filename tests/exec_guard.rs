@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{line, record, rsmld_bin, Proc};
+use common::{alive, line, marker, record, rsmld_bin, Proc};
 use rsmld::checkpoint::RecordId;
 use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
@@ -26,24 +26,13 @@ fn marked(marker: &str) -> Vec<i32> {
     let needle = marker.as_bytes();
     let holds = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+    for pid in common::pids() {
+        if !alive(pid) {
             continue;
-        };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true);
+        }
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !zombie && (holds(&env) || holds(&cmdline)) {
+        if holds(&env) || holds(&cmdline) {
             found.push(pid);
         }
     }
@@ -52,19 +41,7 @@ fn marked(marker: &str) -> Vec<i32> {
 
 /// Waits (up to 10 s) until no marked process is left; returns those still alive.
 fn outliving(marker: &str) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = marked(marker);
-        if left.is_empty() || Instant::now() >= deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A marker unique to this test run.
-fn marker(test: &str) -> String {
-    format!("{test}-{}-{:?}", std::process::id(), Instant::now())
+    common::poll_until_empty(|| marked(marker))
 }
 
 /// Waits (up to 20 s) until `path` holds one pid per line, `n` of them; returns them.
@@ -83,16 +60,6 @@ fn pids_in(path: &Path, n: usize) -> Vec<i32> {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 /// Waits (up to 5 s) until `pid` is no longer alive (a SIGKILLed process takes a moment).

@@ -586,6 +586,46 @@ pub fn process_records(
     run_action(p, model, &l, Action::ProcessRecords)
 }
 
+// ---------------------------------------------------------------- processes
+
+/// The pids listed in /proc now.
+pub fn pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// `pid` is a live process (it exists and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Calls `find` every 20 ms until it finds nothing or 10 s have passed; returns what it
+/// found last (empty unless time ran out).
+pub fn poll_until_empty(find: impl Fn() -> Vec<i32>) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = find();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A marker unique to this test run.
+pub fn marker(test: &str) -> String {
+    format!("{test}-{}-{:?}", std::process::id(), Instant::now())
+}
+
 // ---------------------------------------------------------------- shared builders
 
 /// Makes `cmd`'s child run under a file size limit of `bytes` (RLIMIT_FSIZE, set between
