@@ -248,14 +248,8 @@ impl<W: Write> Loop<W> {
             let timer = deadline.map_or_else(never, crossbeam_channel::at);
             select! {
                 recv(lines) -> ev => self.on_read_event(config, ev.unwrap_or(ReadEvent::Eof))?,
-                recv(events) -> ev => match ev {
-                    Ok(ev) => self.on_event(ev)?,
-                    Err(_) => return Err(DriverError::Pool(PoolError::WorkerGone(0))),
-                },
-                recv(timer) -> _ => {
-                    let r = self.session.handle_timeout(Instant::now());
-                    r.map_err(|source| self.work_error(source))?;
-                }
+                recv(events) -> ev => self.on_pool_recv(ev)?,
+                recv(timer) -> _ => self.on_timer()?,
             }
         }
     }
@@ -556,14 +550,8 @@ impl<W: Write> Loop<W> {
                     }
                     ev => self.pending = Some(ev),
                 },
-                recv(events) -> ev => match ev {
-                    Ok(ev) => self.on_event(ev)?,
-                    Err(_) => return Err(DriverError::Pool(PoolError::WorkerGone(0))),
-                },
-                recv(timer) -> _ => {
-                    let r = self.session.handle_timeout(Instant::now());
-                    r.map_err(|source| self.work_error(source))?;
-                }
+                recv(events) -> ev => self.on_pool_recv(ev)?,
+                recv(timer) -> _ => self.on_timer()?,
             }
         }
     }
@@ -759,6 +747,23 @@ impl<W: Write> Loop<W> {
             prefix: self.last_prefix.clone(),
             error: source,
         }
+    }
+
+    /// What the pool's event channel gave: an event, or its end (a worker is gone).
+    fn on_pool_recv(
+        &mut self,
+        ev: Result<WorkerEvent, crossbeam_channel::RecvError>,
+    ) -> Result<(), DriverError> {
+        match ev {
+            Ok(ev) => self.on_event(ev),
+            Err(_) => Err(DriverError::Pool(PoolError::WorkerGone(0))),
+        }
+    }
+
+    /// The session's deadline passed (a checkpoint retry, the interval).
+    fn on_timer(&mut self) -> Result<(), DriverError> {
+        let r = self.session.handle_timeout(Instant::now());
+        r.map_err(|source| self.work_error(source))
     }
 
     fn on_event(&mut self, ev: WorkerEvent) -> Result<(), DriverError> {
