@@ -12,11 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{line, record_with_text, run_action, seq, CheckpointModel, Proc};
-use rsmld::checkpoint::RecordId;
+use common::{item_with, line, record_with_text, run_action, seq, CheckpointModel, Proc};
 use rsmld::handler::file::{ArchiveName, FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
-use rsmld::item::{Item, Payload};
+use rsmld::item::Item;
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::SequenceNumber;
 
@@ -24,20 +23,6 @@ const SHARD: &str = "shardId-000000000007";
 /// The record index encoded in a sequence number made by [`seq`].
 fn index_of(seq: &str) -> u64 {
     seq[seq.len() - 27..].parse().unwrap()
-}
-
-fn item(i: u64, key: &str, payload: usize) -> Item<'static> {
-    Item {
-        record: RecordId(i),
-        sequence_number: common::leak(seq(i)),
-        sub_sequence_number: 0,
-        user_sub: 0,
-        user_total: 1,
-        partition_key: common::leak(key),
-        explicit_hash_key: None,
-        approximate_arrival_timestamp: Some(1_700_000_000_000),
-        data: Payload::Bytes(common::leak_bytes(vec![b'x'; payload])),
-    }
 }
 
 fn line_len(item: &Item) -> u64 {
@@ -163,7 +148,7 @@ fn size_rotation_keeps_batches_whole_and_names_in_creation_order() {
         let batch: Vec<Item> = (0..1 + rng.below(6))
             .map(|_| {
                 n += 1;
-                item(n, "k", 20 + rng.below(60) as usize)
+                item_with(n, "k", 20 + rng.below(60) as usize)
             })
             .collect();
         let bytes: u64 = batch.iter().map(line_len).sum();
@@ -225,8 +210,8 @@ fn a_batch_larger_than_the_limit_is_split_at_line_boundaries() {
         ..FileOptions::new(dir.path())
     });
     let mut h = handler(&factory, 0);
-    let mut batch: Vec<Item> = (1..=20).map(|i| item(i, "k", 40)).collect();
-    batch.insert(10, item(100, "k", 3000));
+    let mut batch: Vec<Item> = (1..=20).map(|i| item_with(i, "k", 40)).collect();
+    batch.insert(10, item_with(100, "k", 3000));
     let one = line_len(&batch[0]);
     assert!(3 * one <= limit && 4 * one > limit);
     h.process(&batch).unwrap();
@@ -264,21 +249,21 @@ fn age_rotation_at_flush_and_at_the_next_batch() {
     h.flush().unwrap();
     assert!(names(dir.path()).is_empty(), "a file before the first item");
 
-    h.process(&[item(1, "k", 10)]).unwrap();
+    h.process(&[item_with(1, "k", 10)]).unwrap();
     h.flush().unwrap();
-    h.process(&[item(2, "k", 10)]).unwrap();
+    h.process(&[item_with(2, "k", 10)]).unwrap();
     assert_eq!(names(dir.path()).len(), 1);
     std::thread::sleep(age + Duration::from_millis(100));
     h.flush().unwrap();
     assert_eq!(names(dir.path()).len(), 1, "flush opened a file");
-    h.process(&[item(3, "k", 10)]).unwrap();
+    h.process(&[item_with(3, "k", 10)]).unwrap();
     assert_eq!(
         names(dir.path()).len(),
         2,
         "no new file after an age rotation"
     );
     std::thread::sleep(age + Duration::from_millis(100));
-    h.process(&[item(4, "k", 10)]).unwrap();
+    h.process(&[item_with(4, "k", 10)]).unwrap();
     h.close().unwrap();
     let files = archive(dir.path());
     let per_file: Vec<Vec<u64>> = files.iter().map(indexes).collect();
@@ -286,10 +271,10 @@ fn age_rotation_at_flush_and_at_the_next_batch() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut h = handler(&FileFactory::new(FileOptions::new(dir.path())), 0);
-    h.process(&[item(1, "k", 10)]).unwrap();
+    h.process(&[item_with(1, "k", 10)]).unwrap();
     std::thread::sleep(Duration::from_millis(30));
     h.flush().unwrap();
-    h.process(&[item(2, "k", 10)]).unwrap();
+    h.process(&[item_with(2, "k", 10)]).unwrap();
     h.close().unwrap();
     assert_eq!(names(dir.path()).len(), 1);
 }
@@ -311,7 +296,7 @@ fn names_tell_shard_and_worker_and_sit_flat_in_the_directory() {
     for round in 0..10 {
         for (w, h) in hs.iter_mut().enumerate().take(3) {
             n += 1;
-            h.process(&[item(n, &format!("w{w}"), 10 + round * 20)])
+            h.process(&[item_with(n, &format!("w{w}"), 10 + round * 20)])
                 .unwrap();
         }
     }
@@ -360,7 +345,7 @@ fn handlers_never_share_a_file() {
     for _ in 0..60 {
         for (k, h) in hs.iter_mut().enumerate() {
             n += 1;
-            h.process(&[item(n, &format!("h{k}"), 30)]).unwrap();
+            h.process(&[item_with(n, &format!("h{k}"), 30)]).unwrap();
         }
     }
     for h in &mut hs {
@@ -400,7 +385,7 @@ fn a_restart_names_files_after_existing_ones() {
     });
     let mut h = handler(&factory, 0);
     for i in 1..=5 {
-        h.process(&[item(i, "k", 100)]).unwrap();
+        h.process(&[item_with(i, "k", 100)]).unwrap();
     }
     h.close().unwrap();
     let files = archive(dir.path());
@@ -423,7 +408,7 @@ fn io_errors_fail_the_batch_and_name_the_file() {
     let factory = FileFactory::new(FileOptions::new(&out));
     let mut h = handler(&factory, 2);
     std::fs::remove_dir(&out).unwrap();
-    match h.process(&[item(1, "k", 10)]) {
+    match h.process(&[item_with(1, "k", 10)]) {
         Err(BatchError::Batch(e)) => {
             assert!(e.message.contains(out.to_str().unwrap()), "{e}");
             assert!(e.message.contains(".w2.jsonl"), "{e}");
@@ -431,7 +416,7 @@ fn io_errors_fail_the_batch_and_name_the_file() {
         other => panic!("expected a batch error, got {other:?}"),
     }
     std::fs::create_dir(&out).unwrap();
-    h.process(&[item(2, "k", 10)]).unwrap();
+    h.process(&[item_with(2, "k", 10)]).unwrap();
     h.close().unwrap();
     let files = archive(&out);
     assert_eq!(files.len(), 1);

@@ -18,12 +18,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    limit_file_size, process_records, record_with_text, seq, shutdown_requested, Proc, SHARD7,
+    limit_file_size, process_records, record_with_text, shutdown_requested, Proc, SHARD7,
 };
-use rsmld::checkpoint::RecordId;
 use rsmld::handler::file::{FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
-use rsmld::item::{Item, Payload};
+use rsmld::item::Item;
 use rsmld::protocol::message::Record;
 
 /// The record index encoded in a sequence number made by [`seq`].
@@ -344,18 +343,9 @@ fn under_retry_a_replaced_directory_is_used_and_a_removed_one_is_not_recreated()
 
 // ---------------------------------------------------------------- through the handler
 
+/// A handler-level item of record `i`, key `k`, with a 7-byte payload.
 fn item(i: u64) -> Item<'static> {
-    Item {
-        record: RecordId(i),
-        sequence_number: common::leak(seq(i)),
-        sub_sequence_number: 0,
-        user_sub: 0,
-        user_total: 1,
-        partition_key: "k",
-        explicit_hash_key: None,
-        approximate_arrival_timestamp: Some(1_700_000_000_000),
-        data: Payload::Bytes(b"payload"),
-    }
+    common::item_with(i, "k", 7)
 }
 
 fn file_handler(out: &Path, rotate_bytes: u64) -> Box<dyn Handler> {

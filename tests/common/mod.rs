@@ -763,6 +763,21 @@ pub fn kpl_framed(body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(body));
     out
 }
+/// A handler-level item: record `i` at `seq(i)` with partition key `key` and a payload of
+/// `payload` bytes of `x`.
+pub fn item_with(i: u64, key: &str, payload: usize) -> rsmld::item::Item<'static> {
+    rsmld::item::Item {
+        record: RecordId(i),
+        sequence_number: leak(seq(i)),
+        sub_sequence_number: 0,
+        user_sub: 0,
+        user_total: 1,
+        partition_key: leak(key),
+        explicit_hash_key: None,
+        approximate_arrival_timestamp: Some(1_700_000_000_000),
+        data: rsmld::item::Payload::Bytes(leak_bytes(vec![b'x'; payload])),
+    }
+}
 
 /// A `'static` copy of `s` (test items borrow their text; leaking a little is fine here).
 pub fn leak(s: impl Into<String>) -> &'static str {
