@@ -132,17 +132,8 @@ pub struct PrerequisitesError(pub Vec<String>);
 /// Resolves a program as `execvp` would from here: a path with a `/` against the current
 /// directory, a bare name through `PATH`; it must be a file we may execute.
 pub fn executable(program: &str) -> Result<PathBuf, String> {
-    let candidates: Vec<PathBuf> = if program.contains('/') {
-        vec![PathBuf::from(program)]
-    } else {
-        // glibc's execvp searches its default path when PATH is unset.
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
-        std::env::split_paths(&path)
-            .map(|d| d.join(program))
-            .collect()
-    };
     let mut seen_non_exec = None;
-    for c in &candidates {
+    for c in &candidates(program) {
         match std::fs::metadata(c) {
             Ok(m) if m.is_file() && access(c, libc::X_OK) => {
                 // Found through PATH: say where.
@@ -163,6 +154,18 @@ pub fn executable(program: &str) -> Result<PathBuf, String> {
         None if program.contains('/') => Err("does not exist".into()),
         None => Err("not found in PATH".into()),
     }
+}
+
+/// Where `execvp` looks for `program`: the path itself when it has a `/`, else each `PATH`
+/// entry (glibc's default path when PATH is unset).
+fn candidates(program: &str) -> Vec<PathBuf> {
+    if program.contains('/') {
+        return vec![PathBuf::from(program)];
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .collect()
 }
 
 /// What keeps a script's `#!` line from running, if anything: `execve` reports a missing
@@ -194,12 +197,7 @@ fn interpreter_problem(script: &Path) -> Option<String> {
         .is_some_and(|n| n == "env");
     match words.next() {
         Some(name) if is_env && !name.starts_with('-') && !name.contains('=') => {
-            let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
-            let found = if name.contains('/') {
-                ok(Path::new(name))
-            } else {
-                std::env::split_paths(&path).any(|d| ok(&d.join(name)))
-            };
+            let found = candidates(name).iter().any(|c| ok(c));
             (!found)
                 .then(|| format!("its #! line runs {name} through env, which is not found in PATH"))
         }
