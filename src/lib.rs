@@ -59,3 +59,4 @@ pub mod protocol;
 pub mod reaper;
 pub mod split;
 pub mod sys;
+pub mod telemetry;

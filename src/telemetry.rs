@@ -1,0 +1,412 @@
+//! Telemetry: the named events of a running lease, and the sinks that consume them.
+//!
+//! Everything an operator may want to count, graph or read about a lease passes through
+//! one closed set of [`Event`]s, so that logs, metrics and a status page see the same facts
+//! and none of them has to be threaded through the code separately. The session (pure)
+//! returns events among its outputs; the lease, the pool and the handlers emit them to the
+//! runtime's [`Sink`]. The default sink, [`LogSink`], writes the log lines rsmld has always
+//! written; metrics and a status page are further sinks.
+//!
+//! This module is a leaf: events carry plain values (positions as text, counts, durations),
+//! never protocol or pipeline types, so every layer may emit them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which lease an event, an item or a block belongs to: the application (or stream) the
+/// daemon consumes for, and the shard. In child mode the application may be unknown
+/// (empty): the daemon does not tell its child.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct LeaseId {
+    /// The KCL application name or the stream, when known; empty otherwise.
+    pub application: Arc<str>,
+    /// The shard id, as `initialize` named it.
+    pub shard: Arc<str>,
+}
+
+impl LeaseId {
+    /// The lease of `shard` in `application` (empty when unknown).
+    pub fn new(application: &str, shard: &str) -> Self {
+        LeaseId {
+            application: Arc::from(application),
+            shard: Arc::from(shard),
+        }
+    }
+}
+
+impl std::fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.application.is_empty() {
+            f.write_str(&self.shard)
+        } else {
+            write!(f, "{}/{}", self.application, self.shard)
+        }
+    }
+}
+
+/// How a lease ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseEnd {
+    /// `shardEnded` (or 1.x `shutdown` TERMINATE): SHARD_END stored.
+    ShardEnded,
+    /// `shutdownRequested`: drained and checkpointed.
+    ShutdownRequested,
+    /// `leaseLost` (or 1.x `shutdown` ZOMBIE): queued work dropped, no checkpoint.
+    LeaseLost,
+    /// The daemon closed the input.
+    Eof,
+    /// The lease stopped with an error.
+    Failed,
+}
+
+/// A named fact about a lease (or, with no lease, the process).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// `initialize` arrived: the lease starts at `checkpoint` (`None`: no checkpoint yet).
+    LeaseStarted {
+        /// The stored checkpoint the lease starts after, as text.
+        checkpoint: Option<String>,
+    },
+    /// The pool and handlers are ready for this lease.
+    WorkersStarted {
+        /// Worker threads.
+        workers: usize,
+        /// `--max-in-flight`.
+        max_in_flight: usize,
+        /// `--checkpoint-interval`.
+        checkpoint_interval: Duration,
+    },
+    /// A `processRecords` batch arrived.
+    BatchReceived {
+        /// Records in the batch.
+        records: usize,
+        /// Bytes of the daemon line.
+        bytes: usize,
+        /// How far behind the tip of the shard, as the daemon said.
+        millis_behind_latest: Option<i64>,
+    },
+    /// A batch was answered before it was decoded (acknowledge-ahead).
+    AcknowledgedAhead {
+        /// Records in the batch.
+        records: usize,
+    },
+    /// A drain began (`shutdownRequested`, `shardEnded`).
+    Draining {
+        /// What the daemon asked for: `"shutdownRequested"`, `"shardEnded"`, ...
+        action: &'static str,
+        /// Items still in flight.
+        in_flight: usize,
+    },
+    /// Items were completed by the workers.
+    ItemsCompleted {
+        /// How many.
+        items: usize,
+    },
+    /// A record delivered again in this lease was skipped.
+    DuplicateSkipped {
+        /// The record's position.
+        position: String,
+        /// The last position delivered before it.
+        last_delivered: String,
+    },
+    /// A record could not be split as configured and was delivered whole, or a KPL
+    /// aggregate broke off.
+    RecordNote {
+        /// The record's position (`seq/sub`).
+        position: String,
+        /// What happened, readable.
+        note: String,
+        /// KPL user records lost (0 unless an aggregate broke off).
+        lost_user_records: u64,
+    },
+    /// The daemon stored a checkpoint.
+    CheckpointStored {
+        /// Where: a position, or `SHARD_END`.
+        position: String,
+    },
+    /// A checkpoint failed.
+    CheckpointFailed {
+        /// Where it was asked for.
+        position: String,
+        /// The daemon's error name (`ThrottlingException`, ...).
+        error: String,
+        /// Whether it is retried, and after how long.
+        retry_in: Option<Duration>,
+        /// Whether checkpointing stops for the rest of the lease.
+        final_for_lease: bool,
+    },
+    /// The lease is lost: queued work dropped.
+    Abandoned {
+        /// Items that were in flight.
+        items: usize,
+    },
+    /// The lease ended.
+    LeaseEnded {
+        /// How.
+        end: LeaseEnd,
+    },
+    /// A handler failed items of this lease.
+    ItemsFailed {
+        /// The worker.
+        worker: usize,
+        /// How many items.
+        items: usize,
+        /// The first error, readable.
+        error: String,
+        /// The retry about to happen: its number (1-based) and delay; `None`: no retry.
+        retry: Option<(u32, Duration)>,
+    },
+    /// Failed items were written to the dead-letter directory and count as done.
+    DeadLettered {
+        /// The worker.
+        worker: usize,
+        /// How many items.
+        items: usize,
+    },
+    /// A handler call took this long (for a batch of `items`).
+    BatchHandled {
+        /// The worker.
+        worker: usize,
+        /// Items in the batch.
+        items: usize,
+        /// Wall time of the handler call.
+        duration: Duration,
+    },
+    /// An exec handler child was (re)started.
+    ChildRestarted {
+        /// The worker.
+        worker: usize,
+        /// Why the previous child ended.
+        reason: String,
+    },
+    /// The lease waited under backpressure (the in-flight bounds) this long.
+    Backpressure {
+        /// How long.
+        waited: Duration,
+    },
+}
+
+/// Consumes events. Called from the lease loop, the workers and the handlers, so it must
+/// be cheap and must never block for long: a sink that needs IO buffers it.
+pub trait Sink: Send + Sync {
+    /// One event, of `lease` (`None`: of the process).
+    fn emit(&self, lease: Option<&LeaseId>, event: &Event);
+}
+
+/// Discards every event.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn emit(&self, _lease: Option<&LeaseId>, _event: &Event) {}
+}
+
+/// Sends every event to each of several sinks, in order.
+#[derive(Default)]
+pub struct Fanout(pub Vec<Arc<dyn Sink>>);
+
+impl Sink for Fanout {
+    fn emit(&self, lease: Option<&LeaseId>, event: &Event) {
+        for sink in &self.0 {
+            sink.emit(lease, event);
+        }
+    }
+}
+
+/// Writes the log lines of events (through the `log` crate, so `RUST_LOG` applies).
+///
+/// Every line of a lease names the lease (its log target is `rsmld[<lease>]`), since the
+/// daemon interleaves the stderr of all its children in its own log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogSink;
+
+impl Sink for LogSink {
+    fn emit(&self, lease: Option<&LeaseId>, event: &Event) {
+        let Some((level, text)) = log_line(event) else {
+            return;
+        };
+        match lease {
+            Some(lease) => {
+                let target = format!("rsmld[{lease}]");
+                log::log!(target: &target, level, "{text}");
+            }
+            None => log::log!(level, "{text}"),
+        }
+    }
+}
+
+/// The log line of an event, and its level; `None` for events that are only counted.
+pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
+    use log::Level::{Debug, Error, Info, Warn};
+    Some(match event {
+        Event::LeaseStarted { checkpoint } => (
+            Info,
+            format!(
+                "initialize: from checkpoint {}",
+                checkpoint.as_deref().unwrap_or("null")
+            ),
+        ),
+        Event::WorkersStarted {
+            workers,
+            max_in_flight,
+            checkpoint_interval,
+        } => (
+            Info,
+            format!(
+                "started {workers} workers (max in flight {max_in_flight}, checkpoint interval {:.3} s)",
+                checkpoint_interval.as_secs_f64()
+            ),
+        ),
+        Event::BatchReceived {
+            records,
+            millis_behind_latest,
+            ..
+        } => (
+            Debug,
+            format!(
+                "processRecords: {records} records, {} ms behind",
+                millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
+            ),
+        ),
+        Event::AcknowledgedAhead { .. }
+        | Event::ItemsCompleted { .. }
+        | Event::BatchHandled { .. }
+        | Event::Backpressure { .. } => return None,
+        Event::Draining { action, in_flight } => {
+            (Info, format!("{action}: draining {in_flight} in-flight items"))
+        }
+        Event::DuplicateSkipped {
+            position,
+            last_delivered,
+        } => (
+            Warn,
+            format!("record {position} delivered again (last delivered: {last_delivered}); skipping it"),
+        ),
+        Event::RecordNote { position, note, .. } => (Warn, format!("record {position}: {note}")),
+        Event::CheckpointStored { position } => (Info, format!("checkpointed {position}")),
+        Event::CheckpointFailed {
+            position,
+            error,
+            retry_in: Some(delay),
+            ..
+        } => (
+            Warn,
+            format!(
+                "checkpoint at {position} failed with {error}; retry in {} ms",
+                delay.as_millis()
+            ),
+        ),
+        Event::CheckpointFailed {
+            position,
+            error,
+            final_for_lease: true,
+            ..
+        } => (
+            Warn,
+            format!("checkpoint at {position} failed with {error}; no more checkpoints for this lease"),
+        ),
+        Event::CheckpointFailed {
+            position, error, ..
+        } => (
+            Error,
+            format!("checkpoint at {position} failed with {error}; not retrying it"),
+        ),
+        Event::Abandoned { items } => (
+            Info,
+            format!("lease lost: abandoning {items} in-flight items, no checkpoint"),
+        ),
+        Event::LeaseEnded { end } => (Info, format!("lease ended ({end:?})")),
+        Event::ItemsFailed {
+            worker,
+            items,
+            error,
+            retry: Some((n, delay)),
+        } => (
+            Warn,
+            format!(
+                "worker {worker}: {items} item(s) failed (first: {error}); retry {n} in {} ms",
+                delay.as_millis()
+            ),
+        ),
+        Event::ItemsFailed {
+            worker,
+            items,
+            error,
+            retry: None,
+        } => (
+            Error,
+            format!("worker {worker}: {items} item(s) failed (first: {error})"),
+        ),
+        Event::DeadLettered { worker, items } => {
+            (Warn, format!("worker {worker}: {items} item(s) dead-lettered"))
+        }
+        Event::ChildRestarted { worker, reason } => (
+            Warn,
+            format!("worker {worker}: handler child restarted ({reason})"),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(Option<LeaseId>, Event)>>);
+
+    impl Sink for Recorder {
+        fn emit(&self, lease: Option<&LeaseId>, event: &Event) {
+            self.0.lock().unwrap().push((lease.cloned(), event.clone()));
+        }
+    }
+
+    #[test]
+    fn fanout_reaches_every_sink_in_order() {
+        let a = Arc::new(Recorder::default());
+        let b = Arc::new(Recorder::default());
+        let fan = Fanout(vec![a.clone(), b.clone()]);
+        let lease = LeaseId::new("app", "shardId-0");
+        fan.emit(Some(&lease), &Event::ItemsCompleted { items: 3 });
+        fan.emit(
+            None,
+            &Event::Backpressure {
+                waited: Duration::ZERO,
+            },
+        );
+        for r in [a, b] {
+            let got = r.0.lock().unwrap();
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0].0.as_ref(), Some(&lease));
+            assert_eq!(got[1].0, None);
+        }
+    }
+
+    #[test]
+    fn lease_ids_name_application_and_shard() {
+        assert_eq!(LeaseId::new("", "shardId-1").to_string(), "shardId-1");
+        assert_eq!(
+            LeaseId::new("app", "shardId-1").to_string(),
+            "app/shardId-1"
+        );
+    }
+
+    #[test]
+    fn checkpoint_lines_say_what_happens_next() {
+        let retry = Event::CheckpointFailed {
+            position: "1/0".into(),
+            error: "ThrottlingException".into(),
+            retry_in: Some(Duration::from_millis(200)),
+            final_for_lease: false,
+        };
+        assert_eq!(
+            log_line(&retry),
+            Some((
+                log::Level::Warn,
+                "checkpoint at 1/0 failed with ThrottlingException; retry in 200 ms".into()
+            ))
+        );
+        assert_eq!(log_line(&Event::ItemsCompleted { items: 1 }), None);
+    }
+}
