@@ -20,7 +20,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{CheckArgs, Cli, Command, GenerateCommand, KplCommand};
+use crate::cli::config::{CheckArgs, Cli, Command, GenerateCommand, KplCommand};
 use crate::handler::HandlerFactory;
 
 static SHARD: OnceLock<String> = OnceLock::new();
@@ -88,8 +88,8 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
 /// `rsmld check`: the report on stderr (stdout stays free, as in every rsmld mode), one
 /// line per finding, or one `ok` line; exit 1 on any error.
 fn check(args: &CheckArgs) -> ExitCode {
-    let kcl: crate::check::kcl::Kcl = args.kcl.into();
-    match crate::check::check_file(&args.properties, kcl) {
+    let kcl: crate::cli::kcl::Kcl = args.kcl.into();
+    match crate::cli::check::check_file(&args.properties, kcl) {
         Ok(report) => {
             for d in &report.diagnostics {
                 eprintln!("{d}");
@@ -145,8 +145,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             EXIT_FAILURE
         };
     }
-    if e.downcast_ref::<crate::config::ConfigError>().is_some()
-        || e.downcast_ref::<crate::check::prereq::PrerequisitesError>()
+    if e.downcast_ref::<crate::cli::config::ConfigError>()
+        .is_some()
+        || e.downcast_ref::<crate::cli::check::prereq::PrerequisitesError>()
             .is_some()
     {
         return EXIT_USAGE;
@@ -178,7 +179,7 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             if handlers.is_some() {
                 needs.handler = None;
             }
-            crate::check::prereq::startup(&needs)?;
+            crate::cli::check::prereq::startup(&needs)?;
             let mut config = cli.run.into_driver_config()?;
             if let Some(h) = handlers {
                 config.handlers = h;

@@ -44,9 +44,8 @@
 //! last checkpoint.
 
 pub mod app;
-pub mod check;
 pub mod checkpoint;
-pub mod config;
+pub mod cli;
 pub mod driver;
 pub mod guard;
 pub mod handler;
@@ -54,7 +53,6 @@ pub mod item;
 pub mod json;
 pub mod kpl;
 pub mod pool;
-pub mod properties;
 pub mod protocol;
 pub mod reaper;
 pub mod split;

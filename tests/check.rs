@@ -688,7 +688,7 @@ fn units_in_the_properties_file() {
     );
     let dir = setup(&lines);
     let path = dir.path().join("app.properties");
-    let cli = rsmld::config::Cli::parse_with_properties(vec![
+    let cli = rsmld::cli::config::Cli::parse_with_properties(vec![
         "rsmld".into(),
         "--properties".into(),
         path.display().to_string(),

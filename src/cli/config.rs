@@ -9,14 +9,14 @@
 //! number keeps its old meaning (seconds, bytes). Every number has bounds, enforced by the
 //! value parsers here, which `--properties` and `rsmld check` use too.
 
-pub mod units;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use super::units;
+use crate::cli::properties::{self, Diagnostic, Entry, Properties, PropertiesError, RsmldSettings};
 use crate::driver::DriverConfig;
 use crate::handler::discard::DiscardFactory;
 use crate::handler::exec::{
@@ -26,7 +26,6 @@ use crate::handler::exec::{
 use crate::handler::file::{FileFactory, FileOptions};
 use crate::handler::{delay::DelayFactory, HandlerFactory};
 use crate::pool::{OnError, PoolConfig};
-use crate::properties::{self, Diagnostic, Entry, Properties, PropertiesError, RsmldSettings};
 use crate::protocol::session::{OnDuplicate, SessionConfig};
 use crate::split::{SplitMode, Splitter, DEFAULT_MAX_ITEMS_PER_RECORD};
 
@@ -102,11 +101,11 @@ pub enum KclArg {
     V3,
 }
 
-impl From<KclArg> for crate::check::kcl::Kcl {
+impl From<KclArg> for crate::cli::kcl::Kcl {
     fn from(k: KclArg) -> Self {
         match k {
-            KclArg::V2 => crate::check::kcl::Kcl::V2,
-            KclArg::V3 => crate::check::kcl::Kcl::V3,
+            KclArg::V2 => crate::cli::kcl::Kcl::V2,
+            KclArg::V3 => crate::cli::kcl::Kcl::V3,
         }
     }
 }

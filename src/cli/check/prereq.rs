@@ -15,8 +15,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{HandlerKind, OnErrorKind, Origin, RunArgs};
-use crate::properties::Severity;
+use crate::cli::config::{HandlerKind, OnErrorKind, Origin, RunArgs};
+use crate::cli::properties::Severity;
 
 /// A prerequisite that does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
