@@ -39,8 +39,11 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
     // The exec guard (hidden: not a clap subcommand, never in --help) is this same
     // program started again by the exec handler; it must not parse flags or log.
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if raw.get(1).is_some_and(|a| a == crate::guard::SUBCOMMAND) {
-        return crate::guard::main(&raw[2..]);
+    if raw
+        .get(1)
+        .is_some_and(|a| a == crate::process::guard::SUBCOMMAND)
+    {
+        return crate::process::guard::main(&raw[2..]);
     }
     let mut argv: Vec<String> = std::env::args().collect();
     if handlers.is_some()
@@ -186,10 +189,10 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             }
             crate::sys::tune_allocator();
             crate::sys::ignore_termination_signals();
-            if !crate::reaper::become_subreaper() {
+            if !crate::process::reaper::become_subreaper() {
                 log::debug!("cannot become a child subreaper; orphaned handler descendants re-parent to init");
             }
-            if !crate::guard::enable_self() {
+            if !crate::process::guard::enable_self() {
                 log::debug!("no /proc/self/exe: exec handler children start without a guard");
             }
             if let Some(size) = crate::sys::enlarge_stdin_pipe(4 << 20) {
@@ -201,7 +204,7 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             }));
             let result = crate::driver::run(config, std::io::stdin(), protocol_out);
             // Whatever the outcome, no handler process outlives rsmld.
-            let swept = crate::reaper::sweep();
+            let swept = crate::process::reaper::sweep();
             if swept > 0 {
                 log::warn!("killed {swept} handler process(es) still running at exit");
             }
