@@ -696,7 +696,10 @@ fn units_in_the_properties_file() {
     .unwrap();
     assert_eq!(cli.run.checkpoint_interval, Duration::from_secs(2));
     assert_eq!(cli.run.max_in_flight_bytes, 16 << 20);
-    assert_eq!(cli.run.rotate_secs, Duration::from_secs(3600));
+    let file = cli
+        .run
+        .handler_group::<rsmld::cli::registry::file::FileArgs>();
+    assert_eq!(file.unwrap().rotate_secs, Duration::from_secs(3600));
     assert_eq!(cli.run.max_inflated_bytes, 8 << 20);
     let (code, err) = run_in(dir.path(), &["check", "--properties", "app.properties"]);
     assert_eq!(

@@ -262,13 +262,16 @@ fn production_properties_template_configures_rsmld() {
         rsmld::cli::config::Cli::parse_with_properties(v).unwrap()
     };
     let cli = args(&[]);
-    assert_eq!(cli.run.handler, Some(rsmld::cli::config::HandlerKind::File));
+    assert_eq!(cli.run.handler.as_deref(), Some("file"));
+    let file = cli
+        .run
+        .handler_group::<rsmld::cli::registry::file::FileArgs>();
     assert_eq!(
-        cli.run.output.as_deref(),
+        file.unwrap().output.as_deref(),
         Some(std::path::Path::new("/var/lib/rsmld/out"))
     );
     assert_eq!(cli.run.max_in_flight, 20000);
-    assert_eq!(cli.run.rotate_bytes, 268435456);
+    assert_eq!(file.unwrap().rotate_bytes, 268435456);
     let cli = args(&[
         "--max-in-flight",
         "7",
@@ -278,7 +281,7 @@ fn production_properties_template_configures_rsmld() {
         "/bin/cat",
     ]);
     assert_eq!(cli.run.max_in_flight, 7);
-    assert_eq!(cli.run.handler, Some(rsmld::cli::config::HandlerKind::Exec));
+    assert_eq!(cli.run.handler.as_deref(), Some("exec"));
     assert_eq!(cli.run.command, vec!["/bin/cat".to_owned()]);
 }
 

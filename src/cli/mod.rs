@@ -9,6 +9,8 @@
 
 pub mod check;
 pub mod config;
+pub mod error;
 pub mod kcl;
 pub mod properties;
+pub mod registry;
 pub mod units;

@@ -24,7 +24,7 @@ pub mod wrappers;
 
 use std::path::Path;
 
-use crate::cli::config::{HandlerKind, OnErrorKind, RunArgs};
+use crate::cli::config::{OnErrorKind, RunArgs};
 use crate::cli::kcl::{self, Kcl, Ty};
 use crate::cli::properties::{
     Diagnostic, Entry, Properties, PropertiesError, RsmldSettings, Severity,
@@ -759,7 +759,7 @@ impl Checker<'_> {
         let Some(run) = run else { return };
         // The discard handler finishes every item at once: nothing to drain. (A compiled-in
         // handler also parses as `--handler discard`, hence the program name test.)
-        if run.handler == Some(HandlerKind::Discard) && self.runs_plain_rsmld() {
+        if run.handler.as_deref() == Some("discard") && self.runs_plain_rsmld() {
             return;
         }
         // Either spelling sets PollingConfig.maxRecords; with both (warned about above)
