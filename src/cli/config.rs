@@ -5,9 +5,14 @@
 //! protocol starts, so that a bad setting is one clear error at start-up rather than a
 //! surprise in the middle of a lease.
 //!
-//! Durations and sizes take human units (`2s`, `500ms`, `8MiB`; see [`units`]); a plain
-//! number keeps its old meaning (seconds, bytes). Every number has bounds, enforced by the
-//! value parsers here, which `--properties` and `rsmld check` use too.
+//! Durations and sizes take human units (`2s`, `500ms`, `8MiB`; see [`units`](super::units)); a
+//! plain number keeps its old meaning (seconds, bytes). Every number has bounds, enforced by
+//! the value parsers here, which `--properties` and `rsmld check` use too.
+//!
+//! The general flags are [`RunArgs`]; each handler's own flags are its group in the
+//! [`registry`] (flattened into [`RunArgs::handler_args`]), and `--handler NAME` is
+//! resolved through it: no handler is built, checked or named here (the error texts that
+//! name one are in [`ConfigError`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -538,6 +543,86 @@ mod tests {
         Cli::try_parse_from(argv)
             .map(|c| c.run)
             .map_err(|e| value_error_reason(&e))
+    }
+
+    /// `--handler NAME` is resolved through the registry; an unknown name is clap's own
+    /// error with its suggestion, exactly as when the names were an enum.
+    #[test]
+    fn unknown_handler_names_the_nearest_one() {
+        let err = Cli::try_parse_from(["rsmld", "--handler", "fil"]).unwrap_err();
+        assert_eq!(
+            err.render().to_string(),
+            "error: invalid value 'fil' for '--handler <HANDLER>'\n  [possible values: discard, file, exec]\n\n  tip: a similar value exists: 'file'\n\nFor more information, try '--help'.\n"
+        );
+        // A name that bypassed the parser (a registry without it) is a configuration error
+        // with the same suggestion, told in terms of the properties file when it came from
+        // there.
+        let mut r = run(&[]).unwrap();
+        r.handler = Some("fil".into());
+        let err = r.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown handler \"fil\", did you mean \"file\"? (known: discard, file, exec)"
+        );
+        let origin = Origin {
+            flag: "handler".into(),
+            path: "app.properties".into(),
+            entry: crate::cli::properties::parse("rsmld.handler = fil").remove(0),
+        };
+        assert_eq!(
+            err.in_terms_of(&[origin]).to_string(),
+            "app.properties:1: rsmld.handler = \"fil\": must be one of discard, file, exec"
+        );
+    }
+
+    /// The handler's own settings decide what the driver gets: exec times out silence
+    /// itself (the pool's watchdog stays off) and gets longer to close.
+    #[test]
+    fn the_chosen_descriptor_sets_timeouts() {
+        let cfg = |args: &[&str]| {
+            let argv = ["rsmld"].iter().chain(args);
+            Cli::try_parse_from(argv)
+                .unwrap()
+                .run
+                .into_driver_config()
+                .unwrap()
+        };
+        let exec = cfg(&[
+            "--handler",
+            "exec",
+            "--item-timeout",
+            "3s",
+            "--",
+            "/bin/cat",
+        ]);
+        assert_eq!(exec.pool.item_timeout, None);
+        assert_eq!(
+            exec.shutdown_timeout,
+            crate::handler::exec::CLOSE_BOUND + Duration::from_secs(1)
+        );
+        let file = cfg(&[
+            "--handler",
+            "file",
+            "--output",
+            "/nonexistent",
+            "--item-timeout",
+            "3s",
+        ]);
+        assert_eq!(file.pool.item_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(file.shutdown_timeout, Duration::from_secs(1));
+        let run = |args: &[&str]| {
+            let argv = ["rsmld"].iter().chain(args);
+            Cli::try_parse_from(argv).unwrap().run
+        };
+        assert_eq!(
+            run(&["--handler", "exec"]).effective_item_timeout(),
+            Some(crate::handler::exec::DEFAULT_ANSWER_TIMEOUT)
+        );
+        assert_eq!(run(&["--handler", "file"]).effective_item_timeout(), None);
+        assert_eq!(
+            run(&["--handler", "exec", "--item-timeout", "0"]).effective_item_timeout(),
+            None
+        );
     }
 
     #[test]

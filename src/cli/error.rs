@@ -23,7 +23,7 @@ pub enum ConfigError {
     NoCommand,
     /// A handler name the registry does not have (the parser's own list normally stops it
     /// first, with the same suggestion).
-    #[error("unknown handler {name:?}{}: the handlers are {valid}", suggestion.as_ref().map(|s| format!(", did you mean {s:?}?")).unwrap_or_default())]
+    #[error("unknown handler {name:?}{} (known: {valid})", suggestion.as_ref().map(|s| format!(", did you mean {s:?}?")).unwrap_or_default())]
     UnknownHandler {
         /// The name given.
         name: String,

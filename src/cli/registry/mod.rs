@@ -449,3 +449,156 @@ impl clap::Args for HandlerArgs {
 pub fn builtin_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(Registry::builtin().possible_values())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::builder::PossibleValuesParser;
+    use clap::CommandFactory as _;
+
+    use super::*;
+    use crate::cli::config::Cli;
+    use crate::handler::discard::DiscardFactory;
+
+    /// A handler of a library user's kind: its own flag, its own key.
+    #[derive(Clone, Debug, clap::Args)]
+    struct EchoArgs {
+        /// Echo handler: where to echo.
+        #[arg(long)]
+        echo_to: Option<String>,
+    }
+
+    impl HandlerGroup for EchoArgs {
+        fn check(&self, _: &General<'_>) -> Result<(), ConfigError> {
+            match self.echo_to {
+                Some(_) => Ok(()),
+                None => Err(ConfigError::Invalid(
+                    "--handler echo needs --echo-to".into(),
+                )),
+            }
+        }
+        fn build(&self, _: &General<'_>) -> Result<Arc<dyn HandlerFactory>, ConfigError> {
+            Ok(Arc::new(DiscardFactory::new()))
+        }
+    }
+
+    fn general() -> General<'static> {
+        General {
+            command: &[],
+            max_in_flight: 1,
+            item_timeout: None,
+        }
+    }
+
+    #[test]
+    fn builtins_have_their_names_headings_and_keys() {
+        let got: Vec<(&str, Option<&str>, Vec<String>)> = Registry::builtin()
+            .iter()
+            .map(|d| (d.name(), d.heading(), d.keys()))
+            .collect();
+        let want: [(&str, Option<&str>, &[&str]); 3] = [
+            ("discard", None, &[]),
+            (
+                "file",
+                Some("File handler"),
+                &["rsmld.output", "rsmld.rotate_bytes", "rsmld.rotate_secs"],
+            ),
+            (
+                "exec",
+                Some("Exec handler"),
+                &["rsmld.exec_framing", "rsmld.exec.command"],
+            ),
+        ];
+        let want: Vec<(&str, Option<&str>, Vec<String>)> = want
+            .iter()
+            .map(|(n, h, k)| (*n, *h, k.iter().map(|k| (*k).to_owned()).collect()))
+            .collect();
+        assert_eq!(got, want);
+        let exec = Registry::builtin().get("exec").unwrap();
+        assert!(exec.enforces_item_timeout());
+        assert_eq!(
+            exec.default_item_timeout(),
+            Some(crate::handler::exec::DEFAULT_ANSWER_TIMEOUT)
+        );
+        assert!(Registry::builtin().get("nope").is_none());
+    }
+
+    /// Each handler's flags are in its own section of `--help`, after the general ones.
+    #[test]
+    fn each_group_is_shown_under_its_heading() {
+        let help = Cli::command().render_long_help().to_string();
+        let at = |s: &str| {
+            help.find(s)
+                .unwrap_or_else(|| panic!("{s:?} not in --help:\n{help}"))
+        };
+        let (options, file, exec) = (
+            at("\nOptions:\n"),
+            at("\nFile handler:\n"),
+            at("\nExec handler:\n"),
+        );
+        assert!(options < at("--handler <HANDLER>") && at("--item-timeout") < file);
+        for flag in ["--output <OUTPUT>", "--rotate-bytes", "--rotate-secs"] {
+            assert!(
+                (file..exec).contains(&at(flag)),
+                "{flag} not under File handler"
+            );
+        }
+        assert!(
+            exec < at("--exec-framing"),
+            "--exec-framing not under Exec handler"
+        );
+        Cli::command().debug_assert();
+    }
+
+    /// The seam a library user's handler will use: a registry with a handler of its own,
+    /// whose flags, keys, values and build come with it.
+    #[test]
+    fn a_registry_takes_a_handler_with_its_own_flags() {
+        let registry = Registry::new().with(discard::descriptor()).with(
+            HandlerDescriptor::new::<EchoArgs>("echo", "Echo items").with_heading("Echo handler"),
+        );
+        let handler = clap::Arg::new("handler")
+            .long("handler")
+            .value_parser(PossibleValuesParser::new(registry.possible_values()));
+        let cmd = registry.augment(clap::Command::new("custom").arg(handler));
+        assert_eq!(registry.get("echo").unwrap().keys(), ["rsmld.echo_to"]);
+        // `rsmld.echo.to` and `rsmld.echo_to` both name --echo-to.
+        assert_eq!(crate::cli::properties::flag_of("echo.to"), "echo-to");
+
+        let m = cmd
+            .clone()
+            .try_get_matches_from(["custom", "--handler", "echo", "--echo-to", "there"])
+            .unwrap();
+        let args = registry.parse(&m).unwrap();
+        assert_eq!(args.names(), ["discard", "echo"]);
+        let echo = args.group::<EchoArgs>().unwrap();
+        assert_eq!(echo.echo_to.as_deref(), Some("there"));
+        let chosen = args.get("echo").unwrap();
+        assert_eq!(chosen.descriptor().name(), "echo");
+        chosen.check(&general()).unwrap();
+        chosen.build(&general()).unwrap();
+
+        let m = cmd
+            .clone()
+            .try_get_matches_from(["custom", "--handler", "echo"])
+            .unwrap();
+        let err = registry
+            .parse(&m)
+            .unwrap()
+            .get("echo")
+            .unwrap()
+            .check(&general());
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "--handler echo needs --echo-to"
+        );
+
+        let err = cmd
+            .try_get_matches_from(["custom", "--handler", "ech"])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("tip: a similar value exists: 'echo'"),
+            "{err}"
+        );
+    }
+}
