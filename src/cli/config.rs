@@ -21,14 +21,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use super::error::{ConfigError, Origin};
+#[cfg(doc)]
+use super::registry::HandlerDescriptor;
 use super::registry::{self, Chosen, General, HandlerArgs, HandlerGroup};
 use super::units::{bytes_usize, count_usize};
 pub use super::units::{parse_bytes_in, parse_count_in, parse_duration_in, parse_seconds_in};
 use crate::cli::properties::{self, Diagnostic, Properties, PropertiesError, RsmldSettings};
 use crate::driver::DriverConfig;
 use crate::handler::delay::DelayFactory;
-#[cfg(doc)]
-use crate::handler::exec::DEFAULT_ANSWER_TIMEOUT;
 use crate::pool::{OnError, PoolConfig};
 use crate::protocol::session::{OnDuplicate, SessionConfig};
 use crate::split::{SplitMode, Splitter, DEFAULT_MAX_ITEMS_PER_RECORD};
@@ -399,8 +399,9 @@ fn parse_kpl_max_bytes(s: &str) -> Result<usize, String> {
 
 impl RunArgs {
     /// The item timeout in force: `--item-timeout` when given (0: none), else the chosen
-    /// handler's default ([`DEFAULT_ANSWER_TIMEOUT`] for exec: the silence between a
-    /// child's answers; none for the others: the length of one handler call).
+    /// handler's default ([`HandlerDescriptor::default_item_timeout`]: 20s for exec, the
+    /// silence between a child's answers; none for the others, the length of one handler
+    /// call).
     pub fn effective_item_timeout(&self) -> Option<Duration> {
         match self.item_timeout {
             Some(t) => (!t.is_zero()).then_some(t),
