@@ -601,4 +601,51 @@ mod tests {
             "{err}"
         );
     }
+
+    /// Issue 15's custom binary, sketched on today's types: rsmld's command line under its
+    /// own name, with one more handler, its flags under its heading, parsed into the same
+    /// `RunArgs` and built into the driver's configuration.
+    #[test]
+    fn rsmlds_command_line_takes_one_more_handler() {
+        let registry = Registry::new()
+            .with(discard::descriptor())
+            .with(file::descriptor())
+            .with(exec::descriptor())
+            .with(
+                HandlerDescriptor::new::<EchoArgs>("echo", "Echo items")
+                    .with_heading("Echo handler"),
+            );
+        let extra =
+            HandlerDescriptor::new::<EchoArgs>("echo", "Echo items").with_heading("Echo handler");
+        let cmd = extra
+            .augment(Cli::command())
+            .name("echo-processor")
+            .version("9.9.9")
+            .mut_arg("handler", |a| {
+                a.value_parser(PossibleValuesParser::new(registry.possible_values()))
+            });
+        let help = cmd.clone().render_long_help().to_string();
+        assert!(
+            help.contains("\nEcho handler:\n      --echo-to <ECHO_TO>"),
+            "{help}"
+        );
+        assert!(help.contains("- echo:    Echo items"), "{help}");
+        assert_eq!(cmd.clone().render_version(), "echo-processor 9.9.9\n");
+
+        let argv = [
+            "echo-processor",
+            "--handler",
+            "echo",
+            "--echo-to",
+            "x",
+            "--workers",
+            "3",
+        ];
+        let m = cmd.try_get_matches_from(argv).unwrap();
+        let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
+        cli.run.handler_args = registry.parse(&m).unwrap();
+        assert_eq!(cli.run.handler.as_deref(), Some("echo"));
+        let config = cli.run.into_driver_config().unwrap();
+        assert_eq!(config.pool.workers, 3);
+    }
 }
