@@ -1,4 +1,4 @@
-//! The exec guard (src/guard.rs): no handler process outlives rsmld, not even a
+//! The exec guard (src/process/guard.rs): no handler process outlives rsmld, not even a
 //! SIGKILLed one (a shell's `sleep`, a helper in its own session, one that also cleared
 //! its environment), and with the guard in between rsmld reports what it did without
 //! one: the command's pid, its exit status or signal, start-up errors, a closed stdout
