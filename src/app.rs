@@ -20,7 +20,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{CheckArgs, Cli, Command, GenerateCommand, KplCommand};
+use crate::cli::config::{CheckArgs, Cli, Command, GenerateCommand, KplCommand};
 use crate::handler::HandlerFactory;
 
 static SHARD: OnceLock<String> = OnceLock::new();
@@ -39,8 +39,11 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
     // The exec guard (hidden: not a clap subcommand, never in --help) is this same
     // program started again by the exec handler; it must not parse flags or log.
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if raw.get(1).is_some_and(|a| a == crate::guard::SUBCOMMAND) {
-        return crate::guard::main(&raw[2..]);
+    if raw
+        .get(1)
+        .is_some_and(|a| a == crate::process::guard::SUBCOMMAND)
+    {
+        return crate::process::guard::main(&raw[2..]);
     }
     let mut argv: Vec<String> = std::env::args().collect();
     if handlers.is_some()
@@ -88,8 +91,8 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
 /// `rsmld check`: the report on stderr (stdout stays free, as in every rsmld mode), one
 /// line per finding, or one `ok` line; exit 1 on any error.
 fn check(args: &CheckArgs) -> ExitCode {
-    let kcl: crate::check::kcl::Kcl = args.kcl.into();
-    match crate::check::check_file(&args.properties, kcl) {
+    let kcl: crate::cli::kcl::Kcl = args.kcl.into();
+    match crate::cli::check::check_file(&args.properties, kcl) {
         Ok(report) => {
             for d in &report.diagnostics {
                 eprintln!("{d}");
@@ -145,8 +148,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             EXIT_FAILURE
         };
     }
-    if e.downcast_ref::<crate::config::ConfigError>().is_some()
-        || e.downcast_ref::<crate::check::prereq::PrerequisitesError>()
+    if e.downcast_ref::<crate::cli::config::ConfigError>()
+        .is_some()
+        || e.downcast_ref::<crate::cli::check::prereq::PrerequisitesError>()
             .is_some()
     {
         return EXIT_USAGE;
@@ -178,17 +182,17 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             if handlers.is_some() {
                 needs.handler = None;
             }
-            crate::check::prereq::startup(&needs)?;
+            crate::cli::check::prereq::startup(&needs)?;
             let mut config = cli.run.into_driver_config()?;
             if let Some(h) = handlers {
                 config.handlers = h;
             }
             crate::sys::tune_allocator();
             crate::sys::ignore_termination_signals();
-            if !crate::reaper::become_subreaper() {
+            if !crate::process::reaper::become_subreaper() {
                 log::debug!("cannot become a child subreaper; orphaned handler descendants re-parent to init");
             }
-            if !crate::guard::enable_self() {
+            if !crate::process::guard::enable_self() {
                 log::debug!("no /proc/self/exe: exec handler children start without a guard");
             }
             if let Some(size) = crate::sys::enlarge_stdin_pipe(4 << 20) {
@@ -200,7 +204,7 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
             }));
             let result = crate::driver::run(config, std::io::stdin(), protocol_out);
             // Whatever the outcome, no handler process outlives rsmld.
-            let swept = crate::reaper::sweep();
+            let swept = crate::process::reaper::sweep();
             if swept > 0 {
                 log::warn!("killed {swept} handler process(es) still running at exit");
             }

@@ -44,19 +44,16 @@
 //! last checkpoint.
 
 pub mod app;
-pub mod check;
 pub mod checkpoint;
-pub mod config;
+pub mod cli;
 pub mod driver;
-pub mod guard;
 pub mod handler;
 pub mod item;
 pub mod json;
 pub mod kpl;
 pub mod pool;
-pub mod properties;
+pub mod process;
 pub mod protocol;
-pub mod reaper;
 pub mod split;
 pub mod sys;
 pub mod telemetry;

@@ -688,7 +688,7 @@ fn units_in_the_properties_file() {
     );
     let dir = setup(&lines);
     let path = dir.path().join("app.properties");
-    let cli = rsmld::config::Cli::parse_with_properties(vec![
+    let cli = rsmld::cli::config::Cli::parse_with_properties(vec![
         "rsmld".into(),
         "--properties".into(),
         path.display().to_string(),
@@ -696,7 +696,10 @@ fn units_in_the_properties_file() {
     .unwrap();
     assert_eq!(cli.run.checkpoint_interval, Duration::from_secs(2));
     assert_eq!(cli.run.max_in_flight_bytes, 16 << 20);
-    assert_eq!(cli.run.rotate_secs, Duration::from_secs(3600));
+    let file = cli
+        .run
+        .handler_group::<rsmld::cli::registry::file::FileArgs>();
+    assert_eq!(file.unwrap().rotate_secs, Duration::from_secs(3600));
     assert_eq!(cli.run.max_inflated_bytes, 8 << 20);
     let (code, err) = run_in(dir.path(), &["check", "--properties", "app.properties"]);
     assert_eq!(

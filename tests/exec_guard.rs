@@ -1,11 +1,11 @@
-//! The exec guard (src/guard.rs): no handler process outlives rsmld, not even a
+//! The exec guard (src/process/guard.rs): no handler process outlives rsmld, not even a
 //! SIGKILLed one (a shell's `sleep`, a helper in its own session, one that also cleared
 //! its environment), and with the guard in between rsmld reports what it did without
 //! one: the command's pid, its exit status or signal, start-up errors, a closed stdout
 //! or stdin, the signal dispositions and mask the command starts with.
 //!
 //! Through the binary (which always uses the guard) and in-process with
-//! `rsmld::guard::enable` pointed at the built binary.
+//! `rsmld::process::guard::enable` pointed at the built binary.
 
 mod common;
 
@@ -251,7 +251,7 @@ fn binary_reports_the_commands_pid_and_status() {
 // ---------------------------------------------------------------- in-process, guarded
 
 fn guarded() {
-    rsmld::guard::enable(Some(rsmld_bin()));
+    rsmld::process::guard::enable(Some(rsmld_bin()));
 }
 
 fn item(n: u64, key: &'static str) -> Item<'static> {
@@ -546,7 +546,7 @@ fn measure_start_cost() {
     for guard in [false, true, false, true] {
         // RSMLD_GUARD_BIN: measure another build of the guard (e.g. target/release/rsmld).
         let bin = std::env::var_os("RSMLD_GUARD_BIN").map_or_else(rsmld_bin, Into::into);
-        rsmld::guard::enable(guard.then_some(bin));
+        rsmld::process::guard::enable(guard.then_some(bin));
         let (mut starts, mut closes): (Vec<Duration>, Vec<Duration>) = (0..30)
             .map(|i| {
                 let t = Instant::now();

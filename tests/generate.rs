@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 
 use clap::CommandFactory as _;
-use rsmld::config::Cli;
+use rsmld::cli::config::Cli;
 
 fn rsmld(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rsmld"))

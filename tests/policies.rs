@@ -259,16 +259,19 @@ fn production_properties_template_configures_rsmld() {
             path.display().to_string(),
         ];
         v.extend(extra.iter().map(|s| s.to_string()));
-        rsmld::config::Cli::parse_with_properties(v).unwrap()
+        rsmld::cli::config::Cli::parse_with_properties(v).unwrap()
     };
     let cli = args(&[]);
-    assert_eq!(cli.run.handler, Some(rsmld::config::HandlerKind::File));
+    assert_eq!(cli.run.handler.as_deref(), Some("file"));
+    let file = cli
+        .run
+        .handler_group::<rsmld::cli::registry::file::FileArgs>();
     assert_eq!(
-        cli.run.output.as_deref(),
+        file.unwrap().output.as_deref(),
         Some(std::path::Path::new("/var/lib/rsmld/out"))
     );
     assert_eq!(cli.run.max_in_flight, 20000);
-    assert_eq!(cli.run.rotate_bytes, 268435456);
+    assert_eq!(file.unwrap().rotate_bytes, 268435456);
     let cli = args(&[
         "--max-in-flight",
         "7",
@@ -278,7 +281,7 @@ fn production_properties_template_configures_rsmld() {
         "/bin/cat",
     ]);
     assert_eq!(cli.run.max_in_flight, 7);
-    assert_eq!(cli.run.handler, Some(rsmld::config::HandlerKind::Exec));
+    assert_eq!(cli.run.handler.as_deref(), Some("exec"));
     assert_eq!(cli.run.command, vec!["/bin/cat".to_owned()]);
 }
 
@@ -290,7 +293,7 @@ fn kcl2_properties_template_configures_rsmld_like_the_kcl3_one() {
     let run = |name: &str| {
         let path = dir.join(name);
         let text = std::fs::read_to_string(&path).unwrap();
-        let cli = rsmld::config::Cli::parse_with_properties(vec![
+        let cli = rsmld::cli::config::Cli::parse_with_properties(vec![
             "rsmld".to_owned(),
             "--properties".to_owned(),
             path.display().to_string(),

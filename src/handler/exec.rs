@@ -45,7 +45,7 @@
 //!   rsmld ignores itself ([`crate::sys::IGNORED_SIGNALS`]: SIGINT, SIGTERM, SIGHUP,
 //!   SIGPIPE, SIGXFSZ) has its default disposition in the child: it does not inherit that. The child's parent-death signal is SIGKILL: if rsmld dies, even by
 //!   SIGKILL, the child dies with it. Under the binary the child's parent is an exec
-//!   guard ([`crate::guard`]) that kills the child's descendants too when rsmld dies.
+//!   guard ([`crate::process::guard`]) that kills the child's descendants too when rsmld dies.
 //! - **End**: stdin EOF means "exit now". A child still running [`CLOSE_EOF_GRACE`] later
 //!   gets SIGTERM (its whole process group), and [`CLOSE_TERM_GRACE`] after that SIGKILL:
 //!   closing takes at most [`CLOSE_BOUND`] (2 s), because the daemon waits for rsmld
@@ -110,8 +110,8 @@
 //!   yet reaped, so its id cannot have been reused. Descendants that leave the group
 //!   (`setsid`) are found by the `RSMLD_EXEC_CHILD` tag they inherit and killed with
 //!   the child; the binary's subreaper keeps them our descendants even after the child
-//!   died, and its final sweep kills whatever is left ([`crate::reaper`]). Under the
-//!   binary each child runs below an exec guard ([`crate::guard`]), which leads the
+//!   died, and its final sweep kills whatever is left ([`crate::process::reaper`]). Under the
+//!   binary each child runs below an exec guard ([`crate::process::guard`]), which leads the
 //!   process group (so the group id rsmld signals is the guard's pid, reaped by rsmld)
 //!   and kills every descendant when rsmld dies, even by SIGKILL; logs and errors still
 //!   name the command's own pid and status.
@@ -159,12 +159,8 @@ const WRITE_AHEAD: usize = 64 * 1024;
 /// a whole batch line of a few hundred items goes in without rsmld waiting for the child
 /// to drain the pipe (the default 64 KiB made both wake each other per 64 KiB).
 const PIPE_BUFFER: usize = 1 << 20;
-/// The environment variable that tags a child and its descendants.
-const CHILD_TAG: &str = "RSMLD_EXEC_CHILD";
 /// Set to `1` in the children's environment unless rsmld's own environment has it.
 const PYTHON_UNBUFFERED: &str = "PYTHONUNBUFFERED";
-/// Children started by this process so far (the tag's value).
-static CHILDREN_STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Longest answer line read; a longer one is garbage.
 const MAX_ACK_LINE: usize = 64 * 1024;
 /// Longest stderr line forwarded as one log line; longer ones are split.
@@ -354,7 +350,7 @@ fn signal_group(pgid: u32, signal: libc::c_int) {
 /// is left re-parented to rsmld), or, without a guard, by SIGKILL to the group. `end`
 /// always follows with SIGKILL to the group.
 fn kill_group(pgid: u32) {
-    if !crate::guard::request_sweep(pgid) {
+    if !crate::process::guard::request_sweep(pgid) {
         signal_group(pgid, libc::SIGKILL);
     }
 }
@@ -771,15 +767,11 @@ impl ExecHandler {
         let Some((program, args)) = self.options.command.split_first() else {
             return Err(spawn_error("no command given".into()));
         };
-        let tag = format!(
-            "{}.{}",
-            std::process::id(),
-            CHILDREN_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
-        );
-        // Under the binary, the command runs under an exec guard (crate::guard), which
+        let tag = crate::process::tag::next();
+        // Under the binary, the command runs under an exec guard (crate::process::guard), which
         // gets everything set up here and passes it on: the environment, the pipes, the
         // signal dispositions; the guard leads the process group.
-        let (mut cmd, launch) = match crate::guard::Launch::command(program, args) {
+        let (mut cmd, launch) = match crate::process::guard::Launch::command(program, args) {
             Ok(Some((cmd, launch))) => (cmd, Some(launch)),
             Ok(None) => {
                 let mut cmd = Command::new(program);
@@ -788,7 +780,7 @@ impl ExecHandler {
             }
             Err(e) => return Err(spawn_error(format!("cannot start its exec guard: {e}"))),
         };
-        cmd.env(CHILD_TAG, &tag)
+        cmd.env(crate::process::tag::CHILD_TAG, &tag)
             .env("RSMLD_SHARD_ID", &self.ctx.shard_id)
             .env("RSMLD_WORKER", self.ctx.worker.to_string())
             .env("RSMLD_WORKERS", self.ctx.workers.to_string())
@@ -829,13 +821,13 @@ impl ExecHandler {
                 Ok(())
             });
         }
-        let mut child =
-            crate::reaper::spawn_managed(&mut cmd).map_err(|e| spawn_error(e.to_string()))?;
+        let mut child = crate::process::reaper::spawn_managed(&mut cmd)
+            .map_err(|e| spawn_error(e.to_string()))?;
         let leader = child.id();
         let pid = match launch.map(|l| l.started()) {
             None => leader,
             Some(Ok(pid)) => {
-                crate::guard::register(leader);
+                crate::process::guard::register(leader);
                 pid
             }
             Some(Err(e)) => {
@@ -843,7 +835,7 @@ impl ExecHandler {
                 // group in case it did not report at all (it is not reaped yet).
                 kill_group(leader);
                 let _ = child.wait();
-                crate::reaper::release(leader);
+                crate::process::reaper::release(leader);
                 return Err(spawn_error(e.to_string()));
             }
         };
@@ -931,12 +923,12 @@ impl ExecHandler {
         // Not reaped yet, so the group id is still ours. The guard, if any, kills every
         // descendant of the command (also those that left the group and the tag behind);
         // the group's SIGKILL after it is the fallback, and without a guard the kill.
-        if !has_exited(running.leader) && crate::guard::request_sweep(running.leader) {
-            Self::wait_exit(running.leader, crate::guard::SWEEP_GRACE);
+        if !has_exited(running.leader) && crate::process::guard::request_sweep(running.leader) {
+            Self::wait_exit(running.leader, crate::process::guard::SWEEP_GRACE);
         }
         signal_group(running.leader, libc::SIGKILL);
         // And those that left the group.
-        crate::reaper::kill_tagged(CHILD_TAG, &running.tag);
+        crate::process::reaper::kill_tagged(crate::process::tag::CHILD_TAG, &running.tag);
         let status = match running.child.wait() {
             Ok(status) => Some(status),
             Err(e) => {
@@ -948,9 +940,9 @@ impl ExecHandler {
                 None
             }
         };
-        crate::reaper::release(running.leader);
-        crate::guard::forget(running.leader);
-        crate::reaper::reap_orphans();
+        crate::process::reaper::release(running.leader);
+        crate::process::guard::forget(running.leader);
+        crate::process::reaper::reap_orphans();
         Ended {
             status,
             by_itself,
@@ -986,7 +978,7 @@ impl ExecHandler {
     /// Before a batch: restarts a child that died or spoke while idle, and starts one if
     /// there is none (after the backoff of the last failure).
     fn ensure_child(&mut self) -> Result<(), BatchError> {
-        crate::reaper::reap_orphans_now_and_then();
+        crate::process::reaper::reap_orphans_now_and_then();
         if let Some(running) = self.child.as_mut() {
             let stray = match running.acks.try_recv() {
                 Ok(Event::Ack { unit, .. } | Event::ItemErr { unit, .. }) => {

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rsmld::checkpoint::RecordId;
-use rsmld::config::Cli;
+use rsmld::cli::config::Cli;
 use rsmld::handler::{Handler, WorkerContext};
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage};
 use rsmld::protocol::sequence::{Esn, SequenceNumber};

@@ -5,11 +5,14 @@
 //! protocol starts, so that a bad setting is one clear error at start-up rather than a
 //! surprise in the middle of a lease.
 //!
-//! Durations and sizes take human units (`2s`, `500ms`, `8MiB`; see [`units`]); a plain
-//! number keeps its old meaning (seconds, bytes). Every number has bounds, enforced by the
-//! value parsers here, which `--properties` and `rsmld check` use too.
-
-pub mod units;
+//! Durations and sizes take human units (`2s`, `500ms`, `8MiB`; see [`units`](super::units)); a
+//! plain number keeps its old meaning (seconds, bytes). Every number has bounds, enforced by
+//! the value parsers here, which `--properties` and `rsmld check` use too.
+//!
+//! The general flags are [`RunArgs`]; each handler's own flags are its group in the
+//! [`registry`] (flattened into [`RunArgs::handler_args`]), and `--handler NAME` is
+//! resolved through it: no handler is built, checked or named here (the error texts that
+//! name one are in [`ConfigError`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,16 +20,16 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use super::error::{ConfigError, Origin};
+#[cfg(doc)]
+use super::registry::HandlerDescriptor;
+use super::registry::{self, Chosen, General, HandlerArgs, HandlerGroup};
+use super::units::{bytes_usize, count_usize};
+pub use super::units::{parse_bytes_in, parse_count_in, parse_duration_in, parse_seconds_in};
+use crate::cli::properties::{self, Diagnostic, Properties, PropertiesError, RsmldSettings};
 use crate::driver::DriverConfig;
-use crate::handler::discard::DiscardFactory;
-use crate::handler::exec::{
-    ExecFactory, ExecFraming, ExecOptions, CLOSE_BOUND, DEFAULT_ANSWER_TIMEOUT,
-    DEFAULT_STALL_WARNING,
-};
-use crate::handler::file::{FileFactory, FileOptions};
-use crate::handler::{delay::DelayFactory, HandlerFactory};
+use crate::handler::delay::DelayFactory;
 use crate::pool::{OnError, PoolConfig};
-use crate::properties::{self, Diagnostic, Entry, Properties, PropertiesError, RsmldSettings};
 use crate::protocol::session::{OnDuplicate, SessionConfig};
 use crate::split::{SplitMode, Splitter, DEFAULT_MAX_ITEMS_PER_RECORD};
 
@@ -102,11 +105,11 @@ pub enum KclArg {
     V3,
 }
 
-impl From<KclArg> for crate::check::kcl::Kcl {
+impl From<KclArg> for crate::cli::kcl::Kcl {
     fn from(k: KclArg) -> Self {
         match k {
-            KclArg::V2 => crate::check::kcl::Kcl::V2,
-            KclArg::V3 => crate::check::kcl::Kcl::V3,
+            KclArg::V2 => crate::cli::kcl::Kcl::V2,
+            KclArg::V3 => crate::cli::kcl::Kcl::V3,
         }
     }
 }
@@ -123,17 +126,6 @@ pub enum KplCommand {
         #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_kpl_max_bytes)]
         max_bytes: usize,
     },
-}
-
-/// Which handler processes items.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum HandlerKind {
-    /// Count items and drop them.
-    Discard,
-    /// Append one JSON line per item under --output (a durable, rotated archive).
-    File,
-    /// Pipe items to a long-lived child per worker: `--handler exec -- COMMAND [ARGS...]`.
-    Exec,
 }
 
 /// Record processor flags.
@@ -172,8 +164,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 5, value_parser = parse_checkpoint_retries)]
     pub checkpoint_retries: u32,
     /// What to do with items.
-    #[arg(long, value_enum)]
-    pub handler: Option<HandlerKind>,
+    #[arg(long, value_parser = registry::builtin_names())]
+    pub handler: Option<String>,
     /// How records become items.
     #[arg(long, value_enum, default_value_t = SplitMode::Kpl)]
     pub split: SplitMode,
@@ -185,17 +177,6 @@ pub struct RunArgs {
     /// with more is delivered whole, with a warning (1..=10000000).
     #[arg(long, default_value_t = DEFAULT_MAX_ITEMS_PER_RECORD as u32, value_parser = parse_max_items_per_record)]
     pub max_items_per_record: u32,
-    /// Output directory of the file handler.
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-    /// File handler: start a new file at this size (a size: 256MiB, 1GiB; plain bytes;
-    /// 0: never; else 1KiB..=1TiB).
-    #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = parse_rotate_bytes)]
-    pub rotate_bytes: u64,
-    /// File handler: start a new file after this long (a duration: 1h, 15m; a plain number
-    /// is seconds; 0: never; else 1s..=7d).
-    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_rotate_secs)]
-    pub rotate_secs: Duration,
     /// Most items handed to a handler at once (1..=100000).
     #[arg(long, default_value_t = 500, value_parser = parse_batch_size)]
     pub batch_size: usize,
@@ -227,10 +208,6 @@ pub struct RunArgs {
     /// A record delivered twice in one lease: skip it (with a warning) or fail.
     #[arg(long, value_enum, default_value_t = OnDuplicate::Skip)]
     pub on_duplicate: OnDuplicate,
-    /// Exec handler: one item per line, or one line per batch (`{"batch":N,"items":[…]}`,
-    /// one answer per batch).
-    #[arg(long, value_enum, default_value_t = ExecFraming::Item)]
-    pub exec_framing: ExecFraming,
     /// Exec handler: the command and its arguments, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -239,6 +216,9 @@ pub struct RunArgs {
     /// duration: 50ms; 0ms..=10s).
     #[arg(long, hide = true, value_parser = parse_debug_delay_ms)]
     pub debug_delay_ms: Option<u64>,
+    /// Each handler's own flags (see [`registry`]), shown under the handler's heading.
+    #[command(flatten)]
+    pub handler_args: HandlerArgs,
     /// The settings that came from `--properties` (for messages that name their key).
     #[arg(skip)]
     pub origins: Vec<Origin>,
@@ -253,94 +233,6 @@ pub enum OnErrorKind {
     Retry,
     /// Dead-letter the item and count it done.
     Skip,
-}
-
-/// A setting that cannot work.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// No handler chosen.
-    #[error("no handler: pass --handler discard or --handler file --output DIR")]
-    NoHandler,
-    /// File handler without a directory.
-    #[error("--handler file needs --output DIR")]
-    NoOutput,
-    /// Skip policy without a directory.
-    #[error("--on-error skip needs --dead-letter DIR")]
-    NoDeadLetter,
-    /// Exec handler without a command.
-    #[error("--handler exec needs a command after --, e.g. --handler exec -- /opt/app/handle.py")]
-    NoCommand,
-    /// A nonsensical number.
-    #[error("{0}")]
-    Invalid(String),
-    /// A setting from the properties file that cannot work, named as the user wrote it.
-    #[error("{path}:{line}: {message}")]
-    InFile {
-        /// The properties file.
-        path: String,
-        /// The line of the key.
-        line: usize,
-        /// The message, with `rsmld.*` keys in place of flags.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    /// The flags (long names without dashes) the error is about, most specific first.
-    pub fn flags(&self) -> &'static [&'static str] {
-        match self {
-            ConfigError::NoHandler => &["handler"],
-            ConfigError::NoOutput => &["handler", "output"],
-            ConfigError::NoDeadLetter => &["on-error", "dead-letter"],
-            ConfigError::NoCommand => &["handler", "command"],
-            ConfigError::Invalid(_) | ConfigError::InFile { .. } => &[],
-        }
-    }
-
-    /// The same error told in terms of the properties file when one of its flags came from
-    /// there: the file, the line and the key as written (`rsmld.handler`), not a flag the
-    /// user never typed.
-    pub fn in_terms_of(self, origins: &[Origin]) -> ConfigError {
-        let Some(origin) = self
-            .flags()
-            .iter()
-            .find_map(|f| origins.iter().find(|o| o.flag == *f))
-        else {
-            return self;
-        };
-        let key = |flag: &str| match origins.iter().find(|o| o.flag == flag) {
-            Some(o) if flag != "command" => o.entry.key.clone(),
-            _ if flag == "command" => properties::EXEC_COMMAND_KEY.to_owned(),
-            _ => format!("rsmld.{}", flag.replace('-', "_")),
-        };
-        let message = match &self {
-            ConfigError::NoHandler => {
-                format!("no handler: set {} = discard, file or exec", key("handler"))
-            }
-            ConfigError::NoOutput => format!(
-                "{} = file needs {} (the output directory)",
-                key("handler"),
-                key("output")
-            ),
-            ConfigError::NoDeadLetter => format!(
-                "{} = skip needs {} (the dead-letter directory)",
-                key("on-error"),
-                key("dead-letter")
-            ),
-            ConfigError::NoCommand => format!(
-                "{} = exec needs {} (or a command after -- in executableName)",
-                key("handler"),
-                key("command")
-            ),
-            ConfigError::Invalid(m) => m.clone(),
-            ConfigError::InFile { message, .. } => message.clone(),
-        };
-        ConfigError::InFile {
-            path: origin.path.clone(),
-            line: origin.entry.line,
-            message,
-        }
-    }
 }
 
 impl Cli {
@@ -360,18 +252,6 @@ impl Cli {
         }
         Ok(merge_file_settings(&argv, &props.path, &settings)?)
     }
-}
-
-/// One setting that came from the properties file (and was not overridden on the command
-/// line): where it is, for messages that name the key the user wrote.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
-    /// Long flag name without dashes (`output`).
-    pub flag: String,
-    /// The properties file.
-    pub path: String,
-    /// The entry: its line and its key as written (`rsmld.output`).
-    pub entry: Entry,
 }
 
 /// The long flags rsmld reads from `rsmld.*` keys (without dashes).
@@ -462,105 +342,6 @@ pub fn merge_file_settings(
     Ok(cli)
 }
 
-/// Parses a duration (`2s`, `500ms`, `1m30s`; a plain number is seconds, fractions allowed:
-/// `0.25`, `60`) within `min..=max` seconds; `0` is also accepted when `zero_ok` (it means
-/// "off" or "at once" for those settings).
-///
-/// Rejects what `f64` parsing would let through but no setting can mean: NaN, infinities,
-/// negative and absurdly large values (a `Duration` that overflows `Instant` arithmetic
-/// later would panic in the middle of a lease).
-///
-/// `min` and `max` are the flag's constant bounds: finite and not negative
-/// (`Duration::from_secs_f64` panics otherwise).
-pub fn parse_seconds_in(s: &str, min: f64, max: f64, zero_ok: bool) -> Result<Duration, String> {
-    parse_duration_in(
-        s,
-        Duration::from_secs_f64(min),
-        Duration::from_secs_f64(max),
-        zero_ok,
-        Duration::from_secs(1),
-    )
-}
-
-/// Parses a duration within `min..=max` (or zero when `zero_ok`); a plain number counts in
-/// `plain_unit`. The error names the range in human units (`must be 0 or 10ms..=1d`).
-pub fn parse_duration_in(
-    s: &str,
-    min: Duration,
-    max: Duration,
-    zero_ok: bool,
-    plain_unit: Duration,
-) -> Result<Duration, String> {
-    let range = || {
-        let zero = if zero_ok && !min.is_zero() {
-            "0 or "
-        } else {
-            ""
-        };
-        let (min, max) = (units::format_duration(min), units::format_duration(max));
-        format!("must be {zero}{min}..={max}")
-    };
-    let v = match units::parse_duration(s, plain_unit) {
-        Ok(v) => v,
-        Err(e @ units::UnitError::TooLarge(_)) => return Err(format!("{e}: {}", range())),
-        Err(e) => return Err(e.to_string()),
-    };
-    if (min..=max).contains(&v) || (zero_ok && v.is_zero()) {
-        return Ok(v);
-    }
-    Err(format!(
-        "{} is out of range: {}",
-        units::format_duration(v),
-        range()
-    ))
-}
-
-/// Parses a size (`8MiB`, `64KiB`, `1GB`; a plain number is bytes) within `min..=max`;
-/// `0` is also accepted when `zero_ok`. The error names the range in IEC units.
-pub fn parse_bytes_in(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<u64, String> {
-    let range = || {
-        let zero = if zero_ok && min > 0 { "0 or " } else { "" };
-        let (min, max) = (units::format_size(min), units::format_size(max));
-        format!("must be {zero}{min}..={max}")
-    };
-    let v = match units::parse_size(s) {
-        Ok(v) => v,
-        Err(e @ units::UnitError::TooLarge(_)) => return Err(format!("{e}: {}", range())),
-        Err(e) => return Err(e.to_string()),
-    };
-    if (min..=max).contains(&v) || (zero_ok && v == 0) {
-        return Ok(v);
-    }
-    Err(format!(
-        "{} is out of range: {}",
-        units::format_size(v),
-        range()
-    ))
-}
-
-fn bytes_usize(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<usize, String> {
-    let v = parse_bytes_in(s, min, max, zero_ok)?;
-    usize::try_from(v).map_err(|_| format!("{v} does not fit this machine's address size"))
-}
-
-/// Parses a whole number within `min..=max`; `0` is also accepted when `zero_ok`.
-pub fn parse_count_in(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<u64, String> {
-    let v: u64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a whole number"))?;
-    if (min..=max).contains(&v) || (zero_ok && v == 0) {
-        return Ok(v);
-    }
-    let zero = if zero_ok && min > 0 { "0 or " } else { "" };
-    Err(format!("{v} is out of range: must be {zero}{min}..={max}"))
-}
-
-fn count_usize(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<usize, String> {
-    let v = parse_count_in(s, min, max, zero_ok)?;
-    usize::try_from(v).map_err(|_| format!("{v} does not fit this machine's address size"))
-}
-
 /// Most worker threads: far above any core count, far below what makes thread set-up fail.
 pub const MAX_WORKERS: u64 = 1024;
 /// Least `--max-in-flight-bytes`: one daemon line holding a 1 MiB record (base64 and JSON).
@@ -586,12 +367,6 @@ fn parse_checkpoint_retries(s: &str) -> Result<u32, String> {
 }
 fn parse_max_inflated_bytes(s: &str) -> Result<usize, String> {
     bytes_usize(s, 1 << 10, 4 << 30, false)
-}
-fn parse_rotate_bytes(s: &str) -> Result<u64, String> {
-    parse_bytes_in(s, 1 << 10, 1 << 40, true)
-}
-fn parse_rotate_secs(s: &str) -> Result<Duration, String> {
-    parse_seconds_in(s, 1.0, 604_800.0, true)
 }
 fn parse_max_items_per_record(s: &str) -> Result<u32, String> {
     // An item slot costs about 256 bytes: ten million of them are 2.5 GiB (README, Memory).
@@ -623,15 +398,56 @@ fn parse_kpl_max_bytes(s: &str) -> Result<usize, String> {
 }
 
 impl RunArgs {
-    /// The item timeout in force: `--item-timeout` when given (0: none), else
-    /// [`DEFAULT_ANSWER_TIMEOUT`] for exec (the silence between a child's answers) and
-    /// none for the other handlers (the length of one handler call).
+    /// The item timeout in force: `--item-timeout` when given (0: none), else the chosen
+    /// handler's default ([`HandlerDescriptor::default_item_timeout`]: 20s for exec, the
+    /// silence between a child's answers; none for the others, the length of one handler
+    /// call).
     pub fn effective_item_timeout(&self) -> Option<Duration> {
-        match (self.item_timeout, self.handler) {
-            (Some(t), _) => (!t.is_zero()).then_some(t),
-            (None, Some(HandlerKind::Exec)) => Some(DEFAULT_ANSWER_TIMEOUT),
-            (None, _) => None,
+        match self.item_timeout {
+            Some(t) => (!t.is_zero()).then_some(t),
+            None => self
+                .chosen_handler()
+                .and_then(|h| h.descriptor().default_item_timeout()),
         }
+    }
+
+    /// The handler `--handler` chose, with its flags; `None` without `--handler` (or with
+    /// a name the registry does not have).
+    pub fn chosen_handler(&self) -> Option<Chosen<'_>> {
+        self.handler_args.get(self.handler.as_deref()?)
+    }
+
+    /// The parsed flag group `A` of a handler (`run.handler_group::<FileArgs>()`).
+    pub fn handler_group<A: HandlerGroup>(&self) -> Option<&A> {
+        self.handler_args.group::<A>()
+    }
+
+    /// The general settings a handler's flag group sees.
+    pub fn general(&self) -> General<'_> {
+        General {
+            command: &self.command,
+            max_in_flight: self.max_in_flight,
+            item_timeout: self.effective_item_timeout(),
+        }
+    }
+
+    /// The chosen handler: [`ConfigError::NoHandler`] without `--handler`,
+    /// [`ConfigError::UnknownHandler`] for a name the registry does not have.
+    fn handler(&self) -> Result<Chosen<'_>, ConfigError> {
+        let name = self.handler.as_deref().ok_or(ConfigError::NoHandler)?;
+        self.handler_args.get(name).ok_or_else(|| {
+            let names: Vec<String> = self
+                .handler_args
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            ConfigError::UnknownHandler {
+                name: name.to_owned(),
+                suggestion: properties::nearest(name, &names).map(str::to_owned),
+                valid: names.join(", "),
+            }
+        })
     }
 
     /// The settings' consistency: what [`RunArgs::into_driver_config`] checks before it
@@ -646,13 +462,7 @@ impl RunArgs {
         if self.workers == Some(0) {
             return Err(ConfigError::Invalid("--workers must be at least 1".into()));
         }
-        match self.handler.ok_or(ConfigError::NoHandler)? {
-            HandlerKind::Discard => {}
-            HandlerKind::File if self.output.is_none() => return Err(ConfigError::NoOutput),
-            HandlerKind::File => {}
-            HandlerKind::Exec if self.command.is_empty() => return Err(ConfigError::NoCommand),
-            HandlerKind::Exec => {}
-        }
+        self.handler()?.check(&self.general())?;
         if self.on_error == OnErrorKind::Skip && self.dead_letter.is_none() {
             return Err(ConfigError::NoDeadLetter);
         }
@@ -660,38 +470,21 @@ impl RunArgs {
     }
 
     /// Validates the flags into the driver's configuration.
-    pub fn into_driver_config(mut self) -> Result<DriverConfig, ConfigError> {
+    pub fn into_driver_config(self) -> Result<DriverConfig, ConfigError> {
         self.validate()?;
         let workers = match self.workers {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let mut handlers: Arc<dyn HandlerFactory> =
-            match self.handler.ok_or(ConfigError::NoHandler)? {
-                HandlerKind::Discard => Arc::new(DiscardFactory::new()),
-                HandlerKind::File => Arc::new(FileFactory::new(FileOptions {
-                    dir: self.output.ok_or(ConfigError::NoOutput)?,
-                    rotate_bytes: self.rotate_bytes,
-                    rotate_after: self.rotate_secs,
-                })),
-                HandlerKind::Exec => {
-                    if self.command.is_empty() {
-                        return Err(ConfigError::NoCommand);
-                    }
-                    // The exec handler times out silence itself (see its module docs).
-                    let answer_timeout = self.effective_item_timeout();
-                    self.item_timeout = None;
-                    Arc::new(ExecFactory::new(ExecOptions {
-                        command: self.command,
-                        framing: self.exec_framing,
-                        max_pipelined: self.max_in_flight.max(1),
-                        restart_backoff: Duration::from_millis(100),
-                        restart_backoff_max: Duration::from_secs(5),
-                        stall_warning: DEFAULT_STALL_WARNING,
-                        answer_timeout,
-                    }))
-                }
-            };
+        let chosen = self.handler()?;
+        let mut handlers = chosen.build(&self.general())?;
+        let handler = chosen.descriptor();
+        let item_timeout = match handler.enforces_item_timeout() {
+            // The handler times out items itself (it got the timeout in `general`).
+            true => None,
+            false => self.item_timeout.filter(|t| !t.is_zero()),
+        };
+        let shutdown_timeout = handler.shutdown_timeout();
         if let Some(ms) = self.debug_delay_ms {
             handlers = Arc::new(DelayFactory::new(handlers, Duration::from_millis(ms)));
         }
@@ -725,17 +518,13 @@ impl RunArgs {
                 max_batch: self.batch_size,
                 batch_interval: self.batch_interval,
                 on_error,
-                item_timeout: self.item_timeout.filter(|t| !t.is_zero()),
+                item_timeout,
             },
             splitter: Splitter::new(self.split)
                 .with_max_inflated(self.max_inflated_bytes)
                 .with_max_items_per_record(self.max_items_per_record as usize),
             handlers,
-            // Room for the exec handler's bounded close; then the binary's sweep kills.
-            shutdown_timeout: match self.handler {
-                Some(HandlerKind::Exec) => CLOSE_BOUND + Duration::from_secs(1),
-                _ => Duration::from_secs(1),
-            },
+            shutdown_timeout,
             on_shard: None,
             max_line_bytes: self.max_line_bytes,
         })
@@ -746,6 +535,10 @@ impl RunArgs {
 mod tests {
     use super::*;
 
+    fn file(r: &RunArgs) -> &crate::cli::registry::file::FileArgs {
+        r.handler_group().unwrap()
+    }
+
     fn run(args: &[&str]) -> Result<RunArgs, String> {
         let argv = ["rsmld", "--handler", "discard"].iter().chain(args);
         Cli::try_parse_from(argv)
@@ -753,14 +546,94 @@ mod tests {
             .map_err(|e| value_error_reason(&e))
     }
 
+    /// `--handler NAME` is resolved through the registry; an unknown name is clap's own
+    /// error with its suggestion, exactly as when the names were an enum.
+    #[test]
+    fn unknown_handler_names_the_nearest_one() {
+        let err = Cli::try_parse_from(["rsmld", "--handler", "fil"]).unwrap_err();
+        assert_eq!(
+            err.render().to_string(),
+            "error: invalid value 'fil' for '--handler <HANDLER>'\n  [possible values: discard, file, exec]\n\n  tip: a similar value exists: 'file'\n\nFor more information, try '--help'.\n"
+        );
+        // A name that bypassed the parser (a registry without it) is a configuration error
+        // with the same suggestion, told in terms of the properties file when it came from
+        // there.
+        let mut r = run(&[]).unwrap();
+        r.handler = Some("fil".into());
+        let err = r.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown handler \"fil\", did you mean \"file\"? (known: discard, file, exec)"
+        );
+        let origin = Origin {
+            flag: "handler".into(),
+            path: "app.properties".into(),
+            entry: crate::cli::properties::parse("rsmld.handler = fil").remove(0),
+        };
+        assert_eq!(
+            err.in_terms_of(&[origin]).to_string(),
+            "app.properties:1: rsmld.handler = \"fil\": must be one of discard, file, exec"
+        );
+    }
+
+    /// The handler's own settings decide what the driver gets: exec times out silence
+    /// itself (the pool's watchdog stays off) and gets longer to close.
+    #[test]
+    fn the_chosen_descriptor_sets_timeouts() {
+        let cfg = |args: &[&str]| {
+            let argv = ["rsmld"].iter().chain(args);
+            Cli::try_parse_from(argv)
+                .unwrap()
+                .run
+                .into_driver_config()
+                .unwrap()
+        };
+        let exec = cfg(&[
+            "--handler",
+            "exec",
+            "--item-timeout",
+            "3s",
+            "--",
+            "/bin/cat",
+        ]);
+        assert_eq!(exec.pool.item_timeout, None);
+        assert_eq!(
+            exec.shutdown_timeout,
+            crate::handler::exec::CLOSE_BOUND + Duration::from_secs(1)
+        );
+        let file = cfg(&[
+            "--handler",
+            "file",
+            "--output",
+            "/nonexistent",
+            "--item-timeout",
+            "3s",
+        ]);
+        assert_eq!(file.pool.item_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(file.shutdown_timeout, Duration::from_secs(1));
+        let run = |args: &[&str]| {
+            let argv = ["rsmld"].iter().chain(args);
+            Cli::try_parse_from(argv).unwrap().run
+        };
+        assert_eq!(
+            run(&["--handler", "exec"]).effective_item_timeout(),
+            Some(crate::handler::exec::DEFAULT_ANSWER_TIMEOUT)
+        );
+        assert_eq!(run(&["--handler", "file"]).effective_item_timeout(), None);
+        assert_eq!(
+            run(&["--handler", "exec", "--item-timeout", "0"]).effective_item_timeout(),
+            None
+        );
+    }
+
     #[test]
     fn defaults_shown_in_units_are_the_old_defaults() {
         let r = run(&[]).unwrap();
         assert_eq!(r.max_in_flight_bytes, 8 << 20);
         assert_eq!(r.max_inflated_bytes, crate::split::DEFAULT_MAX_INFLATED);
-        assert_eq!(r.rotate_bytes, 256 << 20);
+        assert_eq!(file(&r).rotate_bytes, 256 << 20);
         assert_eq!(r.checkpoint_interval, Duration::from_secs(60));
-        assert_eq!(r.rotate_secs, Duration::from_secs(3600));
+        assert_eq!(file(&r).rotate_secs, Duration::from_secs(3600));
         assert_eq!(r.retry_backoff, Duration::from_secs(1));
         assert_eq!(r.batch_interval, Duration::ZERO);
         assert_eq!(r.item_timeout, None);
@@ -795,8 +668,8 @@ mod tests {
         .unwrap();
         assert_eq!(r.checkpoint_interval, Duration::from_secs(2));
         assert_eq!(r.max_in_flight_bytes, 16 << 20);
-        assert_eq!(r.rotate_bytes, 1_000_000_000);
-        assert_eq!(r.rotate_secs, Duration::from_secs(90));
+        assert_eq!(file(&r).rotate_bytes, 1_000_000_000);
+        assert_eq!(file(&r).rotate_secs, Duration::from_secs(90));
         assert_eq!(r.batch_interval, Duration::from_millis(5));
         assert_eq!(r.retry_backoff, Duration::from_millis(500));
         assert_eq!(r.item_timeout, Some(Duration::from_millis(1500)));

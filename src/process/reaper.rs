@@ -2,7 +2,7 @@
 //! final sweep of every remaining descendant.
 //!
 //! The exec handler kills each child's process group when it ends it, and children get a
-//! parent-death signal (see [`crate::handler::exec`]). That leaves the descendants that
+//! parent-death signal. That leaves the descendants that
 //! leave the group: a grandchild that calls `setsid()` or double-forks into a new group.
 //! Normally such a process re-parents to init and lives on. So the binary (only the
 //! binary: a library user's process is not ours to change) makes rsmld a *child
@@ -10,7 +10,7 @@
 //! instead, which keeps them visible as rsmld's children in `/proc`.
 //!
 //! When the exec handler ends a child it also kills the descendants that carry the
-//! child's tag in their environment ([`kill_tagged`]), so a replaced child's escaped
+//! child's tag in their environment ([`kill_tagged`], [`super::tag`]), so a replaced child's escaped
 //! helpers do not pile up while rsmld runs.
 //!
 //! Two consequences:
@@ -25,7 +25,7 @@
 //!
 //! What rsmld cannot do itself: after a SIGKILL of rsmld nothing of rsmld runs, and the
 //! kernel signals only its direct children (by their parent-death signal), not their
-//! descendants. That is the exec guard's job ([`crate::guard`]): under the binary each
+//! descendants. That is the exec guard's job (the module above this one): under the binary each
 //! exec child runs below a guard process, itself a subreaper of the child's descendants
 //! with a catchable parent-death signal, which kills and reaps its whole subtree
 //! ([`kill_descendants`], run in the guard) when rsmld dies, when rsmld ends the child
@@ -164,7 +164,7 @@ fn descendants() -> Vec<u32> {
 }
 
 /// SIGKILLs every live descendant of this process whose environment holds `key=value`
-/// (the exec handler tags each child, and so all its descendants that keep their
+/// (the exec handler tags each child with [`super::tag`], and so all its descendants that keep their
 /// environment, to end those that left its process group when it ends the child; with
 /// the subreaper they are still our descendants). Returns how many it signalled.
 pub fn kill_tagged(key: &str, value: &str) -> usize {

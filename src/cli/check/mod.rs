@@ -9,8 +9,8 @@
 //! there is an error.
 //!
 //! The `rsmld.*` keys go through exactly the code start-up uses
-//! ([`crate::config::file_settings`], [`crate::config::merge_file_settings`],
-//! [`crate::config::RunArgs::validate`]): check and start-up cannot disagree. The daemon's
+//! ([`crate::cli::config::file_settings`], [`crate::cli::config::merge_file_settings`],
+//! [`crate::cli::config::RunArgs::validate`]): check and start-up cannot disagree. The daemon's
 //! own keys are checked against the table in [`kcl`], built from the daemon's sources.
 //!
 //! Paths (the output directory, the exec program, `executableName`) are resolved as the
@@ -19,15 +19,16 @@
 //! [`prereq::prerequisites`], the very function start-up runs before it reads stdin; a
 //! directory is tested by creating and removing a probe file in it.
 
-pub mod kcl;
 pub mod prereq;
 pub mod wrappers;
 
 use std::path::Path;
 
-use crate::config::{HandlerKind, OnErrorKind, RunArgs};
-use crate::properties::{Diagnostic, Entry, Properties, PropertiesError, RsmldSettings, Severity};
-use kcl::{Kcl, Ty};
+use crate::cli::config::{OnErrorKind, RunArgs};
+use crate::cli::kcl::{self, Kcl, Ty};
+use crate::cli::properties::{
+    Diagnostic, Entry, Properties, PropertiesError, RsmldSettings, Severity,
+};
 
 /// The findings about one file, sorted by line.
 #[derive(Debug)]
@@ -578,7 +579,7 @@ impl Checker<'_> {
             );
         }
         // The rsmld.* keys are checked whatever runs them.
-        let (mut settings, problems) = crate::config::file_settings(self.props);
+        let (mut settings, problems) = crate::cli::config::file_settings(self.props);
         self.out.extend(problems);
         let argv = match wrappers::peel(&argv) {
             wrappers::Peeled::Command {
@@ -628,7 +629,8 @@ impl Checker<'_> {
         } else {
             self.same_file(&argv, exe.line);
         }
-        let cli = match crate::config::merge_file_settings(&argv, &self.props.path, &settings) {
+        let cli = match crate::cli::config::merge_file_settings(&argv, &self.props.path, &settings)
+        {
             Ok(cli) => cli,
             // A program that is not rsmld but takes --properties may be a processor built
             // on rsmld (a compiled-in handler, which takes rsmld's flags); one that rejects
@@ -658,10 +660,10 @@ impl Checker<'_> {
         let run = cli.run;
         match run.validate() {
             Ok(()) => {}
-            Err(crate::config::ConfigError::InFile { line, message, .. }) => {
+            Err(crate::cli::config::ConfigError::InFile { line, message, .. }) => {
                 self.error(Some(line), message)
             }
-            Err(crate::config::ConfigError::NoHandler) if !is_rsmld => {}
+            Err(crate::cli::config::ConfigError::NoHandler) if !is_rsmld => {}
             Err(e) => self.error(Some(exe.line), format!("executableName: {e}")),
         }
         self.handler_prerequisites(&run, exe.line);
@@ -757,7 +759,7 @@ impl Checker<'_> {
         let Some(run) = run else { return };
         // The discard handler finishes every item at once: nothing to drain. (A compiled-in
         // handler also parses as `--handler discard`, hence the program name test.)
-        if run.handler == Some(HandlerKind::Discard) && self.runs_plain_rsmld() {
+        if run.handler.as_deref() == Some("discard") && self.runs_plain_rsmld() {
             return;
         }
         // Either spelling sets PollingConfig.maxRecords; with both (warned about above)
@@ -974,7 +976,7 @@ fn working_name(kcl: Kcl, name: &str) -> Option<String> {
     if let Some(n) = names.iter().find(|n| n.eq_ignore_ascii_case(short)) {
         return Some(n.clone());
     }
-    crate::properties::nearest(short, &names).map(str::to_owned)
+    crate::cli::properties::nearest(short, &names).map(str::to_owned)
 }
 
 /// The nearest key `kcl` knows: the same key in another case, a nested key ending in it
@@ -991,7 +993,7 @@ fn suggest_key(kcl: Kcl, key: &str) -> Option<String> {
     keys.iter()
         .map(|k| {
             (
-                crate::properties::levenshtein(&lowered, &k.to_ascii_lowercase()),
+                crate::cli::properties::levenshtein(&lowered, &k.to_ascii_lowercase()),
                 *k,
             )
         })
@@ -1064,7 +1066,7 @@ mod tests {
 
     fn run(args: &[&str]) -> RunArgs {
         let argv = ["rsmld", "--handler", "discard"].iter().chain(args);
-        crate::config::Cli::try_parse_from(argv).unwrap().run
+        crate::cli::config::Cli::try_parse_from(argv).unwrap().run
     }
 
     #[test]

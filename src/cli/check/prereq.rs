@@ -15,8 +15,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{HandlerKind, OnErrorKind, Origin, RunArgs};
-use crate::properties::Severity;
+use crate::cli::config::{OnErrorKind, Origin, RunArgs};
+use crate::cli::properties::Severity;
+use crate::cli::registry::Need;
 
 /// A prerequisite that does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,8 +71,14 @@ impl Unmet {
     }
 }
 
-/// Every prerequisite of `run`'s handler and failure policy that does not hold.
+/// Every prerequisite of `run`'s handler ([`Need`]s of its flag group) and failure policy
+/// that does not hold: directories first (the handler's, then the dead-letter one), then
+/// programs.
 pub fn prerequisites(run: &RunArgs) -> Vec<Unmet> {
+    let needs = run
+        .chosen_handler()
+        .map(|h| h.needs(&run.general()))
+        .unwrap_or_default();
     let mut out = Vec::new();
     let mut dir = |flag: &'static str, path: &Path| {
         if let Err((severity, why)) = writable_dir(path) {
@@ -83,9 +90,9 @@ pub fn prerequisites(run: &RunArgs) -> Vec<Unmet> {
             });
         }
     };
-    if run.handler == Some(HandlerKind::File) {
-        if let Some(path) = &run.output {
-            dir("output", path);
+    for need in &needs {
+        if let Need::WritableDir { flag, path } = need {
+            dir(flag, path);
         }
     }
     if run.on_error == OnErrorKind::Skip {
@@ -93,11 +100,11 @@ pub fn prerequisites(run: &RunArgs) -> Vec<Unmet> {
             dir("dead-letter", path);
         }
     }
-    if run.handler == Some(HandlerKind::Exec) {
-        if let Some(program) = run.command.first() {
+    for need in &needs {
+        if let Need::Program { flag, program } = need {
             if let Err(why) = executable(program) {
                 out.push(Unmet {
-                    flag: "command",
+                    flag,
                     severity: Severity::Error,
                     subject: program.clone(),
                     why,

@@ -249,6 +249,108 @@ pub fn format_size(n: u64) -> String {
     format!("{n}B")
 }
 
+// ------------------------------------------------------- bounded value parsers
+//
+// The flags' value parsers are these with the flag's bounds (see `config`, and each
+// handler's flag group in `registry`); `--properties` and `rsmld check` run the same ones.
+
+/// Parses a duration (`2s`, `500ms`, `1m30s`; a plain number is seconds, fractions allowed:
+/// `0.25`, `60`) within `min..=max` seconds; `0` is also accepted when `zero_ok` (it means
+/// "off" or "at once" for those settings).
+///
+/// Rejects what `f64` parsing would let through but no setting can mean: NaN, infinities,
+/// negative and absurdly large values (a `Duration` that overflows `Instant` arithmetic
+/// later would panic in the middle of a lease).
+///
+/// `min` and `max` are the flag's constant bounds: finite and not negative
+/// (`Duration::from_secs_f64` panics otherwise).
+pub fn parse_seconds_in(s: &str, min: f64, max: f64, zero_ok: bool) -> Result<Duration, String> {
+    parse_duration_in(
+        s,
+        Duration::from_secs_f64(min),
+        Duration::from_secs_f64(max),
+        zero_ok,
+        Duration::from_secs(1),
+    )
+}
+
+/// Parses a duration within `min..=max` (or zero when `zero_ok`); a plain number counts in
+/// `plain_unit`. The error names the range in human units (`must be 0 or 10ms..=1d`).
+pub fn parse_duration_in(
+    s: &str,
+    min: Duration,
+    max: Duration,
+    zero_ok: bool,
+    plain_unit: Duration,
+) -> Result<Duration, String> {
+    let range = || {
+        let zero = if zero_ok && !min.is_zero() {
+            "0 or "
+        } else {
+            ""
+        };
+        let (min, max) = (format_duration(min), format_duration(max));
+        format!("must be {zero}{min}..={max}")
+    };
+    let v = match parse_duration(s, plain_unit) {
+        Ok(v) => v,
+        Err(e @ UnitError::TooLarge(_)) => return Err(format!("{e}: {}", range())),
+        Err(e) => return Err(e.to_string()),
+    };
+    if (min..=max).contains(&v) || (zero_ok && v.is_zero()) {
+        return Ok(v);
+    }
+    Err(format!(
+        "{} is out of range: {}",
+        format_duration(v),
+        range()
+    ))
+}
+
+/// Parses a size (`8MiB`, `64KiB`, `1GB`; a plain number is bytes) within `min..=max`;
+/// `0` is also accepted when `zero_ok`. The error names the range in IEC units.
+pub fn parse_bytes_in(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<u64, String> {
+    let range = || {
+        let zero = if zero_ok && min > 0 { "0 or " } else { "" };
+        let (min, max) = (format_size(min), format_size(max));
+        format!("must be {zero}{min}..={max}")
+    };
+    let v = match parse_size(s) {
+        Ok(v) => v,
+        Err(e @ UnitError::TooLarge(_)) => return Err(format!("{e}: {}", range())),
+        Err(e) => return Err(e.to_string()),
+    };
+    if (min..=max).contains(&v) || (zero_ok && v == 0) {
+        return Ok(v);
+    }
+    Err(format!("{} is out of range: {}", format_size(v), range()))
+}
+
+/// [`parse_bytes_in`] as a `usize`.
+pub fn bytes_usize(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<usize, String> {
+    let v = parse_bytes_in(s, min, max, zero_ok)?;
+    usize::try_from(v).map_err(|_| format!("{v} does not fit this machine's address size"))
+}
+
+/// Parses a whole number within `min..=max`; `0` is also accepted when `zero_ok`.
+pub fn parse_count_in(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<u64, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if (min..=max).contains(&v) || (zero_ok && v == 0) {
+        return Ok(v);
+    }
+    let zero = if zero_ok && min > 0 { "0 or " } else { "" };
+    Err(format!("{v} is out of range: must be {zero}{min}..={max}"))
+}
+
+/// [`parse_count_in`] as a `usize`.
+pub fn count_usize(s: &str, min: u64, max: u64, zero_ok: bool) -> Result<usize, String> {
+    let v = parse_count_in(s, min, max, zero_ok)?;
+    usize::try_from(v).map_err(|_| format!("{v} does not fit this machine's address size"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,9 @@
 //! `setsid()`) are not signalled by the kernel and live on, re-parented to init. So the
 //! binary does not start a handler command itself: it starts the same binary again as
 //! `rsmld __exec-guard PARENT REPORT_FD -- COMMAND [ARGS...]` (a hidden subcommand that
-//! [`crate::app::main`] answers before it parses the command line, so a compiled-in
-//! processor built on `app::main` has it too), and the guard starts the command.
+//! the binary's entry point, `app::main`, answers with [`main`] before it parses the
+//! command line, so a compiled-in processor built on `app::main` has it too), and the
+//! guard starts the command.
 //!
 //! The guard:
 //! - is a **child subreaper**, so every orphaned descendant of the handler re-parents to
@@ -45,7 +46,7 @@
 //!
 //! Only the binary runs children under a guard ([`enable`] is called by `app::main`
 //! with `/proc/self/exe`, which also works when the binary on disk was replaced). A
-//! library user of [`crate::handler::exec::ExecFactory`] without `app::main` gets the
+//! library user of the exec handler without `app::main` gets the
 //! direct spawn of before (the child still has a parent-death signal; its descendants
 //! do not) unless it points [`enable`] at an rsmld binary.
 
@@ -57,6 +58,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+
+use super::reaper;
 
 /// The hidden subcommand that runs a guard (`rsmld __exec-guard …`).
 pub const SUBCOMMAND: &str = "__exec-guard";
@@ -102,7 +105,7 @@ fn guards() -> MutexGuard<'static, Vec<u32>> {
 }
 
 /// Runs every exec handler child started from now on under a guard: `program` must be
-/// an rsmld binary (any program whose `main` is [`crate::app::main`]); `None` goes back
+/// an rsmld binary (any program whose `main` is `app::main`); `None` goes back
 /// to starting children directly. Linux only (elsewhere a no-op).
 pub fn enable(program: Option<PathBuf>) {
     if cfg!(target_os = "linux") {
@@ -365,7 +368,7 @@ fn guard(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    crate::reaper::become_subreaper();
+    reaper::become_subreaper();
     let me = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
@@ -519,12 +522,12 @@ fn reap(child: libc::pid_t) -> Option<libc::c_int> {
 
 #[cfg(target_os = "linux")]
 /// SIGKILLs and reaps every descendant until none is left (within the reaper's
-/// [`crate::reaper::SWEEP_BOUND`]); notes the command's status if it is reaped meanwhile.
+/// [`reaper::SWEEP_BOUND`]); notes the command's status if it is reaped meanwhile.
 /// One stderr line if some survive.
 fn kill_everything(child: libc::pid_t, status: &mut Option<libc::c_int>) {
-    let deadline = Instant::now() + crate::reaper::SWEEP_BOUND;
+    let deadline = Instant::now() + reaper::SWEEP_BOUND;
     loop {
-        let left = crate::reaper::kill_descendants();
+        let left = reaper::kill_descendants();
         *status = status.or_else(|| reap(child));
         if left == 0 {
             return;
