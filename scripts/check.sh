@@ -47,10 +47,12 @@ echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 # fuzz/ is a Cargo workspace of its own (cargo-fuzz targets); checking them needs neither
 # nightly nor cargo-fuzz, only libFuzzer's C++ build, which stable can do. Its lock file holds
-# the main one's versions: after a dependency change in Cargo.toml, reseed it with
+# the main one's versions, so in the main target directory it reuses the dependencies built
+# above (a handful of crates, seconds). After a dependency change in Cargo.toml, reseed it:
 # `cp Cargo.lock fuzz/Cargo.lock && cargo check --manifest-path fuzz/Cargo.toml`.
 echo "== cargo clippy fuzz/ --all-targets -D warnings"
-cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked --target-dir target/fuzz -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked \
+    --target-dir "${CARGO_TARGET_DIR:-$RSMLD_REPO/target}" -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 echo "== cargo test"
