@@ -4,6 +4,11 @@
 //! second for decoding, messages per second for encoding). The lines are built with the
 //! library's own daemon-side encoder, so they have the Java daemon's shape (nulls included,
 //! `"action":"record"` inside every record, 56-digit sequence numbers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "benchmark set-up: a panic is how a bench fails"
+)]
 
 use std::hint::black_box;
 use std::time::Duration;

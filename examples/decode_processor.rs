@@ -59,6 +59,7 @@ const NULL_CHECKPOINT: &[u8] =
 fn run() -> io::Result<()> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut input = BufReader::with_capacity(1 << 20, io::stdin().lock());
+    #[expect(clippy::disallowed_methods, reason = "stdout is its protocol")]
     let mut out = io::stdout().lock();
     let mut line = Vec::with_capacity(1 << 20);
     let mut payload = Vec::new();

@@ -31,6 +31,7 @@ impl Handler for Validator {
                 }
             };
             match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                #[expect(clippy::print_stdout, reason = "deliberate: see the module docs")]
                 Ok(doc) => println!(
                     "worker {} valid {}/{}: {doc}",
                     self.worker, item.sequence_number, item.sub_sequence_number

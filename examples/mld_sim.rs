@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -141,11 +141,13 @@ impl Rng {
 }
 
 fn encode_line(msg: &DaemonMessage) -> Vec<u8> {
+    #[expect(clippy::expect_used, reason = "daemon messages serialize infallibly")]
     let mut v = rsmld::json::to_ascii_vec(msg).expect("daemon messages serialize");
     v.push(b'\n');
     v
 }
 
+#[expect(clippy::expect_used, reason = "seq is formatted digits")]
 fn generate(args: &Args) -> Scenario {
     let mut rng = Rng(args.seed);
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -327,6 +329,7 @@ impl Run {
         let mut child = c
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", cmd[0]))?;
+        #[expect(clippy::expect_used, reason = "stdout was set to piped above")]
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -345,6 +348,7 @@ impl Run {
             }
         });
         let tail = Arc::new(Mutex::new(VecDeque::new()));
+        #[expect(clippy::expect_used, reason = "stderr was set to piped above")]
         let mut err = child.stderr.take().expect("piped stderr");
         let sink = tail.clone();
         std::thread::spawn(move || {
@@ -358,7 +362,7 @@ impl Run {
                         if copy_stderr {
                             eprint!("{line}");
                         }
-                        let mut t = sink.lock().unwrap();
+                        let mut t = sink.lock().unwrap_or_else(PoisonError::into_inner);
                         if t.len() == 40 {
                             t.pop_front();
                         }
@@ -424,6 +428,7 @@ impl Run {
             let mut status: libc::c_int = 0;
             // SAFETY: rusage is plain old data; wait4 fills it for our own child.
             let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 for our own child, with pointers to locals.
             let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
             if r == pid {
                 let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -467,7 +472,10 @@ impl Run {
     }
 
     fn stderr_tail(&self) -> String {
-        let t = self.stderr_tail.lock().unwrap();
+        let t = self
+            .stderr_tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         t.iter()
             .map(|l| format!("    | {l}\n"))
             .collect::<Vec<_>>()
@@ -477,6 +485,7 @@ impl Run {
 
 /// Plays the scenario. Protocol failures that stop the exchange are `Err`; refused
 /// checkpoints and other non-fatal violations go to `violations`.
+#[expect(clippy::expect_used, reason = "t0 is set when the first line is sent")]
 fn play(
     run: &mut Run,
     sc: &Scenario,
@@ -563,6 +572,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[idx].as_secs_f64() * 1e3
 }
 
+#[expect(clippy::print_stdout, reason = "the report is the output")]
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,

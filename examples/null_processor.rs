@@ -35,6 +35,7 @@ fn action_of(line: &[u8]) -> Option<&[u8]> {
 
 fn run() -> io::Result<()> {
     let mut input = BufReader::with_capacity(1 << 20, io::stdin().lock());
+    #[expect(clippy::disallowed_methods, reason = "stdout is its protocol")]
     let mut out = io::stdout().lock();
     let mut line = Vec::with_capacity(1 << 20);
     let mut msg = Vec::with_capacity(128);

@@ -136,7 +136,7 @@ shards="$(tool shards "$STREAM")"
 put_total=$(grep -c . "$MANIFEST")
 put_plain=$(grep -c '"kind": "plain"' "$MANIFEST" || true)
 items=$(cat "$OUT"/*.jsonl | grep -c . || true)
-files=$(ls "$OUT"/*.jsonl | wc -l)
+files=$(find "$OUT" -maxdepth 1 -name '*.jsonl' | wc -l)
 dups=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["duplicated"])' "$report")
 open_shards=$(grep -c '"open": true' <<<"$shards" || true)
 
@@ -145,6 +145,7 @@ T_STOP=$(date +%s)
 daemon_started=0
 STOP_S=$(($(date +%s) - T_STOP))
 
+# shellcheck disable=SC2001  # sed indents every line of $leases, which ${var//} cannot anchor
 cat <<SUMMARY
 
 ========================================================================================

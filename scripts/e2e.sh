@@ -62,6 +62,7 @@ else
 fi
 
 declare -A runner_pid=() result_file=() started=()
+# shellcheck disable=SC2329  # invoked by the EXIT trap below
 cleanup() {
     local rc=$? v
     for v in "${!runner_pid[@]}"; do

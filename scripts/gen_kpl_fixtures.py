@@ -155,8 +155,8 @@ def python_view(data):
     try:
         with contextlib.redirect_stderr(stderr):
             out = py_deaggregator.deaggregate_records([kinesis_record])
-    except Exception as error:  # the library raises from its own error path
-        return {"raises": "%s: %s" % (type(error).__name__, error)}
+    except Exception as error:  # noqa: BLE001  the library raises anything from its own error path
+        return {"raises": f"{type(error).__name__}: {error}"}
     if len(out) == 1 and not out[0]["kinesis"].get("aggregated"):
         view = {"kind": "plain", "records": []}
     else:
@@ -241,18 +241,18 @@ def fixture(name, data, expected, description, source, note=None, encoder_matche
 def write_all():
     os.makedirs(OUT_DIR, exist_ok=True)
     for old in os.listdir(OUT_DIR):
-        if old.endswith(".bin") or old.endswith(".json"):
+        if old.endswith((".bin", ".json")):
             os.remove(os.path.join(OUT_DIR, old))
     for name, data, expected, description, source, note, encoder_matches in FIXTURES:
         view = python_view(data)
         difference = python_difference(view, expected)
         if difference is not None:
             if name not in PYTHON_DIFFERS:
-                sys.exit("fixture %s: the Python library differs, explain it in PYTHON_DIFFERS: %s"
-                         % (name, json.dumps(difference)))
+                sys.exit(f"fixture {name}: the Python library differs, explain it in PYTHON_DIFFERS: "
+                         f"{json.dumps(difference)}")
             difference["why"] = PYTHON_DIFFERS[name]
         elif name in PYTHON_DIFFERS:
-            sys.exit("fixture %s: listed in PYTHON_DIFFERS but the Python library agrees" % name)
+            sys.exit(f"fixture {name}: listed in PYTHON_DIFFERS but the Python library agrees")
         doc = {
             "name": name,
             "description": description,
@@ -267,14 +267,14 @@ def write_all():
         with open(os.path.join(OUT_DIR, name + ".json"), "w", encoding="ascii") as out:
             json.dump(doc, out, indent=2, ensure_ascii=True)
             out.write("\n")
-    print("wrote %d fixtures to %s" % (len(FIXTURES), os.path.normpath(OUT_DIR)))
+    print(f"wrote {len(FIXTURES)} fixtures to {os.path.normpath(OUT_DIR)}")
     write_seeds()
 
 
 def write_seeds():
     os.makedirs(CORPUS_DIR, exist_ok=True)
     for old in os.listdir(CORPUS_DIR):
-        if old.startswith("fixture-") or old.startswith("body-"):
+        if old.startswith(("fixture-", "body-")):
             os.remove(os.path.join(CORPUS_DIR, old))
     count = 0
     for name, data, *_ in FIXTURES:
@@ -287,7 +287,7 @@ def write_seeds():
             with open(os.path.join(CORPUS_DIR, seed_name), "wb") as out:
                 out.write(seed)
             count += 1
-    print("wrote %d fuzz seeds to %s" % (count, os.path.normpath(CORPUS_DIR)))
+    print(f"wrote {count} fuzz seeds to {os.path.normpath(CORPUS_DIR)}")
 
 
 # --- aggregates made by the Python aggregator ----------------------------------------
@@ -334,7 +334,7 @@ def make_library_fixtures(rng):
                     "one user record (the Java KPL would send it plain; an aggregate is still valid)")
     library_fixture("lib_empty_data", [("k", None, b""), ("k", None, b""), ("k2", None, b"x")],
                     "user records with empty data")
-    library_fixture("lib_all_ehk", [("pk-%d" % i, str(i * 1000003 + 7), b"d%d" % i) for i in range(5)]
+    library_fixture("lib_all_ehk", [(f"pk-{i}", str(i * 1000003 + 7), b"d%d" % i) for i in range(5)]
                     + [("pk-0", "340282366920938463463374607431768211455", b"max"),
                        ("pk-1", "0", b"zero")],
                     "every user record has an explicit hash key, including 0 and 2^128-1")
@@ -349,7 +349,7 @@ def make_library_fixtures(rng):
                                          ("cl\u00e9", None, b"again")],
                     "non-ASCII partition keys (2-, 3- and 4-byte UTF-8)")
     many = []
-    keys = ["key-%d" % i for i in range(37)]
+    keys = [f"key-{i}" for i in range(37)]
     for i in range(500):
         size = rng.choice([0, 1, 50, 100, 300])
         ehk = str(rng.getrandbits(128)) if i % 3 == 0 else None
@@ -357,12 +357,12 @@ def make_library_fixtures(rng):
     library_fixture("lib_many", many, "500 user records: 37 keys, random binary data, a third with "
                                       "random explicit hash keys")
     # A stream split into several aggregates by the aggregator's size limit.
-    stream = [("split-%d" % (i % 5), None, bytes([i % 256]) * 200) for i in range(40)]
+    stream = [(f"split-{i % 5}", None, bytes([i % 256]) * 200) for i in range(40)]
     parts = python_aggregates(stream, max_size=2000)
     assert len(parts) > 2
     for index, (data, in_it) in enumerate(parts):
-        fixture("lib_split_%d" % index, data, aggregated(expected_users(in_it)),
-                "part %d of %d of 40 records aggregated with a 2000-byte limit" % (index + 1, len(parts)),
+        fixture(f"lib_split_{index}", data, aggregated(expected_users(in_it)),
+                f"part {index + 1} of {len(parts)} of 40 records aggregated with a 2000-byte limit",
                 {"tool": LIBRARY, "maxSize": 2000}, encoder_matches=True)
 
 
@@ -534,15 +534,13 @@ def make_shape_fixtures():
     big = wrap(body(pks=["big-0", "big-1"], records=big_records))
     assert len(big) > 1048576
     fixture("over_1mib", big,
-            aggregated([user("big-%d" % (i % 2), chunk) for i in range(70)]),
-            "a %d-byte aggregate (70 records of 16 KiB)" % len(big), HAND,
+            aggregated([user(f"big-{i % 2}", chunk) for i in range(70)]),
+            f"a {len(big)}-byte aggregate (70 records of 16 KiB)", HAND,
             note="decoding never rejects aggregates over 1 MiB (the Python aggregator cannot "
                  "write one, hence hand-assembled)")
 
 
 def main():
-    if sys.version_info < (3, 8):
-        sys.exit("python 3.8 or newer")
     rng = random.Random(20261122)
     make_library_fixtures(rng)
     make_shape_fixtures()

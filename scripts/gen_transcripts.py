@@ -511,6 +511,5 @@ for mode, data in [("none", "aGk"), ("none", "not base64!"), ("kpl", "aGk"), ("k
 os.makedirs(OUT, exist_ok=True)
 for name, entries in T.items():
     with open(os.path.join(OUT, name + ".jsonl"), "w") as f:
-        for e in entries:
-            f.write(json.dumps(e, separators=(",", ":")) + "\n")
+        f.writelines(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
 print(f"wrote {len(T)} transcripts to {os.path.normpath(OUT)}")

@@ -90,8 +90,8 @@ rsmld e2e infrastructure installed
   state dir      $RSMLD_STATE
   java           $(command -v java) ($java_version)
   venv python    $RSMLD_PY
-  KCL 2.5.8 jars $JARS ($(ls "$JARS" | grep -c '\.jar$') jars, $(cd "$JARS" && ls amazon-kinesis-client-multilang-*.jar))
-  KCL 3.1.3 jars $JARS3 ($(ls "$JARS3" | grep -c '\.jar$') jars, $(cd "$JARS3" && ls amazon-kinesis-client-multilang-*.jar))
+  KCL 2.5.8 jars $JARS ($(find "$JARS" -maxdepth 1 -name '*.jar' | wc -l) jars, $(cd "$JARS" && ls amazon-kinesis-client-multilang-*.jar))
+  KCL 3.1.3 jars $JARS3 ($(find "$JARS3" -maxdepth 1 -name '*.jar' | wc -l) jars, $(cd "$JARS3" && ls amazon-kinesis-client-multilang-*.jar))
   kinesis-local  $RSMLD_NPM/node_modules/kinesis-local ($(node -p "require('$RSMLD_NPM/node_modules/kinesis-local/package.json').version"))
   dynalite       $RSMLD_NPM/node_modules/dynalite ($(node -p "require('$RSMLD_NPM/node_modules/dynalite/package.json').version"))
 INFO

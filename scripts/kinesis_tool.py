@@ -199,8 +199,7 @@ def _append_manifest(path, entries):
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
-        for e in entries:
-            f.write(json.dumps(e, sort_keys=True) + "\n")
+        f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in entries)
 
 
 def _payload(tag, i, size):
@@ -429,8 +428,8 @@ def cmd_leases_dump(args):
         return
     print(f"{'leaseKey':<24} {'checkpoint':<60} {'sub':>4} {'owner':<20} {'counter':>7}")
     for r in rows:
-        print(f"{r.get('leaseKey', ''):<24} {str(r.get('checkpoint', '')):<60} "
-              f"{r.get('checkpointSubSequenceNumber', ''):>4} {str(r.get('leaseOwner', '-')):<20} "
+        print(f"{r.get('leaseKey', ''):<24} {r.get('checkpoint', '')!s:<60} "
+              f"{r.get('checkpointSubSequenceNumber', ''):>4} {r.get('leaseOwner', '-')!s:<20} "
               f"{r.get('leaseCounter', ''):>7}")
 
 

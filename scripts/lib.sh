@@ -11,6 +11,7 @@
 RSMLD_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RSMLD_STATE="${RSMLD_STATE:-$RSMLD_REPO/.state}"
 RSMLD_VENV="$RSMLD_STATE/venv"
+# shellcheck disable=SC2034  # used by the scripts that source this file
 RSMLD_NPM="$RSMLD_STATE/npm"
 RSMLD_PY="$RSMLD_VENV/bin/python"
 RSMLD_EMU_STATE="${RSMLD_EMU_STATE:-$RSMLD_STATE/emulators.env}"

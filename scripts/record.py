@@ -85,7 +85,8 @@ class Recorder:
     def _open(self, name):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "unknown"
         os.makedirs(self.out_dir, exist_ok=True)
-        self.file = open(os.path.join(self.out_dir, safe + ".jsonl"), "a", encoding="utf-8")
+        # kept open across writes; close() closes it
+        self.file = open(os.path.join(self.out_dir, safe + ".jsonl"), "a", encoding="utf-8")  # noqa: SIM115
         for text in self.pending:
             self._write(text)
         self.pending = []

@@ -118,6 +118,7 @@ fn check(args: &CheckArgs) -> ExitCode {
 /// so they never drift from the flags.
 fn generate(what: &GenerateCommand) -> ExitCode {
     let mut cmd = <Cli as clap::CommandFactory>::command();
+    #[expect(clippy::disallowed_methods, reason = "the script is the output")]
     let mut out = std::io::stdout().lock();
     let written = match what {
         GenerateCommand::Completions { shell } => {
@@ -162,6 +163,7 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
     match cli.command {
         Some(Command::Kpl { command }) => {
             let stdin = std::io::stdin().lock();
+            #[expect(clippy::disallowed_methods, reason = "the lines are the output")]
             let stdout = std::io::stdout().lock();
             match command {
                 KplCommand::Decode => crate::kpl::cli::decode_lines(stdin, stdout)?,

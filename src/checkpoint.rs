@@ -167,8 +167,10 @@ impl Tracker {
             if front.remaining > 0 || front.failed {
                 break;
             }
-            // Invariant: the loop condition just saw a front element.
-            let slot = self.slots.pop_front().expect("front exists");
+            // The loop condition just saw a front element, so this never breaks.
+            let Some(slot) = self.slots.pop_front() else {
+                break;
+            };
             self.first += 1;
             // Never backwards: a re-delivered (duplicate) record leaves the position alone.
             // (Which records are new is the session's to decide: see protocol::order.)

@@ -63,8 +63,8 @@ pub fn to_ascii_vec<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<
 /// Serializes `value` as compact ASCII-only JSON into a `String`.
 pub fn to_ascii_string<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
     let bytes = to_ascii_vec(value)?;
-    // Invariant: the formatter writes only ASCII, which is valid UTF-8.
-    Ok(String::from_utf8(bytes).expect("ASCII output is UTF-8"))
+    // The formatter writes only ASCII, which is valid UTF-8: the error is never returned.
+    String::from_utf8(bytes).map_err(serde::ser::Error::custom)
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use std::os::fd::{AsFd, OwnedFd};
 /// Duplicates fd 1 into a private close-on-exec fd for the protocol, then points fd 1 at
 /// fd 2. Returns the protocol output.
 pub fn guard_stdout() -> io::Result<File> {
+    #[expect(clippy::disallowed_methods, reason = "the protocol's own descriptor")]
     let private: OwnedFd = io::stdout().as_fd().try_clone_to_owned()?;
     // SAFETY: dup2 on two valid descriptors; fd 1 is replaced atomically by a copy of fd 2.
     let rc = unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) };

@@ -3,6 +3,11 @@
 //! `--max-in-flight`; a record that then fails to decode stops rsmld with an error naming
 //! the line. Small lines, `--max-in-flight 0` and batches larger than the bound keep the
 //! ordinary order: decode, dispatch, wait for capacity, then status.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

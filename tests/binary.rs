@@ -1,5 +1,10 @@
 //! The built binary under a daemon model: checkpoints never pass unwritten items,
 //! backpressure, prompt exit, failures.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! `rsmld check` and start-up validation, through the real binary on properties files in a
 //! temporary directory: exact `FILE:LINE: error|warning: message` lines and exit codes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

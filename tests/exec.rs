@@ -11,6 +11,11 @@
 //! (batch framing, acting on the batch's partition keys), `behave.sh` (acts on each item's partition key and logs
 //! `<pid> <worker>/<workers> <item>`), `window.py` (measures the pipelining window),
 //! `answers.sh` (answers wrongly in a chosen way, logging what it really handled).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

@@ -6,6 +6,11 @@
 //!
 //! Through the binary (which always uses the guard) and in-process with
 //! `rsmld::process::guard::enable` pointed at the built binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

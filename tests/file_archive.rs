@@ -3,6 +3,11 @@
 //! that fail the batch; through the binary: SIGKILL at random moments never loses a
 //! checkpointed record, every checkpoint follows the fdatasync of the data it covers
 //! (checked on the syscall trace), and a failing write (RLIMIT_FSIZE) is a worker failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

@@ -9,6 +9,11 @@
 //!
 //! On the code before issue 10 the fault runs exit 0 with about 2,500 of 4,000
 //! checkpointed records in no file under the output path.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! `rsmld generate`: the man page and the shell completions come from the same clap
 //! definition as the parser, run through the real binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 use std::process::{Command, Output};
 

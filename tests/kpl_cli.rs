@@ -1,4 +1,9 @@
 //! The line-oriented KPL helpers: `decode_lines` and `encode_lines`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;

@@ -2,6 +2,11 @@
 //! independent implementation (the Python `aws-kinesis-agg` aggregator) and by
 //! hand for malformed shapes; see `scripts/gen_kpl_fixtures.py`. Each fixture's
 //! expected result follows the Java KCL.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,11 @@
 //! [`peak_rss_bound`], the README's formula for these settings.
 //!
 //! Each case prints its peak RSS (`cargo test --test memory -- --nocapture`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

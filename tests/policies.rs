@@ -1,5 +1,10 @@
 //! Failure policies and the Rust API, through the compiled-in example processor
 //! (examples/json_validator.rs: items must be JSON; it prints valid ones to stdout).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

@@ -1,4 +1,9 @@
 //! The worker pool: per-key order through real threads, panics become failures.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

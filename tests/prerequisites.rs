@@ -6,6 +6,11 @@
 //!
 //! stdin is a regular file that the test keeps open: the child shares its file offset, so an
 //! offset still at 0 after the exit proves rsmld never read a byte of it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 use std::io::{Seek, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -5,6 +5,11 @@
 //! records, the line goes through the structural scan, and every record range is decoded
 //! on its own (as the fuzz target does) and chained with its predecessor's sequence
 //! number (as the driver does).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 use std::sync::Arc;
 

@@ -5,6 +5,11 @@
 //! per child process; checkpoint requests are answered by a model of the daemon's range checks.
 //! rsmld must answer each action with the right status, never checkpoint outside the allowed
 //! range, store SHARD_END at shard end and the last record at shutdownRequested.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

@@ -4,6 +4,11 @@
 //! every line takes the path that matters for speed: scanned while it arrives,
 //! acknowledged before it is decoded, parsed in parallel into per-worker blocks. The file
 //! handler's output then shows that every record was processed exactly once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

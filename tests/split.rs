@@ -1,5 +1,10 @@
 //! Record splitting through the session and the binary: the checkpoint waits for every
 //! item of a record, whichever worker finishes last.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! Transcript tests: every transcript under tests/transcripts/ is played against the
 //! session in-process (virtual time) and against the built binary (real pipes).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! Golden JSON for every wire message, both directions, plus the shapes recorded from
 //! the real KCL 2.5.8 daemon (tests/transcripts/kcl258, copied from shared/transcripts).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 
 mod common;
 

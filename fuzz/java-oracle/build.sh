@@ -10,7 +10,7 @@ jar="${PROTOBUF_JAR:-/usr/share/java/protobuf.jar}"
 rm -rf "$here/build"
 mkdir -p "$here/build/gen" "$here/build/classes"
 protoc --proto_path="$root/proto" --java_out="$here/build/gen" "$root/proto/kpl_aggregation.proto"
-javac -nowarn -cp "$jar" -d "$here/build/classes" \
-  $(find "$here/build/gen" -name '*.java') "$here/Oracle.java"
+mapfile -t generated < <(find "$here/build/gen" -name '*.java')
+javac -nowarn -cp "$jar" -d "$here/build/classes" "${generated[@]}" "$here/Oracle.java"
 echo "$here/build/classes:$jar"
 

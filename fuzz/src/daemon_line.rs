@@ -8,6 +8,7 @@
 //!   full decoder rejects;
 //! - a scan begun while the line arrives (in pieces) and finished on the whole line
 //!   finds exactly what one scan of the whole line finds.
+#![allow(clippy::expect_used, reason = "a panic reports a broken invariant")]
 
 use std::sync::Arc;
 

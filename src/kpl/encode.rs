@@ -127,6 +127,7 @@ impl Aggregator {
         let mut out = Vec::with_capacity(expected_len);
         out.extend_from_slice(&MAGIC);
         // Invariant: a Vec grows as needed, so encoding into it cannot fail.
+        #[expect(clippy::expect_used, reason = "encoding into a Vec cannot fail")]
         message
             .encode(&mut out)
             .expect("encoding into a Vec cannot run out of space");

@@ -351,6 +351,7 @@ fn guard(args: Args) -> ExitCode {
     // SAFETY (whole function): the guard is single-threaded; every libc call below has
     // integer or locally owned pointer arguments.
     let handled = sigset(&HANDLED);
+    // SAFETY: as above: single-threaded; integer or locally owned pointer arguments.
     unsafe {
         // Blocked first: the parent-death signal must be waited for, never act by default.
         libc::sigprocmask(libc::SIG_BLOCK, &handled, std::ptr::null_mut());

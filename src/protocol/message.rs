@@ -192,6 +192,7 @@ enum TextRepr {
 
 impl Base64Text {
     /// The text.
+    #[expect(clippy::expect_used, reason = "the shared range was decoded as UTF-8")]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             TextRepr::Owned(s) => s,
@@ -851,6 +852,7 @@ impl ProcessorMessage {
     }
 
     /// Encodes the message as one compact ASCII JSON line, without the newline.
+    #[expect(clippy::expect_used, reason = "messages serialize infallibly")]
     pub fn encode(&self) -> Vec<u8> {
         // Invariant: these types serialize infallibly (strings, integers, null).
         crate::json::to_ascii_vec(self).expect("processor messages always serialize")

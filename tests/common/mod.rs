@@ -2,6 +2,11 @@
 //! session in-process (virtual time, items completed synchronously), the other drives the
 //! built binary through real pipes — plus a small daemon model that answers checkpoints
 //! the way the Java daemon does (range checks, echo, SHARD_END).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
+)]
 #![allow(dead_code)]
 
 use std::collections::VecDeque;

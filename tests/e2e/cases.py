@@ -19,9 +19,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SHARD0, SHARD1, CaseFailed, Case, Daemon, Producer, esn, messages,  # noqa: E402
+# Unsorted on purpose: importing harness puts scripts/ (kinesis_tool) on the path.
+from harness import (SHARD0, SHARD1, CaseFailed, Case, Daemon, Producer, esn, messages,  # noqa: I001
                      proc_shard, run_suite, say)
-import kinesis_tool as kt  # noqa: E402  (harness puts scripts/ on the path)
+import kinesis_tool as kt
 
 
 last_esn_by_shard = kt.last_esn_by_shard
@@ -138,7 +139,7 @@ class Split(Case):
         self.check(all(rows.get(c, {}).get("parentShardId") == [SHARD0] for c in children),
                    "child leases exist and name the parent", ", ".join(children))
 
-        manifest, output, _ = self.check_records()
+        _manifest, output, _ = self.check_records()
         per_shard = collections.Counter(kt.output_shard(o) for o in output)
         post_in_children = collections.Counter(m["shard"] for m in post if m["shard"] in children)
         self.check(all(per_shard[c] > 0 and per_shard[c] == post_in_children[c] for c in children),
@@ -288,7 +289,7 @@ class Kill(Case):
             n = producer.stop()
         self.note(f"producer put {n} records while the daemons ran")
         self.wait_records(watch=[d2])
-        manifest, output, rep = self.check_records(allow_duplicates=True)
+        manifest, _output, rep = self.check_records(allow_duplicates=True)
         by_key = {(m["partitionKey"], m["data"]): m for m in manifest}
         dups = rep["duplicated"]
         early = [k for k in dups if esn(by_key[k]["sequenceNumber"], by_key[k]["subSequenceNumber"])
@@ -328,9 +329,12 @@ class Steal(Case):
         producer.start()
         try:
             b = Daemon(self, "worker-B", "worker-B", args, props).start()
-            rows = self.wait_until("worker-B took a lease",
-                                   lambda: (lambda r: r if any(x.get("leaseOwner") == "worker-B" for x in r.values())
-                                            else None)(self.leases()), timeout=120, watch=[a, b])
+
+            def b_took_a_lease():
+                r = self.leases()
+                return r if any(x.get("leaseOwner") == "worker-B" for x in r.values()) else None
+
+            rows = self.wait_until("worker-B took a lease", b_took_a_lease, timeout=120, watch=[a, b])
             stolen = next(s for s, r in rows.items() if r.get("leaseOwner") == "worker-B")
 
             def lost():
@@ -376,7 +380,7 @@ class Steal(Case):
                    and not any((m["partitionKey"], m["data"]) in in_a for m in moved),
                    "records put after the steal into that shard were written by worker-B only",
                    f"{len(moved)} records")
-        manifest, output, rep = self.check_records(allow_duplicates=True)
+        manifest, _output, rep = self.check_records(allow_duplicates=True)
         self.note(f"duplicates: {len(rep['duplicated'])} of {len(manifest)} records (at-least-once across the move)")
         rcs = stop_all([a, b])
         self.note(f"daemon exit codes after SIGTERM: {rcs}")
@@ -466,7 +470,7 @@ class Handoff(Case):
 
         # worker-A's rsmld for the moved shard: shutdownRequested -> checkpoint -> accepted ->
         # status -> leaseLost -> status, and nothing after that.
-        old = [evs for evs in processes_of(a, moved) if any(e["dir"] == "exit" for e in evs)][0]
+        old = next(evs for evs in processes_of(a, moved) if any(e["dir"] == "exit" for e in evs))
         msgs = messages(old)
         i = next((i for i, (e, m) in enumerate(msgs) if e["dir"] == "d2p" and m.get("action") == "shutdownRequested"),
                  None)
@@ -490,7 +494,7 @@ class Handoff(Case):
         # worker-B's first rsmld for the moved shard starts exactly there.
         new = [evs for evs in processes_of(b, moved)
                if any(e["dir"] == "d2p" and m.get("action") == "initialize" for e, m in messages(evs))]
-        init = next(m for e, m in messages(sorted(new, key=lambda evs: evs[0]["ts"])[0])
+        init = next(m for e, m in messages(min(new, key=lambda evs: evs[0]["ts"]))
                     if m.get("action") == "initialize")
         start = esn(init.get("sequenceNumber"), init.get("subSequenceNumber"))
         self.check(handoff is not None and start == handoff,

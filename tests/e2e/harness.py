@@ -37,7 +37,7 @@ RSMLD = os.path.abspath(os.environ.get("RSMLD_BIN") or os.path.join(REPO, "targe
 RECORDER = os.path.join(SCRIPTS, "record.py")
 
 sys.path.insert(0, SCRIPTS)
-import kinesis_tool as kt  # noqa: E402  (needs the venv: boto3, aws-kinesis-agg)
+import kinesis_tool as kt  # (needs the venv: boto3, aws-kinesis-agg)
 
 # Daemon properties that make leases, splits and shutdowns happen within seconds. The lease
 # taker runs every 2 x (failoverTimeMillis + 25 ms), the renewer every failoverTimeMillis / 3.
@@ -108,7 +108,7 @@ class Emulators:
         subprocess.run([os.path.join(SCRIPTS, "emulators.sh"), "start"], env=self.env, check=True, timeout=120)
         out = subprocess.run([os.path.join(SCRIPTS, "emulators.sh"), "env"], env=self.env, check=True,
                              stdout=subprocess.PIPE, text=True).stdout
-        for m in re.finditer(r"^export (KINESIS_ENDPOINT|DYNAMODB_ENDPOINT)=(\S+)$", out, re.M):
+        for m in re.finditer(r"^export (KINESIS_ENDPOINT|DYNAMODB_ENDPOINT)=(\S+)$", out, re.MULTILINE):
             self.env[m.group(1)] = m.group(2)
         with open(self.env["RSMLD_EMU_STATE"]) as f:
             st = dict(line.strip().split("=", 1) for line in f if "=" in line)
@@ -120,7 +120,7 @@ class Emulators:
 
     def stop(self):
         if self.started:
-            subprocess.run([os.path.join(SCRIPTS, "emulators.sh"), "stop"], env=self.env, timeout=60)
+            subprocess.run([os.path.join(SCRIPTS, "emulators.sh"), "stop"], env=self.env, timeout=60, check=False)
             self.started = False
 
 
@@ -232,7 +232,7 @@ class Daemon:
     def rsmld_pids(self):
         """The rsmld processes of this daemon: found by their unique output directory."""
         pattern = f"^{re.escape(RSMLD)} .*--properties {re.escape(self.props_path)}( |$)"
-        r = subprocess.run(["pgrep", "-f", pattern], stdout=subprocess.PIPE, text=True)
+        r = subprocess.run(["pgrep", "-f", pattern], stdout=subprocess.PIPE, text=True, check=False)
         return sorted(int(p) for p in r.stdout.split() if pid_alive(int(p)))
 
     def log_text(self):
@@ -339,7 +339,7 @@ class Producer(threading.Thread):
                 self.count += self.batch
                 i += 1
                 self.stop_event.wait(self.period)
-        except Exception as e:  # reported by stop()
+        except Exception as e:  # noqa: BLE001  reported by stop()
             self.error = e
 
     def stop(self):
@@ -505,7 +505,7 @@ class Case:
         problems = []
         n = 0
         for d in daemons or self.daemons:
-            for wpid, evs in d.transcripts().items():
+            for evs in d.transcripts().values():
                 n += 1
                 shard = proc_shard(evs)
                 start = next((e for e in evs if e["dir"] == "start"), {})
@@ -559,7 +559,7 @@ class Case:
             self.check(False, "case ran to the end", str(e))
             for d in self.daemons:
                 d.show_errors()
-        except Exception as e:  # a bug in the harness or an emulator error: the case fails
+        except Exception as e:  # noqa: BLE001  a bug in the harness or an emulator error: the case fails
             self.check(False, "case ran to the end", f"{type(e).__name__}: {e}")
             traceback.print_exc()
         finally:
@@ -686,6 +686,5 @@ def save_recording(case, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{case.name}.jsonl")
     with open(path, "w", encoding="utf-8") as f:
-        for e in case.recordings():
-            f.write(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n")
+        f.writelines(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in case.recordings())
     say(f"{case.name}: recording saved to {path} ({os.path.getsize(path)} bytes)")
