@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throughput, scaling, memory and start-up benchmarks of rsmld against baselines, under the
-# daemon simulator (examples/mld_sim.rs). One run, interleaved: every repetition runs every
+# daemon simulator (src/bin/mld_sim.rs). One run, interleaved: every repetition runs every
 # (scenario, processor) pair once, round-robin, so slow drifts of a noisy machine hit all
 # processors alike; the report takes medians over the repetitions.
 #
@@ -20,10 +20,10 @@
 #              <repo>/.state), CARGO_TARGET_DIR.
 #
 # Processors:
-#   a null      examples/null_processor    status per line, no JSON parsing: the protocol limit
-#   b decode    examples/decode_processor  serde_json + base64 of every record, 1 thread: the bare decode bound
+#   a null      src/bin/null_processor     status per line, no JSON parsing: the protocol limit
+#   b decode    src/bin/decode_processor   serde_json + base64 of every record, 1 thread: the bare decode bound
 #   c rsmld     target/release/rsmld --handler discard (default workers = cores)
-#   d cpu-1/N   examples/cpu_processor --workers 1 / N (N = nproc), RSMLD_CPU_ROUNDS of MD5 per item
+#   d cpu-1/N   src/bin/cpu_processor --workers 1 / N (N = nproc), RSMLD_CPU_ROUNDS of MD5 per item
 #   e kclpy     the amazon_kclpy sample processor with a no-op process_record (bench/kclpy_sample_noop.py)
 #   f exec-item / exec-batch   rsmld --handler exec [--exec-framing batch] running the naive
 #               Python child bench/naive_exec_child.py (json.loads of each line, one flushed
@@ -78,12 +78,14 @@ fi
 
 # --- build -------------------------------------------------------------------------------------
 log "building (release): rsmld, mld_sim, null_processor, decode_processor, cpu_processor"
-cargo build --release --locked --quiet --bin rsmld \
-    --example mld_sim --example null_processor --example decode_processor --example cpu_processor
+# rsmld itself without the test support; the tools need the `testkit` feature (they are not
+# installed by a plain `cargo install`).
+cargo build --release --locked --quiet --bin rsmld
+cargo build --release --locked --quiet --features testkit \
+    --bin mld_sim --bin null_processor --bin decode_processor --bin cpu_processor
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET_DIR/release"
-EX="$BIN/examples"
-SIM="$EX/mld_sim"
+SIM="$BIN/mld_sim"
 
 # --- Python: kclpy (baseline e) and matplotlib (chart) -------------------------------------------
 BENCH_VENV="$RSMLD_STATE/bench-venv"
@@ -136,14 +138,14 @@ S_START="--batches 1 --records 10 --size 100"
 
 proc_cmd() {
     case "$1" in
-        null) echo "$EX/null_processor" ;;
-        decode) echo "$EX/decode_processor" ;;
+        null) echo "$BIN/null_processor" ;;
+        decode) echo "$BIN/decode_processor" ;;
         rsmld) echo "$BIN/rsmld --handler discard" ;;
         kclpy) echo "$KCLPY_PY $RSMLD_REPO/bench/kclpy_sample_noop.py" ;;
         exec-item) echo "$BIN/rsmld --handler exec -- $NAIVE_PY $RSMLD_REPO/bench/naive_exec_child.py" ;;
         exec-batch) echo "$BIN/rsmld --handler exec --exec-framing batch -- $NAIVE_PY $RSMLD_REPO/bench/naive_exec_child.py" ;;
-        cpu-1) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $EX/cpu_processor --workers 1" ;;
-        cpu-N) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $EX/cpu_processor --workers $NPROC" ;;
+        cpu-1) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $BIN/cpu_processor --workers 1" ;;
+        cpu-N) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $BIN/cpu_processor --workers $NPROC" ;;
     esac
 }
 MAIN_PROCS="null decode rsmld"

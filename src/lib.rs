@@ -60,3 +60,5 @@ pub mod reaper;
 pub mod split;
 pub mod sys;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -66,6 +66,12 @@ pub fn rsmld_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rsmld"))
 }
 
+/// The daemon simulator (`src/bin/mld_sim.rs`; `cargo test` builds it, the tests turn the
+/// `testkit` feature on).
+pub fn mld_sim_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mld_sim"))
+}
+
 /// A built example (cargo test builds examples next to the test binaries' target dir).
 pub fn example_bin(name: &str) -> PathBuf {
     let bin = rsmld_bin();

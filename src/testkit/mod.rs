@@ -1,0 +1,1 @@
+//! Test support (feature `testkit`; unstable, not part of the public API).
