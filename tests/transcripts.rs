@@ -1,9 +1,11 @@
 //! Transcript tests: every transcript under tests/transcripts/ is played against the
-//! session in-process (virtual time) and against the built binary (real pipes).
+//! production loop in-process (`rsmld::testkit::in_process`: the reader, the structural
+//! scan, acknowledge-ahead and a real pool, over in-memory pipes) and against the built
+//! binary (real pipes).
 
 mod common;
 
-use common::{load, play_binary, play_session, transcripts_dir};
+use common::{load, play_binary, play_in_process, transcripts_dir};
 
 fn all() -> Vec<(String, Vec<common::Entry>)> {
     let mut out: Vec<_> = std::fs::read_dir(transcripts_dir())
@@ -26,7 +28,7 @@ fn all() -> Vec<(String, Vec<common::Entry>)> {
 fn transcripts_in_process() {
     let mut failures = Vec::new();
     for (name, entries) in all() {
-        if let Err(e) = play_session(&entries) {
+        if let Err(e) = play_in_process(&entries) {
             failures.push(format!("{name}: {e}"));
         }
     }
@@ -42,4 +44,82 @@ fn transcripts_against_the_binary() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The in-process player drives the production path, acknowledge-ahead included: a large
+/// line (>= 64 KiB, >= 256 records) is answered while the pool's handler still holds every
+/// one of its items, and the checkpoint after `shutdownRequested` covers the last record
+/// only once they are all processed.
+#[test]
+fn in_process_peer_acknowledges_ahead_of_the_pool() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
+    use rsmld::item::Item;
+    use rsmld::protocol::message::{Action, ProcessorMessage};
+    use rsmld::testkit::encode::{batch, record_with_text};
+    use rsmld::testkit::in_process::{config_from_args, InProcess};
+    use rsmld::testkit::transcript::{initialize, shutdown_requested, Peer};
+
+    #[derive(Default)]
+    struct Gate {
+        open: Mutex<bool>,
+        opened: Condvar,
+        processed: AtomicUsize,
+    }
+    struct Gated(Arc<Gate>);
+    impl Handler for Gated {
+        fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+            let mut open = self.0.open.lock().unwrap();
+            while !*open {
+                open = self.0.opened.wait(open).unwrap();
+            }
+            self.0.processed.fetch_add(items.len(), Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    struct GatedFactory(Arc<Gate>);
+    impl HandlerFactory for GatedFactory {
+        fn create(&self, _: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
+            Ok(Box::new(Gated(self.0.clone())))
+        }
+    }
+
+    let gate = Arc::new(Gate::default());
+    let mut config =
+        config_from_args(&common::args(&["--handler", "discard", "--workers", "2"])).unwrap();
+    config.handlers = Arc::new(GatedFactory(gate.clone()));
+    let mut peer = InProcess::start(config);
+    let mut model = initialize(&mut peer).unwrap();
+    let records: Vec<_> = (1..=300)
+        .map(|i| record_with_text(i, &format!("key-{i}"), &"x".repeat(300)))
+        .collect();
+    let last = records.last().unwrap().esn();
+    let l = batch(&mut model, records);
+    assert!(l.len() >= 64 * 1024, "{} bytes", l.len());
+    peer.send(&l);
+    let got = peer.recv(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        ProcessorMessage::decode(got.as_bytes()).unwrap(),
+        ProcessorMessage::Status {
+            response_for: Action::ProcessRecords
+        },
+        "{got}"
+    );
+    assert_eq!(
+        gate.processed.load(Ordering::SeqCst),
+        0,
+        "answered after the items"
+    );
+    *gate.open.lock().unwrap() = true;
+    gate.opened.notify_all();
+    let requests = shutdown_requested(&mut peer, &mut model).unwrap();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(model.last, Some(last));
+    assert_eq!(gate.processed.load(Ordering::SeqCst), 300);
+    peer.close_input();
+    assert_eq!(peer.wait(Duration::from_secs(10)).unwrap(), 0);
+    assert_eq!(peer.stats().unwrap().completed, 300);
 }
