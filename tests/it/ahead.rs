@@ -4,7 +4,7 @@
 //! the line. Small lines, `--max-in-flight 0` and batches larger than the bound keep the
 //! ordinary order: decode, dispatch, wait for capacity, then status.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

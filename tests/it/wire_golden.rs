@@ -1,8 +1,6 @@
 //! Golden JSON for every wire message, both directions, plus the shapes recorded from
 //! the real KCL 2.5.8 daemon (tests/transcripts/kcl258, copied from shared/transcripts).
 
-mod common;
-
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record, ShutdownReason};
 use rsmld::protocol::sequence::SequenceNumber;
 

@@ -4,7 +4,7 @@
 //! checkpointed record, every checkpoint follows the fdatasync of the data it covers
 //! (checked on the syscall trace), and a failing write (RLIMIT_FSIZE) is a worker failure.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::process::CommandExt;

@@ -5,7 +5,7 @@
 //! acknowledged before it is decoded, parsed in parallel into per-worker blocks. The file
 //! handler's output then shows that every record was processed exactly once.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;

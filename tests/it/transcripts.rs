@@ -3,7 +3,7 @@
 //! scan, acknowledge-ahead and a real pool, over in-memory pipes) and against the built
 //! binary (real pipes).
 
-mod common;
+use crate::common;
 
 use common::{load, play_binary, play_in_process, transcripts_dir};
 

@@ -6,7 +6,7 @@
 //! rsmld must answer each action with the right status, never checkpoint outside the allowed
 //! range, store SHARD_END at shard end and the last record at shutdownRequested.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Record splitting through the session and the binary: the checkpoint waits for every
 //! item of a record, whichever worker finishes last.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -12,7 +12,7 @@
 //! `<pid> <worker>/<workers> <item>`), `window.py` (measures the pipelining window),
 //! `answers.sh` (answers wrongly in a chosen way, logging what it really handled).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Failure policies and the Rust API, through the compiled-in example processor
 //! (examples/json_validator.rs: items must be JSON; it prints valid ones to stdout).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

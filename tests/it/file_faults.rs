@@ -10,7 +10,7 @@
 //! On the code before issue 10 the fault runs exit 0 with about 2,500 of 4,000
 //! checkpointed records in no file under the output path.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

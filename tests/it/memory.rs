@@ -4,9 +4,9 @@
 //! its peak RSS (VmHWM, read from /proc before stdin closes) stays under
 //! [`peak_rss_bound`], the README's formula for these settings.
 //!
-//! Each case prints its peak RSS (`cargo test --test memory -- --nocapture`).
+//! Each case prints its peak RSS (`cargo test --test it memory:: -- --nocapture`).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
