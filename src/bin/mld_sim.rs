@@ -482,7 +482,7 @@ fn play(
                         violations.push(format!(
                             "checkpoint {got} during {} refused: {e} (last {}, largest {})",
                             line.action,
-                            last(&cps),
+                            last(cps),
                             cps.largest
                                 .as_ref()
                                 .map_or("none".to_owned(), |l| l.to_string())

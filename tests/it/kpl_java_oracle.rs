@@ -13,12 +13,7 @@
 //!
 //! `RSMLD_KPL_ORACLE_CASES` sets the number of random cases (default 200000).
 
-#[path = "../../fuzz/src/invariants.rs"]
-#[allow(dead_code)]
-mod invariants;
-
-#[path = "../../fuzz/src/generator.rs"]
-mod generator;
+use crate::{generator, invariants};
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

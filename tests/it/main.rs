@@ -9,6 +9,14 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+// The fuzz targets' invariants and input generator, shared by the KPL modules (each file
+// once in the crate).
+#[path = "../../fuzz/src/generator.rs"]
+mod generator;
+#[path = "../../fuzz/src/invariants.rs"]
+#[allow(dead_code)]
+mod invariants;
+
 mod ahead;
 mod binary;
 mod check;
