@@ -123,3 +123,39 @@ fn in_process_peer_acknowledges_ahead_of_the_pool() {
     assert_eq!(peer.wait(Duration::from_secs(10)).unwrap(), 0);
     assert_eq!(peer.stats().unwrap().completed, 300);
 }
+
+/// Both players fail a transcript whose expectations the processor does not meet: a
+/// different status, a different exit code, stderr text that is not there (the in-process
+/// peer sees the error line of a failed run).
+#[test]
+fn players_reject_wrong_expectations() {
+    use common::Entry;
+
+    let dir = transcripts_dir();
+    let normal = load(&dir.join("normal_periodic.jsonl"));
+    let mut wrong_status = normal.clone();
+    let at = wrong_status
+        .iter()
+        .position(|e| matches!(e, Entry::P2d(l) if l.contains("processRecords")))
+        .unwrap();
+    wrong_status[at] =
+        Entry::P2d(r#"{"action":"status","responseFor":"shutdownRequested"}"#.into());
+    let mut wrong_exit = normal.clone();
+    for e in &mut wrong_exit {
+        if let Entry::Exit(rc) = e {
+            *rc = 3;
+        }
+    }
+    let mut failing = load(&dir.join("malformed_line.jsonl"));
+    assert!(failing.contains(&Entry::Exit(3)), "{failing:?}");
+    failing.push(Entry::PErr("text no error line contains".into()));
+    for (what, entries) in [
+        ("wrong status", &wrong_status),
+        ("wrong exit", &wrong_exit),
+        ("missing stderr text", &failing),
+    ] {
+        assert!(play_in_process(entries).is_err(), "in-process: {what}");
+        assert!(play_binary(entries).is_err(), "binary: {what}");
+    }
+    assert_eq!(play_in_process(&normal), Ok(()));
+}
