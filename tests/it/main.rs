@@ -33,6 +33,7 @@ mod kpl_proto_codegen;
 mod kpl_random;
 mod kpl_roundtrip;
 mod memory;
+mod players;
 mod policies;
 mod pool;
 mod prerequisites;
