@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Throughput, scaling, memory and start-up benchmarks of rsmld against baselines, under the
-# daemon simulator (examples/mld_sim.rs). One run, interleaved: every repetition runs every
+# daemon simulator (src/bin/mld_sim.rs). One run, interleaved: every repetition runs every
 # (scenario, processor) pair once, round-robin, so slow drifts of a noisy machine hit all
 # processors alike; the report takes medians over the repetitions.
 #
 #   scripts/bench.sh                  # R=5; writes bench/results/<date>.json, .md, chart.png
 #   scripts/bench.sh --reps 3
 #   scripts/bench.sh --quick          # tiny scenarios, 1 repetition: checks the script only
+#   scripts/bench.sh --baseline /tmp/rsmld-old   # also run an older rsmld build (c0) next to c
 #
 # Options: --reps N (default 5, or $BENCH_REPS)   --quick   --no-kclpy (skip baseline e)
 #          --no-chart   --out DIR (default bench/results)
 #          --tag TAG (results go to <date>-TAG.json/.md and chart-TAG.png)
 #          --only LIST (comma-separated scenarios, e.g. --only cpu,startup)
+#          --baseline BIN (an older rsmld binary: processor c0, on c's scenarios, in the
+#          same interleaved run; the report adds the ratios c/c0)
 # Environment: RSMLD_CPU_ROUNDS (MD5 rounds per item for cpu_processor, default 20),
 #              BENCH_NICE (run each simulator run in its own session whose scheduler
 #              autogroup, and processes, get this nice level, e.g. -10 as root: on a shared
@@ -20,20 +23,21 @@
 #              <repo>/.state), CARGO_TARGET_DIR.
 #
 # Processors:
-#   a null      examples/null_processor    status per line, no JSON parsing: the protocol limit
-#   b decode    examples/decode_processor  serde_json + base64 of every record, 1 thread: the bare decode bound
+#   a null      src/bin/null_processor     status per line, no JSON parsing: the protocol limit
+#   b decode    src/bin/decode_processor   serde_json + base64 of every record, 1 thread: the bare decode bound
 #   c rsmld     target/release/rsmld --handler discard (default workers = cores)
-#   d cpu-1/N   examples/cpu_processor --workers 1 / N (N = nproc), RSMLD_CPU_ROUNDS of MD5 per item
+#   c0 rsmld-baseline   BIN --handler discard, with --baseline BIN (runs right after c)
+#   d cpu-1/N   src/bin/cpu_processor --workers 1 / N (N = nproc), RSMLD_CPU_ROUNDS of MD5 per item
 #   e kclpy     the amazon_kclpy sample processor with a no-op process_record (bench/kclpy_sample_noop.py)
 #   f exec-item / exec-batch   rsmld --handler exec [--exec-framing batch] running the naive
 #               Python child bench/naive_exec_child.py (json.loads of each line, one flushed
 #               answer per line) under the same interpreter as e (without e: python3's)
 # Scenarios (mld_sim flags; all end with shardEnded):
-#   plain-1k    --batches 200 --records 1000 --size 1024         a, b, c, e
-#   kpl-100     --batches 100 --records 10000 --size 100 --kpl 100   a, b, c, e, f
-#   big-10m     --batches 10 --records 10240 --size 1024  (10 MiB payload, ~16 MB lines)   a, b, c
+#   plain-1k    --batches 200 --records 1000 --size 1024         a, b, c, c0, e
+#   kpl-100     --batches 100 --records 10000 --size 100 --kpl 100   a, b, c, c0, e, f
+#   big-10m     --batches 10 --records 10240 --size 1024  (10 MiB payload, ~16 MB lines)   a, b, c, c0
 #   cpu         --batches 50 --records 1000 --size 1024          d at 1 and N workers
-#   startup     --batches 1 --records 10 --size 100, 10 runs per repetition   a, b, c, e
+#   startup     --batches 1 --records 10 --size 100, 10 runs per repetition   a, b, c, c0, e
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$RSMLD_REPO"
@@ -45,6 +49,7 @@ CHART=1
 OUT="$RSMLD_REPO/bench/results"
 TAG=""
 ONLY=""
+BASELINE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
@@ -55,11 +60,21 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift 2 ;;
         --tag) TAG="$2"; shift 2 ;;
         --only) ONLY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+        --baseline) BASELINE="$2"; shift 2 ;;
+        --baseline=*) BASELINE="${1#*=}"; shift ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
 case "$REPS" in ''|*[!0-9]*|0) die "--reps needs a positive number" ;; esac
+BASELINE_VERSION=""
+if [ -n "$BASELINE" ]; then
+    [ -f "$BASELINE" ] && [ -x "$BASELINE" ] || die "--baseline $BASELINE is not an executable file"
+    BASELINE="$(readlink -f "$BASELINE")"
+    case "$BASELINE" in *[[:space:]]*) die "--baseline: the path must not contain white space ($BASELINE)" ;; esac
+    BASELINE_VERSION="$("$BASELINE" --version 2>/dev/null | head -1 || true)"
+    [ -n "$BASELINE_VERSION" ] || die "--baseline $BASELINE does not answer --version like rsmld"
+fi
 ROUNDS="${RSMLD_CPU_ROUNDS:-20}"
 NPROC="$(nproc)"
 NICE="${BENCH_NICE:-}"
@@ -78,12 +93,14 @@ fi
 
 # --- build -------------------------------------------------------------------------------------
 log "building (release): rsmld, mld_sim, null_processor, decode_processor, cpu_processor"
-cargo build --release --locked --quiet --bin rsmld \
-    --example mld_sim --example null_processor --example decode_processor --example cpu_processor
+# rsmld itself without the test support; the tools need the `testkit` feature (they are not
+# installed by a plain `cargo install`).
+cargo build --release --locked --quiet --bin rsmld
+cargo build --release --locked --quiet --features testkit \
+    --bin mld_sim --bin null_processor --bin decode_processor --bin cpu_processor
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET_DIR/release"
-EX="$BIN/examples"
-SIM="$EX/mld_sim"
+SIM="$BIN/mld_sim"
 
 # --- Python: kclpy (baseline e) and matplotlib (chart) -------------------------------------------
 BENCH_VENV="$RSMLD_STATE/bench-venv"
@@ -136,17 +153,20 @@ S_START="--batches 1 --records 10 --size 100"
 
 proc_cmd() {
     case "$1" in
-        null) echo "$EX/null_processor" ;;
-        decode) echo "$EX/decode_processor" ;;
+        null) echo "$BIN/null_processor" ;;
+        decode) echo "$BIN/decode_processor" ;;
         rsmld) echo "$BIN/rsmld --handler discard" ;;
+        rsmld-baseline) echo "$BASELINE --handler discard" ;;
         kclpy) echo "$KCLPY_PY $RSMLD_REPO/bench/kclpy_sample_noop.py" ;;
         exec-item) echo "$BIN/rsmld --handler exec -- $NAIVE_PY $RSMLD_REPO/bench/naive_exec_child.py" ;;
         exec-batch) echo "$BIN/rsmld --handler exec --exec-framing batch -- $NAIVE_PY $RSMLD_REPO/bench/naive_exec_child.py" ;;
-        cpu-1) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $EX/cpu_processor --workers 1" ;;
-        cpu-N) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $EX/cpu_processor --workers $NPROC" ;;
+        cpu-1) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $BIN/cpu_processor --workers 1" ;;
+        cpu-N) echo "env RSMLD_CPU_ROUNDS=$ROUNDS $BIN/cpu_processor --workers $NPROC" ;;
     esac
 }
-MAIN_PROCS="null decode rsmld"
+# c0 right after c: the pair sees the same machine state.
+RSMLD_PROCS="rsmld${BASELINE:+ rsmld-baseline}"
+MAIN_PROCS="null decode $RSMLD_PROCS"
 [ -n "$KCLPY_PY" ] && MAIN_PROCS="$MAIN_PROCS kclpy"
 
 want() { [ -z "$ONLY" ] || case ",$ONLY," in *",$1,"*) true ;; *) false ;; esac; }
@@ -167,7 +187,7 @@ run_one() { # scenario proc rep sim-args...
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-log "running $REPS repetitions (load average $LOAD_BEFORE)"
+log "running $REPS repetitions (load average $LOAD_BEFORE)${BASELINE:+; baseline c0: $BASELINE ($BASELINE_VERSION)}"
 for rep in $(seq 1 "$REPS"); do
     log "repetition $rep/$REPS"
     if want plain-1k; then
@@ -183,7 +203,7 @@ for rep in $(seq 1 "$REPS"); do
         done
     fi
     if want big-10m; then
-        for p in null decode rsmld; do
+        for p in null decode $RSMLD_PROCS; do
             # shellcheck disable=SC2086
             run_one big-10m "$p" "$rep" $S_BIG
         done
@@ -213,7 +233,7 @@ MD_OUT="$OUT/$DAY.md"
 CHART_OUT="$OUT/chart${TAG:+-$TAG}.png"
 export BENCH_RAW="$RAW" BENCH_JSON="$JSON_OUT" BENCH_MD="$MD_OUT" BENCH_REPS_DONE="$REPS" \
     BENCH_STARTED="$STARTED" BENCH_LOAD_BEFORE="$LOAD_BEFORE" BENCH_LOAD_AFTER="$LOAD_AFTER" \
-    BENCH_NPROC="$NPROC" BENCH_NICE_LEVEL="$NICE" BENCH_ROUNDS="$ROUNDS" BENCH_QUICK="$QUICK" BENCH_KCLPY="$KCLPY_PY" \
+    BENCH_NPROC="$NPROC" BENCH_BASELINE="$BASELINE" BENCH_BASELINE_VERSION="$BASELINE_VERSION" BENCH_NICE_LEVEL="$NICE" BENCH_ROUNDS="$ROUNDS" BENCH_QUICK="$QUICK" BENCH_KCLPY="$KCLPY_PY" \
     BENCH_SCENARIOS="plain-1k=$S_PLAIN;kpl-100=$S_KPL;big-10m=$S_BIG;cpu=$S_CPU;startup=$S_START x $STARTUP_RUNS"
 python3 - <<'PY'
 import json, os, platform, statistics, subprocess
@@ -248,6 +268,7 @@ meta = {
     "cpu_rounds": int(env["BENCH_ROUNDS"]),
     "nice": int(env["BENCH_NICE_LEVEL"]) if env.get("BENCH_NICE_LEVEL") else None,
     "kclpy_python": env["BENCH_KCLPY"],
+    "baseline": {"binary": env["BENCH_BASELINE"], "version": env["BENCH_BASELINE_VERSION"]} if env.get("BENCH_BASELINE") else None,
     "scenarios": dict(s.split("=", 1) for s in env["BENCH_SCENARIOS"].split(";")),
 }
 
@@ -298,6 +319,17 @@ ratios = [
     (f"(d) cpu_processor {meta['nproc']} workers / 1 worker", "x", ratio(g("cpu/cpu-N", "records_per_s"), g("cpu/cpu-1", "records_per_s")), ">=", 1.8),
     ("(c) start -> status(initialize)", "ms", statistics.median(startup_all) if startup_all else None, "<=", 5),
 ]
+if meta["baseline"]:
+    # c/c0: this build against the older one (--baseline), same scenarios, same run.
+    for scen, what in [("plain-1k", "1 KiB plain"), ("kpl-100", "100 B KPL user records"), ("big-10m", "10 MiB batches")]:
+        ratios.append((f"(c)/(c0) rsmld vs baseline, records/s, {what}", "x",
+                       ratio(g(f"{scen}/rsmld", "records_per_s"), g(f"{scen}/rsmld-baseline", "records_per_s")), None, None))
+    ratios.append(("(c)/(c0) rsmld vs baseline, CPU s, 1 KiB plain", "x",
+                   ratio(g("plain-1k/rsmld", "cpu_s"), g("plain-1k/rsmld-baseline", "cpu_s")), None, None))
+    ratios.append(("(c)/(c0) rsmld vs baseline, peak RSS, 10 MiB batches (max over runs)", "x",
+                   ratio(g("big-10m/rsmld", "peak_rss_mib_max"), g("big-10m/rsmld-baseline", "peak_rss_mib_max")), None, None))
+    ratios.append(("(c)/(c0) rsmld vs baseline, start -> status(initialize)", "x",
+                   ratio(g("startup/rsmld", "start_to_init_status_ms"), g("startup/rsmld-baseline", "start_to_init_status_ms")), None, None))
 summary = []
 for name, unit, value, op, target in ratios:
     met = None if value is None or op is None else (value >= target if op == ">=" else value <= target)
@@ -330,6 +362,7 @@ md.append(f"Run {meta['started']}: {meta['repetitions']} interleaved repetitions
           f"load average before/after {meta['load_average_before']} / {meta['load_average_after']}; "
           f"commit {meta['git_commit'][:10]}{' (dirty)' if meta['git_dirty'] else ''}"
           f"{nice_note}"
+          f"{'; baseline c0 ' + meta['baseline']['binary'] + ' (' + meta['baseline']['version'] + ')' if meta['baseline'] else ''}"
           f"{'; QUICK run (not comparable)' if meta['quick'] else ''}.")
 md.append("")
 md.append("| ratio | value | target | met |")

@@ -57,7 +57,8 @@ echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 echo "== cargo test"
 # The policy tests run the example processor as a real binary: build it as one
-# (cargo test --all-targets builds examples only as test harnesses).
+# (cargo test --all-targets builds examples only as test harnesses). The tools in src/bin
+# (mld_sim, the baselines) are built by cargo test itself: the tests turn on `testkit`.
 cargo build --locked --examples
 cargo test --locked --all-targets
 cargo test --locked --doc

@@ -7,7 +7,7 @@ Regenerate (from the repository root; the output is deterministic):
     /tmp/kpl-venv/bin/pip install -r scripts/requirements-kpl.txt
     /tmp/kpl-venv/bin/python scripts/gen_kpl_fixtures.py
 
-then run `cargo test --test kpl_fixtures` and commit tests/fixtures/kpl/.
+then run `cargo test --test it kpl_fixtures` and commit tests/fixtures/kpl/.
 
 Each fixture is NAME.bin (the Kinesis record's bytes) and NAME.json:
 

@@ -7,7 +7,7 @@ Each transcript is JSON lines, the same shape as the recordings of the real daem
   {"dir":"start","args":[...]}        rsmld flags for this run (after the binary name)
   {"dir":"d2p","line":"..."}          the daemon writes this line to rsmld's stdin
   {"dir":"p2d","line":"..."}          rsmld must write this next (compared as JSON)
-  {"dir":"sleep","ms":N}              time passes (real time for the binary, virtual in-process)
+  {"dir":"sleep","ms":N}              time passes (real time, for both players)
   {"dir":"d_eof"}                     the daemon closes rsmld's stdin
   {"dir":"exit","rc":N}               rsmld exits with this code
   {"dir":"p_err","contains":"..."}    rsmld's stderr (or error) mentions this

@@ -57,3 +57,5 @@ pub mod protocol;
 pub mod split;
 pub mod sys;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,7 +1,7 @@
 // A differential oracle: de-aggregates KPL records with protobuf-java and the
 // JDK, applying the rules the Java KCL's AggregatorUtil applies, so that
 // rsmld's decoder can be compared with the real Java runtime behaviour
-// (tests/kpl_java_oracle.rs). Written for rsmld; see README.md.
+// (tests/it/kpl_java_oracle.rs). Written for rsmld; see README.md.
 //
 // Input: one base64 Kinesis record per line. Output, one line per input:
 //   P                                   not an aggregate

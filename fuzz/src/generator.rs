@@ -4,7 +4,7 @@
 //! indexes out of range, invalid UTF-8, odd explicit hash keys, non-minimal
 //! varints), then byte mutations, wrapped with a valid MD5 most of the time.
 //!
-//! Used by `tests/kpl_random.rs` and `tests/kpl_java_oracle.rs` (included by
+//! Used by `tests/it/kpl_random.rs` and `tests/it/kpl_java_oracle.rs` (included by
 //! path, next to `invariants.rs`); it has no dependency beyond `invariants`.
 
 use super::invariants;

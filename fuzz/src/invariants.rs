@@ -2,7 +2,7 @@
 //!
 //! Shared by the libFuzzer target (`fuzz_targets/deaggregate.rs`) and the
 //! stable-Rust tests that replay the corpus and run randomized inputs
-//! (`tests/kpl_fuzz_corpus.rs`, `tests/kpl_random.rs`, which include this file
+//! (`tests/it/kpl_fuzz_corpus.rs`, `tests/it/kpl_random.rs`, which include this file
 //! by path). Panics, with a description, when a property fails.
 
 use prost::Message as _;

@@ -65,7 +65,7 @@
 //! non-canonical 10-byte varint differently depending on how many bytes follow
 //! it (its fast and slow paths disagree), so only the low 32 bits are decided
 //! the same way everywhere. The differential test against protobuf-java
-//! (`tests/kpl_java_oracle.rs`) found this.
+//! (`tests/it/kpl_java_oracle.rs`) found this.
 //!
 //! # Deviation from the Java KCL
 //!

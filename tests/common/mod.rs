@@ -1,15 +1,10 @@
-//! Test support: the transcript format and two players for it — one drives the pure
-//! session in-process (virtual time, items completed synchronously), the other drives the
-//! built binary through real pipes — plus a small daemon model that answers checkpoints
-//! the way the Java daemon does (range checks, echo, SHARD_END).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
-)]
+//! Test support: the test process's side of the shared test kit (`rsmld::testkit`, which
+//! holds the daemon model, the daemon-side encoders, the transcript format and its player):
+//! the built binary as a [`Peer`] ([`Proc`]), the two transcript players (the binary through
+//! real pipes; the production loop in-process), the /proc helpers and handler-level
+//! builders.
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -17,51 +12,20 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rsmld::checkpoint::RecordId;
-use rsmld::cli::config::Cli;
-use rsmld::handler::{Handler, WorkerContext};
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage};
-use rsmld::protocol::sequence::{Esn, SequenceNumber};
-use rsmld::protocol::session::{Next, Output, Session};
-
-use clap::Parser;
-
-/// One transcript entry.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Entry {
-    Start(Vec<String>),
-    D2p(String),
-    P2d(String),
-    Sleep(u64),
-    DEof,
-    Exit(i32),
-    PErr(String),
-}
-
-pub fn load(path: &Path) -> Vec<Entry> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let line = || v["line"].as_str().unwrap().to_owned();
-            match v["dir"].as_str().unwrap() {
-                "start" => Entry::Start(
-                    v["args"]
-                        .as_array()
-                        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
-                        .unwrap_or_default(),
-                ),
-                "d2p" => Entry::D2p(line()),
-                "p2d" => Entry::P2d(line()),
-                "sleep" => Entry::Sleep(v["ms"].as_u64().unwrap()),
-                "d_eof" => Entry::DEof,
-                "exit" => Entry::Exit(v["rc"].as_i64().unwrap() as i32),
-                "p_err" => Entry::PErr(v["contains"].as_str().unwrap().to_owned()),
-                other => panic!("unknown transcript entry {other}"),
-            }
-        })
-        .collect()
-}
+// The test kit's pieces, under the names the tests have always used (`common::batch`, ...);
+// tests/exec_guard.rs, the other includer of this file, uses few of them.
+pub use rsmld::testkit::daemon::CheckpointModel;
+#[allow(unused_imports)]
+pub use rsmld::testkit::encode::{
+    batch, init_line, init_line_at, kpl_framed, line, record, record_with_text, seq, SHARD7,
+    SHUTDOWN_REQUESTED,
+};
+use rsmld::testkit::in_process::InProcess;
+#[allow(unused_imports)]
+pub use rsmld::testkit::transcript::{
+    lease_lost, load, process_records, run_action, shutdown_requested, Entry, Peer,
+};
+use rsmld::testkit::transcript::{play, start_args};
 
 pub fn transcripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts")
@@ -71,7 +35,13 @@ pub fn rsmld_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rsmld"))
 }
 
-/// A built example (cargo test builds examples next to the test binaries' target dir).
+/// The daemon simulator (`src/bin/mld_sim.rs`; `cargo test` builds it, the tests turn the
+/// `testkit` feature on).
+pub fn mld_sim_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mld_sim"))
+}
+
+/// A built example (`cargo build --examples` puts them next to the test binaries' target dir).
 pub fn example_bin(name: &str) -> PathBuf {
     let bin = rsmld_bin();
     let path = bin.parent().unwrap().join("examples").join(name);
@@ -83,146 +53,19 @@ pub fn example_bin(name: &str) -> PathBuf {
     path
 }
 
-/// Compares a processor line with the expected one: same JSON value, ASCII, and accepted
-/// by the strict (daemon-like) decoder.
-pub fn check_p2d(got: &str, expected: &str) -> Result<(), String> {
-    if !got.is_ascii() {
-        return Err(format!("non-ASCII protocol line: {got}"));
-    }
-    ProcessorMessage::decode(got.as_bytes())
-        .map_err(|e| format!("the daemon would skip {got:?}: {e}"))?;
-    let g: serde_json::Value = serde_json::from_str(got).map_err(|e| format!("{got:?}: {e}"))?;
-    let x: serde_json::Value = serde_json::from_str(expected).unwrap();
-    if g != x {
-        return Err(format!("expected {expected}\n     got {got}"));
-    }
-    Ok(())
+// ---------------------------------------------------------------- players
+
+/// Plays a transcript against the production loop in this process: the reader, the
+/// structural scan, acknowledge-ahead and a real pool, over in-memory pipes, in real time.
+pub fn play_in_process(entries: &[Entry]) -> Result<(), String> {
+    let mut peer = InProcess::from_args(&start_args(entries))?;
+    play(entries, &mut peer)
 }
 
-// ---------------------------------------------------------------- in-process player
-
-/// Plays a transcript against the pure session: virtual time, items completed as soon as
-/// they are dispatched by one handler per worker (created by the configured factory).
-pub fn play_session(entries: &[Entry]) -> Result<(), String> {
-    let args = match entries.first() {
-        Some(Entry::Start(a)) => a.clone(),
-        _ => vec!["--handler".into(), "discard".into()],
-    };
-    let cli = Cli::try_parse_from(std::iter::once("rsmld".to_owned()).chain(args))
-        .map_err(|e| e.to_string())?;
-    let config = cli.run.into_driver_config().map_err(|e| e.to_string())?;
-    let start = Instant::now();
-    let mut now = start;
-    let mut session = Session::new(config.session.clone(), config.splitter.clone(), now);
-    let mut handlers: Vec<Box<dyn Handler>> = Vec::new();
-    let mut sent: VecDeque<String> = VecDeque::new();
-    let mut error: Option<String> = None;
-    let mut exited = false;
-
-    let pump = |session: &mut Session,
-                now: &mut Instant,
-                handlers: &mut Vec<Box<dyn Handler>>,
-                sent: &mut VecDeque<String>|
-     -> Result<(), String> {
-        loop {
-            while let Some(out) = session.poll_output() {
-                match out {
-                    Output::Send(m) => sent.push_back(String::from_utf8(m.encode()).unwrap()),
-                    Output::Dispatch(blocks) => {
-                        if handlers.is_empty() {
-                            for w in 0..config.pool.workers {
-                                let ctx = WorkerContext {
-                                    shard_id: session.shard_id().to_owned(),
-                                    worker: w,
-                                    workers: config.pool.workers,
-                                };
-                                handlers
-                                    .push(config.handlers.create(&ctx).map_err(|e| e.to_string())?);
-                            }
-                        }
-                        let mut done: Vec<RecordId> = Vec::new();
-                        for item in blocks.iter().flat_map(|(_, b)| b.iter()) {
-                            let w = rsmld::pool::partition(
-                                item.partition_key.as_bytes(),
-                                handlers.len(),
-                            );
-                            handlers[w]
-                                .process(std::slice::from_ref(&item))
-                                .map_err(|e| e.to_string())?;
-                            done.push(item.record);
-                        }
-                        session
-                            .handle_completed(&done, *now)
-                            .map_err(|e| e.to_string())?;
-                    }
-                    Output::Abandon | Output::Flush => {}
-                }
-            }
-            match session.next() {
-                Next::WorkUntil(t) => {
-                    *now = (*now).max(t);
-                    session.handle_timeout(*now).map_err(|e| e.to_string())?;
-                }
-                Next::Work => return Err("session waits for work that was never dispatched".into()),
-                Next::Message | Next::Exit => return Ok(()),
-            }
-        }
-    };
-
-    for (i, entry) in entries.iter().enumerate() {
-        let ctx = |m: String| format!("entry {}: {m}", i + 1);
-        match entry {
-            Entry::Start(_) => {}
-            Entry::D2p(line) => {
-                if error.is_some() {
-                    continue;
-                }
-                let trimmed = line.trim_end_matches(['\r', '\n']);
-                if trimmed.trim().is_empty() {
-                    continue;
-                }
-                let r = DaemonMessage::decode(trimmed.as_bytes())
-                    .map_err(|e| e.to_string())
-                    .and_then(|m| session.handle_message(m, now).map_err(|e| e.to_string()))
-                    .and_then(|()| pump(&mut session, &mut now, &mut handlers, &mut sent));
-                if let Err(e) = r {
-                    error = Some(e);
-                }
-            }
-            Entry::P2d(expected) => {
-                let got = sent.pop_front().ok_or_else(|| {
-                    ctx(format!(
-                        "expected {expected}, the session sent nothing (error: {error:?})"
-                    ))
-                })?;
-                check_p2d(&got, expected).map_err(ctx)?;
-            }
-            Entry::Sleep(ms) => now += Duration::from_millis(*ms),
-            Entry::DEof => {
-                session.handle_eof();
-                if session.next() != Next::Exit {
-                    return Err(ctx("session does not exit on EOF".into()));
-                }
-            }
-            Entry::Exit(rc) => {
-                exited = true;
-                match (rc, &error) {
-                    (0, Some(e)) => return Err(ctx(format!("expected success, got error: {e}"))),
-                    (0, None) => {}
-                    (_, None) => return Err(ctx(format!("expected exit {rc}, got no error"))),
-                    (_, Some(_)) => {}
-                }
-            }
-            Entry::PErr(_) => {} // stderr text is checked by the binary player
-        }
-    }
-    if !exited {
-        return Err("transcript has no exit entry".into());
-    }
-    if let Some(extra) = sent.pop_front() {
-        return Err(format!("unexpected extra output {extra}"));
-    }
-    Ok(())
+/// Plays a transcript against the built binary through real pipes and real time.
+pub fn play_binary(entries: &[Entry]) -> Result<(), String> {
+    let mut p = Proc::spawn(&start_args(entries));
+    play(entries, &mut p)
 }
 
 // ---------------------------------------------------------------- binary player
@@ -381,214 +224,26 @@ impl Drop for Proc {
     }
 }
 
-/// Plays a transcript against the built binary through real pipes and real time.
-pub fn play_binary(entries: &[Entry]) -> Result<(), String> {
-    let args = match entries.first() {
-        Some(Entry::Start(a)) => a.clone(),
-        _ => vec!["--handler".into(), "discard".into()],
-    };
-    let mut p = Proc::spawn(&args);
-    let mut exited = false;
-    for (i, entry) in entries.iter().enumerate() {
-        let ctx = |m: String| format!("entry {}: {m}", i + 1);
-        match entry {
-            Entry::Start(_) => {}
-            Entry::D2p(line) => p.send(line),
-            Entry::P2d(expected) => {
-                let got = p.recv(Duration::from_secs(10)).map_err(ctx)?;
-                check_p2d(&got, expected)
-                    .map_err(|e| ctx(format!("{e}\nstderr:\n{}", p.stderr())))?;
-            }
-            Entry::Sleep(ms) => std::thread::sleep(Duration::from_millis(*ms)),
-            Entry::DEof => p.close_stdin(),
-            Entry::Exit(rc) => {
-                let got = p.wait(Duration::from_secs(5)).map_err(ctx)?;
-                exited = true;
-                if got != *rc {
-                    return Err(ctx(format!(
-                        "exit code {got}, expected {rc}; stderr:\n{}",
-                        p.stderr()
-                    )));
-                }
-            }
-            Entry::PErr(text) => {
-                // Give the stderr reader a moment to catch up with a just-exited child.
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while !p.stderr().contains(text.as_str()) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                if !p.stderr().contains(text.as_str()) {
-                    return Err(ctx(format!(
-                        "stderr does not mention {text:?}:\n{}",
-                        p.stderr()
-                    )));
-                }
-            }
-        }
-    }
-    if !exited {
-        return Err("transcript has no exit entry".into());
-    }
-    if let Ok(extra) = p.recv(Duration::from_millis(100)) {
-        return Err(format!("unexpected extra output {extra}"));
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------- daemon model
-
-/// Answers checkpoint requests the way the Java daemon does: a request must lie in
-/// [last checkpoint, largest delivered]; null means "largest permitted" (SHARD_END during
-/// shardEnded); the reply echoes the request.
-#[derive(Debug, Default)]
-pub struct CheckpointModel {
-    pub last: Option<Esn>,
-    pub largest: Option<Esn>,
-    pub shard_ended: bool,
-    pub stored: Vec<Esn>,
-}
-
-impl CheckpointModel {
-    pub fn initialize(&mut self, seq: Option<&str>, sub: Option<i64>) {
-        self.last = seq.map(|s| Esn::new(SequenceNumber::parse(s).unwrap(), sub.unwrap_or(0)));
+impl Peer for Proc {
+    fn send(&mut self, line: &str) {
+        Proc::send(self, line)
     }
 
-    /// Notes every record of a batch as delivered (see [`CheckpointModel::deliver`]).
-    pub fn deliver_all(&mut self, records: &[rsmld::protocol::message::Record]) {
-        for r in records {
-            self.deliver(r.esn());
-        }
+    fn recv(&mut self, timeout: Duration) -> Result<String, String> {
+        Proc::recv(self, timeout)
     }
 
-    pub fn deliver(&mut self, esn: Esn) {
-        if self.largest.as_ref().is_none_or(|l| esn > *l) {
-            self.largest = Some(esn);
-        }
+    fn close_input(&mut self) {
+        self.close_stdin()
     }
 
-    /// Returns the reply line and whether it succeeded.
-    pub fn answer(&mut self, request: &ProcessorMessage) -> (String, Option<&'static str>) {
-        let ProcessorMessage::Checkpoint {
-            sequence_number,
-            sub_sequence_number,
-        } = request
-        else {
-            panic!("not a checkpoint: {request:?}");
-        };
-        let target = match sequence_number {
-            None if self.shard_ended => {
-                Some(Esn::new(SequenceNumber::parse("SHARD_END").unwrap(), 0))
-            }
-            None => self.largest.clone(),
-            Some(s) => Some(Esn::new(s.clone(), sub_sequence_number.unwrap_or(0))),
-        };
-        let upper = if self.shard_ended {
-            Some(Esn::new(SequenceNumber::parse("SHARD_END").unwrap(), 0))
-        } else {
-            self.largest.clone()
-        };
-        let error = match &target {
-            Some(t) if self.last.as_ref().is_some_and(|l| t < l) => {
-                Some("IllegalArgumentException")
-            }
-            Some(t) if upper.as_ref().is_none_or(|u| t > u) => Some("IllegalArgumentException"),
-            None => Some("IllegalArgumentException"),
-            Some(t) => {
-                self.last = Some(t.clone());
-                self.stored.push(t.clone());
-                None
-            }
-        };
-        let reply = serde_json::json!({
-            "action": "checkpoint",
-            "sequenceNumber": sequence_number.as_ref().map(|s| s.as_str()),
-            "subSequenceNumber": sub_sequence_number,
-            "error": error,
-        });
-        (reply.to_string(), error)
+    fn wait(&mut self, timeout: Duration) -> Result<i32, String> {
+        Proc::wait(self, timeout)
     }
-}
 
-/// Drives `p` through one action: sends `line`, answers checkpoints with `model`, and
-/// returns the checkpoint requests seen before the status (which must answer `action`).
-pub fn run_action(
-    p: &mut Proc,
-    model: &mut CheckpointModel,
-    line: &str,
-    action: Action,
-) -> Result<Vec<ProcessorMessage>, String> {
-    p.send(line);
-    let mut requests = Vec::new();
-    loop {
-        let got = p.recv(Duration::from_secs(20))?;
-        let msg = ProcessorMessage::decode(got.as_bytes()).map_err(|e| format!("{got}: {e}"))?;
-        match &msg {
-            ProcessorMessage::Status { response_for } => {
-                if *response_for != action {
-                    return Err(format!("status for {response_for}, expected {action}"));
-                }
-                return Ok(requests);
-            }
-            ProcessorMessage::Checkpoint { .. } => {
-                if matches!(action, Action::Initialize | Action::LeaseLost) {
-                    return Err(format!("checkpoint during {action}: {got}"));
-                }
-                let (reply, error) = model.answer(&msg);
-                if let Some(e) = error {
-                    return Err(format!("the daemon model rejected {got}: {e}"));
-                }
-                requests.push(msg);
-                p.send(&reply);
-            }
-        }
+    fn stderr_text(&mut self) -> Option<String> {
+        Some(self.stderr())
     }
-}
-
-/// The daemon's `shutdownRequested` line.
-pub const SHUTDOWN_REQUESTED: &str = r#"{"action":"shutdownRequested"}"#;
-
-/// Drives `p` through `shutdownRequested` (see [`run_action`]).
-pub fn shutdown_requested(
-    p: &mut Proc,
-    model: &mut CheckpointModel,
-) -> Result<Vec<ProcessorMessage>, String> {
-    run_action(p, model, SHUTDOWN_REQUESTED, Action::ShutdownRequested)
-}
-
-/// Drives `p` through `leaseLost` (see [`run_action`]).
-pub fn lease_lost(
-    p: &mut Proc,
-    model: &mut CheckpointModel,
-) -> Result<Vec<ProcessorMessage>, String> {
-    run_action(p, model, r#"{"action":"leaseLost"}"#, Action::LeaseLost)
-}
-
-/// Notes `records` as delivered in `model` and returns their `processRecords` line
-/// (without millisBehindLatest).
-pub fn batch(
-    model: &mut CheckpointModel,
-    records: Vec<rsmld::protocol::message::Record>,
-) -> String {
-    model.deliver_all(&records);
-    line(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: None,
-    })
-}
-
-/// Notes `records` as delivered in `model`, then drives `p` through their
-/// `processRecords` line (millisBehindLatest 0; see [`run_action`]).
-pub fn process_records(
-    p: &mut Proc,
-    model: &mut CheckpointModel,
-    records: Vec<rsmld::protocol::message::Record>,
-) -> Result<Vec<ProcessorMessage>, String> {
-    model.deliver_all(&records);
-    let l = line(&DaemonMessage::ProcessRecords {
-        records,
-        millis_behind_latest: Some(0),
-    });
-    run_action(p, model, &l, Action::ProcessRecords)
 }
 
 // ---------------------------------------------------------------- processes
@@ -654,54 +309,6 @@ pub fn limit_file_size(cmd: &mut Command, bytes: libc::rlim_t) {
     }
 }
 
-/// The shard the binary tests initialize.
-pub const SHARD7: &str = "shardId-000000000007";
-
-/// A realistic 56-digit sequence number ending in `i`.
-pub fn seq(i: u64) -> String {
-    format!("49680445498841953494698307936{i:027}")
-}
-
-/// A record with sequence number `seq(i)`, key `key` and payload `text`.
-pub fn record_with_text(i: u64, key: &str, text: &str) -> rsmld::protocol::message::Record {
-    use base64::Engine;
-    rsmld::protocol::message::Record {
-        data: Some(
-            base64::engine::general_purpose::STANDARD
-                .encode(text)
-                .into(),
-        ),
-        partition_key: key.into(),
-        sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
-        sub_sequence_number: Some(0),
-        approximate_arrival_timestamp: Some(1_700_000_000_000 + i as i64),
-    }
-}
-
-/// A record with payload `payload-{i}`.
-pub fn record(i: u64, key: &str) -> rsmld::protocol::message::Record {
-    record_with_text(i, key, &format!("payload-{i}"))
-}
-
-/// A daemon message as the Java daemon writes it.
-pub fn line(msg: &DaemonMessage) -> String {
-    serde_json::to_string(msg).unwrap()
-}
-
-/// `initialize` for `shard` at `at` (a sequence number or sentinel).
-pub fn init_line_at(shard: &str, at: &str) -> String {
-    line(&DaemonMessage::Initialize {
-        shard_id: shard.into(),
-        sequence_number: Some(SequenceNumber::parse(at).unwrap()),
-        sub_sequence_number: Some(0),
-    })
-}
-
-/// `initialize` for [`SHARD7`] at TRIM_HORIZON.
-pub fn init_line() -> String {
-    init_line_at(SHARD7, "TRIM_HORIZON")
-}
-
 /// Starts rsmld with the file handler writing under `out` plus `extra` flags (and `env`),
 /// and initializes it at TRIM_HORIZON, as the returned model is told.
 pub fn start_file_handler(
@@ -736,10 +343,7 @@ pub fn start_checkpointing(out: &Path, extra: &[&str]) -> (Proc, CheckpointModel
 
 /// Initializes `p` for [`SHARD7`] at TRIM_HORIZON; returns the daemon model, told so.
 pub fn initialize(p: &mut Proc) -> CheckpointModel {
-    let mut model = CheckpointModel::default();
-    model.initialize(Some("TRIM_HORIZON"), Some(0));
-    run_action(p, &mut model, &init_line(), Action::Initialize).unwrap();
-    model
+    rsmld::testkit::transcript::initialize(p).unwrap()
 }
 
 /// Owned argument strings.
@@ -760,14 +364,6 @@ pub fn written(dir: &Path) -> Vec<(String, serde_json::Value)> {
     out
 }
 
-/// A KPL aggregate record around `body` (an encoded `AggregatedRecord`): the magic, the
-/// body and its MD5 digest.
-pub fn kpl_framed(body: &[u8]) -> Vec<u8> {
-    let mut out = rsmld::kpl::MAGIC.to_vec();
-    out.extend_from_slice(body);
-    out.extend_from_slice(&<md5::Md5 as md5::Digest>::digest(body));
-    out
-}
 /// A handler-level item: record `i` at `seq(i)` with partition key `key` and a payload of
 /// `payload` bytes of `x`.
 pub fn item_with(i: u64, key: &str, payload: usize) -> rsmld::item::Item<'static> {

@@ -2,7 +2,7 @@
 //! service manager signalling the whole process group) do not stop rsmld — shutdown is
 //! the daemon's to drive — and stdin EOF still ends it with exit 0.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -9,14 +9,10 @@
 //! set it to millions for a long run:
 //!
 //! ```text
-//! RSMLD_KPL_RANDOM_CASES=3000000 cargo test --release --test kpl_random -- --nocapture
+//! RSMLD_KPL_RANDOM_CASES=3000000 cargo test --release --test it kpl_random -- --nocapture
 //! ```
 
-#[path = "../fuzz/src/invariants.rs"]
-mod invariants;
-
-#[path = "../fuzz/src/generator.rs"]
-mod generator;
+use crate::{generator, invariants};
 
 use generator::{key_focused_record, random_record, Rng};
 use proptest::prelude::*;

@@ -16,7 +16,8 @@
 //! Every line is serialized before the clock starts, and each is written with one
 //! `write_all`, so the simulator costs next to nothing while the processor runs.
 //!
-//! Checkpoints are answered as the Java daemon answers them: a request must lie in
+//! Checkpoints are answered by the daemon model the tests use too
+//! (`rsmld::testkit::daemon::CheckpointModel`), as the Java daemon answers them: a request must lie in
 //! [last stored checkpoint, largest delivered ESN] (SHARD_END is the upper bound during
 //! `shardEnded`); `sequenceNumber: null` means the largest delivered ESN, or SHARD_END during
 //! `shardEnded`; a request out of range is refused with `IllegalArgumentException`, one
@@ -47,6 +48,8 @@ use base64::Engine;
 use clap::{Parser, ValueEnum};
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::{Esn, Sentinel, SequenceNumber};
+use rsmld::testkit::daemon::CheckpointModel;
+use rsmld::testkit::encode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum End {
@@ -140,13 +143,6 @@ impl Rng {
     }
 }
 
-fn encode_line(msg: &DaemonMessage) -> Vec<u8> {
-    #[expect(clippy::expect_used, reason = "daemon messages serialize infallibly")]
-    let mut v = rsmld::json::to_ascii_vec(msg).expect("daemon messages serialize");
-    v.push(b'\n');
-    v
-}
-
 #[expect(clippy::expect_used, reason = "seq is formatted digits")]
 fn generate(args: &Args) -> Scenario {
     let mut rng = Rng(args.seed);
@@ -161,11 +157,7 @@ fn generate(args: &Args) -> Scenario {
 
     let mut lines = Vec::with_capacity(args.batches + 3);
     lines.push(Line {
-        bytes: encode_line(&DaemonMessage::Initialize {
-            shard_id: args.shard_id.clone(),
-            sequence_number: Some(initial.seq.clone()),
-            sub_sequence_number: Some(initial.sub),
-        }),
+        bytes: encode::line_bytes(&encode::initialize(&args.shard_id, initial.seq.clone())),
         action: Action::Initialize,
         delivers: None,
     });
@@ -196,10 +188,7 @@ fn generate(args: &Args) -> Scenario {
             last_esn = Some(r.esn());
         }
         lines.push(Line {
-            bytes: encode_line(&DaemonMessage::ProcessRecords {
-                records,
-                millis_behind_latest: Some(0),
-            }),
+            bytes: encode::line_bytes(&encode::process_records(records, Some(0))),
             action: Action::ProcessRecords,
             delivers: last_esn.clone(),
         });
@@ -213,7 +202,7 @@ fn generate(args: &Args) -> Scenario {
     };
     for (msg, action) in tail {
         lines.push(Line {
-            bytes: encode_line(msg),
+            bytes: encode::line_bytes(msg),
             action: *action,
             delivers: last_esn.clone(),
         });
@@ -229,62 +218,6 @@ fn generate(args: &Args) -> Scenario {
         largest_line,
         last_esn,
         initial,
-    }
-}
-
-/// The daemon's checkpoint bookkeeping (see `tests/common/mod.rs`, `CheckpointModel`).
-struct Checkpoints {
-    last: Esn,
-    largest: Option<Esn>,
-    shard_ended: bool,
-    accepted: u64,
-    refused: u64,
-}
-
-impl Checkpoints {
-    fn shard_end() -> Esn {
-        Esn::new(SequenceNumber::sentinel(Sentinel::ShardEnd), 0)
-    }
-
-    /// Answers a request: the reply line and the error, if refused.
-    fn answer(
-        &mut self,
-        action: Action,
-        sequence_number: &Option<SequenceNumber>,
-        sub_sequence_number: Option<i64>,
-    ) -> (Vec<u8>, Option<&'static str>) {
-        let error = if matches!(action, Action::Initialize | Action::LeaseLost) {
-            Some("InvalidStateException")
-        } else {
-            let target = match sequence_number {
-                None if self.shard_ended => Some(Self::shard_end()),
-                None => self.largest.clone(),
-                Some(s) => Some(Esn::new(s.clone(), sub_sequence_number.unwrap_or(0))),
-            };
-            let upper = if self.shard_ended {
-                Some(Self::shard_end())
-            } else {
-                self.largest.clone()
-            };
-            match target {
-                Some(t) if t >= self.last && upper.as_ref().is_some_and(|u| t <= *u) => {
-                    self.last = t;
-                    None
-                }
-                _ => Some("IllegalArgumentException"),
-            }
-        };
-        if error.is_some() {
-            self.refused += 1;
-        } else {
-            self.accepted += 1;
-        }
-        let reply = DaemonMessage::Checkpoint {
-            sequence_number: sequence_number.as_ref().map(|s| s.as_str().to_owned()),
-            sub_sequence_number,
-            error: error.map(str::to_owned),
-        };
-        (encode_line(&reply), error)
     }
 }
 
@@ -490,7 +423,7 @@ fn play(
     run: &mut Run,
     sc: &Scenario,
     spawned: Instant,
-    cps: &mut Checkpoints,
+    cps: &mut CheckpointModel,
     m: &mut Measures,
     violations: &mut Vec<String>,
 ) -> Result<(), String> {
@@ -543,13 +476,21 @@ fn play(
                     sub_sequence_number,
                 } => {
                     m.checkpoint_requests += 1;
-                    let (reply, error) =
-                        cps.answer(line.action, &sequence_number, sub_sequence_number);
+                    let error = cps.decide(
+                        Some(line.action),
+                        sequence_number.as_ref(),
+                        sub_sequence_number,
+                    );
+                    let reply = encode::line_bytes(&CheckpointModel::reply(
+                        sequence_number.as_ref(),
+                        sub_sequence_number,
+                        error,
+                    ));
                     if let Some(e) = error {
                         violations.push(format!(
                             "checkpoint {got} during {} refused: {e} (last {}, largest {})",
                             line.action,
-                            cps.last,
+                            last(cps),
                             cps.largest
                                 .as_ref()
                                 .map_or("none".to_owned(), |l| l.to_string())
@@ -589,13 +530,7 @@ fn main() -> ExitCode {
     let sc = generate(&args);
     let prep = prep.elapsed();
 
-    let mut cps = Checkpoints {
-        last: sc.initial.clone(),
-        largest: None,
-        shard_ended: false,
-        accepted: 0,
-        refused: 0,
-    };
+    let mut cps = CheckpointModel::at(sc.initial.clone());
     let mut m = Measures::default();
     let mut violations = Vec::new();
 
@@ -633,13 +568,13 @@ fn main() -> ExitCode {
         violations.push(format!("the processor ended with {}", usage.exit));
     }
     let expected_final = match args.end {
-        End::ShardEnd => Checkpoints::shard_end(),
+        End::ShardEnd => CheckpointModel::shard_end(),
         End::Shutdown => sc.last_esn.clone().unwrap_or_else(|| sc.initial.clone()),
     };
-    if result.is_ok() && cps.last != expected_final {
+    if result.is_ok() && cps.last.as_ref() != Some(&expected_final) {
         violations.push(format!(
             "final checkpoint is {}, expected {expected_final}",
-            cps.last
+            last(&cps)
         ));
     }
 
@@ -695,9 +630,9 @@ fn main() -> ExitCode {
             },
             "checkpoints": {
                 "requests": m.checkpoint_requests,
-                "accepted": cps.accepted,
+                "accepted": cps.stored.len(),
                 "refused": cps.refused,
-                "final": cps.last.to_string(),
+                "final": last(&cps),
             },
             "noise_lines": m.noise_lines,
             "lines_after_final_status": after,
@@ -742,7 +677,11 @@ fn main() -> ExitCode {
         );
         println!(
             "  checkpoints {} requested, {} accepted, {} refused; final {}; {} noise lines",
-            m.checkpoint_requests, cps.accepted, cps.refused, cps.last, m.noise_lines
+            m.checkpoint_requests,
+            cps.stored.len(),
+            cps.refused,
+            last(&cps),
+            m.noise_lines
         );
     }
     if ok {
@@ -768,6 +707,13 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The model's last checkpoint, for the report.
+fn last(cps: &CheckpointModel) -> String {
+    cps.last
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
 fn nan_null(x: f64) -> serde_json::Value {

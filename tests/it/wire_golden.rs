@@ -6,8 +6,6 @@
     reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
 )]
 
-mod common;
-
 use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record, ShutdownReason};
 use rsmld::protocol::sequence::SequenceNumber;
 

@@ -1,14 +1,11 @@
 //! Transcript tests: every transcript under tests/transcripts/ is played against the
-//! session in-process (virtual time) and against the built binary (real pipes).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
-)]
+//! production loop in-process (`rsmld::testkit::in_process`: the reader, the structural
+//! scan, acknowledge-ahead and a real pool, over in-memory pipes) and against the built
+//! binary (real pipes).
 
-mod common;
+use crate::common;
 
-use common::{load, play_binary, play_session, transcripts_dir};
+use common::{load, play_binary, play_in_process, transcripts_dir};
 
 fn all() -> Vec<(String, Vec<common::Entry>)> {
     let mut out: Vec<_> = std::fs::read_dir(transcripts_dir())
@@ -31,7 +28,7 @@ fn all() -> Vec<(String, Vec<common::Entry>)> {
 fn transcripts_in_process() {
     let mut failures = Vec::new();
     for (name, entries) in all() {
-        if let Err(e) = play_session(&entries) {
+        if let Err(e) = play_in_process(&entries) {
             failures.push(format!("{name}: {e}"));
         }
     }

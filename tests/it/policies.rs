@@ -6,7 +6,7 @@
     reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
 )]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

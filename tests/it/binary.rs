@@ -6,7 +6,7 @@
     reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -211,12 +211,12 @@ fn exits_promptly_on_eof_with_work_queued() {
     assert_eq!(p.wait(Duration::from_secs(3)).unwrap(), 0);
 }
 
-// A handler that fails to write mid-stream: see tests/file_archive.rs
+// A handler that fails to write mid-stream: see tests/it/file_archive.rs
 // (a_failing_write_is_a_worker_failure, using RLIMIT_FSIZE).
 
 /// A handler that cannot start (the output directory cannot be created) stops rsmld with a
 /// clear message and no status (since the start-up prerequisites: before it reads stdin;
-/// see tests/prerequisites.rs).
+/// see tests/it/prerequisites.rs).
 #[test]
 fn handler_start_failure_is_reported_at_initialize() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,17 +8,12 @@
 //!
 //! ```text
 //! export RSMLD_JAVA_ORACLE_CP="$(fuzz/java-oracle/build.sh)"
-//! cargo test --release --test kpl_java_oracle -- --ignored --nocapture
+//! cargo test --release --test it kpl_java_oracle -- --ignored --nocapture
 //! ```
 //!
 //! `RSMLD_KPL_ORACLE_CASES` sets the number of random cases (default 200000).
 
-#[path = "../fuzz/src/invariants.rs"]
-#[allow(dead_code)]
-mod invariants;
-
-#[path = "../fuzz/src/generator.rs"]
-mod generator;
+use crate::{generator, invariants};
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

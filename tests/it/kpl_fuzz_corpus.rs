@@ -2,8 +2,7 @@
 //! target's own invariants (`fuzz/src/invariants.rs`), so that every seed and
 //! every input the fuzzer saved stays a regression test without nightly.
 
-#[path = "../fuzz/src/invariants.rs"]
-mod invariants;
+use crate::invariants;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! own invariants (`fuzz/src/daemon_line.rs`): the copying and the shared-buffer
 //! decoders agree, nothing panics, re-encoding round-trips.
 
-#[path = "../fuzz/src/daemon_line.rs"]
+#[path = "../../fuzz/src/daemon_line.rs"]
 mod daemon_line;
 
 #[test]

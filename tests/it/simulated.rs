@@ -1,4 +1,4 @@
-//! The fast path end to end: the benchmark's daemon simulator (`examples/mld_sim.rs`,
+//! The fast path end to end: the benchmark's daemon simulator (`src/bin/mld_sim.rs`,
 //! which answers checkpoints with the Java daemon's range checks and fails a run on any
 //! violation or a wrong final checkpoint) drives the real binary with large batches, so
 //! every line takes the path that matters for speed: scanned while it arrives,
@@ -10,12 +10,12 @@
     reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;
 
-use common::{example_bin, rsmld_bin, written};
+use common::{mld_sim_bin, rsmld_bin, written};
 
 struct Scenario {
     name: &'static str,
@@ -50,7 +50,7 @@ const SCENARIOS: [Scenario; 2] = [
 fn run(scenario: &Scenario, end: &str, workers: &str, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let output = Command::new(example_bin("mld_sim"))
+    let output = Command::new(mld_sim_bin())
         .args(scenario.sim)
         .args(["--end", end, "--json", "--timeout", "60", "--"])
         .arg(rsmld_bin())

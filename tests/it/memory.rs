@@ -4,14 +4,9 @@
 //! its peak RSS (VmHWM, read from /proc before stdin closes) stays under
 //! [`peak_rss_bound`], the README's formula for these settings.
 //!
-//! Each case prints its peak RSS (`cargo test --test memory -- --nocapture`).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
-)]
+//! Each case prints its peak RSS (`cargo test --test it memory:: -- --nocapture`).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
