@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use md5::{Digest, Md5};
 use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use rsmld::item::Item;
+use rsmld::pipeline::item::Item;
 
 const DEFAULT_ROUNDS: u32 = 20;
 

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use rsmld::item::Item;
+use rsmld::pipeline::item::Item;
 
 struct Validator {
     worker: usize,

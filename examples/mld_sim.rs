@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use clap::{Parser, ValueEnum};
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::{Esn, Sentinel, SequenceNumber};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

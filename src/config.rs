@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::driver::DriverConfig;
 use crate::handler::discard::DiscardFactory;
 use crate::handler::exec::{
     ExecFactory, ExecFraming, ExecOptions, CLOSE_BOUND, DEFAULT_ANSWER_TIMEOUT,
@@ -25,10 +24,11 @@ use crate::handler::exec::{
 };
 use crate::handler::file::{FileFactory, FileOptions};
 use crate::handler::{delay::DelayFactory, HandlerFactory};
+use crate::pipeline::split::{SplitMode, Splitter, DEFAULT_MAX_ITEMS_PER_RECORD};
 use crate::pool::{OnError, PoolConfig};
 use crate::properties::{self, Diagnostic, Entry, Properties, PropertiesError, RsmldSettings};
 use crate::protocol::session::{OnDuplicate, SessionConfig};
-use crate::split::{SplitMode, Splitter, DEFAULT_MAX_ITEMS_PER_RECORD};
+use crate::runtime::RuntimeConfig as DriverConfig;
 
 /// rsmld: a record processor for the Amazon KCL MultiLangDaemon.
 #[derive(Debug, Parser)]
@@ -736,7 +736,6 @@ impl RunArgs {
                 Some(HandlerKind::Exec) => CLOSE_BOUND + Duration::from_secs(1),
                 _ => Duration::from_secs(1),
             },
-            on_shard: None,
             max_line_bytes: self.max_line_bytes,
         })
     }
@@ -757,7 +756,10 @@ mod tests {
     fn defaults_shown_in_units_are_the_old_defaults() {
         let r = run(&[]).unwrap();
         assert_eq!(r.max_in_flight_bytes, 8 << 20);
-        assert_eq!(r.max_inflated_bytes, crate::split::DEFAULT_MAX_INFLATED);
+        assert_eq!(
+            r.max_inflated_bytes,
+            crate::pipeline::split::DEFAULT_MAX_INFLATED
+        );
         assert_eq!(r.rotate_bytes, 256 << 20);
         assert_eq!(r.checkpoint_interval, Duration::from_secs(60));
         assert_eq!(r.rotate_secs, Duration::from_secs(3600));

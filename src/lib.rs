@@ -45,18 +45,18 @@
 
 pub mod app;
 pub mod check;
-pub mod checkpoint;
+pub mod codec;
 pub mod config;
-pub mod driver;
 pub mod guard;
 pub mod handler;
-pub mod item;
 pub mod json;
 pub mod kpl;
+pub mod lease;
+pub mod pipeline;
 pub mod pool;
 pub mod properties;
 pub mod protocol;
 pub mod reaper;
-pub mod split;
+pub mod runtime;
 pub mod sys;
 pub mod telemetry;

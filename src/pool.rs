@@ -53,12 +53,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
-use crate::checkpoint::RecordId;
 use crate::handler::dead_letter::DeadLetter;
 use crate::handler::{
     BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
 };
-use crate::item::{Item, ItemBlock};
+use crate::pipeline::item::{Item, ItemBlock};
+use crate::pipeline::partition::worker_of;
+use crate::protocol::tracker::RecordId;
 
 /// What to do when a handler fails items.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,18 +155,6 @@ pub enum PoolError {
     /// A worker thread panicked outside its handler.
     #[error("a worker thread panicked: {0}")]
     Panicked(String),
-}
-
-/// The stable partition function: FNV-1a 64 of `key`, modulo `workers`.
-pub fn partition(key: &[u8], workers: usize) -> usize {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(PRIME);
-    }
-    (h % workers.max(1) as u64) as usize
 }
 
 /// A running pool of workers.
@@ -313,8 +302,7 @@ impl Pool {
                 Some(w) if w < n => self.send(w, block)?,
                 _ if n == 1 => self.send(0, block)?,
                 _ => {
-                    let parts =
-                        block.split_by(n, |item| partition(item.partition_key.as_bytes(), n));
+                    let parts = block.split_by(n, |item| worker_of(item, n));
                     for (w, part) in parts.into_iter().enumerate() {
                         if !part.is_empty() {
                             self.send(w, part)?;
@@ -755,24 +743,5 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "unknown panic".to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_is_stable_and_documented() {
-        // FNV-1a 64 test vectors: "" -> cbf29ce484222325, "a" -> af63dc4c8601ec8c.
-        assert_eq!(
-            partition(b"", 1_000_003),
-            (0xcbf2_9ce4_8422_2325u64 % 1_000_003) as usize
-        );
-        assert_eq!(
-            partition(b"a", 1000),
-            (0xaf63_dc4c_8601_ec8cu64 % 1000) as usize
-        );
-        assert_eq!(partition(b"anything", 1), 0);
     }
 }

@@ -20,12 +20,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{init_line, line, marker, record, run_action, seq, CheckpointModel, Proc};
-use rsmld::checkpoint::RecordId;
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions, CLOSE_BOUND, CLOSE_EOF_GRACE};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
-use rsmld::item::{Item, Payload};
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::pipeline::item::{Item, Payload};
 use rsmld::protocol::sequence::SequenceNumber;
+use rsmld::protocol::tracker::RecordId;
 
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -13,11 +13,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{alive, line, marker, record, rsmld_bin, Proc};
-use rsmld::checkpoint::RecordId;
+use rsmld::codec::message::{DaemonMessage, Record};
 use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
-use rsmld::item::{Item, Payload};
-use rsmld::protocol::message::{DaemonMessage, Record};
+use rsmld::pipeline::item::{Item, Payload};
+use rsmld::protocol::tracker::RecordId;
 
 // ---------------------------------------------------------------- helpers
 

@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{item_with, line, record_with_text, run_action, seq, CheckpointModel, Proc};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::handler::file::{ArchiveName, FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
-use rsmld::item::Item;
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::pipeline::item::Item;
 use rsmld::protocol::sequence::SequenceNumber;
 
 const SHARD: &str = "shardId-000000000007";

@@ -20,10 +20,10 @@ use std::time::Duration;
 use common::{
     limit_file_size, process_records, record_with_text, shutdown_requested, Proc, SHARD7,
 };
+use rsmld::codec::message::Record;
 use rsmld::handler::file::{FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
-use rsmld::item::Item;
-use rsmld::protocol::message::Record;
+use rsmld::pipeline::item::Item;
 
 /// The record index encoded in a sequence number made by [`seq`].
 fn index_of(seq: &str) -> u64 {

@@ -4,10 +4,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rsmld::checkpoint::RecordId;
 use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use rsmld::item::{Item, ItemBlock, Payload};
+use rsmld::pipeline::item::{Item, ItemBlock, Payload};
 use rsmld::pool::{Pool, PoolConfig, WorkerEvent};
+use rsmld::protocol::tracker::RecordId;
 
 fn item(n: u64, key: &str) -> ItemBlock {
     ItemBlock::from_items([Item {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record, ShutdownReason};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record, ShutdownReason};
 use rsmld::protocol::sequence::SequenceNumber;
 
 const SEQ: &str = "49680445498841953494698307936256227907416662446197178370";

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use crate::item::Item;
+use crate::pipeline::item::Item;
 
 /// Wraps another factory's handlers with random per-item delays.
 pub struct DelayFactory {

@@ -7,7 +7,7 @@
 //!
 //! # The protocol, from the child's side
 //!
-//! - **stdin**: one item per line, as the item JSON of [`crate::item`]
+//! - **stdin**: one item per line, as the item JSON of [`crate::pipeline::item`]
 //!   (`{"shardId":…,"sequenceNumber":…,"partitionKey":…,"data":"<base64>",…}`), ASCII,
 //!   `\n`-terminated. Items with the same partition key always reach the same child, in
 //!   order. Each line is a *unit*, numbered by its 1-based position in this child's
@@ -132,7 +132,7 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TryRecvEr
 use super::{
     BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
 };
-use crate::item::Item;
+use crate::pipeline::item::Item;
 
 /// How long closing waits for a child to exit after closing its stdin, before SIGTERM.
 pub const CLOSE_EOF_GRACE: Duration = Duration::from_secs(1);

@@ -134,7 +134,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::durable::{DurableDir, DurableFile};
 use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use crate::item::Item;
+use crate::pipeline::item::Item;
 
 /// Settings of the file archive.
 #[derive(Clone, Debug)]

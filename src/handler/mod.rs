@@ -29,7 +29,7 @@ pub mod file;
 
 use std::sync::Arc;
 
-use crate::item::Item;
+use crate::pipeline::item::Item;
 
 /// Where a handler runs: the lease's shard and the worker's index.
 #[derive(Clone, Debug)]

@@ -11,12 +11,15 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rsmld::checkpoint::RecordId;
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage};
 use rsmld::config::Cli;
 use rsmld::handler::{Handler, WorkerContext};
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage};
+use rsmld::pipeline::item::ItemBlock;
+use rsmld::pipeline::mapper::Mapper;
+use rsmld::protocol::budget::PartBudget;
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
 use rsmld::protocol::session::{Next, Output, Session};
+use rsmld::protocol::tracker::RecordId;
 
 use clap::Parser;
 
@@ -108,49 +111,55 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
     let config = cli.run.into_driver_config().map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut now = start;
-    let mut session = Session::new(config.session.clone(), config.splitter.clone(), now);
+    let mut session = Session::new(config.session.clone(), now);
     let mut handlers: Vec<Box<dyn Handler>> = Vec::new();
     let mut sent: VecDeque<String> = VecDeque::new();
     let mut error: Option<String> = None;
     let mut exited = false;
 
+    // Runs dispatched blocks on the handlers at once and feeds the completions back.
+    let run = |session: &mut Session,
+               now: &mut Instant,
+               handlers: &mut Vec<Box<dyn Handler>>,
+               blocks: Vec<(Option<usize>, ItemBlock)>|
+     -> Result<(), String> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        if handlers.is_empty() {
+            for w in 0..config.pool.workers {
+                let ctx = WorkerContext {
+                    shard_id: session.shard_id().to_owned(),
+                    worker: w,
+                    workers: config.pool.workers,
+                };
+                handlers.push(config.handlers.create(&ctx).map_err(|e| e.to_string())?);
+            }
+        }
+        let mut done: Vec<RecordId> = Vec::new();
+        for item in blocks.iter().flat_map(|(_, b)| b.iter()) {
+            let w = rsmld::pipeline::partition::partition(
+                item.partition_key.as_bytes(),
+                handlers.len(),
+            );
+            handlers[w]
+                .process(std::slice::from_ref(&item))
+                .map_err(|e| e.to_string())?;
+            done.push(item.record);
+        }
+        session
+            .handle_completed(&done, *now)
+            .map_err(|e| e.to_string())
+    };
     let pump = |session: &mut Session,
                 now: &mut Instant,
-                handlers: &mut Vec<Box<dyn Handler>>,
                 sent: &mut VecDeque<String>|
      -> Result<(), String> {
         loop {
             while let Some(out) = session.poll_output() {
                 match out {
                     Output::Send(m) => sent.push_back(String::from_utf8(m.encode()).unwrap()),
-                    Output::Dispatch(blocks) => {
-                        if handlers.is_empty() {
-                            for w in 0..config.pool.workers {
-                                let ctx = WorkerContext {
-                                    shard_id: session.shard_id().to_owned(),
-                                    worker: w,
-                                    workers: config.pool.workers,
-                                };
-                                handlers
-                                    .push(config.handlers.create(&ctx).map_err(|e| e.to_string())?);
-                            }
-                        }
-                        let mut done: Vec<RecordId> = Vec::new();
-                        for item in blocks.iter().flat_map(|(_, b)| b.iter()) {
-                            let w = rsmld::pool::partition(
-                                item.partition_key.as_bytes(),
-                                handlers.len(),
-                            );
-                            handlers[w]
-                                .process(std::slice::from_ref(&item))
-                                .map_err(|e| e.to_string())?;
-                            done.push(item.record);
-                        }
-                        session
-                            .handle_completed(&done, *now)
-                            .map_err(|e| e.to_string())?;
-                    }
-                    Output::Abandon | Output::Flush => {}
+                    Output::Event(_) | Output::Abandon | Output::Flush => {}
                 }
             }
             match session.next() {
@@ -162,6 +171,11 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
                 Next::Message | Next::Exit => return Ok(()),
             }
         }
+    };
+    // One part per line, as the old pure session split a whole batch at once.
+    let unbounded = PartBudget {
+        items: usize::MAX,
+        bytes: usize::MAX,
     };
 
     for (i, entry) in entries.iter().enumerate() {
@@ -178,8 +192,15 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
                 }
                 let r = DaemonMessage::decode(trimmed.as_bytes())
                     .map_err(|e| e.to_string())
-                    .and_then(|m| session.handle_message(m, now).map_err(|e| e.to_string()))
-                    .and_then(|()| pump(&mut session, &mut now, &mut handlers, &mut sent));
+                    .and_then(|m| {
+                        let shard = session.shard_id().to_owned();
+                        let mapper =
+                            Mapper::new(&config.splitter, &shard, config.pool.workers, unbounded);
+                        rsmld::lease::feed(&mut session, &mapper, m, 0, now)
+                            .map_err(|e| e.to_string())
+                    })
+                    .and_then(|blocks| run(&mut session, &mut now, &mut handlers, blocks))
+                    .and_then(|()| pump(&mut session, &mut now, &mut sent));
                 if let Err(e) = r {
                     error = Some(e);
                 }
@@ -449,7 +470,7 @@ impl CheckpointModel {
     }
 
     /// Notes every record of a batch as delivered (see [`CheckpointModel::deliver`]).
-    pub fn deliver_all(&mut self, records: &[rsmld::protocol::message::Record]) {
+    pub fn deliver_all(&mut self, records: &[rsmld::codec::message::Record]) {
         for r in records {
             self.deliver(r.esn());
         }
@@ -560,10 +581,7 @@ pub fn lease_lost(
 
 /// Notes `records` as delivered in `model` and returns their `processRecords` line
 /// (without millisBehindLatest).
-pub fn batch(
-    model: &mut CheckpointModel,
-    records: Vec<rsmld::protocol::message::Record>,
-) -> String {
+pub fn batch(model: &mut CheckpointModel, records: Vec<rsmld::codec::message::Record>) -> String {
     model.deliver_all(&records);
     line(&DaemonMessage::ProcessRecords {
         records,
@@ -576,7 +594,7 @@ pub fn batch(
 pub fn process_records(
     p: &mut Proc,
     model: &mut CheckpointModel,
-    records: Vec<rsmld::protocol::message::Record>,
+    records: Vec<rsmld::codec::message::Record>,
 ) -> Result<Vec<ProcessorMessage>, String> {
     model.deliver_all(&records);
     let l = line(&DaemonMessage::ProcessRecords {
@@ -658,9 +676,9 @@ pub fn seq(i: u64) -> String {
 }
 
 /// A record with sequence number `seq(i)`, key `key` and payload `text`.
-pub fn record_with_text(i: u64, key: &str, text: &str) -> rsmld::protocol::message::Record {
+pub fn record_with_text(i: u64, key: &str, text: &str) -> rsmld::codec::message::Record {
     use base64::Engine;
-    rsmld::protocol::message::Record {
+    rsmld::codec::message::Record {
         data: Some(
             base64::engine::general_purpose::STANDARD
                 .encode(text)
@@ -674,7 +692,7 @@ pub fn record_with_text(i: u64, key: &str, text: &str) -> rsmld::protocol::messa
 }
 
 /// A record with payload `payload-{i}`.
-pub fn record(i: u64, key: &str) -> rsmld::protocol::message::Record {
+pub fn record(i: u64, key: &str) -> rsmld::codec::message::Record {
     record_with_text(i, key, &format!("payload-{i}"))
 }
 
@@ -765,8 +783,8 @@ pub fn kpl_framed(body: &[u8]) -> Vec<u8> {
 }
 /// A handler-level item: record `i` at `seq(i)` with partition key `key` and a payload of
 /// `payload` bytes of `x`.
-pub fn item_with(i: u64, key: &str, payload: usize) -> rsmld::item::Item<'static> {
-    rsmld::item::Item {
+pub fn item_with(i: u64, key: &str, payload: usize) -> rsmld::pipeline::item::Item<'static> {
+    rsmld::pipeline::item::Item {
         record: RecordId(i),
         sequence_number: leak(seq(i)),
         sub_sequence_number: 0,
@@ -775,7 +793,7 @@ pub fn item_with(i: u64, key: &str, payload: usize) -> rsmld::item::Item<'static
         partition_key: leak(key),
         explicit_hash_key: None,
         approximate_arrival_timestamp: Some(1_700_000_000_000),
-        data: rsmld::item::Payload::Bytes(leak_bytes(vec![b'x'; payload])),
+        data: rsmld::pipeline::item::Payload::Bytes(leak_bytes(vec![b'x'; payload])),
     }
 }
 

@@ -58,11 +58,12 @@ use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::checkpoint::RecordId;
-use crate::item::ItemBlock;
-use crate::item::{Item, Payload, BASE64};
+use crate::codec::decode::RecordText;
+use crate::codec::Record;
 use crate::kpl::{deaggregate_at_most, DeaggregateError, Deaggregated, UserRecord};
-use crate::protocol::message::{Record, RecordText};
+use crate::pipeline::item::ItemBlock;
+use crate::pipeline::item::{Item, Payload, BASE64};
+use crate::protocol::tracker::RecordId;
 
 /// How records are split into items.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

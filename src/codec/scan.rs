@@ -16,9 +16,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use crate::protocol::message::{
-    fast_record_from, fast_record_spans, is_base64, RecordSpans, RecordText,
-};
+use super::decode::{top_level_field, RecordText};
+use super::parser::{fast_record_from, fast_record_spans, is_base64, RecordSpans};
 
 /// Where the parts of a `processRecords` line are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,21 +303,11 @@ fn top_level<'a>(
                 s.skip_value()?;
                 let value = &line[start..s.i];
                 // Unused values are still validated, so the scan accepts no line that the
-                // full decoder would reject.
-                // Typed like the full decoder's fields, or it would reject what this accepts.
-                match other {
-                    b"millisBehindLatest" => {
-                        millis = serde_json::from_slice::<Option<i64>>(value).ok()?;
-                    }
-                    b"subSequenceNumber" => {
-                        serde_json::from_slice::<Option<i64>>(value).ok()?;
-                    }
-                    b"shardId" | b"sequenceNumber" | b"reason" | b"error" => {
-                        serde_json::from_slice::<Option<String>>(value).ok()?;
-                    }
-                    _ => {
-                        serde_json::from_slice::<serde::de::IgnoredAny>(value).ok()?;
-                    }
+                // full decoder would reject: each is decoded as the decoder's field of the
+                // same name (the one field table, `RawDaemonMessage`).
+                let field = top_level_field(other, value)?;
+                if other == b"millisBehindLatest" {
+                    millis = field.millis_behind_latest;
                 }
             }
         }
