@@ -43,7 +43,7 @@ use crate::checkpoint::RecordId;
 use crate::handler::HandlerFactory;
 use crate::item::ItemBlock;
 use crate::pool::partition;
-use crate::pool::{Pool, PoolConfig, PoolError, WorkerEvent};
+use crate::pool::{Pool, PoolConfig, PoolError, PoolLease, WorkerEvent};
 use crate::protocol::message::{
     parse_record_at, DaemonMessage, DecodeError, LineBuf, ProcessorMessage, Record,
 };
@@ -171,6 +171,7 @@ where
         ),
         writer: ProtocolWriter::new(output),
         pool: None,
+        workers: None,
         line_no: 0,
         last_prefix: String::new(),
         recycle,
@@ -180,9 +181,11 @@ where
         pending: None,
     };
     let result = lp.run(&config, &lines);
-    if let Some(pool) = lp.pool.take() {
+    if let Some(lease) = lp.pool.take() {
         // Whatever is still queued is not covered by any checkpoint: drop it and go.
-        pool.abandon();
+        lease.abandon();
+    }
+    if let Some(pool) = lp.workers.take() {
         if let Err(e) = pool.shutdown(config.shutdown_timeout) {
             log::error!("{e}");
         }
@@ -193,7 +196,9 @@ where
 struct Loop<W: Write> {
     session: Session,
     writer: ProtocolWriter<W>,
-    pool: Option<Pool>,
+    pool: Option<PoolLease>,
+    /// The worker pool the lease is attached to (started at `initialize`).
+    workers: Option<Pool>,
     line_no: u64,
     last_prefix: String,
     recycle: crossbeam_channel::Sender<Vec<u8>>,
@@ -347,7 +352,11 @@ impl<W: Write> Loop<W> {
             if let Some(f) = &config.on_shard {
                 f(&shard);
             }
-            self.pool = Some(Pool::start(&config.pool, &shard, config.handlers.as_ref())?);
+            let lease = crate::telemetry::LeaseId::new("", &shard);
+            let sink = Arc::new(crate::telemetry::LogSink);
+            let pool = Pool::start_for_lease(&config.pool, config.handlers.as_ref(), sink, &lease)?;
+            self.pool = Some(pool.attach(lease));
+            self.workers = Some(pool);
             log::info!(
                 "started {} workers (max in flight {}, checkpoint interval {:.3} s)",
                 config.pool.workers,
@@ -583,7 +592,7 @@ impl<W: Write> Loop<W> {
         budget: Budget,
         line: &Arc<LineBuf>,
     ) -> (SplitBatch, usize) {
-        let workers = self.pool.as_ref().map_or(1, Pool::workers);
+        let workers = self.pool.as_ref().map_or(1, PoolLease::workers);
         let first_id = self.session.tracker().next_id();
         let mut blocks: Vec<ItemBlock> = (0..workers)
             .map(|_| ItemBlock::new(Some(line.clone())))
@@ -637,7 +646,7 @@ impl<W: Write> Loop<W> {
         let chunk = (layout.records.len() / (rayon::current_num_threads().max(1) * 4)).max(64);
         let shard = &*self.shard;
         let splitter = &config.splitter;
-        let workers = self.pool.as_ref().map_or(1, Pool::workers);
+        let workers = self.pool.as_ref().map_or(1, PoolLease::workers);
         let first_id = self.session.tracker().next_id().0;
         let budget = Budget::of(config);
         let (items, bytes) = (AtomicUsize::new(0), AtomicUsize::new(0));

@@ -20,7 +20,6 @@
 //! Built-ins, all on this same trait: [`discard`] (counts), [`mod@file`] (JSON lines per
 //! shard and worker), and the testing wrapper [`delay`].
 
-pub(crate) mod dead_letter;
 pub mod delay;
 pub mod discard;
 pub(crate) mod durable;
