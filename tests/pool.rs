@@ -32,7 +32,7 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, _lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         for it in items {
             std::thread::sleep(Duration::from_micros(self.delay_us * (it.record.0 % 3)));
             self.seen
@@ -87,7 +87,7 @@ proptest! {
 
 struct Panics;
 impl Handler for Panics {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, _lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         if items.iter().any(|i| i.partition_key == "boom") {
             panic!("handler exploded on purpose");
         }

@@ -30,8 +30,8 @@ fn item(lease: &str, n: u64, key: &str) -> ItemBlock {
 /// What a recording handler saw: per item (worker, lease, key, n), in processing order.
 type Seen = Arc<Mutex<Vec<(usize, String, String, u64)>>>;
 
-/// Records every item; waits while `gate` is closed; fails items keyed `boom`; asserts
-/// that a batch never mixes leases.
+/// Records every item; waits while `gate` is closed; fails items keyed `boom`; notes a
+/// batch that mixes leases (an item whose `lease:` prefix is not the batch's lease).
 struct Recorder {
     worker: usize,
     seen: Seen,
@@ -40,13 +40,12 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         while !self.gate.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(1));
         }
         let lease_of = |it: &Item| it.sequence_number.split(':').next().unwrap().to_owned();
-        let first = lease_of(&items[0]);
-        if items.iter().any(|it| lease_of(it) != first) {
+        if items.iter().any(|it| lease_of(it) != *lease.shard) {
             self.mixed.store(true, Ordering::SeqCst);
         }
         let mut failed = Vec::new();
@@ -136,8 +135,8 @@ fn collect(lease: &PoolLease, want: usize) -> (Vec<u64>, Option<(Vec<RecordId>, 
 fn abandoning_one_lease_leaves_the_other_untouched() {
     let (workers, max_batch, per_lease) = (2, 4, 400u64);
     let f = start(workers, max_batch, OnError::Fail, false);
-    let a = f.pool.attach(LeaseId::new("app", "shard-a"));
-    let b = f.pool.attach(LeaseId::new("app", "shard-b"));
+    let a = f.pool.attach(LeaseId::new("app", "a"));
+    let b = f.pool.attach(LeaseId::new("app", "b"));
     for n in 0..per_lease {
         let key = format!("k{}", n % 7);
         a.dispatch_block(item("a", n, &key)).unwrap();
@@ -178,8 +177,8 @@ fn abandoning_one_lease_leaves_the_other_untouched() {
 #[test]
 fn a_failure_fails_its_lease_and_the_worker_serves_the_others() {
     let f = start(1, 2, OnError::Fail, false);
-    let a = f.pool.attach(LeaseId::new("app", "shard-a"));
-    let b = f.pool.attach(LeaseId::new("app", "shard-b"));
+    let a = f.pool.attach(LeaseId::new("app", "a"));
+    let b = f.pool.attach(LeaseId::new("app", "b"));
     for n in 0..50u64 {
         let key = if n == 10 { "boom" } else { "fine" };
         a.dispatch_block(item("a", n, key)).unwrap();
@@ -222,7 +221,7 @@ fn a_failure_fails_its_lease_and_the_worker_serves_the_others() {
     drop(seen);
     assert!(a.dispatch_block(item("a", 99, "fine")).is_err());
     // A lease attached later is served by the same worker.
-    let c = f.pool.attach(LeaseId::new("app", "shard-c"));
+    let c = f.pool.attach(LeaseId::new("app", "c"));
     c.dispatch_block(item("c", 0, "fine")).unwrap();
     assert_eq!(collect(&c, 1).0, vec![0]);
     f.pool.shutdown(Duration::from_secs(10)).unwrap();
@@ -373,4 +372,184 @@ fn a_hung_uninterruptible_call_fails_the_leases_waiting_on_its_worker() {
     assert!(c.dispatch_block(item("c", 0, "k")).is_err());
     gate.store(true, Ordering::SeqCst);
     pool.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// Waits until `f` holds (polling), at most 30 s.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The archive files of `dir`: (name, lines parsed).
+fn archive(dir: &std::path::Path) -> Vec<(String, Vec<serde_json::Value>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|name| {
+            let text = std::fs::read_to_string(dir.join(&name)).unwrap();
+            let lines = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            (name, lines)
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+/// Files of this process open under `dir`.
+fn open_files_under(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.starts_with(dir))
+        .map(|t| t.display().to_string())
+        .collect()
+}
+
+/// The file handler on a shared pool: each lease writes its own files per worker, named
+/// by its shard as in child mode, every line naming the lease's shard; a lease's files
+/// are closed when it ends, and a lease attached again starts a new file.
+#[test]
+fn file_handler_keeps_one_file_per_lease_and_worker() {
+    use rsmld::handler::file::{FileFactory, FileOptions};
+    let out = tempfile::tempdir().unwrap();
+    let factory = FileFactory::new(FileOptions::new(out.path()));
+    let config = PoolConfig {
+        workers: 2,
+        max_batch: 16,
+        ..PoolConfig::default()
+    };
+    let pool = Pool::start(&config, &factory, Arc::new(NullSink)).unwrap();
+    let a = pool.attach(LeaseId::new("app", "shardId-A"));
+    let b = pool.attach(LeaseId::new("app", "shardId-B"));
+    for n in 0..200u64 {
+        let key = format!("k{}", n % 5);
+        a.dispatch_block(item("a", n, &key)).unwrap();
+        b.dispatch_block(item("b", n, &key)).unwrap();
+    }
+    assert_eq!(collect(&a, 200).0.len(), 200);
+    assert_eq!(collect(&b, 200).0.len(), 200);
+    drop(a);
+    eventually("lease A's files to be closed", || {
+        open_files_under(out.path())
+            .iter()
+            .all(|f| !f.contains("shardId-A."))
+    });
+    let files = archive(out.path());
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, lines) in &files {
+        let shard = name.split('.').next().unwrap();
+        assert!(shard == "shardId-A" || shard == "shardId-B", "{name}");
+        assert!(
+            name.ends_with(".w0.jsonl") || name.ends_with(".w1.jsonl"),
+            "{name}"
+        );
+        for line in lines {
+            assert_eq!(line["shardId"], shard, "{name}: {line}");
+            seen.entry(shard.to_owned())
+                .or_default()
+                .push(line["sequenceNumber"].as_str().unwrap().to_owned());
+        }
+    }
+    for (shard, prefix) in [("shardId-A", "a"), ("shardId-B", "b")] {
+        let mut got = seen.remove(shard).unwrap_or_default();
+        got.sort();
+        let mut want: Vec<String> = (0..200).map(|n| format!("{prefix}:{n}")).collect();
+        want.sort();
+        assert_eq!(got, want, "{shard}");
+    }
+    // Attached again: a new file for the lease, next to the closed one.
+    let before = files.len();
+    let a = pool.attach(LeaseId::new("app", "shardId-A"));
+    a.dispatch_block(item("a", 500, "k0")).unwrap();
+    assert_eq!(collect(&a, 1).0, vec![500]);
+    let files = archive(out.path());
+    assert_eq!(files.len(), before + 1, "{files:?}");
+    drop(a);
+    drop(b);
+    pool.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// The exec handler on a shared pool: one child per worker serves both leases, each item
+/// line names its own lease's shard, and `RSMLD_SHARD_ID` is unset (a child serves many
+/// shards); with a pool started for one lease it is that lease's shard, as in child mode.
+#[test]
+fn exec_children_serve_every_lease_and_name_each_items_shard() {
+    use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions};
+    let out = tempfile::tempdir().unwrap();
+    let script = r#"echo "env ${RSMLD_SHARD_ID-unset}" >> "$0.$RSMLD_WORKER"
+n=0
+while IFS= read -r line; do
+  n=$((n+1))
+  printf '%s\n' "$line" >> "$0.$RSMLD_WORKER"
+  echo "ok $n"
+done"#;
+    for sole in [false, true] {
+        let base = out.path().join(format!("sole-{sole}"));
+        let factory = ExecFactory::new(ExecOptions {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+                base.display().to_string(),
+            ],
+            framing: ExecFraming::Item,
+            max_pipelined: 8,
+            restart_backoff: Duration::from_millis(10),
+            restart_backoff_max: Duration::from_millis(40),
+            stall_warning: Duration::from_secs(5),
+            answer_timeout: None,
+        });
+        let config = PoolConfig {
+            workers: 2,
+            max_batch: 4,
+            ..PoolConfig::default()
+        };
+        let a_id = LeaseId::new("app", "shardId-A");
+        let pool = if sole {
+            Pool::start_for_lease(&config, &factory, Arc::new(NullSink), &a_id).unwrap()
+        } else {
+            Pool::start(&config, &factory, Arc::new(NullSink)).unwrap()
+        };
+        let a = pool.attach(a_id);
+        let b = (!sole).then(|| pool.attach(LeaseId::new("app", "shardId-B")));
+        for n in 0..40u64 {
+            let key = format!("k{}", n % 6);
+            a.dispatch_block(item("a", n, &key)).unwrap();
+            if let Some(b) = &b {
+                b.dispatch_block(item("b", n, &key)).unwrap();
+            }
+        }
+        assert_eq!(collect(&a, 40).0.len(), 40);
+        if let Some(b) = &b {
+            assert_eq!(collect(b, 40).0.len(), 40);
+        }
+        drop((a, b));
+        pool.shutdown(Duration::from_secs(10)).unwrap();
+        let mut items = 0;
+        for w in 0..2 {
+            let text = std::fs::read_to_string(format!("{}.{w}", base.display())).unwrap();
+            let mut lines = text.lines();
+            let env = lines.next().unwrap();
+            let want = if sole { "env shardId-A" } else { "env unset" };
+            assert_eq!(env, want, "worker {w}");
+            for line in lines {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let seq = v["sequenceNumber"].as_str().unwrap();
+                let shard = if seq.starts_with("a:") {
+                    "shardId-A"
+                } else {
+                    "shardId-B"
+                };
+                assert_eq!(v["shardId"], shard, "{line}");
+                items += 1;
+            }
+        }
+        assert_eq!(items, if sole { 40 } else { 80 });
+    }
 }

@@ -309,9 +309,9 @@ impl Pool {
         let mut handlers = Vec::with_capacity(n);
         for worker in 0..n {
             let ctx = WorkerContext {
-                shard_id: lease.map_or_else(String::new, |l| l.shard.to_string()),
-                worker,
-                workers: n,
+                telemetry: telemetry.clone(),
+                sole_lease: lease.cloned(),
+                ..WorkerContext::new(worker, n)
             };
             let handler = factory.create(&ctx).map_err(|e| PoolError::Start {
                 worker,

@@ -40,6 +40,8 @@ pub(crate) struct Worker {
     telemetry: Arc<dyn Sink>,
     /// The dead-letter files (under `--on-error skip` only).
     dead_letter: Option<DeadLetter>,
+    /// The leases whose batches this handler saw and has not been told the end of.
+    leases: Vec<Arc<LeaseState>>,
     dead_lettered: Arc<AtomicU64>,
     /// The pool is shutting down.
     stopping: Arc<AtomicBool>,
@@ -70,6 +72,7 @@ impl Worker {
             epoch,
             telemetry,
             dead_letter,
+            leases: Vec::new(),
             dead_lettered,
             stopping,
             dirty: false,
@@ -168,10 +171,34 @@ impl Worker {
         false
     }
 
-    /// Drops the per-lease state of leases that have ended.
+    /// Drops the per-lease state of leases that have ended, and tells the handler.
     fn forget_ended(&mut self) {
         if let Some(sink) = &mut self.dead_letter {
             sink.forget_ended();
+        }
+        let mut i = 0;
+        while i < self.leases.len() {
+            if !self.leases[i].ended() {
+                i += 1;
+                continue;
+            }
+            let lease = self.leases.swap_remove(i);
+            if let Err(e) = self.handler.end_lease(&lease.id) {
+                log::error!(
+                    "worker {}: ending lease {} in the handler failed: {e}",
+                    self.id,
+                    lease.id
+                );
+            }
+        }
+    }
+
+    /// Notes that the handler sees a batch of `lease` (so it is told the lease's end).
+    fn note_lease(&mut self, lease: &Arc<LeaseState>) {
+        if !self.leases.iter().any(|l| Arc::ptr_eq(l, lease)) {
+            // A lease attached again has ended before: the handler hears of that first.
+            self.forget_ended();
+            self.leases.push(lease.clone());
         }
     }
 
@@ -208,6 +235,7 @@ impl Worker {
 
     /// Processes one batch of `lease` under the failure policy.
     fn run_batch(&mut self, lease: &Arc<LeaseState>, batch: &[Item]) {
+        self.note_lease(lease);
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut attempt: u32 = 0;
         loop {
@@ -309,7 +337,7 @@ impl Worker {
         let start = self.epoch.elapsed().as_millis() as u64 + 1;
         self.watch.begin(start, lease);
         let handler = &mut self.handler;
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.process(items)));
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler.process(&lease.id, items)));
         self.watch.end();
         match outcome {
             Ok(Ok(())) => Vec::new(),
