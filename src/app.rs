@@ -201,7 +201,7 @@ fn run(
             let protocol_out = crate::sys::guard_stdout()?;
             // Child mode: a runtime with one lease, on stdin and stdout.
             let runtime = crate::runtime::Runtime::new(config, Arc::new(child.clone()));
-            let result = runtime.run_lease(std::io::stdin(), protocol_out);
+            let result = runtime.run_child(std::io::stdin(), protocol_out);
             // Whatever the outcome, no handler process outlives rsmld.
             let swept = crate::reaper::sweep();
             if swept > 0 {

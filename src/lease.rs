@@ -44,7 +44,7 @@ use crate::codec::scan::{scan_resumed, Prescan, ProcessRecordsLayout};
 use crate::codec::writer::ProtocolWriter;
 use crate::pipeline::item::ItemBlock;
 use crate::pipeline::mapper::{Mapper, Part};
-use crate::pool::{Pool, PoolError, WorkerEvent};
+use crate::pool::{PoolError, PoolLease, WorkerEvent};
 use crate::protocol::session::{
     Admission, Next, Output, RecordsHead, Session, SessionError, Stats,
 };
@@ -125,7 +125,8 @@ pub struct Lease<'rt, W: Write> {
     rt: &'rt Runtime,
     session: Session,
     writer: ProtocolWriter<W>,
-    pool: Option<Pool>,
+    /// This lease's handle on the runtime's pool (attached at `initialize`).
+    pool: Option<PoolLease>,
     /// The lease once `initialize` named it (events carry it).
     lease: Option<LeaseId>,
     line_no: u64,
@@ -163,9 +164,6 @@ impl<'rt, W: Write> Lease<'rt, W> {
         if let Some(pool) = lease.pool.take() {
             // Whatever is still queued is not covered by any checkpoint: drop it and go.
             pool.abandon();
-            if let Err(e) = pool.shutdown(rt.config().shutdown_timeout) {
-                log::error!("{e}");
-            }
         }
         result.map(|()| lease.session.stats())
     }
@@ -286,7 +284,8 @@ impl<'rt, W: Write> Lease<'rt, W> {
     /// After `initialize`: the lease has a name, and workers to run its items.
     fn start_workers(&mut self) -> Result<(), LeaseError> {
         let shard = self.session.shard_id().to_owned();
-        self.lease = Some(LeaseId::new("", &shard));
+        let lease = LeaseId::new("", &shard);
+        self.lease = Some(lease.clone());
         // The session's events (`initialize: ...`) go first, its status after the pool
         // started (a pool that cannot start answers nothing).
         let mut later = Vec::new();
@@ -297,7 +296,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
             }
         }
         let config = self.rt.config();
-        self.pool = Some(Pool::start(&config.pool, &shard, config.handlers.as_ref())?);
+        self.pool = Some(self.rt.attach(&lease)?);
         self.emit(&Event::WorkersStarted {
             workers: config.pool.workers,
             max_in_flight: config.session.max_in_flight,
@@ -428,7 +427,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
 
     /// The mapper over this lease's workers.
     fn mapper<'m>(&'m self, shard: &'m str) -> Mapper<'m> {
-        let workers = self.pool.as_ref().map_or(1, Pool::workers);
+        let workers = self.pool.as_ref().map_or(1, PoolLease::workers);
         Mapper::new(
             &self.rt.config().splitter,
             shard,

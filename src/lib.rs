@@ -17,7 +17,7 @@
 //!                   ▼
 //!                 Pool: FNV-1a(key) % N → bounded channel    pool
 //!          ┌────────┼────────┐
-//!       worker 0  worker 1 … worker N-1   (rayon threads; one Handler each)  handler
+//!       worker 0  worker 1 … worker N-1   (threads; one Handler each)        handler
 //!          └────────┴────┬───┘
 //!                        ▼ completions (unbounded channel)
 //!                 Session: Tracker.complete → position = end of completed prefix

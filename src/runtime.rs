@@ -8,15 +8,15 @@
 //! connection a lease.
 
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::handler::HandlerFactory;
 use crate::lease::{Lease, LeaseError};
 use crate::pipeline::split::Splitter;
-use crate::pool::PoolConfig;
+use crate::pool::{Pool, PoolConfig, PoolError, PoolLease};
 use crate::protocol::session::{SessionConfig, Stats};
-use crate::telemetry::Sink;
+use crate::telemetry::{LeaseId, Sink};
 
 /// Everything a runtime needs: the settings of its leases and of its pool.
 pub struct RuntimeConfig {
@@ -40,12 +40,32 @@ pub struct RuntimeConfig {
 pub struct Runtime {
     config: RuntimeConfig,
     sink: Arc<dyn Sink>,
+    /// The worker pool: started by [`Runtime::start`], or (child mode) by the first lease
+    /// that attaches, for that lease.
+    pool: Mutex<Option<Pool>>,
 }
 
 impl Runtime {
-    /// A runtime with these settings, whose leases tell `sink` what happens.
+    /// A runtime whose pool starts when its first lease is initialized, for that lease (the
+    /// handlers know it as their only lease, e.g. the exec handler's `RSMLD_SHARD_ID`):
+    /// child mode, where the shard is only known from `initialize`.
     pub fn new(config: RuntimeConfig, sink: Arc<dyn Sink>) -> Self {
-        Runtime { config, sink }
+        Runtime {
+            config,
+            sink,
+            pool: Mutex::new(None),
+        }
+    }
+
+    /// A runtime whose pool starts now, serving every lease that attaches (a host of many
+    /// leases).
+    pub fn start(config: RuntimeConfig, sink: Arc<dyn Sink>) -> Result<Self, PoolError> {
+        let pool = Pool::start(&config.pool, config.handlers.as_ref(), sink.clone())?;
+        Ok(Runtime {
+            config,
+            sink,
+            pool: Mutex::new(Some(pool)),
+        })
     }
 
     /// The settings.
@@ -58,12 +78,57 @@ impl Runtime {
         &self.sink
     }
 
-    /// Runs one lease over `input`/`output` until its input ends; its counters.
+    /// Attaches `lease` to the pool (starting it for this lease if it has not started).
+    pub fn attach(&self, lease: &LeaseId) -> Result<PoolLease, PoolError> {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.is_none() {
+            *pool = Some(Pool::start_for_lease(
+                &self.config.pool,
+                self.config.handlers.as_ref(),
+                self.sink.clone(),
+                lease,
+            )?);
+        }
+        match pool.as_ref() {
+            Some(pool) => Ok(pool.attach(lease.clone())),
+            // Invariant: set just above.
+            None => unreachable!("the pool was started above"),
+        }
+    }
+
+    /// Runs one lease over `input`/`output` until its input ends; its counters. Leases
+    /// may run at once, each on its own thread.
     pub fn run_lease<R, W>(&self, input: R, output: W) -> Result<Stats, LeaseError>
     where
         R: Read + Send + 'static,
         W: Write,
     {
         Lease::run(self, input, output)
+    }
+
+    /// Stops the workers, waiting at most `--shutdown-timeout`: whatever is still queued
+    /// is dropped (no lease checkpointed it).
+    pub fn shutdown(self) -> Result<(), PoolError> {
+        let pool = self
+            .pool
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        match pool {
+            Some(pool) => pool.shutdown(self.config.shutdown_timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// Child mode: one lease on these streams, then the workers stop.
+    pub fn run_child<R, W>(self, input: R, output: W) -> Result<Stats, LeaseError>
+    where
+        R: Read + Send + 'static,
+        W: Write,
+    {
+        let result = self.run_lease(input, output);
+        if let Err(e) = self.shutdown() {
+            log::error!("{e}");
+        }
+        result
     }
 }

@@ -38,8 +38,9 @@
 //!   killed and restarted, and nothing it wrote after the violation counts. Answers read
 //!   before it still count. Log to **stderr**: rsmld forwards it line by line to its own
 //!   log (`worker <k> child <pid>: <line>`).
-//! - **Environment**: rsmld's own, plus `RSMLD_SHARD_ID`, `RSMLD_WORKER` (this child's
-//!   worker index), `RSMLD_WORKERS` (how many there are), `RSMLD_EXEC_CHILD` (an id
+//! - **Environment**: rsmld's own, plus `RSMLD_SHARD_ID` (the lease's shard, when the pool
+//!   serves one lease, as in child mode; unset on a pool shared by several leases, whose
+//!   items each name their shard), `RSMLD_WORKER` (this child's worker index), `RSMLD_WORKERS` (how many there are), `RSMLD_EXEC_CHILD` (an id
 //!   of this child, by which rsmld finds its descendants when it ends it) and
 //!   `PYTHONUNBUFFERED=1` (above). Every signal
 //!   rsmld ignores itself ([`crate::sys::IGNORED_SIGNALS`]: SIGINT, SIGTERM, SIGHUP,
@@ -133,6 +134,7 @@ use super::{
     BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
 };
 use crate::pipeline::item::Item;
+use crate::telemetry::LeaseId;
 
 /// How long closing waits for a child to exit after closing its stdin, before SIGTERM.
 pub const CLOSE_EOF_GRACE: Duration = Duration::from_secs(1);
@@ -789,13 +791,17 @@ impl ExecHandler {
             Err(e) => return Err(spawn_error(format!("cannot start its exec guard: {e}"))),
         };
         cmd.env(CHILD_TAG, &tag)
-            .env("RSMLD_SHARD_ID", &self.ctx.shard_id)
             .env("RSMLD_WORKER", self.ctx.worker.to_string())
             .env("RSMLD_WORKERS", self.ctx.workers.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // A child serves every lease of its worker: only a pool that serves one lease
+        // (child mode) can name its shard.
+        if let Some(lease) = &self.ctx.sole_lease {
+            cmd.env("RSMLD_SHARD_ID", &*lease.shard);
+        }
         // A Python child's print() to a pipe is block-buffered: its answers would sit in
         // its buffer while rsmld waits for them. Set means set, to any value (even empty).
         if std::env::var_os(PYTHON_UNBUFFERED).is_none() {
@@ -1105,7 +1111,12 @@ impl ExecHandler {
     }
 
     /// Writes items and reads answers until every item is answered or the child fails.
-    fn run_batch(&self, running: &mut Running, items: &[Item]) -> (Progress, Option<Fault>) {
+    fn run_batch(
+        &self,
+        running: &mut Running,
+        shard_id: &str,
+        items: &[Item],
+    ) -> (Progress, Option<Fault>) {
         let n = items.len();
         let framing = self.options.framing;
         let window = match framing {
@@ -1154,7 +1165,7 @@ impl ExecHandler {
             }
             // Fill the window and write what the pipe takes, without ever blocking.
             // Units in flight (serialized, not answered) stay within the window.
-            if let Err(e) = out.fill(items, &self.ctx.shard_id, n.min(p.acked + window)) {
+            if let Err(e) = out.fill(items, shard_id, n.min(p.acked + window)) {
                 break Some(Fault::Write(format!("cannot serialize an item: {e}")));
             }
             let mut blocked = false;
@@ -1225,7 +1236,7 @@ impl ExecHandler {
 }
 
 impl Handler for ExecHandler {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         let _busy = Busy::new(&self.shared);
         if lock(&self.shared).stopping {
             return Err(BatchError::Batch(HandlerError::new(
@@ -1239,7 +1250,7 @@ impl Handler for ExecHandler {
                 "exec handler has no child after starting one",
             )));
         };
-        let (progress, fault) = self.run_batch(&mut running, items);
+        let (progress, fault) = self.run_batch(&mut running, &lease.shard, items);
         let fault = match fault {
             None => {
                 self.child = Some(running);

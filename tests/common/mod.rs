@@ -20,6 +20,7 @@ use rsmld::protocol::budget::PartBudget;
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
 use rsmld::protocol::session::{Next, Output, Session};
 use rsmld::protocol::tracker::RecordId;
+use rsmld::telemetry::LeaseId;
 
 use clap::Parser;
 
@@ -128,11 +129,8 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
         }
         if handlers.is_empty() {
             for w in 0..config.pool.workers {
-                let ctx = WorkerContext {
-                    shard_id: session.shard_id().to_owned(),
-                    worker: w,
-                    workers: config.pool.workers,
-                };
+                let ctx = WorkerContext::new(w, config.pool.workers)
+                    .for_lease(LeaseId::new("", session.shard_id()));
                 handlers.push(config.handlers.create(&ctx).map_err(|e| e.to_string())?);
             }
         }
@@ -143,7 +141,10 @@ pub fn play_session(entries: &[Entry]) -> Result<(), String> {
                 handlers.len(),
             );
             handlers[w]
-                .process(std::slice::from_ref(&item))
+                .process(
+                    &LeaseId::new("", session.shard_id()),
+                    std::slice::from_ref(&item),
+                )
                 .map_err(|e| e.to_string())?;
             done.push(item.record);
         }
