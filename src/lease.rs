@@ -438,7 +438,11 @@ impl<'rt, W: Write> Lease<'rt, W> {
 
     /// Hands one part of a line to the session and dispatches its items (without the
     /// duplicates the session found).
-    fn deliver_part(&mut self, admission: &mut Admission, part: Part) -> Result<(), LeaseError> {
+    fn deliver_part(
+        &mut self,
+        admission: &mut Admission,
+        mut part: Part,
+    ) -> Result<(), LeaseError> {
         if part.records.len() < admission.remaining() {
             log::debug!(
                 "line {}: delivering {} records ({} items) as one part; the rest follows as the items in flight allow",
@@ -450,7 +454,12 @@ impl<'rt, W: Write> Lease<'rt, W> {
         let heap_bytes = part.heap_bytes();
         let duplicates = self
             .session
-            .handle_delivered(admission, &part.records, heap_bytes, Instant::now())
+            .handle_delivered(
+                admission,
+                std::mem::take(&mut part.records),
+                heap_bytes,
+                Instant::now(),
+            )
             .map_err(|source| self.protocol_error(source))?;
         let blocks = part.into_blocks(&duplicates);
         if blocks.is_empty() {
@@ -640,11 +649,11 @@ pub fn feed(
     let mut blocks = Vec::new();
     let mut from = 0;
     while !admission.is_complete() {
-        let part = mapper.map_decoded(&records[from..], admission.next_id(), None);
+        let mut part = mapper.map_decoded(&records[from..], admission.next_id(), None);
         from += part.records.len();
         let heap_bytes = part.heap_bytes();
-        let duplicates =
-            session.handle_delivered(&mut admission, &part.records, heap_bytes, now)?;
+        let delivered = std::mem::take(&mut part.records);
+        let duplicates = session.handle_delivered(&mut admission, delivered, heap_bytes, now)?;
         blocks.extend(part.into_blocks(&duplicates));
     }
     Ok(blocks)

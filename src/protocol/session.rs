@@ -652,7 +652,7 @@ impl Session {
     pub fn handle_delivered(
         &mut self,
         admission: &mut Admission,
-        records: &[(Esn, u32)],
+        records: Vec<(Esn, u32)>,
         heap_bytes: usize,
         now: Instant,
     ) -> Result<Vec<RecordId>, SessionError> {
@@ -663,9 +663,9 @@ impl Session {
         }
         let last = records.len() == admission.remaining;
         let line_bytes = if last { admission.line_bytes } else { 0 };
+        admission.remaining -= records.len();
         let duplicates = self.register(records, line_bytes, admission.millis_behind_latest)?;
         admission.next = self.tracker.next_id();
-        admission.remaining -= records.len();
         self.part_pins.push(admission.next, heap_bytes);
         if last {
             self.admitting = false;
@@ -713,7 +713,7 @@ impl Session {
     /// line while its items may be in flight.
     fn register(
         &mut self,
-        records: &[(Esn, u32)],
+        records: Vec<(Esn, u32)>,
         line_bytes: usize,
         millis_behind_latest: Option<i64>,
     ) -> Result<Vec<RecordId>, SessionError> {
@@ -725,25 +725,22 @@ impl Session {
         let mut duplicates = Vec::new();
         let mut items = 0u64;
         for (esn, n) in records {
-            if let Placement::Duplicate { last } = self.order.place(esn)? {
+            if let Placement::Duplicate { last } = self.order.place(&esn)? {
                 if self.config.on_duplicate == OnDuplicate::Fail {
-                    return Err(SessionError::Duplicate {
-                        esn: esn.clone(),
-                        last,
-                    });
+                    return Err(SessionError::Duplicate { esn, last });
                 }
                 self.emit(Event::DuplicateSkipped {
                     position: esn.to_string(),
                     last_delivered: last.to_string(),
                 });
-                duplicates.push(self.tracker.deliver(esn.clone(), 0));
+                duplicates.push(self.tracker.deliver(esn, 0));
                 self.stats.duplicates += 1;
                 continue;
             }
-            self.tracker.deliver(esn.clone(), *n);
-            items += u64::from(*n);
+            self.tracker.deliver(esn, n);
+            items += u64::from(n);
             self.stats.records += 1;
-            self.stats.items += u64::from(*n);
+            self.stats.items += u64::from(n);
         }
         self.current_pin = None;
         if items > 0 && line_bytes > 0 {

@@ -47,8 +47,8 @@
 //! and a slice per item before the items themselves. Bounding the items of a whole *line*
 //! is the mapper's job ([`super::mapper`]): it makes them in parts under the in-flight bounds.
 //!
-//! One file per mode that parses: [`kpl`], [`lines`], [`json_array`], [`cloudwatch`]
-//! (and [`gzip`], which the parsing modes share); this file holds what every mode shares:
+//! One file per mode that parses: `kpl`, `lines`, `json_array`, `cloudwatch`
+//! (and `gzip`, which the parsing modes share); this file holds what every mode shares:
 //! the bounds, the fallback to "whole", the notes, and the items.
 
 use std::sync::atomic::{AtomicU64, Ordering};
