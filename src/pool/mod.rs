@@ -35,7 +35,17 @@
 //!
 //! Completions go back on the lease's unbounded channel (so a worker never blocks on a
 //! protocol thread; the lease's in-flight bound keeps it small), one record id per
-//! finished item.
+//! finished item. A worker hands each batch to [`Handler::submit`] with an [`Ack`]: a
+//! synchronous handler (the default `submit` calls `process`) resolves it at once; a
+//! pipelining one resolves it later, from any thread, while the worker goes on with the
+//! next batches; an ack dropped unresolved fails its batch. Until its ack resolves, a
+//! batch's items are in flight, so the lease's `--max-in-flight` bounds everything
+//! outstanding in handlers too.
+//!
+//! Telemetry: the workers emit [`Event::BatchHandled`] (items and time from submit to
+//! resolution), [`Event::RetryScheduled`], [`Event::ItemsFailed`] and
+//! [`Event::DeadLettered`] to the pool's [`Sink`], with the lease they concern (the log
+//! sink writes the retry and dead-letter lines rsmld always wrote).
 //!
 //! # Failures
 //!
@@ -83,6 +93,10 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use crate::checkpoint::RecordId;
 use crate::handler::{HandlerFactory, Interrupt, WorkerContext};
+#[cfg(doc)]
+use crate::handler::{Ack, Handler};
+#[cfg(doc)]
+use crate::telemetry::Event;
 use crate::item::ItemBlock;
 use crate::telemetry::{LeaseId, Sink};
 use dead_letter::DeadLetter;
@@ -231,9 +245,9 @@ impl LeaseState {
         self.ended.load(Ordering::SeqCst)
     }
 
-    /// Reports completions (unless the lease is abandoned: then they vanish).
+    /// Reports completions (unless the lease is abandoned or failed: then they vanish).
     pub(crate) fn completed(&self, records: Vec<RecordId>) {
-        if !records.is_empty() && !self.abandoned() {
+        if !records.is_empty() && self.live() {
             let _ = self.events.send(WorkerEvent::Completed(records));
         }
     }
