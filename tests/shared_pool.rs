@@ -643,6 +643,17 @@ fn drain(
     }
 }
 
+/// Drains the lease's completions into `done` until `f` holds (30 s at most, and no
+/// failure meanwhile).
+fn drain_until(lease: &PoolLease, done: &mut HashSet<u64>, f: impl Fn(&HashSet<u64>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f(done) {
+        assert!(Instant::now() < deadline, "timed out; completed: {done:?}");
+        let failure = drain(lease, done, Duration::from_millis(20));
+        assert!(failure.is_none(), "{failure:?}");
+    }
+}
+
 /// Acks resolved later, from another thread: the worker hands out every batch without
 /// waiting for the acks, nothing counts before its ack says done, and the checkpointable
 /// prefix follows the resolutions batch by batch.
@@ -672,9 +683,7 @@ fn acks_resolved_later_from_another_thread_complete_their_items() {
     for _ in 0..10 {
         go_tx.send(()).unwrap();
         let last = resolved_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        while prefix(&done) <= last {
-            assert!(drain(&lease, &mut done, Duration::from_millis(20)).is_none());
-        }
+        drain_until(&lease, &mut done, |d| prefix(d) > last);
         // Exactly what has been acknowledged, and nothing more arrives until the next.
         assert!(drain(&lease, &mut done, Duration::from_millis(30)).is_none());
         assert_eq!(prefix(&done), last + 1);
@@ -701,9 +710,7 @@ fn acks_resolved_out_of_order_move_the_prefix_only_when_the_oldest_is_done() {
     for b in batches.drain(1..).rev() {
         let records = b.records.clone();
         b.ack.done();
-        while !records.iter().all(|r| done.contains(r)) {
-            assert!(drain(&lease, &mut done, Duration::from_millis(20)).is_none());
-        }
+        drain_until(&lease, &mut done, |d| records.iter().all(|r| d.contains(r)));
         assert_eq!(prefix(&done), 0);
     }
     assert_eq!(done.len(), 15);
@@ -712,9 +719,7 @@ fn acks_resolved_out_of_order_move_the_prefix_only_when_the_oldest_is_done() {
     std::thread::spawn(move || oldest.ack.done())
         .join()
         .unwrap();
-    while done.len() < 20 {
-        assert!(drain(&lease, &mut done, Duration::from_millis(20)).is_none());
-    }
+    drain_until(&lease, &mut done, |d| d.len() == 20);
     assert_eq!(prefix(&done), 20);
     pool.shutdown(Duration::from_secs(10)).unwrap();
 }
@@ -744,11 +749,8 @@ fn a_dropped_ack_fails_its_items_and_under_fail_stops_the_lease() {
     for later in rest {
         later.ack.done();
     }
-    let (records, error) = loop {
-        if let Some(failure) = drain(&a, &mut done, Duration::from_secs(30)) {
-            break failure;
-        }
-    };
+    let (records, error) =
+        drain(&a, &mut done, Duration::from_secs(30)).expect("lease a did not fail");
     assert_eq!(records, (8..12).map(RecordId).collect::<Vec<_>>());
     assert!(error.contains(rsmld::handler::ack::DROPPED), "{error}");
     assert!(error.contains("a:8"), "{error}");
@@ -765,9 +767,7 @@ fn a_dropped_ack_fails_its_items_and_under_fail_stops_the_lease() {
     assert_eq!((s.lease.as_str(), s.records.as_slice()), ("b", &[0][..]));
     s.ack.done();
     let mut done_b = HashSet::new();
-    while done_b.is_empty() {
-        assert!(drain(&b, &mut done_b, Duration::from_millis(20)).is_none());
-    }
+    drain_until(&b, &mut done_b, |d| !d.is_empty());
     pool.shutdown(Duration::from_secs(10)).unwrap();
 }
 
@@ -793,9 +793,7 @@ fn a_dropped_ack_is_retried_under_retry() {
     assert!(drain(&lease, &mut done, Duration::from_millis(50)).is_none());
     assert!(done.is_empty());
     again.ack.done();
-    while done.len() < 3 {
-        assert!(drain(&lease, &mut done, Duration::from_millis(20)).is_none());
-    }
+    drain_until(&lease, &mut done, |d| d.len() == 3);
     pool.shutdown(Duration::from_secs(10)).unwrap();
 }
 
@@ -867,9 +865,17 @@ impl Handler for Committer {
     fn submit(&mut self, _lease: &LeaseId, items: &[Item], ack: rsmld::handler::Ack) {
         let records: Vec<u64> = items
             .iter()
-            .map(|i| i.sequence_number[i.sequence_number.len() - 27..].parse().unwrap())
+            .map(|i| {
+                i.sequence_number[i.sequence_number.len() - 27..]
+                    .parse()
+                    .unwrap()
+            })
             .collect();
-        let now = self.sink.outstanding.fetch_add(records.len(), Ordering::SeqCst) + records.len();
+        let now = self
+            .sink
+            .outstanding
+            .fetch_add(records.len(), Ordering::SeqCst)
+            + records.len();
         self.sink.most.fetch_max(now, Ordering::SeqCst);
         if let Some(to) = &self.to {
             let _ = to.send((records, ack));
@@ -917,7 +923,10 @@ impl Daemon {
                     let upto: u64 = s.as_str()[s.as_str().len() - 27..].parse().unwrap();
                     let done = sink.done.lock().unwrap();
                     let missing: Vec<u64> = (0..=upto).filter(|r| !done.contains(r)).collect();
-                    assert!(missing.is_empty(), "checkpoint at {upto} covers unacknowledged {missing:?}");
+                    assert!(
+                        missing.is_empty(),
+                        "checkpoint at {upto} covers unacknowledged {missing:?}"
+                    );
                     drop(done);
                     stored.push(upto);
                     let (reply, error) = self.model.answer(&msg);
@@ -937,10 +946,9 @@ fn run_driver(
     sink: &Arc<Sink>,
 ) -> (Daemon, std::thread::JoinHandle<Result<(), String>>) {
     use clap::Parser;
-    let cli = rsmld::config::Cli::try_parse_from(
-        ["rsmld", "--handler", "discard"].iter().chain(args),
-    )
-    .unwrap();
+    let cli =
+        rsmld::config::Cli::try_parse_from(["rsmld", "--handler", "discard"].iter().chain(args))
+            .unwrap();
     let mut config = cli.run.into_driver_config().unwrap();
     let s = sink.clone();
     config.handlers = Arc::new(

@@ -92,12 +92,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use crate::checkpoint::RecordId;
-use crate::handler::{HandlerFactory, Interrupt, WorkerContext};
 #[cfg(doc)]
 use crate::handler::{Ack, Handler};
+use crate::handler::{HandlerFactory, Interrupt, WorkerContext};
+use crate::item::ItemBlock;
 #[cfg(doc)]
 use crate::telemetry::Event;
-use crate::item::ItemBlock;
 use crate::telemetry::{LeaseId, Sink};
 use dead_letter::DeadLetter;
 use watchdog::Watch;
