@@ -893,7 +893,7 @@ impl Handler for Committer {
 
 /// The daemon's side of an in-process run: lines to rsmld, lines from it.
 struct Daemon {
-    to: std::io::PipeWriter,
+    to: std::os::unix::net::UnixStream,
     from: crossbeam_channel::Receiver<String>,
     model: common::CheckpointModel,
 }
@@ -956,8 +956,9 @@ fn run_driver(
             Ok(Box::new(Committer::new(s.clone())))
         },
     );
-    let (stdin_r, stdin_w) = std::io::pipe().unwrap();
-    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+    // Socket pairs stand in for the daemon's pipes (both ends are plain byte streams).
+    let (stdin_w, stdin_r) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (stdout_r, stdout_w) = std::os::unix::net::UnixStream::pair().unwrap();
     let driver = std::thread::spawn(move || {
         rsmld::driver::run(config, stdin_r, stdout_w)
             .map(|_| ())
