@@ -1065,3 +1065,47 @@ fn through_the_driver_a_dropped_ack_stops_the_lease_before_its_items() {
     assert!(stored.iter().all(|&s| s < 57), "{stored:?}");
     assert!(!sink.done.lock().unwrap().contains(&57));
 }
+
+/// With `--item-timeout`, an ack neither resolved nor dropped fails its batch once the
+/// timeout passes (the lease is not held forever), and resolving it afterwards counts
+/// nothing; under `retry` the items are submitted again with a new ack.
+#[test]
+fn an_ack_left_pending_past_the_item_timeout_fails() {
+    let (tx, submitted) = crossbeam_channel::unbounded();
+    let factory = move |_: &WorkerContext| -> Result<Box<dyn Handler>, HandlerError> {
+        Ok(Box::new(Pipelined { to: tx.clone() }))
+    };
+    let config = PoolConfig {
+        workers: 1,
+        max_batch: 2,
+        item_timeout: Some(Duration::from_millis(100)),
+        on_error: OnError::Retry {
+            retries: 1,
+            backoff: Duration::from_millis(1),
+        },
+        ..PoolConfig::default()
+    };
+    let pool = Pool::start(&config, &factory, Arc::new(NullSink)).unwrap();
+    let lease = pool.attach(LeaseId::new("app", "a"));
+    lease.dispatch_block(item("a", 0, "k")).unwrap();
+    let first = take(&submitted, 1).pop().unwrap();
+    // Held past the timeout: the batch is failed and retried with a new ack.
+    let again = take(&submitted, 1).pop().unwrap();
+    assert_eq!(again.records, vec![0]);
+    first.ack.done();
+    let mut done = HashSet::new();
+    assert!(drain(&lease, &mut done, Duration::from_millis(50)).is_none());
+    assert!(done.is_empty(), "a stale ack counted: {done:?}");
+    // The retry is held too: the lease fails.
+    let (records, error) =
+        drain(&lease, &mut done, Duration::from_secs(30)).expect("the lease did not fail");
+    assert_eq!(records, vec![RecordId(0)]);
+    assert!(
+        error.contains("no acknowledgement within the item timeout"),
+        "{error}"
+    );
+    again.ack.done();
+    assert!(drain(&lease, &mut done, Duration::from_millis(50)).is_none());
+    assert!(done.is_empty());
+    pool.shutdown(Duration::from_secs(10)).unwrap();
+}

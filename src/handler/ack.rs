@@ -14,7 +14,9 @@
 //! An `Ack` that is dropped unresolved **fails** its items (a handler that lost track of
 //! a batch, a panic, a connection torn down with its callbacks): it never counts them as
 //! done. That is what makes the form safe for at-least-once: no path through a handler
-//! can make a batch "delivered" without saying so.
+//! can make a batch "delivered" without saying so. With `--item-timeout`, an ack still
+//! unresolved after that long fails its batch too (its late resolution is ignored); the
+//! watchdog's interrupter only ever concerns the `submit` call itself.
 
 use crossbeam_channel::Sender;
 

@@ -20,7 +20,10 @@
 //! needs the items) and the worker takes the resolution whenever it waits, in whatever
 //! order they come. Either way a resolution goes through the same policy table; an ack
 //! dropped unresolved resolves as a failure ([`crate::handler::ack`]), and a panic in
-//! `submit` fails its batch with the panic's message whatever the ack says.
+//! `submit` fails its batch with the panic's message whatever the ack says. With
+//! `--item-timeout`, an ack still pending after that long fails its batch (checked
+//! whenever the worker wakes, at least once a second or batch interval); each submission
+//! has its own number, so the late resolution of an ack given up on counts nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
@@ -158,6 +161,7 @@ impl Worker {
     }
 
     pub(crate) fn run(mut self) {
+        let _lost_on_panic = LostOnPanic(self.watch.clone());
         let idle = if self.config.batch_interval.is_zero() {
             Duration::from_secs(1)
         } else {
@@ -171,6 +175,7 @@ impl Worker {
             if self.watch.is_lost() {
                 break;
             }
+            self.expire_pending();
             if queue.is_empty() {
                 self.forget_ended();
                 if self.stopping.load(Ordering::SeqCst) && self.rx.is_empty() {
@@ -350,8 +355,6 @@ impl Worker {
     /// there already (a synchronous handler's, at least).
     fn start_batch(&mut self, lease: Arc<LeaseState>, segments: Vec<Segment>) {
         self.note_lease(&lease);
-        let batch = self.next_batch;
-        self.next_batch += 1;
         let pending = Pending {
             lease,
             segments,
@@ -360,7 +363,7 @@ impl Worker {
             started: Instant::now(),
             panicked: None,
         };
-        self.submit(batch, pending);
+        self.submit(pending);
         while let Ok(r) = self.acks.try_recv() {
             self.on_resolution(r);
         }
@@ -368,7 +371,11 @@ impl Worker {
 
     /// Calls the handler's `submit` with the watchdog armed, and keeps the batch pending
     /// until its ack resolves.
-    fn submit(&mut self, batch: u64, mut p: Pending) {
+    fn submit(&mut self, mut p: Pending) {
+        // A number per submission, so an ack of an earlier one (given up on after the
+        // item timeout) can never resolve a retry.
+        let batch = self.next_batch;
+        self.next_batch += 1;
         p.started = Instant::now();
         {
             let all = items_of(&p.segments);
@@ -394,6 +401,31 @@ impl Worker {
             }
         }
         self.pending.insert(batch, p);
+    }
+
+    /// Fails the pending batches whose ack is older than the item timeout (a handler
+    /// that neither resolves nor drops an ack must not hold its lease forever); a late
+    /// resolution of such an ack is ignored.
+    fn expire_pending(&mut self) {
+        let Some(timeout) = self.config.item_timeout else {
+            return;
+        };
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.started.elapsed() >= timeout)
+            .map(|(&batch, _)| batch)
+            .collect();
+        for batch in expired {
+            let error = HandlerError::new(format!(
+                "no acknowledgement within the item timeout of {:.3} s",
+                timeout.as_secs_f64()
+            ));
+            self.on_resolution(Resolution {
+                batch,
+                result: Err(BatchError::Batch(error)),
+            });
+        }
     }
 
     /// A batch's ack resolved: report what is done, and put what failed through the
@@ -467,7 +499,7 @@ impl Worker {
                 p.attempt += 1;
                 p.subset = Some(failed.iter().map(|(i, _)| *i).collect());
                 drop(all);
-                self.submit(r.batch, p);
+                self.submit(p);
             }
             Decision::DeadLetter => {
                 self.items_failed(&lease, &failed, &first_item);
@@ -573,6 +605,18 @@ impl Worker {
             },
         );
         Ok(())
+    }
+}
+
+/// Marks the worker lost if its thread unwinds (a bug outside the handler, whose panics
+/// are caught): dispatch then refuses it instead of queueing items nobody takes.
+struct LostOnPanic(Arc<Watch>);
+
+impl Drop for LostOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.set_lost();
+        }
     }
 }
 
