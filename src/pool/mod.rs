@@ -62,11 +62,12 @@
 //! order is kept for successful first attempts only. A handler panic is a failure of its
 //! batch like any other.
 //!
-//! The watchdog (`item_timeout`, `pool::watchdog`) watches every handler call. A call that runs too long
-//! is interrupted through the handler's interrupter (the exec handler kills its child, and
-//! the call then fails under the policy); a handler that cannot be interrupted makes the
-//! timeout fatal for the lease of the call, and the worker, whose thread cannot be taken
-//! back, is lost: every lease with items queued on it, or dispatching to it later, fails.
+//! The watchdog (`item_timeout`, `pool::watchdog`) watches every handler call. A call
+//! that runs too long is interrupted through the handler's interrupter (the exec handler
+//! kills its child, and the call then fails under the policy); a handler that cannot be
+//! interrupted makes the timeout fatal for the lease of the call, and the worker, whose
+//! thread cannot be taken back, is lost: every lease with items queued on it, or
+//! dispatching to it later, fails. (A worker thread that dies of a bug is lost too.)
 //!
 //! # Shutdown
 //!

@@ -465,10 +465,17 @@ impl Worker {
                 .map(|i| all[i].record)
                 .collect(),
         );
-        let Some((first, first_error)) = failed.first() else {
-            return;
-        };
+        drop(all);
+        if !failed.is_empty() {
+            self.apply_policy(p, failed);
+        }
+    }
+
+    /// Does what the policy says about the `failed` items (batch index, error) of `p`.
+    fn apply_policy(&mut self, mut p: Pending, failed: Vec<(usize, HandlerError)>) {
         let lease = p.lease.clone();
+        let all = items_of(&p.segments);
+        let (first, first_error) = &failed[0];
         let first_item = describe(&all[*first]);
         match decide(&self.config.on_error, p.attempt, lease.abandoned()) {
             Decision::Drop => {
@@ -496,9 +503,9 @@ impl Worker {
                     // Abandoned (or failed by another batch) meanwhile: not worth a call.
                     return;
                 }
+                drop(all);
                 p.attempt += 1;
                 p.subset = Some(failed.iter().map(|(i, _)| *i).collect());
-                drop(all);
                 self.submit(p);
             }
             Decision::DeadLetter => {
