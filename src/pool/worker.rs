@@ -37,6 +37,7 @@ use super::dead_letter::DeadLetter;
 use super::policy::{decide, Decision};
 use super::watchdog::Watch;
 use super::{panic_message, LeaseState, Msg, PoolConfig};
+use crate::checkpoint::RecordId;
 use crate::handler::ack::Resolution;
 use crate::handler::{Ack, BatchError, Handler, HandlerError};
 use crate::item::{Item, ItemBlock};
@@ -56,6 +57,9 @@ struct Segment {
 struct Pending {
     lease: Arc<LeaseState>,
     segments: Vec<Segment>,
+    /// The record id of each item of the batch (taken at the first submission, so a
+    /// resolution need not walk the blocks again).
+    records: Vec<RecordId>,
     /// The batch's items in the latest submission (`None`: all of them; a retry
     /// submits the failed ones).
     subset: Option<Vec<usize>>,
@@ -315,11 +319,10 @@ impl Worker {
                 .iter()
                 .map(|(l, b)| (l.clone(), b.iter().map(|i| i.record).collect()));
             let pending = self.pending.values().map(|p| {
-                let items = items_of(&p.segments);
                 (
                     p.lease.clone(),
-                    (0..p.submitted(items.len()))
-                        .map(|j| items[p.index(j)].record)
+                    (0..p.submitted(p.records.len()))
+                        .map(|j| p.records[p.index(j)])
                         .collect(),
                 )
             });
@@ -358,6 +361,7 @@ impl Worker {
         let pending = Pending {
             lease,
             segments,
+            records: Vec::new(),
             subset: None,
             attempt: 0,
             started: Instant::now(),
@@ -379,6 +383,9 @@ impl Worker {
         p.started = Instant::now();
         {
             let all = items_of(&p.segments);
+            if p.records.is_empty() {
+                p.records = all.iter().map(|i| i.record).collect();
+            }
             let subset: Vec<Item<'_>>;
             let items = match &p.subset {
                 None => &all[..],
@@ -434,8 +441,7 @@ impl Worker {
         let Some(mut p) = self.pending.remove(&r.batch) else {
             return;
         };
-        let all = items_of(&p.segments);
-        let n = p.submitted(all.len());
+        let n = p.submitted(p.records.len());
         let failed: Vec<(usize, HandlerError)> = match (p.panicked.take(), r.result) {
             (Some(message), _) => {
                 let e = HandlerError::new(format!("handler panicked: {message}"));
@@ -454,18 +460,21 @@ impl Worker {
                 duration: p.started.elapsed(),
             },
         );
-        let mut is_failed = vec![false; all.len()];
-        for (i, _) in &failed {
-            is_failed[*i] = true;
-        }
-        p.lease.completed(
-            (0..n)
-                .map(|j| p.index(j))
-                .filter(|&i| !is_failed[i])
-                .map(|i| all[i].record)
-                .collect(),
-        );
-        drop(all);
+        let done = match (&p.subset, failed.is_empty()) {
+            (None, true) => std::mem::take(&mut p.records),
+            _ => {
+                let mut is_failed = vec![false; p.records.len()];
+                for (i, _) in &failed {
+                    is_failed[*i] = true;
+                }
+                (0..n)
+                    .map(|j| p.index(j))
+                    .filter(|&i| !is_failed[i])
+                    .map(|i| p.records[i])
+                    .collect()
+            }
+        };
+        p.lease.completed(done);
         if !failed.is_empty() {
             self.apply_policy(p, failed);
         }
