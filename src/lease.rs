@@ -44,12 +44,13 @@ use crate::codec::scan::{scan_resumed, Prescan, ProcessRecordsLayout};
 use crate::codec::writer::ProtocolWriter;
 use crate::pipeline::item::ItemBlock;
 use crate::pipeline::mapper::{Mapper, Part};
+use crate::pipeline::split::Splitter;
 use crate::pool::{PoolError, PoolLease, WorkerEvent};
+use crate::protocol::session::SessionConfig;
 use crate::protocol::session::{
     Admission, Next, Output, RecordsHead, Session, SessionError, Stats,
 };
-use crate::runtime::Runtime;
-use crate::telemetry::{Event, LeaseId};
+use crate::telemetry::{Event, LeaseId, Sink};
 
 // The causes are fields named `error`, not `source`: they are in the message already, and
 // a `source` would print them a second time in `{:#}` (anyhow's chain).
@@ -120,9 +121,26 @@ impl LeaseError {
     }
 }
 
+/// What a lease needs from the runtime it runs on ([`crate::runtime::Runtime`]): its
+/// settings, the telemetry sink, and a handle on the shared pool. A trait, so that the
+/// lease does not depend on how the runtime holds them (and the runtime, which starts
+/// leases, stays the layer above).
+pub trait Host: Sync {
+    /// Session settings for every lease.
+    fn session_config(&self) -> &SessionConfig;
+    /// How records become items.
+    fn splitter(&self) -> &Splitter;
+    /// Longest daemon line read (`--max-line-bytes`).
+    fn max_line_bytes(&self) -> usize;
+    /// Where events go.
+    fn sink(&self) -> &Arc<dyn Sink>;
+    /// Attaches `lease` to the shared pool.
+    fn attach(&self, lease: &LeaseId) -> Result<PoolLease, PoolError>;
+}
+
 /// One lease's loop; see the module docs.
 pub struct Lease<'rt, W: Write> {
-    rt: &'rt Runtime,
+    rt: &'rt dyn Host,
     session: Session,
     writer: ProtocolWriter<W>,
     /// This lease's handle on the runtime's pool (attached at `initialize`).
@@ -140,17 +158,17 @@ pub struct Lease<'rt, W: Write> {
 
 impl<'rt, W: Write> Lease<'rt, W> {
     /// Runs one lease's protocol session over `input`/`output` until its input ends.
-    pub fn run<R>(rt: &'rt Runtime, input: R, output: W) -> Result<Stats, LeaseError>
+    pub fn run<R>(rt: &'rt dyn Host, input: R, output: W) -> Result<Stats, LeaseError>
     where
         R: Read + Send + 'static,
     {
         // One spare buffer is enough (the daemon sends one line at a time); more would only
         // hold memory: with 10 MiB batches each buffer is a line of ~13 MiB.
         let (recycle, recycled) = bounded(1);
-        let lines = spawn_reader(input, recycled, rt.config().max_line_bytes);
+        let lines = spawn_reader(input, recycled, rt.max_line_bytes());
         let mut lease = Lease {
             rt,
-            session: Session::new(rt.config().session.clone(), Instant::now()),
+            session: Session::new(rt.session_config().clone(), Instant::now()),
             writer: ProtocolWriter::new(output),
             pool: None,
             lease: None,
@@ -204,7 +222,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
             ReadEvent::Error(e) => Err(LeaseError::Io(e)),
             ReadEvent::TooLong(head) => Err(LeaseError::LineTooLong {
                 line_no: self.line_no + 1,
-                limit: self.rt.config().max_line_bytes,
+                limit: self.rt.max_line_bytes(),
                 prefix: prefix_of(&head),
             }),
         }
@@ -295,13 +313,14 @@ impl<'rt, W: Write> Lease<'rt, W> {
                 other => later.push(other),
             }
         }
-        let config = self.rt.config();
-        self.pool = Some(self.rt.attach(&lease)?);
+        let pool = self.rt.attach(&lease)?;
+        let config = self.rt.session_config();
         self.emit(&Event::WorkersStarted {
-            workers: config.pool.workers,
-            max_in_flight: config.session.max_in_flight,
-            checkpoint_interval: config.session.checkpoint_interval,
+            workers: pool.workers(),
+            max_in_flight: config.max_in_flight,
+            checkpoint_interval: config.checkpoint_interval,
         });
+        self.pool = Some(pool);
         for out in later {
             self.perform(out)?;
         }
@@ -429,7 +448,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
     fn mapper<'m>(&'m self, shard: &'m str) -> Mapper<'m> {
         let workers = self.pool.as_ref().map_or(1, PoolLease::workers);
         Mapper::new(
-            &self.rt.config().splitter,
+            self.rt.splitter(),
             shard,
             workers,
             self.session.part_budget(),

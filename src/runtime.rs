@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::handler::HandlerFactory;
-use crate::lease::{Lease, LeaseError};
+use crate::lease::{Host, Lease, LeaseError};
 use crate::pipeline::split::Splitter;
 use crate::pool::{Pool, PoolConfig, PoolError, PoolLease};
 use crate::protocol::session::{SessionConfig, Stats};
@@ -34,6 +34,28 @@ pub struct RuntimeConfig {
     /// soon as this many bytes have arrived without a newline, so no input can make the
     /// reader hold more.
     pub max_line_bytes: usize,
+}
+
+impl Host for Runtime {
+    fn session_config(&self) -> &SessionConfig {
+        &self.config.session
+    }
+
+    fn splitter(&self) -> &Splitter {
+        &self.config.splitter
+    }
+
+    fn max_line_bytes(&self) -> usize {
+        self.config.max_line_bytes
+    }
+
+    fn sink(&self) -> &Arc<dyn Sink> {
+        &self.sink
+    }
+
+    fn attach(&self, lease: &LeaseId) -> Result<PoolLease, PoolError> {
+        Runtime::attach(self, lease)
+    }
 }
 
 /// What leases share; see the module docs.

@@ -208,6 +208,21 @@ pub enum Event {
         /// How long.
         waited: Duration,
     },
+    /// A handler failed items of this lease and the policy retries them.
+    RetryScheduled {
+        /// The worker.
+        worker: usize,
+        /// How many items.
+        items: usize,
+        /// The first failed item and its error, readable.
+        error: String,
+        /// Which retry this is (1-based).
+        number: u32,
+        /// How many retries the policy allows.
+        of: u32,
+        /// The delay before it.
+        delay: Duration,
+    },
 }
 
 /// What follows a failed checkpoint.
@@ -424,13 +439,14 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
                 delay.as_millis()
             ),
         ),
+        // What follows (the lease's failure, a dead letter) has its own line.
         Event::ItemsFailed {
             worker,
             items,
             error,
             retry: None,
         } => (
-            Error,
+            Debug,
             format!("worker {worker}: {items} item(s) failed (first: {error})"),
         ),
         Event::DeadLettered { worker, items } => {
@@ -439,6 +455,20 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
         Event::ChildRestarted { worker, reason } => (
             Warn,
             format!("worker {worker}: handler child restarted ({reason})"),
+        ),
+        Event::RetryScheduled {
+            worker,
+            items,
+            error,
+            number,
+            of,
+            delay,
+        } => (
+            Warn,
+            format!(
+                "worker {worker}: {items} item(s) failed (first: {error}); retry {number} of {of} in {} ms",
+                delay.as_millis()
+            ),
         ),
     })
 }

@@ -1,6 +1,8 @@
 //! One worker pool shared by several leases: per-lease abandon, failure isolation,
 //! interleaving with per-key order within each lease, batches that never mix leases.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -553,4 +555,559 @@ done"#;
         }
         assert_eq!(items, if sole { 40 } else { 80 });
     }
+}
+
+// ------------------------------------------------------------ the pipelining form
+
+/// A batch a pipelining handler took: its lease, record ids, and the ack to resolve.
+struct Submitted {
+    lease: String,
+    records: Vec<u64>,
+    ack: rsmld::handler::Ack,
+}
+
+/// A pipelining handler: `submit` hands each batch (with its ack) to the test and returns
+/// at once; the test resolves the acks later, from its own thread, in any order.
+struct Pipelined {
+    to: crossbeam_channel::Sender<Submitted>,
+}
+
+impl Handler for Pipelined {
+    fn process(&mut self, _lease: &LeaseId, _items: &[Item]) -> Result<(), BatchError> {
+        Err(HandlerError::new("the pool calls submit").into())
+    }
+
+    fn submit(&mut self, lease: &LeaseId, items: &[Item], ack: rsmld::handler::Ack) {
+        let records = items.iter().map(|i| i.record.0).collect();
+        let lease = lease.shard.to_string();
+        self.to
+            .send(Submitted {
+                lease,
+                records,
+                ack,
+            })
+            .unwrap();
+    }
+}
+
+fn start_pipelined(
+    workers: usize,
+    max_batch: usize,
+    on_error: OnError,
+) -> (Pool, crossbeam_channel::Receiver<Submitted>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let factory = move |_: &WorkerContext| -> Result<Box<dyn Handler>, HandlerError> {
+        Ok(Box::new(Pipelined { to: tx.clone() }))
+    };
+    let config = PoolConfig {
+        workers,
+        max_batch,
+        on_error,
+        ..PoolConfig::default()
+    };
+    (
+        Pool::start(&config, &factory, Arc::new(NullSink)).unwrap(),
+        rx,
+    )
+}
+
+/// Takes `n` submissions (30 s at most).
+fn take(rx: &crossbeam_channel::Receiver<Submitted>, n: usize) -> Vec<Submitted> {
+    (0..n)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("no submission")
+        })
+        .collect()
+}
+
+/// The end of the longest prefix 0..k of record ids that are all complete: what a
+/// checkpoint may cover.
+fn prefix(done: &HashSet<u64>) -> u64 {
+    (0..).find(|n| !done.contains(n)).unwrap()
+}
+
+/// Receives the lease's completions for up to `wait`, into `done`; returns a failure.
+fn drain(
+    lease: &PoolLease,
+    done: &mut HashSet<u64>,
+    wait: Duration,
+) -> Option<(Vec<RecordId>, String)> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lease.events().recv_timeout(left) {
+            Ok(WorkerEvent::Completed(ids)) => done.extend(ids.iter().map(|r| r.0)),
+            Ok(WorkerEvent::Failed { records, error, .. }) => return Some((records, error)),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Drains the lease's completions into `done` until `f` holds (30 s at most, and no
+/// failure meanwhile).
+fn drain_until(lease: &PoolLease, done: &mut HashSet<u64>, f: impl Fn(&HashSet<u64>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f(done) {
+        assert!(Instant::now() < deadline, "timed out; completed: {done:?}");
+        let failure = drain(lease, done, Duration::from_millis(20));
+        assert!(failure.is_none(), "{failure:?}");
+    }
+}
+
+/// Acks resolved later, from another thread: the worker hands out every batch without
+/// waiting for the acks, nothing counts before its ack says done, and the checkpointable
+/// prefix follows the resolutions batch by batch.
+#[test]
+fn acks_resolved_later_from_another_thread_complete_their_items() {
+    let (pool, submitted) = start_pipelined(1, 4, OnError::Fail);
+    let lease = pool.attach(LeaseId::new("app", "a"));
+    for n in 0..40u64 {
+        lease.dispatch_block(item("a", n, "k")).unwrap();
+    }
+    // All ten batches reach the handler while no ack is resolved.
+    let batches = take(&submitted, 10);
+    let mut done = HashSet::new();
+    assert!(drain(&lease, &mut done, Duration::from_millis(100)).is_none());
+    assert!(done.is_empty(), "completed before any ack: {done:?}");
+    // The resolver thread resolves one batch per go signal and says which.
+    let (go_tx, go_rx) = crossbeam_channel::unbounded::<()>();
+    let (resolved_tx, resolved_rx) = crossbeam_channel::unbounded();
+    let resolver = std::thread::spawn(move || {
+        for b in batches {
+            go_rx.recv().unwrap();
+            let last = *b.records.last().unwrap();
+            b.ack.done();
+            resolved_tx.send(last).unwrap();
+        }
+    });
+    for _ in 0..10 {
+        go_tx.send(()).unwrap();
+        let last = resolved_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        drain_until(&lease, &mut done, |d| prefix(d) > last);
+        // Exactly what has been acknowledged, and nothing more arrives until the next.
+        assert!(drain(&lease, &mut done, Duration::from_millis(30)).is_none());
+        assert_eq!(prefix(&done), last + 1);
+        assert_eq!(done.len() as u64, last + 1);
+    }
+    resolver.join().unwrap();
+    assert_eq!(prefix(&done), 40);
+    assert_eq!(done.len(), 40);
+    pool.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// Acks resolved out of order: each batch's items complete when its own ack is
+/// resolved, and the checkpointable prefix moves only when the oldest batch is done.
+#[test]
+fn acks_resolved_out_of_order_move_the_prefix_only_when_the_oldest_is_done() {
+    let (pool, submitted) = start_pipelined(1, 5, OnError::Fail);
+    let lease = pool.attach(LeaseId::new("app", "a"));
+    for n in 0..20u64 {
+        lease.dispatch_block(item("a", n, "k")).unwrap();
+    }
+    let mut batches = take(&submitted, 4);
+    let mut done = HashSet::new();
+    // Resolve the last three (newest first): their items complete, the prefix stays 0.
+    for b in batches.drain(1..).rev() {
+        let records = b.records.clone();
+        b.ack.done();
+        drain_until(&lease, &mut done, |d| records.iter().all(|r| d.contains(r)));
+        assert_eq!(prefix(&done), 0);
+    }
+    assert_eq!(done.len(), 15);
+    let oldest = batches.pop().unwrap();
+    assert_eq!(oldest.records, vec![0, 1, 2, 3, 4]);
+    std::thread::spawn(move || oldest.ack.done())
+        .join()
+        .unwrap();
+    drain_until(&lease, &mut done, |d| d.len() == 20);
+    assert_eq!(prefix(&done), 20);
+    pool.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// An ack dropped unresolved fails its items, never counts them: under `--on-error
+/// fail` the lease fails with them (naming the dropped ack), the acks resolved after it
+/// do not count, so nothing past them is checkpointable; another lease on the same
+/// worker goes on.
+#[test]
+fn a_dropped_ack_fails_its_items_and_under_fail_stops_the_lease() {
+    let (pool, submitted) = start_pipelined(1, 4, OnError::Fail);
+    let a = pool.attach(LeaseId::new("app", "a"));
+    let b = pool.attach(LeaseId::new("app", "b"));
+    for n in 0..16u64 {
+        a.dispatch_block(item("a", n, "k")).unwrap();
+    }
+    let mut batches = take(&submitted, 4);
+    let mut done = HashSet::new();
+    let rest = batches.split_off(2);
+    let [first, second] = <[Submitted; 2]>::try_from(batches).ok().unwrap();
+    first.ack.done();
+    second.ack.done();
+    let mut rest = rest.into_iter();
+    let dropped = rest.next().unwrap();
+    assert_eq!(dropped.records, vec![8, 9, 10, 11]);
+    std::thread::spawn(move || drop(dropped)).join().unwrap();
+    for later in rest {
+        later.ack.done();
+    }
+    let (records, error) =
+        drain(&a, &mut done, Duration::from_secs(30)).expect("lease a did not fail");
+    assert_eq!(records, (8..12).map(RecordId).collect::<Vec<_>>());
+    assert!(error.contains(rsmld::handler::ack::DROPPED), "{error}");
+    assert!(error.contains("a:8"), "{error}");
+    assert!(drain(&a, &mut done, Duration::from_millis(200)).is_none());
+    assert_eq!(prefix(&done), 8, "{done:?}");
+    assert!(
+        done.iter().all(|&n| n < 8),
+        "completions past the failed ack: {done:?}"
+    );
+    assert!(a.dispatch_block(item("a", 99, "k")).is_err());
+    // The worker serves the other lease.
+    b.dispatch_block(item("b", 0, "k")).unwrap();
+    let s = take(&submitted, 1).pop().unwrap();
+    assert_eq!((s.lease.as_str(), s.records.as_slice()), ("b", &[0][..]));
+    s.ack.done();
+    let mut done_b = HashSet::new();
+    drain_until(&b, &mut done_b, |d| !d.is_empty());
+    pool.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+/// A dropped ack goes through the failure policy like any failure: under `retry` the
+/// same items are submitted again, and their second ack completes them.
+#[test]
+fn a_dropped_ack_is_retried_under_retry() {
+    let policy = OnError::Retry {
+        retries: 2,
+        backoff: Duration::from_millis(10),
+    };
+    let (pool, submitted) = start_pipelined(1, 3, policy);
+    let lease = pool.attach(LeaseId::new("app", "a"));
+    for n in 0..3u64 {
+        lease.dispatch_block(item("a", n, "k")).unwrap();
+    }
+    let first = take(&submitted, 1).pop().unwrap();
+    assert_eq!(first.records, vec![0, 1, 2]);
+    drop(first);
+    let again = take(&submitted, 1).pop().unwrap();
+    assert_eq!(again.records, vec![0, 1, 2]);
+    let mut done = HashSet::new();
+    assert!(drain(&lease, &mut done, Duration::from_millis(50)).is_none());
+    assert!(done.is_empty());
+    again.ack.done();
+    drain_until(&lease, &mut done, |d| d.len() == 3);
+    pool.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+// ------------------------------------- the pipelining form through the real driver
+
+/// What the pipelining handlers of one run share: the records whose ack said done, the
+/// items submitted and not yet resolved (and the most ever), and which record's batch to
+/// drop unresolved.
+#[derive(Default)]
+struct Sink {
+    done: Mutex<HashSet<u64>>,
+    outstanding: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    drop_batch_of: Option<u64>,
+}
+
+/// A pipelining handler: `submit` hands the batch to a committer thread, which resolves
+/// the acks it holds after a short delay, newest first (out of order), and drops the ack
+/// of the batch holding `drop_batch_of` unresolved.
+struct Committer {
+    sink: Arc<Sink>,
+    to: Option<crossbeam_channel::Sender<(Vec<u64>, rsmld::handler::Ack)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn new(sink: Arc<Sink>) -> Committer {
+        let (to, from) = crossbeam_channel::unbounded::<(Vec<u64>, rsmld::handler::Ack)>();
+        let committer_sink = sink.clone();
+        let thread = std::thread::spawn(move || {
+            let sink = committer_sink;
+            let mut held = Vec::new();
+            loop {
+                match from.recv_timeout(Duration::from_millis(2)) {
+                    Ok(batch) => {
+                        held.push(batch);
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) if held.is_empty() => {
+                        return
+                    }
+                    Err(_) => {}
+                }
+                // Nothing new for 2 ms: commit what is held, newest first.
+                while let Some((records, ack)) = held.pop() {
+                    sink.outstanding.fetch_sub(records.len(), Ordering::SeqCst);
+                    if sink.drop_batch_of.is_some_and(|r| records.contains(&r)) {
+                        drop(ack);
+                        continue;
+                    }
+                    sink.done.lock().unwrap().extend(&records);
+                    ack.done();
+                }
+            }
+        });
+        Committer {
+            sink,
+            to: Some(to),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Handler for Committer {
+    fn process(&mut self, _lease: &LeaseId, _items: &[Item]) -> Result<(), BatchError> {
+        Err(HandlerError::new("the pool calls submit").into())
+    }
+
+    fn submit(&mut self, _lease: &LeaseId, items: &[Item], ack: rsmld::handler::Ack) {
+        let records: Vec<u64> = items
+            .iter()
+            .map(|i| {
+                i.sequence_number[i.sequence_number.len() - 27..]
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let now = self
+            .sink
+            .outstanding
+            .fetch_add(records.len(), Ordering::SeqCst)
+            + records.len();
+        self.sink.most.fetch_max(now, Ordering::SeqCst);
+        if let Some(to) = &self.to {
+            let _ = to.send((records, ack));
+        }
+    }
+
+    fn close(&mut self) -> Result<(), HandlerError> {
+        self.to.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+/// The daemon's side of an in-process run: lines to rsmld, lines from it.
+struct Daemon {
+    to: std::os::unix::net::UnixStream,
+    from: crossbeam_channel::Receiver<String>,
+    model: common::CheckpointModel,
+}
+
+impl Daemon {
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        // rsmld may have stopped reading (it failed): the reply just goes nowhere.
+        let _ = writeln!(self.to, "{line}");
+    }
+
+    /// Sends `line` and answers checkpoints (asserting that each covers only records
+    /// whose acks said done) until the status, or `None` if rsmld stopped.
+    fn action(&mut self, line: &str, sink: &Sink) -> Option<Vec<u64>> {
+        use rsmld::codec::message::ProcessorMessage;
+        self.send(line);
+        let mut stored = Vec::new();
+        loop {
+            let got = self.from.recv_timeout(Duration::from_secs(30)).ok()?;
+            let msg = ProcessorMessage::decode(got.as_bytes()).unwrap();
+            match &msg {
+                ProcessorMessage::Status { .. } => return Some(stored),
+                ProcessorMessage::Checkpoint {
+                    sequence_number: Some(s),
+                    ..
+                } => {
+                    let upto: u64 = s.as_str()[s.as_str().len() - 27..].parse().unwrap();
+                    let done = sink.done.lock().unwrap();
+                    let missing: Vec<u64> = (0..=upto).filter(|r| !done.contains(r)).collect();
+                    assert!(
+                        missing.is_empty(),
+                        "checkpoint at {upto} covers unacknowledged {missing:?}"
+                    );
+                    drop(done);
+                    stored.push(upto);
+                    let (reply, error) = self.model.answer(&msg);
+                    assert_eq!(error, None, "{got}");
+                    self.send(&reply);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+/// Runs rsmld's driver in-process with `args` and pipelining handlers sharing `sink`;
+/// returns the daemon side and the driver's thread.
+fn run_driver(
+    args: &[&str],
+    sink: &Arc<Sink>,
+) -> (Daemon, std::thread::JoinHandle<Result<(), String>>) {
+    use clap::Parser;
+    let cli =
+        rsmld::config::Cli::try_parse_from(["rsmld", "--handler", "discard"].iter().chain(args))
+            .unwrap();
+    let mut config = cli.run.into_driver_config().unwrap();
+    let s = sink.clone();
+    config.handlers = Arc::new(
+        move |_: &WorkerContext| -> Result<Box<dyn Handler>, HandlerError> {
+            Ok(Box::new(Committer::new(s.clone())))
+        },
+    );
+    // Socket pairs stand in for the daemon's pipes (both ends are plain byte streams).
+    let (stdin_w, stdin_r) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (stdout_r, stdout_w) = std::os::unix::net::UnixStream::pair().unwrap();
+    let driver = std::thread::spawn(move || {
+        rsmld::runtime::Runtime::new(config, Arc::new(rsmld::telemetry::LogSink))
+            .run_child(stdin_r, stdout_w)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let (tx, from) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout_r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let daemon = Daemon {
+        to: stdin_w,
+        from,
+        model: common::CheckpointModel::default(),
+    };
+    (daemon, driver)
+}
+
+/// Sends `batches` of `per_batch` records through `daemon` (answering checkpoints), then
+/// `shutdownRequested`; returns every checkpoint stored, and whether rsmld answered
+/// every action.
+fn feed(daemon: &mut Daemon, sink: &Sink, batches: u64, per_batch: u64) -> (Vec<u64>, bool) {
+    let mut stored = Vec::new();
+    let init = common::init_line_at("shardId-000000000001", "TRIM_HORIZON");
+    assert!(daemon.action(&init, sink).is_some());
+    for b in 0..batches {
+        let records = (b * per_batch..(b + 1) * per_batch)
+            .map(|i| common::record(i, &format!("k{}", i % 5)))
+            .collect();
+        let line = common::batch(&mut daemon.model, records);
+        match daemon.action(&line, sink) {
+            Some(mut s) => stored.append(&mut s),
+            None => return (stored, false),
+        }
+    }
+    match daemon.action(common::SHUTDOWN_REQUESTED, sink) {
+        Some(mut s) => stored.append(&mut s),
+        None => return (stored, false),
+    }
+    (stored, true)
+}
+
+/// Acks resolved later and out of order by another thread, through the real driver and
+/// session: every checkpoint covers only records whose acks said done, the last one is
+/// the last record, and the items submitted and not yet resolved never exceed
+/// `--max-in-flight` plus one daemon batch (the session's bound holds for pending acks).
+#[test]
+fn through_the_driver_checkpoints_follow_acks_and_max_in_flight_bounds_them() {
+    let sink = Arc::new(Sink::default());
+    let (mut daemon, driver) = run_driver(
+        &[
+            "--workers",
+            "2",
+            "--batch-size",
+            "3",
+            "--max-in-flight",
+            "12",
+            "--checkpoint-interval",
+            "0s",
+        ],
+        &sink,
+    );
+    let (stored, answered) = feed(&mut daemon, &sink, 30, 10);
+    assert!(answered, "rsmld stopped: {:?}", driver.join());
+    drop(daemon);
+    driver.join().unwrap().unwrap();
+    assert_eq!(stored.last(), Some(&299), "{stored:?}");
+    assert!(stored.len() > 2, "{stored:?}");
+    let most = sink.most.load(Ordering::SeqCst);
+    assert!(most <= 12 + 10, "{most} items outstanding at once");
+}
+
+/// An ack dropped unresolved, through the real driver under `--on-error fail`: rsmld
+/// stops with the dropped ack's error, and no checkpoint ever covers its items.
+#[test]
+fn through_the_driver_a_dropped_ack_stops_the_lease_before_its_items() {
+    let sink = Arc::new(Sink {
+        drop_batch_of: Some(57),
+        ..Sink::default()
+    });
+    let (mut daemon, driver) = run_driver(
+        &[
+            "--workers",
+            "2",
+            "--batch-size",
+            "3",
+            "--max-in-flight",
+            "12",
+            "--checkpoint-interval",
+            "0s",
+        ],
+        &sink,
+    );
+    let (stored, answered) = feed(&mut daemon, &sink, 30, 10);
+    assert!(!answered, "rsmld went on past a dropped ack");
+    drop(daemon);
+    let error = driver.join().unwrap().unwrap_err();
+    assert!(error.contains(rsmld::handler::ack::DROPPED), "{error}");
+    assert!(stored.iter().all(|&s| s < 57), "{stored:?}");
+    assert!(!sink.done.lock().unwrap().contains(&57));
+}
+
+/// With `--item-timeout`, an ack neither resolved nor dropped fails its batch once the
+/// timeout passes (the lease is not held forever), and resolving it afterwards counts
+/// nothing; under `retry` the items are submitted again with a new ack.
+#[test]
+fn an_ack_left_pending_past_the_item_timeout_fails() {
+    let (tx, submitted) = crossbeam_channel::unbounded();
+    let factory = move |_: &WorkerContext| -> Result<Box<dyn Handler>, HandlerError> {
+        Ok(Box::new(Pipelined { to: tx.clone() }))
+    };
+    let config = PoolConfig {
+        workers: 1,
+        max_batch: 2,
+        item_timeout: Some(Duration::from_millis(100)),
+        on_error: OnError::Retry {
+            retries: 1,
+            backoff: Duration::from_millis(1),
+        },
+        ..PoolConfig::default()
+    };
+    let pool = Pool::start(&config, &factory, Arc::new(NullSink)).unwrap();
+    let lease = pool.attach(LeaseId::new("app", "a"));
+    lease.dispatch_block(item("a", 0, "k")).unwrap();
+    let first = take(&submitted, 1).pop().unwrap();
+    // Held past the timeout: the batch is failed and retried with a new ack.
+    let again = take(&submitted, 1).pop().unwrap();
+    assert_eq!(again.records, vec![0]);
+    first.ack.done();
+    let mut done = HashSet::new();
+    assert!(drain(&lease, &mut done, Duration::from_millis(50)).is_none());
+    assert!(done.is_empty(), "a stale ack counted: {done:?}");
+    // The retry is held too: the lease fails.
+    let (records, error) =
+        drain(&lease, &mut done, Duration::from_secs(30)).expect("the lease did not fail");
+    assert_eq!(records, vec![RecordId(0)]);
+    assert!(
+        error.contains("no acknowledgement within the item timeout"),
+        "{error}"
+    );
+    again.ack.done();
+    assert!(drain(&lease, &mut done, Duration::from_millis(50)).is_none());
+    assert!(done.is_empty());
+    pool.shutdown(Duration::from_secs(10)).unwrap();
 }

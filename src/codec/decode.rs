@@ -10,41 +10,19 @@
 //! as this struct's field of the same name (`top_level_field`), so the two cannot drift
 //! apart (they did once, when the scan had its own copy of the field types).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::parser::convert_record;
 use super::payload::{LineBuf, Record};
+use super::record::convert_record;
+pub use super::record::{DecodeError, RecordText};
 use crate::protocol::message::{Action, ShutdownReason};
 use crate::protocol::sequence::SequenceNumber;
 
 /// A daemon message as the codec decodes it: `processRecords` records carry payload
 /// views into their line.
 pub type DaemonMessage = crate::protocol::message::DaemonMessage<Record>;
-
-/// A record's fields as parsed, borrowing from the line where they have no escapes. The
-/// sequence number is not validated yet ([`SequenceNumber::parse`] does that).
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordText<'a> {
-    /// The base64 payload.
-    #[serde(default, borrow)]
-    pub data: Option<Cow<'a, str>>,
-    /// The partition key.
-    #[serde(default, borrow)]
-    pub partition_key: Option<Cow<'a, str>>,
-    /// The sequence number, as sent.
-    #[serde(borrow)]
-    pub sequence_number: Cow<'a, str>,
-    /// The sub-sequence number.
-    #[serde(default)]
-    pub sub_sequence_number: Option<i64>,
-    /// The arrival timestamp, epoch milliseconds.
-    #[serde(default)]
-    pub approximate_arrival_timestamp: Option<i64>,
-}
 
 impl DaemonMessage {
     /// Decodes one line from the daemon (without its line terminator); payloads are copied.
@@ -100,34 +78,6 @@ impl DaemonMessage {
             Action::Status => return Err(DecodeError::UnknownAction(action)),
         })
     }
-}
-
-/// Why a daemon line could not be decoded.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// Not JSON, or JSON of the wrong shape.
-    #[error("not a valid daemon message: {0}")]
-    Json(serde_json::Error),
-    /// No `action` field.
-    #[error("message has no \"action\" field")]
-    MissingAction,
-    /// An `action` this processor does not know (or one only a processor sends).
-    #[error("unknown action {0:?}")]
-    UnknownAction(String),
-    /// A required field is missing.
-    #[error("{0} message has no {1:?} field")]
-    MissingField(&'static str, &'static str),
-    /// A sequence number that is neither digits nor a sentinel.
-    #[error(transparent)]
-    Sequence(#[from] crate::protocol::sequence::InvalidSequenceNumber),
-    /// A record whose `data` is not base64 as the daemon writes it.
-    #[error("record {sequence_number}/{sub}: data is not valid base64 (the daemon always sends standard, padded base64)", sub = sub_sequence_number.map_or("null".to_owned(), |s| s.to_string()))]
-    Base64 {
-        /// The record's sequence number, as sent.
-        sequence_number: String,
-        /// The record's sub-sequence number, as sent.
-        sub_sequence_number: Option<i64>,
-    },
 }
 
 /// Owned records from raw ones: payloads become ranges of `shared` where they were

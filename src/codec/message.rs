@@ -3,6 +3,7 @@
 //! writes or reads daemon lines (the tests' daemon model, the simulator, fuzz targets).
 
 pub use super::decode::{DaemonMessage, DecodeError, RecordText};
-pub use super::parser::{convert_record, decode_record_at, is_base64, parse_record_at};
+pub use super::parser::{decode_record_at, is_base64, parse_record_at};
 pub use super::payload::{Base64Text, LineBuf, Record};
+pub use super::record::convert_record;
 pub use crate::protocol::message::{Action, ProcessorMessage, ShutdownReason};

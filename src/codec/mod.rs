@@ -9,6 +9,8 @@
 //! - [`payload`]: the shared line buffer and the payload views that point into it;
 //! - [`decode`]: the serde decode path, and the field table of the daemon's top-level
 //!   fields, shared with the scan;
+//! - [`record`]: a record's parsed fields, their conversion, and the decode errors;
+//! - [`bytes`]: the word-at-a-time byte searches the scan and the parser share;
 //! - [`parser`]: the fast record parser (serde only for shapes the daemon does not write)
 //!   and the payload check;
 //! - [`scan`]: the structural scan of `processRecords` lines, so records can be parsed on
@@ -17,11 +19,13 @@
 //!
 //! [`message`] gathers the wire types for users of the codec (tests, tools).
 
+pub mod bytes;
 pub mod decode;
 pub mod message;
 pub mod parser;
 pub mod payload;
 pub mod reader;
+pub mod record;
 pub mod scan;
 pub mod writer;
 

@@ -10,111 +10,12 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::decode::{DecodeError, RecordText};
-use super::payload::{Base64Text, LineBuf, Record};
-use super::scan::{printable_ascii, quote_or_backslash};
+pub use super::bytes::is_base64;
+use super::bytes::{printable_ascii, quote_or_backslash};
+use super::payload::LineBuf;
+use super::record::{check_data, convert_record, DecodeError, RecordText};
+use super::Record;
 use crate::protocol::sequence::SequenceNumber;
-
-/// True when `b` is base64 exactly as [`crate::pipeline::item::BASE64`] decodes it and the daemon's
-/// Jackson writes it: the standard alphabet (`+/`), a multiple of four characters, at most
-/// two `=` and only at the end, and zero bits after the last encoded byte. The daemon never
-/// sends anything else, so anything else is a protocol error — whatever `--split` does
-/// with the payload later (some modes never decode it).
-///
-/// No early exit in the alphabet check, so the compiler can test many bytes at a time:
-/// payloads are most of a `processRecords` line.
-pub fn is_base64(b: &[u8]) -> bool {
-    if b.len() % 4 != 0 {
-        return false;
-    }
-    let Some(last) = b.len().checked_sub(4) else {
-        return true; // empty: zero bytes
-    };
-    let (body, quad) = b.split_at(last);
-    if !base64_alphabet_only(body) {
-        return false;
-    }
-    match *quad {
-        [a, b, b'=', b'='] => sextet(a).is_some() && sextet(b).is_some_and(|v| v & 0x0f == 0),
-        [a, b, c, b'='] => {
-            sextet(a).is_some() && sextet(b).is_some() && sextet(c).is_some_and(|v| v & 0x03 == 0)
-        }
-        _ => base64_alphabet_only(quad),
-    }
-}
-
-/// True when every byte of `b` is in the standard base64 alphabet (no padding).
-fn base64_alphabet_only(b: &[u8]) -> bool {
-    let outside = |chunk: &[u8]| {
-        chunk
-            .iter()
-            .fold(0u8, |acc, &c| acc | u8::from(!in_base64_alphabet(c)))
-    };
-    let chunks = b.chunks_exact(32);
-    let tail = outside(chunks.remainder());
-    chunks.fold(tail, |acc, chunk| acc | outside(chunk)) == 0
-}
-
-#[inline]
-fn in_base64_alphabet(c: u8) -> bool {
-    // `| 0x20` folds A-Z onto a-z; nothing else lands in a-z. Non-short-circuit `|`, so
-    // that the loop vectorizes.
-    let letter = (c | 0x20).wrapping_sub(b'a') < 26;
-    let digit = c.wrapping_sub(b'0') < 10;
-    letter | digit | (c == b'+') | (c == b'/')
-}
-
-/// The 6-bit value of a base64 character.
-fn sextet(c: u8) -> Option<u8> {
-    Some(match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => return None,
-    })
-}
-
-/// Checks a parsed record's payload (see [`is_base64`]).
-pub(crate) fn check_data(
-    data: Option<&str>,
-    sequence_number: &str,
-    sub: Option<i64>,
-) -> Result<(), DecodeError> {
-    match data {
-        Some(d) if !is_base64(d.as_bytes()) => Err(DecodeError::Base64 {
-            sequence_number: sequence_number.to_owned(),
-            sub_sequence_number: sub,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// A record from its parsed text: the payload becomes a range of `shared` where it was
-/// borrowed from it; `previous` lets equal sequence numbers share storage.
-pub fn convert_record(
-    r: RecordText<'_>,
-    shared: Option<&Arc<LineBuf>>,
-    previous: Option<&SequenceNumber>,
-) -> Result<Record, DecodeError> {
-    let sequence_number = SequenceNumber::parse_reusing(&r.sequence_number, previous)?;
-    check_data(r.data.as_deref(), &r.sequence_number, r.sub_sequence_number)?;
-    let data = r.data.map(|d| match (d, shared) {
-        (Cow::Borrowed(text), Some(line)) => {
-            let start = text.as_ptr() as usize - line.as_ptr() as usize;
-            Base64Text::shared(line.clone(), start, start + text.len())
-        }
-        (d, _) => Base64Text::from(d.into_owned()),
-    });
-    Ok(Record {
-        data,
-        partition_key: r.partition_key.map(Cow::into_owned).unwrap_or_default(),
-        sequence_number,
-        sub_sequence_number: r.sub_sequence_number,
-        approximate_arrival_timestamp: r.approximate_arrival_timestamp,
-    })
-}
 
 /// Decodes the record element at `range` of a shared line (see [`super::scan`]); its
 /// payload points into the line. `previous` lets equal sequence numbers share storage.

@@ -134,7 +134,7 @@ use super::{
     BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
 };
 use crate::pipeline::item::Item;
-use crate::telemetry::LeaseId;
+use crate::telemetry::{self, LeaseId};
 
 /// How long closing waits for a child to exit after closing its stdin, before SIGTERM.
 pub const CLOSE_EOF_GRACE: Duration = Duration::from_secs(1);
@@ -229,6 +229,7 @@ impl HandlerFactory for ExecFactory {
             child: None,
             backoff: self.options.restart_backoff,
             restart_delay: None,
+            restart_reason: None,
         };
         handler.child = Some(
             handler
@@ -479,6 +480,8 @@ struct ExecHandler {
     backoff: Duration,
     /// Set after a failure: sleep this long before the next spawn.
     restart_delay: Option<Duration>,
+    /// Why the last child ended (for the telemetry of its restart).
+    restart_reason: Option<String>,
 }
 
 /// Marks a `process` call as running for the interrupter; unmarks on drop.
@@ -965,7 +968,8 @@ impl ExecHandler {
     }
 
     /// After a failure: the next spawn waits `backoff`, which doubles.
-    fn note_failure(&mut self) {
+    fn note_failure(&mut self, reason: String) {
+        self.restart_reason = Some(reason);
         self.restart_delay = Some(self.backoff);
         self.backoff = (self.backoff * 2).min(
             self.options
@@ -1007,17 +1011,23 @@ impl ExecHandler {
             };
             let exited = has_exited(running.leader);
             if stray.is_some() || exited {
+                let mut reason = "failed between batches".to_owned();
                 if let Some(mut running) = self.child.take() {
                     let ended = self.end(&mut running, Ending::Kill(Duration::ZERO));
-                    log::warn!(
-                        "worker {}: exec handler child {} failed between batches ({}{}); restarting it",
-                        self.ctx.worker,
+                    reason = format!(
+                        "child {} failed between batches ({}{})",
                         running.pid,
                         stray.map_or_else(String::new, |s| format!("{s}; ")),
-                        ended.status.map_or_else(|| "status unknown".to_owned(), |s| s.to_string()),
+                        ended
+                            .status
+                            .map_or_else(|| "status unknown".to_owned(), |s| s.to_string()),
+                    );
+                    log::warn!(
+                        "worker {}: exec handler {reason}; restarting it",
+                        self.ctx.worker,
                     );
                 }
-                self.note_failure();
+                self.note_failure(reason);
             }
         }
         if self.child.is_some() {
@@ -1040,10 +1050,15 @@ impl ExecHandler {
         match self.spawn() {
             Ok(running) => {
                 self.child = Some(running);
+                if let Some(reason) = self.restart_reason.take() {
+                    let worker = self.ctx.worker;
+                    let event = telemetry::Event::ChildRestarted { worker, reason };
+                    self.ctx.telemetry.emit(None, &event);
+                }
                 Ok(())
             }
             Err(e) => {
-                self.note_failure();
+                self.note_failure(e.to_string());
                 Err(BatchError::Batch(HandlerError::new(e.to_string())))
             }
         }
@@ -1306,7 +1321,7 @@ impl Handler for ExecHandler {
             progress.unanswered_items(),
             items.len()
         );
-        self.note_failure();
+        self.note_failure(error.to_string());
         let message = HandlerError::new(format!("{error}; item not answered"));
         let failed = progress.failed(&message);
         if failed.is_empty() {

@@ -14,6 +14,11 @@
 //! decides between stopping, retrying and dead-lettering. A panic is a failure of the
 //! whole batch.
 //!
+//! Handlers that pipeline (an HTTP sink, a database with asynchronous commits) implement
+//! [`Handler::submit`] as well: it takes the batch with a must-complete [`Ack`] and may
+//! return before the items are done; the ack, resolved later from any thread, says how
+//! the batch ended, and dropping it unresolved fails the batch ([`mod@ack`]).
+//!
 //! Hooks: [`Handler::flush`] runs when the worker is idle (no item for the batch
 //! interval) and before the worker reports a drain complete, for handlers that keep
 //! time-based state (rotation, buffers that `process` already made durable);
@@ -24,6 +29,7 @@
 //! Built-ins, all on this same trait: [`discard`] (counts), [`mod@file`] (JSON lines per
 //! shard and worker), and the testing wrapper [`delay`].
 
+pub mod ack;
 pub mod delay;
 pub mod discard;
 pub(crate) mod durable;
@@ -34,6 +40,8 @@ use std::sync::Arc;
 
 use crate::pipeline::item::Item;
 use crate::telemetry::{LeaseId, NullSink, Sink};
+
+pub use ack::Ack;
 
 /// Where a handler runs: the worker's index among the pool's workers, and where its
 /// telemetry goes. No shard: a worker serves every lease attached to its pool.
@@ -151,6 +159,16 @@ pub trait Handler: Send {
     /// done — written, acknowledged, durable as far as this handler promises — and may be
     /// checkpointed.
     fn process(&mut self, lease: &LeaseId, items: &[Item]) -> Result<(), BatchError>;
+
+    /// The pipelining form: takes a batch and its [`Ack`], and may return before the
+    /// items are done, resolving the ack later from any thread ([`mod@ack`]). The worker
+    /// hands over its next batches meanwhile; the items stay in flight (and uncounted)
+    /// until the ack says `done`; an ack dropped unresolved fails them. Items are views
+    /// into the worker's buffers: copy what is needed before returning. The default
+    /// calls [`Handler::process`] and resolves the ack with its result.
+    fn submit(&mut self, lease: &LeaseId, items: &[Item], ack: Ack) {
+        ack.resolve(self.process(lease, items));
+    }
 
     /// Called once `lease` has ended on this worker's pool and none of its batches is
     /// still in this handler: per-lease state (an open file) can go. A lease that is

@@ -35,7 +35,17 @@
 //!
 //! Completions go back on the lease's unbounded channel (so a worker never blocks on a
 //! protocol thread; the lease's in-flight bound keeps it small), one record id per
-//! finished item.
+//! finished item. A worker hands each batch to [`Handler::submit`] with an [`Ack`]: a
+//! synchronous handler (the default `submit` calls `process`) resolves it at once; a
+//! pipelining one resolves it later, from any thread, while the worker goes on with the
+//! next batches; an ack dropped unresolved fails its batch. Until its ack resolves, a
+//! batch's items are in flight, so the lease's `--max-in-flight` bounds everything
+//! outstanding in handlers too.
+//!
+//! Telemetry: the workers emit [`Event::BatchHandled`] (items and time from submit to
+//! resolution), [`Event::RetryScheduled`], [`Event::ItemsFailed`] and
+//! [`Event::DeadLettered`] to the pool's [`Sink`], with the lease they concern (the log
+//! sink writes the retry and dead-letter lines rsmld always wrote).
 //!
 //! # Failures
 //!
@@ -52,11 +62,12 @@
 //! order is kept for successful first attempts only. A handler panic is a failure of its
 //! batch like any other.
 //!
-//! The watchdog (`item_timeout`, `pool::watchdog`) watches every handler call. A call that runs too long
-//! is interrupted through the handler's interrupter (the exec handler kills its child, and
-//! the call then fails under the policy); a handler that cannot be interrupted makes the
-//! timeout fatal for the lease of the call, and the worker, whose thread cannot be taken
-//! back, is lost: every lease with items queued on it, or dispatching to it later, fails.
+//! The watchdog (`item_timeout`, `pool::watchdog`) watches every handler call. A call
+//! that runs too long is interrupted through the handler's interrupter (the exec handler
+//! kills its child, and the call then fails under the policy); a handler that cannot be
+//! interrupted makes the timeout fatal for the lease of the call, and the worker, whose
+//! thread cannot be taken back, is lost: every lease with items queued on it, or
+//! dispatching to it later, fails. (A worker thread that dies of a bug is lost too.)
 //!
 //! # Shutdown
 //!
@@ -81,10 +92,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
+#[cfg(doc)]
+use crate::handler::{Ack, Handler};
 use crate::handler::{HandlerFactory, Interrupt, WorkerContext};
 use crate::pipeline::item::ItemBlock;
 use crate::pipeline::partition::worker_of;
 use crate::protocol::tracker::RecordId;
+#[cfg(doc)]
+use crate::telemetry::Event;
 use crate::telemetry::{LeaseId, Sink};
 use dead_letter::DeadLetter;
 use watchdog::Watch;
@@ -220,9 +235,9 @@ impl LeaseState {
         self.ended.load(Ordering::SeqCst)
     }
 
-    /// Reports completions (unless the lease is abandoned: then they vanish).
+    /// Reports completions (unless the lease is abandoned or failed: then they vanish).
     pub(crate) fn completed(&self, records: Vec<RecordId>) {
-        if !records.is_empty() && !self.abandoned() {
+        if !records.is_empty() && self.live() {
             let _ = self.events.send(WorkerEvent::Completed(records));
         }
     }

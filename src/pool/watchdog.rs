@@ -56,6 +56,11 @@ impl Watch {
             .take();
     }
 
+    /// The worker cannot take work any more (stuck, or its thread died).
+    pub(crate) fn set_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
     /// The worker cannot take work any more.
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
@@ -115,7 +120,7 @@ fn act(worker: usize, watch: &Watch, timeout: Duration) {
             interrupt(Interrupt::Timeout);
         }
         None => {
-            watch.lost.store(true, Ordering::SeqCst);
+            watch.set_lost();
             let lease = watch
                 .lease
                 .lock()
