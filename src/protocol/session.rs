@@ -1007,7 +1007,6 @@ impl Session {
                 got_sub_sequence_number: sub_sequence_number,
             });
         }
-        let shard = self.shard_id.to_string();
         let next = match error.as_deref() {
             None => {
                 self.emit(Event::CheckpointStored {
@@ -1021,70 +1020,70 @@ impl Session {
                 self.stats.checkpoints += 1;
                 Step::Reply
             }
-            Some(e @ ("ThrottlingException" | "KinesisClientLibDependencyException")) => {
-                if attempt < self.config.checkpoint_retries {
-                    let delay = self.backoff(attempt);
-                    self.emit(Event::CheckpointFailed {
-                        position: target.to_string(),
-                        error: e.to_owned(),
-                        next: CheckpointRetry::RetryIn {
-                            retry: attempt + 1,
-                            of: self.config.checkpoint_retries,
-                            delay,
-                        },
-                    });
-                    Step::Backoff {
-                        target,
-                        attempt,
-                        until: now + delay,
-                    }
-                } else if kind == Kind::ShardEnd {
-                    return Err(SessionError::ShardEndFailed {
-                        shard,
-                        error: format!("{e} after {} attempts", attempt + 1),
-                    });
-                } else {
-                    self.emit(Event::CheckpointFailed {
-                        position: target.to_string(),
-                        error: e.to_owned(),
-                        next: CheckpointRetry::GaveUp {
-                            attempts: attempt + 1,
-                        },
-                    });
-                    self.last_checkpoint_at = now;
-                    Step::Reply
-                }
-            }
-            Some("ShutdownException") => {
-                self.emit(Event::CheckpointFailed {
-                    position: target.to_string(),
-                    error: "ShutdownException".to_owned(),
-                    next: CheckpointRetry::Stopped,
-                });
-                self.checkpointing_stopped = true;
-                Step::Reply
-            }
-            Some(e) => {
-                if kind == Kind::ShardEnd {
-                    return Err(SessionError::ShardEndFailed {
-                        shard,
-                        error: e.to_owned(),
-                    });
-                }
-                let last_stored = self.last_checkpoint.as_ref().map(Esn::to_string);
-                self.emit(Event::CheckpointFailed {
-                    position: target.to_string(),
-                    error: e.to_owned(),
-                    next: CheckpointRetry::NotRetried { last_stored },
-                });
-                self.last_checkpoint_at = now;
-                Step::Reply
-            }
+            Some(e) => self.on_checkpoint_error(kind, target, attempt, e, now)?,
         };
         if let State::InAction { step, .. } = &mut self.state {
             *step = next;
         }
         Ok(())
+    }
+
+    /// A checkpoint reply with `error`: the next step (a retry after a backoff, or the
+    /// status), and the event that says so; failing to store SHARD_END is fatal.
+    fn on_checkpoint_error(
+        &mut self,
+        kind: Kind,
+        target: Target,
+        attempt: u32,
+        error: &str,
+        now: Instant,
+    ) -> Result<Step, SessionError> {
+        let retriable = matches!(
+            error,
+            "ThrottlingException" | "KinesisClientLibDependencyException"
+        );
+        let (next, step) = if retriable && attempt < self.config.checkpoint_retries {
+            let delay = self.backoff(attempt);
+            let retry = CheckpointRetry::RetryIn {
+                retry: attempt + 1,
+                of: self.config.checkpoint_retries,
+                delay,
+            };
+            let until = now + delay;
+            let step = Step::Backoff {
+                target: target.clone(),
+                attempt,
+                until,
+            };
+            (retry, step)
+        } else if error == "ShutdownException" {
+            // The lease is gone (also at shard end: a new owner redoes it).
+            self.checkpointing_stopped = true;
+            (CheckpointRetry::Stopped, Step::Reply)
+        } else if kind == Kind::ShardEnd {
+            let error = match retriable {
+                true => format!("{error} after {} attempts", attempt + 1),
+                false => error.to_owned(),
+            };
+            return Err(SessionError::ShardEndFailed {
+                shard: self.shard_id.to_string(),
+                error,
+            });
+        } else if retriable {
+            self.last_checkpoint_at = now;
+            let attempts = attempt + 1;
+            (CheckpointRetry::GaveUp { attempts }, Step::Reply)
+        } else {
+            self.last_checkpoint_at = now;
+            let last_stored = self.last_checkpoint.as_ref().map(Esn::to_string);
+            (CheckpointRetry::NotRetried { last_stored }, Step::Reply)
+        };
+        self.emit(Event::CheckpointFailed {
+            position: target.to_string(),
+            error: error.to_owned(),
+            next,
+        });
+        Ok(step)
     }
 
     /// Exponential backoff with "equal jitter": half fixed, half random.
@@ -1103,5 +1102,66 @@ impl Session {
         let half = exp / 2;
         let frac = (z >> 11) as f64 / (1u64 << 53) as f64;
         half + half.mul_f64(frac)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease at shard end whose SHARD_END checkpoint gets `error`: what was sent.
+    fn shard_end_reply(error: &str, retries: u32) -> Result<Vec<ProcessorMessage>, SessionError> {
+        let now = Instant::now();
+        let config = SessionConfig {
+            checkpoint_retries: retries,
+            ..SessionConfig::default()
+        };
+        let mut s = Session::new(config, now);
+        let initialize = DaemonMessage::<()>::Initialize {
+            shard_id: "shardId-0".into(),
+            sequence_number: None,
+            sub_sequence_number: None,
+        };
+        s.handle_message(initialize, now)?;
+        s.handle_message(DaemonMessage::<()>::ShardEnded, now)?;
+        let reply = DaemonMessage::<()>::Checkpoint {
+            sequence_number: None,
+            sub_sequence_number: None,
+            error: Some(error.into()),
+        };
+        s.handle_message(reply, now)?;
+        let mut sent = Vec::new();
+        while let Some(out) = s.poll_output() {
+            if let Output::Send(m) = out {
+                sent.push(m);
+            }
+        }
+        Ok(sent)
+    }
+
+    #[test]
+    fn shard_end_checkpoint_errors_follow_the_table() {
+        // ShutdownException: the lease is gone, also at shard end; answered, no error.
+        let sent = shard_end_reply("ShutdownException", 5).unwrap();
+        assert_eq!(
+            sent.last(),
+            Some(&ProcessorMessage::Status {
+                response_for: Action::ShardEnded
+            })
+        );
+        // Anything else, or retries exhausted: SHARD_END not stored is fatal.
+        for (error, retries) in [("InvalidStateException", 5), ("ThrottlingException", 0)] {
+            let got = shard_end_reply(error, retries);
+            assert!(
+                matches!(got, Err(SessionError::ShardEndFailed { .. })),
+                "{error}: {got:?}"
+            );
+        }
+        // A retriable error with retries left: a backoff, no status yet.
+        let sent = shard_end_reply("ThrottlingException", 5).unwrap();
+        let shard_ended = ProcessorMessage::Status {
+            response_for: Action::ShardEnded,
+        };
+        assert!(!sent.contains(&shard_ended), "{sent:?}");
     }
 }
