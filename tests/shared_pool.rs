@@ -1038,7 +1038,8 @@ fn through_the_driver_checkpoints_follow_acks_and_max_in_flight_bounds_them() {
     drop(daemon);
     driver.join().unwrap().unwrap();
     assert_eq!(stored.last(), Some(&299), "{stored:?}");
-    assert!(stored.len() > 2, "{stored:?}");
+    // At least one checkpoint mid-stream besides the final one.
+    assert!(stored.len() >= 2, "{stored:?}");
     let most = sink.most.load(Ordering::SeqCst);
     assert!(most <= 12 + 10, "{most} items outstanding at once");
 }
