@@ -30,6 +30,23 @@ fn item(lease: &str, n: u64, key: &str) -> ItemBlock {
     }])
 }
 
+/// Items `ns` of lease `lease`, all keyed `key`, in one block (so that a worker gets them
+/// at once and cuts its batches exactly by the batch size, whatever the timing).
+fn block(lease: &str, ns: std::ops::Range<u64>, key: &str) -> ItemBlock {
+    let seqs: Vec<String> = ns.clone().map(|n| format!("{lease}:{n}")).collect();
+    ItemBlock::from_items(ns.zip(&seqs).map(|(n, seq)| Item {
+        record: RecordId(n),
+        sequence_number: seq,
+        sub_sequence_number: 0,
+        user_sub: 0,
+        user_total: 1,
+        partition_key: key,
+        explicit_hash_key: None,
+        approximate_arrival_timestamp: None,
+        data: Payload::Bytes(&[]),
+    }))
+}
+
 /// What a recording handler saw: per item (worker, lease, key, n), in processing order.
 type Seen = Arc<Mutex<Vec<(usize, String, String, u64)>>>;
 
@@ -179,7 +196,7 @@ fn abandoning_one_lease_leaves_the_other_untouched() {
 /// would have waited forever.
 #[test]
 fn a_failure_fails_its_lease_and_the_worker_serves_the_others() {
-    let f = start(1, 2, OnError::Fail, false);
+    let f = start(1, 1, OnError::Fail, false);
     let a = f.pool.attach(LeaseId::new("app", "a"));
     let b = f.pool.attach(LeaseId::new("app", "b"));
     for n in 0..50u64 {
@@ -197,12 +214,10 @@ fn a_failure_fails_its_lease_and_the_worker_serves_the_others() {
         error.contains("boom on purpose") && error.contains("a:10"),
         "{error}"
     );
-    // Batches of 2 (the worker waits at the gate with its first two items, and each
-    // batch after it is the next two): item 11 shared the failed batch and is done;
-    // nothing later is.
+    // Batches of one item: everything before the failed item is done, nothing after.
     let mut done_a = done_a;
     done_a.sort_unstable();
-    assert_eq!(done_a, (0..10).chain([11]).collect::<Vec<_>>());
+    assert_eq!(done_a, (0..10).collect::<Vec<_>>());
     let (mut done_b, failed_b) = collect(&b, 50);
     assert!(failed_b.is_none(), "{failed_b:?}");
     done_b.sort_unstable();
@@ -218,8 +233,8 @@ fn a_failure_fails_its_lease_and_the_worker_serves_the_others() {
         .max();
     assert_eq!(
         last_a,
-        Some(11),
-        "lease a was processed past its failed batch"
+        Some(10),
+        "lease a was processed past its failed item"
     );
     drop(seen);
     assert!(a.dispatch_block(item("a", 99, "fine")).is_err());
@@ -662,9 +677,7 @@ fn drain_until(lease: &PoolLease, done: &mut HashSet<u64>, f: impl Fn(&HashSet<u
 fn acks_resolved_later_from_another_thread_complete_their_items() {
     let (pool, submitted) = start_pipelined(1, 4, OnError::Fail);
     let lease = pool.attach(LeaseId::new("app", "a"));
-    for n in 0..40u64 {
-        lease.dispatch_block(item("a", n, "k")).unwrap();
-    }
+    lease.dispatch_block(block("a", 0..40, "k")).unwrap();
     // All ten batches reach the handler while no ack is resolved.
     let batches = take(&submitted, 10);
     let mut done = HashSet::new();
@@ -702,9 +715,7 @@ fn acks_resolved_later_from_another_thread_complete_their_items() {
 fn acks_resolved_out_of_order_move_the_prefix_only_when_the_oldest_is_done() {
     let (pool, submitted) = start_pipelined(1, 5, OnError::Fail);
     let lease = pool.attach(LeaseId::new("app", "a"));
-    for n in 0..20u64 {
-        lease.dispatch_block(item("a", n, "k")).unwrap();
-    }
+    lease.dispatch_block(block("a", 0..20, "k")).unwrap();
     let mut batches = take(&submitted, 4);
     let mut done = HashSet::new();
     // Resolve the last three (newest first): their items complete, the prefix stays 0.
@@ -734,9 +745,7 @@ fn a_dropped_ack_fails_its_items_and_under_fail_stops_the_lease() {
     let (pool, submitted) = start_pipelined(1, 4, OnError::Fail);
     let a = pool.attach(LeaseId::new("app", "a"));
     let b = pool.attach(LeaseId::new("app", "b"));
-    for n in 0..16u64 {
-        a.dispatch_block(item("a", n, "k")).unwrap();
-    }
+    a.dispatch_block(block("a", 0..16, "k")).unwrap();
     let mut batches = take(&submitted, 4);
     let mut done = HashSet::new();
     let rest = batches.split_off(2);
@@ -782,9 +791,7 @@ fn a_dropped_ack_is_retried_under_retry() {
     };
     let (pool, submitted) = start_pipelined(1, 3, policy);
     let lease = pool.attach(LeaseId::new("app", "a"));
-    for n in 0..3u64 {
-        lease.dispatch_block(item("a", n, "k")).unwrap();
-    }
+    lease.dispatch_block(block("a", 0..3, "k")).unwrap();
     let first = take(&submitted, 1).pop().unwrap();
     assert_eq!(first.records, vec![0, 1, 2]);
     drop(first);
@@ -1033,7 +1040,8 @@ fn through_the_driver_checkpoints_follow_acks_and_max_in_flight_bounds_them() {
     drop(daemon);
     driver.join().unwrap().unwrap();
     assert_eq!(stored.last(), Some(&299), "{stored:?}");
-    assert!(stored.len() > 2, "{stored:?}");
+    // At least one checkpoint mid-stream besides the final one.
+    assert!(stored.len() >= 2, "{stored:?}");
     let most = sink.most.load(Ordering::SeqCst);
     assert!(most <= 12 + 10, "{most} items outstanding at once");
 }
