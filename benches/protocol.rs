@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
-use rsmld::protocol::scan::{scan_process_records, scan_resumed, Prescan};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::codec::scan::{scan_process_records, scan_resumed, Prescan};
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
 
 const HEAD: &str = "496804454988419534946983079362562279";

@@ -13,14 +13,15 @@
 use std::sync::Arc;
 
 use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use rsmld::item::Item;
+use rsmld::pipeline::item::Item;
+use rsmld::telemetry::LeaseId;
 
 struct Validator {
     worker: usize,
 }
 
 impl Handler for Validator {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, _lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         let mut failed = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let bytes = match item.data.bytes() {

@@ -22,8 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::cli::config::{CheckArgs, Cli, Command, GenerateCommand, KplCommand};
 use crate::handler::HandlerFactory;
-
-static SHARD: OnceLock<String> = OnceLock::new();
+use crate::telemetry::{Event, LeaseId, LogSink, Sink};
 
 /// Exit code: rsmld's own work failed (handler, file system, checkpoint); also `rsmld check`
 /// when it found an error.
@@ -74,14 +73,15 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
     if let Some(Command::Generate { what }) = &cli.command {
         return generate(what);
     }
-    init_logging();
-    match run(cli, handlers) {
+    let child = ChildPrefix::default();
+    init_logging(child.clone());
+    match run(cli, handlers, &child) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Always visible, whatever RUST_LOG says: this is why the process stops. One
             // line per problem (several prerequisites can fail at once).
             for line in format!("{e}").lines() {
-                eprintln!("{} ERROR {line}", prefix());
+                eprintln!("{} ERROR {line}", child.prefix());
             }
             ExitCode::from(exit_code(&e))
         }
@@ -142,7 +142,7 @@ fn generate(what: &GenerateCommand) -> ExitCode {
 
 /// The exit code for an error that stopped the run (see the module docs).
 fn exit_code(e: &anyhow::Error) -> u8 {
-    if let Some(d) = e.downcast_ref::<crate::driver::DriverError>() {
+    if let Some(d) = e.downcast_ref::<crate::lease::LeaseError>() {
         return if d.is_protocol_violation() {
             EXIT_PROTOCOL
         } else {
@@ -159,7 +159,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     EXIT_FAILURE
 }
 
-fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()> {
+fn run(
+    cli: Cli,
+    handlers: Option<Arc<dyn HandlerFactory>>,
+    child: &ChildPrefix,
+) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Kpl { command }) => {
             let stdin = std::io::stdin().lock();
@@ -185,7 +189,7 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
                 needs.handler = None;
             }
             crate::cli::check::prereq::startup(&needs)?;
-            let mut config = cli.run.into_driver_config()?;
+            let mut config = cli.run.into_runtime_config()?;
             if let Some(h) = handlers {
                 config.handlers = h;
             }
@@ -201,10 +205,9 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
                 log::debug!("stdin pipe enlarged to {size} bytes");
             }
             let protocol_out = crate::sys::guard_stdout()?;
-            config.on_shard = Some(Box::new(|shard| {
-                let _ = SHARD.set(shard.to_owned());
-            }));
-            let result = crate::driver::run(config, std::io::stdin(), protocol_out);
+            // Child mode: a runtime with one lease, on stdin and stdout.
+            let runtime = crate::runtime::Runtime::new(config, Arc::new(child.clone()));
+            let result = runtime.run_child(std::io::stdin(), protocol_out);
             // Whatever the outcome, no handler process outlives rsmld.
             let swept = crate::process::reaper::sweep();
             if swept > 0 {
@@ -224,15 +227,47 @@ fn run(cli: Cli, handlers: Option<Arc<dyn HandlerFactory>>) -> anyhow::Result<()
     }
 }
 
-/// `rsmld[shardId-000000000001]`: the daemon logs every stderr line of every child at
-/// ERROR, so each of our lines says which child it is and its real level.
-fn prefix() -> String {
-    format!("rsmld[{}]", SHARD.get().map_or("-", String::as_str))
+/// The log prefix of child mode, `rsmld[shardId-000000000001]`: the daemon logs every
+/// stderr line of every child at ERROR, so each of our lines says which child it is and its
+/// real level. A lease's own lines name it in their log target ([`LogSink`]); lines of the
+/// pool, the handlers and the program name the one lease of this child, learned from its
+/// first event (`-` until then). A sink, so the library keeps no process-global state.
+#[derive(Clone, Default)]
+struct ChildPrefix(Arc<OnceLock<String>>);
+
+impl ChildPrefix {
+    fn prefix(&self) -> String {
+        format!("rsmld[{}]", self.0.get().map_or("-", String::as_str))
+    }
 }
 
-fn init_logging() {
+impl Sink for ChildPrefix {
+    fn emit(&self, lease: Option<&LeaseId>, event: &Event) {
+        if let Some(lease) = lease {
+            let _ = self.0.set(lease.to_string());
+        } else if let Event::LeaseStarted { shard, .. } = event {
+            let _ = self.0.set(shard.clone());
+        }
+        LogSink.emit(lease, event);
+    }
+}
+
+fn init_logging(child: ChildPrefix) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| writeln!(buf, "{} {} {}", prefix(), record.level(), record.args()))
+        .format(move |buf, record| {
+            let target = record.target();
+            if target.starts_with("rsmld[") {
+                writeln!(buf, "{target} {} {}", record.level(), record.args())
+            } else {
+                writeln!(
+                    buf,
+                    "{} {} {}",
+                    child.prefix(),
+                    record.level(),
+                    record.args()
+                )
+            }
+        })
         .target(env_logger::Target::Stderr)
         .init();
 }

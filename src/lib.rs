@@ -7,35 +7,68 @@
 //!
 //! # The data path
 //!
+//! One lease, hop by hop (a runtime runs one or many of them on one pool):
+//!
 //! ```text
-//! daemon ─stdin─▶ driver (reader thread + one loop)         src/driver.rs
-//!                   │ decode line (lenient)                  protocol::message
+//! daemon ─stdin─▶ codec::reader (thread): line framing into      src/codec/reader.rs
+//!                   │ recycled buffers, Prescan while bytes arrive
 //!                   ▼
-//!                 Session: pure state machine                protocol::session
-//!                   │ split record → items                   split
-//!                   │ Tracker.deliver(record, n items)       checkpoint
+//!                 lease: the select loop (line | worker event | timer)       src/lease.rs
+//!                   │ large processRecords: codec::scan (field table
+//!                   │   shared with the decoder) → RecordsHead
+//!                   │ otherwise: codec::decode (serde; fast record parser)
 //!                   ▼
-//!                 Pool: FNV-1a(key) % N → bounded channel    pool
+//!                 Session::handle_records(head) → Admission        protocol::session
+//!                   │ (acknowledge-ahead: status may go out now)
+//!                   ▼
+//!                 Mapper: records → items → one block per worker    pipeline::mapper
+//!                   │ numbered from the Admission; split/ per record; in parts
+//!                   │ under the in-flight budget; parallel (rayon) for large lines
+//!                   │ worker = FNV-1a(key) % N                     pipeline::partition
+//!                   ▼
+//!                 Session::handle_delivered(admission, (esn, n)…)  protocol::session
+//!                   │ Tracker.deliver; duplicates come back and are dropped
+//!                   ▼
+//!                 PoolLease::dispatch → bounded channel per worker       pool
 //!          ┌────────┼────────┐
-//!       worker 0  worker 1 … worker N-1   (rayon threads; one Handler each)  handler
+//!       worker 0  worker 1 … worker N-1   (threads; one Handler each, all leases) handler
 //!          └────────┴────┬───┘
-//!                        ▼ completions (unbounded channel)
-//!                 Session: Tracker.complete → position = end of completed prefix
-//!                   │
-//! daemon ◀─stdout─ driver: checkpoint(position) / status, one write + flush each
+//!                        ▼ completions (the lease's own unbounded channel)
+//!                 Session::handle_completed → Tracker: end of the completed prefix
+//!                   │ poll_output: Send | Event | Flush | Abandon
+//!                   ▼
+//! daemon ◀─stdout─ codec::writer: checkpoint(position) / status, one write + flush each
+//!                 telemetry::Sink ◀─ events (the default sink writes the log lines)
 //! ```
 //!
-//! - The **driver** is the only code that touches the protocol streams. It never writes
+//! The layers, each importing only those below it (no cycles):
+//!
+//! ```text
+//! app, config, check             the program, the command line
+//! runtime, lease                 what leases share; one lease's select loop
+//! pool                           workers, batching, failure policy, dead letters, watchdog
+//! handler                        the Handler trait and the built-in handlers
+//! pipeline                       item, split/, mapper, partition
+//! codec                          reader, payload views, decode, parser, scan, writer
+//! protocol                       message, sequence, order, tracker, budget, session (pure)
+//! telemetry, json, kpl, sys      leaves
+//! ```
+//!
+//! - The **lease** is the only code that touches its protocol streams. It never writes
 //!   outside an action's window and writes from one thread only.
-//! - The **session** decides everything: when to dispatch, when to wait (backpressure,
+//! - The **session** decides everything: when to answer, when to wait (backpressure,
 //!   draining), when and where to checkpoint, how to treat checkpoint errors. It is fed
-//!   messages, completions and the time, and returns outputs; it is tested by feeding it
-//!   transcripts.
+//!   messages, record counts, completions and the time, and returns outputs (messages,
+//!   events); it never sees an item or a buffer, and is tested by feeding it transcripts.
 //! - The **tracker** knows, for every delivered record in order, how many of its items are
 //!   unfinished. The checkpointable position is the last record of the longest completed
 //!   prefix, with its sub-sequence number. A failed item pins it.
-//! - The **pool** keeps per-key order (same key → same worker → FIFO) while N workers run
-//!   in parallel, and turns handler errors and panics into failures.
+//! - The **codec** and the **pipeline** hold every speed trick (buffer recycling, the
+//!   prescan and structural scan, the fast record parser, the parallel mapper), so the
+//!   protocol core never changes for speed.
+//! - The **pool** keeps per-key order within a lease (same key → same worker → FIFO) while
+//!   N workers run in parallel for every lease, and turns handler errors and panics into
+//!   failures of the lease whose batch it was.
 //! - **Handlers** receive batches and return only when the items are done (written and
 //!   flushed, for the file handler): a completion is a promise the checkpoint relies on.
 //!
@@ -44,17 +77,17 @@
 //! last checkpoint.
 
 pub mod app;
-pub mod checkpoint;
 pub mod cli;
-pub mod driver;
+pub mod codec;
 pub mod handler;
-pub mod item;
 pub mod json;
 pub mod kpl;
+pub mod lease;
+pub mod pipeline;
 pub mod pool;
 pub mod process;
 pub mod protocol;
-pub mod split;
+pub mod runtime;
 pub mod sys;
 pub mod telemetry;
 #[cfg(feature = "testkit")]

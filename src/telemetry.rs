@@ -65,6 +65,8 @@ pub enum LeaseEnd {
 pub enum Event {
     /// `initialize` arrived: the lease starts at `checkpoint` (`None`: no checkpoint yet).
     LeaseStarted {
+        /// The shard, as `initialize` named it.
+        shard: String,
         /// The stored checkpoint the lease starts after, as text.
         checkpoint: Option<String>,
     },
@@ -90,6 +92,15 @@ pub enum Event {
     AcknowledgedAhead {
         /// Records in the batch.
         records: usize,
+    },
+    /// Records of a batch were delivered to the tracker (a batch may come in parts).
+    RecordsDelivered {
+        /// Records in this part.
+        records: usize,
+        /// Their items.
+        items: usize,
+        /// How far behind the tip of the shard, as the daemon said.
+        millis_behind_latest: Option<i64>,
     },
     /// A drain began (`shutdownRequested`, `shardEnded`).
     Draining {
@@ -120,6 +131,13 @@ pub enum Event {
         /// KPL user records lost (0 unless an aggregate broke off).
         lost_user_records: u64,
     },
+    /// A checkpoint request went out.
+    CheckpointRequested {
+        /// Where: a position, or `SHARD_END`.
+        position: String,
+        /// 1-based attempt.
+        attempt: u32,
+    },
     /// The daemon stored a checkpoint.
     CheckpointStored {
         /// Where: a position, or `SHARD_END`.
@@ -131,15 +149,20 @@ pub enum Event {
         position: String,
         /// The daemon's error name (`ThrottlingException`, ...).
         error: String,
-        /// Whether it is retried, and after how long.
-        retry_in: Option<Duration>,
-        /// Whether checkpointing stops for the rest of the lease.
-        final_for_lease: bool,
+        /// What happens next.
+        next: CheckpointRetry,
     },
     /// The lease is lost: queued work dropped.
     Abandoned {
+        /// The action that said so (`leaseLost`, `shutdown`).
+        action: &'static str,
         /// Items that were in flight.
         items: usize,
+    },
+    /// The daemon closed the protocol stream (stdin).
+    InputClosed {
+        /// In which state.
+        when: InputClosed,
     },
     /// The lease ended.
     LeaseEnded {
@@ -184,6 +207,64 @@ pub enum Event {
     Backpressure {
         /// How long.
         waited: Duration,
+    },
+    /// A handler failed items of this lease and the policy retries them.
+    RetryScheduled {
+        /// The worker.
+        worker: usize,
+        /// How many items.
+        items: usize,
+        /// The first failed item and its error, readable.
+        error: String,
+        /// Which retry this is (1-based).
+        number: u32,
+        /// How many retries the policy allows.
+        of: u32,
+        /// The delay before it.
+        delay: Duration,
+    },
+}
+
+/// What follows a failed checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointRetry {
+    /// Retried (retry `retry` of `of`) after `delay`.
+    RetryIn {
+        /// 1-based retry number.
+        retry: u32,
+        /// Retries allowed.
+        of: u32,
+        /// The backoff delay.
+        delay: Duration,
+    },
+    /// Retries exhausted: the next interval tries again.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Checkpointing stops for the rest of the lease (`ShutdownException`).
+    Stopped,
+    /// Not retried (an error retrying cannot fix).
+    NotRetried {
+        /// The last stored checkpoint, if any.
+        last_stored: Option<String>,
+    },
+}
+
+/// When the daemon closed the protocol stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputClosed {
+    /// After the final status: the normal end.
+    AfterFinalStatus,
+    /// Between actions, without `leaseLost` or `shardEnded`.
+    BetweenActions {
+        /// Items still in flight.
+        in_flight: usize,
+    },
+    /// In the middle of an action, which goes unanswered.
+    InAction {
+        /// The action.
+        action: &'static str,
     },
 }
 
@@ -240,10 +321,10 @@ impl Sink for LogSink {
 pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
     use log::Level::{Debug, Error, Info, Warn};
     Some(match event {
-        Event::LeaseStarted { checkpoint } => (
+        Event::LeaseStarted { shard, checkpoint } => (
             Info,
             format!(
-                "initialize: from checkpoint {}",
+                "initialize: shard {shard} from checkpoint {}",
                 checkpoint.as_deref().unwrap_or("null")
             ),
         ),
@@ -269,6 +350,34 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
                 millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
             ),
         ),
+        Event::RecordsDelivered {
+            records,
+            items,
+            millis_behind_latest,
+        } => (
+            Debug,
+            format!(
+                "processRecords: {records} records, {items} items, {} ms behind",
+                millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
+            ),
+        ),
+        Event::CheckpointRequested { position, attempt } => (
+            Debug,
+            format!("checkpoint request at {position} (attempt {attempt})"),
+        ),
+        Event::InputClosed { when } => match when {
+            InputClosed::AfterFinalStatus => {
+                (Info, "stdin closed after the final status; exiting".to_owned())
+            }
+            InputClosed::BetweenActions { in_flight } => (
+                Warn,
+                format!("stdin closed without leaseLost or shardEnded; exiting without a further checkpoint ({in_flight} items in flight)"),
+            ),
+            InputClosed::InAction { action } => (
+                Warn,
+                format!("stdin closed in the middle of {action}; exiting without answering it"),
+            ),
+        },
         Event::AcknowledgedAhead { .. }
         | Event::ItemsCompleted { .. }
         | Event::BatchHandled { .. }
@@ -288,33 +397,34 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
         Event::CheckpointFailed {
             position,
             error,
-            retry_in: Some(delay),
-            ..
-        } => (
-            Warn,
-            format!(
-                "checkpoint at {position} failed with {error}; retry in {} ms",
-                delay.as_millis()
+            next,
+        } => match next {
+            CheckpointRetry::RetryIn { retry, of, delay } => (
+                Warn,
+                format!(
+                    "checkpoint at {position} failed with {error}; retry {retry} of {of} in {} ms",
+                    delay.as_millis()
+                ),
             ),
-        ),
-        Event::CheckpointFailed {
-            position,
-            error,
-            final_for_lease: true,
-            ..
-        } => (
-            Warn,
-            format!("checkpoint at {position} failed with {error}; no more checkpoints for this lease"),
-        ),
-        Event::CheckpointFailed {
-            position, error, ..
-        } => (
-            Error,
-            format!("checkpoint at {position} failed with {error}; not retrying it"),
-        ),
-        Event::Abandoned { items } => (
+            CheckpointRetry::GaveUp { attempts } => (
+                Error,
+                format!("checkpoint at {position} failed with {error} after {attempts} attempts; giving up until the next interval"),
+            ),
+            CheckpointRetry::Stopped => (
+                Warn,
+                format!("checkpoint at {position} failed with {error}: the lease is gone; no more checkpoints in this process"),
+            ),
+            CheckpointRetry::NotRetried { last_stored } => (
+                Error,
+                format!(
+                    "checkpoint at {position} failed with {error} (last stored: {}); not retrying it",
+                    last_stored.as_deref().unwrap_or("none")
+                ),
+            ),
+        },
+        Event::Abandoned { action, items } => (
             Info,
-            format!("lease lost: abandoning {items} in-flight items, no checkpoint"),
+            format!("{action} (lease lost): abandoning {items} in-flight items, no checkpoint"),
         ),
         Event::LeaseEnded { end } => (Info, format!("lease ended ({end:?})")),
         Event::ItemsFailed {
@@ -329,13 +439,14 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
                 delay.as_millis()
             ),
         ),
+        // What follows (the lease's failure, a dead letter) has its own line.
         Event::ItemsFailed {
             worker,
             items,
             error,
             retry: None,
         } => (
-            Error,
+            Debug,
             format!("worker {worker}: {items} item(s) failed (first: {error})"),
         ),
         Event::DeadLettered { worker, items } => {
@@ -344,6 +455,20 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
         Event::ChildRestarted { worker, reason } => (
             Warn,
             format!("worker {worker}: handler child restarted ({reason})"),
+        ),
+        Event::RetryScheduled {
+            worker,
+            items,
+            error,
+            number,
+            of,
+            delay,
+        } => (
+            Warn,
+            format!(
+                "worker {worker}: {items} item(s) failed (first: {error}); retry {number} of {of} in {} ms",
+                delay.as_millis()
+            ),
         ),
     })
 }
@@ -397,14 +522,17 @@ mod tests {
         let retry = Event::CheckpointFailed {
             position: "1/0".into(),
             error: "ThrottlingException".into(),
-            retry_in: Some(Duration::from_millis(200)),
-            final_for_lease: false,
+            next: CheckpointRetry::RetryIn {
+                retry: 1,
+                of: 5,
+                delay: Duration::from_millis(200),
+            },
         };
         assert_eq!(
             log_line(&retry),
             Some((
                 log::Level::Warn,
-                "checkpoint at 1/0 failed with ThrottlingException; retry in 200 ms".into()
+                "checkpoint at 1/0 failed with ThrottlingException; retry 1 of 5 in 200 ms".into()
             ))
         );
         assert_eq!(log_line(&Event::ItemsCompleted { items: 1 }), None);

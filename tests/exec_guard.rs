@@ -18,11 +18,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{alive, line, marker, record, rsmld_bin, Proc};
-use rsmld::checkpoint::RecordId;
+use rsmld::codec::message::{DaemonMessage, Record};
 use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
-use rsmld::item::{Item, Payload};
-use rsmld::protocol::message::{DaemonMessage, Record};
+use rsmld::pipeline::item::{Item, Payload};
+use rsmld::protocol::tracker::RecordId;
+use rsmld::telemetry::LeaseId;
 
 // ---------------------------------------------------------------- helpers
 
@@ -286,11 +287,7 @@ fn options(script: &str) -> ExecOptions {
 }
 
 fn ctx() -> WorkerContext {
-    WorkerContext {
-        shard_id: "shardId-000000000042".into(),
-        worker: 0,
-        workers: 1,
-    }
+    WorkerContext::new(0, 1).for_lease(lease())
 }
 
 fn start(options: ExecOptions) -> Box<dyn Handler> {
@@ -369,14 +366,14 @@ fn guarded_child_is_named_by_its_own_pid_and_status() {
         String::from_utf8_lossy(&cmdline).contains("__exec-guard"),
         "{cmdline:?}"
     );
-    h.process(&[item(1, "a")]).unwrap();
-    let m = failure(h.process(&[item(2, "crash")]));
+    h.process(&lease(), &[item(1, "a")]).unwrap();
+    let m = failure(h.process(&lease(), &[item(2, "crash")]));
     assert!(
         m.contains(&format!("(pid {pid}) exited (exit status: 3)")),
         "{m}"
     );
     assert!(!alive(guard) && !alive(pid));
-    let m = failure(h.process(&[item(3, "term")]));
+    let m = failure(h.process(&lease(), &[item(3, "term")]));
     let second = named_pid(&m);
     assert_ne!(second, pid);
     assert!(m.contains("exited (signal: 15 (SIGTERM))"), "{m}");
@@ -406,7 +403,7 @@ fn guarded_child_closing_its_pipes_is_seen() {
         let mut h = start(o);
         let batch: Vec<Item> = (1..=3).map(|n| item(n, "k")).collect();
         let t = Instant::now();
-        let m = failure(h.process(&batch));
+        let m = failure(h.process(&lease(), &batch));
         assert!(m.contains(expected), "{script}: {m}");
         assert!(
             t.elapsed() < Duration::from_secs(10),
@@ -427,7 +424,7 @@ fn guarded_child_starts_with_clean_signals() {
     let out = dir.path().join("status");
     let script = format!("grep -E '^Sig(Ign|Blk)' /proc/self/status > {0}.tmp; mv {0}.tmp {0}; n=0; while IFS= read -r l; do n=$((n+1)); echo \"ok $n\"; done", out.display());
     let mut h = start(options(&script));
-    h.process(&[item(1, "a")]).unwrap();
+    h.process(&lease(), &[item(1, "a")]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !out.exists() {
         assert!(Instant::now() < deadline);
@@ -485,7 +482,7 @@ for n, line in enumerate(sys.stdin, start=1):
     o.command = vec!["python3".into(), "-c".into(), script];
     let mut h = start(o);
     let pid = pids_in(&pidfile, 1)[0];
-    let m = failure(h.process(&[item(1, "group")]));
+    let m = failure(h.process(&lease(), &[item(1, "group")]));
     assert!(m.ends_with("usr1=1"), "{m}");
     // From outside the group (and not from the guard's parent, this test process: a
     // SIGUSR1 from it asks the guard to end the command), to the guard only.
@@ -497,7 +494,7 @@ for n, line in enumerate(sys.stdin, start=1):
     assert!(kill.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     for n in 2.. {
-        let m = failure(h.process(&[item(n, "a")]));
+        let m = failure(h.process(&lease(), &[item(n, "a")]));
         if m.ends_with("usr1=2") {
             break;
         }
@@ -527,7 +524,7 @@ fn guarded_hung_child_is_killed_by_the_interrupter() {
             interrupt(Interrupt::Timeout);
         }
     });
-    let m = failure(h.process(&[item(1, "hang")]));
+    let m = failure(h.process(&lease(), &[item(1, "hang")]));
     killer.join().unwrap();
     assert!(m.contains("killed after timeout"), "{m}");
     let got = pids_in(&pids, 2);
@@ -535,7 +532,7 @@ fn guarded_hung_child_is_killed_by_the_interrupter() {
     for pid in got {
         assert!(gone(pid), "{pid} alive");
     }
-    h.process(&[item(2, "a")]).unwrap();
+    h.process(&lease(), &[item(2, "a")]).unwrap();
     h.close().unwrap();
 }
 
@@ -556,7 +553,7 @@ fn measure_start_cost() {
             .map(|i| {
                 let t = Instant::now();
                 let mut h = start(options(script));
-                h.process(&[item(i, "a")]).unwrap();
+                h.process(&lease(), &[item(i, "a")]).unwrap();
                 let started = t.elapsed();
                 let t = Instant::now();
                 h.close().unwrap();
@@ -573,4 +570,9 @@ fn measure_start_cost() {
             "guard {guard}: start to first answer median {start:?} (p90 {start90:?}), close median {close:?} (p90 {close90:?})"
         );
     }
+}
+
+/// The lease every batch of these tests belongs to (the one the context names).
+fn lease() -> LeaseId {
+    LeaseId::new("", "shardId-000000000042")
 }

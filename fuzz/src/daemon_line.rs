@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use rsmld::protocol::message::{decode_record_at, DaemonMessage, LineBuf};
-use rsmld::protocol::scan::{scan_process_records, scan_resumed, Prescan};
+use rsmld::codec::message::{decode_record_at, DaemonMessage, LineBuf};
+use rsmld::codec::scan::{scan_process_records, scan_resumed, Prescan};
 
 /// Checks the invariants; returns whether `line` decoded as a message.
 pub fn check_daemon_line(line: &[u8]) -> bool {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use md5::{Digest, Md5};
 use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use rsmld::item::Item;
+use rsmld::pipeline::item::Item;
+use rsmld::telemetry::LeaseId;
 
 const DEFAULT_ROUNDS: u32 = 20;
 
@@ -18,7 +19,7 @@ struct Burn {
 }
 
 impl Handler for Burn {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, _lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         for item in items {
             let bytes = item
                 .data

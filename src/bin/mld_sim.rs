@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use clap::{Parser, ValueEnum};
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::{Esn, Sentinel, SequenceNumber};
 use rsmld::testkit::daemon::CheckpointModel;
 use rsmld::testkit::encode;

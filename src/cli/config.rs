@@ -27,11 +27,11 @@ use super::registry::{self, Chosen, General, HandlerArgs, HandlerGroup};
 use super::units::{bytes_usize, count_usize};
 pub use super::units::{parse_bytes_in, parse_count_in, parse_duration_in, parse_seconds_in};
 use crate::cli::properties::{self, Diagnostic, Properties, PropertiesError, RsmldSettings};
-use crate::driver::DriverConfig;
 use crate::handler::delay::DelayFactory;
+use crate::pipeline::split::{SplitMode, Splitter, DEFAULT_MAX_ITEMS_PER_RECORD};
 use crate::pool::{OnError, PoolConfig};
 use crate::protocol::session::{OnDuplicate, SessionConfig};
-use crate::split::{SplitMode, Splitter, DEFAULT_MAX_ITEMS_PER_RECORD};
+use crate::runtime::RuntimeConfig;
 
 /// rsmld: a record processor for the Amazon KCL MultiLangDaemon.
 #[derive(Debug, Parser)]
@@ -450,7 +450,7 @@ impl RunArgs {
         })
     }
 
-    /// The settings' consistency: what [`RunArgs::into_driver_config`] checks before it
+    /// The settings' consistency: what [`RunArgs::into_runtime_config`] checks before it
     /// builds anything (and `rsmld check` reports), with properties-file errors named by
     /// their key and line.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -470,7 +470,7 @@ impl RunArgs {
     }
 
     /// Validates the flags into the driver's configuration.
-    pub fn into_driver_config(self) -> Result<DriverConfig, ConfigError> {
+    pub fn into_runtime_config(self) -> Result<RuntimeConfig, ConfigError> {
         self.validate()?;
         let workers = match self.workers {
             Some(n) => n,
@@ -502,7 +502,7 @@ impl RunArgs {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()).rotate_left(32);
-        Ok(DriverConfig {
+        Ok(RuntimeConfig {
             session: SessionConfig {
                 checkpoint_interval: self.checkpoint_interval,
                 max_in_flight: self.max_in_flight,
@@ -525,7 +525,6 @@ impl RunArgs {
                 .with_max_items_per_record(self.max_items_per_record as usize),
             handlers,
             shutdown_timeout,
-            on_shard: None,
             max_line_bytes: self.max_line_bytes,
         })
     }
@@ -585,7 +584,7 @@ mod tests {
             Cli::try_parse_from(argv)
                 .unwrap()
                 .run
-                .into_driver_config()
+                .into_runtime_config()
                 .unwrap()
         };
         let exec = cfg(&[
@@ -630,7 +629,10 @@ mod tests {
     fn defaults_shown_in_units_are_the_old_defaults() {
         let r = run(&[]).unwrap();
         assert_eq!(r.max_in_flight_bytes, 8 << 20);
-        assert_eq!(r.max_inflated_bytes, crate::split::DEFAULT_MAX_INFLATED);
+        assert_eq!(
+            r.max_inflated_bytes,
+            crate::pipeline::split::DEFAULT_MAX_INFLATED
+        );
         assert_eq!(file(&r).rotate_bytes, 256 << 20);
         assert_eq!(r.checkpoint_interval, Duration::from_secs(60));
         assert_eq!(file(&r).rotate_secs, Duration::from_secs(3600));

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use crate::item::Item;
+use crate::pipeline::item::Item;
+use crate::telemetry::LeaseId;
 
 /// Wraps another factory's handlers with random per-item delays.
 pub struct DelayFactory {
@@ -37,7 +38,7 @@ struct Delay {
 }
 
 impl Handler for Delay {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         // Hand items over one at a time so each one gets its own delay.
         for (i, item) in items.iter().enumerate() {
             self.state ^= self.state << 13;
@@ -45,7 +46,7 @@ impl Handler for Delay {
             self.state ^= self.state << 17;
             std::thread::sleep(Duration::from_millis(self.state % (self.max_ms + 1)));
             // On a failure, this item and every later one are not done.
-            let error = match self.inner.process(std::slice::from_ref(item)) {
+            let error = match self.inner.process(lease, std::slice::from_ref(item)) {
                 Ok(()) => continue,
                 Err(BatchError::Batch(e)) => e,
                 Err(BatchError::Items(mut v)) => match v.pop() {
@@ -66,5 +67,9 @@ impl Handler for Delay {
 
     fn close(&mut self) -> Result<(), HandlerError> {
         self.inner.close()
+    }
+
+    fn end_lease(&mut self, lease: &LeaseId) -> Result<(), HandlerError> {
+        self.inner.end_lease(lease)
     }
 }

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use crate::item::Item;
+use crate::pipeline::item::Item;
+use crate::telemetry::LeaseId;
 
 /// Makes discard handlers that share one counter.
 #[derive(Clone, Debug, Default)]
@@ -37,7 +38,7 @@ struct Discard {
 }
 
 impl Handler for Discard {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, _lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         self.count.fetch_add(items.len() as u64, Ordering::Relaxed);
         Ok(())
     }

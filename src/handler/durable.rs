@@ -1,6 +1,6 @@
 //! Durable files at a path: the one implementation of "on disk where a reader will look",
 //! shared by the file handler's archive ([`mod@super::file`]) and the dead-letter sink
-//! ([`super::dead_letter`]).
+//! ([`crate::pool::dead_letter`]).
 //!
 //! Both count an item as done once its line is written here, so both must keep the same
 //! promise: after [`DurableFile::sync`] and [`DurableDir::verify`] return `Ok`, the bytes

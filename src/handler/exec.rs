@@ -7,7 +7,7 @@
 //!
 //! # The protocol, from the child's side
 //!
-//! - **stdin**: one item per line, as the item JSON of [`crate::item`]
+//! - **stdin**: one item per line, as the item JSON of [`crate::pipeline::item`]
 //!   (`{"shardId":…,"sequenceNumber":…,"partitionKey":…,"data":"<base64>",…}`), ASCII,
 //!   `\n`-terminated. Items with the same partition key always reach the same child, in
 //!   order. Each line is a *unit*, numbered by its 1-based position in this child's
@@ -38,8 +38,9 @@
 //!   killed and restarted, and nothing it wrote after the violation counts. Answers read
 //!   before it still count. Log to **stderr**: rsmld forwards it line by line to its own
 //!   log (`worker <k> child <pid>: <line>`).
-//! - **Environment**: rsmld's own, plus `RSMLD_SHARD_ID`, `RSMLD_WORKER` (this child's
-//!   worker index), `RSMLD_WORKERS` (how many there are), `RSMLD_EXEC_CHILD` (an id
+//! - **Environment**: rsmld's own, plus `RSMLD_SHARD_ID` (the lease's shard, when the pool
+//!   serves one lease, as in child mode; unset on a pool shared by several leases, whose
+//!   items each name their shard), `RSMLD_WORKER` (this child's worker index), `RSMLD_WORKERS` (how many there are), `RSMLD_EXEC_CHILD` (an id
 //!   of this child, by which rsmld finds its descendants when it ends it) and
 //!   `PYTHONUNBUFFERED=1` (above). Every signal
 //!   rsmld ignores itself ([`crate::sys::IGNORED_SIGNALS`]: SIGINT, SIGTERM, SIGHUP,
@@ -132,7 +133,8 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TryRecvEr
 use super::{
     BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
 };
-use crate::item::Item;
+use crate::pipeline::item::Item;
+use crate::telemetry::{self, LeaseId};
 
 /// How long closing waits for a child to exit after closing its stdin, before SIGTERM.
 pub const CLOSE_EOF_GRACE: Duration = Duration::from_secs(1);
@@ -223,6 +225,7 @@ impl HandlerFactory for ExecFactory {
             child: None,
             backoff: self.options.restart_backoff,
             restart_delay: None,
+            restart_reason: None,
         };
         handler.child = Some(
             handler
@@ -473,6 +476,8 @@ struct ExecHandler {
     backoff: Duration,
     /// Set after a failure: sleep this long before the next spawn.
     restart_delay: Option<Duration>,
+    /// Why the last child ended (for the telemetry of its restart).
+    restart_reason: Option<String>,
 }
 
 /// Marks a `process` call as running for the interrupter; unmarks on drop.
@@ -781,13 +786,17 @@ impl ExecHandler {
             Err(e) => return Err(spawn_error(format!("cannot start its exec guard: {e}"))),
         };
         cmd.env(crate::process::tag::CHILD_TAG, &tag)
-            .env("RSMLD_SHARD_ID", &self.ctx.shard_id)
             .env("RSMLD_WORKER", self.ctx.worker.to_string())
             .env("RSMLD_WORKERS", self.ctx.workers.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // A child serves every lease of its worker: only a pool that serves one lease
+        // (child mode) can name its shard.
+        if let Some(lease) = &self.ctx.sole_lease {
+            cmd.env("RSMLD_SHARD_ID", &*lease.shard);
+        }
         // A Python child's print() to a pipe is block-buffered: its answers would sit in
         // its buffer while rsmld waits for them. Set means set, to any value (even empty).
         if std::env::var_os(PYTHON_UNBUFFERED).is_none() {
@@ -951,7 +960,8 @@ impl ExecHandler {
     }
 
     /// After a failure: the next spawn waits `backoff`, which doubles.
-    fn note_failure(&mut self) {
+    fn note_failure(&mut self, reason: String) {
+        self.restart_reason = Some(reason);
         self.restart_delay = Some(self.backoff);
         self.backoff = (self.backoff * 2).min(
             self.options
@@ -993,17 +1003,23 @@ impl ExecHandler {
             };
             let exited = has_exited(running.leader);
             if stray.is_some() || exited {
+                let mut reason = "failed between batches".to_owned();
                 if let Some(mut running) = self.child.take() {
                     let ended = self.end(&mut running, Ending::Kill(Duration::ZERO));
-                    log::warn!(
-                        "worker {}: exec handler child {} failed between batches ({}{}); restarting it",
-                        self.ctx.worker,
+                    reason = format!(
+                        "child {} failed between batches ({}{})",
                         running.pid,
                         stray.map_or_else(String::new, |s| format!("{s}; ")),
-                        ended.status.map_or_else(|| "status unknown".to_owned(), |s| s.to_string()),
+                        ended
+                            .status
+                            .map_or_else(|| "status unknown".to_owned(), |s| s.to_string()),
+                    );
+                    log::warn!(
+                        "worker {}: exec handler {reason}; restarting it",
+                        self.ctx.worker,
                     );
                 }
-                self.note_failure();
+                self.note_failure(reason);
             }
         }
         if self.child.is_some() {
@@ -1026,10 +1042,15 @@ impl ExecHandler {
         match self.spawn() {
             Ok(running) => {
                 self.child = Some(running);
+                if let Some(reason) = self.restart_reason.take() {
+                    let worker = self.ctx.worker;
+                    let event = telemetry::Event::ChildRestarted { worker, reason };
+                    self.ctx.telemetry.emit(None, &event);
+                }
                 Ok(())
             }
             Err(e) => {
-                self.note_failure();
+                self.note_failure(e.to_string());
                 Err(BatchError::Batch(HandlerError::new(e.to_string())))
             }
         }
@@ -1097,7 +1118,12 @@ impl ExecHandler {
     }
 
     /// Writes items and reads answers until every item is answered or the child fails.
-    fn run_batch(&self, running: &mut Running, items: &[Item]) -> (Progress, Option<Fault>) {
+    fn run_batch(
+        &self,
+        running: &mut Running,
+        shard_id: &str,
+        items: &[Item],
+    ) -> (Progress, Option<Fault>) {
         let n = items.len();
         let framing = self.options.framing;
         let window = match framing {
@@ -1146,7 +1172,7 @@ impl ExecHandler {
             }
             // Fill the window and write what the pipe takes, without ever blocking.
             // Units in flight (serialized, not answered) stay within the window.
-            if let Err(e) = out.fill(items, &self.ctx.shard_id, n.min(p.acked + window)) {
+            if let Err(e) = out.fill(items, shard_id, n.min(p.acked + window)) {
                 break Some(Fault::Write(format!("cannot serialize an item: {e}")));
             }
             let mut blocked = false;
@@ -1217,7 +1243,7 @@ impl ExecHandler {
 }
 
 impl Handler for ExecHandler {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         let _busy = Busy::new(&self.shared);
         if lock(&self.shared).stopping {
             return Err(BatchError::Batch(HandlerError::new(
@@ -1231,7 +1257,7 @@ impl Handler for ExecHandler {
                 "exec handler has no child after starting one",
             )));
         };
-        let (progress, fault) = self.run_batch(&mut running, items);
+        let (progress, fault) = self.run_batch(&mut running, &lease.shard, items);
         let fault = match fault {
             None => {
                 self.child = Some(running);
@@ -1287,7 +1313,7 @@ impl Handler for ExecHandler {
             progress.unanswered_items(),
             items.len()
         );
-        self.note_failure();
+        self.note_failure(error.to_string());
         let message = HandlerError::new(format!("{error}; item not answered"));
         let failed = progress.failed(&message);
         if failed.is_empty() {

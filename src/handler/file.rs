@@ -125,6 +125,9 @@
 //!   next item.
 //!
 //! No file is created before a worker's first item; [`Handler::close`] syncs and closes.
+//! A worker of a pool shared by several leases keeps one current file per lease (each
+//! named by its lease's shard, as above), opened at that lease's first item on the worker
+//! and synced and closed at [`Handler::end_lease`].
 
 use std::collections::HashMap;
 use std::fs;
@@ -134,7 +137,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::durable::{DurableDir, DurableFile};
 use super::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use crate::item::Item;
+use crate::pipeline::item::Item;
+use crate::telemetry::LeaseId;
 
 /// Settings of the file archive.
 #[derive(Clone, Debug)]
@@ -195,8 +199,10 @@ impl HandlerFactory for FileFactory {
             DurableDir::open(&self.options.dir, "output directory").map_err(HandlerError::batch)?;
         Ok(Box::new(FileHandler {
             dir,
-            shard: safe_shard(&ctx.shard_id),
-            shard_id: ctx.shard_id.clone(),
+            lease: None,
+            shard: String::new(),
+            shard_id: String::new(),
+            parked: Vec::new(),
             worker: ctx.worker,
             rotate_bytes: self.options.rotate_bytes,
             rotate_after: self.options.rotate_after,
@@ -399,10 +405,15 @@ const LIMIT_HINT: &str = "set --rotate-bytes below it or raise the limit";
 struct FileHandler {
     /// The output directory, held open.
     dir: DurableDir,
+    /// The lease whose output `shard`, `shard_id` and `current` are (the last one that
+    /// had a batch here); the other leases' are in `parked`.
+    lease: Option<LeaseId>,
     /// The shard id made safe for file names.
     shard: String,
     /// The shard id as the daemon named it (items carry it in their JSON).
     shard_id: String,
+    /// The outputs of the other leases this worker wrote for.
+    parked: Vec<Parked>,
     worker: usize,
     rotate_bytes: u64,
     rotate_after: Duration,
@@ -414,7 +425,52 @@ struct FileHandler {
     ends: Vec<usize>,
 }
 
+/// A lease's output while another lease's batches are written.
+struct Parked {
+    lease: LeaseId,
+    shard: String,
+    shard_id: String,
+    current: Option<DurableFile>,
+}
+
 impl FileHandler {
+    /// Makes `lease`'s output the current one (its own file, named by its shard), parking
+    /// the previous lease's.
+    fn activate(&mut self, lease: &LeaseId) {
+        if self.lease.as_ref() == Some(lease) {
+            return;
+        }
+        if let Some(previous) = self.lease.take() {
+            self.parked.push(Parked {
+                lease: previous,
+                shard: std::mem::take(&mut self.shard),
+                shard_id: std::mem::take(&mut self.shard_id),
+                current: self.current.take(),
+            });
+        }
+        match self.parked.iter().position(|p| &p.lease == lease) {
+            Some(at) => {
+                let p = self.parked.swap_remove(at);
+                (self.shard, self.shard_id, self.current) = (p.shard, p.shard_id, p.current);
+            }
+            None => {
+                self.shard = safe_shard(&lease.shard);
+                self.shard_id = lease.shard.to_string();
+                self.current = None;
+            }
+        }
+        self.lease = Some(lease.clone());
+    }
+
+    /// Every lease with an output here.
+    fn leases(&self) -> Vec<LeaseId> {
+        self.lease
+            .iter()
+            .chain(self.parked.iter().map(|p| &p.lease))
+            .cloned()
+            .collect()
+    }
+
     fn expired(&self, f: &DurableFile) -> bool {
         !self.rotate_after.is_zero() && f.opened().elapsed() >= self.rotate_after
     }
@@ -584,7 +640,8 @@ impl FileHandler {
 }
 
 impl Handler for FileHandler {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
+        self.activate(lease);
         self.buf.clear();
         self.ends.clear();
         for item in items {
@@ -606,14 +663,35 @@ impl Handler for FileHandler {
     }
 
     fn flush(&mut self) -> Result<(), HandlerError> {
-        match &self.current {
-            Some(f) if self.expired(f) => self.finish(),
-            _ => Ok(()),
+        let mut result = Ok(());
+        for lease in self.leases() {
+            self.activate(&lease);
+            if let Some(f) = &self.current {
+                if self.expired(f) {
+                    result = result.and(self.finish());
+                }
+            }
         }
+        result
     }
 
     fn close(&mut self) -> Result<(), HandlerError> {
-        self.finish()
+        let mut result = Ok(());
+        for lease in self.leases() {
+            self.activate(&lease);
+            result = result.and(self.finish());
+        }
+        result
+    }
+
+    fn end_lease(&mut self, lease: &LeaseId) -> Result<(), HandlerError> {
+        if !self.leases().contains(lease) {
+            return Ok(());
+        }
+        self.activate(lease);
+        let result = self.finish();
+        self.lease = None;
+        result
     }
 }
 

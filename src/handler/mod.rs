@@ -2,13 +2,22 @@
 //!
 //! The seam is deliberately small. A [`HandlerFactory`] makes one [`Handler`] per worker
 //! (so a handler needs no locking and may keep per-worker state: an open file, a child
-//! process, a connection). A worker hands its handler *batches* of items, in the order the
-//! items were routed to it (same partition key → same worker → same order), and reports
-//! items complete only after [`Handler::process`] returned: returning `Ok` means "durably
-//! done" — a checkpoint may cover these items from now on. A [`BatchError`] says which
+//! process, a connection). A worker may serve many leases (one pool per host), so the
+//! [`WorkerContext`] names no shard: each batch says which lease its items belong to, a
+//! batch never mixes leases, and a handler keeps per-lease state (a file per shard) keyed
+//! by the [`LeaseId`], dropped at [`Handler::end_lease`]. A worker hands its handler
+//! *batches* of items, in the order the items were routed to it (same lease and partition
+//! key → same worker → same order), and reports items complete only after
+//! [`Handler::process`] returned: returning `Ok` means "durably done" — a checkpoint may
+//! cover these items from now on. A [`BatchError`] says which
 //! items failed (or that the whole batch did); the failure policy (`--on-error`) then
 //! decides between stopping, retrying and dead-lettering. A panic is a failure of the
 //! whole batch.
+//!
+//! Handlers that pipeline (an HTTP sink, a database with asynchronous commits) implement
+//! [`Handler::submit`] as well: it takes the batch with a must-complete [`Ack`] and may
+//! return before the items are done; the ack, resolved later from any thread, says how
+//! the batch ended, and dropping it unresolved fails the batch ([`mod@ack`]).
 //!
 //! Hooks: [`Handler::flush`] runs when the worker is idle (no item for the batch
 //! interval) and before the worker reports a drain complete, for handlers that keep
@@ -20,7 +29,7 @@
 //! Built-ins, all on this same trait: [`discard`] (counts), [`mod@file`] (JSON lines per
 //! shard and worker), and the testing wrapper [`delay`].
 
-pub(crate) mod dead_letter;
+pub mod ack;
 pub mod delay;
 pub mod discard;
 pub(crate) mod durable;
@@ -29,17 +38,54 @@ pub mod file;
 
 use std::sync::Arc;
 
-use crate::item::Item;
+use crate::pipeline::item::Item;
+use crate::telemetry::{LeaseId, NullSink, Sink};
 
-/// Where a handler runs: the lease's shard and the worker's index.
-#[derive(Clone, Debug)]
+pub use ack::Ack;
+
+/// Where a handler runs: the worker's index among the pool's workers, and where its
+/// telemetry goes. No shard: a worker serves every lease attached to its pool.
+#[derive(Clone)]
 pub struct WorkerContext {
-    /// The shard id of this lease.
-    pub shard_id: String,
     /// This worker's index, `0..workers`.
     pub worker: usize,
     /// The number of workers.
     pub workers: usize,
+    /// Where the handler's events go ([`crate::telemetry::Event`]).
+    pub telemetry: Arc<dyn Sink>,
+    /// The one lease the pool serves, when it serves exactly one (child mode); `None` on
+    /// a shared pool. Only for what a handler sets up once per worker (the exec handler's
+    /// `RSMLD_SHARD_ID`): the lease of a batch is always the one [`Handler::process`] is
+    /// given.
+    pub sole_lease: Option<LeaseId>,
+}
+
+impl WorkerContext {
+    /// Worker `worker` of `workers`, on a shared pool, with no telemetry.
+    pub fn new(worker: usize, workers: usize) -> Self {
+        WorkerContext {
+            worker,
+            workers,
+            telemetry: Arc::new(NullSink),
+            sole_lease: None,
+        }
+    }
+
+    /// The same, for a pool that serves `lease` only.
+    pub fn for_lease(mut self, lease: LeaseId) -> Self {
+        self.sole_lease = Some(lease);
+        self
+    }
+}
+
+impl std::fmt::Debug for WorkerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerContext")
+            .field("worker", &self.worker)
+            .field("workers", &self.workers)
+            .field("sole_lease", &self.sole_lease)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A handler failure, readable.
@@ -109,9 +155,28 @@ pub type Interrupter = Arc<dyn Fn(Interrupt) + Send + Sync>;
 
 /// Processes the items routed to one worker.
 pub trait Handler: Send {
-    /// Processes a batch (never empty). `Ok` means every item is done — written,
-    /// acknowledged, durable as far as this handler promises — and may be checkpointed.
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError>;
+    /// Processes a batch (never empty) of items of `lease`. `Ok` means every item is
+    /// done — written, acknowledged, durable as far as this handler promises — and may be
+    /// checkpointed.
+    fn process(&mut self, lease: &LeaseId, items: &[Item]) -> Result<(), BatchError>;
+
+    /// The pipelining form: takes a batch and its [`Ack`], and may return before the
+    /// items are done, resolving the ack later from any thread ([`mod@ack`]). The worker
+    /// hands over its next batches meanwhile; the items stay in flight (and uncounted)
+    /// until the ack says `done`; an ack dropped unresolved fails them. Items are views
+    /// into the worker's buffers: copy what is needed before returning. The default
+    /// calls [`Handler::process`] and resolves the ack with its result.
+    fn submit(&mut self, lease: &LeaseId, items: &[Item], ack: Ack) {
+        ack.resolve(self.process(lease, items));
+    }
+
+    /// Called once `lease` has ended on this worker's pool and none of its batches is
+    /// still in this handler: per-lease state (an open file) can go. A lease that is
+    /// attached again later starts afresh.
+    fn end_lease(&mut self, lease: &LeaseId) -> Result<(), HandlerError> {
+        let _ = lease;
+        Ok(())
+    }
 
     /// Called when the worker is idle and before a drain completes.
     fn flush(&mut self) -> Result<(), HandlerError> {

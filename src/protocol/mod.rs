@@ -26,11 +26,19 @@
 //! - a checkpoint reply echoes the request; `data` is standard padded base64.
 //!
 //! [`message`] holds the wire types, [`sequence`] the big-integer sequence numbers,
-//! [`order`] the delivery-order rules, and [`session`] the pure state machine that applies
-//! the rules.
+//! [`order`] the delivery-order rules, [`tracker`] the checkpointable position,
+//! [`budget`] the in-flight memory bounds, and [`session`] the pure state machine that
+//! applies the rules.
+//!
+//! Why this layer is pure: every rule above is about the order of messages, positions and
+//! counts, and is tested by feeding messages and numbers. It imports nothing of the crate
+//! but the leaves ([`crate::json`], [`crate::telemetry`]'s event types): no items, buffers,
+//! routing, threads or splitter. Bytes become messages in [`crate::codec`], records become
+//! items in [`crate::pipeline`], and a lease ([`crate::lease`]) connects them.
 
+pub mod budget;
 pub mod message;
 pub mod order;
-pub mod scan;
 pub mod sequence;
 pub mod session;
+pub mod tracker;

@@ -1,10 +1,21 @@
 //! The session: a pure state machine for one shard lease.
 //!
-//! The driver feeds it what happened — a decoded daemon message, item completions, a
-//! worker failure, a timer firing, stdin EOF — always with the current time, and then
-//! drains [`Output`]s (a message to write, items to dispatch, "abandon queued work") and
-//! asks [`Session::next`] what to wait for. The session never reads, writes, sleeps or
-//! spawns; that is why every rule below can be tested by feeding it messages.
+//! The lease feeds it what happened — a decoded daemon message, the head of a
+//! `processRecords` line and then its records, item completions, a worker failure, a
+//! timer firing, stdin EOF — always with the current time, and then drains [`Output`]s (a
+//! message to write, a telemetry event, "abandon queued work", "flush") and asks
+//! [`Session::next`] what to wait for. The session never reads, writes, sleeps or spawns,
+//! and never sees an item, a buffer or a worker: it counts records and items. That is why
+//! every rule below can be tested by feeding it messages and numbers.
+//!
+//! A `processRecords` line comes in two steps, in the sans-IO style:
+//! [`Session::handle_records`] with the line's head (how many records, how many bytes)
+//! returns an [`Admission`] that owns the ids of the line's records, and may answer
+//! `status` at once (acknowledge-ahead, below); the mapper numbers the items from the
+//! admission's ids, and [`Session::handle_delivered`] takes each part of the records (each
+//! record's position and item count) and says which records are duplicates, whose items
+//! must not be dispatched. The admission is the only way to deliver records, so the ids the
+//! items carry are by construction the ids the tracker counts.
 //!
 //! States (named after what they wait for):
 //!
@@ -16,21 +27,22 @@
 //! ```
 //!
 //! Checkpoint policy:
-//! - `processRecords`: dispatch every item; if more than `max_in_flight` items are
+//! - `processRecords`: deliver every record; if more than `max_in_flight` items are
 //!   unfinished, wait until they are not; then, if the completed prefix moved past the
 //!   last checkpoint and `checkpoint_interval` has passed since the last one, checkpoint
 //!   it (always with its sub-sequence number); then status. A large line may instead be
-//!   started before it is decoded (`begin_records_ahead`, when its records fit under the
-//!   bounds) and its items delivered right after (`deliver_ahead`), usually once status is
-//!   already out: the daemon then sends the next line while this one is decoded.
+//!   answered before it is decoded (the lease asks with [`RecordsHead::ahead`]; granted
+//!   when its records fit under the bounds, [`Admission::acknowledged_ahead`]) and its
+//!   records delivered right after, usually once status is already out: the daemon then
+//!   sends the next line while this one is decoded.
 //! - `shutdownRequested`: wait for all in-flight work, checkpoint the position, status.
 //! - `shardEnded` (1.x: `shutdown` TERMINATE): wait for all work, checkpoint with a null
 //!   sequence number — SHARD_END — never the last record's number (KCL issue #211), status.
 //! - `leaseLost` (1.x: `shutdown` ZOMBIE): abandon queued work, no checkpoint, status.
 //! - never during `initialize` or `leaseLost`.
 //!
-//! Record order: every record of a batch is placed by [`DeliveryOrder`] before any item of
-//! the batch is dispatched. A record above the last delivered one is new; an exact
+//! Record order: every record of a part is placed by [`DeliveryOrder`] before any item of
+//! the part is dispatched. A record above the last delivered one is new; an exact
 //! re-delivery of a position delivered earlier in this lease is a duplicate
 //! (`--on-duplicate`: skip it, counted done, or fail); anything else — a record that goes
 //! backwards, a sentinel or a negative sub-sequence number as its position, one at or
@@ -51,12 +63,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{RecordId, Tracker, TrackerError};
-use crate::item::ItemBlock;
+use crate::protocol::budget::{PartBudget, Pins};
 use crate::protocol::message::{Action, DaemonMessage, ProcessorMessage, ShutdownReason};
 use crate::protocol::order::{DeliveryOrder, OrderError, Placement};
 use crate::protocol::sequence::{Esn, Sentinel, SequenceNumber};
-use crate::split::Splitter;
+use crate::protocol::tracker::{RecordId, Tracker, TrackerError};
+use crate::telemetry::{CheckpointRetry, Event, InputClosed};
 
 /// Session settings.
 #[derive(Clone, Debug)]
@@ -64,8 +76,8 @@ pub struct SessionConfig {
     /// Minimum time between periodic checkpoints during `processRecords`.
     pub checkpoint_interval: Duration,
     /// Unfinished items allowed when `processRecords` answers status (0 = synchronous). A
-    /// batch acknowledged before it is decoded ([`Session::can_acknowledge_ahead`]) counts
-    /// one item per record.
+    /// batch acknowledged before it is decoded ([`RecordsHead::ahead`]) counts one item per
+    /// record.
     pub max_in_flight: usize,
     /// Bytes of *earlier* daemon lines that unfinished items may keep alive when
     /// `processRecords` answers status (payloads point into their line, so one unfinished
@@ -110,65 +122,79 @@ impl Default for SessionConfig {
     }
 }
 
-/// Something the driver must do for the session, in order.
+/// Something the lease must do for the session, in order.
 #[derive(Debug)]
 pub enum Output {
     /// Write this message to the daemon (one line, flushed).
     Send(ProcessorMessage),
-    /// Hand these blocks of items to the workers, in this order: each to the worker it
-    /// names, or (`None`) split by partition key.
-    Dispatch(Vec<(Option<usize>, ItemBlock)>),
-    /// The lease is lost: drop queued work; late completions will be ignored.
+    /// Tell the telemetry sink (logs, later metrics) what happened.
+    Event(Event),
+    /// The lease is lost: drop its queued work; late completions will be ignored.
     Abandon,
     /// The session waits for work: workers should process what they hold now rather
     /// than wait for their batch interval.
     Flush,
 }
 
-/// A decoded and split `processRecords` batch: each record's extended sequence number
-/// with how many items it produced, and its items, in blocks.
-#[derive(Debug, Default)]
-pub struct SplitBatch {
-    /// (record, number of its items), in delivery order.
-    pub records: Vec<(Esn, u32)>,
-    /// The id of the first record: the items carry `first_id + index of their record`
-    /// (it must be the tracker's next id when the batch is delivered).
-    pub first_id: RecordId,
-    /// The items of all records, in blocks in record order; a block either names the
-    /// worker all its items are routed to, or (`None`) is split by partition key.
-    pub blocks: Vec<(Option<usize>, ItemBlock)>,
+/// The head of a `processRecords` line: what the session needs to know before the records
+/// are decoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordsHead {
+    /// Records in the line.
+    pub records: usize,
     /// How far behind the tip of the shard the batch is.
     pub millis_behind_latest: Option<i64>,
-    /// Bytes of the daemon line the items' payloads point into (0 if they own them).
+    /// Bytes of the daemon line the items' payloads point into (0 if they own them): the
+    /// line stays pinned until its last record is done.
     pub line_bytes: usize,
+    /// Answer `status` before the records are delivered, if the batch fits under the
+    /// in-flight bounds counting one item per record (the lease asks this for large lines
+    /// whose structure it has checked: see [`Admission::acknowledged_ahead`]).
+    pub ahead: bool,
 }
 
-impl SplitBatch {
-    /// Splits `records` in order (sequentially) into one block of items whose text may
-    /// point into `line`; records get ids from `first_id` on.
-    pub fn split(
-        records: &[crate::protocol::message::Record],
-        millis_behind_latest: Option<i64>,
-        splitter: &Splitter,
-        shard_id: &str,
-        first_id: RecordId,
-        line: Option<&Arc<crate::protocol::message::LineBuf>>,
-    ) -> Self {
-        let mut block = ItemBlock::with_capacity(line.cloned(), records.len());
-        let mut batch = SplitBatch {
-            records: Vec::with_capacity(records.len()),
-            first_id,
-            blocks: Vec::new(),
-            millis_behind_latest,
-            line_bytes: 0,
-        };
-        for (i, record) in records.iter().enumerate() {
-            let id = RecordId(first_id.0 + i as u64);
-            let n = splitter.split_into(shard_id, record.into(), id, &mut |item| block.push(item));
-            batch.records.push((record.esn(), n));
-        }
-        batch.blocks.push((None, block));
-        batch
+/// A `processRecords` line admitted by [`Session::handle_records`]: the ids its records
+/// get, and how many are still to be delivered with [`Session::handle_delivered`]. Only
+/// the session makes one, and one is open at a time, so the ids a mapper numbers items
+/// with are the tracker's.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "the admitted records must be delivered"]
+pub struct Admission {
+    next: RecordId,
+    remaining: usize,
+    /// Until the last part (possibly empty) is delivered.
+    open: bool,
+    ahead: bool,
+    line_bytes: usize,
+    millis_behind_latest: Option<i64>,
+}
+
+impl Admission {
+    /// The id of the next record to deliver: the mapper numbers the next part's records
+    /// from it, in order.
+    pub fn next_id(&self) -> RecordId {
+        self.next
+    }
+
+    /// Records still to be delivered.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// True once every record is delivered (a line of no records: once its one empty
+    /// part is, so that delivering it starts the action as for any other line).
+    pub fn is_complete(&self) -> bool {
+        !self.open
+    }
+
+    /// Whether the action started (usually answered) before the records were delivered.
+    pub fn acknowledged_ahead(&self) -> bool {
+        self.ahead
+    }
+
+    /// How far behind the tip of the shard the batch is.
+    pub fn millis_behind_latest(&self) -> Option<i64> {
+        self.millis_behind_latest
     }
 }
 
@@ -242,6 +268,11 @@ pub enum SessionError {
     /// Completion bookkeeping went wrong (a bug).
     #[error(transparent)]
     Tracker(#[from] TrackerError),
+    /// Records delivered that were not admitted, or a line admitted while another one is
+    /// still being delivered, or `processRecords` given to [`Session::handle_message`]
+    /// (a bug in the caller: lines go through [`Session::handle_records`]).
+    #[error("records delivered out of turn: {0}")]
+    Admission(&'static str),
 }
 
 impl SessionError {
@@ -257,7 +288,8 @@ impl SessionError {
             SessionError::WorkerFailed { .. }
             | SessionError::ShardEndFailed { .. }
             | SessionError::Duplicate { .. }
-            | SessionError::Tracker(_) => false,
+            | SessionError::Tracker(_)
+            | SessionError::Admission(_) => false,
         }
     }
 }
@@ -340,7 +372,6 @@ enum State {
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
-    splitter: Splitter,
     state: State,
     shard_id: Arc<str>,
     tracker: Tracker,
@@ -352,9 +383,13 @@ pub struct Session {
     checkpointing_stopped: bool,
     flush_requested: bool,
     /// Lines whose items may still be in flight: (id after the batch's last record, bytes).
-    pinned: std::collections::VecDeque<(RecordId, usize)>,
+    pinned: Pins,
     /// The entry of `pinned` that belongs to the batch being acknowledged, if any.
     current_pin: Option<RecordId>,
+    /// Item memory of delivered parts that may still be in flight.
+    part_pins: Pins,
+    /// An admitted line has records still to be delivered.
+    admitting: bool,
     outputs: std::collections::VecDeque<Output>,
     rng: u64,
     stats: Stats,
@@ -377,11 +412,10 @@ pub struct Stats {
 
 impl Session {
     /// A session waiting for `initialize`.
-    pub fn new(config: SessionConfig, splitter: Splitter, now: Instant) -> Self {
+    pub fn new(config: SessionConfig, now: Instant) -> Self {
         let rng = config.jitter_seed | 1;
         Session {
             config,
-            splitter,
             state: State::AwaitInitialize,
             shard_id: Arc::from(""),
             tracker: Tracker::new(),
@@ -390,8 +424,10 @@ impl Session {
             last_checkpoint_at: now,
             checkpointing_stopped: false,
             flush_requested: false,
-            pinned: Default::default(),
+            pinned: Pins::default(),
             current_pin: None,
+            part_pins: Pins::default(),
+            admitting: false,
             outputs: Default::default(),
             rng,
             stats: Stats::default(),
@@ -444,7 +480,11 @@ impl Session {
     }
 
     /// A decoded line from the daemon.
-    pub fn handle_message(&mut self, msg: DaemonMessage, now: Instant) -> Result<(), SessionError> {
+    pub fn handle_message<R>(
+        &mut self,
+        msg: DaemonMessage<R>,
+        now: Instant,
+    ) -> Result<(), SessionError> {
         let got = msg.action();
         let phase = match &self.state {
             State::AwaitInitialize => Phase::AwaitInitialize,
@@ -472,13 +512,10 @@ impl Session {
                     self.order.start_at(checkpoint.clone());
                 }
                 self.last_checkpoint_at = now;
-                log::info!(
-                    "initialize: shard {} from checkpoint {}",
-                    self.shard_id,
-                    self.last_checkpoint
-                        .as_ref()
-                        .map_or("null".to_owned(), |e| e.to_string())
-                );
+                self.emit(Event::LeaseStarted {
+                    shard: self.shard_id.to_string(),
+                    checkpoint: self.last_checkpoint.as_ref().map(Esn::to_string),
+                });
                 self.outputs
                     .push_back(Output::Send(ProcessorMessage::Status {
                         response_for: Action::Initialize,
@@ -488,33 +525,13 @@ impl Session {
             (Phase::AwaitInitialize, _) => {
                 return Err(self.unexpected(got, "initialize"));
             }
-            (
-                Phase::Idle,
-                DaemonMessage::ProcessRecords {
-                    records,
-                    millis_behind_latest,
-                },
-            ) => {
-                log::debug!(
-                    "processRecords: {} records, {} ms behind",
-                    records.len(),
-                    millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
-                );
-                let batch = SplitBatch::split(
-                    &records,
-                    millis_behind_latest,
-                    &self.splitter,
-                    &self.shard_id,
-                    self.tracker.next_id(),
-                    None,
-                );
-                self.deliver_batch(batch, now)?;
+            (Phase::Idle, DaemonMessage::ProcessRecords { .. }) => {
+                return Err(SessionError::Admission(
+                    "processRecords goes through handle_records",
+                ));
             }
             (Phase::Idle, DaemonMessage::ShutdownRequested) => {
-                log::info!(
-                    "shutdownRequested: draining {} in-flight items",
-                    self.tracker.in_flight()
-                );
+                self.draining("shutdownRequested");
                 self.begin(
                     Action::ShutdownRequested,
                     Kind::ShutdownRequested,
@@ -523,19 +540,13 @@ impl Session {
                 );
             }
             (Phase::Idle, DaemonMessage::ShardEnded) => {
-                log::info!(
-                    "shardEnded: draining {} in-flight items",
-                    self.tracker.in_flight()
-                );
+                self.draining("shardEnded");
                 self.begin(Action::ShardEnded, Kind::ShardEnd, Step::AwaitDrain, now);
             }
             (Phase::Idle, DaemonMessage::LeaseLost) => self.lease_lost(Action::LeaseLost, now),
             (Phase::Idle, DaemonMessage::Shutdown { reason }) => match reason {
                 ShutdownReason::Terminate => {
-                    log::info!(
-                        "shutdown TERMINATE: draining {} in-flight items",
-                        self.tracker.in_flight()
-                    );
+                    self.draining("shutdown TERMINATE");
                     self.begin(Action::Shutdown, Kind::ShardEnd, Step::AwaitDrain, now);
                 }
                 ShutdownReason::Zombie => self.lease_lost(Action::Shutdown, now),
@@ -567,9 +578,24 @@ impl Session {
         self.advance(now)
     }
 
-    /// A `processRecords` batch that the driver already decoded and split (in parallel):
-    /// the same as [`Session::handle_message`] with that `processRecords` message.
-    pub fn handle_batch(&mut self, batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
+    /// The head of a `processRecords` line (the daemon's next action): admits its records,
+    /// which the lease then delivers with [`Session::handle_delivered`], in order and in
+    /// parts if it likes. With [`RecordsHead::ahead`], and when the batch fits under both
+    /// in-flight bounds as if each record were one item (an aggregated record counts as one
+    /// until it is decoded) and `max_in_flight` is not 0 (synchronous mode), the action
+    /// starts now: usually `status` goes out at once (or first a checkpoint, when one is
+    /// due). Otherwise it starts when the last record is delivered, so `status` waits for
+    /// the bounds with the true item counts.
+    ///
+    /// Acknowledging first is what keeps decoding off the critical path: the daemon waits
+    /// for `status` before it sends the next line, so the next line travels through the
+    /// pipe while this one is decoded. At-least-once is unaffected — `status` only
+    /// acknowledges receipt; checkpoints still cover only completed items.
+    pub fn handle_records(
+        &mut self,
+        head: RecordsHead,
+        now: Instant,
+    ) -> Result<Admission, SessionError> {
         if !matches!(self.state, State::Idle) {
             let expected = match self.state {
                 State::AwaitInitialize => "initialize",
@@ -578,122 +604,151 @@ impl Session {
             };
             return Err(self.unexpected(Action::ProcessRecords, expected));
         }
-        self.deliver_batch(batch, now)?;
-        self.advance(now)
+        if self.admitting {
+            return Err(SessionError::Admission(
+                "a line admitted before the last one was delivered",
+            ));
+        }
+        self.emit(Event::BatchReceived {
+            records: head.records,
+            bytes: head.line_bytes,
+            millis_behind_latest: head.millis_behind_latest,
+        });
+        let ahead = head.ahead && self.can_acknowledge_ahead(head.records);
+        let admission = Admission {
+            next: self.tracker.next_id(),
+            remaining: head.records,
+            open: true,
+            ahead,
+            line_bytes: head.line_bytes,
+            millis_behind_latest: head.millis_behind_latest,
+        };
+        self.admitting = true;
+        if ahead {
+            self.emit(Event::AcknowledgedAhead {
+                records: head.records,
+            });
+            self.current_pin = None;
+        }
+        if ahead {
+            self.begin(
+                Action::ProcessRecords,
+                Kind::Records,
+                Step::AwaitCapacity,
+                now,
+            );
+            self.advance(now)?;
+        }
+        Ok(admission)
     }
 
-    /// Whether a large `processRecords` line of `records` records, whose structure the
-    /// driver has checked but which it has not decoded yet, may be acknowledged first and
-    /// decoded afterwards: the session is idle, `max_in_flight` is not 0 (synchronous
-    /// mode), and the batch fits under both in-flight bounds as if each record were one
-    /// item (an aggregated record counts as one until it is decoded).
-    ///
-    /// This is what keeps decoding off the critical path: the daemon waits for `status`
-    /// before it sends the next line, so acknowledging first lets the next line travel
-    /// through the pipe while this one is decoded. At-least-once is unaffected — `status`
-    /// only acknowledges receipt; checkpoints still cover only completed items.
-    pub fn can_acknowledge_ahead(&self, records: usize) -> bool {
+    /// The next `records` of an admitted line, each with how many items it produced (the
+    /// mapper numbered them from [`Admission::next_id`]), and `heap_bytes`, the memory of
+    /// their items. Returns the ids of the records that are duplicates (ascending): their
+    /// items must be dropped, not dispatched (they count as done). Every record of the part
+    /// is placed in the delivery order before anything of it is registered, so an error
+    /// leaves no item of it running (and the process stops). The last part starts the
+    /// action unless the line was acknowledged ahead.
+    pub fn handle_delivered(
+        &mut self,
+        admission: &mut Admission,
+        records: Vec<(Esn, u32)>,
+        heap_bytes: usize,
+        now: Instant,
+    ) -> Result<Vec<RecordId>, SessionError> {
+        if records.len() > admission.remaining || !self.admitting || !admission.open {
+            return Err(SessionError::Admission(
+                "more records than admitted, or not the open admission",
+            ));
+        }
+        let last = records.len() == admission.remaining;
+        let line_bytes = if last { admission.line_bytes } else { 0 };
+        admission.remaining -= records.len();
+        let duplicates = self.register(records, line_bytes, admission.millis_behind_latest)?;
+        admission.next = self.tracker.next_id();
+        self.part_pins.push(admission.next, heap_bytes);
+        if last {
+            self.admitting = false;
+            admission.open = false;
+            if !admission.ahead {
+                self.begin(
+                    Action::ProcessRecords,
+                    Kind::Records,
+                    Step::AwaitCapacity,
+                    now,
+                );
+            }
+        }
+        self.advance(now)?;
+        Ok(duplicates)
+    }
+
+    /// Whether the lease may map the next part of a line: the items in flight are under
+    /// `--max-in-flight` and the memory of the parts they belong to under
+    /// `--max-in-flight-bytes` (an upper bound: a part counts until every record up to its
+    /// last one is done).
+    pub fn may_map_more(&mut self) -> bool {
+        let oldest = self.tracker.oldest_unfinished();
+        self.part_pins.release(oldest);
+        self.tracker.in_flight() <= self.config.max_in_flight
+            && self.part_pins.bytes_excluding(oldest, None) <= self.config.max_in_flight_bytes
+    }
+
+    /// How large one part of a line may be (see [`PartBudget`]).
+    pub fn part_budget(&self) -> PartBudget {
+        PartBudget::of(self.config.max_in_flight, self.config.max_in_flight_bytes)
+    }
+
+    /// Whether a batch of `records` records fits under the bounds as if each were one
+    /// item, so that it may be acknowledged before it is decoded.
+    fn can_acknowledge_ahead(&self, records: usize) -> bool {
         matches!(self.state, State::Idle)
             && self.config.max_in_flight > 0
             && self.tracker.in_flight() + records <= self.config.max_in_flight
             && self.pinned_bytes_excluding(None) <= self.config.max_in_flight_bytes
     }
 
-    /// Starts `processRecords` for a line that will be decoded afterwards (see
-    /// [`Session::can_acknowledge_ahead`]): usually this answers `status` at once (or
-    /// first checkpoints, when one is due). The driver must call
-    /// [`Session::deliver_ahead`] with the decoded batch before it feeds anything else.
-    pub fn begin_records_ahead(&mut self, now: Instant) -> Result<(), SessionError> {
-        if !matches!(self.state, State::Idle) {
-            return Err(self.unexpected(Action::ProcessRecords, "the checkpoint reply"));
-        }
-        self.current_pin = None;
-        self.begin(
-            Action::ProcessRecords,
-            Kind::Records,
-            Step::AwaitCapacity,
-            now,
-        );
-        self.advance(now)
-    }
-
-    /// The decoded batch of the line started with [`Session::begin_records_ahead`]:
-    /// registers and dispatches it (the action may already be answered). Also takes the
-    /// leading parts of a line that the driver splits and delivers in several parts
-    /// while the session is idle (the last part then goes to [`Session::handle_batch`]).
-    /// Parts must arrive in order and numbered from the tracker's next id.
-    pub fn deliver_ahead(&mut self, batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
-        self.register_batch(batch)?;
-        self.advance(now)
-    }
-
-    /// Registers a split batch with the tracker (skipping duplicates), dispatches its
-    /// items and starts the processRecords action.
-    fn deliver_batch(&mut self, batch: SplitBatch, now: Instant) -> Result<(), SessionError> {
-        self.register_batch(batch)?;
-        self.begin(
-            Action::ProcessRecords,
-            Kind::Records,
-            Step::AwaitCapacity,
-            now,
-        );
-        Ok(())
-    }
-
-    /// Registers a split batch with the tracker (skipping duplicates) and dispatches its
-    /// items.
-    fn register_batch(&mut self, mut batch: SplitBatch) -> Result<(), SessionError> {
-        let items: usize = batch.blocks.iter().map(|(_, b)| b.len()).sum();
-        log::debug!(
-            "processRecords: {} records, {} items, {} ms behind",
-            batch.records.len(),
-            items,
-            batch
-                .millis_behind_latest
-                .map_or("?".to_owned(), |m| m.to_string())
-        );
-        if batch.first_id != self.tracker.next_id() {
-            return Err(TrackerError::Misnumbered {
-                expected: self.tracker.next_id().0,
-                got: batch.first_id.0,
-            }
-            .into());
-        }
+    /// Places and registers delivered records with the tracker (duplicates with no
+    /// items); the ids of the duplicates. `line_bytes` (the last part of a line) pins the
+    /// line while its items may be in flight.
+    fn register(
+        &mut self,
+        records: Vec<(Esn, u32)>,
+        line_bytes: usize,
+        millis_behind_latest: Option<i64>,
+    ) -> Result<Vec<RecordId>, SessionError> {
+        self.emit(Event::RecordsDelivered {
+            records: records.len(),
+            items: records.iter().map(|(_, n)| *n as usize).sum(),
+            millis_behind_latest,
+        });
         let mut duplicates = Vec::new();
-        for (esn, n) in std::mem::take(&mut batch.records) {
-            // Nothing of a batch is dispatched before all its records are placed, so an
-            // error here leaves no item of it running (and the process stops).
+        let mut items = 0u64;
+        for (esn, n) in records {
             if let Placement::Duplicate { last } = self.order.place(&esn)? {
                 if self.config.on_duplicate == OnDuplicate::Fail {
                     return Err(SessionError::Duplicate { esn, last });
                 }
-                log::warn!("record {esn} delivered again (last delivered: {last}); skipping it");
+                self.emit(Event::DuplicateSkipped {
+                    position: esn.to_string(),
+                    last_delivered: last.to_string(),
+                });
                 duplicates.push(self.tracker.deliver(esn, 0));
                 self.stats.duplicates += 1;
                 continue;
             }
             self.tracker.deliver(esn, n);
+            items += u64::from(n);
             self.stats.records += 1;
             self.stats.items += u64::from(n);
         }
-        let mut blocks = std::mem::take(&mut batch.blocks);
-        if !duplicates.is_empty() {
-            // Ids increase, so a binary search finds a duplicate's items.
-            for (_, block) in &mut blocks {
-                block.retain_records(|id| duplicates.binary_search(&id).is_err());
-            }
-        }
-        blocks.retain(|(_, block)| !block.is_empty());
         self.current_pin = None;
-        if !blocks.is_empty() {
-            if batch.line_bytes > 0 {
-                let end = self.tracker.next_id();
-                self.pinned.push_back((end, batch.line_bytes));
-                self.current_pin = Some(end);
-            }
-            self.outputs.push_back(Output::Dispatch(blocks));
+        if items > 0 && line_bytes > 0 {
+            let end = self.tracker.next_id();
+            self.pinned.push(end, line_bytes);
+            self.current_pin = Some(end);
         }
-        Ok(())
+        Ok(duplicates)
     }
 
     /// Items finished successfully (one id per item).
@@ -731,16 +786,18 @@ impl Session {
 
     /// Stdin reached EOF: the daemon is done with us (or gone).
     pub fn handle_eof(&mut self) {
-        match &self.state {
-            State::Closed => log::info!("stdin closed after the final status; exiting"),
-            State::AwaitInitialize | State::Idle => log::warn!(
-                "stdin closed without leaseLost or shardEnded; exiting without a further checkpoint ({} items in flight)",
-                self.tracker.in_flight()
-            ),
-            State::InAction { action, .. } => log::warn!(
-                "stdin closed in the middle of {action}; exiting without answering it"
-            ),
-            State::Finished => {}
+        let when = match &self.state {
+            State::Closed => Some(InputClosed::AfterFinalStatus),
+            State::AwaitInitialize | State::Idle => Some(InputClosed::BetweenActions {
+                in_flight: self.tracker.in_flight(),
+            }),
+            State::InAction { action, .. } => Some(InputClosed::InAction {
+                action: action.as_str(),
+            }),
+            State::Finished => None,
+        };
+        if let Some(when) = when {
+            self.emit(Event::InputClosed { when });
         }
         self.state = State::Finished;
     }
@@ -759,12 +816,28 @@ impl Session {
     }
 
     fn lease_lost(&mut self, action: Action, now: Instant) {
-        let dropped = self.tracker.in_flight();
-        log::info!("{action} (lease lost): abandoning {dropped} in-flight items, no checkpoint");
+        self.emit(Event::Abandoned {
+            action: action.as_str(),
+            items: self.tracker.in_flight(),
+        });
         self.tracker.abandon();
         self.pinned.clear();
+        self.part_pins.clear();
         self.outputs.push_back(Output::Abandon);
         self.begin(action, Kind::LeaseLost, Step::Reply, now);
+    }
+
+    /// A drain begins: tell the sink how much is in flight.
+    fn draining(&mut self, action: &'static str) {
+        self.emit(Event::Draining {
+            action,
+            in_flight: self.tracker.in_flight(),
+        });
+    }
+
+    /// An event for the lease's telemetry sink.
+    fn emit(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
     }
 
     fn unexpected(&self, got: Action, expected: &'static str) -> SessionError {
@@ -827,12 +900,13 @@ impl Session {
                     }
                 }
                 Step::SendCheckpoint { target, attempt } => {
-                    log::debug!("checkpoint request at {target} (attempt {})", *attempt + 1);
+                    let (target, attempt) = (target.clone(), *attempt);
+                    self.emit(Event::CheckpointRequested {
+                        position: target.to_string(),
+                        attempt: attempt + 1,
+                    });
                     self.outputs.push_back(Output::Send(target.message()));
-                    Step::AwaitReply {
-                        target: target.clone(),
-                        attempt: *attempt,
-                    }
+                    Step::AwaitReply { target, attempt }
                 }
                 Step::AwaitReply { .. } => return Ok(()),
                 Step::Backoff {
@@ -869,21 +943,14 @@ impl Session {
     /// Bytes of earlier batches' lines that unfinished items may still keep alive (an upper
     /// bound: a batch counts until every record up to its last one is complete).
     fn older_pinned_bytes(&mut self) -> usize {
-        let oldest = self.tracker.oldest_unfinished();
-        while self.pinned.front().is_some_and(|(end, _)| *end <= oldest) {
-            self.pinned.pop_front();
-        }
+        self.pinned.release(self.tracker.oldest_unfinished());
         self.pinned_bytes_excluding(self.current_pin)
     }
 
     /// Bytes of lines that unfinished items may keep alive, except the line of `current`.
     fn pinned_bytes_excluding(&self, current: Option<RecordId>) -> usize {
-        let oldest = self.tracker.oldest_unfinished();
         self.pinned
-            .iter()
-            .filter(|(end, _)| *end > oldest && Some(*end) != current)
-            .map(|(_, b)| b)
-            .sum()
+            .bytes_excluding(self.tracker.oldest_unfinished(), current)
     }
 
     /// The position, if it is beyond the last checkpoint.
@@ -940,10 +1007,11 @@ impl Session {
                 got_sub_sequence_number: sub_sequence_number,
             });
         }
-        let shard = self.shard_id.to_string();
         let next = match error.as_deref() {
             None => {
-                log::info!("checkpointed {target}");
+                self.emit(Event::CheckpointStored {
+                    position: target.to_string(),
+                });
                 self.last_checkpoint = Some(match &target {
                     Target::At(esn) => esn.clone(),
                     Target::ShardEnd => Esn::new(SequenceNumber::sentinel(Sentinel::ShardEnd), 0),
@@ -952,60 +1020,70 @@ impl Session {
                 self.stats.checkpoints += 1;
                 Step::Reply
             }
-            Some(e @ ("ThrottlingException" | "KinesisClientLibDependencyException")) => {
-                if attempt < self.config.checkpoint_retries {
-                    let delay = self.backoff(attempt);
-                    log::warn!(
-                        "checkpoint at {target} failed with {e}; retry {} of {} in {} ms",
-                        attempt + 1,
-                        self.config.checkpoint_retries,
-                        delay.as_millis()
-                    );
-                    Step::Backoff {
-                        target,
-                        attempt,
-                        until: now + delay,
-                    }
-                } else if kind == Kind::ShardEnd {
-                    return Err(SessionError::ShardEndFailed {
-                        shard,
-                        error: format!("{e} after {} attempts", attempt + 1),
-                    });
-                } else {
-                    log::error!(
-                        "checkpoint at {target} failed with {e} after {} attempts; giving up until the next interval",
-                        attempt + 1
-                    );
-                    self.last_checkpoint_at = now;
-                    Step::Reply
-                }
-            }
-            Some("ShutdownException") => {
-                log::warn!("checkpoint at {target} failed with ShutdownException: the lease is gone; no more checkpoints in this process");
-                self.checkpointing_stopped = true;
-                Step::Reply
-            }
-            Some(e) => {
-                if kind == Kind::ShardEnd {
-                    return Err(SessionError::ShardEndFailed {
-                        shard,
-                        error: e.to_owned(),
-                    });
-                }
-                log::error!(
-                    "checkpoint at {target} failed with {e} (last stored: {}); not retrying it",
-                    self.last_checkpoint
-                        .as_ref()
-                        .map_or("none".to_owned(), |c| c.to_string())
-                );
-                self.last_checkpoint_at = now;
-                Step::Reply
-            }
+            Some(e) => self.on_checkpoint_error(kind, target, attempt, e, now)?,
         };
         if let State::InAction { step, .. } = &mut self.state {
             *step = next;
         }
         Ok(())
+    }
+
+    /// A checkpoint reply with `error`: the next step (a retry after a backoff, or the
+    /// status), and the event that says so; failing to store SHARD_END is fatal.
+    fn on_checkpoint_error(
+        &mut self,
+        kind: Kind,
+        target: Target,
+        attempt: u32,
+        error: &str,
+        now: Instant,
+    ) -> Result<Step, SessionError> {
+        let retriable = matches!(
+            error,
+            "ThrottlingException" | "KinesisClientLibDependencyException"
+        );
+        let (next, step) = if retriable && attempt < self.config.checkpoint_retries {
+            let delay = self.backoff(attempt);
+            let retry = CheckpointRetry::RetryIn {
+                retry: attempt + 1,
+                of: self.config.checkpoint_retries,
+                delay,
+            };
+            let until = now + delay;
+            let step = Step::Backoff {
+                target: target.clone(),
+                attempt,
+                until,
+            };
+            (retry, step)
+        } else if error == "ShutdownException" {
+            // The lease is gone (also at shard end: a new owner redoes it).
+            self.checkpointing_stopped = true;
+            (CheckpointRetry::Stopped, Step::Reply)
+        } else if kind == Kind::ShardEnd {
+            let error = match retriable {
+                true => format!("{error} after {} attempts", attempt + 1),
+                false => error.to_owned(),
+            };
+            return Err(SessionError::ShardEndFailed {
+                shard: self.shard_id.to_string(),
+                error,
+            });
+        } else if retriable {
+            self.last_checkpoint_at = now;
+            let attempts = attempt + 1;
+            (CheckpointRetry::GaveUp { attempts }, Step::Reply)
+        } else {
+            self.last_checkpoint_at = now;
+            let last_stored = self.last_checkpoint.as_ref().map(Esn::to_string);
+            (CheckpointRetry::NotRetried { last_stored }, Step::Reply)
+        };
+        self.emit(Event::CheckpointFailed {
+            position: target.to_string(),
+            error: error.to_owned(),
+            next,
+        });
+        Ok(step)
     }
 
     /// Exponential backoff with "equal jitter": half fixed, half random.
@@ -1024,5 +1102,66 @@ impl Session {
         let half = exp / 2;
         let frac = (z >> 11) as f64 / (1u64 << 53) as f64;
         half + half.mul_f64(frac)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease at shard end whose SHARD_END checkpoint gets `error`: what was sent.
+    fn shard_end_reply(error: &str, retries: u32) -> Result<Vec<ProcessorMessage>, SessionError> {
+        let now = Instant::now();
+        let config = SessionConfig {
+            checkpoint_retries: retries,
+            ..SessionConfig::default()
+        };
+        let mut s = Session::new(config, now);
+        let initialize = DaemonMessage::<()>::Initialize {
+            shard_id: "shardId-0".into(),
+            sequence_number: None,
+            sub_sequence_number: None,
+        };
+        s.handle_message(initialize, now)?;
+        s.handle_message(DaemonMessage::<()>::ShardEnded, now)?;
+        let reply = DaemonMessage::<()>::Checkpoint {
+            sequence_number: None,
+            sub_sequence_number: None,
+            error: Some(error.into()),
+        };
+        s.handle_message(reply, now)?;
+        let mut sent = Vec::new();
+        while let Some(out) = s.poll_output() {
+            if let Output::Send(m) = out {
+                sent.push(m);
+            }
+        }
+        Ok(sent)
+    }
+
+    #[test]
+    fn shard_end_checkpoint_errors_follow_the_table() {
+        // ShutdownException: the lease is gone, also at shard end; answered, no error.
+        let sent = shard_end_reply("ShutdownException", 5).unwrap();
+        assert_eq!(
+            sent.last(),
+            Some(&ProcessorMessage::Status {
+                response_for: Action::ShardEnded
+            })
+        );
+        // Anything else, or retries exhausted: SHARD_END not stored is fatal.
+        for (error, retries) in [("InvalidStateException", 5), ("ThrottlingException", 0)] {
+            let got = shard_end_reply(error, retries);
+            assert!(
+                matches!(got, Err(SessionError::ShardEndFailed { .. })),
+                "{error}: {got:?}"
+            );
+        }
+        // A retriable error with retries left: a backoff, no status yet.
+        let sent = shard_end_reply("ThrottlingException", 5).unwrap();
+        let shard_ended = ProcessorMessage::Status {
+            response_for: Action::ShardEnded,
+        };
+        assert!(!sent.contains(&shard_ended), "{sent:?}");
     }
 }

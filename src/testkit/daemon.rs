@@ -2,7 +2,7 @@
 //! (shared/reference mld-protocol.md §2.1, "checkpoint"): one model for the tests and the
 //! simulator.
 
-use crate::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use crate::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use crate::protocol::sequence::{Esn, Sentinel, SequenceNumber};
 
 /// Answers checkpoint requests the way the Java daemon does: a request must lie in

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 
-use crate::protocol::message::{DaemonMessage, Record};
+use crate::codec::message::{DaemonMessage, Record};
 use crate::protocol::sequence::SequenceNumber;
 use crate::testkit::daemon::CheckpointModel;
 

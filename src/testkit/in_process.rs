@@ -17,31 +17,33 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::app::{EXIT_FAILURE, EXIT_PROTOCOL};
-use crate::driver::{DriverConfig, DriverError};
+use crate::lease::LeaseError;
 use crate::protocol::session::Stats;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::telemetry::LogSink;
 use crate::testkit::transcript::Peer;
 
 /// The production entry point, in one place: one lease served over `input` and `output`
 /// until `input` ends, as `rsmld` serves stdin and stdout.
-fn serve<R, W>(config: DriverConfig, input: R, output: W) -> Result<Stats, DriverError>
+fn serve<R, W>(config: RuntimeConfig, input: R, output: W) -> Result<Stats, LeaseError>
 where
     R: Read + Send + 'static,
     W: Write,
 {
-    crate::driver::run(config, input, output)
+    Runtime::new(config, std::sync::Arc::new(LogSink)).run_child(input, output)
 }
 
 /// The loop's configuration from `rsmld`'s command line (without the program name).
-pub fn config_from_args(args: &[String]) -> Result<DriverConfig, String> {
+pub fn config_from_args(args: &[String]) -> Result<RuntimeConfig, String> {
     let cli = crate::cli::config::Cli::try_parse_from(
         std::iter::once("rsmld".to_owned()).chain(args.iter().cloned()),
     )
     .map_err(|e| e.to_string())?;
-    cli.run.into_driver_config().map_err(|e| e.to_string())
+    cli.run.into_runtime_config().map_err(|e| e.to_string())
 }
 
 /// The exit code `rsmld` ends a run with (see `app`).
-pub fn exit_code(result: &Result<Stats, DriverError>) -> i32 {
+pub fn exit_code(result: &Result<Stats, LeaseError>) -> i32 {
     match result {
         Ok(_) => 0,
         Err(e) if e.is_protocol_violation() => i32::from(EXIT_PROTOCOL),
@@ -104,13 +106,13 @@ impl Write for LineWriter {
 pub struct InProcess {
     input: Option<mpsc::Sender<Vec<u8>>>,
     lines: mpsc::Receiver<String>,
-    done: mpsc::Receiver<Result<Stats, DriverError>>,
+    done: mpsc::Receiver<Result<Stats, LeaseError>>,
     outcome: Option<(i32, Option<String>, Option<Stats>)>,
 }
 
 impl InProcess {
     /// Starts the loop with `config`.
-    pub fn start(config: DriverConfig) -> InProcess {
+    pub fn start(config: RuntimeConfig) -> InProcess {
         let (input, chunks) = mpsc::channel();
         let (out, lines) = mpsc::channel();
         let (finished, done) = mpsc::channel();
@@ -145,7 +147,7 @@ impl InProcess {
         self.outcome.as_ref().and_then(|(_, _, s)| s.as_ref())
     }
 
-    fn note(&mut self, result: Result<Stats, DriverError>) -> i32 {
+    fn note(&mut self, result: Result<Stats, LeaseError>) -> i32 {
         let code = exit_code(&result);
         let (error, stats) = match result {
             Ok(s) => (None, Some(s)),

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::protocol::message::{Action, ProcessorMessage, Record};
+use crate::codec::message::{Action, ProcessorMessage, Record};
 use crate::testkit::daemon::CheckpointModel;
 use crate::testkit::encode;
 

@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rsmld::checkpoint::RecordId;
+use rsmld::protocol::tracker::RecordId;
 // The test kit's pieces, under the names the tests have always used (`common::batch`, ...);
 // tests/exec_guard.rs, the other includer of this file, uses few of them.
 pub use rsmld::testkit::daemon::CheckpointModel;
@@ -366,8 +366,8 @@ pub fn written(dir: &Path) -> Vec<(String, serde_json::Value)> {
 
 /// A handler-level item: record `i` at `seq(i)` with partition key `key` and a payload of
 /// `payload` bytes of `x`.
-pub fn item_with(i: u64, key: &str, payload: usize) -> rsmld::item::Item<'static> {
-    rsmld::item::Item {
+pub fn item_with(i: u64, key: &str, payload: usize) -> rsmld::pipeline::item::Item<'static> {
+    rsmld::pipeline::item::Item {
         record: RecordId(i),
         sequence_number: leak(seq(i)),
         sub_sequence_number: 0,
@@ -376,7 +376,7 @@ pub fn item_with(i: u64, key: &str, payload: usize) -> rsmld::item::Item<'static
         partition_key: leak(key),
         explicit_hash_key: None,
         approximate_arrival_timestamp: Some(1_700_000_000_000),
-        data: rsmld::item::Payload::Bytes(leak_bytes(vec![b'x'; payload])),
+        data: rsmld::pipeline::item::Payload::Bytes(leak_bytes(vec![b'x'; payload])),
     }
 }
 

@@ -19,8 +19,8 @@ use common::{
     lease_lost, line, process_records, record_with_text, run_action, seq, shutdown_requested,
     start_file_handler, written, CheckpointModel, Proc,
 };
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
-use rsmld::protocol::scan::scan_process_records;
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::codec::scan::scan_process_records;
 use rsmld::protocol::sequence::SequenceNumber;
 
 /// The driver's thresholds for the parallel (and early-acknowledged) path.

@@ -15,7 +15,7 @@ use common::{
     args, init_line, line, process_records, record, run_action, seq, shutdown_requested,
     start_checkpointing, start_file_handler, written, CheckpointModel, Proc,
 };
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
 
 /// 3 workers, random per-item delays, completions out of order: every checkpoint the

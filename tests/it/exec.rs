@@ -25,12 +25,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{init_line, line, marker, record, run_action, seq, CheckpointModel, Proc};
-use rsmld::checkpoint::RecordId;
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::handler::exec::{ExecFactory, ExecFraming, ExecOptions, CLOSE_BOUND, CLOSE_EOF_GRACE};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, Interrupt, WorkerContext};
-use rsmld::item::{Item, Payload};
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::pipeline::item::{Item, Payload};
 use rsmld::protocol::sequence::SequenceNumber;
+use rsmld::protocol::tracker::RecordId;
+use rsmld::telemetry::LeaseId;
 
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,11 +75,7 @@ fn options(command: &[&str], max_pipelined: usize) -> ExecOptions {
 }
 
 fn ctx(worker: usize, workers: usize) -> WorkerContext {
-    WorkerContext {
-        shard_id: "shardId-000000000042".into(),
-        worker,
-        workers,
-    }
+    WorkerContext::new(worker, workers).for_lease(lease())
 }
 
 fn start(options: ExecOptions) -> Box<dyn Handler> {
@@ -172,7 +169,7 @@ fn python_handler_sees_every_item_once_in_order() {
                 .iter()
                 .map(|it| format!("{}/{}", it.sequence_number, it.user_sub)),
         );
-        h.process(&batch).unwrap();
+        h.process(&lease(), &batch).unwrap();
     }
     h.close().unwrap();
     let got: Vec<String> = std::fs::read_to_string(&out)
@@ -195,7 +192,7 @@ fn shell_handler_from_the_readme_writes_every_item() {
     let batches = [items(1, &["a"; 50]), items(51, &["b", "c", "a"])];
     let mut expected = Vec::new();
     for batch in &batches {
-        h.process(batch).unwrap();
+        h.process(&lease(), batch).unwrap();
         for it in batch {
             let mut line = Vec::new();
             it.write_json("shardId-000000000042", &mut line).unwrap();
@@ -221,7 +218,7 @@ fn pipelining_fills_the_window_and_never_exceeds_it() {
     let out = dir.path().join("most");
     let mut h = start(options(&[&fixture("window.py"), out.to_str().unwrap()], 4));
     let keys = vec!["k"; 20];
-    h.process(&items(1, &keys)).unwrap();
+    h.process(&lease(), &items(1, &keys)).unwrap();
     h.close().unwrap();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "4");
 }
@@ -237,7 +234,7 @@ fn eager_acks_with_a_huge_window_do_not_deadlock() {
         let mut h = start(options(&["perl", "-ne", "$| = 1; print \"ok $.\\n\""], n));
         let keys = vec!["k"; n];
         let batch = items(1, &keys);
-        let r = h.process(&batch);
+        let r = h.process(&lease(), &batch);
         let _ = tx.send((r, h.close()));
     });
     let (r, closed) = rx
@@ -254,12 +251,12 @@ fn err_acks_fail_only_those_items() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = behave(&log);
-    let f = failures(h.process(&items(1, &["a", "err", "b", "err", "c"])));
+    let f = failures(h.process(&lease(), &items(1, &["a", "err", "b", "err", "c"])));
     assert_eq!(indexes(&f), [1, 3]);
     for (_, m) in &f {
         assert!(m.contains("rejected by the test handler"), "{m}");
     }
-    h.process(&items(6, &["d"])).unwrap();
+    h.process(&lease(), &items(6, &["d"])).unwrap();
     let log_entries = seen(&log);
     assert_eq!(log_entries.len(), 6);
     let pids: HashSet<i32> = log_entries.iter().map(|(p, _, _)| *p).collect();
@@ -275,7 +272,7 @@ fn crash_fails_unacknowledged_items_and_the_next_batch_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = behave(&log);
-    let f = failures(h.process(&items(1, &["a", "b", "crash", "c", "d"])));
+    let f = failures(h.process(&lease(), &items(1, &["a", "b", "crash", "c", "d"])));
     assert_eq!(indexes(&f), [2, 3, 4]);
     for (_, m) in &f {
         assert!(m.contains("exited (exit status: 3)"), "{m}");
@@ -283,7 +280,7 @@ fn crash_fails_unacknowledged_items_and_the_next_batch_restarts() {
     }
     let first = pid_of(&log, "crash");
     assert!(gone(first), "crashed child {first} not reaped");
-    h.process(&items(6, &["e", "f"])).unwrap();
+    h.process(&lease(), &items(6, &["e", "f"])).unwrap();
     let second = pid_of(&log, "f");
     assert_ne!(first, second);
     assert_eq!(pid_of(&log, "a"), first);
@@ -305,7 +302,7 @@ fn restart_backoff_doubles_caps_and_resets() {
     let mut timed = |h: &mut Box<dyn Handler>, key: &str| {
         n += 1;
         let t = Instant::now();
-        let r = h.process(&items(n, &[key]));
+        let r = h.process(&lease(), &items(n, &[key]));
         (r.is_ok(), t.elapsed())
     };
     let ms = Duration::from_millis;
@@ -342,7 +339,7 @@ fn garbage_output_fails_the_rest_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = behave(&log);
-    let f = failures(h.process(&items(1, &["a", "garbage", "b"])));
+    let f = failures(h.process(&lease(), &items(1, &["a", "garbage", "b"])));
     assert_eq!(indexes(&f), [1, 2]);
     for (_, m) in &f {
         assert!(
@@ -353,10 +350,10 @@ fn garbage_output_fails_the_rest_and_restarts() {
     let first = pid_of(&log, "garbage");
     assert!(gone(first));
     // An extra line after a real answer is garbage too.
-    let f = failures(h.process(&items(4, &["print", "c"])));
+    let f = failures(h.process(&lease(), &items(4, &["print", "c"])));
     assert_eq!(indexes(&f), [0, 1]);
     assert!(f[0].1.contains("hello from the handler"), "{}", f[0].1);
-    h.process(&items(6, &["d"])).unwrap();
+    h.process(&lease(), &items(6, &["d"])).unwrap();
     assert_ne!(pid_of(&log, "d"), first);
     h.close().unwrap();
 }
@@ -370,9 +367,9 @@ fn hung_child_is_killed_by_the_interrupter() {
     let log = dir.path().join("log");
     let mut h = behave(&log);
     let interrupt = h.interrupter().expect("exec handlers are interruptible");
-    h.process(&items(1, &["a"])).unwrap();
+    h.process(&lease(), &items(1, &["a"])).unwrap();
     interrupt(Interrupt::Timeout); // idle: must not kill
-    h.process(&items(2, &["b"])).unwrap();
+    h.process(&lease(), &items(2, &["b"])).unwrap();
     assert_eq!(pid_of(&log, "a"), pid_of(&log, "b"));
 
     let killer = {
@@ -383,7 +380,7 @@ fn hung_child_is_killed_by_the_interrupter() {
         })
     };
     let t = Instant::now();
-    let f = failures(h.process(&items(3, &["c", "hang", "d"])));
+    let f = failures(h.process(&lease(), &items(3, &["c", "hang", "d"])));
     assert!(t.elapsed() < Duration::from_secs(10));
     killer.join().unwrap();
     assert_eq!(indexes(&f), [1, 2]);
@@ -392,7 +389,7 @@ fn hung_child_is_killed_by_the_interrupter() {
     }
     let hung = pid_of(&log, "hang");
     assert!(gone(hung), "hung child {hung} or its sleep still alive");
-    h.process(&items(6, &["e"])).unwrap();
+    h.process(&lease(), &items(6, &["e"])).unwrap();
     assert_ne!(pid_of(&log, "e"), hung);
     h.close().unwrap();
 }
@@ -404,9 +401,9 @@ fn child_gone_between_batches_is_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = behave(&log);
-    h.process(&items(1, &["bye"])).unwrap();
+    h.process(&lease(), &items(1, &["bye"])).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    h.process(&items(2, &["a", "b"])).unwrap();
+    h.process(&lease(), &items(2, &["a", "b"])).unwrap();
     assert_ne!(pid_of(&log, "bye"), pid_of(&log, "a"));
     h.close().unwrap();
 }
@@ -431,7 +428,7 @@ fn close_and_drop_leave_no_child_behind() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = behave(&log);
-    h.process(&items(1, &["a"])).unwrap();
+    h.process(&lease(), &items(1, &["a"])).unwrap();
     let pid = pid_of(&log, "a");
     h.close().unwrap();
     assert!(gone(pid));
@@ -460,7 +457,7 @@ fn close_and_drop_leave_no_child_behind() {
     assert!(gone(pid));
 
     let mut h = behave(&log);
-    h.process(&items(2, &["dropped"])).unwrap();
+    h.process(&lease(), &items(2, &["dropped"])).unwrap();
     let pid = pid_of(&log, "dropped");
     drop(h);
     assert!(gone(pid));
@@ -655,7 +652,7 @@ fn handled(log: &Path) -> Vec<(u64, String)> {
 /// Runs one batch through `answers.sh MODE`; checks that every item reported done was
 /// really handled by the child; returns the failures.
 fn one_batch(h: &mut Box<dyn Handler>, log: &Path, batch: &[Item]) -> Vec<(usize, String)> {
-    let failed = match h.process(batch) {
+    let failed = match h.process(&lease(), batch) {
         Ok(()) => Vec::new(),
         r => failures(r),
     };
@@ -1030,12 +1027,12 @@ fn shutdown_interrupt_ends_a_running_batch_and_close_is_bounded() {
         std::thread::sleep(Duration::from_millis(300));
         interrupt(Interrupt::Shutdown);
     });
-    let f = failures(h.process(&items(1, &["a", "hang", "b"])));
+    let f = failures(h.process(&lease(), &items(1, &["a", "hang", "b"])));
     stopper.join().unwrap();
     assert_eq!(indexes(&f), [1, 2]);
     assert!(f[0].1.contains("shutting down"), "{}", f[0].1);
     let pid = pid_of(&log, "hang");
-    match h.process(&items(4, &["c"])) {
+    match h.process(&lease(), &items(4, &["c"])) {
         Err(BatchError::Batch(e)) => assert!(e.message.contains("shutting down"), "{e}"),
         other => panic!("{other:?}"),
     }
@@ -1063,7 +1060,7 @@ fn silent_and_half_answering_children_are_killed_at_the_answer_timeout() {
         o.answer_timeout = Some(Duration::from_secs(1));
         let mut h = start(o);
         let t = Instant::now();
-        let f = failures(h.process(&items(1, &vec!["k"; n])));
+        let f = failures(h.process(&lease(), &items(1, &vec!["k"; n])));
         assert!(t.elapsed() >= Duration::from_secs(1), "{script}");
         assert_eq!(indexes(&f), (0..n).collect::<Vec<_>>(), "{script}");
         assert!(
@@ -1097,7 +1094,7 @@ fn a_slow_but_answering_child_is_not_timed_out() {
     o.answer_timeout = Some(Duration::from_millis(1500));
     let mut h = start(o);
     let t = Instant::now();
-    h.process(&items(1, &["k"; 8])).unwrap();
+    h.process(&lease(), &items(1, &["k"; 8])).unwrap();
     assert!(t.elapsed() >= Duration::from_millis(2400));
     h.close().unwrap();
 }
@@ -1352,9 +1349,9 @@ fn batch_framing_writes_one_numbered_line_per_batch() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = batch_handler(&log);
-    h.process(&items(1, &["a", "b", "c"])).unwrap();
-    h.process(&items(4, &["d"])).unwrap();
-    h.process(&items(5, &["e"; 40])).unwrap();
+    h.process(&lease(), &items(1, &["a", "b", "c"])).unwrap();
+    h.process(&lease(), &items(4, &["d"])).unwrap();
+    h.process(&lease(), &items(5, &["e"; 40])).unwrap();
     h.close().unwrap();
     let got = batch_log(&log);
     let batches: Vec<u64> = got.iter().map(|(_, n, _)| *n).collect();
@@ -1379,7 +1376,7 @@ fn batch_framing_line_is_the_items_json_array() {
     o.answer_timeout = Some(Duration::from_millis(300));
     let mut h = start(o);
     let batch = items(1, &["a", "b"]);
-    let _ = h.process(&batch); // never answered: it only records its input
+    let _ = h.process(&lease(), &batch); // never answered: it only records its input
     drop(h);
     let mut expected = b"{\"batch\":1,\"items\":[".to_vec();
     batch[0]
@@ -1402,7 +1399,7 @@ fn batch_err_fails_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = batch_handler(&log);
-    let f = failures(h.process(&items(1, &["a", "err-batch", "b"])));
+    let f = failures(h.process(&lease(), &items(1, &["a", "err-batch", "b"])));
     assert_eq!(indexes(&f), [0, 1, 2]);
     for (_, m) in &f {
         assert_eq!(
@@ -1410,7 +1407,7 @@ fn batch_err_fails_the_whole_batch() {
             "exec handler child rejected the batch: rejected by the test handler"
         );
     }
-    h.process(&items(4, &["c"])).unwrap();
+    h.process(&lease(), &items(4, &["c"])).unwrap();
     let got = batch_log(&log);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1, 2, "the next batch is batch 2 of the same child");
@@ -1424,7 +1421,7 @@ fn batch_item_errors_fail_only_those_items() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = batch_handler(&log);
-    let f = failures(h.process(&items(1, &["a", "fail", "b", "fail", "c"])));
+    let f = failures(h.process(&lease(), &items(1, &["a", "fail", "b", "fail", "c"])));
     assert_eq!(indexes(&f), [1, 3]);
     assert_eq!(
         f[0].1,
@@ -1433,7 +1430,7 @@ fn batch_item_errors_fail_only_those_items() {
     assert!(f[1].1.contains("(item 4 of batch 1)"), "{}", f[1].1);
     let handled: Vec<String> = batch_log(&log).into_iter().map(|(_, _, s)| s).collect();
     assert_eq!(handled, [seq(1), seq(3), seq(5)]);
-    h.process(&items(6, &["d"])).unwrap();
+    h.process(&lease(), &items(6, &["d"])).unwrap();
     h.close().unwrap();
 }
 
@@ -1456,9 +1453,9 @@ fn batch_wrong_numbers_break_the_child() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         let mut h = batch_handler(&log);
-        h.process(&items(1, &["a"])).unwrap();
+        h.process(&lease(), &items(1, &["a"])).unwrap();
         let first = batch_log(&log)[0].0;
-        let f = failures(h.process(&items(2, &["b", key])));
+        let f = failures(h.process(&lease(), &items(2, &["b", key])));
         assert_eq!(indexes(&f), [0, 1], "{key}");
         for (_, m) in &f {
             assert!(
@@ -1467,7 +1464,7 @@ fn batch_wrong_numbers_break_the_child() {
             );
         }
         assert!(gone(first), "{key}: child {first} not replaced");
-        h.process(&items(4, &["c"])).unwrap();
+        h.process(&lease(), &items(4, &["c"])).unwrap();
         let last = batch_log(&log).last().cloned().unwrap();
         assert_ne!(last.0, first, "{key}");
         assert_eq!(last.1, 1, "{key}: a new child counts from 1");
@@ -1478,9 +1475,9 @@ fn batch_wrong_numbers_break_the_child() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = batch_handler(&log);
-    h.process(&items(1, &["twice"])).unwrap();
+    h.process(&lease(), &items(1, &["twice"])).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    h.process(&items(2, &["a"])).unwrap();
+    h.process(&lease(), &items(2, &["a"])).unwrap();
     let got = batch_log(&log);
     assert_ne!(got[0].0, got[1].0, "the child that answered twice was kept");
     h.close().unwrap();
@@ -1494,7 +1491,7 @@ fn batch_crash_mid_batch_fails_the_batch() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let mut h = batch_handler(&log);
-    let f = failures(h.process(&items(1, &["a", "b", "crash", "c"])));
+    let f = failures(h.process(&lease(), &items(1, &["a", "b", "crash", "c"])));
     assert_eq!(indexes(&f), [0, 1, 2, 3]);
     assert!(f[0].1.contains("about to crash"), "{}", f[0].1);
     for (_, m) in &f[1..] {
@@ -1510,7 +1507,7 @@ fn batch_crash_mid_batch_fails_the_batch() {
     );
     let first = batch_log(&log)[0].0;
     assert!(gone(first));
-    h.process(&items(5, &["d"])).unwrap();
+    h.process(&lease(), &items(5, &["d"])).unwrap();
     assert_ne!(batch_log(&log).last().unwrap().0, first);
     h.close().unwrap();
 }
@@ -1525,7 +1522,7 @@ fn batch_timeout_applies_to_the_batch() {
     o.answer_timeout = Some(Duration::from_secs(1));
     let mut h = start(o);
     let t = Instant::now();
-    let f = failures(h.process(&items(1, &["k"; 5])));
+    let f = failures(h.process(&lease(), &items(1, &["k"; 5])));
     assert!(t.elapsed() >= Duration::from_secs(1));
     assert_eq!(indexes(&f), [0, 1, 2, 3, 4]);
     assert!(
@@ -1623,4 +1620,9 @@ fn binary_batch_stall_warning_names_the_batch() {
     );
     assert!(model.stored.is_empty(), "{:?}", model.stored);
     assert_eq!(outliving(&m), Vec::<i32>::new());
+}
+
+/// The lease every batch of these tests belongs to (the one the context names).
+fn lease() -> LeaseId {
+    LeaseId::new("", "shardId-000000000042")
 }

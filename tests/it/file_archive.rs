@@ -18,11 +18,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{item_with, line, record_with_text, run_action, seq, CheckpointModel, Proc};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::handler::file::{ArchiveName, FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
-use rsmld::item::Item;
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::pipeline::item::Item;
 use rsmld::protocol::sequence::SequenceNumber;
+use rsmld::telemetry::LeaseId;
 
 const SHARD: &str = "shardId-000000000007";
 /// The record index encoded in a sequence number made by [`seq`].
@@ -38,11 +39,7 @@ fn line_len(item: &Item) -> u64 {
 
 fn handler(factory: &FileFactory, worker: usize) -> Box<dyn Handler> {
     factory
-        .create(&WorkerContext {
-            shard_id: SHARD.into(),
-            worker,
-            workers: 4,
-        })
+        .create(&WorkerContext::new(worker, 4).for_lease(lease()))
         .unwrap()
 }
 
@@ -158,7 +155,7 @@ fn size_rotation_keeps_batches_whole_and_names_in_creation_order() {
             .collect();
         let bytes: u64 = batch.iter().map(line_len).sum();
         assert!(bytes <= limit, "the test wants batches that fit in a file");
-        h.process(&batch).unwrap();
+        h.process(&lease(), &batch).unwrap();
         batches.push((batch.iter().map(|i| i.record.0).collect(), bytes));
         let now = names(dir.path());
         for new in now.difference(&seen) {
@@ -219,7 +216,7 @@ fn a_batch_larger_than_the_limit_is_split_at_line_boundaries() {
     batch.insert(10, item_with(100, "k", 3000));
     let one = line_len(&batch[0]);
     assert!(3 * one <= limit && 4 * one > limit);
-    h.process(&batch).unwrap();
+    h.process(&lease(), &batch).unwrap();
     h.close().unwrap();
 
     let files = archive(dir.path());
@@ -254,21 +251,21 @@ fn age_rotation_at_flush_and_at_the_next_batch() {
     h.flush().unwrap();
     assert!(names(dir.path()).is_empty(), "a file before the first item");
 
-    h.process(&[item_with(1, "k", 10)]).unwrap();
+    h.process(&lease(), &[item_with(1, "k", 10)]).unwrap();
     h.flush().unwrap();
-    h.process(&[item_with(2, "k", 10)]).unwrap();
+    h.process(&lease(), &[item_with(2, "k", 10)]).unwrap();
     assert_eq!(names(dir.path()).len(), 1);
     std::thread::sleep(age + Duration::from_millis(100));
     h.flush().unwrap();
     assert_eq!(names(dir.path()).len(), 1, "flush opened a file");
-    h.process(&[item_with(3, "k", 10)]).unwrap();
+    h.process(&lease(), &[item_with(3, "k", 10)]).unwrap();
     assert_eq!(
         names(dir.path()).len(),
         2,
         "no new file after an age rotation"
     );
     std::thread::sleep(age + Duration::from_millis(100));
-    h.process(&[item_with(4, "k", 10)]).unwrap();
+    h.process(&lease(), &[item_with(4, "k", 10)]).unwrap();
     h.close().unwrap();
     let files = archive(dir.path());
     let per_file: Vec<Vec<u64>> = files.iter().map(indexes).collect();
@@ -276,10 +273,10 @@ fn age_rotation_at_flush_and_at_the_next_batch() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut h = handler(&FileFactory::new(FileOptions::new(dir.path())), 0);
-    h.process(&[item_with(1, "k", 10)]).unwrap();
+    h.process(&lease(), &[item_with(1, "k", 10)]).unwrap();
     std::thread::sleep(Duration::from_millis(30));
     h.flush().unwrap();
-    h.process(&[item_with(2, "k", 10)]).unwrap();
+    h.process(&lease(), &[item_with(2, "k", 10)]).unwrap();
     h.close().unwrap();
     assert_eq!(names(dir.path()).len(), 1);
 }
@@ -301,7 +298,7 @@ fn names_tell_shard_and_worker_and_sit_flat_in_the_directory() {
     for round in 0..10 {
         for (w, h) in hs.iter_mut().enumerate().take(3) {
             n += 1;
-            h.process(&[item_with(n, &format!("w{w}"), 10 + round * 20)])
+            h.process(&lease(), &[item_with(n, &format!("w{w}"), 10 + round * 20)])
                 .unwrap();
         }
     }
@@ -350,7 +347,8 @@ fn handlers_never_share_a_file() {
     for _ in 0..60 {
         for (k, h) in hs.iter_mut().enumerate() {
             n += 1;
-            h.process(&[item_with(n, &format!("h{k}"), 30)]).unwrap();
+            h.process(&lease(), &[item_with(n, &format!("h{k}"), 30)])
+                .unwrap();
         }
     }
     for h in &mut hs {
@@ -390,7 +388,7 @@ fn a_restart_names_files_after_existing_ones() {
     });
     let mut h = handler(&factory, 0);
     for i in 1..=5 {
-        h.process(&[item_with(i, "k", 100)]).unwrap();
+        h.process(&lease(), &[item_with(i, "k", 100)]).unwrap();
     }
     h.close().unwrap();
     let files = archive(dir.path());
@@ -413,7 +411,7 @@ fn io_errors_fail_the_batch_and_name_the_file() {
     let factory = FileFactory::new(FileOptions::new(&out));
     let mut h = handler(&factory, 2);
     std::fs::remove_dir(&out).unwrap();
-    match h.process(&[item_with(1, "k", 10)]) {
+    match h.process(&lease(), &[item_with(1, "k", 10)]) {
         Err(BatchError::Batch(e)) => {
             assert!(e.message.contains(out.to_str().unwrap()), "{e}");
             assert!(e.message.contains(".w2.jsonl"), "{e}");
@@ -421,7 +419,7 @@ fn io_errors_fail_the_batch_and_name_the_file() {
         other => panic!("expected a batch error, got {other:?}"),
     }
     std::fs::create_dir(&out).unwrap();
-    h.process(&[item_with(2, "k", 10)]).unwrap();
+    h.process(&lease(), &[item_with(2, "k", 10)]).unwrap();
     h.close().unwrap();
     let files = archive(&out);
     assert_eq!(files.len(), 1);
@@ -1004,4 +1002,9 @@ fn a_failing_write_is_a_worker_failure() {
             );
         }
     }
+}
+
+/// The lease every batch of these tests belongs to (the one the context names).
+fn lease() -> LeaseId {
+    LeaseId::new("", SHARD)
 }

@@ -25,10 +25,11 @@ use std::time::Duration;
 use common::{
     limit_file_size, process_records, record_with_text, shutdown_requested, Proc, SHARD7,
 };
+use rsmld::codec::message::Record;
 use rsmld::handler::file::{FileFactory, FileOptions};
 use rsmld::handler::{BatchError, Handler, HandlerFactory, WorkerContext};
-use rsmld::item::Item;
-use rsmld::protocol::message::Record;
+use rsmld::pipeline::item::Item;
+use rsmld::telemetry::LeaseId;
 
 /// The record index encoded in a sequence number made by [`seq`].
 fn index_of(seq: &str) -> u64 {
@@ -358,11 +359,7 @@ fn file_handler(out: &Path, rotate_bytes: u64) -> Box<dyn Handler> {
         rotate_bytes,
         ..FileOptions::new(out)
     })
-    .create(&WorkerContext {
-        shard_id: SHARD7.into(),
-        worker: 0,
-        workers: 1,
-    })
+    .create(&WorkerContext::new(0, 1).for_lease(lease()))
     .unwrap()
 }
 
@@ -386,15 +383,15 @@ fn the_handler_checks_its_file_and_directory_after_every_batch() {
             }
             let ctx = format!("{fault:?}, rotate_bytes {rotate}");
             let mut h = file_handler(&out, rotate);
-            h.process(&[item(1)]).unwrap();
-            h.process(&[item(2)]).unwrap();
+            h.process(&lease(), &[item(1)]).unwrap();
+            h.process(&lease(), &[item(2)]).unwrap();
             let kept = indexes_under(&out);
             assert_eq!(kept, BTreeSet::from([1, 2]), "{ctx}");
             fault.strike(root.path(), &out);
             let dir_gone = matches!(fault, Fault::RemoveDir | Fault::RenameDir);
             let new_file_at_path = rotate > 0 && !dir_gone;
             let mut ok = BTreeSet::new();
-            match h.process(&[item(3)]) {
+            match h.process(&lease(), &[item(3)]) {
                 Ok(()) if new_file_at_path => {
                     ok.insert(3);
                 }
@@ -409,7 +406,7 @@ fn the_handler_checks_its_file_and_directory_after_every_batch() {
                 }
                 Err(e) => panic!("{ctx}: {e:?}"),
             }
-            match h.process(&[item(4)]) {
+            match h.process(&lease(), &[item(4)]) {
                 Ok(()) => {
                     assert!(!dir_gone, "{ctx}: wrote into a directory not at the path");
                     ok.insert(4);
@@ -607,7 +604,7 @@ fn a_file_truncated_by_someone_else_is_left_and_the_batch_goes_to_a_new_file() {
         let root = tempfile::tempdir().unwrap();
         let out = root.path().join("out");
         let mut h = file_handler(&out, 0);
-        h.process(&[item(1), item(2)]).unwrap();
+        h.process(&lease(), &[item(1), item(2)]).unwrap();
         let first = current_file(&out, 0);
         if copy_first {
             std::fs::copy(&first, root.path().join("rotated.1")).unwrap();
@@ -618,8 +615,8 @@ fn a_file_truncated_by_someone_else_is_left_and_the_batch_goes_to_a_new_file() {
             .unwrap()
             .set_len(0)
             .unwrap();
-        h.process(&[item(3)]).unwrap();
-        h.process(&[item(4)]).unwrap();
+        h.process(&lease(), &[item(3)]).unwrap();
+        h.process(&lease(), &[item(4)]).unwrap();
         h.close().unwrap();
         for (path, l) in raw_lines(&out) {
             assert!(
@@ -671,12 +668,12 @@ fn an_unmounted_output_directory_is_not_replaced_by_its_mount_point() {
         return;
     }
     let mut h = file_handler(&out, 0);
-    h.process(&[item(1)]).unwrap();
+    h.process(&lease(), &[item(1)]).unwrap();
     let lazy = Command::new("umount").arg("-l").arg(&out).status().unwrap();
     assert!(lazy.success());
     for i in [2, 3, 4] {
         let e = h
-            .process(&[item(i)])
+            .process(&lease(), &[item(i)])
             .expect_err("a batch counted after the unmount")
             .to_string();
         assert!(
@@ -691,4 +688,9 @@ fn an_unmounted_output_directory_is_not_replaced_by_its_mount_point() {
         0,
         "files were written to the mount point"
     );
+}
+
+/// The lease every batch of these tests belongs to (the one the context names).
+fn lease() -> LeaseId {
+    LeaseId::new("", SHARD7)
 }

@@ -12,9 +12,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{init_line, seq, CheckpointModel, Proc, SHUTDOWN_REQUESTED};
-use rsmld::item::BASE64;
+use rsmld::codec::message::{Action, ProcessorMessage};
 use rsmld::kpl::Aggregator;
-use rsmld::protocol::message::{Action, ProcessorMessage};
+use rsmld::pipeline::item::BASE64;
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
 
 use base64::Engine;

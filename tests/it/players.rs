@@ -16,9 +16,10 @@ fn in_process_peer_acknowledges_ahead_of_the_pool() {
     use std::sync::{Arc, Condvar, Mutex};
     use std::time::Duration;
 
+    use rsmld::codec::message::{Action, ProcessorMessage};
     use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-    use rsmld::item::Item;
-    use rsmld::protocol::message::{Action, ProcessorMessage};
+    use rsmld::pipeline::item::Item;
+    use rsmld::telemetry::LeaseId;
     use rsmld::testkit::encode::{batch, record_with_text};
     use rsmld::testkit::in_process::{config_from_args, InProcess};
     use rsmld::testkit::transcript::{initialize, shutdown_requested, Peer};
@@ -31,7 +32,7 @@ fn in_process_peer_acknowledges_ahead_of_the_pool() {
     }
     struct Gated(Arc<Gate>);
     impl Handler for Gated {
-        fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+        fn process(&mut self, _lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
             let mut open = self.0.open.lock().unwrap();
             while !*open {
                 open = self.0.opened.wait(open).unwrap();

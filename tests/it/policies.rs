@@ -15,8 +15,8 @@ use common::{
     batch, example_bin, limit_file_size, process_records, run_action, shutdown_requested,
     CheckpointModel, Proc,
 };
-use rsmld::item::BASE64;
-use rsmld::protocol::message::{Action, ProcessorMessage, Record};
+use rsmld::codec::message::{Action, ProcessorMessage, Record};
+use rsmld::pipeline::item::BASE64;
 use rsmld::protocol::sequence::SequenceNumber;
 
 const SHARD: &str = "shardId-000000000009";

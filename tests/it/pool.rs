@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rsmld::checkpoint::RecordId;
 use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use rsmld::item::{Item, ItemBlock, Payload};
+use rsmld::pipeline::item::{Item, ItemBlock, Payload};
 use rsmld::pool::{Pool, PoolConfig, WorkerEvent};
+use rsmld::protocol::tracker::RecordId;
+use rsmld::telemetry::{LeaseId, NullSink};
 
 fn item(n: u64, key: &str) -> ItemBlock {
     ItemBlock::from_items([Item {
@@ -36,7 +37,7 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, _lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         for it in items {
             std::thread::sleep(Duration::from_micros(self.delay_us * (it.record.0 % 3)));
             self.seen
@@ -60,13 +61,14 @@ proptest! {
         let factory = move |ctx: &WorkerContext| -> Result<Box<dyn Handler>, HandlerError> {
             Ok(Box::new(Recorder { seen: s2.clone(), worker: ctx.worker, delay_us: 50 }))
         };
-        let pool = Pool::start(&PoolConfig { workers, channel_capacity: 8, max_batch: 4, ..PoolConfig::default() }, "s", &factory).unwrap();
+        let pool = Pool::start(&PoolConfig { workers, channel_capacity: 8, max_batch: 4, ..PoolConfig::default() }, &factory, Arc::new(NullSink)).unwrap();
+        let lease = pool.attach(LeaseId::new("", "s"));
         for (n, k) in keys.iter().enumerate() {
-            pool.dispatch_block(item(n as u64, &format!("key-{k}"))).unwrap();
+            lease.dispatch_block(item(n as u64, &format!("key-{k}"))).unwrap();
         }
         let mut completed = Vec::new();
         while completed.len() < keys.len() {
-            match pool.events().recv_timeout(Duration::from_secs(10)).unwrap() {
+            match lease.events().recv_timeout(Duration::from_secs(10)).unwrap() {
                 WorkerEvent::Completed(ids) => completed.extend(ids.into_iter().map(|r| r.0)),
                 WorkerEvent::Failed { error, .. } => panic!("{error}"),
             }
@@ -90,7 +92,7 @@ proptest! {
 
 struct Panics;
 impl Handler for Panics {
-    fn process(&mut self, items: &[Item]) -> Result<(), BatchError> {
+    fn process(&mut self, _lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
         if items.iter().any(|i| i.partition_key == "boom") {
             panic!("handler exploded on purpose");
         }
@@ -99,7 +101,7 @@ impl Handler for Panics {
 }
 
 /// A panic in a handler is reported as a failure of its batch, with the message; the
-/// worker stops taking items; shutdown still joins cleanly.
+/// lease takes no more items; shutdown still joins cleanly.
 #[test]
 fn a_handler_panic_is_a_failure() {
     let factory =
@@ -112,15 +114,16 @@ fn a_handler_panic_is_a_failure() {
             max_batch: 1,
             ..PoolConfig::default()
         },
-        "s",
         factory,
+        Arc::new(NullSink),
     )
     .unwrap();
-    pool.dispatch_block(item(0, "fine")).unwrap();
-    pool.dispatch_block(item(1, "boom")).unwrap();
+    let lease = pool.attach(LeaseId::new("", "s"));
+    lease.dispatch_block(item(0, "fine")).unwrap();
+    lease.dispatch_block(item(1, "boom")).unwrap();
     let mut failed = None;
     for _ in 0..2 {
-        match pool.events().recv_timeout(Duration::from_secs(5)).unwrap() {
+        match lease.events().recv_timeout(Duration::from_secs(5)).unwrap() {
             WorkerEvent::Completed(ids) => assert_eq!(ids, vec![RecordId(0)]),
             WorkerEvent::Failed {
                 worker,
@@ -132,8 +135,7 @@ fn a_handler_panic_is_a_failure() {
     let (worker, records, error) = failed.expect("no failure reported");
     assert_eq!((worker, records), (0, vec![RecordId(1)]));
     assert!(error.contains("handler exploded on purpose"), "{error}");
-    // The worker is gone: further items cannot be dispatched to it.
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(pool.dispatch_block(item(2, "x")).is_err());
+    // The lease has failed: further items of it cannot be dispatched.
+    assert!(lease.dispatch_block(item(2, "x")).is_err());
     pool.shutdown(Duration::from_secs(5)).unwrap();
 }

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use rsmld::protocol::message::{decode_record_at, DaemonMessage, LineBuf, Record};
-use rsmld::protocol::scan::scan_process_records;
+use rsmld::codec::message::{decode_record_at, DaemonMessage, LineBuf, Record};
+use rsmld::codec::scan::scan_process_records;
 use rsmld::protocol::sequence::SequenceNumber;
 
 /// A real 56-digit sequence number.
@@ -61,7 +61,7 @@ fn both_paths(line: &str) -> Result<Vec<Record>, String> {
         .map(|r| {
             let record = decode_record_at(&buf, r.clone(), previous.as_ref())?;
             previous = Some(record.sequence_number.clone());
-            Ok::<_, rsmld::protocol::message::DecodeError>(record)
+            Ok::<_, rsmld::codec::message::DecodeError>(record)
         })
         .collect();
 

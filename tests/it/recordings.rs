@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::{run_action, CheckpointModel, Proc};
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage};
 
 #[test]
 fn real_daemon_sessions_replay_against_the_binary() {

@@ -11,14 +11,16 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{batch, run_action, shutdown_requested, CheckpointModel, Proc};
-use rsmld::checkpoint::RecordId;
-use rsmld::item::{Item, ItemBlock, BASE64};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record};
 use rsmld::kpl::Aggregator;
-use rsmld::pool::partition;
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record};
+use rsmld::pipeline::item::{Item, ItemBlock, BASE64};
+use rsmld::pipeline::mapper::Mapper;
+use rsmld::pipeline::partition::partition;
+use rsmld::pipeline::split::{SplitMode, Splitter};
+use rsmld::protocol::budget::PartBudget;
 use rsmld::protocol::sequence::SequenceNumber;
-use rsmld::protocol::session::{Next, Output, Session, SessionConfig};
-use rsmld::split::{SplitMode, Splitter};
+use rsmld::protocol::session::{Next, Output, Session, SessionConfig, SessionError};
+use rsmld::protocol::tracker::RecordId;
 
 use base64::Engine;
 
@@ -71,19 +73,72 @@ fn keys_on_distinct_workers() -> [String; 3] {
     found.map(Option::unwrap)
 }
 
+/// The pure session with a lease's mapper in front of it ([`rsmld::lease::feed`]; one
+/// worker, so the dispatched items stay in record order): what it dispatches waits for
+/// [`drain`].
+struct Core {
+    session: Session,
+    splitter: Splitter,
+    dispatched: Vec<(Option<usize>, ItemBlock)>,
+}
+
+impl Core {
+    fn new(config: SessionConfig, splitter: Splitter, now: Instant) -> Self {
+        Core {
+            session: Session::new(config, now),
+            splitter,
+            dispatched: Vec::new(),
+        }
+    }
+
+    fn handle_message(&mut self, msg: DaemonMessage, now: Instant) -> Result<(), SessionError> {
+        self.handle_line(msg, 0, now)
+    }
+
+    /// A message whose payloads pin `line_bytes` of their line.
+    fn handle_line(
+        &mut self,
+        msg: DaemonMessage,
+        line_bytes: usize,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        let shard = self.session.shard_id().to_owned();
+        let budget = PartBudget {
+            items: usize::MAX,
+            bytes: usize::MAX,
+        };
+        let mapper = Mapper::new(&self.splitter, &shard, 1, budget);
+        let blocks = rsmld::lease::feed(&mut self.session, &mapper, msg, line_bytes, now)?;
+        self.dispatched.extend(blocks);
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Core {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl std::ops::DerefMut for Core {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+}
+
 /// The dispatched items (merged into one block, in order) and the messages sent.
-fn drain(session: &mut Session) -> (ItemBlock, Vec<ProcessorMessage>) {
+fn drain(core: &mut Core) -> (ItemBlock, Vec<ProcessorMessage>) {
     let (mut items, mut sent) = (ItemBlock::default(), Vec::new());
-    while let Some(out) = session.poll_output() {
+    for item in core.dispatched.iter().flat_map(|(_, b)| b.iter()) {
+        items.push(&item);
+    }
+    core.dispatched.clear();
+    while let Some(out) = core.poll_output() {
         match out {
-            Output::Dispatch(blocks) => {
-                for item in blocks.iter().flat_map(|(_, b)| b.iter()) {
-                    items.push(&item);
-                }
-            }
             Output::Send(m) => sent.push(m),
             Output::Abandon => panic!("abandon"),
-            Output::Flush => {}
+            Output::Event(_) | Output::Flush => {}
         }
     }
     (items, sent)
@@ -103,7 +158,7 @@ fn checkpoint_waits_for_the_last_item_of_a_record() {
         checkpoint_interval: Duration::ZERO,
         ..SessionConfig::default()
     };
-    let mut s = Session::new(config, Splitter::new(SplitMode::Kpl), now);
+    let mut s = Core::new(config, Splitter::new(SplitMode::Kpl), now);
     s.handle_message(
         DaemonMessage::Initialize {
             shard_id: "shardId-0".into(),
@@ -260,7 +315,6 @@ fn binary_splits_aggregates_into_items() {
 /// max_in_flight_bytes, and answers once they are done.
 #[test]
 fn pinned_line_bytes_hold_the_status() {
-    use rsmld::protocol::session::SplitBatch;
     let now = Instant::now();
     let config = SessionConfig {
         checkpoint_interval: Duration::from_secs(3600),
@@ -268,7 +322,7 @@ fn pinned_line_bytes_hold_the_status() {
         ..SessionConfig::default()
     };
     let splitter = Splitter::new(SplitMode::None);
-    let mut s = Session::new(config, splitter.clone(), now);
+    let mut s = Core::new(config, splitter, now);
     s.handle_message(
         DaemonMessage::Initialize {
             shard_id: "shardId-0".into(),
@@ -279,22 +333,12 @@ fn pinned_line_bytes_hold_the_status() {
     )
     .unwrap();
     drain(&mut s);
-    let shard: std::sync::Arc<str> = "shardId-0".into();
-    let batch = |seq: &str, line_bytes| {
-        let next = RecordId(u64::from(seq == S2));
-        let mut b = SplitBatch::split(
-            &[record(seq, "k", b"x")],
-            None,
-            &splitter,
-            &shard,
-            next,
-            None,
-        );
-        b.line_bytes = line_bytes;
-        b
+    let batch = |seq: &str| DaemonMessage::ProcessRecords {
+        records: vec![record(seq, "k", b"x")],
+        millis_behind_latest: None,
     };
     // A 14 MiB line: its own bytes never hold its own status.
-    s.handle_batch(batch(S1, 14 << 20), now).unwrap();
+    s.handle_line(batch(S1), 14 << 20, now).unwrap();
     let (first, sent) = drain(&mut s);
     let first: Vec<Item> = first.iter().collect();
     assert_eq!(
@@ -304,7 +348,7 @@ fn pinned_line_bytes_hold_the_status() {
         }]
     );
     // The next line: the first one is still pinned by its unfinished item (14 MiB > 8 MiB).
-    s.handle_batch(batch(S2, 14 << 20), now).unwrap();
+    s.handle_line(batch(S2), 14 << 20, now).unwrap();
     let (_, sent) = drain(&mut s);
     assert!(
         sent.is_empty(),

@@ -6,7 +6,7 @@
     reason = "test code: a panic is how a test fails (clippy.toml's allow-*-in-tests skips helpers)"
 )]
 
-use rsmld::protocol::message::{Action, DaemonMessage, ProcessorMessage, Record, ShutdownReason};
+use rsmld::codec::message::{Action, DaemonMessage, ProcessorMessage, Record, ShutdownReason};
 use rsmld::protocol::sequence::SequenceNumber;
 
 const SEQ: &str = "49680445498841953494698307936256227907416662446197178370";

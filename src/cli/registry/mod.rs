@@ -645,7 +645,7 @@ mod tests {
         let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
         cli.run.handler_args = registry.parse(&m).unwrap();
         assert_eq!(cli.run.handler.as_deref(), Some("echo"));
-        let config = cli.run.into_driver_config().unwrap();
+        let config = cli.run.into_runtime_config().unwrap();
         assert_eq!(config.pool.workers, 3);
     }
 }

@@ -45,24 +45,30 @@
 //! first item past it, and pieces are slices of the decoded payload (CloudWatch events are
 //! rendered one at a time), so splitting a record costs its payload, its inflated payload
 //! and a slice per item before the items themselves. Bounding the items of a whole *line*
-//! is the driver's job: it delivers them in parts under the in-flight bounds.
+//! is the mapper's job ([`super::mapper`]): it makes them in parts under the in-flight bounds.
+//!
+//! One file per mode that parses: `kpl`, `lines`, `json_array`, `cloudwatch`
+//! (and `gzip`, which the parsing modes share); this file holds what every mode shares:
+//! the bounds, the fallback to "whole", the notes, and the items.
 
-use std::cell::Cell;
-use std::fmt::Write as _;
-use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine;
-use serde::de::{DeserializeSeed, SeqAccess, Visitor};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use crate::checkpoint::RecordId;
-use crate::item::ItemBlock;
-use crate::item::{Item, Payload, BASE64};
-use crate::kpl::{deaggregate_at_most, DeaggregateError, Deaggregated, UserRecord};
-use crate::protocol::message::{Record, RecordText};
+use crate::codec::decode::RecordText;
+use crate::codec::Record;
+use crate::kpl::{DeaggregateError, UserRecord};
+use crate::pipeline::item::ItemBlock;
+use crate::pipeline::item::{Item, Payload, BASE64};
+use crate::protocol::tracker::RecordId;
+use cloudwatch::LogsPayload;
+
+mod cloudwatch;
+mod gzip;
+mod json_array;
+mod kpl;
+mod lines;
 
 /// How records are split into items.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -447,7 +453,7 @@ impl Splitter {
             SplitMode::Kpl if !b64.starts_with(b"84maw") => Ok(None),
             SplitMode::Kpl => Ok(Some(BASE64.decode(b64)?)),
             SplitMode::Lines | SplitMode::JsonArray | SplitMode::CloudwatchLogs => {
-                self.inflate(BASE64.decode(b64)?).map(Some)
+                gzip::inflate(BASE64.decode(b64)?, self.max_inflated).map(Some)
             }
         }
     }
@@ -461,29 +467,16 @@ impl Splitter {
     ) -> Result<Option<(Pieces<'a>, Option<DeaggregateError>)>, SplitError> {
         let (pieces, broken) = match self.mode {
             SplitMode::None => return Ok(None),
-            SplitMode::Kpl => match deaggregate_at_most(bytes, self.max_items) {
-                Ok(Deaggregated::Plain) => return Ok(None),
-                Ok(Deaggregated::Aggregated { records, partial }) => {
-                    (Pieces::Kpl(records), partial)
-                }
-                Err(_) => return Err(SplitError::TooManyItems(self.max_items)),
+            SplitMode::Kpl => match kpl::user_records(bytes, self.max_items)? {
+                None => return Ok(None),
+                Some((records, partial)) => (Pieces::Kpl(records), partial),
             },
-            SplitMode::Lines => {
-                let mut lines = Vec::new();
-                let all = bytes
-                    .split(|&b| b == b'\n')
-                    .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-                    .filter(|l| !l.is_empty());
-                for l in all {
-                    if lines.len() == self.max_items {
-                        return Err(SplitError::TooManyItems(self.max_items));
-                    }
-                    lines.push(l);
-                }
-                (Pieces::Slices(lines), None)
-            }
-            SplitMode::JsonArray => (Pieces::Slices(self.json_array(bytes)?), None),
-            SplitMode::CloudwatchLogs => match cloudwatch_payload(bytes)? {
+            SplitMode::Lines => (Pieces::Slices(lines::lines(bytes, self.max_items)?), None),
+            SplitMode::JsonArray => (
+                Pieces::Slices(json_array::elements(bytes, self.max_items)?),
+                None,
+            ),
+            SplitMode::CloudwatchLogs => match cloudwatch::payload(bytes)? {
                 Some(p) => (Pieces::Logs(p), None),
                 None => (Pieces::Slices(Vec::new()), None),
             },
@@ -496,43 +489,6 @@ impl Splitter {
             return Err(SplitError::TooManyBytes(max_bytes));
         }
         Ok(Some((pieces, broken)))
-    }
-
-    /// The elements of a top-level JSON array, as slices of `bytes`; stops parsing at the
-    /// first element past the item bound.
-    fn json_array<'a>(&self, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>, SplitError> {
-        let overflow = Cell::new(false);
-        let seed = BoundedArray {
-            max: self.max_items,
-            overflow: &overflow,
-        };
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
-        match parsed {
-            Ok(elements) => Ok(elements),
-            Err(_) if overflow.get() => Err(SplitError::TooManyItems(self.max_items)),
-            Err(error) => Err(SplitError::Json {
-                expected: "a JSON array",
-                error,
-            }),
-        }
-    }
-
-    /// Inflates a gzip payload (magic 1F 8B), to at most `max_inflated` bytes.
-    fn inflate(&self, bytes: Vec<u8>) -> Result<Vec<u8>, SplitError> {
-        if !bytes.starts_with(&[0x1f, 0x8b]) {
-            return Ok(bytes);
-        }
-        let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(self.max_inflated));
-        let limit = self.max_inflated as u64 + 1;
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .take(limit)
-            .read_to_end(&mut out)
-            .map_err(SplitError::Gzip)?;
-        if out.len() > self.max_inflated {
-            return Err(SplitError::TooLarge(self.max_inflated));
-        }
-        Ok(out)
     }
 }
 
@@ -557,122 +513,6 @@ fn item_of<'a>(
         approximate_arrival_timestamp: record.approximate_arrival_timestamp,
         data,
     }
-}
-
-/// Deserializes a JSON array into its elements' text, failing (with `overflow` set) at the
-/// element after `max`, so that a huge array of tiny elements is never collected whole.
-struct BoundedArray<'c> {
-    max: usize,
-    overflow: &'c Cell<bool>,
-}
-
-impl<'de> DeserializeSeed<'de> for BoundedArray<'_> {
-    type Value = Vec<&'de [u8]>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for BoundedArray<'_> {
-    type Value = Vec<&'de [u8]>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON array")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(e) = seq.next_element::<&'de RawValue>()? {
-            if out.len() == self.max {
-                self.overflow.set(true);
-                return Err(serde::de::Error::custom("too many elements"));
-            }
-            out.push(e.get().as_bytes());
-        }
-        Ok(out)
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CloudWatchPayload<'a> {
-    message_type: String,
-    #[serde(default, borrow)]
-    owner: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    log_group: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    log_stream: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    log_events: Vec<LogEvent<'a>>,
-}
-
-#[derive(Deserialize)]
-struct LogEvent<'a> {
-    #[serde(borrow)]
-    id: &'a RawValue,
-    #[serde(borrow)]
-    timestamp: &'a RawValue,
-    #[serde(borrow)]
-    message: &'a RawValue,
-}
-
-/// A `DATA_MESSAGE`'s header and events, ready to render one event at a time.
-struct LogsPayload<'a> {
-    owner: &'a str,
-    log_group: &'a str,
-    log_stream: &'a str,
-    log_events: Vec<LogEvent<'a>>,
-}
-
-impl LogsPayload<'_> {
-    /// The bytes an event's JSON adds to its own three values.
-    fn header_len(&self) -> usize {
-        const FIXED: usize =
-            r#"{"owner":,"logGroup":,"logStream":,"id":,"timestamp":,"message":}"#.len();
-        FIXED + self.owner.len() + self.log_group.len() + self.log_stream.len()
-    }
-
-    /// Appends the item JSON of event `i` to `out`.
-    fn render(&self, i: usize, out: &mut String) {
-        let e = &self.log_events[i];
-        // Writing to a String cannot fail.
-        let _ = write!(
-            out,
-            r#"{{"owner":{},"logGroup":{},"logStream":{},"id":{},"timestamp":{},"message":{}}}"#,
-            self.owner,
-            self.log_group,
-            self.log_stream,
-            e.id.get(),
-            e.timestamp.get(),
-            e.message.get()
-        );
-    }
-}
-
-fn raw_or_null(v: Option<&RawValue>) -> &str {
-    v.map_or("null", RawValue::get)
-}
-
-/// A CloudWatch Logs subscription payload: `None` for a `CONTROL_MESSAGE`.
-fn cloudwatch_payload(bytes: &[u8]) -> Result<Option<LogsPayload<'_>>, SplitError> {
-    let p: CloudWatchPayload<'_> =
-        serde_json::from_slice(bytes).map_err(|error| SplitError::Json {
-            expected: "a CloudWatch Logs subscription payload",
-            error,
-        })?;
-    match p.message_type.as_str() {
-        "CONTROL_MESSAGE" => return Ok(None),
-        "DATA_MESSAGE" => {}
-        other => return Err(SplitError::MessageType(other.to_owned())),
-    }
-    Ok(Some(LogsPayload {
-        owner: raw_or_null(p.owner),
-        log_group: raw_or_null(p.log_group),
-        log_stream: raw_or_null(p.log_stream),
-        log_events: p.log_events,
-    }))
 }
 
 #[cfg(test)]

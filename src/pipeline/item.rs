@@ -1,7 +1,7 @@
 //! Items: the unit of work a handler sees.
 //!
 //! A daemon record becomes one or more items (the record splitter decides how many; see
-//! [`crate::split`]). Each item remembers which delivered record it came from
+//! [`crate::pipeline::split`]). Each item remembers which delivered record it came from
 //! ([`RecordId`]), so that its completion can be credited to the checkpoint tracker, and
 //! carries its place in the record as `user_sub` / `user_total`.
 //!
@@ -29,8 +29,8 @@ use base64::Engine;
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 
-use crate::checkpoint::RecordId;
-use crate::protocol::message::LineBuf;
+use crate::codec::LineBuf;
+use crate::protocol::tracker::RecordId;
 
 /// The standard base64 engine (alphabet `+/`, padded), as the daemon's Jackson uses.
 pub const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

@@ -32,14 +32,6 @@ pub enum TrackerError {
     /// More completions than the record had items.
     #[error("record #{0} completed more items than it produced")]
     OverCompleted(u64),
-    /// A batch numbered its records from another id than the next one.
-    #[error("a batch numbered its records from #{got}, but the next record is #{expected}")]
-    Misnumbered {
-        /// The tracker's next id.
-        expected: u64,
-        /// The batch's first id.
-        got: u64,
-    },
 }
 
 #[derive(Debug)]

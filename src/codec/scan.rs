@@ -16,9 +16,10 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use crate::protocol::message::{
-    fast_record_from, fast_record_spans, is_base64, RecordSpans, RecordText,
-};
+use super::bytes::{printable_ascii, quote_or_backslash};
+use super::decode::top_level_field;
+use super::parser::{fast_record_from, fast_record_spans, is_base64, RecordSpans};
+use super::record::RecordText;
 
 /// Where the parts of a `processRecords` line are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,21 +305,11 @@ fn top_level<'a>(
                 s.skip_value()?;
                 let value = &line[start..s.i];
                 // Unused values are still validated, so the scan accepts no line that the
-                // full decoder would reject.
-                // Typed like the full decoder's fields, or it would reject what this accepts.
-                match other {
-                    b"millisBehindLatest" => {
-                        millis = serde_json::from_slice::<Option<i64>>(value).ok()?;
-                    }
-                    b"subSequenceNumber" => {
-                        serde_json::from_slice::<Option<i64>>(value).ok()?;
-                    }
-                    b"shardId" | b"sequenceNumber" | b"reason" | b"error" => {
-                        serde_json::from_slice::<Option<String>>(value).ok()?;
-                    }
-                    _ => {
-                        serde_json::from_slice::<serde::de::IgnoredAny>(value).ok()?;
-                    }
+                // full decoder would reject: each is decoded as the decoder's field of the
+                // same name (the one field table, `RawDaemonMessage`).
+                let field = top_level_field(other, value)?;
+                if other == b"millisBehindLatest" {
+                    millis = field.millis_behind_latest;
                 }
             }
         }
@@ -555,66 +546,6 @@ enum Stop {
     ArrayEnd,
     /// At the requested element start.
     At,
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
-/// Flags (high bit) the bytes of `w` that are zero; the lowest flag is exact (higher
-/// ones may be false positives, which the callers never look at).
-#[inline]
-fn zero_bytes(w: u64) -> u64 {
-    w.wrapping_sub(ONES) & !w & HIGH
-}
-
-/// Flags the bytes of `w` equal to `c` (lowest flag exact).
-#[inline]
-fn bytes_equal(w: u64, c: u8) -> u64 {
-    zero_bytes(w ^ (ONES * u64::from(c)))
-}
-
-/// The index of the first byte of `b` that `special` flags (in 8-byte words, `special`
-/// marking bytes by their high bit, lowest flag exact), checking the tail with `slow`.
-#[inline]
-fn find_first(b: &[u8], special: impl Fn(u64) -> u64, slow: impl Fn(u8) -> bool) -> usize {
-    let mut at = 0;
-    while let Some(word) = b.get(at..).and_then(<[u8]>::first_chunk::<8>) {
-        let w = u64::from_le_bytes(*word);
-        let m = special(w);
-        if m != 0 {
-            return at + (m.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    at + b[at..]
-        .iter()
-        .position(|&c| slow(c))
-        .unwrap_or(b.len() - at)
-}
-
-/// The index of the first `"` or `\\` in `b`, if any. Most strings here are short
-/// (keys, partition keys, sequence numbers), where a `memchr2` call costs more than the
-/// search: the first 64 bytes are searched 8 at a time with bit tricks, and only a
-/// longer string (a payload) is handed to `memchr2`, which is faster on long ones.
-pub(crate) fn quote_or_backslash(b: &[u8]) -> Option<usize> {
-    let head = b.len().min(64);
-    let at = find_first(
-        &b[..head],
-        |w| bytes_equal(w, b'"') | bytes_equal(w, b'\\'),
-        |c| c == b'"' || c == b'\\',
-    );
-    if at < head {
-        return Some(at);
-    }
-    memchr::memchr2(b'"', b'\\', &b[head..]).map(|p| head + p)
-}
-
-/// True when every byte of `b` is printable ASCII (0x20..=0x7e). No early exit, so the
-/// compiler can compare many bytes at a time.
-pub(crate) fn printable_ascii(b: &[u8]) -> bool {
-    b.iter()
-        .fold(0u8, |acc, &c| acc | u8::from(c.wrapping_sub(0x20) >= 0x5f))
-        == 0
 }
 
 /// The index of the first byte of `b` that is a quote, a backslash, or not printable

@@ -1,0 +1,308 @@
+//! Several leases on one runtime, in one process: each lease a protocol session on its own
+//! streams, all of them on the same worker pool. Their items interleave on the same
+//! workers, each lease's checkpoints cover only its own processed items (a daemon model
+//! checks every request), and `leaseLost` on one lease leaves the others running to
+//! their final checkpoint.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rsmld::codec::message::{Base64Text, DaemonMessage, ProcessorMessage, Record};
+use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
+use rsmld::pipeline::item::Item;
+use rsmld::pipeline::split::{SplitMode, Splitter};
+use rsmld::pool::PoolConfig;
+use rsmld::protocol::sequence::{Esn, SequenceNumber};
+use rsmld::protocol::session::SessionConfig;
+use rsmld::runtime::{Runtime, RuntimeConfig};
+use rsmld::telemetry::{LeaseId, NullSink};
+
+const WORKERS: usize = 2;
+const BATCHES: u64 = 8;
+const RECORDS: u64 = 40;
+/// The batch after which the lost lease gets `leaseLost` (and the others wait for it).
+const LOST_AFTER: u64 = 3;
+
+/// What the handlers did: per lease (shard), the positions of the items processed; and
+/// per worker, the leases whose batches it ran.
+#[derive(Default)]
+struct Journal {
+    done: HashMap<String, HashSet<Esn>>,
+    leases_on_worker: HashMap<usize, HashSet<String>>,
+}
+
+/// The journal, even after a failed assertion elsewhere (which must fail the test, not
+/// every handler after it).
+fn lock(journal: &Mutex<Journal>) -> MutexGuard<'_, Journal> {
+    journal.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Recorder {
+    journal: Arc<Mutex<Journal>>,
+    worker: usize,
+}
+
+impl Handler for Recorder {
+    fn process(&mut self, lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
+        // Slow enough that leases have work queued on the workers at the same time.
+        std::thread::sleep(Duration::from_millis(1));
+        let mut j = lock(&self.journal);
+        let shard = lease.shard.to_string();
+        j.leases_on_worker
+            .entry(self.worker)
+            .or_default()
+            .insert(shard.clone());
+        let done = j.done.entry(shard).or_default();
+        for item in items {
+            done.insert(Esn::new(
+                SequenceNumber::parse(item.sequence_number).unwrap(),
+                item.sub_sequence_number,
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct Factory(Arc<Mutex<Journal>>);
+
+impl HandlerFactory for Factory {
+    fn create(&self, ctx: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
+        Ok(Box::new(Recorder {
+            journal: self.0.clone(),
+            worker: ctx.worker,
+        }))
+    }
+}
+
+fn seq(i: u64) -> String {
+    format!("{}", 49_000_000_000_000_000_000u128 + u128::from(i))
+}
+
+fn record(i: u64) -> Record {
+    Record {
+        data: Some(Base64Text::from("aGk=")),
+        partition_key: format!("key-{}", i % 17),
+        sequence_number: SequenceNumber::parse(&seq(i)).unwrap(),
+        sub_sequence_number: Some(0),
+        approximate_arrival_timestamp: Some(0),
+    }
+}
+
+/// The daemon's side of one lease: sends lines, answers checkpoint requests (checking
+/// each against what the handlers finished for this lease), and says what was stored.
+struct Daemon {
+    shard: String,
+    out: UnixStream,
+    input: BufReader<UnixStream>,
+    journal: Arc<Mutex<Journal>>,
+    /// Delivered records, in order.
+    delivered: Vec<Esn>,
+    /// Every checkpoint stored, in order.
+    stored: Vec<Esn>,
+}
+
+impl Daemon {
+    fn send(&mut self, msg: &DaemonMessage) {
+        let mut line = rsmld::json::to_ascii_vec(msg).unwrap();
+        line.push(b'\n');
+        self.out.write_all(&line).unwrap();
+    }
+
+    /// Sends an action and answers checkpoint requests until its status.
+    fn action(&mut self, msg: &DaemonMessage) {
+        self.send(msg);
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.input.read_line(&mut line).unwrap() > 0,
+                "{}: stream closed before the status of {}",
+                self.shard,
+                msg.action()
+            );
+            match ProcessorMessage::decode(line.trim_end().as_bytes()).unwrap() {
+                ProcessorMessage::Status { response_for } => {
+                    assert_eq!(response_for, msg.action(), "{}", self.shard);
+                    return;
+                }
+                ProcessorMessage::Checkpoint {
+                    sequence_number,
+                    sub_sequence_number,
+                } => {
+                    let at = Esn::new(
+                        sequence_number.clone().expect("no SHARD_END in this test"),
+                        sub_sequence_number.unwrap(),
+                    );
+                    self.check_checkpoint(&at);
+                    self.stored.push(at);
+                    self.send(&DaemonMessage::Checkpoint {
+                        sequence_number: sequence_number.map(|s| s.as_str().to_owned()),
+                        sub_sequence_number,
+                        error: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// At-least-once, per lease: a checkpoint is a delivered position of this lease, never
+    /// behind the last one, and every record up to it was processed by a handler *as an
+    /// item of this lease*.
+    fn check_checkpoint(&self, at: &Esn) {
+        assert!(
+            self.delivered.contains(at),
+            "{}: {at} never delivered",
+            self.shard
+        );
+        if let Some(last) = self.stored.last() {
+            assert!(at >= last, "{}: checkpoint {at} behind {last}", self.shard);
+        }
+        let missing = {
+            let j = lock(&self.journal);
+            let done = j.done.get(&self.shard);
+            self.delivered
+                .iter()
+                .filter(|e| *e <= at)
+                .find(|e| !done.is_some_and(|d| d.contains(*e)))
+                .cloned()
+        };
+        if let Some(esn) = missing {
+            panic!(
+                "{}: checkpoint {at} passes {esn}, which no handler finished for this lease",
+                self.shard
+            );
+        }
+    }
+
+    fn batch(&mut self, b: u64) {
+        let records: Vec<Record> = (b * RECORDS..(b + 1) * RECORDS).map(record).collect();
+        self.delivered.extend(records.iter().map(Record::esn));
+        self.action(&DaemonMessage::ProcessRecords {
+            records,
+            millis_behind_latest: Some(0),
+        });
+    }
+}
+
+#[test]
+fn leases_share_one_runtime_and_a_lost_lease_leaves_the_others_alone() {
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let config = RuntimeConfig {
+        session: SessionConfig {
+            checkpoint_interval: Duration::ZERO,
+            max_in_flight: 30,
+            ..SessionConfig::default()
+        },
+        pool: PoolConfig {
+            workers: WORKERS,
+            max_batch: 8,
+            ..PoolConfig::default()
+        },
+        splitter: Splitter::new(SplitMode::None),
+        handlers: Arc::new(Factory(journal.clone())),
+        shutdown_timeout: Duration::from_secs(10),
+        max_line_bytes: 1 << 20,
+    };
+    let rt = Runtime::start(config, Arc::new(NullSink)).unwrap();
+    let shards = [
+        "shardId-000000000000",
+        "shardId-000000000001",
+        "shardId-000000000002",
+    ];
+    let lost = shards[2];
+    // Every lease stops after batch LOST_AFTER until the lost lease has its status (a
+    // channel with a timeout, not a barrier: a failing lease must fail the test, not hang it).
+    let (lost_tx, lost_rx) = mpsc::channel::<()>();
+    let lost_rx = Mutex::new(lost_rx);
+    let waiters = shards.len() - 1;
+    let results: Vec<(String, Vec<Esn>, Vec<Esn>)> = std::thread::scope(|s| {
+        let mut daemons = Vec::new();
+        for shard in shards {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let rt = &rt;
+            let input = theirs.try_clone().unwrap();
+            s.spawn(move || {
+                let stats = rt.run_lease(input, theirs).expect("lease fails");
+                assert!(stats.records > 0);
+            });
+            let (journal, lost_tx, lost_rx) = (journal.clone(), lost_tx.clone(), &lost_rx);
+            daemons.push(s.spawn(move || {
+                let mut d = Daemon {
+                    shard: shard.to_owned(),
+                    input: BufReader::new(ours.try_clone().unwrap()),
+                    out: ours,
+                    journal,
+                    delivered: Vec::new(),
+                    stored: Vec::new(),
+                };
+                d.action(&DaemonMessage::Initialize {
+                    shard_id: shard.to_owned(),
+                    sequence_number: Some(SequenceNumber::parse("TRIM_HORIZON").unwrap()),
+                    sub_sequence_number: Some(0),
+                });
+                for b in 0..BATCHES {
+                    d.batch(b);
+                    if b == LOST_AFTER {
+                        if shard == lost {
+                            let stored = d.stored.len();
+                            d.action(&DaemonMessage::LeaseLost);
+                            assert_eq!(d.stored.len(), stored, "checkpoint after leaseLost");
+                            for _ in 0..waiters {
+                                lost_tx.send(()).unwrap();
+                            }
+                            break;
+                        }
+                        let got = lost_rx
+                            .lock()
+                            .unwrap()
+                            .recv_timeout(Duration::from_secs(60));
+                        got.expect("the lost lease never got its status");
+                    }
+                }
+                if shard != lost {
+                    d.action(&DaemonMessage::ShutdownRequested);
+                    d.action(&DaemonMessage::LeaseLost);
+                }
+                d.out.shutdown(std::net::Shutdown::Write).unwrap();
+                // The lease ends on EOF: nothing more comes.
+                let mut rest = String::new();
+                assert_eq!(d.input.read_line(&mut rest).unwrap(), 0, "{shard}: {rest}");
+                (d.shard, d.delivered, d.stored)
+            }));
+        }
+        daemons.into_iter().map(|d| d.join().unwrap()).collect()
+    });
+    for (shard, delivered, stored) in &results {
+        if shard == lost {
+            // Only what was checkpointed before the loss, all of it within its first batches.
+            assert!(stored.iter().all(|e| delivered.contains(e)));
+        } else {
+            // Untouched by the other lease's loss: every record processed, and the final
+            // checkpoint is the last record.
+            assert_eq!(
+                stored.last(),
+                delivered.last(),
+                "{shard}: final checkpoint is not the last record"
+            );
+            let j = lock(&journal);
+            let done = &j.done[shard.as_str()];
+            assert!(delivered.iter().all(|e| done.contains(e)), "{shard}");
+        }
+    }
+    {
+        let j = lock(&journal);
+        // Interleaved on the same workers: every worker ran batches of every lease that
+        // got past its first batch.
+        for w in 0..WORKERS {
+            let leases = &j.leases_on_worker[&w];
+            assert!(
+                leases.len() >= 2,
+                "worker {w} ran only {leases:?}: leases do not share workers"
+            );
+        }
+    }
+    rt.shutdown().unwrap();
+}
