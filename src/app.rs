@@ -243,10 +243,12 @@ impl ChildPrefix {
 
 impl Sink for ChildPrefix {
     fn emit(&self, lease: Option<&LeaseId>, event: &Event) {
-        if let Some(lease) = lease {
-            let _ = self.0.set(lease.to_string());
-        } else if let Event::LeaseStarted { shard, .. } = event {
-            let _ = self.0.set(shard.clone());
+        if self.0.get().is_none() {
+            if let Some(lease) = lease {
+                let _ = self.0.set(lease.to_string());
+            } else if let Event::LeaseStarted { shard, .. } = event {
+                let _ = self.0.set(shard.clone());
+            }
         }
         LogSink.emit(lease, event);
     }
