@@ -24,9 +24,8 @@ fn bytes_equal(w: u64, c: u8) -> u64 {
 #[inline]
 fn find_first(b: &[u8], special: impl Fn(u64) -> u64, slow: impl Fn(u8) -> bool) -> usize {
     let mut at = 0;
-    while let Some(word) = b.get(at..at + 8) {
-        // Invariant: `get(at..at + 8)` returned 8 bytes.
-        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+    while let Some(word) = b.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*word);
         let m = special(w);
         if m != 0 {
             return at + (m.trailing_zeros() / 8) as usize;

@@ -115,6 +115,7 @@ impl Base64Text {
     }
 
     /// The text.
+    #[expect(clippy::expect_used, reason = "the shared range was decoded as UTF-8")]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             TextRepr::Owned(s) => s,

@@ -205,6 +205,7 @@ impl ProcessorMessage {
     }
 
     /// Encodes the message as one compact ASCII JSON line, without the newline.
+    #[expect(clippy::expect_used, reason = "messages serialize infallibly")]
     pub fn encode(&self) -> Vec<u8> {
         // Invariant: these types serialize infallibly (strings, integers, null).
         crate::json::to_ascii_vec(self).expect("processor messages always serialize")
