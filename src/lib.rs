@@ -51,6 +51,7 @@ pub mod handler;
 pub mod item;
 pub mod json;
 pub mod kpl;
+pub mod metrics;
 pub mod pool;
 pub mod process;
 pub mod protocol;

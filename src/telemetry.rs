@@ -185,6 +185,23 @@ pub enum Event {
         /// How long.
         waited: Duration,
     },
+    /// Records of a batch were delivered to the tracker (a batch may come in parts).
+    RecordsDelivered {
+        /// Records in this part.
+        records: usize,
+        /// Their items.
+        items: usize,
+        /// How far behind the tip of the shard, as the daemon said.
+        millis_behind_latest: Option<i64>,
+    },
+    /// The lease's unfinished work after it changed (a delivery, a completion): what the
+    /// in-flight bounds count. Metrics show it as gauges.
+    InFlight {
+        /// Items delivered and not yet completed.
+        items: usize,
+        /// Bytes the unfinished records keep alive (lines and item memory).
+        bytes: usize,
+    },
 }
 
 /// Consumes events. Called from the lease loop, the workers and the handlers, so it must
@@ -269,7 +286,19 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
                 millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
             ),
         ),
+        Event::RecordsDelivered {
+            records,
+            items,
+            millis_behind_latest,
+        } => (
+            Debug,
+            format!(
+                "processRecords: {records} records, {items} items, {} ms behind",
+                millis_behind_latest.map_or("?".to_owned(), |m| m.to_string())
+            ),
+        ),
         Event::AcknowledgedAhead { .. }
+        | Event::InFlight { .. }
         | Event::ItemsCompleted { .. }
         | Event::BatchHandled { .. }
         | Event::Backpressure { .. } => return None,
