@@ -220,6 +220,7 @@ impl Files {
 mod tests {
     use super::*;
     use crate::telemetry::{Event, LeaseEnd, Sink};
+    use std::process::{Command, Stdio};
     use std::time::Instant;
 
     fn started(sink: &MetricsSink, id: &LeaseId) {
@@ -348,5 +349,147 @@ mod tests {
         files.tick(&sink);
         assert_eq!(files.last_error, None);
         assert!(dir.path().join(file_name(&a)).is_file());
+    }
+
+    /// node_exporter, unpacked by scripts/install-node-exporter.sh.
+    fn node_exporter() -> Option<PathBuf> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let state = std::env::var_os("RSMLD_STATE").map_or(root.join(".state"), PathBuf::from);
+        let bin = state.join("node-exporter/prometheus-node-exporter");
+        if bin.exists() {
+            return Some(bin);
+        }
+        let message = format!(
+            "{} not found: run scripts/install-node-exporter.sh (this test has its textfile \
+             collector read the metrics files)",
+            bin.display()
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("skipping: {message}");
+        None
+    }
+
+    /// Kills and reaps the child it holds when dropped (a failing test leaves none).
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `GET /metrics` of 127.0.0.1:`port`: the body, or `None` while nothing answers.
+    fn get_metrics(port: u16) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        // HTTP/1.0: the body is not chunked and ends with the connection.
+        (head.split(' ').nth(1) == Some("200")).then(|| body.to_owned())
+    }
+
+    #[test]
+    fn node_exporters_textfile_collector_reads_the_files() {
+        let Some(bin) = node_exporter() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(MetricsSink::new().unwrap());
+        let leases = [
+            LeaseId::new("orders", "shardId-000000000000"),
+            LeaseId::new("orders", "shardId-000000000001"),
+        ];
+        for (n, lease) in leases.iter().enumerate() {
+            started(&sink, lease);
+            sink.emit(
+                Some(lease),
+                &Event::BatchReceived {
+                    records: 10 * (n + 1),
+                    bytes: 1000,
+                    millis_behind_latest: Some(42),
+                },
+            );
+            sink.emit(
+                Some(lease),
+                &Event::BatchHandled {
+                    worker: 0,
+                    items: 10,
+                    duration: Duration::from_millis(2),
+                },
+            );
+            sink.emit(
+                Some(lease),
+                &Event::CheckpointStored {
+                    position: "1/0".into(),
+                },
+            );
+        }
+        let writer = start(dir.path(), Duration::from_millis(50), sink.clone()).unwrap();
+        wait_for("the files", || {
+            std::fs::read_dir(dir.path()).unwrap().count() == 2
+        });
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let _exporter = Reaped(
+            Command::new(bin)
+                .arg("--collector.disable-defaults")
+                .arg("--collector.textfile")
+                .arg(format!(
+                    "--collector.textfile.directory={}",
+                    dir.path().display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let body = loop {
+            if let Some(body) = get_metrics(port) {
+                break body;
+            }
+            assert!(Instant::now() < deadline, "node_exporter never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            body.contains("node_textfile_scrape_error 0"),
+            "node_exporter could not read the files:\n{body}"
+        );
+        assert!(
+            body.contains("# TYPE rsmld_records_total counter"),
+            "{body}"
+        );
+        assert!(body.contains("# TYPE rsmld_handler_batch_duration_seconds histogram"));
+        for (n, lease) in leases.iter().enumerate() {
+            let line = format!(
+                r#"rsmld_records_total{{application="orders",shard="{}"}} {}"#,
+                lease.shard,
+                10 * (n + 1)
+            );
+            assert!(body.contains(&line), "{line} missing from:\n{body}");
+        }
+        // An ended lease's file is gone from the next collection.
+        sink.emit(
+            Some(&leases[0]),
+            &Event::LeaseEnded {
+                end: LeaseEnd::ShardEnded,
+            },
+        );
+        wait_for("the file to go", || {
+            std::fs::read_dir(dir.path()).unwrap().count() == 1
+        });
+        let body = get_metrics(port).unwrap();
+        assert!(body.contains("node_textfile_scrape_error 0"), "{body}");
+        assert!(!body.contains(r#"shard="shardId-000000000000""#), "{body}");
+        assert!(body.contains(r#"shard="shardId-000000000001""#), "{body}");
+        writer.stop();
     }
 }
