@@ -57,6 +57,10 @@ impl Drop for DirWriter {
 
 /// Starts writing the metrics files of `sink`'s leases into `dir` (which must exist) every
 /// `interval`, beginning now, on a thread of its own.
+///
+/// Like [`MetricsSink::scrape`] it removes the series of ended leases, so a sink has one
+/// of the two: this writer (child mode) or a scraped endpoint (a server). Each file is
+/// rendered from the whole registry, which is cheap for the one lease of a child.
 pub fn start(
     dir: &Path,
     interval: Duration,

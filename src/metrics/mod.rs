@@ -18,9 +18,10 @@
 //! and which the textfile collector reads as untyped.)
 //!
 //! Cheap on the hot path: `emit` is called per batch from the lease loop and from every
-//! worker. Each lease's series are resolved once, when it starts, into atomic handles held
-//! by an `Arc`; an event costs a read lock on one of a few lease-map shards (no writer but
-//! lease start and end) and a few atomic adds. Nothing allocates per event.
+//! worker. Each lease's series are resolved once, when it starts, into atomic handles; an
+//! event costs a hash of its lease, a read lock on one of a few lease-map shards (whose
+//! only writers are lease start and end) and a few atomic adds. Nothing allocates per
+//! event.
 //!
 //! Bounded: a lease's series exist from its `LeaseStarted` to its end. After
 //! `LeaseEnded` they stay for one more [`scrape`](MetricsSink::scrape) (so its final
@@ -35,7 +36,7 @@ pub mod dir;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
@@ -397,7 +398,7 @@ fn end_name(end: LeaseEnd) -> &'static str {
 
 /// A lease in the map: its handles, and when it ended (`None`: live).
 struct Entry {
-    metrics: Arc<LeaseMetrics>,
+    metrics: LeaseMetrics,
     ended: Option<Instant>,
 }
 
@@ -438,12 +439,14 @@ impl MetricsSink {
         &self.leases[(h.finish() as usize) % SHARDS]
     }
 
-    fn get(&self, id: &LeaseId) -> Option<Arc<LeaseMetrics>> {
+    /// Runs `f` on the lease's handles, under the read lock of its shard (no clone of an
+    /// `Arc` whose count every thread would write); `None` if the lease has no series.
+    fn with_lease<R>(&self, id: &LeaseId, f: impl FnOnce(&LeaseMetrics) -> R) -> Option<R> {
         let map = self
             .shard(id)
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        map.get(id).map(|e| Arc::clone(&e.metrics))
+        map.get(id).map(|e| f(&e.metrics))
     }
 
     /// A lease starts: fresh series (a previous, ended lease of the same id is removed
@@ -458,7 +461,7 @@ impl MetricsSink {
             Some(_) => self.families.remove(id),
             None => {}
         }
-        let metrics = Arc::new(self.families.lease(id));
+        let metrics = self.families.lease(id);
         map.insert(
             id.clone(),
             Entry {
@@ -554,7 +557,7 @@ impl MetricsSink {
     /// One lease's series only (no process series: node_exporter rejects a series that two
     /// files of its directory both hold); `None` if the lease has none.
     pub fn render_lease(&self, lease: &LeaseId) -> Result<Option<String>, MetricsError> {
-        if self.get(lease).is_none() {
+        if self.with_lease(lease, |_| ()).is_none() {
             return Ok(None);
         }
         let mut families = self.registry.gather();
@@ -604,11 +607,10 @@ impl Sink for MetricsSink {
         if let Event::LeaseStarted { .. } = event {
             self.start(id);
         }
-        let Some(metrics) = self.get(id) else {
+        if self.with_lease(id, |m| m.record(event)).is_none() {
             self.unattributed(event);
             return;
-        };
-        metrics.record(event);
+        }
         if let Event::LeaseEnded { end, .. } = event {
             self.end(id, *end);
         }

@@ -2,6 +2,7 @@ use super::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 fn sink() -> MetricsSink {
     MetricsSink::new().unwrap()
@@ -306,6 +307,9 @@ fn the_prometheus_python_client_reads_a_scrape_of_two_leases() {
             final_for_lease: false,
         },
     );
+    // Label values are escaped: an application name with a quote, a backslash, a newline.
+    let odd = LeaseId::new("we\"ird\\app\n", "shardId-000000000002");
+    feed_lease(&s, &odd, 1, 9);
     let text = s.scrape().unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/prom_parse.py");
     let mut child = Command::new(&python)
@@ -344,7 +348,7 @@ fn the_prometheus_python_client_reads_a_scrape_of_two_leases() {
             .as_f64()
             .unwrap()
     };
-    for (lease, batches, lag) in [(&a, 4.0, 503.0), (&b, 2.0, 71.0)] {
+    for (lease, batches, lag) in [(&a, 4.0, 503.0), (&b, 2.0, 71.0), (&odd, 1.0, 9.0)] {
         assert_eq!(family("rsmld_records")["type"], "counter");
         assert_eq!(
             value("rsmld_records", "rsmld_records_total", lease, &[]),
@@ -424,7 +428,7 @@ fn the_prometheus_python_client_reads_a_scrape_of_two_leases() {
         1.0
     );
     let attached = &family("rsmld_leases_attached")["samples"][0]["value"];
-    assert_eq!(attached.as_f64(), Some(2.0));
+    assert_eq!(attached.as_f64(), Some(3.0));
 }
 
 /// Every `rsmld_*` name in the dashboard's queries (`expr`, variable queries).
