@@ -228,7 +228,7 @@ mod tests {
     use std::time::Instant;
 
     fn started(sink: &MetricsSink, id: &LeaseId) {
-        sink.emit(Some(id), &Event::LeaseStarted { checkpoint: None });
+        sink.emit(Some(id), &crate::metrics::tests::lease_started());
     }
 
     /// Waits (generously) until `cond` holds; fails the test if it never does.

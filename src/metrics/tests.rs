@@ -8,6 +8,21 @@ fn sink() -> MetricsSink {
     MetricsSink::new().unwrap()
 }
 
+/// `LeaseStarted` (the events whose fields the restructuring changes are made here only).
+pub(super) fn lease_started() -> Event {
+    Event::LeaseStarted { checkpoint: None }
+}
+
+/// A checkpoint answered with the daemon's `error`.
+fn checkpoint_failed(error: &str) -> Event {
+    Event::CheckpointFailed {
+        position: "9/0".into(),
+        error: error.into(),
+        retry_in: Some(Duration::from_millis(100)),
+        final_for_lease: false,
+    }
+}
+
 fn batch(records: usize, bytes: usize, lag: i64) -> Event {
     Event::BatchReceived {
         records,
@@ -40,7 +55,7 @@ fn exposed_names(text: &str) -> BTreeSet<String> {
 /// throttled checkpoint, one retried failure, one dead letter, a broken KPL aggregate.
 fn feed_lease(sink: &MetricsSink, lease: &LeaseId, batches: usize, lag: i64) {
     let e = |event: Event| sink.emit(Some(lease), &event);
-    e(Event::LeaseStarted { checkpoint: None });
+    e(lease_started());
     e(Event::WorkersStarted {
         workers: 2,
         max_in_flight: 1000,
@@ -70,12 +85,7 @@ fn feed_lease(sink: &MetricsSink, lease: &LeaseId, batches: usize, lag: i64) {
             position: format!("{i}/0"),
         });
     }
-    e(Event::CheckpointFailed {
-        position: "9/0".into(),
-        error: "ThrottlingException".into(),
-        retry_in: Some(Duration::from_millis(100)),
-        final_for_lease: false,
-    });
+    e(checkpoint_failed("ThrottlingException"));
     e(Event::ItemsFailed {
         worker: 1,
         items: 2,
@@ -227,7 +237,7 @@ fn an_ended_lease_is_in_one_more_scrape_then_gone() {
     assert!(!late.contains("shardId-1"));
     assert!(late.contains(r#"rsmld_unattributed_events_total{event="ItemsCompleted"} 1"#));
     // The same shard leased again starts from zero.
-    s.emit(Some(&a), &Event::LeaseStarted { checkpoint: None });
+    s.emit(Some(&a), &lease_started());
     let again = samples(&s.render().unwrap());
     assert_eq!(
         again[r#"rsmld_records_total{application="app",shard="shardId-1"}"#],
@@ -246,7 +256,7 @@ fn a_lease_leased_again_before_its_removal_starts_from_zero() {
             end: LeaseEnd::LeaseLost,
         },
     );
-    s.emit(Some(&a), &Event::LeaseStarted { checkpoint: None });
+    s.emit(Some(&a), &lease_started());
     let got = samples(&s.render().unwrap());
     assert_eq!(
         got[r#"rsmld_records_total{application="",shard="shardId-1"}"#],
@@ -298,15 +308,7 @@ fn the_prometheus_python_client_reads_a_scrape_of_two_leases() {
     let b = LeaseId::new("orders", "shardId-000000000001");
     feed_lease(&s, &a, 4, 500);
     feed_lease(&s, &b, 2, 70);
-    s.emit(
-        Some(&b),
-        &Event::CheckpointFailed {
-            position: "3/0".into(),
-            error: "Weird \"quoted\"\nerror".into(),
-            retry_in: None,
-            final_for_lease: false,
-        },
-    );
+    s.emit(Some(&b), &checkpoint_failed("Weird \"quoted\"\nerror"));
     // Label values are escaped: an application name with a quote, a backslash, a newline.
     let odd = LeaseId::new("we\"ird\\app\n", "shardId-000000000002");
     feed_lease(&s, &odd, 1, 9);
@@ -513,7 +515,7 @@ fn emit_is_cheap_and_exact_from_many_threads() {
         .map(|i| LeaseId::new("app", &format!("shardId-{i}")))
         .collect();
     for l in &leases {
-        s.emit(Some(l), &Event::LeaseStarted { checkpoint: None });
+        s.emit(Some(l), &lease_started());
     }
     let per_thread = 200_000u64;
     let threads = 4;
