@@ -48,6 +48,9 @@ use prometheus::{
 
 use crate::telemetry::{Event, LeaseEnd, LeaseId, Sink};
 
+/// The `Content-Type` of [`MetricsSink::scrape`]'s text (the classic format, 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
 /// How long the series of an ended lease stay when nobody scrapes.
 pub const ENDED_LINGER: Duration = Duration::from_secs(300);
 

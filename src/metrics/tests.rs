@@ -149,6 +149,7 @@ fn every_required_metric_is_exposed_with_a_shard_label() {
         "{text}"
     );
     assert!(!text.contains("# EOF"));
+    assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4");
 }
 
 #[test]
