@@ -83,6 +83,7 @@ pub mod handler;
 pub mod json;
 pub mod kpl;
 pub mod lease;
+pub mod metrics;
 pub mod pipeline;
 pub mod pool;
 pub mod process;

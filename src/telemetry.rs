@@ -223,6 +223,14 @@ pub enum Event {
         /// The delay before it.
         delay: Duration,
     },
+    /// The lease's unfinished work after it changed (a delivery, a completion): what the
+    /// in-flight bounds count. Metrics show it as gauges.
+    InFlight {
+        /// Items delivered and not yet completed.
+        items: usize,
+        /// Bytes the unfinished records keep alive (lines and item memory).
+        bytes: usize,
+    },
 }
 
 /// What follows a failed checkpoint.
@@ -379,6 +387,7 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
             ),
         },
         Event::AcknowledgedAhead { .. }
+        | Event::InFlight { .. }
         | Event::ItemsCompleted { .. }
         | Event::BatchHandled { .. }
         | Event::Backpressure { .. } => return None,
