@@ -44,14 +44,18 @@
 //! The layers, each importing only those below it (no cycles):
 //!
 //! ```text
-//! app, config, check             the program, the command line
+//! app                            the program: child mode, subcommands, exit codes
+//! cli                            flags and properties → config; the handler registry; check
 //! runtime, lease                 what leases share; one lease's select loop
 //! pool                           workers, batching, failure policy, dead letters, watchdog
 //! handler                        the Handler trait and the built-in handlers
+//! process                        the exec children's guard, reaper and tags
 //! pipeline                       item, split/, mapper, partition
 //! codec                          reader, payload views, decode, parser, scan, writer
 //! protocol                       message, sequence, order, tracker, budget, session (pure)
+//! metrics                        a telemetry sink: Prometheus text, metrics files
 //! telemetry, json, kpl, sys      leaves
+//! testkit (feature)              the daemon model, encoders, transcript players (tests, tools)
 //! ```
 //!
 //! - The **lease** is the only code that touches its protocol streams. It never writes
