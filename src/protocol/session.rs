@@ -393,6 +393,8 @@ pub struct Session {
     outputs: std::collections::VecDeque<Output>,
     rng: u64,
     stats: Stats,
+    /// Since when the current `processRecords` has waited for the in-flight bounds.
+    capacity_wait: Option<Instant>,
 }
 
 /// Counters for logs and tests.
@@ -431,6 +433,7 @@ impl Session {
             outputs: Default::default(),
             rng,
             stats: Stats::default(),
+            capacity_wait: None,
         }
     }
 
@@ -452,6 +455,13 @@ impl Session {
     /// The checkpoint tracker (read-only).
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// Bytes the unfinished records keep alive: their lines and their items' memory (what
+    /// `max_in_flight_bytes` bounds). Sums the pins of the lines in flight (a few).
+    pub fn in_flight_bytes(&self) -> usize {
+        let oldest = self.tracker.oldest_unfinished();
+        self.pinned.bytes_excluding(oldest, None) + self.part_pins.bytes_excluding(oldest, None)
     }
 
     /// Counters.
@@ -871,8 +881,14 @@ impl Session {
                     if self.tracker.in_flight() > self.config.max_in_flight
                         || self.older_pinned_bytes() > self.config.max_in_flight_bytes
                     {
+                        self.capacity_wait.get_or_insert(now);
                         self.request_flush();
                         return Ok(());
+                    }
+                    if let Some(since) = self.capacity_wait.take() {
+                        self.emit(Event::Backpressure {
+                            waited: now.saturating_duration_since(since),
+                        });
                     }
                     match self.periodic_target(now) {
                         Some(target) => Step::SendCheckpoint { target, attempt: 0 },
