@@ -292,10 +292,7 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// A retry (number, delay) as `{"number": n, "delay": seconds}`, or null.
-fn retry_secs<S: serde::Serializer>(
-    r: &Option<(u32, Duration)>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn retry_secs<S: serde::Serializer>(r: &Option<(u32, Duration)>, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     match r {
         None => s.serialize_none(),
@@ -605,5 +602,137 @@ mod tests {
             ))
         );
         assert_eq!(log_line(&Event::ItemsCompleted { items: 1 }), None);
+    }
+
+    /// The hot path's shortcut says "quiet" exactly for the events whose line is below
+    /// info or absent, and checkpoints are per-checkpoint lines (debug).
+    #[test]
+    fn quiet_at_info_agrees_with_the_lines() {
+        let d = Duration::from_millis(5);
+        let events = [
+            Event::LeaseStarted {
+                shard: "s".into(),
+                checkpoint: None,
+            },
+            Event::WorkersStarted {
+                workers: 1,
+                max_in_flight: 1,
+                checkpoint_interval: d,
+            },
+            Event::BatchReceived {
+                records: 1,
+                bytes: 1,
+                millis_behind_latest: None,
+            },
+            Event::AcknowledgedAhead { records: 1 },
+            Event::RecordsDelivered {
+                records: 1,
+                items: 1,
+                millis_behind_latest: Some(1),
+            },
+            Event::Draining {
+                action: "shardEnded",
+                in_flight: 0,
+            },
+            Event::ItemsCompleted { items: 1 },
+            Event::DuplicateSkipped {
+                position: "1/0".into(),
+                last_delivered: "2/0".into(),
+            },
+            Event::RecordNote {
+                position: "1/0".into(),
+                note: "n".into(),
+                lost_user_records: 0,
+            },
+            Event::CheckpointRequested {
+                position: "1/0".into(),
+                attempt: 1,
+            },
+            Event::CheckpointStored {
+                position: "1/0".into(),
+            },
+            Event::CheckpointFailed {
+                position: "1/0".into(),
+                error: "e".into(),
+                next: CheckpointRetry::Stopped,
+            },
+            Event::Abandoned {
+                action: "leaseLost",
+                items: 0,
+            },
+            Event::InputClosed {
+                when: InputClosed::AfterFinalStatus,
+            },
+            Event::InputClosed {
+                when: InputClosed::BetweenActions { in_flight: 0 },
+            },
+            Event::InputClosed {
+                when: InputClosed::InAction {
+                    action: "shardEnded",
+                },
+            },
+            Event::LeaseEnded { end: LeaseEnd::Eof },
+            Event::ItemsFailed {
+                worker: 0,
+                items: 1,
+                error: "e".into(),
+                retry: Some((1, d)),
+            },
+            Event::ItemsFailed {
+                worker: 0,
+                items: 1,
+                error: "e".into(),
+                retry: None,
+            },
+            Event::DeadLettered {
+                worker: 0,
+                items: 1,
+            },
+            Event::BatchHandled {
+                worker: 0,
+                items: 1,
+                duration: d,
+            },
+            Event::ChildRestarted {
+                worker: 0,
+                reason: "r".into(),
+            },
+            Event::Backpressure { waited: d },
+            Event::RetryScheduled {
+                worker: 0,
+                items: 1,
+                error: "e".into(),
+                number: 1,
+                of: 2,
+                delay: d,
+            },
+            Event::InFlight { items: 1, bytes: 1 },
+        ];
+        for e in &events {
+            let below_info = log_line(e).is_none_or(|(level, _)| level > log::Level::Info);
+            assert_eq!(quiet_at_info(e), below_info, "{e:?}");
+        }
+        assert_eq!(
+            log_line(&Event::CheckpointStored {
+                position: "1/0".into()
+            })
+            .map(|l| l.0),
+            Some(log::Level::Debug)
+        );
+    }
+
+    #[test]
+    fn events_serialize_with_their_name_and_durations_in_seconds() {
+        let e = Event::ItemsFailed {
+            worker: 2,
+            items: 3,
+            error: "boom".into(),
+            retry: Some((1, Duration::from_millis(250))),
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"event": "ItemsFailed", "worker": 2, "items": 3,
+                "error": "boom", "retry": {"number": 1, "delay": 0.25}})
+        );
     }
 }

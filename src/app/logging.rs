@@ -137,7 +137,10 @@ impl ChildLog {
             .lease
             .get()
             .map_or((None, None), |(l, s)| (Some(l.as_str()), Some(s.as_str())));
-        obj.insert("ts".into(), rfc3339_millis(std::time::SystemTime::now()).into());
+        obj.insert(
+            "ts".into(),
+            rfc3339_millis(std::time::SystemTime::now()).into(),
+        );
         obj.insert("level".into(), level.as_str().into());
         obj.insert("lease".into(), lease.into());
         obj.insert("shard".into(), shard.into());
@@ -391,7 +394,10 @@ mod tests {
         assert!(line["ts"].as_str().unwrap().ends_with('Z'), "{line}");
         let t = std::time::UNIX_EPOCH + Duration::from_millis(1_796_156_200_123);
         assert_eq!(rfc3339_millis(t), "2026-12-01T20:56:40.123Z");
-        assert_eq!(rfc3339_millis(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(std::time::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert_eq!(log.0.progress.items.load(Ordering::Relaxed), 3);
     }
 }

@@ -148,7 +148,10 @@ fn the_metrics_file_counts_the_lease_and_goes_with_it() {
                 break samples;
             }
         }
-        assert!(Instant::now() < deadline, "the file never showed {sent} items: {text}");
+        assert!(
+            Instant::now() < deadline,
+            "the file never showed {sent} items: {text}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(value(&samples, "rsmld_records_total", &[]), sent);
@@ -158,8 +161,15 @@ fn the_metrics_file_counts_the_lease_and_goes_with_it() {
         1234.0 + (batches - 1) as f64
     );
     assert_eq!(value(&samples, "rsmld_in_flight_bytes", &[]), 0.0);
-    let stored = value(&samples, "rsmld_checkpoints_total", &[("outcome", "stored")]);
-    assert!(stored >= 1.0 && stored <= model.stored.len() as f64, "{stored}");
+    let stored = value(
+        &samples,
+        "rsmld_checkpoints_total",
+        &[("outcome", "stored")],
+    );
+    assert!(
+        stored >= 1.0 && stored <= model.stored.len() as f64,
+        "{stored}"
+    );
     assert_eq!(value(&samples, "rsmld_item_failures_total", &[]), 0.0);
     // 20 items a batch, at most 5 in flight when status goes out, 5 ms each: it waited.
     assert!(value(&samples, "rsmld_backpressure_wait_seconds_total", &[]) > 0.0);
@@ -168,8 +178,17 @@ fn the_metrics_file_counts_the_lease_and_goes_with_it() {
 
     shutdown_requested(&mut p, &mut model).unwrap();
     p.close_stdin();
-    assert_eq!(p.wait(Duration::from_secs(20)).unwrap(), 0, "{}", p.stderr());
-    assert!(prom_files(&metrics).is_empty(), "{:?}", prom_files(&metrics));
+    assert_eq!(
+        p.wait(Duration::from_secs(20)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
+    assert!(
+        prom_files(&metrics).is_empty(),
+        "{:?}",
+        prom_files(&metrics)
+    );
 }
 
 /// `--metrics-dir` must name a writable directory that exists: checked before stdin is
@@ -237,7 +256,12 @@ fn short_run(extra: &[&str], env: &[(&str, Option<&str>)], n: u64) -> (Checkpoin
     shutdown_requested(&mut p, &mut model).unwrap();
     lease_lost(&mut p, &mut model).unwrap();
     p.close_stdin();
-    assert_eq!(p.wait(Duration::from_secs(20)).unwrap(), 0, "{}", p.stderr());
+    assert_eq!(
+        p.wait(Duration::from_secs(20)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
     let stderr = p.stderr();
     (model, stderr)
 }
@@ -308,7 +332,13 @@ fn json_lines_parse_and_carry_the_shard() {
     let events: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
     assert_eq!(
         events,
-        ["LeaseStarted", "WorkersStarted", "Draining", "Abandoned", "LeaseEnded"]
+        [
+            "LeaseStarted",
+            "WorkersStarted",
+            "Draining",
+            "Abandoned",
+            "LeaseEnded"
+        ]
     );
     assert_eq!(lines[0]["checkpoint"], "TRIM_HORIZON/0");
     assert_eq!(lines[1]["workers"], 2);
@@ -368,12 +398,16 @@ fn progress_lines_report_items_lag_and_the_last_checkpoint_or_a_stall() {
     // A line from after the checkpoint (an earlier one may have come before it).
     let progress = wait_line(&mut p, &["progress: 31 items", "last checkpoint"]);
     let prefix = format!("rsmld[{SHARD7}] INFO progress: 31 items (");
-    let rest = progress.strip_prefix(&prefix).unwrap_or_else(|| panic!("{progress}"));
+    let rest = progress
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{progress}"));
     let (rate, rest) = rest.split_once("/s), ").unwrap();
     assert!(rate.parse::<f64>().unwrap() >= 0.0, "{progress}");
     let at = model.stored.last().unwrap().to_string();
     let rest = rest
-        .strip_prefix(&format!("0 in flight, 4321 ms behind, last checkpoint {at} "))
+        .strip_prefix(&format!(
+            "0 in flight, 4321 ms behind, last checkpoint {at} "
+        ))
         .unwrap_or_else(|| panic!("{progress} (last stored {at})"));
     let (age, tail) = rest.split_once(' ').unwrap();
     assert!(age.parse::<u64>().is_ok(), "{progress}");
@@ -410,7 +444,10 @@ fn progress_lines_report_items_lag_and_the_last_checkpoint_or_a_stall() {
     let prefix = format!("rsmld[{SHARD7}] WARN stalled: no item completed in ");
     assert!(stall.starts_with(&prefix), "{stall}");
     assert!(stall.contains(" items in flight ("), "{stall}");
-    assert!(stall.ends_with(", lag unknown, no checkpoint stored yet)"), "{stall}");
+    assert!(
+        stall.ends_with(", lag unknown, no checkpoint stored yet)"),
+        "{stall}"
+    );
     p.close_stdin();
     assert_eq!(p.wait(Duration::from_secs(20)).unwrap(), 0);
 }
