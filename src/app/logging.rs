@@ -63,6 +63,8 @@ impl Progress {
                 self.items.fetch_add(*items as u64, Ordering::Relaxed);
             }
             Event::InFlight { items, .. } => self.in_flight.store(*items, Ordering::Relaxed),
+            // Dropped, not stalled.
+            Event::Abandoned { .. } => self.in_flight.store(0, Ordering::Relaxed),
             Event::BatchReceived {
                 millis_behind_latest: Some(m),
                 ..
@@ -393,7 +395,7 @@ mod tests {
         assert_eq!(line["waited"], 1.5);
         assert!(line["ts"].as_str().unwrap().ends_with('Z'), "{line}");
         let t = std::time::UNIX_EPOCH + Duration::from_millis(1_796_156_200_123);
-        assert_eq!(rfc3339_millis(t), "2026-12-01T20:56:40.123Z");
+        assert_eq!(rfc3339_millis(t), "2026-12-01T20:16:40.123Z");
         assert_eq!(
             rfc3339_millis(std::time::UNIX_EPOCH),
             "1970-01-01T00:00:00.000Z"

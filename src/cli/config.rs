@@ -208,7 +208,7 @@ pub struct RunArgs {
     /// A record delivered twice in one lease: skip it (with a warning) or fail.
     #[arg(long, value_enum, default_value_t = OnDuplicate::Skip)]
     pub on_duplicate: OnDuplicate,
-    /// Write this lease's Prometheus metrics to DIR/rsmld-<shard>.prom every
+    /// Write this lease's Prometheus metrics to `DIR/rsmld-<shard>.prom` every
     /// --metrics-interval, for node_exporter's textfile collector (replaced atomically,
     /// removed when the lease ends); DIR must be a writable directory.
     #[arg(long, value_name = "DIR")]
