@@ -18,11 +18,13 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::cli::config::{CheckArgs, Cli, Command, GenerateCommand, KplCommand};
 use crate::handler::HandlerFactory;
-use crate::telemetry::{Event, LeaseId, LogSink, Sink};
+use crate::telemetry::{Fanout, Sink};
+
+mod logging;
 
 /// Exit code: rsmld's own work failed (handler, file system, checkpoint); also `rsmld check`
 /// when it found an error.
@@ -73,15 +75,15 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
     if let Some(Command::Generate { what }) = &cli.command {
         return generate(what);
     }
-    let child = ChildPrefix::default();
-    init_logging(child.clone());
+    let child = logging::ChildLog::new(cli.run.log_format);
+    logging::init(child.clone(), cli.run.log_level);
     match run(cli, handlers, &child) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Always visible, whatever RUST_LOG says: this is why the process stops. One
             // line per problem (several prerequisites can fail at once).
             for line in format!("{e}").lines() {
-                eprintln!("{} ERROR {line}", child.prefix());
+                child.print_error(line);
             }
             ExitCode::from(exit_code(&e))
         }
@@ -162,7 +164,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn run(
     cli: Cli,
     handlers: Option<Arc<dyn HandlerFactory>>,
-    child: &ChildPrefix,
+    child: &logging::ChildLog,
 ) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Kpl { command }) => {
@@ -206,8 +208,22 @@ fn run(
             }
             let protocol_out = crate::sys::guard_stdout()?;
             // Child mode: a runtime with one lease, on stdin and stdout.
-            let runtime = crate::runtime::Runtime::new(config, Arc::new(child.clone()));
+            let mut sink: Arc<dyn Sink> = Arc::new(child.clone());
+            let mut metrics_files = None;
+            if let Some(dir) = &needs.metrics_dir {
+                let metrics = Arc::new(crate::metrics::MetricsSink::new()?);
+                sink = Arc::new(Fanout(vec![sink, metrics.clone()]));
+                let interval = needs.metrics_interval;
+                metrics_files = Some(crate::metrics::dir::start(dir, interval, metrics)?);
+            }
+            let progress = child.start_progress(needs.progress_interval);
+            let runtime = crate::runtime::Runtime::new(config, sink);
             let result = runtime.run_child(std::io::stdin(), protocol_out);
+            drop(progress);
+            // The lease's file goes with it (and any file the writer wrote).
+            if let Some(writer) = metrics_files {
+                writer.stop();
+            }
             // Whatever the outcome, no handler process outlives rsmld.
             let swept = crate::process::reaper::sweep();
             if swept > 0 {
@@ -225,51 +241,4 @@ fn run(
             Ok(())
         }
     }
-}
-
-/// The log prefix of child mode, `rsmld[shardId-000000000001]`: the daemon logs every
-/// stderr line of every child at ERROR, so each of our lines says which child it is and its
-/// real level. A lease's own lines name it in their log target ([`LogSink`]); lines of the
-/// pool, the handlers and the program name the one lease of this child, learned from its
-/// first event (`-` until then). A sink, so the library keeps no process-global state.
-#[derive(Clone, Default)]
-struct ChildPrefix(Arc<OnceLock<String>>);
-
-impl ChildPrefix {
-    fn prefix(&self) -> String {
-        format!("rsmld[{}]", self.0.get().map_or("-", String::as_str))
-    }
-}
-
-impl Sink for ChildPrefix {
-    fn emit(&self, lease: Option<&LeaseId>, event: &Event) {
-        if self.0.get().is_none() {
-            if let Some(lease) = lease {
-                let _ = self.0.set(lease.to_string());
-            } else if let Event::LeaseStarted { shard, .. } = event {
-                let _ = self.0.set(shard.clone());
-            }
-        }
-        LogSink.emit(lease, event);
-    }
-}
-
-fn init_logging(child: ChildPrefix) {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(move |buf, record| {
-            let target = record.target();
-            if target.starts_with("rsmld[") {
-                writeln!(buf, "{target} {} {}", record.level(), record.args())
-            } else {
-                writeln!(
-                    buf,
-                    "{} {} {}",
-                    child.prefix(),
-                    record.level(),
-                    record.args()
-                )
-            }
-        })
-        .target(env_logger::Target::Stderr)
-        .init();
 }

@@ -50,7 +50,7 @@ use crate::protocol::session::SessionConfig;
 use crate::protocol::session::{
     Admission, Next, Output, RecordsHead, Session, SessionError, Stats,
 };
-use crate::telemetry::{Event, LeaseId, Sink};
+use crate::telemetry::{Event, InputClosed, LeaseEnd, LeaseId, Sink};
 
 // The causes are fields named `error`, not `source`: they are in the message already, and
 // a `source` would print them a second time in `{:#}` (anyhow's chain).
@@ -154,6 +154,8 @@ pub struct Lease<'rt, W: Write> {
     lines: Receiver<ReadEvent>,
     /// A reader event that arrived while a line was waiting to map its next part.
     pending: Option<ReadEvent>,
+    /// How the lease ends if its input closes after the final status (from its events).
+    end: LeaseEnd,
 }
 
 impl<'rt, W: Write> Lease<'rt, W> {
@@ -177,11 +179,20 @@ impl<'rt, W: Write> Lease<'rt, W> {
             recycle,
             lines,
             pending: None,
+            end: LeaseEnd::Eof,
         };
         let result = lease.select_loop();
         if let Some(pool) = lease.pool.take() {
             // Whatever is still queued is not covered by any checkpoint: drop it and go.
             pool.abandon();
+        }
+        if lease.lease.is_some() {
+            let end = if result.is_err() {
+                LeaseEnd::Failed
+            } else {
+                lease.end
+            };
+            lease.emit(&Event::LeaseEnded { end });
         }
         result.map(|()| lease.session.stats())
     }
@@ -480,6 +491,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
                 Instant::now(),
             )
             .map_err(|source| self.protocol_error(source))?;
+        self.emit_in_flight();
         let blocks = part.into_blocks(&duplicates);
         if blocks.is_empty() {
             return Ok(());
@@ -493,12 +505,19 @@ impl<'rt, W: Write> Lease<'rt, W> {
     /// one, once status went out) waits in `pending`.
     fn await_split_capacity(&mut self) -> Result<(), LeaseError> {
         let mut flushed = false;
+        let mut since: Option<Instant> = None;
         loop {
             self.drain_events()?;
             self.perform_outputs()?;
             if self.session.may_map_more() {
+                if let Some(t) = since {
+                    self.emit(&Event::Backpressure {
+                        waited: t.elapsed(),
+                    });
+                }
                 return Ok(());
             }
+            since.get_or_insert_with(Instant::now);
             let Some(pool) = &self.pool else {
                 return Ok(());
             };
@@ -569,7 +588,12 @@ impl<'rt, W: Write> Lease<'rt, W> {
     fn on_event(&mut self, ev: WorkerEvent) -> Result<(), LeaseError> {
         let now = Instant::now();
         let r = match ev {
-            WorkerEvent::Completed(ids) => self.session.handle_completed(&ids, now),
+            WorkerEvent::Completed(ids) => {
+                let r = self.session.handle_completed(&ids, now);
+                self.emit(&Event::ItemsCompleted { items: ids.len() });
+                self.emit_in_flight();
+                r
+            }
             WorkerEvent::Failed {
                 worker,
                 records,
@@ -604,9 +628,31 @@ impl<'rt, W: Write> Lease<'rt, W> {
         Ok(())
     }
 
-    /// Tells the runtime's sink, naming this lease once it has a name.
-    fn emit(&self, event: &Event) {
+    /// Tells the runtime's sink, naming this lease once it has a name (and notes how the
+    /// lease is ending, for its `LeaseEnded`).
+    fn emit(&mut self, event: &Event) {
+        match event {
+            Event::Draining { action, .. } if action.starts_with("shutdownRequested") => {
+                self.end = LeaseEnd::ShutdownRequested;
+            }
+            Event::Draining { .. } => self.end = LeaseEnd::ShardEnded,
+            Event::Abandoned { .. } => self.end = LeaseEnd::LeaseLost,
+            Event::InputClosed { when } if *when != InputClosed::AfterFinalStatus => {
+                self.end = LeaseEnd::Eof;
+            }
+            _ => {}
+        }
         self.rt.sink().emit(self.lease.as_ref(), event);
+    }
+
+    /// The lease's unfinished work, for the in-flight gauges (two counters and the few
+    /// pins of the lines in flight: cheap).
+    fn emit_in_flight(&mut self) {
+        let event = Event::InFlight {
+            items: self.session.tracker().in_flight(),
+            bytes: self.session.in_flight_bytes(),
+        };
+        self.emit(&event);
     }
 
     fn dispatch(&mut self, blocks: Vec<(Option<usize>, ItemBlock)>) -> Result<(), LeaseError> {

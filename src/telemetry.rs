@@ -45,7 +45,7 @@ impl std::fmt::Display for LeaseId {
 }
 
 /// How a lease ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum LeaseEnd {
     /// `shardEnded` (or 1.x `shutdown` TERMINATE): SHARD_END stored.
     ShardEnded,
@@ -60,7 +60,11 @@ pub enum LeaseEnd {
 }
 
 /// A named fact about a lease (or, with no lease, the process).
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Serializes (for `--log-format json`) as an object with its name in `event` and its
+/// fields, durations in seconds.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "event")]
 #[non_exhaustive]
 pub enum Event {
     /// `initialize` arrived: the lease starts at `checkpoint` (`None`: no checkpoint yet).
@@ -77,6 +81,7 @@ pub enum Event {
         /// `--max-in-flight`.
         max_in_flight: usize,
         /// `--checkpoint-interval`.
+        #[serde(serialize_with = "secs")]
         checkpoint_interval: Duration,
     },
     /// A `processRecords` batch arrived.
@@ -178,6 +183,7 @@ pub enum Event {
         /// The first error, readable.
         error: String,
         /// The retry about to happen: its number (1-based) and delay; `None`: no retry.
+        #[serde(serialize_with = "retry_secs")]
         retry: Option<(u32, Duration)>,
     },
     /// Failed items were written to the dead-letter directory and count as done.
@@ -194,6 +200,7 @@ pub enum Event {
         /// Items in the batch.
         items: usize,
         /// Wall time of the handler call.
+        #[serde(serialize_with = "secs")]
         duration: Duration,
     },
     /// An exec handler child was (re)started.
@@ -206,6 +213,7 @@ pub enum Event {
     /// The lease waited under backpressure (the in-flight bounds) this long.
     Backpressure {
         /// How long.
+        #[serde(serialize_with = "secs")]
         waited: Duration,
     },
     /// A handler failed items of this lease and the policy retries them.
@@ -221,6 +229,7 @@ pub enum Event {
         /// How many retries the policy allows.
         of: u32,
         /// The delay before it.
+        #[serde(serialize_with = "secs")]
         delay: Duration,
     },
     /// The lease's unfinished work after it changed (a delivery, a completion): what the
@@ -234,7 +243,7 @@ pub enum Event {
 }
 
 /// What follows a failed checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum CheckpointRetry {
     /// Retried (retry `retry` of `of`) after `delay`.
     RetryIn {
@@ -243,6 +252,7 @@ pub enum CheckpointRetry {
         /// Retries allowed.
         of: u32,
         /// The backoff delay.
+        #[serde(serialize_with = "secs")]
         delay: Duration,
     },
     /// Retries exhausted: the next interval tries again.
@@ -260,7 +270,7 @@ pub enum CheckpointRetry {
 }
 
 /// When the daemon closed the protocol stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum InputClosed {
     /// After the final status: the normal end.
     AfterFinalStatus,
@@ -274,6 +284,25 @@ pub enum InputClosed {
         /// The action.
         action: &'static str,
     },
+}
+
+/// A duration as seconds (a float), as log shippers and Prometheus count time.
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// A retry (number, delay) as `{"number": n, "delay": seconds}`, or null.
+fn retry_secs<S: serde::Serializer>(r: &Option<(u32, Duration)>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    match r {
+        None => s.serialize_none(),
+        Some((number, delay)) => {
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("number", number)?;
+            m.serialize_entry("delay", &delay.as_secs_f64())?;
+            m.end()
+        }
+    }
 }
 
 /// Consumes events. Called from the lease loop, the workers and the handlers, so it must
@@ -312,6 +341,10 @@ pub struct LogSink;
 
 impl Sink for LogSink {
     fn emit(&self, lease: Option<&LeaseId>, event: &Event) {
+        if quiet_at_info(event) && log::max_level() < log::LevelFilter::Debug {
+            // The hot path (per batch, per completion) formats nothing at the default level.
+            return;
+        }
         let Some((level, text)) = log_line(event) else {
             return;
         };
@@ -323,6 +356,28 @@ impl Sink for LogSink {
             None => log::log!(level, "{text}"),
         }
     }
+}
+
+/// Whether an event's line is below info (debug) or it has none: the events of the hot
+/// path, which at the default level must cost no formatting (tests check this agrees with
+/// [`log_line`]).
+pub fn quiet_at_info(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::BatchReceived { .. }
+            | Event::RecordsDelivered { .. }
+            | Event::CheckpointRequested { .. }
+            | Event::CheckpointStored { .. }
+            | Event::AcknowledgedAhead { .. }
+            | Event::InFlight { .. }
+            | Event::ItemsCompleted { .. }
+            | Event::BatchHandled { .. }
+            | Event::Backpressure { .. }
+            | Event::ItemsFailed { retry: None, .. }
+            | Event::InputClosed {
+                when: InputClosed::AfterFinalStatus
+            }
+    )
 }
 
 /// The log line of an event, and its level; `None` for events that are only counted.
@@ -374,8 +429,9 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
             format!("checkpoint request at {position} (attempt {attempt})"),
         ),
         Event::InputClosed { when } => match when {
+            // The normal end: `lease ended` says it at info.
             InputClosed::AfterFinalStatus => {
-                (Info, "stdin closed after the final status; exiting".to_owned())
+                (Debug, "stdin closed after the final status; exiting".to_owned())
             }
             InputClosed::BetweenActions { in_flight } => (
                 Warn,
@@ -402,7 +458,8 @@ pub fn log_line(event: &Event) -> Option<(log::Level, String)> {
             format!("record {position} delivered again (last delivered: {last_delivered}); skipping it"),
         ),
         Event::RecordNote { position, note, .. } => (Warn, format!("record {position}: {note}")),
-        Event::CheckpointStored { position } => (Info, format!("checkpointed {position}")),
+        // Per checkpoint: the progress line carries the last one at info.
+        Event::CheckpointStored { position } => (Debug, format!("checkpointed {position}")),
         Event::CheckpointFailed {
             position,
             error,
@@ -545,5 +602,137 @@ mod tests {
             ))
         );
         assert_eq!(log_line(&Event::ItemsCompleted { items: 1 }), None);
+    }
+
+    /// The hot path's shortcut says "quiet" exactly for the events whose line is below
+    /// info or absent, and checkpoints are per-checkpoint lines (debug).
+    #[test]
+    fn quiet_at_info_agrees_with_the_lines() {
+        let d = Duration::from_millis(5);
+        let events = [
+            Event::LeaseStarted {
+                shard: "s".into(),
+                checkpoint: None,
+            },
+            Event::WorkersStarted {
+                workers: 1,
+                max_in_flight: 1,
+                checkpoint_interval: d,
+            },
+            Event::BatchReceived {
+                records: 1,
+                bytes: 1,
+                millis_behind_latest: None,
+            },
+            Event::AcknowledgedAhead { records: 1 },
+            Event::RecordsDelivered {
+                records: 1,
+                items: 1,
+                millis_behind_latest: Some(1),
+            },
+            Event::Draining {
+                action: "shardEnded",
+                in_flight: 0,
+            },
+            Event::ItemsCompleted { items: 1 },
+            Event::DuplicateSkipped {
+                position: "1/0".into(),
+                last_delivered: "2/0".into(),
+            },
+            Event::RecordNote {
+                position: "1/0".into(),
+                note: "n".into(),
+                lost_user_records: 0,
+            },
+            Event::CheckpointRequested {
+                position: "1/0".into(),
+                attempt: 1,
+            },
+            Event::CheckpointStored {
+                position: "1/0".into(),
+            },
+            Event::CheckpointFailed {
+                position: "1/0".into(),
+                error: "e".into(),
+                next: CheckpointRetry::Stopped,
+            },
+            Event::Abandoned {
+                action: "leaseLost",
+                items: 0,
+            },
+            Event::InputClosed {
+                when: InputClosed::AfterFinalStatus,
+            },
+            Event::InputClosed {
+                when: InputClosed::BetweenActions { in_flight: 0 },
+            },
+            Event::InputClosed {
+                when: InputClosed::InAction {
+                    action: "shardEnded",
+                },
+            },
+            Event::LeaseEnded { end: LeaseEnd::Eof },
+            Event::ItemsFailed {
+                worker: 0,
+                items: 1,
+                error: "e".into(),
+                retry: Some((1, d)),
+            },
+            Event::ItemsFailed {
+                worker: 0,
+                items: 1,
+                error: "e".into(),
+                retry: None,
+            },
+            Event::DeadLettered {
+                worker: 0,
+                items: 1,
+            },
+            Event::BatchHandled {
+                worker: 0,
+                items: 1,
+                duration: d,
+            },
+            Event::ChildRestarted {
+                worker: 0,
+                reason: "r".into(),
+            },
+            Event::Backpressure { waited: d },
+            Event::RetryScheduled {
+                worker: 0,
+                items: 1,
+                error: "e".into(),
+                number: 1,
+                of: 2,
+                delay: d,
+            },
+            Event::InFlight { items: 1, bytes: 1 },
+        ];
+        for e in &events {
+            let below_info = log_line(e).is_none_or(|(level, _)| level > log::Level::Info);
+            assert_eq!(quiet_at_info(e), below_info, "{e:?}");
+        }
+        assert_eq!(
+            log_line(&Event::CheckpointStored {
+                position: "1/0".into()
+            })
+            .map(|l| l.0),
+            Some(log::Level::Debug)
+        );
+    }
+
+    #[test]
+    fn events_serialize_with_their_name_and_durations_in_seconds() {
+        let e = Event::ItemsFailed {
+            worker: 2,
+            items: 3,
+            error: "boom".into(),
+            retry: Some((1, Duration::from_millis(250))),
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"event": "ItemsFailed", "worker": 2, "items": 3,
+                "error": "boom", "retry": {"number": 1, "delay": 0.25}})
+        );
     }
 }

@@ -208,6 +208,27 @@ pub struct RunArgs {
     /// A record delivered twice in one lease: skip it (with a warning) or fail.
     #[arg(long, value_enum, default_value_t = OnDuplicate::Skip)]
     pub on_duplicate: OnDuplicate,
+    /// Write this lease's Prometheus metrics to `DIR/rsmld-<shard>.prom` every
+    /// --metrics-interval, for node_exporter's textfile collector (replaced atomically,
+    /// removed when the lease ends); DIR must be a writable directory.
+    #[arg(long, value_name = "DIR")]
+    pub metrics_dir: Option<PathBuf>,
+    /// How often --metrics-dir's file is written (a duration: 5s, 500ms; 100ms..=1h).
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_metrics_interval)]
+    pub metrics_interval: Duration,
+    /// Least severe log level written: error, warn, info (lease lifecycle, problems and
+    /// one progress line per lease per --progress-interval), debug, trace. RUST_LOG, when
+    /// set, wins (it also takes per-module filters).
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+    /// Log lines as text (`rsmld[shard] LEVEL message`) or json (one object per line:
+    /// ts, level, shard, message, and an event's fields; for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// How often each lease logs its progress line at info (a duration: 60s, 5m;
+    /// 100ms..=1d).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_progress_interval)]
+    pub progress_interval: Duration,
     /// Exec handler: the command and its arguments, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -222,6 +243,43 @@ pub struct RunArgs {
     /// The settings that came from `--properties` (for messages that name their key).
     #[arg(skip)]
     pub origins: Vec<Origin>,
+}
+
+/// `--log-level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Lease lifecycle, problems, progress lines.
+    Info,
+    /// Per batch and per checkpoint.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The `log` crate's filter of this level.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `rsmld[shard] LEVEL message`.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The failure policy, as a flag.
@@ -386,6 +444,12 @@ fn parse_retry_backoff(s: &str) -> Result<Duration, String> {
 }
 fn parse_item_timeout(s: &str) -> Result<Duration, String> {
     parse_seconds_in(s, 0.01, 86_400.0, true)
+}
+fn parse_metrics_interval(s: &str) -> Result<Duration, String> {
+    parse_seconds_in(s, 0.1, 3_600.0, false)
+}
+fn parse_progress_interval(s: &str) -> Result<Duration, String> {
+    parse_seconds_in(s, 0.1, 86_400.0, false)
 }
 fn parse_debug_delay_ms(s: &str) -> Result<u64, String> {
     let ms = Duration::from_millis(1);

@@ -393,6 +393,8 @@ pub struct Session {
     outputs: std::collections::VecDeque<Output>,
     rng: u64,
     stats: Stats,
+    /// Since when the current `processRecords` has waited for the in-flight bounds.
+    capacity_wait: Option<Instant>,
 }
 
 /// Counters for logs and tests.
@@ -431,6 +433,7 @@ impl Session {
             outputs: Default::default(),
             rng,
             stats: Stats::default(),
+            capacity_wait: None,
         }
     }
 
@@ -452,6 +455,13 @@ impl Session {
     /// The checkpoint tracker (read-only).
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// Bytes the unfinished records keep alive: their lines and their items' memory (what
+    /// `max_in_flight_bytes` bounds). Sums the pins of the lines in flight (a few).
+    pub fn in_flight_bytes(&self) -> usize {
+        let oldest = self.tracker.oldest_unfinished();
+        self.pinned.bytes_excluding(oldest, None) + self.part_pins.bytes_excluding(oldest, None)
     }
 
     /// Counters.
@@ -871,8 +881,14 @@ impl Session {
                     if self.tracker.in_flight() > self.config.max_in_flight
                         || self.older_pinned_bytes() > self.config.max_in_flight_bytes
                     {
+                        self.capacity_wait.get_or_insert(now);
                         self.request_flush();
                         return Ok(());
+                    }
+                    if let Some(since) = self.capacity_wait.take() {
+                        self.emit(Event::Backpressure {
+                            waited: now.saturating_duration_since(since),
+                        });
                     }
                     match self.periodic_target(now) {
                         Some(target) => Step::SendCheckpoint { target, attempt: 0 },
@@ -1163,5 +1179,66 @@ mod tests {
             response_for: Action::ShardEnded,
         };
         assert!(!sent.contains(&shard_ended), "{sent:?}");
+    }
+
+    /// A `processRecords` that waits for the in-flight bound says, once it may answer, how
+    /// long it waited; one that did not wait says nothing.
+    #[test]
+    fn a_wait_for_capacity_is_reported_with_its_length() {
+        let t0 = Instant::now();
+        let config = SessionConfig {
+            max_in_flight: 2,
+            ..SessionConfig::default()
+        };
+        let mut s = Session::new(config, t0);
+        let initialize = DaemonMessage::<()>::Initialize {
+            shard_id: "shardId-0".into(),
+            sequence_number: None,
+            sub_sequence_number: None,
+        };
+        s.handle_message(initialize, t0).unwrap();
+        let waits = |s: &mut Session| -> (Vec<Duration>, bool) {
+            let (mut waited, mut status) = (Vec::new(), false);
+            while let Some(out) = s.poll_output() {
+                match out {
+                    Output::Event(Event::Backpressure { waited: w }) => waited.push(w),
+                    Output::Send(ProcessorMessage::Status { .. }) => status = true,
+                    _ => {}
+                }
+            }
+            (waited, status)
+        };
+        waits(&mut s);
+        let batch = |s: &mut Session, from: u64, n: u64, now: Instant| -> Vec<RecordId> {
+            let head = RecordsHead {
+                records: n as usize,
+                millis_behind_latest: None,
+                line_bytes: 0,
+                ahead: false,
+            };
+            let mut admission = s.handle_records(head, now).unwrap();
+            let first = admission.next_id().0;
+            let records = (from..from + n)
+                .map(|i| {
+                    (
+                        Esn::new(SequenceNumber::parse(&i.to_string()).unwrap(), 0),
+                        1,
+                    )
+                })
+                .collect();
+            s.handle_delivered(&mut admission, records, 0, now).unwrap();
+            (first..first + n).map(RecordId).collect()
+        };
+        // 5 items, at most 2 in flight: no status until 3 are done, 250 ms later.
+        let ids = batch(&mut s, 1, 5, t0);
+        assert_eq!(waits(&mut s), (vec![], false));
+        let t1 = t0 + Duration::from_millis(250);
+        s.handle_completed(&ids[..3], t1).unwrap();
+        assert_eq!(waits(&mut s), (vec![Duration::from_millis(250)], true));
+        // 1 more item (3 in flight, 2 done): the bound holds again only after one is done.
+        s.handle_completed(&ids[3..], t1).unwrap();
+        let ids = batch(&mut s, 6, 1, t1);
+        assert_eq!(waits(&mut s), (vec![], true), "no wait, no event");
+        s.handle_completed(&ids, t1).unwrap();
     }
 }

@@ -39,6 +39,7 @@ mod kpl_random;
 mod kpl_roundtrip;
 mod leases;
 mod memory;
+mod ops;
 mod players;
 mod policies;
 mod pool;

@@ -100,6 +100,21 @@ pub fn prerequisites(run: &RunArgs) -> Vec<Unmet> {
             dir("dead-letter", path);
         }
     }
+    if let Some(path) = &run.metrics_dir {
+        // The textfile collector's directory: it must exist (rsmld does not create it).
+        if let Err((severity, why)) = writable_dir(path) {
+            let why = match severity {
+                Severity::Warning => "does not exist (rsmld does not create it)".to_owned(),
+                _ => why,
+            };
+            out.push(Unmet {
+                flag: "metrics-dir",
+                severity: Severity::Error,
+                subject: path.display().to_string(),
+                why,
+            });
+        }
+    }
     for need in &needs {
         if let Need::Program { flag, program } = need {
             if let Err(why) = executable(program) {
