@@ -11,16 +11,18 @@
 //! own usage errors exit 2 too), [`EXIT_PROTOCOL`] when the daemon broke the protocol. The
 //! daemon treats every non-zero exit alike; the codes are for the operator and the supervisor.
 //!
-//! The `rsmld` binary is `app::main(None)`. A compiled-in processor is the same program
-//! with its own [`HandlerFactory`]: `fn main() -> ExitCode { rsmld::app::main(Some(factory)) }`
-//! — it gets every flag, the `--properties` file, the stdout guard and the protocol loop
-//! for free (see `examples/json_validator.rs`).
+//! The `rsmld` binary is `run(Program::rsmld())`. A custom binary is the same program with
+//! its own name, version and handlers ([`Program`]): `fn main() -> ExitCode {
+//! rsmld::run(program) }` — it gets every flag, the `--properties` file, `check`, the
+//! stdout guard and the protocol loop for free (see `examples/json_validator.rs`).
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
 use crate::cli::config::{CheckArgs, Cli, Command, GenerateCommand, KplCommand};
+use crate::cli::program::Program;
+use crate::cli::registry::HandlerDescriptor;
 use crate::handler::HandlerFactory;
 use crate::telemetry::{Event, LeaseId, LogSink, Sink};
 
@@ -33,8 +35,25 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_PROTOCOL: u8 = 3;
 
 /// Runs rsmld with the process's arguments. With `handlers`, items go to that factory's
-/// handlers and `--handler` is not needed.
+/// handlers (the default handler, `compiled-in`) and `--handler` is not needed; a binary
+/// with a name, a version or flags of its own is [`run`] with a [`Program`].
 pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
+    let program = match handlers {
+        None => Program::rsmld(),
+        Some(factory) => Program::rsmld().default_handler(HandlerDescriptor::fixed(
+            "compiled-in",
+            "The handler compiled into this binary",
+            factory,
+        )),
+    };
+    run(program)
+}
+
+/// Runs `program` with the process's arguments: parses its command line (and
+/// `--properties`), answers `--help`, `--version` and the tools (`check`, `kpl`), or runs
+/// the record processor on stdin and stdout until the daemon ends the lease. Returns the
+/// exit code (see the module docs).
+pub fn run(program: Program) -> ExitCode {
     // The exec guard (hidden: not a clap subcommand, never in --help) is this same
     // program started again by the exec handler; it must not parse flags or log.
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -44,17 +63,8 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
     {
         return crate::process::guard::main(&raw[2..]);
     }
-    let mut argv: Vec<String> = std::env::args().collect();
-    if handlers.is_some()
-        && !argv
-            .iter()
-            .any(|a| a == "--handler" || a.starts_with("--handler="))
-    {
-        // A compiled-in handler replaces --handler; discard satisfies the parser and is
-        // overridden below.
-        argv.splice(1..1, ["--handler".to_owned(), "discard".to_owned()]);
-    }
-    let cli = match Cli::parse_with_properties(argv) {
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = match program.parse_with_properties(argv) {
         Ok(cli) => cli,
         Err(e) => match e.downcast::<clap::Error>() {
             Ok(clap_error) => clap_error.exit(),
@@ -68,14 +78,14 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
         },
     };
     if let Some(Command::Check(args)) = &cli.command {
-        return check(args);
+        return check(&program, args);
     }
     if let Some(Command::Generate { what }) = &cli.command {
-        return generate(what);
+        return generate(&program, what);
     }
     let child = ChildPrefix::default();
     init_logging(child.clone());
-    match run(cli, handlers, &child) {
+    match run_processor(cli, &child) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Always visible, whatever RUST_LOG says: this is why the process stops. One
@@ -90,9 +100,9 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
 
 /// `rsmld check`: the report on stderr (stdout stays free, as in every rsmld mode), one
 /// line per finding, or one `ok` line; exit 1 on any error.
-fn check(args: &CheckArgs) -> ExitCode {
+fn check(program: &Program, args: &CheckArgs) -> ExitCode {
     let kcl: crate::cli::kcl::Kcl = args.kcl.into();
-    match crate::cli::check::check_file(&args.properties, kcl) {
+    match crate::cli::check::check_file_for(program, &args.properties, kcl) {
         Ok(report) => {
             for d in &report.diagnostics {
                 eprintln!("{d}");
@@ -116,15 +126,15 @@ fn check(args: &CheckArgs) -> ExitCode {
 /// `rsmld generate`: a completion script or the man page on stdout (stdout is free here,
 /// as in `rsmld kpl`: no protocol runs), both from the same clap definition as the parser,
 /// so they never drift from the flags.
-fn generate(what: &GenerateCommand) -> ExitCode {
-    let mut cmd = <Cli as clap::CommandFactory>::command();
+fn generate(program: &Program, what: &GenerateCommand) -> ExitCode {
+    let mut cmd = program.command();
     #[expect(clippy::disallowed_methods, reason = "the script is the output")]
     let mut out = std::io::stdout().lock();
     let written = match what {
         GenerateCommand::Completions { shell } => {
             // Into memory first: clap_complete panics on a failed write (a closed pipe).
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut cmd, "rsmld", &mut script);
+            clap_complete::generate(*shell, &mut cmd, program.name(), &mut script);
             out.write_all(&script).and_then(|()| out.flush())
         }
         GenerateCommand::Man => clap_mangen::Man::new(cmd)
@@ -159,11 +169,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     EXIT_FAILURE
 }
 
-fn run(
-    cli: Cli,
-    handlers: Option<Arc<dyn HandlerFactory>>,
-    child: &ChildPrefix,
-) -> anyhow::Result<()> {
+fn run_processor(cli: Cli, child: &ChildPrefix) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Kpl { command }) => {
             let stdin = std::io::stdin().lock();
@@ -181,18 +187,10 @@ fn run(
         Some(Command::Check(_)) | Some(Command::Generate { .. }) => Ok(()),
         None => {
             // Fail before the first record: before stdin is read, so before `initialize` is
-            // answered and the daemon counts the lease as served. A compiled-in handler
-            // replaces --handler, so only the failure policy's directory is its concern.
+            // answered and the daemon counts the lease as served.
             cli.run.validate()?;
-            let mut needs = cli.run.clone();
-            if handlers.is_some() {
-                needs.handler = None;
-            }
-            crate::cli::check::prereq::startup(&needs)?;
-            let mut config = cli.run.into_runtime_config()?;
-            if let Some(h) = handlers {
-                config.handlers = h;
-            }
+            crate::cli::check::prereq::startup(&cli.run)?;
+            let config = cli.run.into_runtime_config()?;
             crate::sys::tune_allocator();
             crate::sys::ignore_termination_signals();
             if !crate::process::reaper::become_subreaper() {

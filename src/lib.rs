@@ -76,20 +76,49 @@
 //! checkpointing and exits non-zero, the daemon restarts, and processing resumes from the
 //! last checkpoint.
 
+// The public surface: what a handler crate and a custom binary need, at the crate root
+// (the quickstart above uses nothing else), plus the `handler` and `telemetry` modules
+// (the built-in handlers, the events). Everything else is the implementation: public only
+// because the crate's own tests, benches, fuzz targets and tools use it, hidden from the
+// docs and free to change in any release.
+pub use app::run;
+pub use cli::config::{Cli, ConfigError};
+pub use cli::program::Program;
+pub use cli::registry::{General, HandlerDescriptor, HandlerGroup, Need};
+pub use handler::{
+    Ack, BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
+};
+pub use pipeline::item::{Item, Payload};
+pub use telemetry::{Event, LeaseId, Sink};
+
+#[doc(hidden)]
 pub mod app;
+#[doc(hidden)]
 pub mod cli;
+#[doc(hidden)]
 pub mod codec;
 pub mod handler;
+#[doc(hidden)]
 pub mod json;
+#[doc(hidden)]
 pub mod kpl;
+#[doc(hidden)]
 pub mod lease;
+#[doc(hidden)]
 pub mod metrics;
+#[doc(hidden)]
 pub mod pipeline;
+#[doc(hidden)]
 pub mod pool;
+#[doc(hidden)]
 pub mod process;
+#[doc(hidden)]
 pub mod protocol;
+#[doc(hidden)]
 pub mod runtime;
+#[doc(hidden)]
 pub mod sys;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
+#[doc(hidden)]
 pub mod testkit;

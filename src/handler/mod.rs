@@ -45,7 +45,9 @@ pub use ack::Ack;
 
 /// Where a handler runs: the worker's index among the pool's workers, and where its
 /// telemetry goes. No shard: a worker serves every lease attached to its pool.
+/// Non-exhaustive: build one with [`WorkerContext::new`] (in a handler's tests).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct WorkerContext {
     /// This worker's index, `0..workers`.
     pub worker: usize,
@@ -88,12 +90,36 @@ impl std::fmt::Debug for WorkerContext {
     }
 }
 
-/// A handler failure, readable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A handler failure, readable: its message, and the error that caused it when there is
+/// one.
+///
+/// [`Display`](std::fmt::Display) prints the message once, and the message already holds
+/// the cause's text ([`HandlerError::with_source`] writes `message: cause`), so a report
+/// that also walks [`source()`](std::error::Error::source) would repeat it: rsmld prints
+/// the message only. The source is there for code that inspects the cause
+/// (`downcast_ref::<std::io::Error>()`).
+///
+/// ```
+/// use std::error::Error as _;
+/// use rsmld::HandlerError;
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such table");
+/// let e = HandlerError::with_source("cannot open the sink", io);
+/// assert_eq!(e.to_string(), "cannot open the sink: no such table");
+/// assert!(e.source().unwrap().downcast_ref::<std::io::Error>().is_some());
+///
+/// let e: HandlerError = std::io::Error::other("disk full").into();
+/// assert_eq!(e.to_string(), "disk full");
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
+#[non_exhaustive]
 pub struct HandlerError {
-    /// What went wrong.
+    /// What went wrong (with the cause's text, when there is a cause).
     pub message: String,
+    /// The error that caused it, if any.
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl HandlerError {
@@ -101,6 +127,7 @@ impl HandlerError {
     pub fn new(message: impl Into<String>) -> Self {
         HandlerError {
             message: message.into(),
+            source: None,
         }
     }
 
@@ -108,16 +135,92 @@ impl HandlerError {
     pub fn batch(message: impl Into<String>) -> Self {
         Self::new(message)
     }
+
+    /// A failure caused by `source`: the message is `context: <source>`, and
+    /// [`source()`](std::error::Error::source) returns `source`.
+    pub fn with_source(
+        context: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        HandlerError {
+            message: format!("{context}: {source}"),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A failure that is `source` itself: its text is the message, and
+    /// [`source()`](std::error::Error::source) returns it (what the `From` conversions do).
+    pub fn from_error(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        HandlerError {
+            message: source.to_string(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+/// Two failures are equal when their messages are (the sources are not comparable).
+impl PartialEq for HandlerError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for HandlerError {}
+
+impl From<std::io::Error> for HandlerError {
+    fn from(e: std::io::Error) -> Self {
+        HandlerError::from_error(e)
+    }
+}
+
+impl From<serde_json::Error> for HandlerError {
+    fn from(e: serde_json::Error) -> Self {
+        HandlerError::from_error(e)
+    }
+}
+
+impl From<base64::DecodeError> for HandlerError {
+    fn from(e: base64::DecodeError) -> Self {
+        HandlerError::from_error(e)
+    }
+}
+
+impl From<String> for HandlerError {
+    fn from(message: String) -> Self {
+        HandlerError::new(message)
+    }
+}
+
+impl From<&str> for HandlerError {
+    fn from(message: &str) -> Self {
+        HandlerError::new(message)
+    }
 }
 
 /// What failed in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BatchError {
     /// Nothing in the batch is done.
     Batch(HandlerError),
     /// These items (index in the batch, ascending, each once) failed; every other item of
     /// the batch is done.
     Items(Vec<(usize, HandlerError)>),
+}
+
+impl From<std::io::Error> for BatchError {
+    fn from(e: std::io::Error) -> Self {
+        BatchError::Batch(e.into())
+    }
+}
+
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BatchError::Batch(e) => e.source.as_deref().map(|s| s as _),
+            _ => None,
+        }
+    }
 }
 
 impl From<HandlerError> for BatchError {
@@ -140,6 +243,7 @@ impl std::fmt::Display for BatchError {
 
 /// Why the pool interrupts a handler from another thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Interrupt {
     /// The running [`Handler::process`] call is past the item timeout: abort it now (the
     /// exec handler kills its child). Ignored between calls.
