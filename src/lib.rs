@@ -82,7 +82,7 @@
 // because the crate's own tests, benches, fuzz targets and tools use it, hidden from the
 // docs and free to change in any release.
 pub use app::run;
-pub use cli::config::{Cli, ConfigError};
+pub use cli::config::ConfigError;
 pub use cli::program::Program;
 pub use cli::registry::{General, HandlerDescriptor, HandlerGroup, Need};
 pub use handler::{

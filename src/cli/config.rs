@@ -21,9 +21,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use super::error::{ConfigError, Origin};
+pub use super::program::Program;
 #[cfg(doc)]
 use super::registry::HandlerDescriptor;
-pub use super::program::Program;
 use super::registry::{self, Chosen, General, HandlerArgs, HandlerGroup};
 use super::units::{bytes_usize, count_usize};
 pub use super::units::{parse_bytes_in, parse_count_in, parse_duration_in, parse_seconds_in};

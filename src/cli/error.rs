@@ -6,8 +6,10 @@
 
 use super::properties::{self, Entry};
 
-/// A setting that cannot work.
+/// A setting that cannot work. A handler's flag group reports its own with
+/// [`ConfigError::Invalid`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// No handler chosen.
     #[error("no handler: pass --handler discard or --handler file --output DIR")]

@@ -107,26 +107,29 @@ impl Program {
     /// The program's command line: rsmld's, under its name and version, with its
     /// handlers' flags.
     pub fn command(&self) -> clap::Command {
-        let mut cmd = Cli::command().name(self.name).version(self.version);
-        if self.name != "rsmld" {
-            let about = self
-                .about
-                .unwrap_or("A record processor for the Amazon KCL MultiLangDaemon, built on rsmld.");
-            cmd = cmd.about(about);
-        } else if let Some(about) = self.about {
-            cmd = cmd.about(about);
+        let cmd = Cli::command();
+        let about = match self.about {
+            Some(about) => clap::builder::StyledStr::from(about),
+            None if self.name == "rsmld" => cmd.get_about().cloned().unwrap_or_default(),
+            None => "A record processor for the Amazon KCL MultiLangDaemon, built on rsmld.".into(),
+        };
+        let mut cmd = cmd;
+        if !self.extras.is_empty() {
+            let values = PossibleValuesParser::new(self.registry().possible_values());
+            let default = self.default_handler;
+            cmd = self
+                .extras
+                .augment(cmd)
+                .mut_arg("handler", |a| match default {
+                    Some(name) => a.value_parser(values).default_value(name),
+                    None => a.value_parser(values),
+                });
         }
-        if self.extras.is_empty() {
-            return cmd;
-        }
-        let values = PossibleValuesParser::new(self.registry().possible_values());
-        let default = self.default_handler;
-        self.extras
-            .augment(cmd)
-            .mut_arg("handler", |a| match default {
-                Some(name) => a.value_parser(values).default_value(name),
-                None => a.value_parser(values),
-            })
+        // After the groups: a group's doc comment would be taken as the program's.
+        cmd.name(self.name)
+            .version(self.version)
+            .about(about)
+            .long_about(None::<&str>)
     }
 
     /// Parses `argv` (program name first) as this program's command line, without
@@ -166,7 +169,9 @@ mod tests {
         fn check(&self, _: &General<'_>) -> Result<(), ConfigError> {
             match self.echo_to {
                 Some(_) => Ok(()),
-                None => Err(ConfigError::Invalid("--handler echo needs --echo-to".into())),
+                None => Err(ConfigError::Invalid(
+                    "--handler echo needs --echo-to".into(),
+                )),
             }
         }
         fn build(&self, _: &General<'_>) -> Result<Arc<dyn HandlerFactory>, ConfigError> {
@@ -197,8 +202,16 @@ mod tests {
         cmd.clone().debug_assert();
         assert_eq!(cmd.clone().render_version(), "echo-processor 9.9.9\n");
         let help = cmd.clone().render_long_help().to_string();
-        assert!(help.starts_with("A record processor for the Amazon KCL MultiLangDaemon, built on rsmld.\n"), "{help}");
-        assert!(help.contains("\nEcho handler:\n      --echo-to <ECHO_TO>"), "{help}");
+        assert!(
+            help.starts_with(
+                "A record processor for the Amazon KCL MultiLangDaemon, built on rsmld.\n"
+            ),
+            "{help}"
+        );
+        assert!(
+            help.contains("\nEcho handler:\n      --echo-to <ECHO_TO>"),
+            "{help}"
+        );
         assert!(help.contains("[default: echo]"), "{help}");
 
         let cli = echo()
@@ -206,12 +219,18 @@ mod tests {
             .unwrap();
         assert_eq!(cli.run.handler.as_deref(), Some("echo"));
         assert_eq!(
-            cli.run.handler_group::<EchoArgs>().unwrap().echo_to.as_deref(),
+            cli.run
+                .handler_group::<EchoArgs>()
+                .unwrap()
+                .echo_to
+                .as_deref(),
             Some("x")
         );
         assert_eq!(cli.run.into_runtime_config().unwrap().pool.workers, 3);
         // The built-ins stay choosable, and the default handler's check runs.
-        let cli = echo().try_parse_from(["echo-processor", "--handler", "file"]).unwrap();
+        let cli = echo()
+            .try_parse_from(["echo-processor", "--handler", "file"])
+            .unwrap();
         assert_eq!(cli.run.handler.as_deref(), Some("file"));
         let cli = echo().try_parse_from(["echo-processor"]).unwrap();
         assert_eq!(
@@ -241,7 +260,11 @@ mod tests {
         ];
         let cli = echo().parse_with_properties(argv.clone()).unwrap();
         assert_eq!(
-            cli.run.handler_group::<EchoArgs>().unwrap().echo_to.as_deref(),
+            cli.run
+                .handler_group::<EchoArgs>()
+                .unwrap()
+                .echo_to
+                .as_deref(),
             Some("there")
         );
         let err = Program::rsmld().parse_with_properties(argv).unwrap_err();

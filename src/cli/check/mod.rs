@@ -25,8 +25,8 @@ pub mod wrappers;
 use std::path::Path;
 
 use crate::cli::config::{OnErrorKind, RunArgs};
-use crate::cli::program::Program;
 use crate::cli::kcl::{self, Kcl, Ty};
+use crate::cli::program::Program;
 use crate::cli::properties::{
     Diagnostic, Entry, Properties, PropertiesError, RsmldSettings, Severity,
 };
@@ -648,8 +648,7 @@ impl Checker<'_> {
             &argv,
             &self.props.path,
             &settings,
-        )
-        {
+        ) {
             Ok(cli) => cli,
             // A program that is not rsmld but takes --properties may be a processor built
             // on rsmld (a compiled-in handler, which takes rsmld's flags); one that rejects

@@ -121,11 +121,7 @@ impl HandlerDescriptor {
 
     /// The handler `name` without flags of its own: every worker's handler comes from
     /// `factory`. (A handler with flags is [`HandlerDescriptor::new`] with its group.)
-    pub fn fixed(
-        name: &'static str,
-        help: &'static str,
-        factory: Arc<dyn HandlerFactory>,
-    ) -> Self {
+    pub fn fixed(name: &'static str, help: &'static str, factory: Arc<dyn HandlerFactory>) -> Self {
         HandlerDescriptor {
             group: Box::new(Fixed(factory)),
             ..HandlerDescriptor::new::<NoFlags>(name, help)
