@@ -111,15 +111,26 @@ impl std::fmt::Debug for WorkerContext {
 /// let e: HandlerError = std::io::Error::other("disk full").into();
 /// assert_eq!(e.to_string(), "disk full");
 /// ```
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HandlerError {
     /// What went wrong (with the cause's text, when there is a cause).
     pub message: String,
     /// The error that caused it, if any.
-    #[source]
-    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The cause itself, not the Arc around it, so that it downcasts to its own type.
+        self.cause.as_deref().map(|c| c as _)
+    }
 }
 
 impl HandlerError {
@@ -127,7 +138,7 @@ impl HandlerError {
     pub fn new(message: impl Into<String>) -> Self {
         HandlerError {
             message: message.into(),
-            source: None,
+            cause: None,
         }
     }
 
@@ -144,7 +155,7 @@ impl HandlerError {
     ) -> Self {
         HandlerError {
             message: format!("{context}: {source}"),
-            source: Some(Arc::new(source)),
+            cause: Some(Arc::new(source)),
         }
     }
 
@@ -153,7 +164,7 @@ impl HandlerError {
     pub fn from_error(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         HandlerError {
             message: source.to_string(),
-            source: Some(Arc::new(source)),
+            cause: Some(Arc::new(source)),
         }
     }
 }
@@ -214,10 +225,22 @@ impl From<std::io::Error> for BatchError {
     }
 }
 
+impl From<serde_json::Error> for BatchError {
+    fn from(e: serde_json::Error) -> Self {
+        BatchError::Batch(e.into())
+    }
+}
+
+impl From<base64::DecodeError> for BatchError {
+    fn from(e: base64::DecodeError) -> Self {
+        BatchError::Batch(e.into())
+    }
+}
+
 impl std::error::Error for BatchError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BatchError::Batch(e) => e.source.as_deref().map(|s| s as _),
+            BatchError::Batch(e) => e.cause.as_deref().map(|c| c as _),
             _ => None,
         }
     }
@@ -311,5 +334,56 @@ where
 {
     fn create(&self, ctx: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
         self(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// The message once, with its cause's text once; the source is the cause itself.
+    #[test]
+    fn a_handler_error_keeps_its_source_and_prints_it_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "read-only table");
+        let e = HandlerError::with_source("cannot store the batch", io);
+        assert_eq!(e.to_string(), "cannot store the batch: read-only table");
+        let source = e.source().unwrap();
+        assert_eq!(source.to_string(), "read-only table");
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().unwrap().kind(),
+            std::io::ErrorKind::PermissionDenied
+        );
+
+        let e = HandlerError::from(std::io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "disk full");
+        assert!(e
+            .source()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .is_some());
+        let e: HandlerError = serde_json::from_str::<u8>("x").unwrap_err().into();
+        assert_eq!(e.to_string(), "expected value at line 1 column 1");
+        assert!(e.source().is_some());
+        assert!(HandlerError::new("plain").source().is_none());
+        assert_eq!(HandlerError::from("plain"), HandlerError::new("plain"));
+    }
+
+    /// A batch error from an I/O error prints it once, and so does the pool's report of a
+    /// failed batch (`{e}`, never followed by the chain).
+    #[test]
+    fn a_batch_error_from_io_prints_the_message_once() {
+        let e = BatchError::from(std::io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "disk full");
+        assert_eq!(e.source().unwrap().to_string(), "disk full");
+        let e = BatchError::Items(vec![(
+            2,
+            HandlerError::with_source("bad item", std::io::Error::other("torn")),
+        )]);
+        assert_eq!(
+            e.to_string(),
+            "1 item(s) failed, first at 2: bad item: torn"
+        );
     }
 }
