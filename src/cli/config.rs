@@ -249,7 +249,9 @@ impl Cli {
 
 impl Program {
     /// [`Cli::parse_with_properties`] on this program's command line: its own flags are
-    /// parsed, and its handlers' `rsmld.*` keys read, with the built-in ones.
+    /// parsed, and its handlers' `rsmld.*` keys read, with the built-in ones. Hidden: [`Cli`]
+    /// is internal.
+    #[doc(hidden)]
     pub fn parse_with_properties(&self, argv: Vec<String>) -> Result<Cli, anyhow::Error> {
         let first = self.try_parse_from(&argv)?;
         let Some(path) = first.run.properties.clone() else {

@@ -31,8 +31,8 @@ use super::registry::{HandlerDescriptor, Registry};
 ///     .about("Stores orders in the order database.")
 ///     .default_handler(HandlerDescriptor::fixed("orders", "Store orders", factory));
 /// assert_eq!(program.command().render_version(), "my_processor 1.2.3\n");
-/// let cli = program.try_parse_from(["my_processor", "--workers", "2"]).unwrap();
-/// assert_eq!(cli.run.handler.as_deref(), Some("orders"));
+/// let matches = program.command().try_get_matches_from(["my_processor", "--workers", "2"]).unwrap();
+/// assert_eq!(matches.get_one::<String>("handler").map(String::as_str), Some("orders"));
 /// ```
 #[derive(Debug)]
 pub struct Program {
@@ -133,7 +133,9 @@ impl Program {
     }
 
     /// Parses `argv` (program name first) as this program's command line, without
-    /// `--properties` (that is [`Program::parse_with_properties`]).
+    /// `--properties` (that is [`Program::parse_with_properties`]). Hidden: the parsed
+    /// command line is rsmld's internal type.
+    #[doc(hidden)]
     pub fn try_parse_from<I, T>(&self, argv: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
