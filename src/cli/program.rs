@@ -76,6 +76,11 @@ impl Program {
     /// shown under its heading ([`HandlerDescriptor::with_heading`]). Its name and its
     /// long flags must differ from the built-in ones (clap refuses a flag defined twice).
     pub fn handler(mut self, handler: HandlerDescriptor) -> Program {
+        debug_assert!(
+            self.registry().get(handler.name()).is_none(),
+            "a handler called {:?} is already on the command line",
+            handler.name()
+        );
         self.extras = std::mem::take(&mut self.extras).with(handler);
         self
     }

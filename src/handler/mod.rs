@@ -73,6 +73,13 @@ impl WorkerContext {
         }
     }
 
+    /// The same, with its events going to `telemetry` (a handler's test that looks at
+    /// them).
+    pub fn with_telemetry(mut self, telemetry: Arc<dyn Sink>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
     /// The same, for a pool that serves `lease` only.
     pub fn for_lease(mut self, lease: LeaseId) -> Self {
         self.sole_lease = Some(lease);
