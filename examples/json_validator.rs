@@ -34,9 +34,9 @@ struct JsonArgs {
 impl HandlerGroup for JsonArgs {
     fn check(&self, _general: &General<'_>) -> Result<(), ConfigError> {
         match self.require.iter().find(|f| f.is_empty()) {
-            Some(_) => Err(ConfigError::Invalid(
-                "--json-require needs a field name".into(),
-            )),
+            // Named as the user wrote it: `--json-require`, or `rsmld.json.require` with
+            // its file and line when it came from --properties.
+            Some(_) => Err(ConfigError::flag("json-require", "needs a field name")),
             None => Ok(()),
         }
     }

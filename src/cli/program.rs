@@ -174,7 +174,8 @@ mod tests {
 
     impl HandlerGroup for EchoArgs {
         fn check(&self, _: &General<'_>) -> Result<(), ConfigError> {
-            match self.echo_to {
+            match self.echo_to.as_deref() {
+                Some("") => Err(ConfigError::flag("echo-to", "needs a place")),
                 Some(_) => Ok(()),
                 None => Err(ConfigError::Invalid(
                     "--handler echo needs --echo-to".into(),
@@ -282,5 +283,28 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let (_, problems) = crate::cli::config::file_settings(&Program::rsmld(), &props);
         assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+
+    /// A group's error about one of its flags names the flag, or the key, file and line
+    /// when the value came from `--properties`.
+    #[test]
+    fn a_groups_flag_error_names_the_key_it_came_from() {
+        let cli = echo()
+            .try_parse_from(["echo-processor", "--echo-to="])
+            .unwrap();
+        assert_eq!(
+            cli.run.validate().unwrap_err().to_string(),
+            "--echo-to needs a place"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.properties");
+        std::fs::write(&path, "applicationName = a\nrsmld.echo.to =\n").unwrap();
+        let path = path.display().to_string();
+        let argv = ["echo-processor", "--properties", &path].map(String::from);
+        let cli = echo().parse_with_properties(argv.to_vec()).unwrap();
+        assert_eq!(
+            cli.run.validate().unwrap_err().to_string(),
+            format!("{path}:2: rsmld.echo.to needs a place")
+        );
     }
 }

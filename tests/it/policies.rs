@@ -842,4 +842,16 @@ fn custom_binary_reads_its_key_from_properties() {
 
     let (p, model) = start(&["--properties", &path_s]);
     second_record_lacks_the_field(p, model);
+
+    // A value its handler refuses is named by its key, file and line, once.
+    let bad = lines[..7].join("\n") + "\nrsmld.json.require =\n";
+    std::fs::write(&path, bad).unwrap();
+    let (code, _, err) = run_example(&["--properties", &path_s]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            2,
+            format!("rsmld[-] ERROR {path_s}:8: rsmld.json.require needs a field name\n").as_str()
+        )
+    );
 }
