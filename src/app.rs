@@ -11,16 +11,18 @@
 //! own usage errors exit 2 too), [`EXIT_PROTOCOL`] when the daemon broke the protocol. The
 //! daemon treats every non-zero exit alike; the codes are for the operator and the supervisor.
 //!
-//! The `rsmld` binary is `app::main(None)`. A compiled-in processor is the same program
-//! with its own [`HandlerFactory`]: `fn main() -> ExitCode { rsmld::app::main(Some(factory)) }`
-//! — it gets every flag, the `--properties` file, the stdout guard and the protocol loop
-//! for free (see `examples/json_validator.rs`).
+//! The `rsmld` binary is `run(Program::rsmld())`. A custom binary is the same program with
+//! its own name, version and handlers ([`Program`]): `fn main() -> ExitCode {
+//! rsmld::run(program) }` — it gets every flag, the `--properties` file, `check`, the
+//! stdout guard and the protocol loop for free (see `examples/json_validator.rs`).
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::config::{CheckArgs, Cli, Command, GenerateCommand, KplCommand};
+use crate::cli::program::Program;
+use crate::cli::registry::HandlerDescriptor;
 use crate::handler::HandlerFactory;
 use crate::telemetry::{Fanout, Sink};
 
@@ -35,8 +37,25 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_PROTOCOL: u8 = 3;
 
 /// Runs rsmld with the process's arguments. With `handlers`, items go to that factory's
-/// handlers and `--handler` is not needed.
+/// handlers (the default handler, `compiled-in`) and `--handler` is not needed; a binary
+/// with a name, a version or flags of its own is [`run`] with a [`Program`].
 pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
+    let program = match handlers {
+        None => Program::rsmld(),
+        Some(factory) => Program::rsmld().default_handler(HandlerDescriptor::fixed(
+            "compiled-in",
+            "The handler compiled into this binary",
+            factory,
+        )),
+    };
+    run(program)
+}
+
+/// Runs `program` with the process's arguments: parses its command line (and
+/// `--properties`), answers `--help`, `--version` and the tools (`check`, `kpl`), or runs
+/// the record processor on stdin and stdout until the daemon ends the lease. Returns the
+/// exit code (see the module docs).
+pub fn run(program: Program) -> ExitCode {
     // The exec guard (hidden: not a clap subcommand, never in --help) is this same
     // program started again by the exec handler; it must not parse flags or log.
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -46,17 +65,8 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
     {
         return crate::process::guard::main(&raw[2..]);
     }
-    let mut argv: Vec<String> = std::env::args().collect();
-    if handlers.is_some()
-        && !argv
-            .iter()
-            .any(|a| a == "--handler" || a.starts_with("--handler="))
-    {
-        // A compiled-in handler replaces --handler; discard satisfies the parser and is
-        // overridden below.
-        argv.splice(1..1, ["--handler".to_owned(), "discard".to_owned()]);
-    }
-    let cli = match Cli::parse_with_properties(argv) {
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = match program.parse_with_properties(argv) {
         Ok(cli) => cli,
         Err(e) => match e.downcast::<clap::Error>() {
             Ok(clap_error) => clap_error.exit(),
@@ -70,14 +80,14 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
         },
     };
     if let Some(Command::Check(args)) = &cli.command {
-        return check(args);
+        return check(&program, args);
     }
     if let Some(Command::Generate { what }) = &cli.command {
-        return generate(what);
+        return generate(&program, what);
     }
     let child = logging::ChildLog::new(cli.run.log_format);
     logging::init(child.clone(), cli.run.log_level);
-    match run(cli, handlers, &child) {
+    match run_processor(cli, &child) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Always visible, whatever RUST_LOG says: this is why the process stops. One
@@ -92,9 +102,9 @@ pub fn main(handlers: Option<Arc<dyn HandlerFactory>>) -> ExitCode {
 
 /// `rsmld check`: the report on stderr (stdout stays free, as in every rsmld mode), one
 /// line per finding, or one `ok` line; exit 1 on any error.
-fn check(args: &CheckArgs) -> ExitCode {
+fn check(program: &Program, args: &CheckArgs) -> ExitCode {
     let kcl: crate::cli::kcl::Kcl = args.kcl.into();
-    match crate::cli::check::check_file(&args.properties, kcl) {
+    match crate::cli::check::check_file_for(program, &args.properties, kcl) {
         Ok(report) => {
             for d in &report.diagnostics {
                 eprintln!("{d}");
@@ -118,15 +128,15 @@ fn check(args: &CheckArgs) -> ExitCode {
 /// `rsmld generate`: a completion script or the man page on stdout (stdout is free here,
 /// as in `rsmld kpl`: no protocol runs), both from the same clap definition as the parser,
 /// so they never drift from the flags.
-fn generate(what: &GenerateCommand) -> ExitCode {
-    let mut cmd = <Cli as clap::CommandFactory>::command();
+fn generate(program: &Program, what: &GenerateCommand) -> ExitCode {
+    let mut cmd = program.command();
     #[expect(clippy::disallowed_methods, reason = "the script is the output")]
     let mut out = std::io::stdout().lock();
     let written = match what {
         GenerateCommand::Completions { shell } => {
             // Into memory first: clap_complete panics on a failed write (a closed pipe).
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut cmd, "rsmld", &mut script);
+            clap_complete::generate(*shell, &mut cmd, program.name(), &mut script);
             out.write_all(&script).and_then(|()| out.flush())
         }
         GenerateCommand::Man => clap_mangen::Man::new(cmd)
@@ -161,11 +171,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     EXIT_FAILURE
 }
 
-fn run(
-    cli: Cli,
-    handlers: Option<Arc<dyn HandlerFactory>>,
-    child: &logging::ChildLog,
-) -> anyhow::Result<()> {
+fn run_processor(cli: Cli, child: &logging::ChildLog) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Kpl { command }) => {
             let stdin = std::io::stdin().lock();
@@ -183,18 +189,13 @@ fn run(
         Some(Command::Check(_)) | Some(Command::Generate { .. }) => Ok(()),
         None => {
             // Fail before the first record: before stdin is read, so before `initialize` is
-            // answered and the daemon counts the lease as served. A compiled-in handler
-            // replaces --handler, so only the failure policy's directory is its concern.
+            // answered and the daemon counts the lease as served.
             cli.run.validate()?;
-            let mut needs = cli.run.clone();
-            if handlers.is_some() {
-                needs.handler = None;
-            }
-            crate::cli::check::prereq::startup(&needs)?;
-            let mut config = cli.run.into_runtime_config()?;
-            if let Some(h) = handlers {
-                config.handlers = h;
-            }
+            crate::cli::check::prereq::startup(&cli.run)?;
+            let metrics_dir = cli.run.metrics_dir.clone();
+            let (metrics_interval, progress_interval) =
+                (cli.run.metrics_interval, cli.run.progress_interval);
+            let config = cli.run.into_runtime_config()?;
             crate::sys::tune_allocator();
             crate::sys::ignore_termination_signals();
             if !crate::process::reaper::become_subreaper() {
@@ -210,13 +211,12 @@ fn run(
             // Child mode: a runtime with one lease, on stdin and stdout.
             let mut sink: Arc<dyn Sink> = Arc::new(child.clone());
             let mut metrics_files = None;
-            if let Some(dir) = &needs.metrics_dir {
+            if let Some(dir) = &metrics_dir {
                 let metrics = Arc::new(crate::metrics::MetricsSink::new()?);
                 sink = Arc::new(Fanout(vec![sink, metrics.clone()]));
-                let interval = needs.metrics_interval;
-                metrics_files = Some(crate::metrics::dir::start(dir, interval, metrics)?);
+                metrics_files = Some(crate::metrics::dir::start(dir, metrics_interval, metrics)?);
             }
-            let progress = child.start_progress(needs.progress_interval);
+            let progress = child.start_progress(progress_interval);
             let runtime = crate::runtime::Runtime::new(config, sink);
             let result = runtime.run_child(std::io::stdin(), protocol_out);
             drop(progress);

@@ -5,6 +5,90 @@
 //! rsmld is that child. Its job is to process every record of the shard on every core
 //! while telling the daemon, through checkpoints, only what is truly done.
 //!
+//! # Quickstart: your own processor
+//!
+//! A processor is a [`Handler`] (what one worker does with a batch of items), a
+//! [`HandlerFactory`] (one handler per worker) and a `main` that runs rsmld's program with
+//! it: a binary that takes every rsmld flag, `--properties` and `check`, and speaks the
+//! protocol, under its own name. In `Cargo.toml`: `rsmld = "0.1"` (and
+//! `clap = { version = "4", features = ["derive"] }` for a handler with flags of its own,
+//! [`HandlerGroup`], as in `examples/json_validator.rs`).
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use rsmld::{
+//!     BatchError, Handler, HandlerDescriptor, HandlerError, HandlerFactory, Item, LeaseId,
+//!     Payload, Program, WorkerContext,
+//! };
+//!
+//! /// Counts the bytes it was given; `Ok` means the items are done and may be checkpointed.
+//! struct ByteCounter {
+//!     bytes: usize,
+//! }
+//!
+//! impl Handler for ByteCounter {
+//!     fn process(&mut self, _lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
+//!         for item in items {
+//!             // A payload that is not base64 fails the whole batch (`?`).
+//!             self.bytes += item.data.bytes()?.len();
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! struct Factory;
+//!
+//! impl HandlerFactory for Factory {
+//!     fn create(&self, _ctx: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
+//!         Ok(Box::new(ByteCounter { bytes: 0 }))
+//!     }
+//! }
+//!
+//! /// The binary: rsmld under its own name, with `count` as the default handler.
+//! fn program() -> Program {
+//!     let count = HandlerDescriptor::fixed("count", "Counts bytes", Arc::new(Factory));
+//!     Program::new("byte_counter", "1.0.0").default_handler(count)
+//! }
+//!
+//! // Its `main` is `fn main() -> std::process::ExitCode { rsmld::run(program()) }` (it
+//! // reads the daemon on stdin, so it does not run here). The handler runs on a few items:
+//! let mut handler = ByteCounter { bytes: 0 };
+//! let lease = LeaseId::new("app", "shardId-000000000000");
+//! let items = [
+//!     Item::new("49590338271490256608559692538361571095921575989136588898", "k1", Payload::Bytes(b"hello")),
+//!     Item::new("49590338271490256608559692538361571095921575989136588899", "k2", Payload::Base64("d29ybGQh")),
+//! ];
+//! handler.process(&lease, &items).unwrap();
+//! assert_eq!(handler.bytes, 5 + 6);
+//! let bad = [Item::new("1", "k", Payload::Base64("not base64!"))];
+//! assert!(matches!(handler.process(&lease, &bad), Err(BatchError::Batch(_))));
+//! // ... through the factory, as each worker gets it:
+//! let mut worker = Factory.create(&WorkerContext::new(0, 2)).unwrap();
+//! worker.process(&lease, &items).unwrap();
+//! // ... and the binary's command line names it:
+//! assert_eq!(program().command().render_version(), "byte_counter 1.0.0\n");
+//! ```
+//!
+//! The same `main`, as the binary's `src/main.rs`:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use rsmld::{HandlerDescriptor, Program};
+//! # fn program() -> Program {
+//! #     let factory = Arc::new(rsmld::handler::discard::DiscardFactory::new());
+//! #     Program::new("byte_counter", "1.0.0")
+//! #         .default_handler(HandlerDescriptor::fixed("count", "Counts bytes", factory))
+//! # }
+//! fn main() -> std::process::ExitCode {
+//!     rsmld::run(program())
+//! }
+//! ```
+//!
+//! The public surface is what the crate root re-exports (the handler API, the pieces of a
+//! custom binary, the telemetry events), and the [`handler`] module (the built-in handlers)
+//! and [`telemetry`]; every other module is the implementation, hidden from these docs.
+//!
 //! # The data path
 //!
 //! One lease, hop by hop (a runtime runs one or many of them on one pool):
@@ -80,20 +164,49 @@
 //! checkpointing and exits non-zero, the daemon restarts, and processing resumes from the
 //! last checkpoint.
 
+// The public surface: what a handler crate and a custom binary need, at the crate root
+// (the quickstart above uses nothing else), plus the `handler` and `telemetry` modules
+// (the built-in handlers, the events). Everything else is the implementation: public only
+// because the crate's own tests, benches, fuzz targets and tools use it, hidden from the
+// docs and free to change in any release.
+pub use app::run;
+pub use cli::config::ConfigError;
+pub use cli::program::Program;
+pub use cli::registry::{General, HandlerDescriptor, HandlerGroup, Need};
+pub use handler::{
+    Ack, BatchError, Handler, HandlerError, HandlerFactory, Interrupt, Interrupter, WorkerContext,
+};
+pub use pipeline::item::{Item, Payload};
+pub use telemetry::{Event, LeaseId, Sink};
+
+#[doc(hidden)]
 pub mod app;
+#[doc(hidden)]
 pub mod cli;
+#[doc(hidden)]
 pub mod codec;
 pub mod handler;
+#[doc(hidden)]
 pub mod json;
+#[doc(hidden)]
 pub mod kpl;
+#[doc(hidden)]
 pub mod lease;
+#[doc(hidden)]
 pub mod metrics;
+#[doc(hidden)]
 pub mod pipeline;
+#[doc(hidden)]
 pub mod pool;
+#[doc(hidden)]
 pub mod process;
+#[doc(hidden)]
 pub mod protocol;
+#[doc(hidden)]
 pub mod runtime;
+#[doc(hidden)]
 pub mod sys;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
+#[doc(hidden)]
 pub mod testkit;

@@ -46,6 +46,7 @@ impl std::fmt::Display for LeaseId {
 
 /// How a lease ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum LeaseEnd {
     /// `shardEnded` (or 1.x `shutdown` TERMINATE): SHARD_END stored.
     ShardEnded,
@@ -244,6 +245,7 @@ pub enum Event {
 
 /// What follows a failed checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum CheckpointRetry {
     /// Retried (retry `retry` of `of`) after `delay`.
     RetryIn {
@@ -271,6 +273,7 @@ pub enum CheckpointRetry {
 
 /// When the daemon closed the protocol stream.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum InputClosed {
     /// After the final status: the normal end.
     AfterFinalStatus,

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
-use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerContext};
-use rsmld::pipeline::item::Item;
-use rsmld::telemetry::LeaseId;
+use rsmld::{
+    BatchError, Handler, HandlerDescriptor, HandlerError, HandlerFactory, Item, LeaseId, Program,
+    WorkerContext,
+};
 
 const DEFAULT_ROUNDS: u32 = 20;
 
@@ -63,5 +64,10 @@ fn main() -> std::process::ExitCode {
         },
         Err(_) => DEFAULT_ROUNDS,
     };
-    rsmld::app::main(Some(Arc::new(Factory { rounds })))
+    let burn = HandlerDescriptor::fixed(
+        "cpu",
+        "RSMLD_CPU_ROUNDS rounds of MD5 per item",
+        Arc::new(Factory { rounds }),
+    );
+    rsmld::run(Program::new("cpu_processor", env!("CARGO_PKG_VERSION")).default_handler(burn))
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use super::error::{ConfigError, Origin};
+pub use super::program::Program;
 #[cfg(doc)]
 use super::registry::HandlerDescriptor;
 use super::registry::{self, Chosen, General, HandlerArgs, HandlerGroup};
@@ -298,23 +299,35 @@ impl Cli {
     /// (command-line flags win; a command after `--` on the command line replaces
     /// `rsmld.exec.command`). Every bad `rsmld.*` entry is reported at once, each with
     /// the file, its line and its key as written ([`PropertiesError::Invalid`]).
+    /// The command line is rsmld's; a custom binary's is [`Program::parse_with_properties`].
     pub fn parse_with_properties(argv: Vec<String>) -> Result<Cli, anyhow::Error> {
-        let first = Cli::try_parse_from(&argv)?;
+        Program::rsmld().parse_with_properties(argv)
+    }
+}
+
+impl Program {
+    /// [`Cli::parse_with_properties`] on this program's command line: its own flags are
+    /// parsed, and its handlers' `rsmld.*` keys read, with the built-in ones. Hidden: [`Cli`]
+    /// is internal.
+    #[doc(hidden)]
+    pub fn parse_with_properties(&self, argv: Vec<String>) -> Result<Cli, anyhow::Error> {
+        let first = self.try_parse_from(&argv)?;
         let Some(path) = first.run.properties.clone() else {
             return Ok(first);
         };
         let props = Properties::read(&path)?;
-        let (settings, problems) = file_settings(&props);
+        let (settings, problems) = file_settings(self, &props);
         if !problems.is_empty() {
             return Err(PropertiesError::Invalid(problems).into());
         }
-        Ok(merge_file_settings(&argv, &props.path, &settings)?)
+        Ok(merge_file_settings(self, &argv, &props.path, &settings)?)
     }
 }
 
-/// The long flags rsmld reads from `rsmld.*` keys (without dashes).
-fn settable_flags() -> Vec<String> {
-    <Cli as clap::CommandFactory>::command()
+/// The long flags `program` reads from `rsmld.*` keys (without dashes).
+fn settable_flags(program: &Program) -> Vec<String> {
+    program
+        .command()
         .get_arguments()
         .filter_map(|a| a.get_long().map(str::to_owned))
         .filter(|l| l != "help" && l != "version")
@@ -322,17 +335,19 @@ fn settable_flags() -> Vec<String> {
 }
 
 /// Reads the `rsmld.*` keys of `props` with the command line's own value parsers: the one
-/// validation path of `--properties` at start-up and of `rsmld check`.
-pub fn file_settings(props: &Properties) -> (RsmldSettings, Vec<Diagnostic>) {
+/// validation path of `--properties` at start-up and of `rsmld check`. The keys are
+/// `program`'s: rsmld's, and a custom binary's handlers' own.
+pub fn file_settings(program: &Program, props: &Properties) -> (RsmldSettings, Vec<Diagnostic>) {
     let validate = |flag: &str, value: &str| -> Result<(), String> {
         // The real parser, on this one flag: `--flag=value` so that a value starting with
         // `-` stays a value.
-        <Cli as clap::CommandFactory>::command()
-            .try_get_matches_from(["rsmld".to_owned(), format!("--{flag}={value}")])
+        program
+            .command()
+            .try_get_matches_from([program.name().to_owned(), format!("--{flag}={value}")])
             .map(|_| ())
             .map_err(|e| value_error_reason(&e))
     };
-    properties::rsmld_settings(props, &settable_flags(), &validate)
+    properties::rsmld_settings(props, &settable_flags(program), &validate)
 }
 
 /// The reason inside a clap value error, without clap's framing (which names a flag the
@@ -351,8 +366,10 @@ fn value_error_reason(e: &clap::Error) -> String {
 }
 
 /// Builds the command line rsmld runs with: `argv` (program first) with the file's
-/// settings in front of its own flags, so that flags on the command line win.
+/// settings in front of its own flags, so that flags on the command line win; parsed as
+/// `program`'s command line.
 pub fn merge_file_settings(
+    program: &Program,
     argv: &[String],
     path: &str,
     settings: &RsmldSettings,
@@ -372,7 +389,7 @@ pub fn merge_file_settings(
         merged.push("--".into());
         merged.extend(cmd);
     }
-    let mut cli = Cli::try_parse_from(merged)?;
+    let mut cli = program.try_parse_from(merged)?;
     let on_command_line = |flag: &str| {
         cli_flags.iter().any(|a| {
             a.strip_prefix("--")

@@ -6,8 +6,10 @@
 
 use super::properties::{self, Entry};
 
-/// A setting that cannot work.
+/// A setting that cannot work. A handler's flag group reports its own with
+/// [`ConfigError::Invalid`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// No handler chosen.
     #[error("no handler: pass --handler discard or --handler file --output DIR")]
@@ -35,6 +37,15 @@ pub enum ConfigError {
     /// A nonsensical number.
     #[error("{0}")]
     Invalid(String),
+    /// One flag's value cannot work ([`ConfigError::flag`]): `--<flag> <message>`, or the
+    /// key as written when the value came from the properties file.
+    #[error("--{flag} {message}")]
+    Flag {
+        /// The long flag without dashes (`json-require`).
+        flag: &'static str,
+        /// What is wrong, to follow the flag (`needs a field name`).
+        message: String,
+    },
     /// A setting from the properties file that cannot work, named as the user wrote it.
     #[error("{path}:{line}: {message}")]
     InFile {
@@ -48,14 +59,26 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// `--<flag> <message>`: what a handler's flag group reports about one of its flags
+    /// (`ConfigError::flag("json-require", "needs a field name")`); told in terms of the
+    /// properties file (`app.properties:8: rsmld.json.require needs a field name`) when
+    /// the value came from there.
+    pub fn flag(flag: &'static str, message: impl Into<String>) -> Self {
+        ConfigError::Flag {
+            flag,
+            message: message.into(),
+        }
+    }
+
     /// The flags (long names without dashes) the error is about, most specific first.
-    pub fn flags(&self) -> &'static [&'static str] {
+    pub fn flags(&self) -> &[&'static str] {
         match self {
             ConfigError::NoHandler => &["handler"],
             ConfigError::NoOutput => &["handler", "output"],
             ConfigError::NoDeadLetter => &["on-error", "dead-letter"],
             ConfigError::NoCommand => &["handler", "command"],
             ConfigError::UnknownHandler { .. } => &["handler"],
+            ConfigError::Flag { flag, .. } => std::slice::from_ref(flag),
             ConfigError::Invalid(_) | ConfigError::InFile { .. } => &[],
         }
     }
@@ -98,6 +121,7 @@ impl ConfigError {
             ConfigError::UnknownHandler { name, valid, .. } => {
                 format!("{} = {name:?}: must be one of {valid}", key("handler"))
             }
+            ConfigError::Flag { flag, message } => format!("{} {message}", key(flag)),
             ConfigError::Invalid(m) => m.clone(),
             ConfigError::InFile { message, .. } => message.clone(),
         };

@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod error;
 pub mod kcl;
+pub mod program;
 pub mod properties;
 pub mod registry;
 pub mod units;

@@ -45,7 +45,9 @@ pub use ack::Ack;
 
 /// Where a handler runs: the worker's index among the pool's workers, and where its
 /// telemetry goes. No shard: a worker serves every lease attached to its pool.
+/// Non-exhaustive: build one with [`WorkerContext::new`] (in a handler's tests).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct WorkerContext {
     /// This worker's index, `0..workers`.
     pub worker: usize,
@@ -71,6 +73,13 @@ impl WorkerContext {
         }
     }
 
+    /// The same, with its events going to `telemetry` (a handler's test that looks at
+    /// them).
+    pub fn with_telemetry(mut self, telemetry: Arc<dyn Sink>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
     /// The same, for a pool that serves `lease` only.
     pub fn for_lease(mut self, lease: LeaseId) -> Self {
         self.sole_lease = Some(lease);
@@ -88,12 +97,47 @@ impl std::fmt::Debug for WorkerContext {
     }
 }
 
-/// A handler failure, readable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+/// A handler failure, readable: its message, and the error that caused it when there is
+/// one.
+///
+/// [`Display`](std::fmt::Display) prints the message once, and the message already holds
+/// the cause's text ([`HandlerError::with_source`] writes `message: cause`), so a report
+/// that also walks [`source()`](std::error::Error::source) would repeat it: rsmld prints
+/// the message only. The source is there for code that inspects the cause
+/// (`downcast_ref::<std::io::Error>()`).
+///
+/// ```
+/// use std::error::Error as _;
+/// use rsmld::HandlerError;
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such table");
+/// let e = HandlerError::with_source("cannot open the sink", io);
+/// assert_eq!(e.to_string(), "cannot open the sink: no such table");
+/// assert!(e.source().unwrap().downcast_ref::<std::io::Error>().is_some());
+///
+/// let e: HandlerError = std::io::Error::other("disk full").into();
+/// assert_eq!(e.to_string(), "disk full");
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HandlerError {
-    /// What went wrong.
+    /// What went wrong (with the cause's text, when there is a cause).
     pub message: String,
+    /// The error that caused it, if any.
+    cause: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The cause itself, not the Arc around it, so that it downcasts to its own type.
+        self.cause.as_deref().map(|c| c as _)
+    }
 }
 
 impl HandlerError {
@@ -101,6 +145,7 @@ impl HandlerError {
     pub fn new(message: impl Into<String>) -> Self {
         HandlerError {
             message: message.into(),
+            cause: None,
         }
     }
 
@@ -108,16 +153,104 @@ impl HandlerError {
     pub fn batch(message: impl Into<String>) -> Self {
         Self::new(message)
     }
+
+    /// A failure caused by `source`: the message is `context: <source>`, and
+    /// [`source()`](std::error::Error::source) returns `source`.
+    pub fn with_source(
+        context: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        HandlerError {
+            message: format!("{context}: {source}"),
+            cause: Some(Arc::new(source)),
+        }
+    }
+
+    /// A failure that is `source` itself: its text is the message, and
+    /// [`source()`](std::error::Error::source) returns it (what the `From` conversions do).
+    pub fn from_error(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        HandlerError {
+            message: source.to_string(),
+            cause: Some(Arc::new(source)),
+        }
+    }
+}
+
+/// Two failures are equal when their messages are (the sources are not comparable).
+impl PartialEq for HandlerError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for HandlerError {}
+
+impl From<std::io::Error> for HandlerError {
+    fn from(e: std::io::Error) -> Self {
+        HandlerError::from_error(e)
+    }
+}
+
+impl From<serde_json::Error> for HandlerError {
+    fn from(e: serde_json::Error) -> Self {
+        HandlerError::from_error(e)
+    }
+}
+
+impl From<base64::DecodeError> for HandlerError {
+    fn from(e: base64::DecodeError) -> Self {
+        HandlerError::from_error(e)
+    }
+}
+
+impl From<String> for HandlerError {
+    fn from(message: String) -> Self {
+        HandlerError::new(message)
+    }
+}
+
+impl From<&str> for HandlerError {
+    fn from(message: &str) -> Self {
+        HandlerError::new(message)
+    }
 }
 
 /// What failed in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BatchError {
     /// Nothing in the batch is done.
     Batch(HandlerError),
     /// These items (index in the batch, ascending, each once) failed; every other item of
     /// the batch is done.
     Items(Vec<(usize, HandlerError)>),
+}
+
+impl From<std::io::Error> for BatchError {
+    fn from(e: std::io::Error) -> Self {
+        BatchError::Batch(e.into())
+    }
+}
+
+impl From<serde_json::Error> for BatchError {
+    fn from(e: serde_json::Error) -> Self {
+        BatchError::Batch(e.into())
+    }
+}
+
+impl From<base64::DecodeError> for BatchError {
+    fn from(e: base64::DecodeError) -> Self {
+        BatchError::Batch(e.into())
+    }
+}
+
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BatchError::Batch(e) => e.cause.as_deref().map(|c| c as _),
+            _ => None,
+        }
+    }
 }
 
 impl From<HandlerError> for BatchError {
@@ -140,6 +273,7 @@ impl std::fmt::Display for BatchError {
 
 /// Why the pool interrupts a handler from another thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Interrupt {
     /// The running [`Handler::process`] call is past the item timeout: abort it now (the
     /// exec handler kills its child). Ignored between calls.
@@ -207,5 +341,56 @@ where
 {
     fn create(&self, ctx: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
         self(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// The message once, with its cause's text once; the source is the cause itself.
+    #[test]
+    fn a_handler_error_keeps_its_source_and_prints_it_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "read-only table");
+        let e = HandlerError::with_source("cannot store the batch", io);
+        assert_eq!(e.to_string(), "cannot store the batch: read-only table");
+        let source = e.source().unwrap();
+        assert_eq!(source.to_string(), "read-only table");
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().unwrap().kind(),
+            std::io::ErrorKind::PermissionDenied
+        );
+
+        let e = HandlerError::from(std::io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "disk full");
+        assert!(e
+            .source()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .is_some());
+        let e: HandlerError = serde_json::from_str::<u8>("x").unwrap_err().into();
+        assert_eq!(e.to_string(), "expected value at line 1 column 1");
+        assert!(e.source().is_some());
+        assert!(HandlerError::new("plain").source().is_none());
+        assert_eq!(HandlerError::from("plain"), HandlerError::new("plain"));
+    }
+
+    /// A batch error from an I/O error prints it once, and so does the pool's report of a
+    /// failed batch (`{e}`, never followed by the chain).
+    #[test]
+    fn a_batch_error_from_io_prints_the_message_once() {
+        let e = BatchError::from(std::io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "disk full");
+        assert_eq!(e.source().unwrap().to_string(), "disk full");
+        let e = BatchError::Items(vec![(
+            2,
+            HandlerError::with_source("bad item", std::io::Error::other("torn")),
+        )]);
+        assert_eq!(
+            e.to_string(),
+            "1 item(s) failed, first at 2: bad item: torn"
+        );
     }
 }

@@ -86,6 +86,25 @@ pub struct Item<'a> {
     pub data: Payload<'a>,
 }
 
+impl<'a> Item<'a> {
+    /// A whole record as one item (the first and only item of its record), with no
+    /// explicit hash key and no arrival time: for a handler's tests. Items the handler is
+    /// given in production come from rsmld.
+    pub fn new(sequence_number: &'a str, partition_key: &'a str, data: Payload<'a>) -> Self {
+        Item {
+            record: RecordId(0),
+            sequence_number,
+            sub_sequence_number: 0,
+            user_sub: 0,
+            user_total: 1,
+            partition_key,
+            explicit_hash_key: None,
+            approximate_arrival_timestamp: None,
+            data,
+        }
+    }
+}
+
 impl Item<'_> {
     /// Appends the item JSON of an item of shard `shard_id` (ASCII-only, one line, no
     /// newline) to `out`.

@@ -121,6 +121,7 @@ fn failures(result: Result<(), BatchError>) -> Vec<(usize, String)> {
         Ok(()) => panic!("the batch succeeded"),
         Err(BatchError::Batch(e)) => panic!("whole-batch error: {e}"),
         Err(BatchError::Items(v)) => v.into_iter().map(|(i, e)| (i, e.message)).collect(),
+        Err(other) => panic!("unexpected batch error: {other}"),
     }
 }
 

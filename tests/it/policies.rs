@@ -736,3 +736,122 @@ fn skip_cannot_count_items_whose_archive_and_dead_letters_were_removed() {
         o.stderr
     );
 }
+
+/// Runs the example with `args` (stdin closed) and returns (exit code, stdout, stderr).
+fn run_example(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(example_bin("json_validator"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The custom binary names itself: its own description and flag group in `--help`, its
+/// own name and version in `--version`, not rsmld's.
+#[test]
+fn custom_binary_names_itself_in_help_and_version() {
+    let (code, version, _) = run_example(&["--version"]);
+    assert_eq!(
+        (code, version.as_str()),
+        (
+            0,
+            format!("json_validator {}\n", env!("CARGO_PKG_VERSION")).as_str()
+        )
+    );
+    let (code, help, err) = run_example(&["--help"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        help.starts_with(
+            "json_validator: a KCL record processor that checks every item is a JSON document.\n"
+        ),
+        "{help}"
+    );
+    assert!(!help.contains("rsmld: a record processor"), "{help}");
+    assert!(
+        help.contains("\nJSON validator:\n      --json-require <FIELD>\n"),
+        "{help}"
+    );
+    assert!(
+        help.contains("- json:    Every item must be a JSON document"),
+        "{help}"
+    );
+    assert!(help.contains("[default: json]"), "{help}");
+}
+
+/// Sends one batch of `{"id":1}` then `{"a":1}` to a started example: the first record
+/// is checkpointed, the second fails the lease (exit 1) for its missing field.
+fn second_record_lacks_the_field(mut p: Proc, mut model: CheckpointModel) {
+    let l = batch(&mut model, vec![record(1, r#"{"id":1}"#)]);
+    run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    let l = batch(&mut model, vec![record(2, r#"{"a":1}"#)]);
+    p.send(&l);
+    assert_eq!(p.wait(Duration::from_secs(10)).unwrap(), 1);
+    assert_eq!(model.last.as_ref().unwrap().seq.as_str(), seq(1));
+    let err = p.stderr();
+    assert!(err.contains(r#"no field "id""#), "{err}");
+}
+
+/// The custom binary's own flag reaches its handler.
+#[test]
+fn custom_binary_flag_reaches_its_handler() {
+    let (p, model) = start(&["--json-require", "id"]);
+    second_record_lacks_the_field(p, model);
+}
+
+/// The custom binary's `rsmld.json.*` key is read from `--properties`, and its `check`
+/// accepts the file (rsmld's own `check` does not know the key).
+#[test]
+fn custom_binary_reads_its_key_from_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.properties");
+    let exe = example_bin("json_validator");
+    let lines = [
+        format!(
+            "executableName = {} --properties {}",
+            exe.display(),
+            path.display()
+        ),
+        "applicationName = app".into(),
+        "streamName = s".into(),
+        "AwsCredentialsProvider = DefaultCredentialsProvider".into(),
+        "workerId = host-1".into(),
+        "shutdownGraceMillis = 30000".into(),
+        "callProcessRecordsEvenForEmptyRecordList = true".into(),
+        "rsmld.json.require = id".into(),
+    ];
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let path_s = path.display().to_string();
+
+    let (code, _, err) = run_example(&["check", "--properties", &path_s]);
+    assert_eq!(
+        (code, err.as_str()),
+        (0, format!("{path_s}: ok for KCL 3.x\n").as_str())
+    );
+    let rsmld = std::process::Command::new(common::rsmld_bin())
+        .args(["check", "--properties", &path_s])
+        .output()
+        .unwrap();
+    let rsmld_err = String::from_utf8_lossy(&rsmld.stderr);
+    assert_eq!(rsmld.status.code(), Some(1), "{rsmld_err}");
+    assert!(rsmld_err.contains("rsmld.json.require"), "{rsmld_err}");
+
+    let (p, model) = start(&["--properties", &path_s]);
+    second_record_lacks_the_field(p, model);
+
+    // A value its handler refuses is named by its key, file and line, once.
+    let bad = lines[..7].join("\n") + "\nrsmld.json.require =\n";
+    std::fs::write(&path, bad).unwrap();
+    let (code, _, err) = run_example(&["--properties", &path_s]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            2,
+            format!("rsmld[-] ERROR {path_s}:8: rsmld.json.require needs a field name\n").as_str()
+        )
+    );
+}

@@ -26,6 +26,7 @@ use std::path::Path;
 
 use crate::cli::config::{OnErrorKind, RunArgs};
 use crate::cli::kcl::{self, Kcl, Ty};
+use crate::cli::program::Program;
 use crate::cli::properties::{
     Diagnostic, Entry, Properties, PropertiesError, RsmldSettings, Severity,
 };
@@ -48,13 +49,25 @@ impl Report {
 
 /// Checks the properties file at `path` for the daemon `kcl`.
 pub fn check_file(path: &Path, kcl: Kcl) -> Result<Report, PropertiesError> {
+    check_file_for(&Program::rsmld(), path, kcl)
+}
+
+/// Checks the properties file at `path` for the daemon `kcl` and the processor `program`
+/// (its handlers' `rsmld.*` keys are known; `executableName` may name it).
+pub fn check_file_for(program: &Program, path: &Path, kcl: Kcl) -> Result<Report, PropertiesError> {
     let props = Properties::read(path)?;
-    Ok(check(&props, kcl))
+    Ok(check_for(program, &props, kcl))
 }
 
 /// Checks parsed properties for the daemon `kcl`.
 pub fn check(props: &Properties, kcl: Kcl) -> Report {
+    check_for(&Program::rsmld(), props, kcl)
+}
+
+/// Checks parsed properties for the daemon `kcl` and the processor `program`.
+pub fn check_for(program: &Program, props: &Properties, kcl: Kcl) -> Report {
     let mut c = Checker {
+        program,
         props,
         kcl,
         out: Vec::new(),
@@ -75,6 +88,7 @@ pub fn check(props: &Properties, kcl: Kcl) -> Report {
 }
 
 struct Checker<'a> {
+    program: &'a Program,
     props: &'a Properties,
     kcl: Kcl,
     out: Vec<Diagnostic>,
@@ -579,7 +593,7 @@ impl Checker<'_> {
             );
         }
         // The rsmld.* keys are checked whatever runs them.
-        let (mut settings, problems) = crate::cli::config::file_settings(self.props);
+        let (mut settings, problems) = crate::cli::config::file_settings(self.program, self.props);
         self.out.extend(problems);
         let argv = match wrappers::peel(&argv) {
             wrappers::Peeled::Command {
@@ -612,7 +626,7 @@ impl Checker<'_> {
             .any(|a| a == "--properties" || a.starts_with("--properties="));
         let is_rsmld = Path::new(&program)
             .file_name()
-            .is_some_and(|n| n == "rsmld");
+            .is_some_and(|n| n == "rsmld" || n == self.program.name());
         if !takes_properties {
             if !settings.args.is_empty() || settings.command.is_some() {
                 self.warning(
@@ -629,8 +643,12 @@ impl Checker<'_> {
         } else {
             self.same_file(&argv, exe.line);
         }
-        let cli = match crate::cli::config::merge_file_settings(&argv, &self.props.path, &settings)
-        {
+        let cli = match crate::cli::config::merge_file_settings(
+            self.program,
+            &argv,
+            &self.props.path,
+            &settings,
+        ) {
             Ok(cli) => cli,
             // A program that is not rsmld but takes --properties may be a processor built
             // on rsmld (a compiled-in handler, which takes rsmld's flags); one that rejects

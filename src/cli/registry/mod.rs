@@ -11,8 +11,8 @@
 //! an edit of each of them.
 //!
 //! Nothing here is special to the built-ins: a library user's handler is a descriptor of
-//! the same kind (its flags and `rsmld.<name>.*` keys come with its group). Wiring a
-//! user's registry into the binary's entry point is left to that API (issue 15); the
+//! the same kind (its flags and `rsmld.<name>.*` keys come with its group), added to a
+//! custom binary's command line by [`Program::handler`](crate::Program::handler); the
 //! built-in command line is [`Registry::builtin`].
 //!
 //! The parsed groups travel in [`HandlerArgs`] (a field of the record processor's flags),
@@ -116,6 +116,15 @@ impl HandlerDescriptor {
             enforces_item_timeout: false,
             shutdown_timeout: Duration::from_secs(1),
             group: Box::new(Typed::<A>(PhantomData)),
+        }
+    }
+
+    /// The handler `name` without flags of its own: every worker's handler comes from
+    /// `factory`. (A handler with flags is [`HandlerDescriptor::new`] with its group.)
+    pub fn fixed(name: &'static str, help: &'static str, factory: Arc<dyn HandlerFactory>) -> Self {
+        HandlerDescriptor {
+            group: Box::new(Fixed(factory)),
+            ..HandlerDescriptor::new::<NoFlags>(name, help)
         }
     }
 
@@ -281,6 +290,43 @@ impl<A: HandlerGroup> ErasedGroup for Typed<A> {
     }
 }
 
+/// The flag group of a [`HandlerDescriptor::fixed`] handler: none.
+#[derive(Clone, Debug, clap::Args)]
+struct NoFlags;
+
+impl HandlerGroup for NoFlags {
+    fn build(&self, _: &General<'_>) -> Result<Arc<dyn HandlerFactory>, ConfigError> {
+        Err(ConfigError::Invalid(
+            "internal error: a fixed handler is built from its factory".into(),
+        ))
+    }
+}
+
+/// The group of a [`HandlerDescriptor::fixed`] handler: no flags, a factory.
+struct Fixed(Arc<dyn HandlerFactory>);
+
+impl ErasedGroup for Fixed {
+    fn augment(&self, cmd: clap::Command) -> clap::Command {
+        cmd
+    }
+    fn parse(&self, _: &ArgMatches) -> Result<Arc<dyn ParsedGroup>, clap::Error> {
+        Ok(Arc::new(NoFlags))
+    }
+    fn check(&self, _: &dyn ParsedGroup, _: &General<'_>) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    fn needs(&self, _: &dyn ParsedGroup, _: &General<'_>) -> Vec<Need> {
+        Vec::new()
+    }
+    fn build(
+        &self,
+        _: &dyn ParsedGroup,
+        _: &General<'_>,
+    ) -> Result<Arc<dyn HandlerFactory>, ConfigError> {
+        Ok(Arc::clone(&self.0))
+    }
+}
+
 /// The handlers a command line knows, in `--help` order.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -309,6 +355,18 @@ impl Registry {
     pub fn with(mut self, handler: HandlerDescriptor) -> Self {
         self.handlers.push(Arc::new(handler));
         self
+    }
+
+    /// This registry with every handler of `other` added after its own (shared, not
+    /// copied).
+    pub fn with_all(mut self, other: &Registry) -> Self {
+        self.handlers.extend(other.handlers.iter().cloned());
+        self
+    }
+
+    /// Whether it has no handler.
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
     }
 
     /// The handler called `name`.
