@@ -11,17 +11,7 @@ set -euo pipefail
 REQS="$RSMLD_REPO/scripts/requirements-lint.txt"
 VENV="$RSMLD_STATE/lint-venv"
 
-mkdir -p "$RSMLD_STATE"
-reqs_hash="$(sha256sum "$REQS" | cut -c1-16)"
-stamp="$VENV/.rsmld-requirements-$reqs_hash"
-if [ ! -f "$stamp" ]; then
-    t0=$(date +%s)
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
-    rm -f "$VENV"/.rsmld-requirements-*
-    touch "$stamp"
-    log "installed $REQS into $VENV in $(($(date +%s) - t0))s"
-fi
+ensure_venv "$VENV" "$REQS"
 "$VENV/bin/ruff" --version >/dev/null || die "ruff does not run; delete $VENV and rerun"
 "$VENV/bin/shellcheck" --version >/dev/null || die "shellcheck does not run; delete $VENV and rerun"
 log "$("$VENV/bin/ruff" --version), shellcheck $("$VENV/bin/shellcheck" --version | sed -n 's/^version: //p') in $VENV"

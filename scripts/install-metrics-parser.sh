@@ -12,17 +12,7 @@ set -euo pipefail
 REQS="$RSMLD_REPO/scripts/requirements-metrics.txt"
 VENV="$RSMLD_STATE/metrics-venv"
 
-mkdir -p "$RSMLD_STATE"
-reqs_hash="$(sha256sum "$REQS" | cut -c1-16)"
-stamp="$VENV/.rsmld-requirements-$reqs_hash"
-if [ ! -f "$stamp" ]; then
-    t0=$(date +%s)
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
-    rm -f "$VENV"/.rsmld-requirements-*
-    touch "$stamp"
-    log "installed $REQS into $VENV in $(($(date +%s) - t0))s"
-fi
+ensure_venv "$VENV" "$REQS"
 "$VENV/bin/python" -c 'import prometheus_client.parser' ||
     die "prometheus_client does not import; delete $VENV and rerun"
 log "prometheus_client $("$VENV/bin/python" -c 'import prometheus_client, importlib.metadata as m; print(m.version("prometheus-client"))') in $VENV"

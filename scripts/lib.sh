@@ -20,6 +20,22 @@ RSMLD_KCL="${RSMLD_KCL:-3}"
 log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# ensure_venv VENV REQS: VENV holds exactly the pinned packages of REQS (a requirements
+# file). Idempotent: a stamp named after the file's hash says it is done, so a second run
+# only checks; a changed file reinstalls.
+ensure_venv() {
+    local venv="$1" reqs="$2" stamp t0
+    mkdir -p "$(dirname "$venv")"
+    stamp="$venv/.rsmld-requirements-$(sha256sum "$reqs" | cut -c1-16)"
+    [ -f "$stamp" ] && return 0
+    t0=$(date +%s)
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
+    rm -f "$venv"/.rsmld-requirements-*
+    touch "$stamp"
+    log "installed $reqs into $venv in $(($(date +%s) - t0))s"
+}
+
 # site-packages directory of the venv (where amazon_kclpy/jars lives).
 venv_site_packages() {
     "$RSMLD_PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'

@@ -357,20 +357,11 @@ mod tests {
 
     /// node_exporter, unpacked by scripts/install-node-exporter.sh.
     fn node_exporter() -> Option<PathBuf> {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let state = std::env::var_os("RSMLD_STATE").map_or(root.join(".state"), PathBuf::from);
-        let bin = state.join("node-exporter/prometheus-node-exporter");
-        if bin.exists() {
-            return Some(bin);
-        }
-        let message = format!(
-            "{} not found: run scripts/install-node-exporter.sh (this test has its textfile \
-             collector read the metrics files)",
-            bin.display()
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-        eprintln!("skipping: {message}");
-        None
+        crate::testkit::tools::installed(
+            "node-exporter/prometheus-node-exporter",
+            "scripts/install-node-exporter.sh",
+            "this test has its textfile collector read the metrics files",
+        )
     }
 
     /// Kills and reaps the child it holds when dropped (a failing test leaves none).

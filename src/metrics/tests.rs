@@ -288,23 +288,7 @@ fn render_lease_holds_only_that_lease() {
     assert_eq!(s.render_lease(&LeaseId::new("app", "x")).unwrap(), None);
 }
 
-/// The Python venv holding prometheus-client (scripts/install-metrics-parser.sh).
-fn metrics_python() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let state = std::env::var_os("RSMLD_STATE").map_or(root.join(".state"), PathBuf::from);
-    let python = state.join("metrics-venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    let message = format!(
-        "{} not found: run scripts/install-metrics-parser.sh (it installs the Prometheus \
-         Python client this test parses the metrics with)",
-        python.display()
-    );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-    eprintln!("skipping: {message}");
-    None
-}
+use crate::testkit::tools::metrics_python;
 
 #[test]
 fn the_prometheus_python_client_reads_a_scrape_of_two_leases() {

@@ -27,4 +27,5 @@
 pub mod daemon;
 pub mod encode;
 pub mod in_process;
+pub mod tools;
 pub mod transcript;

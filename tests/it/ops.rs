@@ -20,24 +20,7 @@ use common::{
 use rsmld::codec::message::{Action, DaemonMessage, Record};
 use rsmld::testkit::encode::process_records;
 
-/// The Python venv holding prometheus-client (scripts/install-metrics-parser.sh); as in
-/// src/metrics/tests.rs: absent, the test skips, except under CI, where it fails.
-fn metrics_python() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let state = std::env::var_os("RSMLD_STATE").map_or(root.join(".state"), PathBuf::from);
-    let python = state.join("metrics-venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    let message = format!(
-        "{} not found: run scripts/install-metrics-parser.sh (it installs the Prometheus \
-         Python client this test parses the metrics with)",
-        python.display()
-    );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-    eprintln!("skipping: {message}");
-    None
-}
+use rsmld::testkit::tools::metrics_python;
 
 /// `(sample name, labels other than application/shard) -> value` of a metrics file, as
 /// scripts/prom_parse.py (prometheus_client's parser) reads it; every sample must carry
