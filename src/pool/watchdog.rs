@@ -42,18 +42,22 @@ impl Watch {
     }
 
     /// A handler call for `lease` starts now (`start`: ms since the epoch + 1).
+    ///
+    /// `busy_since` changes only under the `lease` lock, so the watchdog, which acts under
+    /// the same lock after checking the value again, always acts on the call it timed: a
+    /// call that ended meanwhile, or the next one (of another lease, perhaps), is never
+    /// interrupted or failed for it.
     pub(crate) fn begin(&self, start: u64, lease: &Arc<LeaseState>) {
-        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease.clone());
+        let mut current = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        *current = Some(lease.clone());
         self.busy_since.store(start, Ordering::SeqCst);
     }
 
     /// The call ended.
     pub(crate) fn end(&self) {
+        let mut current = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
         self.busy_since.store(0, Ordering::SeqCst);
-        self.lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        current.take();
     }
 
     /// The worker cannot take work any more (stuck, or its thread died).
@@ -102,15 +106,20 @@ pub(crate) fn spawn(
                         continue;
                     }
                     fired[worker] = since;
-                    act(worker, watch, timeout);
+                    act(worker, watch, since, timeout);
                 }
             }
         })
         .map_err(|e| PoolError::Threads(e.to_string()))
 }
 
-/// A call of `worker` is past the timeout: interrupt it, or give the worker up.
-fn act(worker: usize, watch: &Watch, timeout: Duration) {
+/// A call of `worker` (the one that began at `since`) is past the timeout: interrupt it,
+/// or give the worker up; nothing if that call has ended meanwhile.
+fn act(worker: usize, watch: &Watch, since: u64, timeout: Duration) {
+    let current = watch.lease.lock().unwrap_or_else(PoisonError::into_inner);
+    if watch.busy_since.load(Ordering::SeqCst) != since {
+        return;
+    }
     match &watch.interrupter {
         Some(interrupt) => {
             log::error!(
@@ -121,12 +130,7 @@ fn act(worker: usize, watch: &Watch, timeout: Duration) {
         }
         None => {
             watch.set_lost();
-            let lease = watch
-                .lease
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            if let Some(lease) = lease {
+            if let Some(lease) = current.as_ref() {
                 lease.fail(
                     worker,
                     Vec::new(),
@@ -153,5 +157,55 @@ fn drain_lost(worker: usize, channel: &Receiver<Msg>) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::telemetry::LeaseId;
+
+    fn lease() -> Arc<LeaseState> {
+        let (events, _) = crossbeam_channel::unbounded();
+        Arc::new(LeaseState {
+            id: LeaseId::new("", "shardId-0"),
+            abandoned: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            events,
+            dead_lettered: AtomicU64::new(0),
+        })
+    }
+
+    #[test]
+    fn a_timeout_acts_on_the_call_it_timed_never_on_the_next_one() {
+        let interrupts = Arc::new(AtomicUsize::new(0));
+        let counter = interrupts.clone();
+        let watch = Watch::new(Some(Arc::new(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })));
+        let timeout = Duration::from_millis(10);
+        // The watchdog saw the call that began at 5 run too long; it ended, and the next
+        // call (another lease's) began at 9 before the watchdog acted.
+        watch.begin(5, &lease());
+        watch.end();
+        watch.begin(9, &lease());
+        act(0, &watch, 5, timeout);
+        assert_eq!(
+            interrupts.load(Ordering::SeqCst),
+            0,
+            "the next call was interrupted"
+        );
+        act(0, &watch, 9, timeout);
+        assert_eq!(interrupts.load(Ordering::SeqCst), 1);
+        watch.end();
+        act(0, &watch, 9, timeout);
+        assert_eq!(
+            interrupts.load(Ordering::SeqCst),
+            1,
+            "an ended call was interrupted"
+        );
     }
 }

@@ -381,6 +381,8 @@ pub struct Session {
     last_checkpoint: Option<Esn>,
     last_checkpoint_at: Instant,
     checkpointing_stopped: bool,
+    /// `leaseLost` (or `shutdown` ZOMBIE) arrived: the work in flight was abandoned.
+    lease_lost: bool,
     flush_requested: bool,
     /// Lines whose items may still be in flight: (id after the batch's last record, bytes).
     pinned: Pins,
@@ -425,6 +427,7 @@ impl Session {
             last_checkpoint: None,
             last_checkpoint_at: now,
             checkpointing_stopped: false,
+            lease_lost: false,
             flush_requested: false,
             pinned: Pins::default(),
             current_pin: None,
@@ -782,6 +785,18 @@ impl Session {
         records: &[RecordId],
         error: String,
     ) -> Result<(), SessionError> {
+        if self.lease_lost {
+            // Work of a lost lease failed (its report crossed `leaseLost`): nothing can be
+            // checkpointed any more, so it changes nothing, and the lease ends as the
+            // daemon asked instead of with an error.
+            self.emit(Event::ItemsFailed {
+                worker,
+                items: records.len(),
+                error,
+                retry: None,
+            });
+            return Ok(());
+        }
         for &id in records {
             self.tracker.fail(id)?;
         }
@@ -826,6 +841,7 @@ impl Session {
     }
 
     fn lease_lost(&mut self, action: Action, now: Instant) {
+        self.lease_lost = true;
         self.emit(Event::Abandoned {
             action: action.as_str(),
             items: self.tracker.in_flight(),
@@ -1240,5 +1256,64 @@ mod tests {
         let ids = batch(&mut s, 6, 1, t1);
         assert_eq!(waits(&mut s), (vec![], true), "no wait, no event");
         s.handle_completed(&ids, t1).unwrap();
+    }
+
+    /// A failure report that crosses `leaseLost` (the worker failed before the daemon's
+    /// line arrived; the lease loop read the line first) ends nothing: the lease was lost,
+    /// no checkpoint can follow, and the lease ends as the daemon asked. Before it, the
+    /// same report stops the lease.
+    #[test]
+    fn a_failure_after_lease_lost_is_not_an_error() {
+        let now = Instant::now();
+        // A lease with two records in flight; the first one's id.
+        let started = || {
+            let mut s = Session::new(SessionConfig::default(), now);
+            let initialize = DaemonMessage::<()>::Initialize {
+                shard_id: "shardId-0".into(),
+                sequence_number: None,
+                sub_sequence_number: None,
+            };
+            s.handle_message(initialize, now).unwrap();
+            let head = RecordsHead {
+                records: 2,
+                millis_behind_latest: None,
+                line_bytes: 0,
+                ahead: false,
+            };
+            let mut admission = s.handle_records(head, now).unwrap();
+            let first = admission.next_id();
+            let records = (1..=2u64)
+                .map(|i| {
+                    (
+                        Esn::new(SequenceNumber::parse(&i.to_string()).unwrap(), 0),
+                        1,
+                    )
+                })
+                .collect();
+            s.handle_delivered(&mut admission, records, 0, now).unwrap();
+            (s, first)
+        };
+        let (mut before, first) = started();
+        let got = before.handle_failed(0, &[first], "boom".into());
+        assert!(
+            matches!(got, Err(SessionError::WorkerFailed { .. })),
+            "{got:?}"
+        );
+        let (mut s, first) = started();
+        s.handle_message(DaemonMessage::<()>::LeaseLost, now)
+            .unwrap();
+        s.handle_failed(0, &[first], "boom".into()).unwrap();
+        let mut sent = Vec::new();
+        while let Some(out) = s.poll_output() {
+            if let Output::Send(m) = out {
+                sent.push(m);
+            }
+        }
+        assert_eq!(
+            sent.last(),
+            Some(&ProcessorMessage::Status {
+                response_for: Action::LeaseLost
+            })
+        );
     }
 }
