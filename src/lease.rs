@@ -568,7 +568,9 @@ impl<'rt, W: Write> Lease<'rt, W> {
         }
     }
 
-    /// What the pool's event channel gave: an event, or its end (a worker is gone).
+    /// What the pool's event channel gave: an event, or its end. The lease's own pool state
+    /// holds a sender, so the channel does not end while the lease runs; should it, the
+    /// lease stops with an error rather than wait for completions that cannot come.
     fn on_pool_recv(
         &mut self,
         ev: Result<WorkerEvent, crossbeam_channel::RecvError>,

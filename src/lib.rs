@@ -157,8 +157,10 @@
 //! - The **pool** keeps per-key order within a lease (same key → same worker → FIFO) while
 //!   N workers run in parallel for every lease, and turns handler errors and panics into
 //!   failures of the lease whose batch it was.
-//! - **Handlers** receive batches and return only when the items are done (written and
-//!   flushed, for the file handler): a completion is a promise the checkpoint relies on.
+//! - **Handlers** receive batches and report them done only when they are (written and
+//!   flushed, for the file handler): `process` returning `Ok`, or a pipelining handler's
+//!   `Ack` resolved as done, is a promise the checkpoint relies on; an `Ack` dropped
+//!   unresolved fails its items.
 //!
 //! At-least-once: nothing is checkpointed that was not processed; a failure stops
 //! checkpointing and exits non-zero, the daemon restarts, and processing resumes from the

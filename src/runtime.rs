@@ -118,8 +118,10 @@ impl Runtime {
         }
     }
 
-    /// Runs one lease over `input`/`output` until its input ends; its counters. Leases
-    /// may run at once, each on its own thread.
+    /// Runs one lease over `input`/`output` until its input ends; its counters. On a
+    /// runtime made by [`Runtime::start`] leases may run at once, each on its own thread; one
+    /// made by [`Runtime::new`] serves a single lease (its handlers know that lease as
+    /// their only one, e.g. the exec handler's `RSMLD_SHARD_ID`).
     pub fn run_lease<R, W>(&self, input: R, output: W) -> Result<Stats, LeaseError>
     where
         R: Read + Send + 'static,
@@ -128,7 +130,8 @@ impl Runtime {
         Lease::run(self, input, output)
     }
 
-    /// Stops the workers, waiting at most `--shutdown-timeout`: whatever is still queued
+    /// Stops the workers, waiting at most the configured shutdown timeout (the handler's
+    /// bound on closing, see `HandlerDescriptor::with_shutdown_timeout`): whatever is still queued
     /// is dropped (no lease checkpointed it).
     pub fn shutdown(self) -> Result<(), PoolError> {
         let pool = self

@@ -550,7 +550,7 @@ impl RunArgs {
         Ok(())
     }
 
-    /// Validates the flags into the driver's configuration.
+    /// Validates the flags into the runtime's configuration.
     pub fn into_runtime_config(self) -> Result<RuntimeConfig, ConfigError> {
         self.validate()?;
         let workers = match self.workers {
@@ -656,7 +656,7 @@ mod tests {
         );
     }
 
-    /// The handler's own settings decide what the driver gets: exec times out silence
+    /// The handler's own settings decide what the runtime gets: exec times out silence
     /// itself (the pool's watchdog stays off) and gets longer to close.
     #[test]
     fn the_chosen_descriptor_sets_timeouts() {

@@ -3,7 +3,7 @@
 //!
 //! Layers inside, each looking only down: [`units`], [`properties`] and [`kcl`] are leaves
 //! (human units, the Java properties format, the daemon's table of keys); [`config`] is the
-//! clap definition and its translation into the driver's configuration; [`check`] runs
+//! clap definition and its translation into the runtime's configuration; [`check`] runs
 //! [`config`]'s parsers over a properties file. [`kcl`] sits below both `config` (the
 //! `--kcl` flag) and `check` (the key table), so neither imports the other's tables.
 

@@ -76,7 +76,9 @@ impl Program {
     /// shown under its heading ([`HandlerDescriptor::with_heading`]). Its name and its
     /// long flags must differ from the built-in ones (clap refuses a flag defined twice).
     pub fn handler(mut self, handler: HandlerDescriptor) -> Program {
-        debug_assert!(
+        // A binary's own mistake, found at its first start: a second handler of one name
+        // would be shadowed without a word.
+        assert!(
             self.registry().get(handler.name()).is_none(),
             "a handler called {:?} is already on the command line",
             handler.name()

@@ -89,7 +89,7 @@ pub struct SessionConfig {
     pub backoff_base: Duration,
     /// Largest backoff delay.
     pub backoff_max: Duration,
-    /// Seed of the jitter generator (the driver uses the clock and pid).
+    /// Seed of the jitter generator (the command line seeds it from the clock and pid).
     pub jitter_seed: u64,
     /// What to do with a record delivered again within this lease.
     pub on_duplicate: OnDuplicate,
@@ -658,9 +658,9 @@ impl Session {
     /// The next `records` of an admitted line, each with how many items it produced (the
     /// mapper numbered them from [`Admission::next_id`]), and `heap_bytes`, the memory of
     /// their items. Returns the ids of the records that are duplicates (ascending): their
-    /// items must be dropped, not dispatched (they count as done). Every record of the part
-    /// is placed in the delivery order before anything of it is registered, so an error
-    /// leaves no item of it running (and the process stops). The last part starts the
+    /// items must be dropped, not dispatched (they count as done). The records are placed in
+    /// the delivery order and registered one by one, all before any item of the part is
+    /// dispatched, so an error leaves no item of it running (and the process stops). The last part starts the
     /// action unless the line was acknowledged ahead.
     pub fn handle_delivered(
         &mut self,
@@ -1125,7 +1125,7 @@ impl Session {
             .backoff_base
             .saturating_mul(1u32 << attempt.min(20))
             .min(self.config.backoff_max);
-        // splitmix64: a tiny deterministic generator; the driver seeds it per process.
+        // splitmix64: a tiny deterministic generator; seeded per process.
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.rng;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

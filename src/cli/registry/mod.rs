@@ -154,7 +154,7 @@ impl HandlerDescriptor {
         self
     }
 
-    /// How long the driver waits for this handler's handlers to close at shutdown.
+    /// How long the runtime waits for this handler's handlers to close at shutdown.
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -662,7 +662,7 @@ mod tests {
 
     /// Issue 15's custom binary, sketched on today's types: rsmld's command line under its
     /// own name, with one more handler, its flags under its heading, parsed into the same
-    /// `RunArgs` and built into the driver's configuration.
+    /// `RunArgs` and built into the runtime's configuration.
     #[test]
     fn rsmlds_command_line_takes_one_more_handler() {
         let registry = Registry::new()

@@ -722,7 +722,7 @@ mod tests {
         assert!(block.is_empty());
         assert_eq!(splitter.stats().broken_aggregates(), 2);
         assert_eq!(splitter.stats().lost_user_records(), 7);
-        // The counters are shared by clones (the driver splits on several threads).
+        // The counters are shared by clones (the mapper splits on several threads).
         let clone = splitter.clone();
         clone.split("s", &record(&broken_aggregate(3, 0, false)), RecordId(2));
         assert_eq!(splitter.stats().lost_user_records(), 10);
