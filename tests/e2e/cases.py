@@ -14,6 +14,7 @@ printed is "N passed, M failed" (cases of that version).
 
 import collections
 import os
+import shutil
 import signal
 import sys
 import time
@@ -89,6 +90,14 @@ def check_metrics(case, d, metrics_dir, manifest):
     else:
         say(f"{case.name}: metrics files at the expected totals ({time.monotonic() - t0:.1f}s)")
     files, got = state.get("files", {}), state.get("got", {})
+    # A copy of the files as rsmld last wrote them, to look at after the run.
+    seen = os.path.join(case.work, "metrics-seen")
+    os.makedirs(seen, exist_ok=True)
+    for name in files:
+        try:
+            shutil.copy(os.path.join(metrics_dir, name), seen)
+        except FileNotFoundError:
+            pass
     case.check(sorted(files) == sorted(f"rsmld-{s}.prom" for s in want),
                "one metrics file per lease, rsmld-<shardId>.prom, parsed by the Prometheus Python client",
                ", ".join(f"{n} ({len(v)} samples)" for n, v in sorted(files.items())))
@@ -107,7 +116,7 @@ def check_metrics(case, d, metrics_dir, manifest):
     per_shard("failures", lambda s, v: v == 0, "rsmld_item_failures_total = 0")
     per_shard("lag_ms", lambda s, v: v >= 0, "rsmld_millis_behind_latest present")
     per_shard("batches", lambda s, v: v > 0, "rsmld_handler_batch_duration_seconds_count > 0")
-    case.note("metrics: " + "; ".join(f"{s[-1]}: " + " ".join(f"{k}={v:g}" if isinstance(v, (int, float))
+    case.note("metrics: " + "; ".join(f"{s[-1]}: " + " ".join(f"{k}={v:.15g}" if isinstance(v, (int, float))
                                                             else f"{k}={v}" for k, v in g.items())
                                       for s, g in sorted(got.items())))
 
@@ -173,8 +182,14 @@ class Records(Case):
         check_metrics(self, d, metrics_dir, manifest)
         rc = d.stop()
         self.note(f"daemon exit code after SIGTERM: {rc}")
+        # rsmld removes its file when the lease ends (and whatever it wrote when it exits); the
+        # daemon may exit a moment before its last child has: wait a little for that.
+        t0 = time.monotonic()
+        while os.listdir(metrics_dir) and time.monotonic() - t0 < 10:
+            time.sleep(0.2)
         left = sorted(os.listdir(metrics_dir))
-        self.check(not left, "metrics files removed when the leases ended (graceful stop)", ", ".join(left))
+        self.check(not left, "metrics files (and their temporary files) gone after the graceful stop",
+                   ", ".join(left))
         self.check_processes()
         self.check_daemon_logs()
 
