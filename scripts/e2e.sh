@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests: rsmld (file handler) under the real KCL MultiLangDaemon -- KCL 3.1.3 and
 # KCL 2.5.8 -- against local Kinesis and DynamoDB emulators on 127.0.0.1. Cases (tests/e2e/cases.py):
-#   records   plain and KPL-aggregated records over 2 shards, all in the output, exact ESNs
+#   records   plain and KPL-aggregated records over 2 shards, all in the output, exact ESNs;
+#             each lease's metrics file (--metrics-dir) counts them, and is removed at the end
 #   split     a shard split mid-run: parent lease SHARD_END, children's records processed
 #   sigterm   SIGTERM with shutdownGraceMillis: shutdownRequested checkpoint = last record
 #   kill      rsmld SIGKILLed mid-stream: daemon exits non-zero, restart resumes, nothing lost
@@ -29,7 +30,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-case "${1:-}" in -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 KCLS="${RSMLD_E2E_KCL:-both}"
 args=()
@@ -95,6 +96,8 @@ trap 'exit 143' TERM
 
 t0=$(date +%s)
 "$RSMLD_REPO/scripts/install-daemon.sh" >&2
+# The records case reads rsmld's metrics files with the Prometheus Python client's parser.
+"$RSMLD_REPO/scripts/install-metrics-parser.sh" >&2
 if [ -z "${RSMLD_BIN:-}" ]; then
     log "building rsmld (cargo build --release)"
     (cd "$RSMLD_REPO" && cargo build --release --quiet --bin rsmld)

@@ -14,6 +14,7 @@ printed is "N passed, M failed" (cases of that version).
 
 import collections
 import os
+import shutil
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Unsorted on purpose: importing harness puts scripts/ (kinesis_tool) on the path.
 from harness import (SHARD0, SHARD1, CaseFailed, Case, Daemon, Producer, esn, messages,  # noqa: I001
-                     proc_shard, run_suite, say)
+                     proc_shard, read_metrics_files, run_suite, sample, say)
 import kinesis_tool as kt
 
 
@@ -46,6 +47,80 @@ def processes_of(daemon, shard):
     return [evs for evs in daemon.transcripts().values() if proc_shard(evs) == shard]
 
 
+def lease_metrics(files, shard):
+    """The figures the records case checks, from one shard's parsed metrics file (None: absent)."""
+    samples = files.get(f"rsmld-{shard}.prom", [])
+    checkpoints = [(ls.get("outcome"), v) for n, ls, v in samples
+                   if n == "rsmld_checkpoints_total" and ls.get("shard") == shard]
+    return {
+        "records": sample(samples, "rsmld_records_total", shard=shard),
+        "items": sample(samples, "rsmld_items_total", shard=shard),
+        "in_flight": sample(samples, "rsmld_in_flight_items", shard=shard),
+        "stored": sum(v for o, v in checkpoints if o == "stored") if checkpoints else None,
+        "checkpoint_errors": sum(v for o, v in checkpoints if o != "stored"),
+        "lag_ms": sample(samples, "rsmld_millis_behind_latest", shard=shard),
+        "batches": sample(samples, "rsmld_handler_batch_duration_seconds_count", shard=shard),
+        "failures": sample(samples, "rsmld_item_failures_total", shard=shard),
+        "last_checkpoint": sample(samples, "rsmld_last_checkpoint_timestamp_seconds", shard=shard),
+    }
+
+
+def check_metrics(case, d, metrics_dir, manifest):
+    """While the daemon runs: each shard's metrics file (--metrics-dir), read by the Prometheus
+    Python client, counts what was put into that shard, all completed and checkpointed."""
+    want = collections.Counter(m["shard"] for m in manifest)
+    state = {}
+
+    def settled():
+        files = state["files"] = read_metrics_files(metrics_dir)
+        state["got"] = got = {s: lease_metrics(files, s) for s in want}
+        return all(g["records"] == want[s] and g["items"] == want[s] and g["in_flight"] == 0
+                   and (g["stored"] or 0) >= 1 for s, g in got.items())
+    # The files are rewritten every --metrics-interval: wait (bounded) for the final totals; if
+    # they never come, the checks below say which figure is wrong. A file the parser rejects, or
+    # no parser, fails the case at once (read_metrics_files).
+    t0 = time.monotonic()
+    while not settled():
+        if not d.alive():
+            raise CaseFailed(f"daemon {d.name} exited while waiting for its metrics files")
+        if time.monotonic() - t0 > 20:
+            say(f"{case.name}: metrics files not at the expected totals after 20s")
+            break
+        time.sleep(0.5)
+    else:
+        say(f"{case.name}: metrics files at the expected totals ({time.monotonic() - t0:.1f}s)")
+    files, got = state.get("files", {}), state.get("got", {})
+    # A copy of the files as rsmld last wrote them, to look at after the run.
+    seen = os.path.join(case.work, "metrics-seen")
+    os.makedirs(seen, exist_ok=True)
+    for name in files:
+        try:
+            shutil.copy(os.path.join(metrics_dir, name), seen)
+        except FileNotFoundError:
+            pass
+    case.check(sorted(files) == sorted(f"rsmld-{s}.prom" for s in want),
+               "one metrics file per lease, rsmld-<shardId>.prom, parsed by the Prometheus Python client",
+               ", ".join(f"{n} ({len(v)} samples)" for n, v in sorted(files.items())))
+
+    def per_shard(key, ok, label):
+        vals = {s: got.get(s, {}).get(key) for s in sorted(want)}
+        case.check(all(v is not None and ok(s, v) for s, v in vals.items()), label,
+                   ", ".join(f"{s[-1]}: {v}" for s, v in vals.items()))
+    per_shard("records", lambda s, v: v == want[s], "rsmld_records_total = user records put into the shard "
+              f"({', '.join(f'{s[-1]}: {n}' for s, n in sorted(want.items()))})")
+    per_shard("items", lambda s, v: v == want[s], "rsmld_items_total = the same (file handler: one item per record)")
+    per_shard("in_flight", lambda s, v: v == 0, "rsmld_in_flight_items = 0")
+    per_shard("stored", lambda s, v: v >= 1, 'rsmld_checkpoints_total{outcome="stored"} >= 1')
+    per_shard("checkpoint_errors", lambda s, v: v == 0, "no checkpoint answered with an error")
+    per_shard("last_checkpoint", lambda s, v: v > 0, "rsmld_last_checkpoint_timestamp_seconds set")
+    per_shard("failures", lambda s, v: v == 0, "rsmld_item_failures_total = 0")
+    per_shard("lag_ms", lambda s, v: v >= 0, "rsmld_millis_behind_latest present")
+    per_shard("batches", lambda s, v: v > 0, "rsmld_handler_batch_duration_seconds_count > 0")
+    case.note("metrics: " + "; ".join(f"{s[-1]}: " + " ".join(f"{k}={v:.15g}" if isinstance(v, (int, float))
+                                                            else f"{k}={v}" for k, v in g.items())
+                                      for s, g in sorted(got.items())))
+
+
 def stop_all(daemons, timeout=40):
     """SIGTERM every daemon at once, then wait for each."""
     for d in daemons:
@@ -64,7 +139,11 @@ class Records(Case):
         self.create_stream(2)
         self.create_leases()
         self.put(plain=30, aggregated=6, per_aggregate=5, tag="a")
-        d = Daemon(self, "daemon", "worker-a", ["--checkpoint-interval", "0.5"],
+        # rsmld writes each lease's Prometheus metrics here (rsmld.metrics_dir), every second.
+        metrics_dir = os.path.join(self.work, "metrics")
+        os.makedirs(metrics_dir)
+        d = Daemon(self, "daemon", "worker-a", ["--checkpoint-interval", "0.5", "--metrics-dir", metrics_dir,
+                                                "--metrics-interval", "1s"],
                    {"shutdownGraceMillis": 3000}).start()
         self.wait_records()
         manifest, output, _ = self.check_records()
@@ -100,8 +179,17 @@ class Records(Case):
                         lambda: checkpoints_at(self, want), timeout=30, watch=[d])
         self.check(True, "lease checkpoints = last record of each shard (periodic checkpoints, 0.5 s)",
                    ", ".join(f"{s[-1]}: {fmt_esn(e)}" for s, e in sorted(want.items())))
+        check_metrics(self, d, metrics_dir, manifest)
         rc = d.stop()
         self.note(f"daemon exit code after SIGTERM: {rc}")
+        # rsmld removes its file when the lease ends (and whatever it wrote when it exits); the
+        # daemon may exit a moment before its last child has: wait a little for that.
+        t0 = time.monotonic()
+        while os.listdir(metrics_dir) and time.monotonic() - t0 < 10:
+            time.sleep(0.2)
+        left = sorted(os.listdir(metrics_dir))
+        self.check(not left, "metrics files (and their temporary files) gone after the graceful stop",
+                   ", ".join(left))
         self.check_processes()
         self.check_daemon_logs()
 

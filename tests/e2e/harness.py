@@ -35,6 +35,10 @@ SCRIPTS = os.path.join(REPO, "scripts")
 STATE = os.environ.get("RSMLD_STATE") or os.path.join(REPO, ".state")
 RSMLD = os.path.abspath(os.environ.get("RSMLD_BIN") or os.path.join(REPO, "target", "release", "rsmld"))
 RECORDER = os.path.join(SCRIPTS, "record.py")
+# The independent reader of rsmld's metrics files: the Prometheus Python client's text parser,
+# in a venv of its own (scripts/install-metrics-parser.sh), run through scripts/prom_parse.py.
+METRICS_PY = os.path.join(STATE, "metrics-venv", "bin", "python")
+PROM_PARSE = os.path.join(SCRIPTS, "prom_parse.py")
 
 sys.path.insert(0, SCRIPTS)
 import kinesis_tool as kt  # (needs the venv: boto3, aws-kinesis-agg)
@@ -278,6 +282,41 @@ def load_transcripts(rec_dir):
     for evs in procs.values():
         evs.sort(key=lambda e: e["seq"])
     return procs
+
+
+def read_metrics_files(metrics_dir):
+    """rsmld's metrics files in `metrics_dir` (--metrics-dir), each parsed by the Prometheus
+    Python client's text parser (text_string_to_metric_families, through scripts/prom_parse.py
+    in .state/metrics-venv), not by rsmld's code: {file name: [(sample name, labels, value)]}.
+    Only `*.prom` files (what node_exporter reads); one removed while listing is skipped. A
+    missing parser or a file it rejects is a CaseFailed that says so."""
+    if not os.access(METRICS_PY, os.X_OK):
+        raise CaseFailed(f"no Prometheus Python client at {METRICS_PY}: run scripts/install-metrics-parser.sh")
+    files = {}
+    for name in sorted(os.listdir(metrics_dir)):
+        if not name.endswith(".prom"):
+            continue
+        try:
+            with open(os.path.join(metrics_dir, name), encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            continue  # its lease just ended
+        r = subprocess.run([METRICS_PY, PROM_PARSE], input=text, capture_output=True, text=True,
+                           timeout=60, check=False)
+        if r.returncode != 0:
+            raise CaseFailed(f"{name} does not parse: {r.stderr.strip()[:300]}")
+        files[name] = [(s["name"], s["labels"], s["value"])
+                       for fam in json.loads(r.stdout) for s in fam["samples"]]
+    return files
+
+
+def sample(samples, name, **labels):
+    """The value of the one sample `name` whose labels include `labels`, or None if there is
+    none (several: a CaseFailed)."""
+    vals = [v for n, ls, v in samples if n == name and all(ls.get(k) == x for k, x in labels.items())]
+    if len(vals) > 1:
+        raise CaseFailed(f"{len(vals)} samples {name}{labels}")
+    return vals[0] if vals else None
 
 
 def proc_shard(evs):
