@@ -2,7 +2,6 @@ use super::*;
 use crate::telemetry::CheckpointRetry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 fn sink() -> MetricsSink {
@@ -305,23 +304,8 @@ fn the_prometheus_python_client_reads_a_scrape_of_two_leases() {
     let odd = LeaseId::new("we\"ird\\app\n", "shardId-000000000002");
     feed_lease(&s, &odd, 1, 9);
     let text = s.scrape().unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/prom_parse.py");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Python client rejects the scrape: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let families = families.as_array().unwrap();
+    let families = crate::testkit::tools::prom_parse(&python, &text);
+    let families = &families;
     let family = |name: &str| {
         families
             .iter()

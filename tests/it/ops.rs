@@ -10,7 +10,7 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,24 +26,9 @@ use rsmld::testkit::tools::metrics_python;
 /// scripts/prom_parse.py (prometheus_client's parser) reads it; every sample must carry
 /// this lease's labels.
 fn parse(python: &Path, text: &str) -> Vec<(String, serde_json::Value, f64)> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/prom_parse.py");
-    let mut child = Command::new(python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Python client rejects the file: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let families = rsmld::testkit::tools::prom_parse(python, text);
     let mut samples = Vec::new();
-    for f in families.as_array().unwrap() {
+    for f in &families {
         for s in f["samples"].as_array().unwrap() {
             let labels = s["labels"].clone();
             assert_eq!(labels["shard"], SHARD7, "{s}");
