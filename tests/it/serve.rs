@@ -1,0 +1,257 @@
+//! `rsmld serve` and `rsmld attach` as real processes: one server, several attaches, each
+//! attach given pipes as its stdin and stdout and driven by the daemon model, as the daemon
+//! drives its children. The server reads and writes those pipes itself (handed over with
+//! SCM_RIGHTS); each attach exits with its lease's status.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rsmld::codec::message::Action;
+use rsmld::protocol::sequence::{Esn, SequenceNumber};
+
+use crate::common::{self, args, line, record, run_action, seq, CheckpointModel, Proc};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A server on `dir/rsmld.sock` with `extra` options, once it listens.
+fn server(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
+    let socket = dir.join("rsmld.sock");
+    let mut list = vec!["serve", "--socket", socket.to_str().unwrap()];
+    list.extend(extra);
+    let mut p = Proc::spawn(&args(&list));
+    let deadline = Instant::now() + WAIT;
+    while !p.stderr().contains("serving leases on") {
+        assert!(
+            Instant::now() < deadline,
+            "server did not start:\n{}",
+            p.stderr()
+        );
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "server exited:\n{}",
+            p.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (p, socket)
+}
+
+/// The file handler, two workers, a checkpoint after every batch.
+fn file_options(out: &Path) -> Vec<String> {
+    let mut v = args(&["--handler", "file", "--output"]);
+    v.push(out.to_str().unwrap().to_owned());
+    v.extend(args(&common::CHECKPOINT_EVERY_BATCH));
+    v
+}
+
+/// An attach for `application` (through a properties file naming it).
+fn attach(dir: &Path, socket: &Path, application: &str) -> Proc {
+    let props = dir.join(format!("{application}.properties"));
+    std::fs::write(
+        &props,
+        format!("applicationName = {application}\nexecutableName = rsmld attach\n"),
+    )
+    .unwrap();
+    Proc::spawn(&args(&[
+        "attach",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--properties",
+        props.to_str().unwrap(),
+    ]))
+}
+
+/// Initializes `p` for `shard` at TRIM_HORIZON.
+fn init(p: &mut Proc, shard: &str) -> CheckpointModel {
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    let l = common::init_line_at(shard, "TRIM_HORIZON");
+    run_action(p, &mut model, &l, Action::Initialize).unwrap();
+    model
+}
+
+/// Records `from..to`, keys spread.
+fn records(from: u64, to: u64) -> Vec<rsmld::codec::message::Record> {
+    (from..to)
+        .map(|i| record(i, &format!("k{}", i % 7)))
+        .collect()
+}
+
+fn esn(i: u64) -> Esn {
+    Esn::new(SequenceNumber::parse(&seq(i)).unwrap(), 0)
+}
+
+/// Ends a lease as the daemon does after a shutdown: `shutdownRequested`, then EOF.
+fn finish(p: &mut Proc, model: &mut CheckpointModel) -> i32 {
+    common::shutdown_requested(p, model).unwrap();
+    p.close_stdin();
+    p.wait(WAIT).unwrap()
+}
+
+/// The item lines written under `out`: (shardId, sequenceNumber) of each.
+fn written(out: &Path) -> Vec<(String, String)> {
+    common::written(out)
+        .into_iter()
+        .map(|(_, v)| {
+            (
+                v["shardId"].as_str().unwrap().to_owned(),
+                v["sequenceNumber"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Two attaches (two applications) on one server, their batches interleaved: every record
+/// processed, each lease checkpointed at its last record, each attach exits 0.
+#[test]
+fn two_attaches_share_one_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    let mut mb = init(&mut b, "shardId-000000000002");
+    for batch in 0..5u64 {
+        let (lo, hi) = (batch * 10, batch * 10 + 10);
+        common::process_records(&mut a, &mut ma, records(lo, hi)).unwrap();
+        common::process_records(&mut b, &mut mb, records(1000 + lo, 1000 + hi)).unwrap();
+    }
+    assert_eq!(ma.last, Some(esn(49)), "alpha: {:?}", ma.stored);
+    assert_eq!(mb.last, Some(esn(1049)), "beta: {:?}", mb.stored);
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+
+    let mut got = written(&out);
+    got.sort();
+    let mut want: Vec<(String, String)> = (0..50)
+        .map(|i| ("shardId-000000000001".to_owned(), seq(i)))
+        .chain((1000..1050).map(|i| ("shardId-000000000002".to_owned(), seq(i))))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    // The server keeps serving: a third lease after both ended.
+    let mut c = attach(dir.path(), &socket, "gamma");
+    let mut mc = init(&mut c, "shardId-000000000003");
+    common::process_records(&mut c, &mut mc, records(2000, 2005)).unwrap();
+    assert_eq!(finish(&mut c, &mut mc), 0);
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", srv.stderr());
+}
+
+/// A shell exec child that fails every item of shard 9 and takes every other.
+const FAIL_SHARD9: &str = r#"n=0; while read -r l; do n=$((n+1)); case "$l" in *shardId-000000000009*) echo "err $n boom";; *) echo "ok $n";; esac; done"#;
+
+/// `--on-error fail`: a failed item ends its lease only (that attach exits 1, nothing past
+/// it checkpointed); the other lease keeps going to its last record.
+#[test]
+fn a_failing_lease_ends_only_its_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut list = vec!["--handler", "exec", "--on-error", "fail"];
+    list.extend(common::CHECKPOINT_EVERY_BATCH);
+    list.extend(["--", "/bin/sh", "-c", FAIL_SHARD9]);
+    let (mut srv, socket) = server(dir.path(), &list);
+    let mut good = attach(dir.path(), &socket, "alpha");
+    let mut bad = attach(dir.path(), &socket, "beta");
+    let mut mg = init(&mut good, "shardId-000000000001");
+    let mut mbad = init(&mut bad, "shardId-000000000009");
+    common::process_records(&mut good, &mut mg, records(0, 10)).unwrap();
+    // The bad lease's batch fails: no checkpoint, no status; its attach exits 1.
+    mbad.deliver_all(&records(100, 110));
+    bad.send(&line(&rsmld::testkit::encode::process_records(
+        records(100, 110),
+        Some(0),
+    )));
+    assert_eq!(bad.wait(WAIT).unwrap(), 1, "{}", srv.stderr());
+    assert!(mbad.stored.is_empty());
+    for batch in 1..4u64 {
+        common::process_records(&mut good, &mut mg, records(batch * 10, batch * 10 + 10)).unwrap();
+    }
+    assert_eq!(mg.last, Some(esn(39)));
+    assert_eq!(finish(&mut good, &mut mg), 0, "{}", srv.stderr());
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", srv.stderr());
+    assert!(srv.stderr_contains("boom"), "{}", srv.stderr());
+}
+
+/// The server killed with SIGKILL: every attach exits non-zero promptly (its socket closed).
+#[test]
+fn a_killed_server_ends_every_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    let _mb = init(&mut b, "shardId-000000000002");
+    common::process_records(&mut a, &mut ma, records(0, 10)).unwrap();
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    for p in [&mut a, &mut b] {
+        let code = p.wait(WAIT).unwrap();
+        assert_ne!(code, 0);
+        assert!(p.stderr_contains("without a status"), "{}", p.stderr());
+    }
+    // A new server on the same path removes the stale socket.
+    let (mut again, _) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        again.stderr_contains("removing stale socket"),
+        "{}",
+        again.stderr()
+    );
+}
+
+/// No server: attach retries for `--retry-for`, then one error line and exit 2.
+#[test]
+fn no_server_retries_then_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    let start = Instant::now();
+    let mut p = Proc::spawn(&args(&[
+        "attach",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--retry-for",
+        "1s",
+    ]));
+    assert_eq!(p.wait(WAIT).unwrap(), 2);
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    let err = p.stderr();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no rsmld serve answers on"), "{err}");
+}
+
+/// A second server on a path where one answers refuses to start.
+#[test]
+fn a_second_server_on_a_live_socket_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let (_srv, socket) = server(dir.path(), &opts);
+    let mut list = vec!["serve", "--socket", socket.to_str().unwrap()];
+    list.extend(&opts);
+    let mut second = Proc::spawn(&args(&list));
+    assert_eq!(second.wait(WAIT).unwrap(), 2);
+    assert!(
+        second.stderr().contains("a server already answers on"),
+        "{}",
+        second.stderr()
+    );
+}
