@@ -255,3 +255,45 @@ fn a_second_server_on_a_live_socket_refuses() {
         second.stderr()
     );
 }
+
+/// Two applications with the same shard id and the same records on one server: their
+/// files are apart (named `<application>.<shardId>.…`), each holding exactly its lease's
+/// records, and each lease is checkpointed at its own last record.
+#[test]
+fn two_applications_with_one_shard_id_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let shard = "shardId-000000000001";
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, shard);
+    let mut mb = init(&mut b, shard);
+    for batch in 0..3u64 {
+        common::process_records(&mut a, &mut ma, records(batch * 10, batch * 10 + 10)).unwrap();
+        common::process_records(&mut b, &mut mb, records(batch * 10, batch * 10 + 5)).unwrap();
+    }
+    assert_eq!(ma.last, Some(esn(29)));
+    assert_eq!(mb.last, Some(esn(24)));
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+    let of = |app: &str| {
+        let mut got: Vec<String> = common::written(&out)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(&format!("{app}.{shard}.")))
+            .map(|(_, v)| v["sequenceNumber"].as_str().unwrap().to_owned())
+            .collect();
+        got.sort();
+        got
+    };
+    let want_a: Vec<String> = (0..30).map(seq).collect();
+    let want_b: Vec<String> = (0..3).flat_map(|b| (b * 10..b * 10 + 5).map(seq)).collect();
+    assert_eq!(of("alpha"), want_a);
+    assert_eq!(of("beta"), want_b);
+    assert_eq!(common::written(&out).len(), 45);
+}
