@@ -347,7 +347,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// What a lease's file names start with: its shard id (see [`safe_shard`]), after its
 /// application when the lease has one (`orders.shardId-000000000001`), so that two
 /// applications with the same shard ids on one server never share a name or a clock.
-fn name_prefix(lease: &LeaseId) -> String {
+pub(crate) fn name_prefix(lease: &LeaseId) -> String {
     if lease.application.is_empty() {
         safe_shard(&lease.shard)
     } else {

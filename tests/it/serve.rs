@@ -297,3 +297,47 @@ fn two_applications_with_one_shard_id_stay_apart() {
     assert_eq!(of("beta"), want_b);
     assert_eq!(common::written(&out).len(), 45);
 }
+
+/// `--on-error skip`: the dead letters of two applications with the same shard id go to
+/// files named by application, each holding only its lease's items; both leases are
+/// checkpointed at their last record (a dead letter counts as done).
+#[test]
+fn dead_letters_are_named_by_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead");
+    let dead_s = dead.to_str().unwrap().to_owned();
+    let mut list = vec![
+        "--handler",
+        "exec",
+        "--on-error",
+        "skip",
+        "--dead-letter",
+        &dead_s,
+    ];
+    list.extend(common::CHECKPOINT_EVERY_BATCH);
+    list.extend(["--", "/bin/sh", "-c", FAIL_SHARD9]);
+    let (mut srv, socket) = server(dir.path(), &list);
+    let shard = "shardId-000000000009";
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, shard);
+    let mut mb = init(&mut b, shard);
+    common::process_records(&mut a, &mut ma, records(0, 6)).unwrap();
+    common::process_records(&mut b, &mut mb, records(0, 4)).unwrap();
+    assert_eq!(ma.last, Some(esn(5)));
+    assert_eq!(mb.last, Some(esn(3)));
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+    let lines = |app: &str| {
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dead).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{app}.{shard}.")) {
+                n += std::fs::read_to_string(&path).unwrap().lines().count();
+            }
+        }
+        n
+    };
+    assert_eq!((lines("alpha"), lines("beta")), (6, 4));
+}
