@@ -154,11 +154,17 @@ pub fn serve(
     Ok(())
 }
 
+/// How long an attach has to send its hello.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Exit status: the lease ended well.
 const STATUS_OK: u8 = 0;
 
 /// One attach: credentials, hello, the lease, its status.
 fn serve_one(mut conn: UnixStream, runtime: &Runtime, allowed: &[u32]) {
+    // A peer that connects and says nothing holds no thread for long. Nothing else is
+    // read from the socket after the hello.
+    let _ = conn.set_read_timeout(Some(HELLO_TIMEOUT));
     let status = match accept_lease(&conn, allowed) {
         Err(e) => {
             log::error!("refused an attach: {e}");
@@ -217,9 +223,6 @@ enum AttachRefused {
 /// Checks the peer and reads its hello and its two descriptors.
 fn accept_lease(conn: &UnixStream, allowed: &[u32]) -> Result<(Hello, File, File), AttachRefused> {
     let uid = fd::peer_uid(conn)?;
-    if uid != fd::own_uid() && !allowed.contains(&uid) {
-        return Err(AttachRefused::Uid(uid));
-    }
     let mut line = Vec::new();
     let mut fds = Vec::new();
     let mut buf = [0u8; 512];
@@ -233,6 +236,11 @@ fn accept_lease(conn: &UnixStream, allowed: &[u32]) -> Result<(Hello, File, File
         if line.len() > MAX_HELLO {
             return Err(HelloError::TooLong.into());
         }
+    }
+    // Refused after its hello (bounded, and its descriptors closed unused): the attach has
+    // finished sending, so it reads the refusal instead of a broken pipe.
+    if uid != fd::own_uid() && !allowed.contains(&uid) {
+        return Err(AttachRefused::Uid(uid));
     }
     let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
     let hello = Hello::decode(&line[..end])?;

@@ -341,3 +341,85 @@ fn dead_letters_are_named_by_application() {
     };
     assert_eq!((lines("alpha"), lines("beta")), (6, 4));
 }
+
+/// An attach as `uid` (the test runs as root), without a properties file.
+fn attach_as(socket: &Path, uid: u32) -> Proc {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(common::rsmld_bin());
+    cmd.args(["attach", "--socket", socket.to_str().unwrap()]);
+    cmd.uid(uid).gid(uid);
+    Proc::from_command(cmd)
+}
+
+/// Peer credentials: a peer of another user is refused (its attach exits 2, nothing of
+/// its lease runs) even when the socket's mode would let it connect; `--allow-uid`
+/// admits it. Needs root (to run the attach as another user); skipped otherwise.
+#[test]
+fn another_users_attach_is_refused_unless_allowed() {
+    if rsmld::serve::fd::own_uid() != 0 {
+        eprintln!("skipped: needs root to start an attach as another user");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    use std::os::unix::fs::PermissionsExt;
+    for allow in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        // Let the other user reach the socket: the credentials check is what is tested.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let mut opts = file_options(&out);
+        if allow {
+            opts.extend(args(&["--allow-uid", &NOBODY.to_string()]));
+        }
+        let (mut srv, socket) = server(
+            dir.path(),
+            &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let mut p = attach_as(&socket, NOBODY);
+        if allow {
+            let mut m = init(&mut p, "shardId-000000000001");
+            common::process_records(&mut p, &mut m, records(0, 3)).unwrap();
+            assert_eq!(m.last, Some(esn(2)));
+            assert_eq!(finish(&mut p, &mut m), 0, "{}", srv.stderr());
+        } else {
+            p.send(&common::init_line_at(
+                "shardId-000000000001",
+                "TRIM_HORIZON",
+            ));
+            assert_eq!(p.wait(WAIT).unwrap(), 2, "{}\n{}", srv.stderr(), p.stderr());
+            assert!(
+                srv.stderr_contains("refused an attach: peer uid 65534"),
+                "{}",
+                srv.stderr()
+            );
+            assert!(p.recv(Duration::from_millis(200)).is_err());
+        }
+    }
+}
+
+/// A peer that connects and never says hello is refused after the hello timeout (10 s),
+/// with status 2, and holds nothing: the server serves the next attach.
+#[test]
+fn a_silent_peer_is_refused_after_the_hello_timeout() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    silent.set_read_timeout(Some(WAIT)).unwrap();
+    let mut status = [0u8; 1];
+    assert_eq!(silent.read(&mut status).unwrap(), 1, "{}", srv.stderr());
+    assert_eq!(status[0], 2);
+    assert!(srv.stderr_contains("refused an attach"), "{}", srv.stderr());
+    let mut p = attach(dir.path(), &socket, "alpha");
+    let mut m = init(&mut p, "shardId-000000000001");
+    common::process_records(&mut p, &mut m, records(0, 3)).unwrap();
+    assert_eq!(finish(&mut p, &mut m), 0, "{}", srv.stderr());
+}
