@@ -165,7 +165,14 @@ fn run_server(cli: Cli, options: &crate::serve::ServeOptions) -> anyhow::Result<
     let sink: Arc<dyn Sink> = Arc::new(crate::telemetry::LogSink);
     let runtime = Arc::new(crate::runtime::Runtime::start(config, sink)?);
     log::info!("serving leases on {}", options.socket.display());
-    crate::serve::serve(listener, runtime, options)?;
+    let drained = crate::serve::serve(listener, runtime, options)?;
+    let swept = crate::process::reaper::sweep();
+    if swept > 0 {
+        log::warn!("killed {swept} handler process(es) still running at exit");
+    }
+    if !drained {
+        anyhow::bail!("leases were still attached when the grace period ended");
+    }
     Ok(())
 }
 

@@ -10,18 +10,24 @@
 //!
 //! Start-up refuses a socket path where a server already answers, removes a stale socket
 //! (nothing answers), and refuses a path that is not a socket. The server runs in the
-//! foreground until a signal ends it (SIGTERM's default action: the attaches see their
-//! socket close and exit non-zero; the next start removes the stale socket).
+//! foreground until SIGTERM (or SIGINT): then it removes its socket (no new attach can
+//! connect; one that does in the race is refused), lets the attached leases end under
+//! their daemons' control for `--grace` (30 s by default), and exits: 0 when every lease
+//! ended, 1 when some were still attached (their attaches exit 1 as the socket closes,
+//! and their daemons restart them from their last checkpoint).
 
 pub mod fd;
 pub mod hello;
+pub mod signal;
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::lease::LeaseError;
 use crate::runtime::Runtime;
@@ -34,7 +40,12 @@ pub struct ServeOptions {
     pub socket: PathBuf,
     /// Users besides the server's own that may attach (`--allow-uid`, repeatable).
     pub allow_uids: Vec<u32>,
+    /// How long attached leases may take to end after SIGTERM (`--grace`).
+    pub grace: Duration,
 }
+
+/// `--grace` when not given.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// A serve command line that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +69,13 @@ pub enum ServeError {
     },
 }
 
-/// Splits serve's own flags (`--socket PATH`, `--allow-uid UID`, also as `--flag=value`)
+/// Splits serve's own flags (`--socket PATH`, `--allow-uid UID`, `--grace DURATION`, also
+/// as `--flag=value`)
 /// out of `args` (the arguments after `serve`); the rest are child mode's options.
 pub fn split_args(args: &[String]) -> Result<(ServeOptions, Vec<String>), ServeError> {
     let mut socket = None;
     let mut allow_uids = Vec::new();
+    let mut grace = DEFAULT_GRACE;
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -75,7 +88,7 @@ pub fn split_args(args: &[String]) -> Result<(ServeOptions, Vec<String>), ServeE
             Some((f, v)) => (f, Some(v.to_owned())),
             None => (a.as_str(), None),
         };
-        if flag != "--socket" && flag != "--allow-uid" {
+        if !["--socket", "--allow-uid", "--grace"].contains(&flag) {
             rest.push(a.clone());
             continue;
         }
@@ -85,6 +98,9 @@ pub fn split_args(args: &[String]) -> Result<(ServeOptions, Vec<String>), ServeE
         };
         if flag == "--socket" {
             socket = Some(PathBuf::from(value));
+        } else if flag == "--grace" {
+            grace = crate::cli::units::parse_seconds_in(&value, 0.0, 86_400.0, true)
+                .map_err(|e| ServeError::Usage(format!("--grace {value:?}: {e}")))?;
         } else {
             let uid = value
                 .parse()
@@ -93,7 +109,14 @@ pub fn split_args(args: &[String]) -> Result<(ServeOptions, Vec<String>), ServeE
         }
     }
     let socket = socket.ok_or_else(|| ServeError::Usage("serve needs --socket PATH".into()))?;
-    Ok((ServeOptions { socket, allow_uids }, rest))
+    Ok((
+        ServeOptions {
+            socket,
+            allow_uids,
+            grace,
+        },
+        rest,
+    ))
 }
 
 /// Creates the listening socket at `path`, owner-only (see the module docs for what an
@@ -124,34 +147,120 @@ pub fn listen(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
-/// Accepts attaches until the listener fails, each lease on its own thread.
+/// Accepts attaches, each lease on its own thread, until SIGTERM or SIGINT (see the
+/// module docs); returns whether every lease ended within the grace period.
 pub fn serve(
     listener: UnixListener,
     runtime: Arc<Runtime>,
     options: &ServeOptions,
-) -> io::Result<()> {
+) -> io::Result<bool> {
+    let wake = signal::install()?;
+    let state = Arc::new(State::default());
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    {
+        let state = state.clone();
+        let (socket, grace) = (options.socket.clone(), options.grace);
+        std::thread::Builder::new()
+            .name("rsmld-stop".into())
+            .spawn(move || {
+                let _ = done_tx.send(stop_on_signal(wake, &state, &socket, grace));
+            })?;
+    }
     let allowed: Arc<[u32]> = options.allow_uids.clone().into();
+    std::thread::Builder::new()
+        .name("rsmld-accept".into())
+        .spawn(move || accept_loop(listener, runtime, allowed, state))?;
+    // Invariant: the stop thread sends exactly once; a closed channel (it panicked) counts
+    // as leases left behind.
+    Ok(done_rx.recv().unwrap_or(false))
+}
+
+/// What the accept loop and the stop share.
+#[derive(Default)]
+struct State {
+    /// SIGTERM came: no new lease.
+    stopping: AtomicBool,
+    /// Leases attached now.
+    active: AtomicUsize,
+}
+
+/// Counts one lease as attached while it lives.
+struct Attached(Arc<State>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(
+    listener: UnixListener,
+    runtime: Arc<Runtime>,
+    allowed: Arc<[u32]>,
+    state: Arc<State>,
+) {
     for conn in listener.incoming() {
-        let conn = match conn {
+        let mut conn = match conn {
             Ok(c) => c,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // Out of descriptors, say: this one is lost, the next may work.
                 log::error!("accepting an attach: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
+        state.active.fetch_add(1, Ordering::SeqCst);
+        let attached = Attached(state.clone());
+        if state.stopping.load(Ordering::SeqCst) {
+            log::warn!("refused an attach: the server is stopping");
+            let _ = conn.write_all(&[crate::app::EXIT_FAILURE]);
+            continue;
+        }
         let runtime = runtime.clone();
         let allowed = allowed.clone();
         let spawned = std::thread::Builder::new()
             .name("rsmld-lease".into())
-            .spawn(move || serve_one(conn, &runtime, &allowed));
+            .spawn(move || {
+                let _attached = attached;
+                serve_one(conn, &runtime, &allowed)
+            });
         if let Err(e) = spawned {
             log::error!("cannot start a lease thread: {e}");
         }
     }
-    Ok(())
+}
+
+/// Waits for a signal, then for the attached leases (at most `grace`); whether all ended.
+fn stop_on_signal(mut wake: File, state: &State, socket: &Path, grace: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    loop {
+        match io::Read::read(&mut wake, &mut byte) {
+            Ok(1) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The pipe cannot close while this process holds its write end.
+            _ => return false,
+        }
+    }
+    state.stopping.store(true, Ordering::SeqCst);
+    let _ = std::fs::remove_file(socket);
+    let deadline = Instant::now() + grace;
+    log::info!(
+        "stopping: no new attaches; waiting up to {grace:?} for {} attached lease(s)",
+        state.active.load(Ordering::SeqCst)
+    );
+    loop {
+        let left = state.active.load(Ordering::SeqCst);
+        if left == 0 {
+            log::info!("stopped: every lease ended");
+            return true;
+        }
+        if Instant::now() >= deadline {
+            log::warn!("stopping with {left} lease(s) still attached after {grace:?}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// How long an attach has to send its hello.

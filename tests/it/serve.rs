@@ -423,3 +423,70 @@ fn a_silent_peer_is_refused_after_the_hello_timeout() {
     common::process_records(&mut p, &mut m, records(0, 3)).unwrap();
     assert_eq!(finish(&mut p, &mut m), 0, "{}", srv.stderr());
 }
+
+fn sigterm(p: &Proc) {
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+}
+
+/// SIGTERM: the socket goes (a new attach finds no server), the attached lease goes on
+/// under its daemon's control to its last checkpoint and ends, then the server exits 0.
+#[test]
+fn sigterm_lets_attached_leases_end_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut m = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut m, records(0, 10)).unwrap();
+    sigterm(&srv);
+    assert!(
+        srv.stderr_contains("stopping: no new attaches"),
+        "{}",
+        srv.stderr()
+    );
+    assert!(!socket.exists());
+    let mut late = Proc::spawn(&args(&[
+        "attach",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--retry-for",
+        "0s",
+    ]));
+    assert_eq!(late.wait(WAIT).unwrap(), 2);
+    common::process_records(&mut a, &mut m, records(10, 20)).unwrap();
+    assert_eq!(m.last, Some(esn(19)));
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", srv.stderr());
+    assert_eq!(finish(&mut a, &mut m), 0, "{}", srv.stderr());
+    assert_eq!(srv.wait(WAIT).unwrap(), 0, "{}", srv.stderr());
+    assert_eq!(written(&out).len(), 20);
+}
+
+/// SIGTERM with a lease that does not end within `--grace`: the server exits 1 after it,
+/// and that attach exits non-zero (its socket closed without a status).
+#[test]
+fn sigterm_grace_ends_and_leaves_the_lease_to_its_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut opts = file_options(&out);
+    opts.extend(args(&["--grace", "1s"]));
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut m = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut m, records(0, 5)).unwrap();
+    sigterm(&srv);
+    assert_eq!(srv.wait(WAIT).unwrap(), 1, "{}", srv.stderr());
+    assert!(srv.stderr().contains("still attached"), "{}", srv.stderr());
+    assert_eq!(a.wait(WAIT).unwrap(), 1, "{}", a.stderr());
+    assert_eq!(m.last, Some(esn(4)));
+}
