@@ -296,6 +296,11 @@ fn two_applications_with_one_shard_id_stay_apart() {
     assert_eq!(of("alpha"), want_a);
     assert_eq!(of("beta"), want_b);
     assert_eq!(common::written(&out).len(), 45);
+    // Their log lines name them apart too.
+    for app in ["alpha", "beta"] {
+        let name = format!("rsmld[{app}/{shard}] INFO");
+        assert!(srv.stderr_contains(&name), "{name}:\n{}", srv.stderr());
+    }
 }
 
 /// `--on-error skip`: the dead letters of two applications with the same shard id go to
