@@ -663,7 +663,8 @@ impl Handler for FileHandler {
         self.buf.clear();
         self.ends.clear();
         for item in items {
-            if let Err(e) = item.write_json(&self.shard_id, &mut self.buf) {
+            let application = self.lease.as_ref().map_or("", |l| &*l.application);
+            if let Err(e) = item.write_json_in(application, &self.shard_id, &mut self.buf) {
                 return Err(HandlerError::batch(format!(
                     "encoding an item for {}: {e}",
                     self.pattern()

@@ -286,7 +286,11 @@ fn two_applications_with_one_shard_id_stay_apart() {
         let mut got: Vec<String> = common::written(&out)
             .into_iter()
             .filter(|(name, _)| name.starts_with(&format!("{app}.{shard}.")))
-            .map(|(_, v)| v["sequenceNumber"].as_str().unwrap().to_owned())
+            .map(|(name, v)| {
+                // The item JSON says its application too.
+                assert_eq!(v["application"], app, "{name}: {v}");
+                v["sequenceNumber"].as_str().unwrap().to_owned()
+            })
             .collect();
         got.sort();
         got
@@ -339,7 +343,11 @@ fn dead_letters_are_named_by_application() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if name.starts_with(&format!("{app}.{shard}.")) {
-                n += std::fs::read_to_string(&path).unwrap().lines().count();
+                for l in std::fs::read_to_string(&path).unwrap().lines() {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    assert_eq!(v["item"]["application"], app, "{name}: {l}");
+                    n += 1;
+                }
             }
         }
         n
