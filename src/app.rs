@@ -66,6 +66,13 @@ pub fn run(program: Program) -> ExitCode {
         return crate::process::guard::main(&raw[2..]);
     }
     let argv: Vec<String> = std::env::args().collect();
+    // `serve` and `attach` before clap: serve takes every child-mode option after its
+    // own, attach none of them.
+    match argv.get(1).map(String::as_str) {
+        Some("attach") => return crate::attach::main(&argv[2..]),
+        Some("serve") => return serve(&program, &argv),
+        _ => {}
+    }
     let cli = match program.parse_with_properties(argv) {
         Ok(cli) => cli,
         Err(e) => match e.downcast::<clap::Error>() {
@@ -98,6 +105,75 @@ pub fn run(program: Program) -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// `rsmld serve --socket PATH [child-mode options]`: one runtime for every attached lease
+/// ([`crate::serve`]).
+fn serve(program: &Program, argv: &[String]) -> ExitCode {
+    let (options, rest) = match crate::serve::split_args(&argv[2..]) {
+        Ok(split) => split,
+        Err(e) => {
+            eprintln!("rsmld[serve] ERROR {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let child_argv = argv[..1].iter().chain(&rest).cloned().collect();
+    let cli = match program.parse_with_properties(child_argv) {
+        Ok(cli) if cli.command.is_none() => cli,
+        Ok(_) => {
+            eprintln!("rsmld[serve] ERROR serve takes record processor options, not a tool");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(clap_error) => clap_error.exit(),
+            Err(e) => {
+                for line in format!("{e}").lines() {
+                    eprintln!("rsmld[serve] ERROR {line}");
+                }
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
+    let log = logging::ChildLog::new(cli.run.log_format);
+    logging::init(log.clone(), cli.run.log_level);
+    match run_server(cli, &options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in format!("{e}").lines() {
+                log.print_error(line);
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn run_server(cli: Cli, options: &crate::serve::ServeOptions) -> anyhow::Result<()> {
+    cli.run.validate()?;
+    crate::cli::check::prereq::startup(&cli.run)?;
+    let config = cli.run.into_runtime_config()?;
+    if !crate::process::reaper::become_subreaper() {
+        log::debug!(
+            "cannot become a child subreaper; orphaned handler descendants re-parent to init"
+        );
+    }
+    if !crate::process::guard::enable_self() {
+        log::debug!("no /proc/self/exe: exec handler children start without a guard");
+    }
+    let listener = crate::serve::listen(&options.socket)
+        .map_err(|e| crate::cli::config::ConfigError::Invalid(e.to_string()))?;
+    // Each lease's lines name it (application/shard) in their log target.
+    let sink: Arc<dyn Sink> = Arc::new(crate::telemetry::LogSink);
+    let runtime = Arc::new(crate::runtime::Runtime::start(config, sink)?);
+    log::info!("serving leases on {}", options.socket.display());
+    let drained = crate::serve::serve(listener, runtime, options)?;
+    let swept = crate::process::reaper::sweep();
+    if swept > 0 {
+        log::warn!("killed {swept} handler process(es) still running at exit");
+    }
+    if !drained {
+        anyhow::bail!("leases were still attached when the grace period ended");
+    }
+    Ok(())
 }
 
 /// `rsmld check`: the report on stderr (stdout stays free, as in every rsmld mode), one

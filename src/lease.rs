@@ -147,6 +147,9 @@ pub struct Lease<'rt, W: Write> {
     pool: Option<PoolLease>,
     /// The lease once `initialize` named it (events carry it).
     lease: Option<LeaseId>,
+    /// The application (or stream) this lease belongs to, when the host knows it (a
+    /// server's attach names it); empty in child mode.
+    application: String,
     line_no: u64,
     last_prefix: String,
     recycle: crossbeam_channel::Sender<Vec<u8>>,
@@ -164,6 +167,20 @@ impl<'rt, W: Write> Lease<'rt, W> {
     where
         R: Read + Send + 'static,
     {
+        Self::run_for(rt, "", input, output)
+    }
+
+    /// [`Lease::run`] for a lease of `application` (its [`LeaseId`] names it, so two
+    /// applications with the same shard ids never mix).
+    pub fn run_for<R>(
+        rt: &'rt dyn Host,
+        application: &str,
+        input: R,
+        output: W,
+    ) -> Result<Stats, LeaseError>
+    where
+        R: Read + Send + 'static,
+    {
         // One spare buffer is enough (the daemon sends one line at a time); more would only
         // hold memory: with 10 MiB batches each buffer is a line of ~13 MiB.
         let (recycle, recycled) = bounded(1);
@@ -174,6 +191,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
             writer: ProtocolWriter::new(output),
             pool: None,
             lease: None,
+            application: application.to_owned(),
             line_no: 0,
             last_prefix: String::new(),
             recycle,
@@ -313,7 +331,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
     /// After `initialize`: the lease has a name, and workers to run its items.
     fn start_workers(&mut self) -> Result<(), LeaseError> {
         let shard = self.session.shard_id().to_owned();
-        let lease = LeaseId::new("", &shard);
+        let lease = LeaseId::new(&self.application, &shard);
         self.lease = Some(lease.clone());
         // The session's events (`initialize: ...`) go first, its status after the pool
         // started (a pool that cannot start answers nothing).

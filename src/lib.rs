@@ -184,6 +184,8 @@ pub use telemetry::{Event, LeaseId, Sink};
 #[doc(hidden)]
 pub mod app;
 #[doc(hidden)]
+pub mod attach;
+#[doc(hidden)]
 pub mod cli;
 #[doc(hidden)]
 pub mod codec;
@@ -206,6 +208,8 @@ pub mod process;
 pub mod protocol;
 #[doc(hidden)]
 pub mod runtime;
+#[doc(hidden)]
+pub mod serve;
 #[doc(hidden)]
 pub mod sys;
 pub mod telemetry;

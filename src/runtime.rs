@@ -130,6 +130,21 @@ impl Runtime {
         Lease::run(self, input, output)
     }
 
+    /// [`Runtime::run_lease`] for a lease of `application` (a host server's leases: two
+    /// applications with the same shard ids stay apart in routing, outputs and logs).
+    pub fn run_lease_for<R, W>(
+        &self,
+        application: &str,
+        input: R,
+        output: W,
+    ) -> Result<Stats, LeaseError>
+    where
+        R: Read + Send + 'static,
+        W: Write,
+    {
+        Lease::run_for(self, application, input, output)
+    }
+
     /// Stops the workers, waiting at most the configured shutdown timeout (the handler's
     /// bound on closing, see `HandlerDescriptor::with_shutdown_timeout`): whatever is still queued
     /// is dropped (no lease checkpointed it).

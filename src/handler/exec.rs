@@ -706,7 +706,7 @@ impl Outbox {
     /// Serializes more items, up to the window and [`WRITE_AHEAD`] bytes. In batch
     /// framing the line of the batch is serialized in the same steps, and it is one unit,
     /// complete with its `]}\n`.
-    fn fill(&mut self, items: &[Item], shard: &str, limit: usize) -> io::Result<()> {
+    fn fill(&mut self, items: &[Item], lease: &LeaseId, limit: usize) -> io::Result<()> {
         while self.queued < limit && self.buf.len() - self.pos < WRITE_AHEAD {
             if let Some(n) = self.batch {
                 if self.queued == 0 {
@@ -715,7 +715,7 @@ impl Outbox {
                     self.buf.push(b',');
                 }
             }
-            items[self.queued].write_json(shard, &mut self.buf)?;
+            items[self.queued].write_json_in(&lease.application, &lease.shard, &mut self.buf)?;
             self.queued += 1;
             match self.batch {
                 None => self.buf.push(b'\n'),
@@ -1121,7 +1121,7 @@ impl ExecHandler {
     fn run_batch(
         &self,
         running: &mut Running,
-        shard_id: &str,
+        lease: &LeaseId,
         items: &[Item],
     ) -> (Progress, Option<Fault>) {
         let n = items.len();
@@ -1172,7 +1172,7 @@ impl ExecHandler {
             }
             // Fill the window and write what the pipe takes, without ever blocking.
             // Units in flight (serialized, not answered) stay within the window.
-            if let Err(e) = out.fill(items, shard_id, n.min(p.acked + window)) {
+            if let Err(e) = out.fill(items, lease, n.min(p.acked + window)) {
                 break Some(Fault::Write(format!("cannot serialize an item: {e}")));
             }
             let mut blocked = false;
@@ -1257,7 +1257,7 @@ impl Handler for ExecHandler {
                 "exec handler has no child after starting one",
             )));
         };
-        let (progress, fault) = self.run_batch(&mut running, &lease.shard, items);
+        let (progress, fault) = self.run_batch(&mut running, lease, items);
         let fault = match fault {
             None => {
                 self.child = Some(running);

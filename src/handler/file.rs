@@ -110,7 +110,10 @@
 //! order of the names is creation order, and two handlers never share a file.
 //!
 //! A shard id is used verbatim except that characters outside `[A-Za-z0-9._-]` become
-//! `_` (Kinesis shard ids never contain them).
+//! `_` (Kinesis shard ids never contain them). A lease that belongs to a named application
+//! (a lease of `rsmld serve`, named by its attach) puts the application first, made safe
+//! the same way: `orders.shardId-000000000007.20250301T120501.042Z.0000.w2.jsonl`, so
+//! that two applications with the same shard ids never share a file or a name clock.
 //!
 //! # Rotation
 //!
@@ -341,6 +344,21 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// What a lease's file names start with: its shard id (see [`safe_shard`]), after its
+/// application when the lease has one (`orders.shardId-000000000001`), so that two
+/// applications with the same shard ids on one server never share a name or a clock.
+pub(crate) fn name_prefix(lease: &LeaseId) -> String {
+    if lease.application.is_empty() {
+        safe_shard(&lease.shard)
+    } else {
+        format!(
+            "{}.{}",
+            safe_shard(&lease.application),
+            safe_shard(&lease.shard)
+        )
+    }
+}
+
 /// The shard id as it appears in file names (of the archive and the dead letters): never
 /// a path, never hidden.
 pub(crate) fn safe_shard(shard_id: &str) -> String {
@@ -454,7 +472,7 @@ impl FileHandler {
                 (self.shard, self.shard_id, self.current) = (p.shard, p.shard_id, p.current);
             }
             None => {
-                self.shard = safe_shard(&lease.shard);
+                self.shard = name_prefix(lease);
                 self.shard_id = lease.shard.to_string();
                 self.current = None;
             }
@@ -645,7 +663,8 @@ impl Handler for FileHandler {
         self.buf.clear();
         self.ends.clear();
         for item in items {
-            if let Err(e) = item.write_json(&self.shard_id, &mut self.buf) {
+            let application = self.lease.as_ref().map_or("", |l| &*l.application);
+            if let Err(e) = item.write_json_in(application, &self.shard_id, &mut self.buf) {
                 return Err(HandlerError::batch(format!(
                     "encoding an item for {}: {e}",
                     self.pattern()

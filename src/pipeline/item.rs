@@ -105,7 +105,52 @@ impl<'a> Item<'a> {
     }
 }
 
+/// A writer that drops the first byte written through it (the `{` of an item JSON that
+/// [`Item::write_json_in`] has opened already).
+struct SkipFirst<W> {
+    inner: W,
+    skipped: bool,
+}
+
+impl<W: io::Write> io::Write for SkipFirst<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.skipped && !buf.is_empty() {
+            self.skipped = true;
+            return Ok(1 + self.inner.write(&buf[1..])?);
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl Item<'_> {
+    /// [`Item::write_json`] for an item of a lease of `application`: when the application
+    /// is known (a lease of `rsmld serve`), the JSON starts with `"application":"…"`;
+    /// otherwise (child mode) it is exactly [`Item::write_json`]'s.
+    pub fn write_json_in<W: io::Write>(
+        &self,
+        application: &str,
+        shard_id: &str,
+        mut out: W,
+    ) -> io::Result<()> {
+        if application.is_empty() {
+            return self.write_json(shard_id, out);
+        }
+        out.write_all(b"{\"application\":")?;
+        crate::json::write_ascii(&mut out, application).map_err(io::Error::other)?;
+        out.write_all(b",")?;
+        self.write_json(
+            shard_id,
+            SkipFirst {
+                inner: out,
+                skipped: false,
+            },
+        )
+    }
+
     /// Appends the item JSON of an item of shard `shard_id` (ASCII-only, one line, no
     /// newline) to `out`.
     pub fn write_json<W: io::Write>(&self, shard_id: &str, mut out: W) -> io::Result<()> {
@@ -545,6 +590,32 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"shardId":"shardId-000000000001","sequenceNumber":"49680445498841953494698307936256227907416662446197178370","subSequenceNumber":3,"userSub":1,"userTotal":2,"partitionKey":"k\u00e9","explicitHashKey":null,"approximateArrivalTimestamp":1795310498058,"data":"aGk="}"#
         );
+    }
+
+    /// A lease of a named application: the same JSON with `application` first (escaped,
+    /// ASCII); without one, exactly the child-mode JSON. Both on the fast path (plain
+    /// texts) and the serializer's (a key that needs an escape).
+    #[test]
+    fn item_json_of_a_named_application_says_it_first() {
+        for key in ["plain-key", "k\u{e9}"] {
+            let it = item(key, Payload::Bytes(b"hi"));
+            let (mut plain, mut none, mut named) = (Vec::new(), Vec::new(), Vec::new());
+            it.write_json("shardId-1", &mut plain).unwrap();
+            it.write_json_in("", "shardId-1", &mut none).unwrap();
+            assert_eq!(none, plain);
+            it.write_json_in("ord\"ers\u{e9}", "shardId-1", &mut named)
+                .unwrap();
+            let named = String::from_utf8(named).unwrap();
+            assert!(named.is_ascii(), "{named}");
+            let rest = std::str::from_utf8(&plain[1..]).unwrap();
+            assert_eq!(
+                named,
+                format!("{{\"application\":\"ord\\\"ers\\u00e9\",{rest}")
+            );
+            let v: serde_json::Value = serde_json::from_str(&named).unwrap();
+            assert_eq!(v["application"], "ord\"ers\u{e9}");
+            assert_eq!(v["partitionKey"], key);
+        }
     }
 
     #[test]

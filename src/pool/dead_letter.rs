@@ -18,7 +18,8 @@
 //! ```
 //!
 //! with the shard id made safe for a file name exactly as the archive makes it (an
-//! `initialize` with `../x` or `/etc` as its shard id stays in the directory), the UTC
+//! `initialize` with `../x` or `/etc` as its shard id stays in the directory; a lease of a
+//! named application, in `rsmld serve`, puts `<application>.` first), the UTC
 //! time of creation, a counter bumped when the name exists, and the worker index. Each
 //! run starts fresh files and never appends to an existing one: a file that a crash or a
 //! write error left with a torn last line is never continued (the next record would be
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 use super::LeaseState;
 use crate::handler::durable::{DurableDir, DurableFile};
-use crate::handler::file::{safe_shard, utc_timestamp};
+use crate::handler::file::{name_prefix, utc_timestamp};
 
 /// How many existing names a new file may run into before creation gives up.
 const MAX_NAME_ATTEMPTS: u32 = 10_000;
@@ -82,7 +83,7 @@ impl DeadLetter {
             Some(at) => at,
             None => {
                 self.leases
-                    .push((lease.clone(), safe_shard(&lease.id.shard), None));
+                    .push((lease.clone(), name_prefix(&lease.id), None));
                 self.leases.len() - 1
             }
         };

@@ -593,7 +593,7 @@ impl Worker {
         for (i, error) in failed {
             buf.extend_from_slice(b"{\"item\":");
             batch[*i]
-                .write_json(&lease.id.shard, &mut buf)
+                .write_json_in(&lease.id.application, &lease.id.shard, &mut buf)
                 .map_err(|e| format!("encoding a dead letter: {e}"))?;
             buf.extend_from_slice(b",\"error\":");
             crate::json::write_ascii(&mut buf, &error.message)

@@ -46,6 +46,7 @@ mod pool;
 mod prerequisites;
 mod record_parser;
 mod recordings;
+mod serve;
 mod shared_pool;
 mod signals;
 mod simulated;

@@ -461,7 +461,13 @@ fn file_handler_keeps_one_file_per_lease_and_worker() {
     let files = archive(out.path());
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, lines) in &files {
-        let shard = name.split('.').next().unwrap();
+        // A lease of a named application: `<application>.<shardId>.…`.
+        let shard = name
+            .strip_prefix("app.")
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap();
         assert!(shard == "shardId-A" || shard == "shardId-B", "{name}");
         assert!(
             name.ends_with(".w0.jsonl") || name.ends_with(".w1.jsonl"),

@@ -1,0 +1,505 @@
+//! `rsmld serve` and `rsmld attach` as real processes: one server, several attaches, each
+//! attach given pipes as its stdin and stdout and driven by the daemon model, as the daemon
+//! drives its children. The server reads and writes those pipes itself (handed over with
+//! SCM_RIGHTS); each attach exits with its lease's status.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rsmld::codec::message::Action;
+use rsmld::protocol::sequence::{Esn, SequenceNumber};
+
+use crate::common::{self, args, line, record, run_action, seq, CheckpointModel, Proc};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A server on `dir/rsmld.sock` with `extra` options, once it listens.
+fn server(dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
+    let socket = dir.join("rsmld.sock");
+    let mut list = vec!["serve", "--socket", socket.to_str().unwrap()];
+    list.extend(extra);
+    let mut p = Proc::spawn(&args(&list));
+    let deadline = Instant::now() + WAIT;
+    while !p.stderr().contains("serving leases on") {
+        assert!(
+            Instant::now() < deadline,
+            "server did not start:\n{}",
+            p.stderr()
+        );
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "server exited:\n{}",
+            p.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (p, socket)
+}
+
+/// The file handler, two workers, a checkpoint after every batch.
+fn file_options(out: &Path) -> Vec<String> {
+    let mut v = args(&["--handler", "file", "--output"]);
+    v.push(out.to_str().unwrap().to_owned());
+    v.extend(args(&common::CHECKPOINT_EVERY_BATCH));
+    v
+}
+
+/// An attach for `application` (through a properties file naming it).
+fn attach(dir: &Path, socket: &Path, application: &str) -> Proc {
+    let props = dir.join(format!("{application}.properties"));
+    std::fs::write(
+        &props,
+        format!("applicationName = {application}\nexecutableName = rsmld attach\n"),
+    )
+    .unwrap();
+    Proc::spawn(&args(&[
+        "attach",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--properties",
+        props.to_str().unwrap(),
+    ]))
+}
+
+/// Initializes `p` for `shard` at TRIM_HORIZON.
+fn init(p: &mut Proc, shard: &str) -> CheckpointModel {
+    let mut model = CheckpointModel::default();
+    model.initialize(Some("TRIM_HORIZON"), Some(0));
+    let l = common::init_line_at(shard, "TRIM_HORIZON");
+    run_action(p, &mut model, &l, Action::Initialize).unwrap();
+    model
+}
+
+/// Records `from..to`, keys spread.
+fn records(from: u64, to: u64) -> Vec<rsmld::codec::message::Record> {
+    (from..to)
+        .map(|i| record(i, &format!("k{}", i % 7)))
+        .collect()
+}
+
+fn esn(i: u64) -> Esn {
+    Esn::new(SequenceNumber::parse(&seq(i)).unwrap(), 0)
+}
+
+/// Ends a lease as the daemon does after a shutdown: `shutdownRequested`, then EOF.
+fn finish(p: &mut Proc, model: &mut CheckpointModel) -> i32 {
+    common::shutdown_requested(p, model).unwrap();
+    p.close_stdin();
+    p.wait(WAIT).unwrap()
+}
+
+/// The item lines written under `out`: (shardId, sequenceNumber) of each.
+fn written(out: &Path) -> Vec<(String, String)> {
+    common::written(out)
+        .into_iter()
+        .map(|(_, v)| {
+            (
+                v["shardId"].as_str().unwrap().to_owned(),
+                v["sequenceNumber"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Two attaches (two applications) on one server, their batches interleaved: every record
+/// processed, each lease checkpointed at its last record, each attach exits 0.
+#[test]
+fn two_attaches_share_one_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    let mut mb = init(&mut b, "shardId-000000000002");
+    for batch in 0..5u64 {
+        let (lo, hi) = (batch * 10, batch * 10 + 10);
+        common::process_records(&mut a, &mut ma, records(lo, hi)).unwrap();
+        common::process_records(&mut b, &mut mb, records(1000 + lo, 1000 + hi)).unwrap();
+    }
+    assert_eq!(ma.last, Some(esn(49)), "alpha: {:?}", ma.stored);
+    assert_eq!(mb.last, Some(esn(1049)), "beta: {:?}", mb.stored);
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+
+    let mut got = written(&out);
+    got.sort();
+    let mut want: Vec<(String, String)> = (0..50)
+        .map(|i| ("shardId-000000000001".to_owned(), seq(i)))
+        .chain((1000..1050).map(|i| ("shardId-000000000002".to_owned(), seq(i))))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    // The server keeps serving: a third lease after both ended.
+    let mut c = attach(dir.path(), &socket, "gamma");
+    let mut mc = init(&mut c, "shardId-000000000003");
+    common::process_records(&mut c, &mut mc, records(2000, 2005)).unwrap();
+    assert_eq!(finish(&mut c, &mut mc), 0);
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", srv.stderr());
+}
+
+/// A shell exec child that fails every item of shard 9 and takes every other.
+const FAIL_SHARD9: &str = r#"n=0; while read -r l; do n=$((n+1)); case "$l" in *shardId-000000000009*) echo "err $n boom";; *) echo "ok $n";; esac; done"#;
+
+/// `--on-error fail`: a failed item ends its lease only (that attach exits 1, nothing past
+/// it checkpointed); the other lease keeps going to its last record.
+#[test]
+fn a_failing_lease_ends_only_its_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut list = vec!["--handler", "exec", "--on-error", "fail"];
+    list.extend(common::CHECKPOINT_EVERY_BATCH);
+    list.extend(["--", "/bin/sh", "-c", FAIL_SHARD9]);
+    let (mut srv, socket) = server(dir.path(), &list);
+    let mut good = attach(dir.path(), &socket, "alpha");
+    let mut bad = attach(dir.path(), &socket, "beta");
+    let mut mg = init(&mut good, "shardId-000000000001");
+    let mut mbad = init(&mut bad, "shardId-000000000009");
+    common::process_records(&mut good, &mut mg, records(0, 10)).unwrap();
+    // The bad lease's batch fails: no checkpoint, no status; its attach exits 1.
+    mbad.deliver_all(&records(100, 110));
+    bad.send(&line(&rsmld::testkit::encode::process_records(
+        records(100, 110),
+        Some(0),
+    )));
+    assert_eq!(bad.wait(WAIT).unwrap(), 1, "{}", srv.stderr());
+    assert!(mbad.stored.is_empty());
+    for batch in 1..4u64 {
+        common::process_records(&mut good, &mut mg, records(batch * 10, batch * 10 + 10)).unwrap();
+    }
+    assert_eq!(mg.last, Some(esn(39)));
+    assert_eq!(finish(&mut good, &mut mg), 0, "{}", srv.stderr());
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", srv.stderr());
+    assert!(srv.stderr_contains("boom"), "{}", srv.stderr());
+}
+
+/// The server killed with SIGKILL: every attach exits non-zero promptly (its socket closed).
+#[test]
+fn a_killed_server_ends_every_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    let _mb = init(&mut b, "shardId-000000000002");
+    common::process_records(&mut a, &mut ma, records(0, 10)).unwrap();
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    for p in [&mut a, &mut b] {
+        let code = p.wait(WAIT).unwrap();
+        assert_ne!(code, 0);
+        assert!(p.stderr_contains("without a status"), "{}", p.stderr());
+    }
+    // A new server on the same path removes the stale socket.
+    let (mut again, _) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        again.stderr_contains("removing stale socket"),
+        "{}",
+        again.stderr()
+    );
+}
+
+/// No server: attach retries for `--retry-for`, then one error line and exit 2.
+#[test]
+fn no_server_retries_then_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    let start = Instant::now();
+    let mut p = Proc::spawn(&args(&[
+        "attach",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--retry-for",
+        "1s",
+    ]));
+    assert_eq!(p.wait(WAIT).unwrap(), 2);
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    let err = p.stderr();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no rsmld serve answers on"), "{err}");
+}
+
+/// A second server on a path where one answers refuses to start.
+#[test]
+fn a_second_server_on_a_live_socket_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let (_srv, socket) = server(dir.path(), &opts);
+    let mut list = vec!["serve", "--socket", socket.to_str().unwrap()];
+    list.extend(&opts);
+    let mut second = Proc::spawn(&args(&list));
+    assert_eq!(second.wait(WAIT).unwrap(), 2);
+    assert!(
+        second.stderr().contains("a server already answers on"),
+        "{}",
+        second.stderr()
+    );
+}
+
+/// Two applications with the same shard id and the same records on one server: their
+/// files are apart (named `<application>.<shardId>.…`), each holding exactly its lease's
+/// records, and each lease is checkpointed at its own last record.
+#[test]
+fn two_applications_with_one_shard_id_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let shard = "shardId-000000000001";
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, shard);
+    let mut mb = init(&mut b, shard);
+    for batch in 0..3u64 {
+        common::process_records(&mut a, &mut ma, records(batch * 10, batch * 10 + 10)).unwrap();
+        common::process_records(&mut b, &mut mb, records(batch * 10, batch * 10 + 5)).unwrap();
+    }
+    assert_eq!(ma.last, Some(esn(29)));
+    assert_eq!(mb.last, Some(esn(24)));
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+    let of = |app: &str| {
+        let mut got: Vec<String> = common::written(&out)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(&format!("{app}.{shard}.")))
+            .map(|(name, v)| {
+                // The item JSON says its application too.
+                assert_eq!(v["application"], app, "{name}: {v}");
+                v["sequenceNumber"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let want_a: Vec<String> = (0..30).map(seq).collect();
+    let want_b: Vec<String> = (0..3).flat_map(|b| (b * 10..b * 10 + 5).map(seq)).collect();
+    assert_eq!(of("alpha"), want_a);
+    assert_eq!(of("beta"), want_b);
+    assert_eq!(common::written(&out).len(), 45);
+    // Their log lines name them apart too.
+    for app in ["alpha", "beta"] {
+        let name = format!("rsmld[{app}/{shard}] INFO");
+        assert!(srv.stderr_contains(&name), "{name}:\n{}", srv.stderr());
+    }
+}
+
+/// `--on-error skip`: the dead letters of two applications with the same shard id go to
+/// files named by application, each holding only its lease's items; both leases are
+/// checkpointed at their last record (a dead letter counts as done).
+#[test]
+fn dead_letters_are_named_by_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead");
+    let dead_s = dead.to_str().unwrap().to_owned();
+    let mut list = vec![
+        "--handler",
+        "exec",
+        "--on-error",
+        "skip",
+        "--dead-letter",
+        &dead_s,
+    ];
+    list.extend(common::CHECKPOINT_EVERY_BATCH);
+    list.extend(["--", "/bin/sh", "-c", FAIL_SHARD9]);
+    let (mut srv, socket) = server(dir.path(), &list);
+    let shard = "shardId-000000000009";
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, shard);
+    let mut mb = init(&mut b, shard);
+    common::process_records(&mut a, &mut ma, records(0, 6)).unwrap();
+    common::process_records(&mut b, &mut mb, records(0, 4)).unwrap();
+    assert_eq!(ma.last, Some(esn(5)));
+    assert_eq!(mb.last, Some(esn(3)));
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+    let lines = |app: &str| {
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dead).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{app}.{shard}.")) {
+                for l in std::fs::read_to_string(&path).unwrap().lines() {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    assert_eq!(v["item"]["application"], app, "{name}: {l}");
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    assert_eq!((lines("alpha"), lines("beta")), (6, 4));
+}
+
+/// An attach as `uid` (the test runs as root), without a properties file.
+fn attach_as(socket: &Path, uid: u32) -> Proc {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(common::rsmld_bin());
+    cmd.args(["attach", "--socket", socket.to_str().unwrap()]);
+    cmd.uid(uid).gid(uid);
+    Proc::from_command(cmd)
+}
+
+/// Peer credentials: a peer of another user is refused (its attach exits 2, nothing of
+/// its lease runs) even when the socket's mode would let it connect; `--allow-uid`
+/// admits it. Needs root (to run the attach as another user); skipped otherwise.
+#[test]
+fn another_users_attach_is_refused_unless_allowed() {
+    if rsmld::serve::fd::own_uid() != 0 {
+        eprintln!("skipped: needs root to start an attach as another user");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    use std::os::unix::fs::PermissionsExt;
+    for allow in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        // Let the other user reach the socket: the credentials check is what is tested.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let mut opts = file_options(&out);
+        if allow {
+            opts.extend(args(&["--allow-uid", &NOBODY.to_string()]));
+        }
+        let (mut srv, socket) = server(
+            dir.path(),
+            &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let mut p = attach_as(&socket, NOBODY);
+        if allow {
+            let mut m = init(&mut p, "shardId-000000000001");
+            common::process_records(&mut p, &mut m, records(0, 3)).unwrap();
+            assert_eq!(m.last, Some(esn(2)));
+            assert_eq!(finish(&mut p, &mut m), 0, "{}", srv.stderr());
+        } else {
+            p.send(&common::init_line_at(
+                "shardId-000000000001",
+                "TRIM_HORIZON",
+            ));
+            assert_eq!(p.wait(WAIT).unwrap(), 2, "{}\n{}", srv.stderr(), p.stderr());
+            assert!(
+                srv.stderr_contains("refused an attach: peer uid 65534"),
+                "{}",
+                srv.stderr()
+            );
+            assert!(p.recv(Duration::from_millis(200)).is_err());
+        }
+    }
+}
+
+/// A peer that connects and never says hello is refused after the hello timeout (10 s),
+/// with status 2, and holds nothing: the server serves the next attach.
+#[test]
+fn a_silent_peer_is_refused_after_the_hello_timeout() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    silent.set_read_timeout(Some(WAIT)).unwrap();
+    let mut status = [0u8; 1];
+    assert_eq!(silent.read(&mut status).unwrap(), 1, "{}", srv.stderr());
+    assert_eq!(status[0], 2);
+    assert!(srv.stderr_contains("refused an attach"), "{}", srv.stderr());
+    let mut p = attach(dir.path(), &socket, "alpha");
+    let mut m = init(&mut p, "shardId-000000000001");
+    common::process_records(&mut p, &mut m, records(0, 3)).unwrap();
+    assert_eq!(finish(&mut p, &mut m), 0, "{}", srv.stderr());
+}
+
+fn sigterm(p: &Proc) {
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+}
+
+/// SIGTERM: the socket goes (a new attach finds no server), the attached lease goes on
+/// under its daemon's control to its last checkpoint and ends, then the server exits 0.
+#[test]
+fn sigterm_lets_attached_leases_end_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut m = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut m, records(0, 10)).unwrap();
+    sigterm(&srv);
+    assert!(
+        srv.stderr_contains("stopping: no new attaches"),
+        "{}",
+        srv.stderr()
+    );
+    assert!(!socket.exists());
+    let mut late = Proc::spawn(&args(&[
+        "attach",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--retry-for",
+        "0s",
+    ]));
+    assert_eq!(late.wait(WAIT).unwrap(), 2);
+    common::process_records(&mut a, &mut m, records(10, 20)).unwrap();
+    assert_eq!(m.last, Some(esn(19)));
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", srv.stderr());
+    assert_eq!(finish(&mut a, &mut m), 0, "{}", srv.stderr());
+    assert_eq!(srv.wait(WAIT).unwrap(), 0, "{}", srv.stderr());
+    assert_eq!(written(&out).len(), 20);
+}
+
+/// SIGTERM with a lease that does not end within `--grace`: the server exits 1 after it,
+/// and that attach exits non-zero (its socket closed without a status).
+#[test]
+fn sigterm_grace_ends_and_leaves_the_lease_to_its_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut opts = file_options(&out);
+    opts.extend(args(&["--grace", "1s"]));
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut m = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut m, records(0, 5)).unwrap();
+    sigterm(&srv);
+    assert_eq!(srv.wait(WAIT).unwrap(), 1, "{}", srv.stderr());
+    assert!(srv.stderr().contains("still attached"), "{}", srv.stderr());
+    assert_eq!(a.wait(WAIT).unwrap(), 1, "{}", a.stderr());
+    assert_eq!(m.last, Some(esn(4)));
+}
