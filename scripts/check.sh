@@ -41,7 +41,7 @@ cargo fmt --all -- --check
 cargo fmt --all --manifest-path fuzz/Cargo.toml -- --check
 echo "== shellcheck (${#shell_scripts[@]} scripts)"
 "$SHELLCHECK" "${shell_scripts[@]}"
-echo "== ruff check (every Python file, ruff.toml)"
+echo "== ruff check (every Python file, .ruff.toml)"
 "$RUFF" check --no-cache --quiet .
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
