@@ -44,6 +44,16 @@ fn file_options(out: &Path) -> Vec<String> {
     v
 }
 
+/// A server with the file handler writing to `dir/out` (checkpoint after every batch):
+/// the server, its socket and the output directory.
+fn file_server(dir: &Path) -> (Proc, PathBuf, PathBuf) {
+    let out = dir.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let opts = file_options(&out);
+    let (srv, socket) = server(dir, &opts.iter().map(String::as_str).collect::<Vec<_>>());
+    (srv, socket, out)
+}
+
 /// An attach for `application` (through a properties file naming it).
 fn attach(dir: &Path, socket: &Path, application: &str) -> Proc {
     let props = dir.join(format!("{application}.properties"));
@@ -106,13 +116,7 @@ fn written(out: &Path) -> Vec<(String, String)> {
 #[test]
 fn two_attaches_share_one_server() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let opts = file_options(&out);
-    let (mut srv, socket) = server(
-        dir.path(),
-        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let (mut srv, socket, out) = file_server(dir.path());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
@@ -185,13 +189,7 @@ fn a_failing_lease_ends_only_its_attach() {
 #[test]
 fn a_killed_server_ends_every_attach() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let opts = file_options(&out);
-    let (mut srv, socket) = server(
-        dir.path(),
-        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let (mut srv, socket, out) = file_server(dir.path());
     let mut a = attach(dir.path(), &socket, "alpha");
     let mut b = attach(dir.path(), &socket, "beta");
     let mut ma = init(&mut a, "shardId-000000000001");
@@ -205,6 +203,7 @@ fn a_killed_server_ends_every_attach() {
         assert!(p.stderr_contains("without a status"), "{}", p.stderr());
     }
     // A new server on the same path removes the stale socket.
+    let opts = file_options(&out);
     let (mut again, _) = server(
         dir.path(),
         &opts.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -262,13 +261,7 @@ fn a_second_server_on_a_live_socket_refuses() {
 #[test]
 fn two_applications_with_one_shard_id_stay_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let opts = file_options(&out);
-    let (mut srv, socket) = server(
-        dir.path(),
-        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let (mut srv, socket, out) = file_server(dir.path());
     let shard = "shardId-000000000001";
     let mut a = attach(dir.path(), &socket, "alpha");
     let mut b = attach(dir.path(), &socket, "beta");
@@ -418,13 +411,7 @@ fn another_users_attach_is_refused_unless_allowed() {
 fn a_silent_peer_is_refused_after_the_hello_timeout() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let opts = file_options(&out);
-    let (mut srv, socket) = server(
-        dir.path(),
-        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let (mut srv, socket, _out) = file_server(dir.path());
     let mut silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     silent.set_read_timeout(Some(WAIT)).unwrap();
     let mut status = [0u8; 1];
@@ -448,13 +435,7 @@ fn sigterm(p: &Proc) {
 #[test]
 fn sigterm_lets_attached_leases_end_then_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let opts = file_options(&out);
-    let (mut srv, socket) = server(
-        dir.path(),
-        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let (mut srv, socket, out) = file_server(dir.path());
     let mut a = attach(dir.path(), &socket, "alpha");
     let mut m = init(&mut a, "shardId-000000000001");
     common::process_records(&mut a, &mut m, records(0, 10)).unwrap();
