@@ -133,7 +133,9 @@ pub fn start(addr: SocketAddr, metrics: Arc<MetricsSink>) -> Result<MetricsServe
                         Ok(c) => match tx.try_send(c) {
                             Ok(()) => {}
                             Err(TrySendError::Full(_)) => {
-                                log::debug!("metrics listener busy: closed a connection unanswered");
+                                log::debug!(
+                                    "metrics listener busy: closed a connection unanswered"
+                                );
                             }
                             Err(TrySendError::Disconnected(_)) => break,
                         },
@@ -212,7 +214,12 @@ fn read_head(conn: &mut impl Read, deadline: Instant) -> Result<Vec<u8>, HeadErr
             Ok(0) => return Err(HeadError::Closed),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(HeadError::Timeout)
             }
             Err(_) => return Err(HeadError::Io),

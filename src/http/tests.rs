@@ -97,7 +97,10 @@ fn parse_takes_the_method_and_target_or_answers_400() {
         parse(b"GET /status.json?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap(),
         ("GET".to_owned(), "/status.json?x=1".to_owned())
     );
-    assert_eq!(parse(b"\x16\x03\x01garbage\r\n\r\n").unwrap_err().status, 400);
+    assert_eq!(
+        parse(b"\x16\x03\x01garbage\r\n\r\n").unwrap_err().status,
+        400
+    );
     let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
     let head = format!("GET / HTTP/1.1\r\n{many}\r\n");
     assert_eq!(parse(head.as_bytes()).unwrap_err().status, 431);
@@ -107,7 +110,10 @@ fn parse_takes_the_method_and_target_or_answers_400() {
 fn routes_answer_metrics_status_and_page_and_refuse_the_rest() {
     let c = ctx();
     let m = routes::respond("GET", "/metrics", &c);
-    assert_eq!((m.status, m.content_type), (200, crate::metrics::CONTENT_TYPE));
+    assert_eq!(
+        (m.status, m.content_type),
+        (200, crate::metrics::CONTENT_TYPE)
+    );
     let text = String::from_utf8(m.body).unwrap();
     assert!(
         text.contains(r#"rsmld_items_total{application="app",shard="shardId-7"} 42"#),
@@ -126,7 +132,10 @@ fn routes_answer_metrics_status_and_page_and_refuse_the_rest() {
     assert!(v["time"].as_f64().unwrap() > 1.6e9);
 
     let p = routes::respond("GET", "/", &c);
-    assert_eq!((p.status, p.content_type), (200, "text/html; charset=utf-8"));
+    assert_eq!(
+        (p.status, p.content_type),
+        (200, "text/html; charset=utf-8")
+    );
     assert_eq!(p.body, routes::STATUS_PAGE.as_bytes());
 
     assert_eq!(routes::respond("GET", "/nope", &c).status, 404);
@@ -146,8 +155,13 @@ fn routes_answer_metrics_status_and_page_and_refuse_the_rest() {
 #[test]
 fn the_status_page_is_self_contained() {
     let page = routes::STATUS_PAGE;
-    for outside in ["src=", "href=", "@import", "url(", "http://", "https://", "//cdn"] {
-        assert!(!page.contains(outside), "the page refers outside: {outside}");
+    for outside in [
+        "src=", "href=", "@import", "url(", "http://", "https://", "//cdn",
+    ] {
+        assert!(
+            !page.contains(outside),
+            "the page refers outside: {outside}"
+        );
     }
     assert!(page.contains(r#"fetch("status.json""#));
     assert!(page.contains("setTimeout(poll, POLL_MS)") && page.contains("const POLL_MS = 2000;"));
@@ -222,5 +236,8 @@ fn an_address_in_use_is_an_error_naming_it() {
     let e = start(addr, sink_with_a_lease()).unwrap_err();
     assert!(matches!(e, HttpError::Bind { .. }));
     let text = e.to_string();
-    assert!(text.starts_with(&format!("--metrics-listen {addr}: cannot listen: ")), "{text}");
+    assert!(
+        text.starts_with(&format!("--metrics-listen {addr}: cannot listen: ")),
+        "{text}"
+    );
 }

@@ -166,7 +166,10 @@ impl MetricsSink {
             })
             .collect();
         let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
-        retired.retain(|r| r.ended_at.is_none_or(|t| now - t < ENDED_LINGER.as_secs_f64()));
+        retired.retain(|r| {
+            r.ended_at
+                .is_none_or(|t| now - t < ENDED_LINGER.as_secs_f64())
+        });
         let shown: Vec<LeaseStatus> = retired
             .iter()
             .filter(|r| {
@@ -269,7 +272,10 @@ mod tests {
         let rows = sink.status();
         assert_eq!(rows.len(), 1);
         let r = &rows[0];
-        assert_eq!((r.application.as_str(), r.shard.as_str()), ("app", "shardId-1"));
+        assert_eq!(
+            (r.application.as_str(), r.shard.as_str()),
+            ("app", "shardId-1")
+        );
         assert_eq!(r.state, LeaseState::Running);
         assert_eq!((r.end, r.ended_at), (None, None));
         assert_eq!((r.records, r.items_received, r.items), (10, 30, 25));
@@ -349,12 +355,19 @@ mod tests {
         assert_eq!(sink.process_status().leases_attached, 1);
 
         assert!(sink.scrape().unwrap().contains(r#"shard="ended""#));
-        assert!(!sink.scrape().unwrap().contains(r#"shard="ended""#), "series removed");
+        assert!(
+            !sink.scrape().unwrap().contains(r#"shard="ended""#),
+            "series removed"
+        );
         let after = sink.status();
         assert_eq!(after.len(), 2, "{after:?}");
         let r = row(&after, "ended");
         assert_eq!((r.state, r.end), (LeaseState::Ended, Some("shard_ended")));
-        assert_eq!((r.records, r.items, r.checkpoints), (10, 25, 1), "final counts");
+        assert_eq!(
+            (r.records, r.items, r.checkpoints),
+            (10, 25, 1),
+            "final counts"
+        );
 
         // Leased again: one row, the new lease's.
         started(&sink, &ended);
