@@ -178,21 +178,27 @@ pub fn status_json(ctx: &Context) -> serde_json::Value {
     })
 }
 
-fn key(l: &LeaseStatus) -> (String, String) {
+fn key(l: &LeaseStatus) -> Key {
     (l.application.clone(), l.shard.clone())
 }
+
+/// A lease's key in the rate tables: application, shard.
+type Key = (String, String);
+
+/// The start of a rate window: when, each lease's completed items, the workers' busy time.
+type Base = (Instant, HashMap<Key, u64>, f64);
 
 /// The counters at the start of the current rate window, and the rates of the last one.
 #[derive(Debug, Default)]
 struct Rates {
-    base: Option<(Instant, HashMap<(String, String), u64>, f64)>,
+    base: Option<Base>,
     last: Computed,
 }
 
 /// Rates of one window: items/s per running lease, workers busy on average.
 #[derive(Debug, Default, Clone)]
 struct Computed {
-    items: HashMap<(String, String), f64>,
+    items: HashMap<Key, f64>,
     busy: Option<f64>,
 }
 
