@@ -10,7 +10,8 @@
 //! connection that stalls. Here:
 //!
 //! - a request head is at most [`MAX_HEAD`] bytes (431 past it), read within
-//!   [`IO_TIMEOUT`] in all (408 after it), and the answer written within the same time;
+//!   [`IO_TIMEOUT`] in all (408 after it), and the answer written within the same time in
+//!   all (each socket call's timeout is the time left, so a trickling peer gains nothing);
 //! - [`CONNECTION_THREADS`] threads answer, fed by a bounded queue; a connection that finds
 //!   the queue full is closed at once, so a flood of clients costs neither memory nor
 //!   threads;
@@ -177,10 +178,10 @@ enum HeadError {
 }
 
 /// Answers one connection: one request, one response, close.
-fn answer(mut conn: TcpStream, ctx: &Context) {
-    let _ = conn.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = conn.set_write_timeout(Some(IO_TIMEOUT));
-    let response = match read_head(&mut conn, Instant::now() + IO_TIMEOUT) {
+fn answer(conn: TcpStream, ctx: &Context) {
+    let mut request = Deadline::new(&conn, IO_TIMEOUT);
+    let deadline = request.at;
+    let response = match read_head(&mut request, deadline) {
         Ok(head) => match parse(&head) {
             Ok((method, target)) => routes::respond(&method, &target, ctx),
             Err(r) => r,
@@ -189,16 +190,62 @@ fn answer(mut conn: TcpStream, ctx: &Context) {
         Err(HeadError::TooLarge) => Response::text(431, "request head too large\n"),
         Err(HeadError::Closed | HeadError::Io) => return,
     };
-    if let Err(e) = conn.write_all(&response.to_bytes()) {
+    if let Err(e) = Deadline::new(&conn, IO_TIMEOUT).write_all(&response.to_bytes()) {
         log::debug!("metrics listener: writing an answer: {e}");
         return;
     }
     // Closing with unread input (a body, a pipelined request) would reset the connection
     // and could lose the answer on the client's side: say the end, then read what is left
-    // (bounded in bytes and time) until the client closes.
+    // (at most 64 KiB, for at most a second) until the client closes.
     let _ = conn.shutdown(Shutdown::Write);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = io::copy(&mut (&conn).take(64 * 1024), &mut io::sink());
+    let _ = io::copy(
+        &mut Deadline::new(&conn, Duration::from_secs(1)).take(64 * 1024),
+        &mut io::sink(),
+    );
+}
+
+/// A connection whose reads and writes all end by one deadline (each call's socket timeout
+/// is the time left), however slowly the peer trickles bytes.
+struct Deadline<'a> {
+    conn: &'a TcpStream,
+    at: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(conn: &'a TcpStream, within: Duration) -> Self {
+        Deadline {
+            conn,
+            at: Instant::now() + within,
+        }
+    }
+
+    /// Sets the socket timeouts to the time left; `TimedOut` when none is.
+    fn arm(&self) -> io::Result<()> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.conn.set_read_timeout(Some(left))?;
+        self.conn.set_write_timeout(Some(left))
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.conn.read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.conn.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads up to the end of the request head (`\r\n\r\n`), at most [`MAX_HEAD`] bytes, by

@@ -241,3 +241,26 @@ fn an_address_in_use_is_an_error_naming_it() {
         "{text}"
     );
 }
+
+/// A client that keeps trickling bytes after its request holds an answer thread for about
+/// a second, not for as long as it trickles: the server closes the connection under it (its
+/// writes then fail).
+#[test]
+fn a_trickling_client_is_closed_after_its_answer() {
+    let server = start("127.0.0.1:0".parse().unwrap(), sink_with_a_lease()).unwrap();
+    let mut c = TcpStream::connect(server.local_addr()).unwrap();
+    c.write_all(b"POST /metrics HTTP/1.1\r\nContent-Length: 100000\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut out = Vec::new();
+    // The answer, then the server's end of sending (a half close: it still reads).
+    c.read_to_end(&mut out).unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+    // At most 30 s of trickling: the server must have closed long before.
+    let closed = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        c.write_all(b"x").is_err()
+    });
+    assert!(closed, "the server read the trickle for 30 s");
+}
