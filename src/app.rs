@@ -110,20 +110,14 @@ pub fn run(program: Program) -> ExitCode {
 /// `rsmld serve --socket PATH [child-mode options]`: one runtime for every attached lease
 /// ([`crate::serve`]).
 fn serve(program: &Program, argv: &[String]) -> ExitCode {
-    let (options, rest) = match crate::serve::split_args(&argv[2..]) {
-        Ok(split) => split,
-        Err(e) => {
-            eprintln!("rsmld[serve] ERROR {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let child_argv = argv[..1].iter().chain(&rest).cloned().collect();
-    let cli = match program.parse_with_properties(child_argv) {
-        Ok(cli) if cli.command.is_none() => cli,
-        Ok(_) => {
+    // argv without `serve`: the child-mode command line plus serve's own flags.
+    let serve_argv = argv[..1].iter().chain(&argv[2..]).cloned().collect();
+    let (cli, options) = match crate::serve::parse(program, serve_argv) {
+        Ok((cli, _)) if cli.command.is_some() => {
             eprintln!("rsmld[serve] ERROR serve takes record processor options, not a tool");
             return ExitCode::from(EXIT_USAGE);
         }
+        Ok(parsed) => parsed,
         Err(e) => match e.downcast::<clap::Error>() {
             Ok(clap_error) => clap_error.exit(),
             Err(e) => {
@@ -163,7 +157,7 @@ fn run_server(cli: Cli, options: &crate::serve::ServeOptions) -> anyhow::Result<
         .map_err(|e| crate::cli::config::ConfigError::Invalid(e.to_string()))?;
     // Each lease's lines name it (application/shard) in their log target.
     let sink: Arc<dyn Sink> = Arc::new(crate::telemetry::LogSink);
-    let runtime = Arc::new(crate::runtime::Runtime::start(config, sink)?);
+    let runtime = crate::runtime::Runtime::start(config, sink)?;
     log::info!("serving leases on {}", options.socket.display());
     let drained = crate::serve::serve(listener, runtime, options)?;
     let swept = crate::process::reaper::sweep();
