@@ -105,12 +105,7 @@ fn run(args: &AttachArgs) -> Result<u8, (u8, String)> {
 /// missing).
 fn names_of(path: &Path) -> Result<(String, String), String> {
     let props = crate::cli::properties::Properties::read(path).map_err(|e| e.to_string())?;
-    let get = |key| {
-        props
-            .get(key)
-            .map(|e| e.value.clone())
-            .unwrap_or_default()
-    };
+    let get = |key| props.get(key).map(|e| e.value.clone()).unwrap_or_default();
     Ok((get("applicationName"), get("streamName")))
 }
 

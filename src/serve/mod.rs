@@ -27,7 +27,7 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -179,6 +179,7 @@ pub fn serve(listener: UnixListener, runtime: Runtime, options: &ServeOptions) -
         stopping: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         stop: watch::Stop::new()?,
+        attaches: AtomicU64::new(0),
     });
     let runtime = Arc::new(runtime);
     let allowed: Arc<[u32]> = options.allow_uids.clone().into();
@@ -236,6 +237,8 @@ struct State {
     active: AtomicUsize,
     /// Fired once the grace period is over: the accept loop and every lease end.
     stop: watch::Stop,
+    /// Attaches so far: each lease's serial (`LeaseId::serial`).
+    attaches: AtomicU64,
 }
 
 /// Counts one lease as attached while it lives.
@@ -290,7 +293,8 @@ fn accept_loop(
                 // lease holds it once none is counted.
                 let _attached = attached;
                 let runtime = runtime;
-                serve_one(conn, &runtime, &allowed, _attached.0.stop.fd());
+                let serial = _attached.0.attaches.fetch_add(1, Ordering::SeqCst) + 1;
+                serve_one(conn, &runtime, &allowed, _attached.0.stop.fd(), serial);
             });
         if let Err(e) = spawned {
             log::error!("cannot start a lease thread: {e}");
@@ -331,7 +335,7 @@ const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const STATUS_OK: u8 = 0;
 
 /// One attach: credentials, hello, the lease, its status.
-fn serve_one(mut conn: UnixStream, runtime: &Runtime, allowed: &[u32], stop: RawFd) {
+fn serve_one(mut conn: UnixStream, runtime: &Runtime, allowed: &[u32], stop: RawFd, serial: u64) {
     // A peer that connects and says nothing holds no thread for long. Nothing else is
     // read from the socket after the hello: the lease's input watches it for the
     // attach's end ([`watch`]).
@@ -348,12 +352,12 @@ fn serve_one(mut conn: UnixStream, runtime: &Runtime, allowed: &[u32], stop: Raw
             }
             Ok(watched) => {
                 log::info!(
-                    "attach of application {:?}, stream {:?}",
+                    "attach {serial}: application {:?}, stream {:?}",
                     hello.application,
                     hello.stream
                 );
                 let input = watch::WatchedInput::new(input, watched, stop);
-                let result = runtime.run_lease_for(&hello.application, input, output);
+                let result = runtime.run_lease_attached(&hello.application, serial, input, output);
                 lease_status(&hello.application, &result)
             }
         },

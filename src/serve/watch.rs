@@ -103,7 +103,10 @@ pub enum Watched {
 
 impl Read for WatchedInput {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let ready = wait_readable(&[self.pipe.as_raw_fd(), self.conn.as_raw_fd(), self.stop], -1)?;
+        let ready = wait_readable(
+            &[self.pipe.as_raw_fd(), self.conn.as_raw_fd(), self.stop],
+            -1,
+        )?;
         // The attach and the stop first: a daemon still writing must not keep a lease
         // alive that nobody waits for.
         if ready[2] {

@@ -515,7 +515,13 @@ fn serve_help_lists_its_own_flags_and_child_modes() {
     assert!(p.stderr().contains("--socket <PATH>"), "{}", p.stderr());
     // A bad serve value: exit 2, naming the flag.
     let mut p = Proc::spawn(&args(&[
-        "serve", "--socket", "/nonexistent/s", "--grace", "soon", "--handler", "discard",
+        "serve",
+        "--socket",
+        "/nonexistent/s",
+        "--grace",
+        "soon",
+        "--handler",
+        "discard",
     ]));
     assert_eq!(p.wait(WAIT).unwrap(), 2);
     assert!(p.stderr().contains("--grace"), "{}", p.stderr());
@@ -618,7 +624,14 @@ fn sigterm_shuts_the_handlers_down_before_exit() {
     std::fs::create_dir(&marks).unwrap();
     let socket = dir.path().join("rsmld.sock");
     let mut list = args(&["serve", "--socket", socket.to_str().unwrap()]);
-    list.extend(args(&["--handler", "exec", "--workers", "2", "--grace", "30s"]));
+    list.extend(args(&[
+        "--handler",
+        "exec",
+        "--workers",
+        "2",
+        "--grace",
+        "30s",
+    ]));
     list.extend(args(&common::CHECKPOINT_EVERY_BATCH));
     list.extend(args(&["--", "/bin/sh", "-c", MARKING_CHILD]));
     let mut srv = Proc::spawn_env(&list, &[("MARKS", marks.to_str().unwrap())]);
@@ -635,7 +648,12 @@ fn sigterm_shuts_the_handlers_down_before_exit() {
     assert_eq!(srv.wait(WAIT).unwrap(), 0, "{}", srv.stderr());
     let (pids, closed) = pids_and_closed(&marks);
     assert_eq!(pids.len(), 2, "{}", srv.stderr());
-    assert_eq!(closed, 2, "children not closed before exit:\n{}", srv.stderr());
+    assert_eq!(
+        closed,
+        2,
+        "children not closed before exit:\n{}",
+        srv.stderr()
+    );
     assert!(pids.iter().all(|&p| !common::alive(p)), "{pids:?}");
 }
 
@@ -648,7 +666,14 @@ fn sigterm_after_grace_abandons_then_shuts_down() {
     std::fs::create_dir(&marks).unwrap();
     let socket = dir.path().join("rsmld.sock");
     let mut list = args(&["serve", "--socket", socket.to_str().unwrap()]);
-    list.extend(args(&["--handler", "exec", "--workers", "2", "--grace", "1s"]));
+    list.extend(args(&[
+        "--handler",
+        "exec",
+        "--workers",
+        "2",
+        "--grace",
+        "1s",
+    ]));
     list.extend(args(&common::CHECKPOINT_EVERY_BATCH));
     list.extend(args(&["--", "/bin/sh", "-c", MARKING_CHILD]));
     let mut srv = Proc::spawn_env(&list, &[("MARKS", marks.to_str().unwrap())]);
@@ -693,7 +718,49 @@ fn the_stream_name_reaches_the_server() {
     assert_eq!(finish(&mut a, &mut m), 0, "{}", srv.stderr());
     let log = srv.stderr();
     assert!(
-        log.lines().any(|l| l.contains("\"orders\"") && l.contains("\"order-events\"")),
+        log.lines()
+            .any(|l| l.contains("\"orders\"") && l.contains("\"order-events\"")),
         "{log}"
     );
+}
+
+/// A shard attached twice at once (re-acquired while the first attachment's work is
+/// pending): two leases, each with its own files; both complete and checkpoint their own
+/// last record. Old code: one LeaseId, so the file handler wrote both into one file.
+#[test]
+fn two_attachments_of_one_shard_keep_their_files_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, socket, out) = file_server(dir.path());
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "alpha");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    let mut mb = init(&mut b, "shardId-000000000001");
+    for batch in 0..3u64 {
+        let (lo, hi) = (batch * 10, batch * 10 + 10);
+        common::process_records(&mut a, &mut ma, records(lo, hi)).unwrap();
+        common::process_records(&mut b, &mut mb, records(1000 + lo, 1000 + hi)).unwrap();
+    }
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    common::process_records(&mut b, &mut mb, records(1030, 1040)).unwrap();
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+    assert_eq!(ma.last, Some(esn(29)));
+    assert_eq!(mb.last, Some(esn(1039)));
+    let mut by_file: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (file, v) in common::written(&out) {
+        let seq = v["sequenceNumber"].as_str().unwrap().to_owned();
+        by_file.entry(file.to_string()).or_default().push(seq);
+    }
+    let mut all: Vec<String> = by_file.values().flatten().cloned().collect();
+    all.sort();
+    let mut want: Vec<String> = (0..30).chain(1000..1040).map(seq).collect();
+    want.sort();
+    assert_eq!(all, want);
+    let low = seq(1000);
+    assert_eq!(low.len(), seq(0).len(), "sequence numbers compare as text");
+    for (file, seqs) in &by_file {
+        assert!(
+            seqs.iter().all(|s| *s < low) || seqs.iter().all(|s| *s >= low),
+            "{file} mixes both attachments: {seqs:?}"
+        );
+    }
 }
