@@ -128,9 +128,9 @@ fn serve(program: &Program, argv: &[String]) -> ExitCode {
             }
         },
     };
-    let log = logging::ChildLog::new(cli.run.log_format);
-    logging::init(log.clone(), cli.run.log_level);
-    match run_server(cli, &options) {
+    let log = logging::ServerLog::new(cli.run.log_format);
+    logging::init_server(log.clone(), cli.run.log_level);
+    match run_server(cli, &options, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             for line in format!("{e}").lines() {
@@ -141,8 +141,18 @@ fn serve(program: &Program, argv: &[String]) -> ExitCode {
     }
 }
 
-fn run_server(cli: Cli, options: &crate::serve::ServeOptions) -> anyhow::Result<()> {
+/// The server's telemetry sink: its log (each lease's lines named by application/shard).
+fn server_sink(log: &logging::ServerLog) -> Arc<dyn Sink> {
+    Arc::new(log.clone())
+}
+
+fn run_server(
+    cli: Cli,
+    options: &crate::serve::ServeOptions,
+    log: &logging::ServerLog,
+) -> anyhow::Result<()> {
     cli.run.validate()?;
+    let progress_interval = cli.run.progress_interval;
     crate::cli::check::prereq::startup(&cli.run)?;
     let config = cli.run.into_runtime_config()?;
     if !crate::process::reaper::become_subreaper() {
@@ -155,11 +165,11 @@ fn run_server(cli: Cli, options: &crate::serve::ServeOptions) -> anyhow::Result<
     }
     let listener = crate::serve::listen(&options.socket)
         .map_err(|e| crate::cli::config::ConfigError::Invalid(e.to_string()))?;
-    // Each lease's lines name it (application/shard) in their log target.
-    let sink: Arc<dyn Sink> = Arc::new(crate::telemetry::LogSink);
-    let runtime = crate::runtime::Runtime::start(config, sink)?;
+    let runtime = crate::runtime::Runtime::start(config, server_sink(log))?;
+    let progress = log.start_progress(progress_interval);
     log::info!("serving leases on {}", options.socket.display());
     let drained = crate::serve::serve(listener, runtime, options)?;
+    drop(progress);
     let swept = crate::process::reaper::sweep();
     if swept > 0 {
         log::warn!("killed {swept} handler process(es) still running at exit");

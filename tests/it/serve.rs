@@ -764,3 +764,95 @@ fn two_attachments_of_one_shard_keep_their_files_apart() {
         );
     }
 }
+
+/// A server's log: in json, the lines of lease events carry application and shard, and each
+/// lease has progress lines (old code: no application field, no progress lines in serve
+/// mode).
+#[test]
+fn json_log_lines_name_the_application_and_shard_of_each_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut opts = file_options(&out);
+    opts.extend(args(&[
+        "--log-format",
+        "json",
+        "--progress-interval",
+        "200ms",
+    ]));
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    let mut mb = init(&mut b, "shardId-000000000002");
+    common::process_records(&mut a, &mut ma, records(0, 10)).unwrap();
+    common::process_records(&mut b, &mut mb, records(10, 20)).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let progress_of = |log: &str, app: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["event"] == "Progress" && v["application"] == app)
+    };
+    while !(progress_of(&srv.stderr(), "alpha") && progress_of(&srv.stderr(), "beta")) {
+        assert!(Instant::now() < deadline, "{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+    let log = srv.stderr();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for (app, shard) in [
+        ("alpha", "shardId-000000000001"),
+        ("beta", "shardId-000000000002"),
+    ] {
+        for event in ["LeaseStarted", "LeaseEnded", "Progress"] {
+            assert!(
+                lines.iter().any(|v| v["event"] == event
+                    && v["application"] == app
+                    && v["shard"] == shard
+                    && v["lease"] == format!("{app}/{shard}")),
+                "no {event} line of {app}/{shard}:\n{log}"
+            );
+        }
+    }
+}
+
+/// A server's text log: `rsmld[application/shard] LEVEL message`, progress lines included.
+#[test]
+fn text_log_lines_name_the_lease_and_have_progress_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut opts = file_options(&out);
+    opts.extend(args(&["--progress-interval", "200ms"]));
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut ma, records(0, 10)).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !srv.stderr_contains("rsmld[alpha/shardId-000000000001] INFO progress: 10 items") {
+        assert!(Instant::now() < deadline, "{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    let log = srv.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("rsmld[alpha/shardId-000000000001] INFO initialize")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("rsmld[-] INFO serving leases on")),
+        "{log}"
+    );
+}
