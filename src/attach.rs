@@ -13,7 +13,7 @@
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -23,27 +23,7 @@ use crate::app::{EXIT_FAILURE, EXIT_USAGE};
 use crate::serve::fd;
 use crate::serve::hello::Hello;
 
-/// How long attach waits for a server by default.
-pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(10);
-
-/// `rsmld attach` flags.
-#[derive(Debug, Parser)]
-#[command(name = "rsmld attach", about = "Hands this lease to `rsmld serve`.")]
-pub struct AttachArgs {
-    /// The server's socket.
-    #[arg(long)]
-    pub socket: PathBuf,
-    /// The daemon's properties file: its `applicationName` names the lease's application.
-    #[arg(long)]
-    pub properties: Option<PathBuf>,
-    /// How long to retry while no server answers (a duration: 10s, 500ms; 0s..=1h).
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_retry_for)]
-    pub retry_for: Duration,
-}
-
-fn parse_retry_for(s: &str) -> Result<Duration, String> {
-    crate::cli::units::parse_seconds_in(s, 0.0, 3_600.0, true)
-}
+pub use crate::cli::attach::{AttachArgs, DEFAULT_RETRY_FOR};
 
 /// Runs attach with `args` (the arguments after `attach`); the exit code.
 pub fn main(args: &[String]) -> ExitCode {
