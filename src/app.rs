@@ -168,7 +168,11 @@ fn run_server(
     let runtime = crate::runtime::Runtime::start(config, server_sink(log))?;
     let progress = log.start_progress(progress_interval);
     log::info!("serving leases on {}", options.socket.display());
-    let drained = crate::serve::serve(listener, runtime, options)?;
+    let hook: crate::serve::AttachHook = {
+        let log = log.clone();
+        Arc::new(move |serial, hello| log.attach_stream(serial, hello.map(|h| h.stream.as_str())))
+    };
+    let drained = crate::serve::serve(listener, runtime, options, hook)?;
     drop(progress);
     let swept = crate::process::reaper::sweep();
     if swept > 0 {

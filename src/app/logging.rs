@@ -368,6 +368,8 @@ struct ServerInner {
     format: LogFormat,
     /// The leases started and not ended, with their progress counts.
     leases: Mutex<std::collections::HashMap<LeaseId, Arc<LeaseLog>>>,
+    /// The stream each attach named, by its serial (`LeaseId::serial`), while attached.
+    streams: Mutex<std::collections::HashMap<u64, String>>,
 }
 
 /// One lease's progress and its names, in a [`ServerLog`].
@@ -384,7 +386,33 @@ impl ServerLog {
         ServerLog(Arc::new(ServerInner {
             format,
             leases: Mutex::new(std::collections::HashMap::new()),
+            streams: Mutex::new(std::collections::HashMap::new()),
         }))
+    }
+
+    /// Attach `serial` named `stream` (`Some`), or has ended (`None`).
+    pub(super) fn attach_stream(&self, serial: u64, stream: Option<&str>) {
+        let mut streams = self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match stream {
+            Some(s) => streams.insert(serial, s.to_owned()),
+            None => streams.remove(&serial),
+        };
+    }
+
+    fn stream_of(&self, lease: &LeaseId) -> Option<String> {
+        let streams = self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        streams
+            .get(&lease.serial)
+            .filter(|s| !s.is_empty())
+            .cloned()
     }
 
     fn names(lease: &LeaseId) -> serde_json::Value {
@@ -523,6 +551,13 @@ impl Sink for ServerLog {
         if level > log::max_level() {
             return;
         }
+        let stream = match event {
+            Event::LeaseStarted { .. } => lease.and_then(|id| self.stream_of(id)),
+            _ => None,
+        };
+        if let Some(stream) = &stream {
+            text.push_str(&format!(" (stream {stream})"));
+        }
         if let (Event::LeaseEnded { .. }, Some(l)) = (event, &entry) {
             let c = l.progress.checkpoint.lock();
             match &*c.unwrap_or_else(PoisonError::into_inner) {
@@ -536,6 +571,9 @@ impl Sink for ServerLog {
                 if let (serde_json::Value::Object(m), Some(id)) = (&mut v, lease) {
                     if let serde_json::Value::Object(names) = Self::names(id) {
                         m.extend(names);
+                    }
+                    if let Some(stream) = stream {
+                        m.insert("stream".into(), stream.into());
                     }
                 }
                 v

@@ -167,13 +167,22 @@ pub fn listen(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+/// Told each attach's hello before its lease runs (`Some`), and `None` once it ended: the
+/// server's log names the lease's stream in its start line.
+pub type AttachHook = Arc<dyn Fn(u64, Option<&Hello>) + Send + Sync>;
+
 /// How long lease threads get to end once abandoned after the grace period.
 const ABANDON_WAIT: Duration = Duration::from_secs(10);
 
 /// Accepts attaches, each lease on its own thread, until SIGTERM or SIGINT (see the
 /// module docs), then stops the runtime ([`Runtime::shutdown`]: handlers closed, workers
 /// joined within their bound); returns whether every lease ended within the grace period.
-pub fn serve(listener: UnixListener, runtime: Runtime, options: &ServeOptions) -> io::Result<bool> {
+pub fn serve(
+    listener: UnixListener,
+    runtime: Runtime,
+    options: &ServeOptions,
+    hook: AttachHook,
+) -> io::Result<bool> {
     let wake = signal::install()?;
     let state = Arc::new(State {
         stopping: AtomicBool::new(false),
@@ -187,7 +196,7 @@ pub fn serve(listener: UnixListener, runtime: Runtime, options: &ServeOptions) -
         let (runtime, state) = (runtime.clone(), state.clone());
         std::thread::Builder::new()
             .name("rsmld-accept".into())
-            .spawn(move || accept_loop(listener, runtime, allowed, state))?
+            .spawn(move || accept_loop(listener, runtime, allowed, state, hook))?
     };
     let drained = stop_on_signal(wake, &state, &options.socket, options.grace);
     // Ends the accept loop, and every lease still attached (their attaches exit 1, their
@@ -262,6 +271,7 @@ fn accept_loop(
     runtime: Arc<Runtime>,
     allowed: Arc<[u32]>,
     state: Arc<State>,
+    hook: AttachHook,
 ) {
     use std::os::fd::AsRawFd;
     loop {
@@ -293,6 +303,7 @@ fn accept_loop(
         }
         let runtime = runtime.clone();
         let allowed = allowed.clone();
+        let hook = hook.clone();
         let spawned = std::thread::Builder::new()
             .name("rsmld-lease".into())
             .spawn(move || {
@@ -301,7 +312,14 @@ fn accept_loop(
                 let _attached = attached;
                 let runtime = runtime;
                 let serial = _attached.0.attaches.fetch_add(1, Ordering::SeqCst) + 1;
-                serve_one(conn, &runtime, &allowed, _attached.0.stop.fd(), serial);
+                serve_one(
+                    conn,
+                    &runtime,
+                    &allowed,
+                    _attached.0.stop.fd(),
+                    serial,
+                    &hook,
+                );
             });
         if let Err(e) = spawned {
             log::error!("cannot start a lease thread: {e}");
@@ -342,7 +360,14 @@ const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const STATUS_OK: u8 = 0;
 
 /// One attach: credentials, hello, the lease, its status.
-fn serve_one(mut conn: UnixStream, runtime: &Runtime, allowed: &[u32], stop: RawFd, serial: u64) {
+fn serve_one(
+    mut conn: UnixStream,
+    runtime: &Runtime,
+    allowed: &[u32],
+    stop: RawFd,
+    serial: u64,
+    hook: &AttachHook,
+) {
     // A peer that connects and says nothing holds no thread for long. Nothing else is
     // read from the socket after the hello: the lease's input watches it for the
     // attach's end ([`watch`]).
@@ -364,7 +389,9 @@ fn serve_one(mut conn: UnixStream, runtime: &Runtime, allowed: &[u32], stop: Raw
                     hello.stream
                 );
                 let input = watch::WatchedInput::new(input, watched, stop);
+                hook(serial, Some(&hello));
                 let result = runtime.run_lease_attached(&hello.application, serial, input, output);
+                hook(serial, None);
                 lease_status(&hello.application, &result)
             }
         },
