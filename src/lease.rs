@@ -674,6 +674,12 @@ impl<'rt, W: Write> Lease<'rt, W> {
             }
             Event::Draining { .. } => self.end = LeaseEnd::ShardEnded,
             Event::Abandoned { .. } => self.end = LeaseEnd::LeaseLost,
+            // A `shutdownRequested` that was answered (the input closes between actions)
+            // ended the lease gracefully even if the daemon leaves without `leaseLost`;
+            // one closed mid-action went unanswered, so that lease ended by EOF.
+            Event::InputClosed {
+                when: InputClosed::BetweenActions { .. },
+            } if self.end == LeaseEnd::ShutdownRequested => {}
             Event::InputClosed { when } if *when != InputClosed::AfterFinalStatus => {
                 self.end = LeaseEnd::Eof;
             }

@@ -434,6 +434,8 @@ fn end_name(end: LeaseEnd) -> &'static str {
 /// A lease in the map: its handles, and when and how it ended (`None`: live).
 struct Entry {
     metrics: LeaseMetrics,
+    /// When this lease of the id started (a shard leased again gets a new entry).
+    started: Instant,
     ended: Option<Instant>,
     end: Option<LeaseEnd>,
 }
@@ -532,6 +534,7 @@ impl MetricsSink {
             id.clone(),
             Entry {
                 metrics,
+                started: Instant::now(),
                 ended: None,
                 end: None,
             },

@@ -472,3 +472,40 @@ fn the_status_page_shows_the_leases_of_a_running_server_in_chromium() {
     }
     assert_eq!(srv.child.try_wait().unwrap(), None, "{}", srv.stderr());
 }
+
+/// Names are data, never markup: an application and a shard named like HTML (an `<img>`
+/// whose `onerror` would retitle the page, a closing `</td>`) show as their text in the
+/// browser, and no element or script of theirs gets into the page.
+#[test]
+fn the_status_page_shows_hostile_names_as_text_in_chromium() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let app = r#"<img src=x onerror="document.title='pwned'">"#;
+    let shard = "shardId-</td><b>x</b>";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, socket, addr) = metrics_server(dir.path(), &[]);
+    let (mut a, mut ma) = lease(dir.path(), &socket, app, shard);
+    batch(&mut a, &mut ma, 0, 3, 0);
+    let now = status(addr);
+    let row = lease_row(&now, app, shard);
+    assert_eq!(row["items"], 3, "{row}");
+    let dom = headless(
+        &chromium,
+        &format!("http://{addr}/"),
+        &["--virtual-time-budget=5000", "--dump-dom"],
+    );
+    assert!(dom.contains("<title>rsmld status</title>"), "{dom}");
+    assert!(!dom.contains("<img") && !dom.contains("<b>x"), "{dom}");
+    let escaped = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    assert!(
+        dom.contains(&escaped(app)),
+        "the name is not shown as text:\n{dom}"
+    );
+    assert!(dom.contains(&escaped(shard)), "{dom}");
+    assert_eq!(srv.child.try_wait().unwrap(), None, "{}", srv.stderr());
+}
