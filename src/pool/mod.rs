@@ -266,8 +266,8 @@ struct Shared {
     senders: Vec<Sender<Msg>>,
     /// The watchdog's view of each worker (also: whether it is lost).
     watches: Vec<Arc<Watch>>,
-    /// Every lease attached and not yet dropped.
-    leases: Mutex<Vec<Weak<LeaseState>>>,
+    /// Every lease attached and not yet dropped (the watchdog's too).
+    leases: Arc<Mutex<Vec<Weak<LeaseState>>>>,
     /// Items dead-lettered over all leases.
     dead_lettered: Arc<AtomicU64>,
 }
@@ -364,11 +364,13 @@ impl Pool {
             ));
         }
         let mut threads = Vec::with_capacity(n + 1);
+        let leases = Arc::new(Mutex::new(Vec::new()));
         if let Some(timeout) = config.item_timeout {
             threads.push(watchdog::spawn(
                 timeout,
                 watches.clone(),
                 receivers,
+                leases.clone(),
                 epoch,
                 stopping.clone(),
             )?);
@@ -385,7 +387,7 @@ impl Pool {
             shared: Arc::new(Shared {
                 senders,
                 watches,
-                leases: Mutex::new(Vec::new()),
+                leases,
                 dead_lettered,
             }),
             stopping,
