@@ -5,9 +5,11 @@
 //! once through the handler's interrupter (the exec handler kills its child; the call
 //! then fails and the failure policy decides). A handler without an interrupter cannot be
 //! taken back: the timeout fails the lease of the call, and the worker is *lost* — its
-//! thread is stuck, so every block queued on it (of any lease) would wait forever. The
-//! watchdog therefore drains a lost worker's channel on every tick, failing the lease of
-//! each block it finds, and dispatch refuses to send to a lost worker. With one lease
+//! thread is stuck, so every block queued on it or held by it (of any lease) would wait
+//! forever. The watchdog therefore drains a lost worker's channel on every tick, failing
+//! the lease of each block it finds (naming its items), then fails every other live lease
+//! of the pool (the stuck thread's own queues are out of reach), and dispatch refuses to
+//! send to a lost worker. With one lease
 //! (child mode) that is what it always was: the lease fails and rsmld exits non-zero.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

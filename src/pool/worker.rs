@@ -1,14 +1,17 @@
 //! One worker: a long-lived blocking loop on its own thread that batches the blocks routed
 //! to it and runs them through its handler under the failure policy.
 //!
-//! The loop waits for a block; then collects more (up to `max_batch` items, waiting at
-//! most `batch_interval`, cut short by a flush request); drops the blocks of leases that
-//! are no longer live (abandoned, failed, ended); and hands the queue to the handler in
-//! batches of up to `max_batch` items **of one lease**, across blocks of that lease when
-//! they are small. Between leases the queue keeps arrival order, so a lease's blocks on
-//! this worker are handled in the order they were dispatched (per-key order within a
-//! lease). After `batch_interval` (or a second) without items, the handler's `flush` hook
-//! runs if it processed anything since the last one.
+//! The loop waits for a block; then collects more (waiting at most `batch_interval` for
+//! `max_batch` items, cut short by a flush request) and takes everything else already in
+//! the channel, into one queue per lease; drops the work of leases that are no longer
+//! live (abandoned, failed, ended); and serves the lease queues round robin, one batch of
+//! up to `max_batch` items **of one lease** per turn (across blocks of that lease when
+//! they are small), taking newly arrived blocks between turns. A lease's blocks on this
+//! worker are handled in the order they were dispatched (per-key order within a lease).
+//! A retry is a batch waiting in its lease's queue until its time; until then the lease's
+//! later blocks wait and the other leases are served. After `batch_interval` (or a second)
+//! without items, the handler's `flush` hook runs if it processed anything since the last
+//! one.
 //!
 //! # Acknowledgements
 //!
@@ -248,7 +251,11 @@ impl Worker {
     /// Queues a block of `lease`.
     fn push(&mut self, lease: Arc<LeaseState>, block: ItemBlock) {
         let block = Arc::new(block);
-        match self.queues.iter_mut().find(|q| Arc::ptr_eq(&q.lease, &lease)) {
+        match self
+            .queues
+            .iter_mut()
+            .find(|q| Arc::ptr_eq(&q.lease, &lease))
+        {
             Some(q) => q.blocks.push_back(block),
             None => self.queues.push(LeaseQueue {
                 lease,
@@ -323,7 +330,11 @@ impl Worker {
         for q in self.queues.iter_mut().filter(|q| !q.lease.live()) {
             q.blocks.clear();
             q.offset = 0;
-            let items: usize = q.retries.iter().map(|(_, p)| p.submitted(p.records.len())).sum();
+            let items: usize = q
+                .retries
+                .iter()
+                .map(|(_, p)| p.submitted(p.records.len()))
+                .sum();
             if items > 0 {
                 log::info!(
                     "worker {}: {items} abandoned item(s) waiting for a retry not done",
@@ -624,7 +635,11 @@ impl Worker {
                 // lease's later blocks wait behind it (dropped with it if the lease is
                 // abandoned or failed meanwhile).
                 let due = Instant::now() + after;
-                match self.queues.iter_mut().find(|q| Arc::ptr_eq(&q.lease, &lease)) {
+                match self
+                    .queues
+                    .iter_mut()
+                    .find(|q| Arc::ptr_eq(&q.lease, &lease))
+                {
                     Some(q) => q.retries.push_back((due, p)),
                     None => self.queues.push(LeaseQueue {
                         lease,

@@ -386,7 +386,10 @@ fn a_hung_uninterruptible_call_fails_the_leases_waiting_on_its_worker() {
     let (records, error) = failed_b.expect("lease b waited on a lost worker");
     // b's block was still in the channel (named), or the worker had taken it (unnamed:
     // only the stuck thread knows it).
-    assert!(records.is_empty() || records == vec![RecordId(0)], "{records:?}");
+    assert!(
+        records.is_empty() || records == vec![RecordId(0)],
+        "{records:?}"
+    );
     assert!(error.contains("stuck"), "{error}");
     let c = pool.attach(LeaseId::new("app", "c"));
     assert!(c.dispatch_block(item("c", 0, "k")).is_err());
@@ -504,10 +507,16 @@ fn a_lost_worker_fails_the_leases_whose_blocks_it_had_taken() {
     b.dispatch_block(item("b", 0, "k")).unwrap();
     let (done_a, failed_a) = collect(&a, 1);
     assert!(done_a.is_empty());
-    assert!(failed_a.expect("lease a did not fail").1.contains("item timeout"));
+    assert!(failed_a
+        .expect("lease a did not fail")
+        .1
+        .contains("item timeout"));
     // collect waits 30 s at most; the gate stays closed all that time.
     let (done_b, failed_b) = collect(&b, 1);
-    assert!(done_b.is_empty(), "b's item was handled: the test did not strand it");
+    assert!(
+        done_b.is_empty(),
+        "b's item was handled: the test did not strand it"
+    );
     let (_, error) = failed_b.expect("lease b waited on a lost worker");
     assert!(error.contains("lost") || error.contains("stuck"), "{error}");
     gate.store(true, Ordering::SeqCst);
