@@ -20,6 +20,17 @@
 //! every worker and its late completions vanish, while the workers go on serving the
 //! others. Child mode is a pool with one lease attached.
 //!
+//! # Fair sharing
+//!
+//! The policy: each worker takes every block from its channel as soon as it can into one
+//! queue per lease, and serves the leases with work round robin, one handler batch (up to
+//! `max_batch` items of one lease, or one due retry) per turn. With L leases holding work
+//! on a worker, each gets at least one of every L batches that worker hands out, however
+//! much another lease has queued; a lease's dispatch waits for channel space only while
+//! the worker is inside one handler call, never behind another lease's backlog (which is
+//! in that lease's queue, bounded by that lease's own in-flight budget, `--max-in-flight`).
+//! With one lease this is the FIFO it always was.
+//!
 //! # Workers
 //!
 //! Each worker is a plain named thread (`rsmld-worker-<k>`), a long-lived blocking loop
@@ -53,8 +64,10 @@
 //! reports [`WorkerEvent::Failed`] to the lease and fails the lease (its later blocks are
 //! dropped by every worker, so nothing past the failed item is processed or reported;
 //! its session then stops checkpointing and ends non-zero) — the worker itself goes on
-//! serving the other leases; `Retry` retries the failed items with exponential backoff
-//! (the worker waits, as it always did), then fails; `Skip` writes each failed item with
+//! serving the other leases; `Retry` retries the failed items with exponential backoff,
+//! then fails (the retry waits in its lease's queue with a not-before time, and that
+//! lease's later blocks on the worker wait behind it, while the worker serves the other
+//! leases); `Skip` writes each failed item with
 //! its error to a dead-letter file of its lease and reports it complete once the line is
 //! durable at the path (the same rules as the archive's, see `pool::dead_letter`); if
 //! dead-lettering fails, the items are not done and the lease fails as under `Fail`. A
@@ -66,16 +79,18 @@
 //! that runs too long is interrupted through the handler's interrupter (the exec handler
 //! kills its child, and the call then fails under the policy); a handler that cannot be
 //! interrupted makes the timeout fatal for the lease of the call, and the worker, whose
-//! thread cannot be taken back, is lost: every lease with items queued on it, or
-//! dispatching to it later, fails. (A worker thread that dies of a bug is lost too.)
+//! thread cannot be taken back, is lost: every live lease attached to the pool fails at
+//! once (the stuck thread may hold blocks, retries or pending acks of any of them, where
+//! nothing else can reach them; a lease with nothing there yet would fail at its next
+//! item for that worker anyway), and a lease dispatching to it later fails. (A worker thread that dies of a bug is lost too.)
 //!
 //! # Shutdown
 //!
 //! [`Pool::shutdown`] ends the pool: every lease still attached is abandoned, every
 //! handler is interrupted ([`Interrupt::Shutdown`]: the exec handler stops waiting for its
 //! child and closes it within its own bound), a failure of abandoned work is not put
-//! through the failure policy (no retry, no dead letter), and a retry backoff in progress
-//! is cut short; each worker then drops what is queued, closes its handler and returns,
+//! through the failure policy (no retry, no dead letter), and a retry waiting for its
+//! time is dropped; each worker then drops what is queued, closes its handler and returns,
 //! and the pool joins them all, within a bound. That is what bounds the time from stdin
 //! EOF to exit.
 
@@ -266,8 +281,8 @@ struct Shared {
     senders: Vec<Sender<Msg>>,
     /// The watchdog's view of each worker (also: whether it is lost).
     watches: Vec<Arc<Watch>>,
-    /// Every lease attached and not yet dropped.
-    leases: Mutex<Vec<Weak<LeaseState>>>,
+    /// Every lease attached and not yet dropped (the watchdog's too).
+    leases: Arc<Mutex<Vec<Weak<LeaseState>>>>,
     /// Items dead-lettered over all leases.
     dead_lettered: Arc<AtomicU64>,
 }
@@ -364,11 +379,13 @@ impl Pool {
             ));
         }
         let mut threads = Vec::with_capacity(n + 1);
+        let leases = Arc::new(Mutex::new(Vec::new()));
         if let Some(timeout) = config.item_timeout {
             threads.push(watchdog::spawn(
                 timeout,
                 watches.clone(),
                 receivers,
+                leases.clone(),
                 epoch,
                 stopping.clone(),
             )?);
@@ -385,7 +402,7 @@ impl Pool {
             shared: Arc::new(Shared {
                 senders,
                 watches,
-                leases: Mutex::new(Vec::new()),
+                leases,
                 dead_lettered,
             }),
             stopping,

@@ -5,13 +5,15 @@
 //! once through the handler's interrupter (the exec handler kills its child; the call
 //! then fails and the failure policy decides). A handler without an interrupter cannot be
 //! taken back: the timeout fails the lease of the call, and the worker is *lost* — its
-//! thread is stuck, so every block queued on it (of any lease) would wait forever. The
-//! watchdog therefore drains a lost worker's channel on every tick, failing the lease of
-//! each block it finds, and dispatch refuses to send to a lost worker. With one lease
+//! thread is stuck, so every block queued on it or held by it (of any lease) would wait
+//! forever. The watchdog therefore drains a lost worker's channel on every tick, failing
+//! the lease of each block it finds (naming its items), then fails every other live lease
+//! of the pool (the stuck thread's own queues are out of reach), and dispatch refuses to
+//! send to a lost worker. With one lease
 //! (child mode) that is what it always was: the lease fails and rsmld exits non-zero.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -80,6 +82,7 @@ pub(crate) fn spawn(
     timeout: Duration,
     watches: Vec<Arc<Watch>>,
     channels: Vec<Receiver<Msg>>,
+    leases: Arc<Mutex<Vec<Weak<LeaseState>>>>,
     epoch: Instant,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, PoolError> {
@@ -96,6 +99,7 @@ pub(crate) fn spawn(
                 for (worker, watch) in watches.iter().enumerate() {
                     if watch.is_lost() {
                         drain_lost(worker, &channels[worker]);
+                        strand_all(worker, &leases);
                         continue;
                     }
                     let since = watch.busy_since.load(Ordering::SeqCst);
@@ -157,6 +161,28 @@ fn drain_lost(worker: usize, channel: &Receiver<Msg>) {
                 );
             }
         }
+    }
+}
+
+/// Fails every live lease attached to the pool once `worker` is lost: the worker's stuck
+/// thread may hold blocks of any of them (taken from its channel, retries waiting, acks
+/// pending) where nobody else can reach them, and any lease with work on the worker
+/// would wait for them forever; a lease with none yet would fail at its next item for
+/// that worker (dispatch refuses a lost worker) — a lost worker is lost for every key
+/// that maps to it, so all fail now and their daemons restart them.
+fn strand_all(worker: usize, leases: &Mutex<Vec<Weak<LeaseState>>>) {
+    let leases: Vec<Arc<LeaseState>> = leases
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for lease in leases.iter().filter(|l| l.live()) {
+        lease.fail(
+            worker,
+            Vec::new(),
+            format!("worker {worker} is lost: stuck in a handler call that cannot be interrupted (item timeout)"),
+        );
     }
 }
 

@@ -1,14 +1,17 @@
 //! One worker: a long-lived blocking loop on its own thread that batches the blocks routed
 //! to it and runs them through its handler under the failure policy.
 //!
-//! The loop waits for a block; then collects more (up to `max_batch` items, waiting at
-//! most `batch_interval`, cut short by a flush request); drops the blocks of leases that
-//! are no longer live (abandoned, failed, ended); and hands the queue to the handler in
-//! batches of up to `max_batch` items **of one lease**, across blocks of that lease when
-//! they are small. Between leases the queue keeps arrival order, so a lease's blocks on
-//! this worker are handled in the order they were dispatched (per-key order within a
-//! lease). After `batch_interval` (or a second) without items, the handler's `flush` hook
-//! runs if it processed anything since the last one.
+//! The loop waits for a block; then collects more (waiting at most `batch_interval` for
+//! `max_batch` items, cut short by a flush request) and takes everything else already in
+//! the channel, into one queue per lease; drops the work of leases that are no longer
+//! live (abandoned, failed, ended); and serves the lease queues round robin, one batch of
+//! up to `max_batch` items **of one lease** per turn (across blocks of that lease when
+//! they are small), taking newly arrived blocks between turns. A lease's blocks on this
+//! worker are handled in the order they were dispatched (per-key order within a lease).
+//! A retry is a batch waiting in its lease's queue until its time; until then the lease's
+//! later blocks wait and the other leases are served. After `batch_interval` (or a second)
+//! without items, the handler's `flush` hook runs if it processed anything since the last
+//! one.
 //!
 //! # Acknowledgements
 //!
@@ -43,8 +46,28 @@ use crate::pipeline::item::{Item, ItemBlock};
 use crate::protocol::tracker::RecordId;
 use crate::telemetry::{Event, Sink};
 
-/// A queued block and the lease it belongs to (shared: a pending batch may hold it).
-type Queued = (Arc<LeaseState>, Arc<ItemBlock>);
+/// One lease's work on this worker: its blocks in dispatch order (`offset` items of the
+/// front block handed out) and its retries waiting for their time.
+struct LeaseQueue {
+    lease: Arc<LeaseState>,
+    blocks: VecDeque<Arc<ItemBlock>>,
+    offset: usize,
+    /// Failed batches to submit again, each not before its instant, in failure order.
+    /// While one waits, the lease's later blocks wait too (per-key order, as before).
+    retries: VecDeque<(Instant, Pending)>,
+}
+
+impl LeaseQueue {
+    /// The instant this queue can be served (`None`: nothing to serve): its first retry's
+    /// time, or now if it has blocks and no retry waits.
+    fn ready_at(&self, now: Instant) -> Option<Instant> {
+        match self.retries.front() {
+            Some((due, _)) => Some(*due),
+            None if !self.blocks.is_empty() => Some(now),
+            None => None,
+        }
+    }
+}
 
 /// Items `from..from + len` of a block.
 struct Segment {
@@ -112,6 +135,10 @@ pub(crate) struct Worker {
     dead_letter: Option<DeadLetter>,
     /// The leases whose batches this handler saw and has not been told the end of.
     leases: Vec<Arc<LeaseState>>,
+    /// Each lease's work on this worker (only leases with work), served round robin.
+    queues: Vec<LeaseQueue>,
+    /// Where the round robin looks first: after the queue served last.
+    next: usize,
     dead_lettered: Arc<AtomicU64>,
     /// The pool is shutting down.
     stopping: Arc<AtomicBool>,
@@ -150,6 +177,8 @@ impl Worker {
             telemetry,
             dead_letter,
             leases: Vec::new(),
+            queues: Vec::new(),
+            next: 0,
             dead_lettered,
             stopping,
             dirty: false,
@@ -171,73 +200,149 @@ impl Worker {
         } else {
             self.config.batch_interval
         };
-        let max_batch = self.config.max_batch.max(1);
-        // Blocks in arrival order; `offset` items of the front block are handed out.
-        let mut queue: VecDeque<Queued> = VecDeque::new();
-        let mut offset = 0;
         loop {
             if self.watch.is_lost() {
                 break;
             }
             self.expire_pending();
-            if queue.is_empty() {
+            self.drop_dead();
+            let now = Instant::now();
+            let next = self.queues.iter().filter_map(|q| q.ready_at(now)).min();
+            if next.is_none_or(|t| t > now) {
                 self.forget_ended();
                 if self.stopping.load(Ordering::SeqCst) && self.rx.is_empty() {
                     break;
                 }
-                match self.wait(Instant::now() + idle) {
-                    Wait::Msg(Msg::Items(lease, block)) => {
-                        queue.push_back((lease, Arc::new(block)))
-                    }
-                    Wait::Msg(Msg::Flush) | Wait::Timeout => {
+                let idle_at = now + idle;
+                match self.wait(next.map_or(idle_at, |t| t.min(idle_at))) {
+                    Wait::Msg(Msg::Items(lease, block)) => self.push(lease, block),
+                    Wait::Msg(Msg::Flush) => {
                         self.flush_handler();
+                        continue;
+                    }
+                    Wait::Timeout => {
+                        if Instant::now() >= idle_at {
+                            self.flush_handler();
+                        }
                         continue;
                     }
                     Wait::Closed => break,
                 }
             }
-            let flush_now = self.fill(&mut queue, offset);
-            drop_dead(&mut queue, &mut offset);
-            while let Some((lease, _)) = queue.front() {
-                let lease = lease.clone();
-                // The next batch: up to max_batch items of this lease, across blocks if
-                // they are small.
-                let mut segments = Vec::new();
-                let (mut taken, mut used, mut next_offset) = (0, 0, offset);
-                for (owner, block) in &queue {
-                    if !Arc::ptr_eq(owner, &lease) {
-                        break;
-                    }
-                    let take = (block.len() - next_offset).min(max_batch - taken);
-                    segments.push(Segment {
-                        block: block.clone(),
-                        from: next_offset,
-                        len: take,
-                    });
-                    taken += take;
-                    if next_offset + take == block.len() {
-                        used += 1;
-                        next_offset = 0;
-                    } else {
-                        next_offset += take;
-                    }
-                    if taken == max_batch {
-                        break;
-                    }
-                }
-                queue.drain(..used);
-                offset = next_offset;
-                self.start_batch(lease, segments);
+            let mut flush_now = self.fill();
+            self.drop_dead();
+            // Round robin by batch over the leases that have work now: each takes one
+            // handler batch (or one due retry) in turn.
+            while let Some(i) = self.pick(Instant::now()) {
+                self.serve(i);
                 if self.watch.is_lost() {
                     break;
                 }
-                drop_dead(&mut queue, &mut offset);
+                flush_now |= self.take_queued();
+                self.drop_dead();
             }
             if flush_now {
                 self.flush_handler();
             }
         }
-        self.close(queue);
+        self.close();
+    }
+
+    /// Queues a block of `lease`.
+    fn push(&mut self, lease: Arc<LeaseState>, block: ItemBlock) {
+        let block = Arc::new(block);
+        match self
+            .queues
+            .iter_mut()
+            .find(|q| Arc::ptr_eq(&q.lease, &lease))
+        {
+            Some(q) => q.blocks.push_back(block),
+            None => self.queues.push(LeaseQueue {
+                lease,
+                blocks: VecDeque::from([block]),
+                offset: 0,
+                retries: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// Takes every message already in the channel (so that a lease's blocks never wait
+    /// behind another's in it); true if a flush was requested among them.
+    fn take_queued(&mut self) -> bool {
+        let mut flush = false;
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Items(lease, block) => self.push(lease, block),
+                Msg::Flush => flush = true,
+            }
+        }
+        flush
+    }
+
+    /// The next lease queue to serve after the last one served, round robin: one with a
+    /// retry due, or with blocks and no retry waiting.
+    fn pick(&mut self, now: Instant) -> Option<usize> {
+        let n = self.queues.len();
+        let i = (0..n)
+            .map(|k| (self.next + k) % n)
+            .find(|&i| self.queues[i].ready_at(now).is_some_and(|t| t <= now))?;
+        self.next = i + 1;
+        Some(i)
+    }
+
+    /// Hands queue `i`'s due retry, or its next batch (up to max_batch items of its
+    /// blocks, across blocks if they are small), to the handler.
+    fn serve(&mut self, i: usize) {
+        let q = &mut self.queues[i];
+        if let Some((_, retry)) = q.retries.pop_front() {
+            self.submit(retry);
+            self.take_resolutions();
+            return;
+        }
+        let max_batch = self.config.max_batch.max(1);
+        let mut segments = Vec::new();
+        let mut taken = 0;
+        while taken < max_batch {
+            let Some(block) = q.blocks.front() else {
+                break;
+            };
+            let take = (block.len() - q.offset).min(max_batch - taken);
+            segments.push(Segment {
+                block: block.clone(),
+                from: q.offset,
+                len: take,
+            });
+            taken += take;
+            if q.offset + take == block.len() {
+                q.blocks.pop_front();
+                q.offset = 0;
+            } else {
+                q.offset += take;
+            }
+        }
+        let lease = q.lease.clone();
+        self.start_batch(lease, segments);
+    }
+
+    /// Removes the work of leases that are no longer live (abandoned, failed, ended):
+    /// queued blocks and waiting retries alike (abandon and shutdown cut a backoff short).
+    fn drop_dead(&mut self) {
+        for q in self.queues.iter_mut().filter(|q| !q.lease.live()) {
+            q.blocks.clear();
+            q.offset = 0;
+            let items: usize = q
+                .retries
+                .iter()
+                .map(|(_, p)| p.submitted(p.records.len()))
+                .sum();
+            if items > 0 {
+                log::info!(
+                    "worker {}: {items} abandoned item(s) waiting for a retry not done",
+                    self.id
+                );
+            }
+            q.retries.clear();
+        }
     }
 
     /// Waits for the next message until `deadline`, taking ack resolutions meanwhile.
@@ -257,26 +362,29 @@ impl Worker {
         }
     }
 
-    /// Collects more blocks into `queue` (waiting up to the batch interval for a full
-    /// batch); true if a flush was requested meanwhile.
-    fn fill(&mut self, queue: &mut VecDeque<Queued>, offset: usize) -> bool {
+    /// Collects more blocks (waiting up to the batch interval for a full batch), then
+    /// everything already queued; true if a flush was requested meanwhile.
+    fn fill(&mut self) -> bool {
         let deadline = Instant::now() + self.config.batch_interval;
-        while queued(queue, offset) < self.config.max_batch.max(1) {
-            let next = if self.config.batch_interval.is_zero() {
-                self.rx.try_recv().ok()
-            } else {
-                match self.wait(deadline) {
-                    Wait::Msg(msg) => Some(msg),
-                    Wait::Timeout | Wait::Closed => None,
+        let max_batch = self.config.max_batch.max(1);
+        while !self.config.batch_interval.is_zero() && self.queued() < max_batch {
+            match self.wait(deadline) {
+                Wait::Msg(Msg::Items(lease, block)) => self.push(lease, block),
+                Wait::Msg(Msg::Flush) => {
+                    self.take_queued();
+                    return true;
                 }
-            };
-            match next {
-                Some(Msg::Items(lease, block)) => queue.push_back((lease, Arc::new(block))),
-                Some(Msg::Flush) => return true,
-                None => break,
+                Wait::Timeout | Wait::Closed => break,
             }
         }
-        false
+        self.take_queued()
+    }
+
+    /// Items queued and not handed out, over every lease.
+    fn queued(&self) -> usize {
+        let q = self.queues.iter();
+        q.map(|q| q.blocks.iter().map(|b| b.len()).sum::<usize>() - q.offset)
+            .sum()
     }
 
     /// Drops the per-lease state of leases that have ended, and tells the handler (once
@@ -285,10 +393,15 @@ impl Worker {
         if let Some(sink) = &mut self.dead_letter {
             sink.forget_ended();
         }
+        self.queues
+            .retain(|q| !q.blocks.is_empty() || !q.retries.is_empty());
         let mut i = 0;
         while i < self.leases.len() {
             let lease = &self.leases[i];
-            if !lease.ended() || self.pending.values().any(|p| Arc::ptr_eq(&p.lease, lease)) {
+            if !lease.ended()
+                || self.pending.values().any(|p| Arc::ptr_eq(&p.lease, lease))
+                || self.queues.iter().any(|q| Arc::ptr_eq(&q.lease, lease))
+            {
                 i += 1;
                 continue;
             }
@@ -312,13 +425,15 @@ impl Worker {
         }
     }
 
-    fn close(mut self, queue: VecDeque<Queued>) {
+    fn close(mut self) {
         if self.watch.is_lost() {
             // Nobody will process these: their leases must not wait for them.
-            let queued = queue
-                .iter()
-                .map(|(l, b)| (l.clone(), b.iter().map(|i| i.record).collect()));
-            let pending = self.pending.values().map(|p| {
+            let queued = self.queues.iter().map(|q| {
+                let records = q.blocks.iter().flat_map(|b| b.iter().map(|i| i.record));
+                (q.lease.clone(), records.skip(q.offset).collect())
+            });
+            let retries = self.queues.iter().flat_map(|q| &q.retries).map(|(_, p)| p);
+            let pending = self.pending.values().chain(retries).map(|p| {
                 (
                     p.lease.clone(),
                     (0..p.submitted(p.records.len()))
@@ -368,6 +483,12 @@ impl Worker {
             panicked: None,
         };
         self.submit(pending);
+        self.take_resolutions();
+    }
+
+    /// Takes the ack resolutions that are there already (a synchronous handler's, at
+    /// least).
+    fn take_resolutions(&mut self) {
         while let Ok(r) = self.acks.try_recv() {
             self.on_resolution(r);
         }
@@ -507,15 +628,26 @@ impl Worker {
                         delay: after,
                     },
                 );
-                self.sleep_unless_abandoned(&lease, after);
-                if !lease.live() {
-                    // Abandoned (or failed by another batch) meanwhile: not worth a call.
-                    return;
-                }
                 drop(all);
                 p.attempt += 1;
                 p.subset = Some(failed.iter().map(|(i, _)| *i).collect());
-                self.submit(p);
+                // Deferred, not slept: the worker serves the other leases meanwhile; this
+                // lease's later blocks wait behind it (dropped with it if the lease is
+                // abandoned or failed meanwhile).
+                let due = Instant::now() + after;
+                match self
+                    .queues
+                    .iter_mut()
+                    .find(|q| Arc::ptr_eq(&q.lease, &lease))
+                {
+                    Some(q) => q.retries.push_back((due, p)),
+                    None => self.queues.push(LeaseQueue {
+                        lease,
+                        blocks: VecDeque::new(),
+                        offset: 0,
+                        retries: VecDeque::from([(due, p)]),
+                    }),
+                }
             }
             Decision::DeadLetter => {
                 self.items_failed(&lease, &failed, &first_item);
@@ -546,19 +678,6 @@ impl Worker {
                 retry: None,
             },
         );
-    }
-
-    /// Sleeps `delay`, or less if the lease is abandoned (or the pool stops) meanwhile:
-    /// shutdown must not wait out a retry backoff.
-    fn sleep_unless_abandoned(&self, lease: &LeaseState, delay: Duration) {
-        let deadline = Instant::now() + delay;
-        while !lease.abandoned() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(20)));
-        }
     }
 
     /// Fails `lease` with the failed items of a batch.
@@ -648,19 +767,6 @@ pub(crate) fn failed_indexes(error: BatchError, len: usize) -> Vec<(usize, Handl
             v
         }
     }
-}
-
-/// Removes the blocks of leases that are no longer live (abandoned, failed, ended).
-fn drop_dead(queue: &mut VecDeque<Queued>, offset: &mut usize) {
-    if queue.front().is_some_and(|(l, _)| !l.live()) {
-        *offset = 0;
-    }
-    queue.retain(|(l, _)| l.live());
-}
-
-/// Items not yet handed out in `queue`, whose front block has `offset` handed out.
-fn queued(queue: &VecDeque<Queued>, offset: usize) -> usize {
-    queue.iter().map(|(_, b)| b.len()).sum::<usize>() - offset
 }
 
 /// `sequence/sub (item u of n, key k)`: how errors name an item.
