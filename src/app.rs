@@ -182,13 +182,19 @@ fn run_server(
         let log = log.clone();
         Arc::new(move |serial, hello| log.attach_stream(serial, hello.map(|h| h.stream.as_str())))
     };
-    let drained = crate::serve::serve(listener, runtime, options, hook)?;
+    let stopped = crate::serve::serve(listener, runtime, options, hook)?;
     drop(progress);
     let swept = crate::process::reaper::sweep();
     if swept > 0 {
         log::warn!("killed {swept} handler process(es) still running at exit");
     }
-    if !drained {
+    if stopped.workers_lost > 0 {
+        anyhow::bail!(
+            "stopped after losing {} worker(s) to handler calls that could not be interrupted",
+            stopped.workers_lost
+        );
+    }
+    if !stopped.drained {
         anyhow::bail!("leases were still attached when the grace period ended");
     }
     Ok(())

@@ -161,6 +161,12 @@ impl Runtime {
         Lease::run_attached(self, application, serial, input, output)
     }
 
+    /// How many of the pool's workers are lost ([`Pool::lost_workers`]; 0 before it starts).
+    pub fn lost_workers(&self) -> usize {
+        let pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.as_ref().map_or(0, Pool::lost_workers)
+    }
+
     /// Stops the workers, waiting at most the configured shutdown timeout (the handler's
     /// bound on closing, see `HandlerDescriptor::with_shutdown_timeout`): whatever is still queued
     /// is dropped (no lease checkpointed it).

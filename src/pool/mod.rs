@@ -415,6 +415,13 @@ impl Pool {
         self.shared.senders.len()
     }
 
+    /// How many workers are lost (a handler call past `item_timeout` that could not be
+    /// interrupted, or a worker thread that died): the pool cannot serve the keys routed to
+    /// them again, so a host of many leases should stop and be restarted.
+    pub fn lost_workers(&self) -> usize {
+        self.shared.watches.iter().filter(|w| w.is_lost()).count()
+    }
+
     /// Attaches a lease: its items go to this pool's workers from now on, and its events
     /// (only its own) come back on the handle's channel.
     pub fn attach(&self, lease: LeaseId) -> PoolLease {

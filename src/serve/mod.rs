@@ -14,7 +14,10 @@
 //! connect; one that does in the race is refused), lets the attached leases end under
 //! their daemons' control for `--grace` (30 s by default), and exits: 0 when every lease
 //! ended, 1 when some were still attached (their attaches exit 1 as the socket closes,
-//! and their daemons restart them from their last checkpoint).
+//! and their daemons restart them from their last checkpoint). A worker lost to a handler
+//! call that outlives `--item-timeout` and cannot be interrupted fails every attached
+//! lease at once (see `pool`) and stops the server the same way, exit 1, so that its
+//! supervisor restarts it with a full pool instead of failing every new lease routed there.
 
 pub mod fd;
 pub mod hello;
@@ -174,15 +177,28 @@ pub type AttachHook = Arc<dyn Fn(u64, Option<&Hello>) + Send + Sync>;
 /// How long lease threads get to end once abandoned after the grace period.
 const ABANDON_WAIT: Duration = Duration::from_secs(10);
 
-/// Accepts attaches, each lease on its own thread, until SIGTERM or SIGINT (see the
-/// module docs), then stops the runtime ([`Runtime::shutdown`]: handlers closed, workers
-/// joined within their bound); returns whether every lease ended within the grace period.
+/// How a server stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// Every lease ended within the grace period.
+    pub drained: bool,
+    /// Workers lost to handler calls that could not be interrupted (the server stopped
+    /// itself, as on SIGTERM: it cannot serve the keys routed to them again).
+    pub workers_lost: usize,
+}
+
+/// How often the server checks its pool for lost workers.
+const HEALTH_EVERY: Duration = Duration::from_millis(200);
+
+/// Accepts attaches, each lease on its own thread, until SIGTERM or SIGINT or a lost
+/// worker (see the module docs), then stops the runtime ([`Runtime::shutdown`]: handlers
+/// closed, workers joined within their bound).
 pub fn serve(
     listener: UnixListener,
     runtime: Runtime,
     options: &ServeOptions,
     hook: AttachHook,
-) -> io::Result<bool> {
+) -> io::Result<Stopped> {
     let wake = signal::install()?;
     let state = Arc::new(State {
         stopping: AtomicBool::new(false),
@@ -198,7 +214,15 @@ pub fn serve(
             .name("rsmld-accept".into())
             .spawn(move || accept_loop(listener, runtime, allowed, state, hook))?
     };
+    let health = {
+        let (runtime, state) = (runtime.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("rsmld-health".into())
+            .spawn(move || watch_health(&runtime, &state))?
+    };
     let drained = stop_on_signal(wake, &state, &options.socket, options.grace);
+    state.stopping.store(true, Ordering::SeqCst);
+    let workers_lost = health.join().unwrap_or(0);
     // Ends the accept loop, and every lease still attached (their attaches exit 1, their
     // daemons restart them from their last checkpoint).
     state.stop.fire();
@@ -228,7 +252,30 @@ pub fn serve(
             }
         }
     }
-    Ok(drained)
+    Ok(Stopped {
+        drained,
+        workers_lost,
+    })
+}
+
+/// Until the server stops: a lost worker stops it as SIGTERM does (its leases have
+/// failed, and any lease routed to that worker would fail again), so that its supervisor
+/// restarts it with a full pool. How many workers were lost.
+fn watch_health(runtime: &Runtime, state: &State) -> usize {
+    while !state.stopping.load(Ordering::SeqCst) {
+        let lost = runtime.lost_workers();
+        if lost > 0 {
+            log::error!(
+                "{lost} worker(s) lost to a handler call that outlived --item-timeout and \
+                 could not be interrupted: stopping the server, so that its supervisor \
+                 restarts it with a full pool"
+            );
+            signal::raise();
+            return lost;
+        }
+        std::thread::sleep(HEALTH_EVERY);
+    }
+    0
 }
 
 /// Polls `done` every 20 ms until it holds or `limit` passed; whether it held.

@@ -24,6 +24,12 @@ extern "C" fn on_signal(_: libc::c_int) {
     }
 }
 
+/// Wakes the stop as a signal would (the server's own reasons to stop, such as a lost
+/// worker); nothing before [`install`].
+pub fn raise() {
+    on_signal(0);
+}
+
 /// Installs the handler for SIGTERM and SIGINT; the pipe end that becomes readable (one
 /// byte per signal) when one arrives.
 pub fn install() -> io::Result<File> {

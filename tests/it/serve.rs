@@ -856,3 +856,38 @@ fn text_log_lines_name_the_lease_and_have_progress_lines() {
         "{log}"
     );
 }
+
+/// A worker lost to a call that outlives `--item-timeout` and cannot be interrupted (the
+/// hidden delay wrapper sleeps, with no interrupter): the attached lease fails (its attach
+/// exits 1, nothing checkpointed) and the server stops itself with exit 1, so that its
+/// supervisor restarts it, rather than failing every later lease routed to that worker.
+#[test]
+fn a_lost_worker_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut list = vec!["--handler", "discard", "--workers", "1"];
+    list.extend(["--item-timeout", "1s", "--debug-delay-ms", "10000"]);
+    list.extend(common::CHECKPOINT_EVERY_BATCH);
+    let (mut srv, socket) = server(dir.path(), &list);
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut model = init(&mut a, "shardId-000000000001");
+    model.deliver_all(&records(0, 20));
+    a.send(&line(&rsmld::testkit::encode::process_records(
+        records(0, 20),
+        Some(0),
+    )));
+    assert_eq!(
+        a.wait(Duration::from_secs(60)).unwrap(),
+        1,
+        "{}",
+        srv.stderr()
+    );
+    assert!(model.stored.is_empty(), "checkpointed {:?}", model.stored);
+    assert_eq!(
+        srv.wait(Duration::from_secs(60)).unwrap(),
+        1,
+        "{}",
+        srv.stderr()
+    );
+    assert!(srv.stderr_contains("worker(s) lost"), "{}", srv.stderr());
+    assert!(!socket.exists(), "socket left behind");
+}
