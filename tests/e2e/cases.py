@@ -715,7 +715,21 @@ def metrics_port_or_skip(case):
     return None
 
 
-class Serve(Case):
+class ServeCase(Case):
+    """A case with one rsmld serve (self.server): killed at cleanup, counted in the leftover check."""
+
+    server = None
+
+    def cleanup(self):
+        super().cleanup()
+        if self.server:
+            self.server.kill()
+
+    def our_pids(self):
+        return super().our_pids() | ({p.pid for p in self.server.procs} if self.server else set())
+
+
+class Serve(ServeCase):
     name = "serve"
     title = "(h) rsmld serve: two streams (two daemons, two applications) on one server, split, graceful stop"
 
@@ -784,21 +798,10 @@ class Serve(Case):
         errors = [line for line in server.log_text().splitlines() if " ERROR " in line]
         self.check(not errors, "server log free of ERROR lines", " | ".join(e[:200] for e in errors[:3]))
 
-    def cleanup(self):
-        super().cleanup()
-        if getattr(self, "server", None):
-            self.server.kill()
 
-    def our_pids(self):
-        return super().our_pids() | ({p.pid for p in self.server.procs} if getattr(self, "server", None) else set())
-
-
-class ServeKill(Case):
+class ServeKill(ServeCase):
     name = "serve-kill"
     title = "(i) rsmld serve SIGKILLed mid-stream: every attach exits at once, restarts lose nothing"
-
-    cleanup = Serve.cleanup
-    our_pids = Serve.our_pids
 
     def body(self):
         server = self.server = Server(self, args=["--checkpoint-interval", "0.5"])
