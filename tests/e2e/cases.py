@@ -884,7 +884,12 @@ class ServeKill(ServeCase):
                         lambda: not lease_problems(a) and not lease_problems(b), timeout=30, watch=d2)
         for s in (a, b):
             manifest, _output, rep = s.check_records(allow_duplicates=True)
-            s.note(f"duplicates: {len(rep['duplicated'])} of {len(manifest)} records (at-least-once across the kill)")
+            by_key = {(m["partitionKey"], m["data"]): m for m in manifest}
+            early = [k for k in rep["duplicated"] if esn(by_key[k]["sequenceNumber"], by_key[k]["subSequenceNumber"])
+                     <= ckpt[s.label].get(by_key[k]["shard"], (-1, 0))]
+            s.check(not early, "nothing at or below a checkpoint was written twice (duplicates only after it)",
+                    f"{len(rep['duplicated'])} of {len(manifest)} records twice (at-least-once across the kill)"
+                    + (f"; {len(early)} at or below the checkpoint" if early else ""))
             bad = lease_problems(s)
             s.check(not bad, "every lease checkpointed at its last record", "; ".join(bad) or describe_leases(s))
         rcs = stop_all(d2)
