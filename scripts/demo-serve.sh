@@ -72,10 +72,14 @@ done
 T_DONE=$(date +%s)
 scrape=""
 if [ -n "$METRICS_PORT" ]; then
-    scrape="$(python3 -c 'import sys, urllib.request
-print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode())' "$METRICS_PORT")" ||
-        die "GET /metrics on 127.0.0.1:$METRICS_PORT failed"
-    printf '%s\n' "$scrape" >"$WORK/metrics.prom"
+    if scrape="$(python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode())' \
+        "$METRICS_PORT" 2>"$WORK/scrape.err")"; then
+        printf '%s\n' "$scrape" >"$WORK/metrics.prom"
+    else
+        log "WARNING: GET http://127.0.0.1:$METRICS_PORT/metrics failed: $(tail -n 1 "$WORK/scrape.err")"
+        scrape=""
+    fi
 fi
 
 step "6/6 stop the daemons (SIGTERM, graceful), then the server (SIGTERM)"
@@ -134,7 +138,7 @@ if [ -n "$scrape" ]; then
     grep -E '^rsmld_(records_total|items_total|checkpoints_total\{[^}]*outcome="stored"|millis_behind_latest)' <<<"$scrape" |
         sed 's/^/  /' | head -n 16
 else
-    echo "/metrics          (this rsmld serve has no --metrics-listen: no scrape)"
+    echo "/metrics          (no scrape: this rsmld serve has no --metrics-listen, or GET /metrics failed)"
 fi
 cat <<SUMMARY
 time              $(elapsed) in total; from the daemons' start: every record processed and checkpointed
