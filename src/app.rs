@@ -159,10 +159,19 @@ fn run_server(cli: Cli, options: &crate::serve::ServeOptions) -> anyhow::Result<
     if !crate::process::guard::enable_self() {
         log::debug!("no /proc/self/exe: exec handler children start without a guard");
     }
+    // Each lease's lines name it (application/shard) in their log target.
+    let mut sink: Arc<dyn Sink> = Arc::new(crate::telemetry::LogSink);
+    let mut _metrics_listener = None;
+    if let Some(addr) = options.metrics_listen {
+        let metrics = Arc::new(crate::metrics::MetricsSink::new()?);
+        _metrics_listener = Some(
+            crate::http::start(addr, metrics.clone())
+                .map_err(|e| crate::cli::config::ConfigError::Invalid(e.to_string()))?,
+        );
+        sink = Arc::new(Fanout(vec![sink, metrics]));
+    }
     let listener = crate::serve::listen(&options.socket)
         .map_err(|e| crate::cli::config::ConfigError::Invalid(e.to_string()))?;
-    // Each lease's lines name it (application/shard) in their log target.
-    let sink: Arc<dyn Sink> = Arc::new(crate::telemetry::LogSink);
     let runtime = Arc::new(crate::runtime::Runtime::start(config, sink)?);
     log::info!("serving leases on {}", options.socket.display());
     let drained = crate::serve::serve(listener, runtime, options)?;

@@ -191,6 +191,8 @@ pub mod cli;
 pub mod codec;
 pub mod handler;
 #[doc(hidden)]
+pub mod http;
+#[doc(hidden)]
 pub mod json;
 #[doc(hidden)]
 pub mod kpl;

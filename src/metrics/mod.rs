@@ -32,11 +32,14 @@
 //! `rsmld_unattributed_events_total{event}`, so a wiring mistake shows.
 
 pub mod dir;
+pub mod status;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
@@ -47,6 +50,7 @@ use prometheus::{
 };
 
 use crate::telemetry::{Event, LeaseEnd, LeaseId, Sink};
+use status::LeaseStatus;
 
 /// The `Content-Type` of [`MetricsSink::scrape`]'s text (the classic format, 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -151,6 +155,10 @@ struct LeaseMetrics {
     last_checkpoint: Gauge,
     backpressure: Counter,
     batch_duration: Histogram,
+    /// When the lease last had a problem (an item failure or retry, a dead letter, a
+    /// checkpoint error, a child restart), in Unix milliseconds; 0: never. Not a series: the
+    /// status page's "failing" state ([`status`]).
+    last_problem: AtomicU64,
 }
 
 impl LeaseMetrics {
@@ -164,6 +172,9 @@ impl LeaseMetrics {
 
     /// Counts one event of this lease.
     fn record(&self, event: &Event) {
+        if is_problem(event) {
+            self.last_problem.store(unix_millis(), Ordering::Relaxed);
+        }
         match event {
             Event::BatchReceived {
                 records,
@@ -219,6 +230,25 @@ impl LeaseMetrics {
             _ => {}
         }
     }
+}
+
+/// Whether an event is a problem of its lease (what makes the status page say "failing").
+fn is_problem(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::CheckpointFailed { .. }
+            | Event::ItemsFailed { .. }
+            | Event::RetryScheduled { .. }
+            | Event::DeadLettered { .. }
+            | Event::ChildRestarted { .. }
+    )
+}
+
+/// Now, in Unix milliseconds (0 if the clock is before 1970).
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn saturate(n: usize) -> i64 {
@@ -358,6 +388,7 @@ impl Families {
             last_checkpoint: self.last_checkpoint.with_label_values(&labels),
             backpressure: self.backpressure.with_label_values(&labels),
             batch_duration: self.batch_duration.with_label_values(&labels),
+            last_problem: AtomicU64::new(0),
         }
     }
 
@@ -400,10 +431,11 @@ fn end_name(end: LeaseEnd) -> &'static str {
     }
 }
 
-/// A lease in the map: its handles, and when it ended (`None`: live).
+/// A lease in the map: its handles, and when and how it ended (`None`: live).
 struct Entry {
     metrics: LeaseMetrics,
     ended: Option<Instant>,
+    end: Option<LeaseEnd>,
 }
 
 /// The Prometheus metrics of every lease of the process: a telemetry [`Sink`].
@@ -415,6 +447,9 @@ pub struct MetricsSink {
     registry: Registry,
     families: Families,
     leases: [RwLock<HashMap<LeaseId, Entry>>; SHARDS],
+    /// The final status of ended leases whose series are removed, newest last, for the
+    /// status page ([`status`]): bounded in number and age.
+    retired: Mutex<VecDeque<LeaseStatus>>,
 }
 
 impl std::fmt::Debug for MetricsSink {
@@ -434,6 +469,7 @@ impl MetricsSink {
             registry,
             families,
             leases: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            retired: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -471,6 +507,7 @@ impl MetricsSink {
             Entry {
                 metrics,
                 ended: None,
+                end: None,
             },
         );
         drop(map);
@@ -486,6 +523,7 @@ impl MetricsSink {
         if let Some(entry) = map.get_mut(id) {
             if entry.ended.is_none() {
                 entry.ended = Some(Instant::now());
+                entry.end = Some(end);
                 self.families.leases_attached.dec();
                 self.families
                     .lease_ends
@@ -504,6 +542,7 @@ impl MetricsSink {
             let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
             map.retain(|id, e| match e.ended {
                 Some(at) if due(at) => {
+                    self.keep_retired(id, e);
                     self.families.remove(id);
                     n += 1;
                     false
@@ -521,7 +560,9 @@ impl MetricsSink {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if map.get(lease).is_some_and(|e| e.ended.is_some()) {
-            map.remove(lease);
+            if let Some(e) = map.remove(lease) {
+                self.keep_retired(lease, &e);
+            }
             self.families.remove(lease);
             return true;
         }

@@ -42,6 +42,8 @@ pub struct ServeOptions {
     pub allow_uids: Vec<u32>,
     /// How long attached leases may take to end after SIGTERM (`--grace`).
     pub grace: Duration,
+    /// Where to serve metrics and the status page (`--metrics-listen ADDR`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `--grace` when not given.
@@ -76,6 +78,7 @@ pub fn split_args(args: &[String]) -> Result<(ServeOptions, Vec<String>), ServeE
     let mut socket = None;
     let mut allow_uids = Vec::new();
     let mut grace = DEFAULT_GRACE;
+    let mut metrics_listen = None;
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -88,7 +91,7 @@ pub fn split_args(args: &[String]) -> Result<(ServeOptions, Vec<String>), ServeE
             Some((f, v)) => (f, Some(v.to_owned())),
             None => (a.as_str(), None),
         };
-        if !["--socket", "--allow-uid", "--grace"].contains(&flag) {
+        if !["--socket", "--allow-uid", "--grace", "--metrics-listen"].contains(&flag) {
             rest.push(a.clone());
             continue;
         }
@@ -98,6 +101,10 @@ pub fn split_args(args: &[String]) -> Result<(ServeOptions, Vec<String>), ServeE
         };
         if flag == "--socket" {
             socket = Some(PathBuf::from(value));
+        } else if flag == "--metrics-listen" {
+            metrics_listen = Some(value.parse().map_err(|_| {
+                ServeError::Usage(format!("--metrics-listen {value:?}: not HOST:PORT"))
+            })?);
         } else if flag == "--grace" {
             grace = crate::cli::units::parse_seconds_in(&value, 0.0, 86_400.0, true)
                 .map_err(|e| ServeError::Usage(format!("--grace {value:?}: {e}")))?;
@@ -114,6 +121,7 @@ pub fn split_args(args: &[String]) -> Result<(ServeOptions, Vec<String>), ServeE
             socket,
             allow_uids,
             grace,
+            metrics_listen,
         },
         rest,
     ))

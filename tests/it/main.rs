@@ -30,6 +30,7 @@ mod exec;
 mod file_archive;
 mod file_faults;
 mod generate;
+mod http;
 mod kpl_cli;
 mod kpl_fixtures;
 mod kpl_fuzz_corpus;
