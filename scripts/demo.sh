@@ -105,7 +105,7 @@ case "$RSMLD_BIN$WORK" in *" "*) die "the daemon cannot run a path with a space:
 T_SETUP=$(date +%s)
 
 if [ "$SERVE" = 1 ]; then
-    # shellcheck source=scripts/demo-serve.sh
+    # shellcheck source=demo-serve.sh
     . "$RSMLD_REPO/scripts/demo-serve.sh"
     exit 0
 fi
