@@ -110,20 +110,14 @@ pub fn run(program: Program) -> ExitCode {
 /// `rsmld serve --socket PATH [child-mode options]`: one runtime for every attached lease
 /// ([`crate::serve`]).
 fn serve(program: &Program, argv: &[String]) -> ExitCode {
-    let (options, rest) = match crate::serve::split_args(&argv[2..]) {
-        Ok(split) => split,
-        Err(e) => {
-            eprintln!("rsmld[serve] ERROR {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let child_argv = argv[..1].iter().chain(&rest).cloned().collect();
-    let cli = match program.parse_with_properties(child_argv) {
-        Ok(cli) if cli.command.is_none() => cli,
-        Ok(_) => {
+    // argv without `serve`: the child-mode command line plus serve's own flags.
+    let serve_argv = argv[..1].iter().chain(&argv[2..]).cloned().collect();
+    let (cli, options) = match crate::serve::parse(program, serve_argv) {
+        Ok((cli, _)) if cli.command.is_some() => {
             eprintln!("rsmld[serve] ERROR serve takes record processor options, not a tool");
             return ExitCode::from(EXIT_USAGE);
         }
+        Ok(parsed) => parsed,
         Err(e) => match e.downcast::<clap::Error>() {
             Ok(clap_error) => clap_error.exit(),
             Err(e) => {
@@ -134,9 +128,9 @@ fn serve(program: &Program, argv: &[String]) -> ExitCode {
             }
         },
     };
-    let log = logging::ChildLog::new(cli.run.log_format);
-    logging::init(log.clone(), cli.run.log_level);
-    match run_server(cli, &options) {
+    let log = logging::ServerLog::new(cli.run.log_format);
+    logging::init_server(log.clone(), cli.run.log_level);
+    match run_server(cli, &options, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             for line in format!("{e}").lines() {
@@ -147,8 +141,18 @@ fn serve(program: &Program, argv: &[String]) -> ExitCode {
     }
 }
 
-fn run_server(cli: Cli, options: &crate::serve::ServeOptions) -> anyhow::Result<()> {
+/// The server's telemetry sink: its log (each lease's lines named by application/shard).
+fn server_sink(log: &logging::ServerLog) -> Arc<dyn Sink> {
+    Arc::new(log.clone())
+}
+
+fn run_server(
+    cli: Cli,
+    options: &crate::serve::ServeOptions,
+    log: &logging::ServerLog,
+) -> anyhow::Result<()> {
     cli.run.validate()?;
+    let progress_interval = cli.run.progress_interval;
     crate::cli::check::prereq::startup(&cli.run)?;
     let config = cli.run.into_runtime_config()?;
     if !crate::process::reaper::become_subreaper() {
@@ -159,8 +163,7 @@ fn run_server(cli: Cli, options: &crate::serve::ServeOptions) -> anyhow::Result<
     if !crate::process::guard::enable_self() {
         log::debug!("no /proc/self/exe: exec handler children start without a guard");
     }
-    // Each lease's lines name it (application/shard) in their log target.
-    let mut sink: Arc<dyn Sink> = Arc::new(crate::telemetry::LogSink);
+    let mut sink = server_sink(log);
     let mut _metrics_listener = None;
     if let Some(addr) = options.metrics_listen {
         let metrics = Arc::new(crate::metrics::MetricsSink::new()?);
@@ -172,9 +175,15 @@ fn run_server(cli: Cli, options: &crate::serve::ServeOptions) -> anyhow::Result<
     }
     let listener = crate::serve::listen(&options.socket)
         .map_err(|e| crate::cli::config::ConfigError::Invalid(e.to_string()))?;
-    let runtime = Arc::new(crate::runtime::Runtime::start(config, sink)?);
+    let runtime = crate::runtime::Runtime::start(config, sink)?;
+    let progress = log.start_progress(progress_interval);
     log::info!("serving leases on {}", options.socket.display());
-    let drained = crate::serve::serve(listener, runtime, options)?;
+    let hook: crate::serve::AttachHook = {
+        let log = log.clone();
+        Arc::new(move |serial, hello| log.attach_stream(serial, hello.map(|h| h.stream.as_str())))
+    };
+    let drained = crate::serve::serve(listener, runtime, options, hook)?;
+    drop(progress);
     let swept = crate::process::reaper::sweep();
     if swept > 0 {
         log::warn!("killed {swept} handler process(es) still running at exit");

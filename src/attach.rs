@@ -1,7 +1,7 @@
 //! `rsmld attach`: the daemon's child when one `rsmld serve` holds the host's leases.
 //!
-//! Attach connects to the server's socket, sends a hello (the application from the
-//! daemon's properties file, `applicationName`, when `--properties` names it) with its
+//! Attach connects to the server's socket, sends a hello (the application and stream from the
+//! daemon's properties file, `applicationName` and `streamName`, when `--properties` names it) with its
 //! stdin and stdout attached, closes its own copies of them, and waits: the server reads
 //! and writes the daemon's pipes directly, and when the lease ends sends its exit status,
 //! which attach exits with. The socket closing without a status means the server died:
@@ -13,7 +13,7 @@
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -23,27 +23,7 @@ use crate::app::{EXIT_FAILURE, EXIT_USAGE};
 use crate::serve::fd;
 use crate::serve::hello::Hello;
 
-/// How long attach waits for a server by default.
-pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(10);
-
-/// `rsmld attach` flags.
-#[derive(Debug, Parser)]
-#[command(name = "rsmld attach", about = "Hands this lease to `rsmld serve`.")]
-pub struct AttachArgs {
-    /// The server's socket.
-    #[arg(long)]
-    pub socket: PathBuf,
-    /// The daemon's properties file: its `applicationName` names the lease's application.
-    #[arg(long)]
-    pub properties: Option<PathBuf>,
-    /// How long to retry while no server answers (a duration: 10s, 500ms; 0s..=1h).
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_retry_for)]
-    pub retry_for: Duration,
-}
-
-fn parse_retry_for(s: &str) -> Result<Duration, String> {
-    crate::cli::units::parse_seconds_in(s, 0.0, 3_600.0, true)
-}
+pub use crate::cli::attach::{AttachArgs, DEFAULT_RETRY_FOR};
 
 /// Runs attach with `args` (the arguments after `attach`); the exit code.
 pub fn main(args: &[String]) -> ExitCode {
@@ -63,9 +43,9 @@ pub fn main(args: &[String]) -> ExitCode {
 
 /// The lease's status from the server, or an exit code and the line saying why not.
 fn run(args: &AttachArgs) -> Result<u8, (u8, String)> {
-    let application = match &args.properties {
-        Some(path) => application_of(path).map_err(|e| (EXIT_USAGE, e))?,
-        None => String::new(),
+    let (application, stream) = match &args.properties {
+        Some(path) => names_of(path).map_err(|e| (EXIT_USAGE, e))?,
+        None => Default::default(),
     };
     let conn = connect(&args.socket, args.retry_for).map_err(|e| {
         (
@@ -77,7 +57,7 @@ fn run(args: &AttachArgs) -> Result<u8, (u8, String)> {
             ),
         )
     })?;
-    let hello = Hello::new(&application).encode();
+    let hello = Hello::new(&application, &stream).encode();
     fd::send_with_fds(
         &conn,
         &hello,
@@ -101,13 +81,12 @@ fn run(args: &AttachArgs) -> Result<u8, (u8, String)> {
     }
 }
 
-/// `applicationName` of the properties file at `path`, or empty if it has none.
-fn application_of(path: &Path) -> Result<String, String> {
+/// `applicationName` and `streamName` of the properties file at `path` (empty when
+/// missing).
+fn names_of(path: &Path) -> Result<(String, String), String> {
     let props = crate::cli::properties::Properties::read(path).map_err(|e| e.to_string())?;
-    Ok(props
-        .get("applicationName")
-        .map(|e| e.value.clone())
-        .unwrap_or_default())
+    let get = |key| props.get(key).map(|e| e.value.clone()).unwrap_or_default();
+    Ok((get("applicationName"), get("streamName")))
 }
 
 /// Connects, retrying while nothing answers (no socket file, or a stale one) until

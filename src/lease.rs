@@ -150,6 +150,8 @@ pub struct Lease<'rt, W: Write> {
     /// The application (or stream) this lease belongs to, when the host knows it (a
     /// server's attach names it); empty in child mode.
     application: String,
+    /// The attachment's serial ([`LeaseId::serial`]; 0 in child mode).
+    serial: u64,
     line_no: u64,
     last_prefix: String,
     recycle: crossbeam_channel::Sender<Vec<u8>>,
@@ -181,6 +183,20 @@ impl<'rt, W: Write> Lease<'rt, W> {
     where
         R: Read + Send + 'static,
     {
+        Self::run_attached(rt, application, 0, input, output)
+    }
+
+    /// [`Lease::run_for`] as attachment `serial` of a host server ([`LeaseId::serial`]).
+    pub fn run_attached<R>(
+        rt: &'rt dyn Host,
+        application: &str,
+        serial: u64,
+        input: R,
+        output: W,
+    ) -> Result<Stats, LeaseError>
+    where
+        R: Read + Send + 'static,
+    {
         // One spare buffer is enough (the daemon sends one line at a time); more would only
         // hold memory: with 10 MiB batches each buffer is a line of ~13 MiB.
         let (recycle, recycled) = bounded(1);
@@ -192,6 +208,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
             pool: None,
             lease: None,
             application: application.to_owned(),
+            serial,
             line_no: 0,
             last_prefix: String::new(),
             recycle,
@@ -331,7 +348,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
     /// After `initialize`: the lease has a name, and workers to run its items.
     fn start_workers(&mut self) -> Result<(), LeaseError> {
         let shard = self.session.shard_id().to_owned();
-        let lease = LeaseId::new(&self.application, &shard);
+        let lease = LeaseId::new(&self.application, &shard).with_serial(self.serial);
         self.lease = Some(lease.clone());
         // The session's events (`initialize: ...`) go first, its status after the pool
         // started (a pool that cannot start answers nothing).
@@ -657,6 +674,12 @@ impl<'rt, W: Write> Lease<'rt, W> {
             }
             Event::Draining { .. } => self.end = LeaseEnd::ShardEnded,
             Event::Abandoned { .. } => self.end = LeaseEnd::LeaseLost,
+            // A `shutdownRequested` that was answered (the input closes between actions)
+            // ended the lease gracefully even if the daemon leaves without `leaseLost`;
+            // one closed mid-action went unanswered, so that lease ended by EOF.
+            Event::InputClosed {
+                when: InputClosed::BetweenActions { .. },
+            } if self.end == LeaseEnd::ShutdownRequested => {}
             Event::InputClosed { when } if *when != InputClosed::AfterFinalStatus => {
                 self.end = LeaseEnd::Eof;
             }

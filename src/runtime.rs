@@ -145,6 +145,22 @@ impl Runtime {
         Lease::run_for(self, application, input, output)
     }
 
+    /// [`Runtime::run_lease_for`] as attachment `serial` (a host server numbers its
+    /// attaches, so a shard attached twice at once is two leases; see `LeaseId::serial`).
+    pub fn run_lease_attached<R, W>(
+        &self,
+        application: &str,
+        serial: u64,
+        input: R,
+        output: W,
+    ) -> Result<Stats, LeaseError>
+    where
+        R: Read + Send + 'static,
+        W: Write,
+    {
+        Lease::run_attached(self, application, serial, input, output)
+    }
+
     /// Stops the workers, waiting at most the configured shutdown timeout (the handler's
     /// bound on closing, see `HandlerDescriptor::with_shutdown_timeout`): whatever is still queued
     /// is dropped (no lease checkpointed it).

@@ -22,6 +22,11 @@ pub struct LeaseId {
     pub application: Arc<str>,
     /// The shard id, as `initialize` named it.
     pub shard: Arc<str>,
+    /// Which attachment of this application and shard: a host server numbers its attaches
+    /// (1, 2, ...), so a shard re-acquired while its previous lease's work is still pending
+    /// is another lease (handlers keep their per-lease state apart). 0 in child mode. Not
+    /// shown, and not a metrics label (metrics keep one series per application and shard).
+    pub serial: u64,
 }
 
 impl LeaseId {
@@ -30,7 +35,14 @@ impl LeaseId {
         LeaseId {
             application: Arc::from(application),
             shard: Arc::from(shard),
+            serial: 0,
         }
+    }
+
+    /// This lease as attachment `serial` (see [`LeaseId::serial`]).
+    pub fn with_serial(mut self, serial: u64) -> Self {
+        self.serial = serial;
+        self
     }
 }
 

@@ -174,68 +174,14 @@ impl ChildLog {
     }
 
     /// Logs the progress line (or the stall warning); the next tick's starting point.
-    fn progress_tick(&self, (since, items_before): (Instant, u64)) -> (Instant, u64) {
-        let p = &self.0.progress;
-        let now = Instant::now();
-        let items = p.items.load(Ordering::Relaxed);
-        if !p.started.load(Ordering::Relaxed) || p.ended.load(Ordering::Relaxed) {
-            return (now, items);
-        }
+    fn progress_tick(&self, last: (Instant, u64)) -> (Instant, u64) {
         let Some((lease, _)) = self.0.lease.get() else {
-            return (now, items);
+            return (
+                Instant::now(),
+                self.0.progress.items.load(Ordering::Relaxed),
+            );
         };
-        let done = items.saturating_sub(items_before);
-        let elapsed = now.duration_since(since).as_secs_f64().max(1e-3);
-        let rate = done as f64 / elapsed;
-        let lag = p.lag.load(Ordering::Relaxed);
-        let in_flight = p.in_flight.load(Ordering::Relaxed);
-        let checkpoint = p
-            .checkpoint
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let lag_text = match lag {
-            NO_LAG => "lag unknown".to_owned(),
-            m => format!("{m} ms behind"),
-        };
-        let checkpoint_text = match &checkpoint {
-            Some((at, when)) => format!(
-                "last checkpoint {at} {:.0} s ago",
-                now.duration_since(*when).as_secs_f64()
-            ),
-            None => "no checkpoint stored yet".to_owned(),
-        };
-        let stalled = done == 0 && in_flight > 0;
-        let (level, message) = if stalled {
-            (
-                log::Level::Warn,
-                format!(
-                    "stalled: no item completed in {elapsed:.0} s with {in_flight} items in flight ({items} items so far, {lag_text}, {checkpoint_text})"
-                ),
-            )
-        } else {
-            (
-                log::Level::Info,
-                format!(
-                    "progress: {items} items ({rate:.1}/s), {in_flight} in flight, {lag_text}, {checkpoint_text}"
-                ),
-            )
-        };
-        let fields = serde_json::json!({
-            "event": if stalled { "Stalled" } else { "Progress" },
-            "items": items,
-            "rate": (rate * 10.0).round() / 10.0,
-            "in_flight": in_flight,
-            "millis_behind_latest": (lag != NO_LAG).then_some(lag),
-            "last_checkpoint": checkpoint.as_ref().map(|(at, _)| at.clone()),
-            "last_checkpoint_age_seconds":
-                checkpoint.as_ref().map(|(_, when)| now.duration_since(*when).as_secs_f64()),
-        });
-        let target = format!("rsmld[{lease}]");
-        with_fields(self.0.format, fields, || {
-            log::log!(target: &target, level, "{message}");
-        });
-        (now, items)
+        progress_tick(self.0.format, &self.0.progress, lease, None, last)
     }
 
     /// Formats one log record (the env_logger formatter).
@@ -259,6 +205,79 @@ impl ChildLog {
             }
         }
     }
+}
+
+/// Logs `lease`'s progress line (or the stall warning), with `extra` fields in json; the
+/// next tick's starting point.
+fn progress_tick(
+    format: LogFormat,
+    p: &Progress,
+    lease: &str,
+    extra: Option<&serde_json::Value>,
+    (since, items_before): (Instant, u64),
+) -> (Instant, u64) {
+    let now = Instant::now();
+    let items = p.items.load(Ordering::Relaxed);
+    if !p.started.load(Ordering::Relaxed) || p.ended.load(Ordering::Relaxed) {
+        return (now, items);
+    }
+    let done = items.saturating_sub(items_before);
+    let elapsed = now.duration_since(since).as_secs_f64().max(1e-3);
+    let rate = done as f64 / elapsed;
+    let lag = p.lag.load(Ordering::Relaxed);
+    let in_flight = p.in_flight.load(Ordering::Relaxed);
+    let checkpoint = p
+        .checkpoint
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let lag_text = match lag {
+        NO_LAG => "lag unknown".to_owned(),
+        m => format!("{m} ms behind"),
+    };
+    let checkpoint_text = match &checkpoint {
+        Some((at, when)) => format!(
+            "last checkpoint {at} {:.0} s ago",
+            now.duration_since(*when).as_secs_f64()
+        ),
+        None => "no checkpoint stored yet".to_owned(),
+    };
+    let stalled = done == 0 && in_flight > 0;
+    let (level, message) = if stalled {
+        (
+            log::Level::Warn,
+            format!(
+                "stalled: no item completed in {elapsed:.0} s with {in_flight} items in flight ({items} items so far, {lag_text}, {checkpoint_text})"
+            ),
+        )
+    } else {
+        (
+            log::Level::Info,
+            format!(
+                "progress: {items} items ({rate:.1}/s), {in_flight} in flight, {lag_text}, {checkpoint_text}"
+            ),
+        )
+    };
+    let mut fields = serde_json::json!({
+        "event": if stalled { "Stalled" } else { "Progress" },
+        "items": items,
+        "rate": (rate * 10.0).round() / 10.0,
+        "in_flight": in_flight,
+        "millis_behind_latest": (lag != NO_LAG).then_some(lag),
+        "last_checkpoint": checkpoint.as_ref().map(|(at, _)| at.clone()),
+        "last_checkpoint_age_seconds":
+            checkpoint.as_ref().map(|(_, when)| now.duration_since(*when).as_secs_f64()),
+    });
+    if let (Some(serde_json::Value::Object(extra)), serde_json::Value::Object(f)) =
+        (extra, &mut fields)
+    {
+        f.extend(extra.clone());
+    }
+    let target = format!("rsmld[{lease}]");
+    with_fields(format, fields, || {
+        log::log!(target: &target, level, "{message}");
+    });
+    (now, items)
 }
 
 /// `2026-12-01T20:10:00.123Z` (UTC).
@@ -338,6 +357,236 @@ impl Sink for ChildLog {
     }
 }
 
+/// `rsmld serve`'s logging sink: like [`ChildLog`], for many leases at once. Each lease's
+/// lines say `rsmld[application/shard]` (their log target); in json they carry `lease`,
+/// `application` and `shard`; lines of no lease say `rsmld[-]` (json: those fields null).
+/// Each lease has its own progress line per interval, from its start to its end.
+#[derive(Clone)]
+pub(super) struct ServerLog(Arc<ServerInner>);
+
+struct ServerInner {
+    format: LogFormat,
+    /// The leases started and not ended, with their progress counts.
+    leases: Mutex<std::collections::HashMap<LeaseId, Arc<LeaseLog>>>,
+    /// The stream each attach named, by its serial (`LeaseId::serial`), while attached.
+    streams: Mutex<std::collections::HashMap<u64, String>>,
+}
+
+/// One lease's progress and its names, in a [`ServerLog`].
+struct LeaseLog {
+    progress: Progress,
+    /// The json fields naming the lease.
+    names: serde_json::Value,
+    /// The progress line's starting point.
+    last: Mutex<(Instant, u64)>,
+}
+
+impl ServerLog {
+    pub(super) fn new(format: LogFormat) -> Self {
+        ServerLog(Arc::new(ServerInner {
+            format,
+            leases: Mutex::new(std::collections::HashMap::new()),
+            streams: Mutex::new(std::collections::HashMap::new()),
+        }))
+    }
+
+    /// Attach `serial` named `stream` (`Some`), or has ended (`None`).
+    pub(super) fn attach_stream(&self, serial: u64, stream: Option<&str>) {
+        let mut streams = self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match stream {
+            Some(s) => streams.insert(serial, s.to_owned()),
+            None => streams.remove(&serial),
+        };
+    }
+
+    fn stream_of(&self, lease: &LeaseId) -> Option<String> {
+        let streams = self
+            .0
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        streams
+            .get(&lease.serial)
+            .filter(|s| !s.is_empty())
+            .cloned()
+    }
+
+    fn names(lease: &LeaseId) -> serde_json::Value {
+        serde_json::json!({
+            "lease": lease.to_string(),
+            "application": &*lease.application,
+            "shard": &*lease.shard,
+        })
+    }
+
+    /// Writes a line that must be seen whatever the level (why the server stops).
+    pub(super) fn print_error(&self, message: &str) {
+        match self.0.format {
+            LogFormat::Text => eprintln!("rsmld[-] ERROR {message}"),
+            LogFormat::Json => {
+                let mut buf = Vec::new();
+                let _ = write_server_json(&mut buf, log::Level::Error, message, None);
+                let _ = std::io::stderr().write_all(&buf);
+            }
+        }
+    }
+
+    /// Starts the progress lines' thread: every `interval`, one line per running lease.
+    pub(super) fn start_progress(&self, interval: Duration) -> ProgressThread {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let me = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("rsmld-progress".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    me.progress_tick();
+                }
+            })
+            .map_err(|e| log::debug!("no progress lines: cannot start their thread: {e}"))
+            .ok();
+        ProgressThread {
+            stop: Some(stop),
+            thread,
+        }
+    }
+
+    fn progress_tick(&self) {
+        let leases: Vec<(LeaseId, Arc<LeaseLog>)> = self
+            .0
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, l)| (id.clone(), l.clone()))
+            .collect();
+        for (id, l) in leases {
+            let mut last = l.last.lock().unwrap_or_else(PoisonError::into_inner);
+            *last = progress_tick(
+                self.0.format,
+                &l.progress,
+                &id.to_string(),
+                Some(&l.names),
+                *last,
+            );
+        }
+    }
+
+    /// Formats one log record (the env_logger formatter).
+    fn format(&self, buf: &mut dyn Write, record: &log::Record<'_>) -> std::io::Result<()> {
+        let target = record.target();
+        match self.0.format {
+            LogFormat::Text if target.starts_with("rsmld[") => {
+                writeln!(buf, "{target} {} {}", record.level(), record.args())
+            }
+            LogFormat::Text => writeln!(buf, "rsmld[-] {} {}", record.level(), record.args()),
+            LogFormat::Json => {
+                let fields = EVENT_FIELDS.with(|f| f.borrow_mut().take());
+                let message = record.args().to_string();
+                write_server_json(buf, record.level(), &message, fields)
+            }
+        }
+    }
+}
+
+/// One json line of the server: `ts`, `level`, `lease`, `application`, `shard` (null on
+/// lines of no lease), `message`, and the event's fields.
+fn write_server_json(
+    out: &mut dyn Write,
+    level: log::Level,
+    message: &str,
+    fields: Option<serde_json::Value>,
+) -> std::io::Result<()> {
+    let mut obj = match fields {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    obj.insert(
+        "ts".into(),
+        rfc3339_millis(std::time::SystemTime::now()).into(),
+    );
+    obj.insert("level".into(), level.as_str().into());
+    for key in ["lease", "application", "shard"] {
+        obj.entry(key).or_insert(serde_json::Value::Null);
+    }
+    obj.insert("message".into(), message.into());
+    let mut line = serde_json::to_vec(&obj).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)
+}
+
+impl Sink for ServerLog {
+    fn emit(&self, lease: Option<&LeaseId>, event: &Event) {
+        let entry = lease.and_then(|id| {
+            let mut leases = self.0.leases.lock().unwrap_or_else(PoisonError::into_inner);
+            match event {
+                Event::LeaseStarted { .. } => Some(
+                    leases
+                        .entry(id.clone())
+                        .or_insert_with(|| {
+                            Arc::new(LeaseLog {
+                                progress: Progress::default(),
+                                names: Self::names(id),
+                                last: Mutex::new((Instant::now(), 0)),
+                            })
+                        })
+                        .clone(),
+                ),
+                Event::LeaseEnded { .. } => leases.remove(id),
+                _ => leases.get(id).cloned(),
+            }
+        });
+        if let Some(l) = &entry {
+            l.progress.record(event);
+        }
+        if quiet_at_info(event) && log::max_level() < log::LevelFilter::Debug {
+            return;
+        }
+        let Some((level, mut text)) = log_line(event) else {
+            return;
+        };
+        if level > log::max_level() {
+            return;
+        }
+        let stream = match event {
+            Event::LeaseStarted { .. } => lease.and_then(|id| self.stream_of(id)),
+            _ => None,
+        };
+        if let Some(stream) = &stream {
+            text.push_str(&format!(" (stream {stream})"));
+        }
+        if let (Event::LeaseEnded { .. }, Some(l)) = (event, &entry) {
+            let c = l.progress.checkpoint.lock();
+            match &*c.unwrap_or_else(PoisonError::into_inner) {
+                Some((at, _)) => text.push_str(&format!("; last checkpoint {at}")),
+                None => text.push_str("; no checkpoint stored"),
+            }
+        }
+        let fields = match self.0.format {
+            LogFormat::Json => {
+                let mut v = serde_json::to_value(event).unwrap_or_default();
+                if let (serde_json::Value::Object(m), Some(id)) = (&mut v, lease) {
+                    if let serde_json::Value::Object(names) = Self::names(id) {
+                        m.extend(names);
+                    }
+                    if let Some(stream) = stream {
+                        m.insert("stream".into(), stream.into());
+                    }
+                }
+                v
+            }
+            LogFormat::Text => serde_json::Value::Null,
+        };
+        let target = lease.map_or_else(|| "rsmld".to_owned(), |l| format!("rsmld[{l}]"));
+        with_fields(self.0.format, fields, || {
+            log::log!(target: &target, level, "{text}");
+        });
+    }
+}
+
 /// The progress line's thread; dropping it stops it.
 pub(super) struct ProgressThread {
     stop: Option<Sender<()>>,
@@ -356,6 +605,21 @@ impl Drop for ProgressThread {
 /// Starts the logger: `--log-level` (or `RUST_LOG` when set, which wins and may filter
 /// per module), formatted by `child`.
 pub(super) fn init(child: ChildLog, level: LogLevel) {
+    init_with(move |buf, record| child.format(buf, record), level);
+}
+
+/// [`init`] for `rsmld serve`, formatted by `server`.
+pub(super) fn init_server(server: ServerLog, level: LogLevel) {
+    init_with(move |buf, record| server.format(buf, record), level);
+}
+
+fn init_with(
+    format: impl Fn(&mut env_logger::fmt::Formatter, &log::Record<'_>) -> std::io::Result<()>
+        + Send
+        + Sync
+        + 'static,
+    level: LogLevel,
+) {
     let mut builder = match std::env::var_os("RUST_LOG") {
         Some(v) if !v.is_empty() => env_logger::Builder::from_env(env_logger::Env::default()),
         _ => {
@@ -365,7 +629,7 @@ pub(super) fn init(child: ChildLog, level: LogLevel) {
         }
     };
     builder
-        .format(move |buf, record| child.format(buf, record))
+        .format(format)
         .target(env_logger::Target::Stderr)
         .init();
 }

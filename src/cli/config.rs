@@ -311,8 +311,20 @@ impl Program {
     /// is internal.
     #[doc(hidden)]
     pub fn parse_with_properties(&self, argv: Vec<String>) -> Result<Cli, anyhow::Error> {
-        let first = self.try_parse_from(&argv)?;
-        let Some(path) = first.run.properties.clone() else {
+        self.parse_with_properties_in(&self.command(), argv)
+            .map(|(cli, _)| cli)
+    }
+
+    /// [`Program::parse_with_properties`] with `cmd`, this program's command line with
+    /// flags of its own (`rsmld serve`'s, which are read from the command line only): the
+    /// options and every match.
+    pub(crate) fn parse_with_properties_in(
+        &self,
+        cmd: &clap::Command,
+        argv: Vec<String>,
+    ) -> Result<(Cli, clap::ArgMatches), anyhow::Error> {
+        let first = self.try_parse_in(cmd.clone(), &argv)?;
+        let Some(path) = first.0.run.properties.clone() else {
             return Ok(first);
         };
         let props = Properties::read(&path)?;
@@ -320,7 +332,13 @@ impl Program {
         if !problems.is_empty() {
             return Err(PropertiesError::Invalid(problems).into());
         }
-        Ok(merge_file_settings(self, &argv, &props.path, &settings)?)
+        Ok(merge_file_settings_in(
+            self,
+            cmd,
+            &argv,
+            &props.path,
+            &settings,
+        )?)
     }
 }
 
@@ -374,6 +392,18 @@ pub fn merge_file_settings(
     path: &str,
     settings: &RsmldSettings,
 ) -> Result<Cli, clap::Error> {
+    merge_file_settings_in(program, &program.command(), argv, path, settings).map(|(cli, _)| cli)
+}
+
+/// [`merge_file_settings`] parsed with `cmd` (`program`'s command line with flags of its
+/// own); the options and every match.
+fn merge_file_settings_in(
+    program: &Program,
+    cmd: &clap::Command,
+    argv: &[String],
+    path: &str,
+    settings: &RsmldSettings,
+) -> Result<(Cli, clap::ArgMatches), clap::Error> {
     let split = |v: &[String]| -> (Vec<String>, Option<Vec<String>>) {
         match v.iter().position(|a| a == "--") {
             Some(i) => (v[..i].to_vec(), Some(v[i + 1..].to_vec())),
@@ -389,7 +419,7 @@ pub fn merge_file_settings(
         merged.push("--".into());
         merged.extend(cmd);
     }
-    let mut cli = program.try_parse_from(merged)?;
+    let (mut cli, matches) = program.try_parse_in(cmd.clone(), merged)?;
     let on_command_line = |flag: &str| {
         cli_flags.iter().any(|a| {
             a.strip_prefix("--")
@@ -414,7 +444,7 @@ pub fn merge_file_settings(
         });
     }
     cli.run.origins = origins;
-    Ok(cli)
+    Ok((cli, matches))
 }
 
 /// Most worker threads: far above any core count, far below what makes thread set-up fail.

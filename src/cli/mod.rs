@@ -7,6 +7,7 @@
 //! [`config`]'s parsers over a properties file. [`kcl`] sits below both `config` (the
 //! `--kcl` flag) and `check` (the key table), so neither imports the other's tables.
 
+pub mod attach;
 pub mod check;
 pub mod config;
 pub mod error;

@@ -148,12 +148,27 @@ impl Program {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let matches = self.command().try_get_matches_from(argv)?;
+        self.try_parse_in(self.command(), argv).map(|(cli, _)| cli)
+    }
+
+    /// [`Program::try_parse_from`] with `cmd`, this program's command line with flags of
+    /// its own (`rsmld serve`'s): the parsed child-mode options and every match, for the
+    /// caller's own flags.
+    pub(crate) fn try_parse_in<I, T>(
+        &self,
+        cmd: clap::Command,
+        argv: I,
+    ) -> Result<(Cli, clap::ArgMatches), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = cmd.try_get_matches_from(argv)?;
         let mut cli = Cli::from_arg_matches(&matches)?;
         if !self.extras.is_empty() {
             cli.run.handler_args = self.registry().parse(&matches)?;
         }
-        Ok(cli)
+        Ok((cli, matches))
     }
 }
 

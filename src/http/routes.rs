@@ -185,8 +185,9 @@ fn key(l: &LeaseStatus) -> Key {
 /// A lease's key in the rate tables: application, shard.
 type Key = (String, String);
 
-/// The start of a rate window: when, each lease's completed items, the workers' busy time.
-type Base = (Instant, HashMap<Key, u64>, f64);
+/// The start of a rate window: when, each lease's completed items (and when that lease
+/// started), the workers' busy time.
+type Base = (Instant, HashMap<Key, (u64, Instant)>, f64);
 
 /// The counters at the start of the current rate window, and the rates of the last one.
 #[derive(Debug, Default)]
@@ -207,7 +208,10 @@ impl Rates {
     /// [`RATE_WINDOW`] that ended by `now`.
     fn update(&mut self, now: Instant, leases: &[LeaseStatus], busy: f64) -> Computed {
         let fresh = || {
-            let items = leases.iter().map(|l| (key(l), l.items)).collect();
+            let items = leases
+                .iter()
+                .map(|l| (key(l), (l.items, l.started)))
+                .collect();
             Some((now, items, busy))
         };
         match &self.base {
@@ -220,8 +224,12 @@ impl Rates {
                         let secs = dt.as_secs_f64();
                         for l in leases.iter().filter(|l| l.state != LeaseState::Ended) {
                             // A lease new in this window, or leased again (its counters
-                            // restarted), has no rate yet.
-                            if let Some(&before) = items.get(&key(l)).filter(|&&b| b <= l.items) {
+                            // restarted, whether or not they are past the old ones yet),
+                            // has no rate yet.
+                            let same = |&&(b, started): &&(u64, Instant)| {
+                                started == l.started && b <= l.items
+                            };
+                            if let Some(&(before, _)) = items.get(&key(l)).filter(same) {
                                 self.last
                                     .items
                                     .insert(key(l), (l.items - before) as f64 / secs);
@@ -242,8 +250,8 @@ mod tests {
     use super::*;
     use crate::telemetry::{Event, LeaseId, Sink};
 
-    /// Rows of leases `a` and `b` (running) with `items` completed each.
-    fn rows(items: u64) -> Vec<LeaseStatus> {
+    /// Leases `a` and `b` of `app`, started in a sink of their own.
+    fn two_leases() -> MetricsSink {
         let sink = MetricsSink::new().unwrap();
         for shard in ["a", "b"] {
             let id = LeaseId::new("app", shard);
@@ -253,6 +261,11 @@ mod tests {
             };
             sink.emit(Some(&id), &started);
         }
+        sink
+    }
+
+    /// The rows of `sink`'s leases with `items` completed each.
+    fn with_items(sink: &MetricsSink, items: u64) -> Vec<LeaseStatus> {
         let mut rows = sink.status();
         for r in &mut rows {
             r.items = items;
@@ -262,6 +275,8 @@ mod tests {
 
     #[test]
     fn rates_are_deltas_over_a_window_of_at_least_a_second() {
+        let sink = two_leases();
+        let rows = |items| with_items(&sink, items);
         let mut rates = Rates::default();
         let t0 = Instant::now();
         let first = rates.update(t0, &rows(100), 1.0);
@@ -288,6 +303,46 @@ mod tests {
         // After a long pause in polling: nothing averaged over it.
         let r = rates.update(t0 + Duration::from_secs(400), &rows(5000), 50.0);
         assert!(r.items.is_empty() && r.busy.is_none(), "{r:?}");
+    }
+
+    /// A shard leased again whose new counters are already past the old ones: no rate
+    /// from the old lease's count (before, 150 new items read as 50 since the window began).
+    #[test]
+    fn a_shard_leased_again_has_no_rate_in_its_first_window() {
+        let sink = two_leases();
+        let mut rates = Rates::default();
+        let t0 = Instant::now();
+        rates.update(t0, &with_items(&sink, 100), 1.0);
+        let b = LeaseId::new("app", "b");
+        sink.emit(
+            Some(&b),
+            &Event::LeaseEnded {
+                end: crate::telemetry::LeaseEnd::LeaseLost,
+            },
+        );
+        sink.emit(
+            Some(&b),
+            &Event::LeaseStarted {
+                shard: "b".into(),
+                checkpoint: None,
+            },
+        );
+        let r = rates.update(t0 + Duration::from_secs(2), &with_items(&sink, 150), 2.0);
+        assert_eq!(
+            r.items.get(&("app".to_owned(), "a".to_owned())),
+            Some(&25.0)
+        );
+        assert_eq!(
+            r.items.get(&("app".to_owned(), "b".to_owned())),
+            None,
+            "{r:?}"
+        );
+        // The window after: the new lease's own rate.
+        let r = rates.update(t0 + Duration::from_secs(4), &with_items(&sink, 170), 3.0);
+        assert_eq!(
+            r.items.get(&("app".to_owned(), "b".to_owned())),
+            Some(&10.0)
+        );
     }
 
     #[test]

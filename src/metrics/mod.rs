@@ -434,6 +434,8 @@ fn end_name(end: LeaseEnd) -> &'static str {
 /// A lease in the map: its handles, and when and how it ended (`None`: live).
 struct Entry {
     metrics: LeaseMetrics,
+    /// When this lease of the id started (a shard leased again gets a new entry).
+    started: Instant,
     ended: Option<Instant>,
     end: Option<LeaseEnd>,
 }
@@ -460,6 +462,17 @@ impl std::fmt::Debug for MetricsSink {
     }
 }
 
+/// Removes `id`'s series unless another attachment of its application+shard in `map` (its
+/// shard of the leases) still uses them.
+fn remove_unshared(families: &Families, map: &HashMap<LeaseId, Entry>, id: &LeaseId) {
+    let shared = map
+        .keys()
+        .any(|o| o.application == id.application && o.shard == id.shard);
+    if !shared {
+        families.remove(id);
+    }
+}
+
 impl MetricsSink {
     /// A sink with every family registered and no lease yet.
     pub fn new() -> Result<Self, MetricsError> {
@@ -474,8 +487,10 @@ impl MetricsSink {
     }
 
     fn shard(&self, id: &LeaseId) -> &RwLock<HashMap<LeaseId, Entry>> {
+        // By the labels only: every attachment of one application+shard (`LeaseId::serial`)
+        // is in the same map, which tells whether their shared series are still in use.
         let mut h = DefaultHasher::new();
-        id.hash(&mut h);
+        (&id.application, &id.shard).hash(&mut h);
         &self.leases[(h.finish() as usize) % SHARDS]
     }
 
@@ -501,11 +516,25 @@ impl MetricsSink {
             Some(_) => self.families.remove(id),
             None => {}
         }
+        // Another attachment of the same application+shard (`LeaseId::serial`) shares the
+        // series: ended ones go now (a fresh start, as above), a live one keeps counting.
+        let same = |other: &LeaseId| other.application == id.application && other.shard == id.shard;
+        if !map
+            .iter()
+            .any(|(other, e)| same(other) && e.ended.is_none())
+        {
+            let before = map.len();
+            map.retain(|other, _| !same(other));
+            if map.len() < before {
+                self.families.remove(id);
+            }
+        }
         let metrics = self.families.lease(id);
         map.insert(
             id.clone(),
             Entry {
                 metrics,
+                started: Instant::now(),
                 ended: None,
                 end: None,
             },
@@ -540,15 +569,19 @@ impl MetricsSink {
         let mut n = 0;
         for shard in &self.leases {
             let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+            let mut gone = Vec::new();
             map.retain(|id, e| match e.ended {
                 Some(at) if due(at) => {
                     self.keep_retired(id, e);
-                    self.families.remove(id);
+                    gone.push(id.clone());
                     n += 1;
                     false
                 }
                 _ => true,
             });
+            for id in gone {
+                remove_unshared(&self.families, &map, &id);
+            }
         }
         n
     }
@@ -563,7 +596,7 @@ impl MetricsSink {
             if let Some(e) = map.remove(lease) {
                 self.keep_retired(lease, &e);
             }
-            self.families.remove(lease);
+            remove_unshared(&self.families, &map, lease);
             return true;
         }
         false

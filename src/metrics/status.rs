@@ -13,7 +13,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{end_name, Entry, MetricsSink, C, ENDED_LINGER, G};
 use crate::telemetry::LeaseId;
@@ -81,6 +81,10 @@ pub struct LeaseStatus {
     pub dead_letters: u64,
     /// When the lease last had a problem; `None`: never.
     pub last_problem_at: Option<f64>,
+    /// When this lease of the shard started: tells a shard leased again (its counters
+    /// restarted from zero) from the lease before it, for rates. Not in the JSON.
+    #[serde(skip)]
+    pub started: Instant,
 }
 
 /// The process's row: what every lease shares.
@@ -130,6 +134,7 @@ impl LeaseStatus {
             item_retries: count(C::ItemRetries),
             dead_letters: count(C::DeadLetters),
             last_problem_at: (last_problem > 0).then(|| last_problem as f64 / 1000.0),
+            started: e.started,
         };
         row.age(now);
         row

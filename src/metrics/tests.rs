@@ -252,6 +252,43 @@ fn an_ended_lease_is_in_one_more_scrape_then_gone() {
     );
 }
 
+/// Two attachments of one application+shard at once (`LeaseId::serial`, a shard
+/// re-acquired on a server): one series, no panic; the first's end and removal leave the
+/// second's series in place.
+#[test]
+fn two_attachments_of_one_shard_share_a_series_until_both_are_gone() {
+    let s = sink();
+    let first = LeaseId::new("app", "shardId-1").with_serial(1);
+    let second = LeaseId::new("app", "shardId-1").with_serial(2);
+    feed_lease(&s, &first, 1, 0);
+    feed_lease(&s, &second, 1, 0);
+    let key = r#"rsmld_records_total{application="app",shard="shardId-1"}"#;
+    let both = samples(&s.render().unwrap());
+    assert_eq!(both[key], 200.0);
+    assert_eq!(both["rsmld_leases_attached"], 2.0);
+    s.emit(
+        Some(&first),
+        &Event::LeaseEnded {
+            end: LeaseEnd::LeaseLost,
+        },
+    );
+    s.scrape().unwrap();
+    let after = samples(&s.scrape().unwrap());
+    assert_eq!(after[key], 200.0, "the live attachment's series stays");
+    assert_eq!(after["rsmld_leases_attached"], 1.0);
+    assert_eq!(s.leases(), [(second.clone(), false)]);
+    s.emit(Some(&second), &batch(5, 50, 0));
+    assert_eq!(samples(&s.render().unwrap())[key], 205.0);
+    s.emit(
+        Some(&second),
+        &Event::LeaseEnded {
+            end: LeaseEnd::ShardEnded,
+        },
+    );
+    s.scrape().unwrap();
+    assert!(!s.scrape().unwrap().contains("shardId-1"));
+}
+
 #[test]
 fn a_lease_leased_again_before_its_removal_starts_from_zero() {
     let s = sink();

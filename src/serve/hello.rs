@@ -1,6 +1,7 @@
 //! What `rsmld attach` tells the server, and what the server answers.
 //!
-//! The hello is one JSON line, `{"version":1,"application":"orders"}`, sent with the
+//! The hello is one JSON line, `{"version":1,"application":"orders","stream":"order-events"}`
+//! (`stream` added within version 1: optional both ways), sent with the
 //! daemon's stdin and stdout attached (SCM_RIGHTS, [`super::fd`]). The answer, once the
 //! lease has ended, is one byte: the lease's exit status, which attach exits with. A closed
 //! socket without that byte means the server went away: attach exits non-zero at once.
@@ -21,6 +22,11 @@ pub struct Hello {
     /// The KCL application (`applicationName` of the daemon's properties), or empty.
     #[serde(default)]
     pub application: String,
+    /// The stream (`streamName` of the daemon's properties), or empty. Added within
+    /// version 1: a hello without it (an older attach) is served with an empty stream,
+    /// and an older server ignores it.
+    #[serde(default)]
+    pub stream: String,
 }
 
 /// A hello that cannot be served.
@@ -41,11 +47,12 @@ pub enum HelloError {
 }
 
 impl Hello {
-    /// A hello of this version for `application`.
-    pub fn new(application: &str) -> Hello {
+    /// A hello of this version for `application` and `stream`.
+    pub fn new(application: &str, stream: &str) -> Hello {
         Hello {
             version: VERSION,
             application: application.to_owned(),
+            stream: stream.to_owned(),
         }
     }
 
@@ -73,13 +80,21 @@ mod tests {
 
     #[test]
     fn round_trip_and_refusals() {
-        let line = Hello::new("orders").encode();
-        assert_eq!(line, b"{\"version\":1,\"application\":\"orders\"}\n");
+        let line = Hello::new("orders", "order-events").encode();
+        assert_eq!(
+            line,
+            b"{\"version\":1,\"application\":\"orders\",\"stream\":\"order-events\"}\n"
+        );
         assert_eq!(
             Hello::decode(&line[..line.len() - 1]).unwrap(),
-            Hello::new("orders")
+            Hello::new("orders", "order-events")
         );
         assert_eq!(Hello::decode(br#"{"version":1}"#).unwrap().application, "");
+        // An older attach's hello, without the stream.
+        assert_eq!(
+            Hello::decode(br#"{"version":1,"application":"orders"}"#).unwrap(),
+            Hello::new("orders", "")
+        );
         assert!(matches!(
             Hello::decode(br#"{"version":2,"application":"x"}"#),
             Err(HelloError::Version { got: 2 })

@@ -19,13 +19,15 @@
 pub mod fd;
 pub mod hello;
 pub mod signal;
+pub mod watch;
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::RawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,19 +44,85 @@ pub struct ServeOptions {
     pub allow_uids: Vec<u32>,
     /// How long attached leases may take to end after SIGTERM (`--grace`).
     pub grace: Duration,
-    /// Where to serve metrics and the status page (`--metrics-listen ADDR`).
+    /// Where to serve `/metrics`, the status page `/` and `/status.json`
+    /// (`--metrics-listen`).
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `--grace` when not given.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
-/// A serve command line that cannot be used.
+/// serve's own flags, on top of every child-mode option ([`command`]). Read from the
+/// command line only, not from `--properties` (the daemon's file is per application; the
+/// server serves several).
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Server")]
+pub struct ServeArgs {
+    /// The Unix socket attaches connect to (created owner-only, 0600; a stale one is
+    /// replaced, a live one refused).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// A user besides the server's own that may attach (repeatable).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+    /// How long attached leases may take to end under their daemons' control after
+    /// SIGTERM; then they are abandoned and the server exits (a duration: 30s, 2m;
+    /// 0s..=1d).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_grace)]
+    pub grace: Duration,
+    /// Serves /metrics, the status page / and /status.json on this address (host:port).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    crate::cli::units::parse_seconds_in(s, 0.0, 86_400.0, true)
+}
+
+impl From<ServeArgs> for ServeOptions {
+    fn from(a: ServeArgs) -> Self {
+        ServeOptions {
+            socket: a.socket,
+            allow_uids: a.allow_uid,
+            grace: a.grace,
+            metrics_listen: a.metrics_listen,
+        }
+    }
+}
+
+/// `rsmld serve`'s command line: `program`'s child-mode options (its tools hidden and
+/// refused) with [`ServeArgs`].
+pub fn command(program: &crate::cli::program::Program) -> clap::Command {
+    let cmd = program.command();
+    let tools: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    let mut cmd = <ServeArgs as clap::Args>::augment_args(cmd);
+    for tool in tools {
+        cmd = cmd.mut_subcommand(tool, |c| c.hide(true));
+    }
+    let name = program.name();
+    cmd.name("serve")
+        .bin_name(format!("{name} serve"))
+        .disable_help_subcommand(true)
+        .about("Serves every lease of this host: one worker pool and one handler per worker for every `rsmld attach`.")
+}
+
+/// Parses `argv` (program name first, `serve` removed) as `rsmld serve`'s command line,
+/// `--properties` included: child mode's options and serve's own.
+pub fn parse(
+    program: &crate::cli::program::Program,
+    argv: Vec<String>,
+) -> anyhow::Result<(crate::cli::config::Cli, ServeOptions)> {
+    let (cli, matches) = program.parse_with_properties_in(&command(program), argv)?;
+    let args = <ServeArgs as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    Ok((cli, args.into()))
+}
+
+/// A socket serve cannot listen on.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// `--socket` missing, or a flag of serve without its value.
-    #[error("{0}")]
-    Usage(String),
     /// A server already answers on the path.
     #[error("a server already answers on {0}")]
     InUse(PathBuf),
@@ -69,62 +137,6 @@ pub enum ServeError {
         /// Why.
         error: io::Error,
     },
-}
-
-/// Splits serve's own flags (`--socket PATH`, `--allow-uid UID`, `--grace DURATION`, also
-/// as `--flag=value`)
-/// out of `args` (the arguments after `serve`); the rest are child mode's options.
-pub fn split_args(args: &[String]) -> Result<(ServeOptions, Vec<String>), ServeError> {
-    let mut socket = None;
-    let mut allow_uids = Vec::new();
-    let mut grace = DEFAULT_GRACE;
-    let mut metrics_listen = None;
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--" {
-            rest.push(a.clone());
-            rest.extend(it.by_ref().cloned());
-            break;
-        }
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) => (f, Some(v.to_owned())),
-            None => (a.as_str(), None),
-        };
-        if !["--socket", "--allow-uid", "--grace", "--metrics-listen"].contains(&flag) {
-            rest.push(a.clone());
-            continue;
-        }
-        let value = match inline.or_else(|| it.next().cloned()) {
-            Some(v) => v,
-            None => return Err(ServeError::Usage(format!("{flag} needs a value"))),
-        };
-        if flag == "--socket" {
-            socket = Some(PathBuf::from(value));
-        } else if flag == "--metrics-listen" {
-            metrics_listen = Some(value.parse().map_err(|_| {
-                ServeError::Usage(format!("--metrics-listen {value:?}: not HOST:PORT"))
-            })?);
-        } else if flag == "--grace" {
-            grace = crate::cli::units::parse_seconds_in(&value, 0.0, 86_400.0, true)
-                .map_err(|e| ServeError::Usage(format!("--grace {value:?}: {e}")))?;
-        } else {
-            let uid = value
-                .parse()
-                .map_err(|_| ServeError::Usage(format!("--allow-uid {value:?}: not a user id")))?;
-            allow_uids.push(uid);
-        }
-    }
-    let socket = socket.ok_or_else(|| ServeError::Usage("serve needs --socket PATH".into()))?;
-    Ok((
-        ServeOptions {
-            socket,
-            allow_uids,
-            grace,
-            metrics_listen,
-        },
-        rest,
-    ))
 }
 
 /// Creates the listening socket at `path`, owner-only (see the module docs for what an
@@ -155,41 +167,94 @@ pub fn listen(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+/// Told each attach's hello before its lease runs (`Some`), and `None` once it ended: the
+/// server's log names the lease's stream in its start line.
+pub type AttachHook = Arc<dyn Fn(u64, Option<&Hello>) + Send + Sync>;
+
+/// How long lease threads get to end once abandoned after the grace period.
+const ABANDON_WAIT: Duration = Duration::from_secs(10);
+
 /// Accepts attaches, each lease on its own thread, until SIGTERM or SIGINT (see the
-/// module docs); returns whether every lease ended within the grace period.
+/// module docs), then stops the runtime ([`Runtime::shutdown`]: handlers closed, workers
+/// joined within their bound); returns whether every lease ended within the grace period.
 pub fn serve(
     listener: UnixListener,
-    runtime: Arc<Runtime>,
+    runtime: Runtime,
     options: &ServeOptions,
+    hook: AttachHook,
 ) -> io::Result<bool> {
     let wake = signal::install()?;
-    let state = Arc::new(State::default());
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    {
-        let state = state.clone();
-        let (socket, grace) = (options.socket.clone(), options.grace);
-        std::thread::Builder::new()
-            .name("rsmld-stop".into())
-            .spawn(move || {
-                let _ = done_tx.send(stop_on_signal(wake, &state, &socket, grace));
-            })?;
-    }
+    let state = Arc::new(State {
+        stopping: AtomicBool::new(false),
+        active: AtomicUsize::new(0),
+        stop: watch::Stop::new()?,
+        attaches: AtomicU64::new(0),
+    });
+    let runtime = Arc::new(runtime);
     let allowed: Arc<[u32]> = options.allow_uids.clone().into();
-    std::thread::Builder::new()
-        .name("rsmld-accept".into())
-        .spawn(move || accept_loop(listener, runtime, allowed, state))?;
-    // Invariant: the stop thread sends exactly once; a closed channel (it panicked) counts
-    // as leases left behind.
-    Ok(done_rx.recv().unwrap_or(false))
+    let accept = {
+        let (runtime, state) = (runtime.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("rsmld-accept".into())
+            .spawn(move || accept_loop(listener, runtime, allowed, state, hook))?
+    };
+    let drained = stop_on_signal(wake, &state, &options.socket, options.grace);
+    // Ends the accept loop, and every lease still attached (their attaches exit 1, their
+    // daemons restart them from their last checkpoint).
+    state.stop.fire();
+    let _ = accept.join();
+    if !wait_for(ABANDON_WAIT, || state.active.load(Ordering::SeqCst) == 0) {
+        log::warn!("lease threads still running {ABANDON_WAIT:?} after they were abandoned");
+    }
+    // The lease threads drop their handles as they end: wait for the last, then stop the
+    // workers within their bound.
+    let mut runtime = runtime;
+    let deadline = Instant::now() + ABANDON_WAIT;
+    loop {
+        match Arc::try_unwrap(runtime) {
+            Ok(rt) => {
+                if let Err(e) = rt.shutdown() {
+                    log::error!("{e}");
+                }
+                break;
+            }
+            Err(shared) if Instant::now() < deadline => {
+                runtime = shared;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => {
+                log::warn!("a lease still holds the runtime: exiting without its shutdown");
+                break;
+            }
+        }
+    }
+    Ok(drained)
 }
 
-/// What the accept loop and the stop share.
-#[derive(Default)]
+/// Polls `done` every 20 ms until it holds or `limit` passed; whether it held.
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the accept loop, the leases and the stop share.
 struct State {
     /// SIGTERM came: no new lease.
     stopping: AtomicBool,
     /// Leases attached now.
     active: AtomicUsize,
+    /// Fired once the grace period is over: the accept loop and every lease end.
+    stop: watch::Stop,
+    /// Attaches so far: each lease's serial (`LeaseId::serial`).
+    attaches: AtomicU64,
 }
 
 /// Counts one lease as attached while it lives.
@@ -206,10 +271,21 @@ fn accept_loop(
     runtime: Arc<Runtime>,
     allowed: Arc<[u32]>,
     state: Arc<State>,
+    hook: AttachHook,
 ) {
-    for conn in listener.incoming() {
-        let mut conn = match conn {
-            Ok(c) => c,
+    use std::os::fd::AsRawFd;
+    loop {
+        match watch::wait_readable(&[listener.as_raw_fd(), state.stop.fd()], -1) {
+            Ok(ready) if ready[1] => return,
+            Ok(_) => {}
+            Err(e) => {
+                log::error!("waiting for attaches: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        let mut conn = match listener.accept() {
+            Ok((c, _)) => c,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // Out of descriptors, say: this one is lost, the next may work.
@@ -227,11 +303,23 @@ fn accept_loop(
         }
         let runtime = runtime.clone();
         let allowed = allowed.clone();
+        let hook = hook.clone();
         let spawned = std::thread::Builder::new()
             .name("rsmld-lease".into())
             .spawn(move || {
+                // Dropped in reverse order: the runtime before the count, so that no
+                // lease holds it once none is counted.
                 let _attached = attached;
-                serve_one(conn, &runtime, &allowed)
+                let runtime = runtime;
+                let serial = _attached.0.attaches.fetch_add(1, Ordering::SeqCst) + 1;
+                serve_one(
+                    conn,
+                    &runtime,
+                    &allowed,
+                    _attached.0.stop.fd(),
+                    serial,
+                    &hook,
+                );
             });
         if let Err(e) = spawned {
             log::error!("cannot start a lease thread: {e}");
@@ -252,23 +340,17 @@ fn stop_on_signal(mut wake: File, state: &State, socket: &Path, grace: Duration)
     }
     state.stopping.store(true, Ordering::SeqCst);
     let _ = std::fs::remove_file(socket);
-    let deadline = Instant::now() + grace;
     log::info!(
         "stopping: no new attaches; waiting up to {grace:?} for {} attached lease(s)",
         state.active.load(Ordering::SeqCst)
     );
-    loop {
-        let left = state.active.load(Ordering::SeqCst);
-        if left == 0 {
-            log::info!("stopped: every lease ended");
-            return true;
-        }
-        if Instant::now() >= deadline {
-            log::warn!("stopping with {left} lease(s) still attached after {grace:?}");
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if wait_for(grace, || state.active.load(Ordering::SeqCst) == 0) {
+        log::info!("stopped: every lease ended");
+        return true;
     }
+    let left = state.active.load(Ordering::SeqCst);
+    log::warn!("stopping with {left} lease(s) still attached after {grace:?}: abandoning them");
+    false
 }
 
 /// How long an attach has to send its hello.
@@ -278,19 +360,41 @@ const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const STATUS_OK: u8 = 0;
 
 /// One attach: credentials, hello, the lease, its status.
-fn serve_one(mut conn: UnixStream, runtime: &Runtime, allowed: &[u32]) {
+fn serve_one(
+    mut conn: UnixStream,
+    runtime: &Runtime,
+    allowed: &[u32],
+    stop: RawFd,
+    serial: u64,
+    hook: &AttachHook,
+) {
     // A peer that connects and says nothing holds no thread for long. Nothing else is
-    // read from the socket after the hello.
+    // read from the socket after the hello: the lease's input watches it for the
+    // attach's end ([`watch`]).
     let _ = conn.set_read_timeout(Some(HELLO_TIMEOUT));
     let status = match accept_lease(&conn, allowed) {
         Err(e) => {
             log::error!("refused an attach: {e}");
             crate::app::EXIT_USAGE
         }
-        Ok((hello, input, output)) => {
-            let result = runtime.run_lease_for(&hello.application, input, output);
-            lease_status(&hello.application, &result)
-        }
+        Ok((hello, input, output)) => match conn.try_clone() {
+            Err(e) => {
+                log::error!("refused an attach: {e}");
+                crate::app::EXIT_FAILURE
+            }
+            Ok(watched) => {
+                log::info!(
+                    "attach {serial}: application {:?}, stream {:?}",
+                    hello.application,
+                    hello.stream
+                );
+                let input = watch::WatchedInput::new(input, watched, stop);
+                hook(serial, Some(&hello));
+                let result = runtime.run_lease_attached(&hello.application, serial, input, output);
+                hook(serial, None);
+                lease_status(&hello.application, &result)
+            }
+        },
     };
     // The attach may be gone (the daemon killed it): nothing more to tell.
     let _ = conn.write_all(&[status]);

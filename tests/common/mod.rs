@@ -364,6 +364,30 @@ pub fn written(dir: &Path) -> Vec<(String, serde_json::Value)> {
     out
 }
 
+/// Like [`written`], but for reading while the handler may still be appending: each file
+/// is read up to its last `'\n'` and the rest (the part of a write in progress that is
+/// already visible) is left out. Every line up to there must still parse. This is no
+/// weaker for a check of what a checkpoint covers: the file handler appends each batch (each
+/// item, under `--debug-delay-ms`) as whole lines in one write to a file only its worker
+/// writes, and a batch counts as done, so can be covered, only after its write (and sync)
+/// returned; an unfinished write is therefore always the file's tail and never holds an
+/// item a checkpoint already covers.
+pub fn written_so_far(dir: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        for l in std::str::from_utf8(&bytes[..complete]).unwrap().lines() {
+            let v =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display()));
+            out.push((name.clone(), v));
+        }
+    }
+    out
+}
+
 /// A handler-level item: record `i` at `seq(i)` with partition key `key` and a payload of
 /// `payload` bytes of `x`.
 pub fn item_with(i: u64, key: &str, payload: usize) -> rsmld::pipeline::item::Item<'static> {

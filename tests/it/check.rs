@@ -1073,3 +1073,65 @@ fn shard_prioritization_cannot_be_set() {
         "app.properties:10: error: shardPrioritization cannot be set from the properties file: the daemon has no converter for it and fails at start-up (ConversionException); remove it\n"
     );
 }
+
+/// `executableName = rsmld attach --socket PATH --properties FILE`: check reads attach's
+/// own flags, says the handler options are the server's and not checked, and does not ask
+/// for a handler (old code: "rsmld rejects its arguments" for attach's flags, an error).
+#[test]
+fn check_understands_an_attach_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("rsmld.sock");
+    let lines: Vec<String> = [
+        format!(
+            "executableName = {RSMLD} attach --socket {} --properties app.properties",
+            socket.display()
+        ),
+        "applicationName = app".into(),
+        "streamName = s".into(),
+        "AwsCredentialsProvider = DefaultCredentialsProvider".into(),
+        "workerId = host-1".into(),
+        "shutdownGraceMillis = 30000".into(),
+        "callProcessRecordsEvenForEmptyRecordList = true".into(),
+    ]
+    .to_vec();
+    let (code, err) = check(&lines, "3");
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("error:"), "{err}");
+    assert!(
+        err.contains("app.properties:1: warning: executableName: rsmld attach hands each lease to the rsmld serve on")
+            && err.contains("not checked here"),
+        "{err}"
+    );
+    assert!(!err.contains("--handler"), "no handler asked for: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // attach's own flags are checked: a bad --retry-for, no --socket.
+    let mut bad = lines.clone();
+    bad[0] = format!("executableName = {RSMLD} attach --socket /x.sock --retry-for soon");
+    let (code, err) = check(&bad, "3");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "app.properties:1: error: executableName: rsmld attach rejects its arguments:"
+        ) && err.contains("--retry-for"),
+        "{err}"
+    );
+    bad[0] = format!("executableName = {RSMLD} attach --properties app.properties");
+    let (code, err) = check(&bad, "3");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--socket"), "{err}");
+
+    // A relative socket, no --properties, rsmld.* keys that attach does not read.
+    let mut odd = lines.clone();
+    odd[0] = format!("executableName = {RSMLD} attach --socket rsmld.sock");
+    odd.push("rsmld.handler = file".into());
+    let (code, err) = check(&odd, "3");
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "--socket rsmld.sock is relative",
+        "rsmld attach without --properties",
+        "rsmld attach reads no rsmld.* keys",
+    ] {
+        assert!(err.contains(want), "{want} not in:\n{err}");
+    }
+}

@@ -324,6 +324,47 @@ fn json_lines_parse_and_carry_the_shard() {
         .starts_with("exiting: 30 records"));
 }
 
+/// A daemon that leaves after an answered `shutdownRequested` (stdin closes before any
+/// `leaseLost`): the lease ended gracefully, so its `LeaseEnded` (and with it the metrics'
+/// `rsmld_lease_ends_total{end}` and the status page) says `ShutdownRequested`, not `Eof`.
+#[test]
+fn an_answered_shutdown_requested_then_eof_ends_as_shutdown_requested() {
+    let mut cmd = Command::new(common::rsmld_bin());
+    cmd.args(args(&[
+        "--handler",
+        "discard",
+        "--checkpoint-interval",
+        "0s",
+        "--log-format",
+        "json",
+    ]));
+    let mut p = Proc::from_command(cmd);
+    let mut model = rsmld::testkit::transcript::initialize(&mut p).unwrap();
+    let recs = records(1, 10);
+    model.deliver_all(&recs);
+    let l = line(&DaemonMessage::ProcessRecords {
+        records: recs,
+        millis_behind_latest: Some(0),
+    });
+    run_action(&mut p, &mut model, &l, Action::ProcessRecords).unwrap();
+    shutdown_requested(&mut p, &mut model).unwrap();
+    p.close_stdin();
+    assert_eq!(
+        p.wait(Duration::from_secs(20)).unwrap(),
+        0,
+        "{}",
+        p.stderr()
+    );
+    let stderr = p.stderr();
+    let ends: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["event"] == "LeaseEnded")
+        .map(|l| l["end"].clone())
+        .collect();
+    assert_eq!(ends, ["ShutdownRequested"], "{stderr}");
+}
+
 /// Waits for a stderr line containing each of `texts`; the line.
 fn wait_line(p: &mut Proc, texts: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -484,3 +484,375 @@ fn sigterm_grace_ends_and_leaves_the_lease_to_its_daemon() {
     assert_eq!(a.wait(WAIT).unwrap(), 1, "{}", a.stderr());
     assert_eq!(m.last, Some(esn(4)));
 }
+
+/// `rsmld serve --help` is clap's: serve's own flags and every child-mode option (old
+/// code: serve's flags were split by hand and `--help` failed for want of `--socket`).
+#[test]
+fn serve_help_lists_its_own_flags_and_child_modes() {
+    let out = std::process::Command::new(common::rsmld_bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--socket <PATH>",
+        "--allow-uid <UID>",
+        "--grace <DURATION>",
+        "--metrics-listen <ADDR>",
+        "--workers",
+        "--handler",
+        "--properties",
+        "--on-error",
+        "--log-format",
+        "--output",
+    ] {
+        assert!(help.contains(flag), "{flag} not in:\n{help}");
+    }
+    // Without --socket: clap's usage error, exit 2.
+    let mut p = Proc::spawn(&args(&["serve", "--handler", "discard"]));
+    assert_eq!(p.wait(WAIT).unwrap(), 2);
+    assert!(p.stderr().contains("--socket <PATH>"), "{}", p.stderr());
+    // A bad serve value: exit 2, naming the flag.
+    let mut p = Proc::spawn(&args(&[
+        "serve",
+        "--socket",
+        "/nonexistent/s",
+        "--grace",
+        "soon",
+        "--handler",
+        "discard",
+    ]));
+    assert_eq!(p.wait(WAIT).unwrap(), 2);
+    assert!(p.stderr().contains("--grace"), "{}", p.stderr());
+}
+
+/// Child-mode options from `--properties` in serve mode, serve's own on the command line.
+#[test]
+fn serve_takes_child_mode_options_from_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let props = dir.path().join("server.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "rsmld.handler = file\nrsmld.output = {}\nrsmld.checkpoint_interval = 0s\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let (mut srv, socket) = server(dir.path(), &["--properties", props.to_str().unwrap()]);
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut m = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut m, records(0, 10)).unwrap();
+    assert_eq!(finish(&mut a, &mut m), 0, "{}", srv.stderr());
+    assert_eq!(written(&out).len(), 10, "{}", srv.stderr());
+}
+
+/// Slow items for shard 7 (0.3 s each), quick ones for the others.
+const SLOW_SHARD7: &str = r#"n=0; while read -r l; do n=$((n+1)); case "$l" in *shardId-000000000007*) sleep 0.3;; esac; echo "ok $n"; done"#;
+
+/// An attach killed (SIGKILL) mid-batch while its daemon (this test) keeps the pipes open:
+/// the server notices on the attach's socket, ends that lease (nothing checkpointed past
+/// processed work), and serves another lease. Old code: the lease ran on until the pipes
+/// closed.
+#[test]
+fn a_killed_attach_ends_its_lease_even_with_the_pipes_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut list = vec!["--handler", "exec", "--workers", "2"];
+    list.extend(common::CHECKPOINT_EVERY_BATCH);
+    list.extend(["--", "/bin/sh", "-c", SLOW_SHARD7]);
+    let (mut srv, socket) = server(dir.path(), &list);
+    let mut slow = attach(dir.path(), &socket, "alpha");
+    let mut ms = init(&mut slow, "shardId-000000000007");
+    ms.deliver_all(&records(0, 40));
+    slow.send(&line(&rsmld::testkit::encode::process_records(
+        records(0, 40),
+        Some(0),
+    )));
+    std::thread::sleep(Duration::from_millis(500));
+    slow.child.kill().unwrap();
+    slow.child.wait().unwrap();
+    // The pipes stay open: `slow` still holds them.
+    let deadline = Instant::now() + WAIT;
+    while !srv.stderr_contains("the attach went away") {
+        assert!(Instant::now() < deadline, "{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = srv.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("alpha/shardId-000000000007") && l.contains("lease ended (Failed)")),
+        "{log}"
+    );
+    // No checkpoint reached the daemon for the abandoned batch.
+    assert!(ms.stored.is_empty(), "{:?}", ms.stored);
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut mb = init(&mut b, "shardId-000000000001");
+    common::process_records(&mut b, &mut mb, records(100, 110)).unwrap();
+    assert_eq!(mb.last, Some(esn(109)));
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", srv.stderr());
+    drop(slow);
+}
+
+/// Each exec child writes its pid on start and a mark when its stdin closes.
+const MARKING_CHILD: &str = r#"echo $$ > "$MARKS/pid.$$"; n=0; while read -r l; do n=$((n+1)); echo "ok $n"; done; touch "$MARKS/closed.$$""#;
+
+fn pids_and_closed(marks: &Path) -> (Vec<i32>, usize) {
+    let mut pids = Vec::new();
+    let mut closed = 0;
+    for e in std::fs::read_dir(marks).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if let Some(pid) = name.strip_prefix("pid.") {
+            pids.push(pid.parse().unwrap());
+        } else if name.starts_with("closed.") {
+            closed += 1;
+        }
+    }
+    (pids, closed)
+}
+
+/// SIGTERM, the lease ending within the grace: the server shuts the runtime down, so
+/// every exec child sees its stdin close (and exits) before the server exits. Old code:
+/// the children were killed by the exit sweep, never closed.
+#[test]
+fn sigterm_shuts_the_handlers_down_before_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let socket = dir.path().join("rsmld.sock");
+    let mut list = args(&["serve", "--socket", socket.to_str().unwrap()]);
+    list.extend(args(&[
+        "--handler",
+        "exec",
+        "--workers",
+        "2",
+        "--grace",
+        "30s",
+    ]));
+    list.extend(args(&common::CHECKPOINT_EVERY_BATCH));
+    list.extend(args(&["--", "/bin/sh", "-c", MARKING_CHILD]));
+    let mut srv = Proc::spawn_env(&list, &[("MARKS", marks.to_str().unwrap())]);
+    let deadline = Instant::now() + WAIT;
+    while !srv.stderr_contains("serving leases on") {
+        assert!(Instant::now() < deadline, "{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut m = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut m, records(0, 20)).unwrap();
+    sigterm(&srv);
+    assert_eq!(finish(&mut a, &mut m), 0, "{}", srv.stderr());
+    assert_eq!(srv.wait(WAIT).unwrap(), 0, "{}", srv.stderr());
+    let (pids, closed) = pids_and_closed(&marks);
+    assert_eq!(pids.len(), 2, "{}", srv.stderr());
+    assert_eq!(
+        closed,
+        2,
+        "children not closed before exit:\n{}",
+        srv.stderr()
+    );
+    assert!(pids.iter().all(|&p| !common::alive(p)), "{pids:?}");
+}
+
+/// SIGTERM with a lease still attached after `--grace`: the lease is abandoned (its
+/// attach exits 1), then the runtime shut down: the children close, the server exits 1.
+#[test]
+fn sigterm_after_grace_abandons_then_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let socket = dir.path().join("rsmld.sock");
+    let mut list = args(&["serve", "--socket", socket.to_str().unwrap()]);
+    list.extend(args(&[
+        "--handler",
+        "exec",
+        "--workers",
+        "2",
+        "--grace",
+        "1s",
+    ]));
+    list.extend(args(&common::CHECKPOINT_EVERY_BATCH));
+    list.extend(args(&["--", "/bin/sh", "-c", MARKING_CHILD]));
+    let mut srv = Proc::spawn_env(&list, &[("MARKS", marks.to_str().unwrap())]);
+    let deadline = Instant::now() + WAIT;
+    while !srv.stderr_contains("serving leases on") {
+        assert!(Instant::now() < deadline, "{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut m = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut m, records(0, 20)).unwrap();
+    sigterm(&srv);
+    assert_eq!(srv.wait(WAIT).unwrap(), 1, "{}", srv.stderr());
+    assert_eq!(a.wait(WAIT).unwrap(), 1, "{}", a.stderr());
+    assert!(srv.stderr().contains("abandoning"), "{}", srv.stderr());
+    let (pids, closed) = pids_and_closed(&marks);
+    assert_eq!((pids.len(), closed), (2, 2), "{}", srv.stderr());
+    assert!(pids.iter().all(|&p| !common::alive(p)), "{pids:?}");
+    assert_eq!(m.last, Some(esn(19)));
+}
+
+/// The hello carries the stream (`streamName`); the server logs it with the application.
+#[test]
+fn the_stream_name_reaches_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, socket, _out) = file_server(dir.path());
+    let props = dir.path().join("orders.properties");
+    std::fs::write(
+        &props,
+        "applicationName = orders\nstreamName = order-events\nexecutableName = rsmld attach\n",
+    )
+    .unwrap();
+    let mut a = Proc::spawn(&args(&[
+        "attach",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--properties",
+        props.to_str().unwrap(),
+    ]));
+    let mut m = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut m, records(0, 3)).unwrap();
+    assert_eq!(finish(&mut a, &mut m), 0, "{}", srv.stderr());
+    let log = srv.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"orders\"") && l.contains("\"order-events\"")),
+        "{log}"
+    );
+}
+
+/// A shard attached twice at once (re-acquired while the first attachment's work is
+/// pending): two leases, each with its own files; both complete and checkpoint their own
+/// last record. Old code: one LeaseId, so the file handler wrote both into one file.
+#[test]
+fn two_attachments_of_one_shard_keep_their_files_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, socket, out) = file_server(dir.path());
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "alpha");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    let mut mb = init(&mut b, "shardId-000000000001");
+    for batch in 0..3u64 {
+        let (lo, hi) = (batch * 10, batch * 10 + 10);
+        common::process_records(&mut a, &mut ma, records(lo, hi)).unwrap();
+        common::process_records(&mut b, &mut mb, records(1000 + lo, 1000 + hi)).unwrap();
+    }
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    common::process_records(&mut b, &mut mb, records(1030, 1040)).unwrap();
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+    assert_eq!(ma.last, Some(esn(29)));
+    assert_eq!(mb.last, Some(esn(1039)));
+    let mut by_file: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (file, v) in common::written(&out) {
+        let seq = v["sequenceNumber"].as_str().unwrap().to_owned();
+        by_file.entry(file.to_string()).or_default().push(seq);
+    }
+    let mut all: Vec<String> = by_file.values().flatten().cloned().collect();
+    all.sort();
+    let mut want: Vec<String> = (0..30).chain(1000..1040).map(seq).collect();
+    want.sort();
+    assert_eq!(all, want);
+    let low = seq(1000);
+    assert_eq!(low.len(), seq(0).len(), "sequence numbers compare as text");
+    for (file, seqs) in &by_file {
+        assert!(
+            seqs.iter().all(|s| *s < low) || seqs.iter().all(|s| *s >= low),
+            "{file} mixes both attachments: {seqs:?}"
+        );
+    }
+}
+
+/// A server's log: in json, the lines of lease events carry application and shard, and each
+/// lease has progress lines (old code: no application field, no progress lines in serve
+/// mode).
+#[test]
+fn json_log_lines_name_the_application_and_shard_of_each_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut opts = file_options(&out);
+    opts.extend(args(&[
+        "--log-format",
+        "json",
+        "--progress-interval",
+        "200ms",
+    ]));
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut b = attach(dir.path(), &socket, "beta");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    let mut mb = init(&mut b, "shardId-000000000002");
+    common::process_records(&mut a, &mut ma, records(0, 10)).unwrap();
+    common::process_records(&mut b, &mut mb, records(10, 20)).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let progress_of = |log: &str, app: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["event"] == "Progress" && v["application"] == app)
+    };
+    while !(progress_of(&srv.stderr(), "alpha") && progress_of(&srv.stderr(), "beta")) {
+        assert!(Instant::now() < deadline, "{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    assert_eq!(finish(&mut b, &mut mb), 0, "{}", srv.stderr());
+    let log = srv.stderr();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for (app, shard) in [
+        ("alpha", "shardId-000000000001"),
+        ("beta", "shardId-000000000002"),
+    ] {
+        for event in ["LeaseStarted", "LeaseEnded", "Progress"] {
+            assert!(
+                lines.iter().any(|v| v["event"] == event
+                    && v["application"] == app
+                    && v["shard"] == shard
+                    && v["lease"] == format!("{app}/{shard}")),
+                "no {event} line of {app}/{shard}:\n{log}"
+            );
+        }
+    }
+}
+
+/// A server's text log: `rsmld[application/shard] LEVEL message`, progress lines included.
+#[test]
+fn text_log_lines_name_the_lease_and_have_progress_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut opts = file_options(&out);
+    opts.extend(args(&["--progress-interval", "200ms"]));
+    let (mut srv, socket) = server(
+        dir.path(),
+        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut ma = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut ma, records(0, 10)).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !srv.stderr_contains("rsmld[alpha/shardId-000000000001] INFO progress: 10 items") {
+        assert!(Instant::now() < deadline, "{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(finish(&mut a, &mut ma), 0, "{}", srv.stderr());
+    let log = srv.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("rsmld[alpha/shardId-000000000001] INFO initialize")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("rsmld[-] INFO serving leases on")),
+        "{log}"
+    );
+}

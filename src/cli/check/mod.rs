@@ -627,6 +627,14 @@ impl Checker<'_> {
         let is_rsmld = Path::new(&program)
             .file_name()
             .is_some_and(|n| n == "rsmld" || n == self.program.name());
+        if is_rsmld && argv.get(1).is_some_and(|a| a == "attach") {
+            self.attach(
+                &argv,
+                exe.line,
+                !settings.args.is_empty() || settings.command.is_some(),
+            );
+            return None;
+        }
         if !takes_properties {
             if !settings.args.is_empty() || settings.command.is_some() {
                 self.warning(
@@ -686,6 +694,72 @@ impl Checker<'_> {
         }
         self.handler_prerequisites(&run, exe.line);
         Some(run)
+    }
+
+    /// `executableName = rsmld attach ...`: what attach needs (its flags, the socket, the
+    /// application it names the lease by). The handler, pool and policy options are the
+    /// server's (`rsmld serve`), so they are not checked here, and said so.
+    fn attach(&mut self, argv: &[String], line: usize, has_rsmld_keys: bool) {
+        let parsed = <crate::cli::attach::AttachArgs as clap::Parser>::try_parse_from(
+            std::iter::once("rsmld attach".to_owned()).chain(argv[2..].iter().cloned()),
+        );
+        let args = match parsed {
+            Ok(a) => a,
+            Err(e) => {
+                // clap's message up to its usage part, on one line.
+                let rendered = e.render().to_string();
+                let message: Vec<&str> = rendered
+                    .lines()
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
+                self.error(
+                    Some(line),
+                    format!(
+                        "executableName: rsmld attach rejects its arguments: {}",
+                        message.join(" ").trim_start_matches("error: ")
+                    ),
+                );
+                return;
+            }
+        };
+        let socket = &args.socket;
+        if socket.is_relative() {
+            self.warning(
+                Some(line),
+                format!("executableName: --socket {} is relative: it resolves from the daemon's working directory; use the absolute path rsmld serve listens on", socket.display()),
+            );
+        } else if socket.parent().is_some_and(|d| !d.is_dir()) {
+            self.warning(
+                Some(line),
+                format!("executableName: --socket {}: its directory does not exist (yet): rsmld serve creates the socket there (a systemd unit's RuntimeDirectory makes /run/rsmld)", socket.display()),
+            );
+        }
+        match &args.properties {
+            None => self.warning(
+                Some(line),
+                "executableName: rsmld attach without --properties: its leases have no application or stream name on the server, so two applications with the same shard ids share file names and log names",
+            ),
+            Some(_) => {
+                self.same_file(argv, line);
+                if self.get("applicationName").is_none() {
+                    self.warning(
+                        Some(line),
+                        "rsmld attach names its leases by applicationName, which this file lacks",
+                    );
+                }
+            }
+        }
+        if has_rsmld_keys {
+            self.warning(
+                Some(line),
+                "rsmld attach reads no rsmld.* keys: the handler, pool and policy options are rsmld serve's",
+            );
+        }
+        self.warning(
+            Some(line),
+            format!("executableName: rsmld attach hands each lease to the rsmld serve on {}: the handler, pool and policy options are the server's and are not checked here (check the server's command line with rsmld serve --help)", socket.display()),
+        );
     }
 
     /// Whether `executableName` runs the `rsmld` binary itself (not a compiled-in processor),
