@@ -3,6 +3,7 @@
 #
 #   scripts/demo.sh             # KCL 3.1.3
 #   scripts/demo.sh --kcl 2     # KCL 2.5.8 (or RSMLD_KCL=2)
+#   scripts/demo.sh --serve     # serve mode: two streams, two daemons, one `rsmld serve` (below)
 #
 # On a machine with Rust, Java 17, Python 3 and Node.js, everything on 127.0.0.1:
 #   1. builds rsmld (cargo build --release) and installs the daemons, the emulators and the
@@ -17,6 +18,14 @@
 # It stops everything it started when it ends (also on Ctrl-C) and exits non-zero if a record is
 # missing, the parent shard did not reach SHARD_END or a checkpoint did not catch up.
 #
+# --serve: one `rsmld serve --socket S --handler file --output DIR` holds every lease of two
+# streams (two 2-shard streams, two applications, two daemons); each daemon's executableName is
+# `rsmld attach --socket S --properties <its properties file>`. It puts records into both,
+# waits until each application's records are processed and checkpointed, scrapes /metrics
+# (when this rsmld serve takes --metrics-listen), stops the daemons and then the server
+# (SIGTERM), and prints per application what was processed and checkpointed, and a /metrics
+# excerpt.
+#
 # Environment: RSMLD_KCL=3|2 (the daemon; default 3, --kcl wins), RSMLD_STATE (default
 # <repo>/.state; the run's files go to $RSMLD_STATE/demo/<id>), RSMLD_BIN=/abs/rsmld to skip the
 # build, DEMO_PLAIN / DEMO_AGGREGATES / DEMO_PER_AGGREGATE for the number of records put before
@@ -24,9 +33,11 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+SERVE=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --serve) SERVE=1; shift ;;
         --kcl) RSMLD_KCL="$2"; shift 2 ;;
         --kcl=*) RSMLD_KCL="${1#--kcl=}"; shift ;;
         *) die "unknown argument $1 (see --help)" ;;
@@ -46,18 +57,26 @@ T0=$(date +%s)
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 elapsed() { echo "$(($(date +%s) - T0))s"; }
 
-daemon_started=0 emulators_started=0
+daemon_started=0 emulators_started=0 server_pid="" serve_run_dirs=()
 cleanup() {
-    local rc=$?
+    local rc=$? d
     trap - EXIT INT TERM
     if [ "$daemon_started" = 1 ]; then
         "$RSMLD_REPO/scripts/run-daemon.sh" stop --run-dir "$RUN_DIR" --timeout 20 || true
     fi
+    for d in "${serve_run_dirs[@]+"${serve_run_dirs[@]}"}"; do
+        "$RSMLD_REPO/scripts/run-daemon.sh" stop --run-dir "$d" --timeout 20 || true
+    done
+    if [ -n "$server_pid" ]; then stop_pid "$server_pid" 40 || true; fi
     if [ "$emulators_started" = 1 ]; then
         "$RSMLD_REPO/scripts/emulators.sh" stop || true
     fi
     if [ "$rc" != 0 ]; then
         log "FAILED (exit $rc) after $(elapsed); the run's files: $WORK"
+        if [ -f "$WORK/server.log" ]; then
+            log "server log: $WORK/server.log; its last lines:"
+            tail -n 5 "$WORK/server.log" | cut -c1-240 >&2 || true
+        fi
         if [ -f "$RUN_DIR/daemon.log" ]; then
             log "daemon log: $RUN_DIR/daemon.log; its last errors:"
             grep -E ' ERROR | WARN |Exception' "$RUN_DIR/daemon.log" | grep -v 'Received error line' |
@@ -84,6 +103,12 @@ export RSMLD_BIN   # run-daemon.sh checks the properties file with it
 "$RSMLD_REPO/scripts/install-daemon.sh"
 case "$RSMLD_BIN$WORK" in *" "*) die "the daemon cannot run a path with a space: $RSMLD_BIN / $WORK" ;; esac
 T_SETUP=$(date +%s)
+
+if [ "$SERVE" = 1 ]; then
+    # shellcheck source=demo-serve.sh
+    . "$RSMLD_REPO/scripts/demo-serve.sh"
+    exit 0
+fi
 
 # --- 2. emulators, stream, leases -----------------------------------------------------------
 step "2/6 start the emulators; create a 2-shard stream and its lease table"

@@ -10,6 +10,13 @@
 #   bulk      a 1 MB line from the real daemon, acknowledged before it is decoded; all records once
 #   handoff   (KCL 3.x only) a second worker joins and the lease balancer hands it a lease:
 #             shutdownRequested checkpoint, then leaseLost; the new owner starts exactly there
+#   serve     one `rsmld serve`, two daemons (two streams, two applications) whose children are
+#             `rsmld attach`: plain + KPL records, a split on one stream, graceful stop of the
+#             daemons then SIGTERM to the server (exit 0); every record once under its application,
+#             every lease at its last record / SHARD_END; /metrics scraped twice during the run
+#             (--metrics-listen; skipped loudly if this rsmld serve has no such flag)
+#   serve-kill  the server SIGKILLed mid-stream: every attach exits non-zero at once, the daemons
+#             exit; server (stale socket) and daemons restarted: nothing lost, checkpoints at the end
 #
 #   scripts/e2e.sh                 # build rsmld (release), install, run every case under both versions
 #   scripts/e2e.sh --kcl 3         # only under KCL 3.1.3 (--kcl 2: only KCL 2.5.8; --kcl both)
@@ -30,7 +37,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-case "${1:-}" in -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 KCLS="${RSMLD_E2E_KCL:-both}"
 args=()

@@ -21,8 +21,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Unsorted on purpose: importing harness puts scripts/ (kinesis_tool) on the path.
-from harness import (SHARD0, SHARD1, CaseFailed, Case, Daemon, Producer, esn, messages,  # noqa: I001
-                     proc_shard, read_metrics_files, run_suite, sample, say)
+from harness import (SHARD0, SHARD1, AttachDaemon, CaseFailed, Case, Daemon, Producer, Server, Side,  # noqa: I001
+                     esn, free_port, messages, pid_alive, proc_shard, read_metrics_files, run_suite, sample, say,
+                     serve_supports_metrics_listen)
 import kinesis_tool as kt
 
 
@@ -609,9 +610,303 @@ class Handoff(Case):
         self.check_daemon_logs()
 
 
+# --------------------------------------------------------------------------------------------
+# Serve mode: one `rsmld serve` holds every lease; the daemons' children are `rsmld attach`.
+
+
+def lease_problems(side, closed=()):
+    """Each shard of the side's manifest has a lease checkpointed at its last record (the
+    shards in `closed`: SHARD_END); no other lease in its table. [] when all are."""
+    want = last_esn_by_shard(side.read_manifest())
+    rows = side.leases()
+    problems = [f"lease {s[-1]} not in the table" for s in want if s not in rows]
+    problems += [f"lease {s} has no record" for s in rows if s not in want]
+    for s, e in want.items():
+        if s not in rows:
+            continue
+        got = rows[s].get("checkpoint") if s in closed else lease_esn(rows[s])
+        if got != ("SHARD_END" if s in closed else e):
+            problems.append(f"{s[-1]}: {got if s in closed else fmt_esn(got)} != "
+                            f"{'SHARD_END' if s in closed else fmt_esn(e)}")
+    return problems
+
+
+def describe_leases(side):
+    return ", ".join(f"{s[-1]}: {r.get('checkpoint') if r.get('checkpoint') == 'SHARD_END' else fmt_esn(lease_esn(r))}"
+                     for s, r in sorted(side.leases().items()))
+
+
+def delivered(daemon, shard):
+    """The records the daemon sent in processRecords to the live (not exited) processors of
+    `shard`, from their recorded transcripts."""
+    return sum(len(m.get("records") or []) for evs in processes_of(daemon, shard)
+               if not any(e["dir"] == "exit" for e in evs)
+               for e, m in messages(evs) if e["dir"] == "d2p" and m.get("action") == "processRecords")
+
+
+def check_scrape(case, server, sides, when):
+    """GET /metrics during the run, parsed by the Prometheus Python client: per (application,
+    shard) of every open shard's lease, rsmld_records_total = the records its daemon delivered (= put
+    into the shard), rsmld_items_total = its lines in the output, at least one stored
+    checkpoint, rsmld_millis_behind_latest present."""
+    state = {}
+
+    def figures():
+        text, samples = server.scrape()
+        got, want = {}, {}
+        for side, d in sides:
+            manifest = collections.Counter(m["shard"] for m in side.read_manifest())
+            lines = collections.Counter(kt.output_shard(o) for o in side.output())
+            # The open shards' leases (a split parent's lease has ended; its series may be gone).
+            for shard in sorted(sh["ShardId"] for sh in side.shards() if kt.is_open(sh)):
+                lab = {"application": side.app, "shard": shard}
+                stored = [v for n, ls, v in samples if n == "rsmld_checkpoints_total"
+                          and ls.get("application") == side.app and ls.get("shard") == shard
+                          and ls.get("outcome") == "stored"]
+                got[(side.label, shard)] = {
+                    "records": sample(samples, "rsmld_records_total", **lab),
+                    "items": sample(samples, "rsmld_items_total", **lab),
+                    "stored": sum(stored) if stored else None,
+                    "lag_ms": sample(samples, "rsmld_millis_behind_latest", **lab),
+                }
+                want[(side.label, shard)] = {"delivered": delivered(d, shard), "put": manifest[shard],
+                                             "lines": lines[shard]}
+        state.update(text=text, got=got, want=want)
+        return got and all(g["records"] == want[k]["delivered"] and g["items"] == want[k]["lines"]
+                           and (g["stored"] or 0) >= 1 for k, g in got.items())
+    # Counters move as the leases work: wait (bounded) until they settle; if they never do,
+    # the checks below say which figure is wrong.
+    t0 = time.monotonic()
+    while not figures() and time.monotonic() - t0 < 20:
+        time.sleep(0.5)
+    text, got, want = state["text"], state["got"], state["want"]
+    path = os.path.join(case.work, f"scrape-{when.replace(' ', '-')}.prom")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    present = [k for k, g in got.items() if g["records"] is not None]
+    case.check(len(got) >= 4 and len(present) == len(got),
+               f"/metrics {when}: a series for the lease of every open shard of both applications",
+               f"{len(present)} of {len(got)} ({', '.join(f'{a}/{s[-1]}' for a, s in sorted(present))}); {path}")
+
+    def per_lease(label, ok, show):
+        case.check(got and all(ok(g, want[k]) for k, g in got.items()), f"/metrics {when}: {label}",
+                   ", ".join(f"{a}/{s[-1]}: {show(g, want[(a, s)])}" for (a, s), g in sorted(got.items())))
+    per_lease("rsmld_records_total = records the daemon delivered = records put",
+              lambda g, w: g["records"] is not None and g["records"] == w["delivered"] == w["put"],
+              lambda g, w: f"{g['records']} / {w['delivered']} / {w['put']}")
+    per_lease("rsmld_items_total = the lease's lines in the output",
+              lambda g, w: g["items"] is not None and g["items"] == w["lines"],
+              lambda g, w: f"{g['items']} / {w['lines']}")
+    per_lease('rsmld_checkpoints_total{outcome="stored"} >= 1', lambda g, w: (g["stored"] or 0) >= 1,
+              lambda g, w: f"{g['stored']}")
+    per_lease("rsmld_millis_behind_latest present", lambda g, w: g["lag_ms"] is not None and g["lag_ms"] >= 0,
+              lambda g, w: f"{g['lag_ms']}")
+    excerpt = [line for line in text.splitlines() if line.startswith(("rsmld_records_total", "rsmld_items_total"))]
+    case.note(f"/metrics {when} ({len(text.splitlines())} lines), excerpt: " + " | ".join(excerpt[:4]))
+
+
+def metrics_port_or_skip(case):
+    """A free port for --metrics-listen, or None (loudly) when this rsmld has no such flag."""
+    if serve_supports_metrics_listen(case.work):
+        return free_port()
+    say("!" * 78)
+    say(f"{case.name}: SKIPPING the /metrics scrape: this rsmld serve does not take --metrics-listen")
+    say("!" * 78)
+    case.note("SKIPPED: the /metrics scrape (rsmld serve has no --metrics-listen)")
+    return None
+
+
+class ServeCase(Case):
+    """A case with one rsmld serve (self.server): killed at cleanup, counted in the leftover check."""
+
+    server = None
+
+    def cleanup(self):
+        super().cleanup()
+        if self.server:
+            self.server.kill()
+
+    def our_pids(self):
+        return super().our_pids() | ({p.pid for p in self.server.procs} if self.server else set())
+
+
+class Serve(ServeCase):
+    name = "serve"
+    title = "(h) rsmld serve: two streams (two daemons, two applications) on one server, split, graceful stop"
+
+    def body(self):
+        port = metrics_port_or_skip(self)
+        server = self.server = Server(self, args=["--checkpoint-interval", "0.5"], metrics_port=port)
+        a, b = Side(self, "a", server), Side(self, "b", server)
+        for s in (a, b):
+            s.create_stream(2)
+            s.create_leases()
+            s.put(plain=16, aggregated=3, per_aggregate=4, tag=f"{s.label}1")
+        server.start()
+        props = {"shutdownGraceMillis": 5000, "cleanupLeasesUponShardCompletion": "false"}
+        da = AttachDaemon(a, "daemon-a", "worker-a", server, props).start()
+        db = AttachDaemon(b, "daemon-b", "worker-b", server, props).start()
+        for s in (a, b):
+            s.wait_records(timeout=150)
+        self.wait_until("both applications' leases checkpointed at their last records",
+                        lambda: not lease_problems(a) and not lease_problems(b), timeout=30, watch=[da, db])
+        if port:
+            check_scrape(self, server, [(a, da), (b, db)], "before the split")
+
+        kc = self.emu.kinesis
+        parent = next(s for s in a.shards() if s["ShardId"] == SHARD0)
+        lo, hi = int(parent["HashKeyRange"]["StartingHashKey"]), int(parent["HashKeyRange"]["EndingHashKey"])
+        kc.split_shard(StreamName=a.stream, ShardToSplit=SHARD0, NewStartingHashKey=str((lo + hi + 1) // 2))
+        kt.wait_stream_active(kc, a.stream)
+        children = sorted(s["ShardId"] for s in a.shards() if s.get("ParentShardId") == SHARD0)
+        self.require(len(children) == 2, "[a] the split made two child shards", ", ".join(children))
+        for s in (a, b):
+            s.put(plain=16, aggregated=2, per_aggregate=4, tag=f"{s.label}2")
+        a.wait_until(f"[a] {SHARD0} lease checkpoint is SHARD_END",
+                     lambda: a.leases().get(SHARD0, {}).get("checkpoint") == "SHARD_END", watch=[da, db])
+        for s in (a, b):
+            s.wait_records(timeout=90)
+        self.wait_until("every lease checkpointed at its last record (the split parent: SHARD_END)",
+                        lambda: not lease_problems(a, {SHARD0}) and not lease_problems(b), timeout=30, watch=[da, db])
+        if port:
+            check_scrape(self, server, [(a, da), (b, db)], "after the split")
+
+        rcs = stop_all([da, db])
+        self.note(f"daemon exit codes after SIGTERM: {rcs}")
+        rc = server.terminate(60)
+        self.check(rc == 0, "rsmld serve exits 0 on SIGTERM once its leases ended", f"exit code {rc}")
+        self.check(not os.path.exists(server.socket), "the server removed its socket", server.socket)
+
+        for s in (a, b):
+            s.check_records()
+        names = server.naming_problems({a.app, b.app})
+        n_lines = sum(len(lines) for _, lines in server.files())
+        n_apps = len(a.output()) + len(b.output())
+        self.check(not names and n_lines == n_apps,
+                   'output files <application>.<shardId>.…jsonl, each line {"application":"<it>",… of that shard',
+                   f"{len(server.files())} files, {n_lines} lines ({n_apps} of the two applications)"
+                   + (f"; {names[:3]}" if names else ""))
+        in_children = collections.Counter(kt.output_shard(o) for o in a.output())
+        self.check(all(in_children[c] > 0 for c in children), "[a] the child shards' records were processed",
+                   ", ".join(f"{c[-1]}: {in_children[c]}" for c in children))
+        for s, closed in ((a, {SHARD0}), (b, set())):
+            bad = lease_problems(s, closed)
+            s.check(not bad, "every lease checkpointed at its last record" + (" (the split parent: SHARD_END)"
+                                                                              if closed else ""),
+                    "; ".join(bad) or describe_leases(s))
+        self.check_processes()
+        self.check_daemon_logs()
+        errors = [line for line in server.log_text().splitlines() if " ERROR " in line]
+        self.check(not errors, "server log free of ERROR lines", " | ".join(e[:200] for e in errors[:3]))
+
+
+class ServeKill(ServeCase):
+    name = "serve-kill"
+    title = "(i) rsmld serve SIGKILLed mid-stream: every attach exits at once, restarts lose nothing"
+
+    def body(self):
+        server = self.server = Server(self, args=["--checkpoint-interval", "0.5"])
+        a, b = Side(self, "a", server), Side(self, "b", server)
+        for s in (a, b):
+            s.create_stream(2)
+            s.create_leases()
+            s.put(plain=12, tag=f"{s.label}k")
+        server.start()
+        props = {"shutdownGraceMillis": 3000}
+        d1 = [AttachDaemon(s, f"run1-{s.label}", f"worker-{s.label}", server, props).start() for s in (a, b)]
+        producers = [Producer(s, batch=2, period=0.25, tag="live") for s in (a, b)]
+        for p in producers:
+            p.start()
+        try:
+            def progressed():
+                return all(len(s.output()) >= 30 and all(lease_esn(r)[0] >= 0 for r in s.leases().values())
+                           for s in (a, b))
+            self.wait_until("both applications: records processed and checkpointed on every shard", progressed,
+                            timeout=150, watch=d1)
+            attaches = {d.name: d.rsmld_pids() for d in d1}
+            self.require(all(len(p) == 2 for p in attaches.values()), "pgrep finds two rsmld attach per daemon",
+                         str(attaches))
+            say(f"{self.name}: SIGKILL to rsmld serve (pid {server.pid})")
+            t_kill = time.time()
+            server.kill()
+            pids = [p for ps in attaches.values() for p in ps]
+            deadline = time.monotonic() + 10
+            while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            left = [p for p in pids if pid_alive(p)]
+            self.check(not left, "every rsmld attach exited within 10 s of the server's SIGKILL",
+                       f"{len(pids)} attaches" + (f"; still running: {left}" if left else ""))
+            rcs = [d.wait_exit(60) for d in d1]
+            self.check(all(rc is not None and rc != 0 for rc in rcs),
+                       "each daemon saw its children die and exited non-zero", f"exit codes {rcs}")
+            for d in d1:
+                d.reap_group()
+            exits = []
+            for d in d1:
+                for evs in d.transcripts().values():
+                    start = next((e for e in evs if e["dir"] == "start"), {})
+                    if start.get("child_pid") in pids:
+                        x = [e for e in evs if e["dir"] == "exit"]
+                        exits.append((proc_shard(evs), x[-1]["rc"] if x else None,
+                                      round(x[-1]["ts"] - t_kill, 1) if x else None))
+            self.check(len(exits) == 4 and all(rc not in (None, 0) and t < 10 for _, rc, t in exits),
+                       "recorded: each attach alive at the kill exited non-zero, seconds after it",
+                       ", ".join(f"{s[-1] if s else '?'}: rc {rc} after {t}s" for s, rc, t in exits))
+            ckpt = {s.label: {k: lease_esn(r) for k, r in s.leases().items()} for s in (a, b)}
+            self.note("checkpoints after run1: " + "; ".join(
+                f"{k}: " + ", ".join(f"{sh[-1]}: {fmt_esn(e)}" for sh, e in sorted(v.items())) for k, v in ckpt.items()))
+            time.sleep(1)  # records keep coming while everything is down
+
+            server.start()
+            self.check("removing stale socket" in server.log_text(), "the restarted server removed the stale socket",
+                       server.log_paths[-1])
+            d2 = [AttachDaemon(s, f"run2-{s.label}", f"worker-{s.label}", server, props).start() for s in (a, b)]
+
+            def initialized():
+                inits = {}
+                for s, d in zip((a, b), d2):
+                    for evs in d.transcripts().values():
+                        for e, m in messages(evs):
+                            if m.get("action") == "initialize":
+                                inits[(s.label, m["shardId"])] = esn(m.get("sequenceNumber"),
+                                                                     m.get("subSequenceNumber"))
+                return inits if len(inits) == 4 else None
+            inits = self.wait_until("the restarted daemons initialized every shard", initialized, timeout=150, watch=d2)
+            self.check(all(inits[(k, sh)] == e for k, v in ckpt.items() for sh, e in v.items()),
+                       "each shard resumes from its checkpoint",
+                       ", ".join(f"{k}/{sh[-1]}: {fmt_esn(e)}" for (k, sh), e in sorted(inits.items())))
+            time.sleep(2)
+        finally:
+            counts = [p.stop() for p in producers]
+        self.note(f"producers put {counts} records while the daemons ran")
+        for s in (a, b):
+            s.wait_records(timeout=90, watch=d2)
+        self.wait_until("every lease checkpointed at its last record",
+                        lambda: not lease_problems(a) and not lease_problems(b), timeout=30, watch=d2)
+        for s in (a, b):
+            manifest, _output, rep = s.check_records(allow_duplicates=True)
+            by_key = {(m["partitionKey"], m["data"]): m for m in manifest}
+            early = [k for k in rep["duplicated"] if esn(by_key[k]["sequenceNumber"], by_key[k]["subSequenceNumber"])
+                     <= ckpt[s.label].get(by_key[k]["shard"], (-1, 0))]
+            s.check(not early, "nothing at or below a checkpoint was written twice (duplicates only after it)",
+                    f"{len(rep['duplicated'])} of {len(manifest)} records twice (at-least-once across the kill)"
+                    + (f"; {len(early)} at or below the checkpoint" if early else ""))
+            bad = lease_problems(s)
+            s.check(not bad, "every lease checkpointed at its last record", "; ".join(bad) or describe_leases(s))
+        rcs = stop_all(d2)
+        self.note(f"restarted daemons' exit codes after SIGTERM: {rcs}")
+        rc = server.terminate(60)
+        self.check(rc == 0, "the restarted rsmld serve exits 0 on SIGTERM", f"exit code {rc}")
+        self.check_processes(daemons=d2)
+        allowed = ("Reached end of STDIN of child process", "Encountered an error while running daemon")
+        bad = {d.name: d.fatal_log_lines(allowed) for d in d1}
+        bad.update({d.name: d.fatal_log_lines() for d in d2})
+        self.check(not any(bad.values()), "daemon logs: nothing fatal beyond run1's dead children", str(bad))
+
+
 # e2e.sh runs the KCL 3.x cases in two runners side by side, every other case each (--part): this
 # order gives each runner one of the two long two-daemon cases (steal, handoff).
-CASES = [Records, Split, Sigterm, Kill, Steal, Handoff, Bulk]
+CASES = [Records, Split, Sigterm, Kill, Steal, Handoff, Bulk, Serve, ServeKill]
 
 if __name__ == "__main__":
     sys.exit(run_suite(CASES, description=__doc__.split("\n\n")[0]))

@@ -284,14 +284,208 @@ def load_transcripts(rec_dir):
     return procs
 
 
+# --------------------------------------------------------------------------------------------
+
+
+def serve_supports_metrics_listen(work):
+    """Whether this rsmld's `serve` takes --metrics-listen: its help mentions it, or a command
+    line with it and --help is accepted (serve splits its own flags off before child mode's
+    parser, which rejects a flag it does not know)."""
+    help_text = subprocess.run([RSMLD, "serve", "--help"], capture_output=True, text=True, timeout=30,
+                               check=False)
+    if "--metrics-listen" in help_text.stdout + help_text.stderr:
+        return True
+    probe = subprocess.run([RSMLD, "serve", "--socket", os.path.join(work, "probe.sock"), "--metrics-listen",
+                            "127.0.0.1:1", "--help"], capture_output=True, text=True, timeout=30, check=False)
+    return probe.returncode == 0
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One `rsmld serve` (file handler) in the foreground, in its own process group; the
+    daemons' children are `rsmld attach` processes (AttachDaemon) connecting to its socket."""
+
+    def __init__(self, case, name="server", args=(), metrics_port=None):
+        self.case, self.name = case, name
+        self.dir = os.path.join(case.work, name)
+        self.out_dir = os.path.join(self.dir, "out")
+        self.socket = os.path.join(self.dir, "rsmld.sock")
+        if len(self.socket) > 100:  # sun_path holds 108 bytes
+            import tempfile
+            self.socket = os.path.join(tempfile.mkdtemp(prefix="rsmld-e2e-"), "rsmld.sock")
+        self.metrics_port = metrics_port
+        self.args = ["--workers", "2", *args, "--handler", "file", "--output", self.out_dir]
+        self.procs = []  # every server process started (a restart adds one)
+        self.proc = None
+        self.returncode = None
+        self.log_paths = []
+
+    def command(self):
+        cmd = [RSMLD, "serve", "--socket", self.socket, "--grace", "30s"]
+        if self.metrics_port:
+            cmd += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
+        return cmd + self.args
+
+    def start(self, timeout=30):
+        os.makedirs(self.dir, exist_ok=True)
+        log_path = os.path.join(self.dir, f"server{len(self.procs) + 1}.log")
+        self.log_paths.append(log_path)
+        say(f"{self.case.name}: starting {' '.join(self.command()[1:3])} ... (log {log_path})")
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env={**os.environ, "RUST_LOG": "info"})
+        self.procs.append(self.proc)
+        self.returncode = None
+        self.case.wait_until("rsmld serve listens on its socket", self.listening, timeout=timeout)
+        return self
+
+    def listening(self):
+        """Its log says it serves (after the socket is bound; a stale socket of a killed
+        server exists before that, so the file alone says nothing)."""
+        if self.proc.poll() is not None:
+            raise CaseFailed(f"rsmld serve exited {self.proc.returncode} at start: {self.log_tail()}")
+        try:
+            with open(self.log_paths[-1], encoding="utf-8", errors="replace") as f:
+                return "serving leases on" in f.read() and os.path.exists(self.socket)
+        except OSError:
+            return False
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout=60):
+        """SIGTERM; the exit code (None: still running after `timeout`, then SIGKILLed)."""
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        say(f"{self.case.name}: SIGTERM to rsmld serve (pid {self.pid})")
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            say(f"{self.case.name}: rsmld serve still running {timeout}s after SIGTERM: SIGKILL")
+            self.kill()
+            return None
+        return self.returncode
+
+    def kill(self):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.returncode = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def log_text(self):
+        text = ""
+        for p in self.log_paths:
+            try:
+                with open(p, encoding="utf-8", errors="replace") as f:
+                    text += f.read()
+            except OSError:
+                pass
+        return text
+
+    def log_tail(self, n=5):
+        return " | ".join(line.strip()[:200] for line in self.log_text().splitlines()[-n:])
+
+    def files(self):
+        """The file handler's output files: [(file name, [raw lines])]."""
+        out = []
+        if not os.path.isdir(self.out_dir):
+            return out
+        for name in sorted(os.listdir(self.out_dir)):
+            if name.endswith(".jsonl"):
+                with open(os.path.join(self.out_dir, name), encoding="utf-8", errors="replace") as f:
+                    out.append((name, [line for line in f if line.endswith("\n")]))
+        return out
+
+    def output(self, application):
+        """The records written for `application`: the lines of its files
+        `<application>.<shardId>.<time>.<nnnn>.w<k>.jsonl` (dead letters excluded)."""
+        records = []
+        for name, lines in self.files():
+            if name.split(".")[0] != application or name.endswith(".deadletter.jsonl"):
+                continue
+            for line in lines:
+                try:
+                    o = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(o, dict) and "partitionKey" in o and "data" in o:
+                    records.append(o)
+        return records
+
+    def naming_problems(self, applications):
+        """Lines whose file or item JSON does not name their lease: the file name must start
+        `<application>.<shardId>.` for one of `applications`, each line must start with
+        `{"application":"<that application>"` and carry that shardId."""
+        problems = []
+        for name, lines in self.files():
+            parts = name.split(".")
+            app = parts[0]
+            if app not in applications or len(parts) < 6:
+                problems.append(f"file {name}: not <application>.<shardId>.<time>.<nnnn>.w<k>.jsonl")
+                continue
+            shard = parts[1]
+            for line in lines:
+                o = json.loads(line)
+                if not line.startswith('{"application":' + json.dumps(app) + ","):
+                    problems.append(f"{name}: a line starts {line[:40]!r}")
+                elif kt.output_shard(o) != shard:
+                    problems.append(f"{name}: a line of shard {kt.output_shard(o)}")
+        return problems
+
+    def scrape(self):
+        """GET /metrics, parsed by the Prometheus Python client: [(sample, labels, value)]."""
+        import urllib.request
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            if r.status != 200:
+                raise CaseFailed(f"GET {url}: HTTP {r.status}")
+            text = r.read().decode("utf-8")
+        return text, parse_exposition(text, f"GET {url}")
+
+
+class AttachDaemon(Daemon):
+    """A daemon whose processor is `rsmld attach --socket S --properties <its properties
+    file>` (through the recorder): the lease runs in `server`, named by the file's
+    applicationName. No rsmld.* keys: the server has the handler and pool options."""
+
+    def __init__(self, case, name, worker_id, server, props=None, env=None):
+        super().__init__(case, name, worker_id, (), props, env)
+        self.server = server
+        self.props = {k: v for k, v in self.props.items() if not k.startswith("rsmld.")}
+        self.rsmld_args = ["attach", "--socket", server.socket, "--properties", self.props_path]
+
+    def rsmld_pids(self):
+        pattern = f"^{re.escape(RSMLD)} attach .*--properties {re.escape(self.props_path)}( |$)"
+        r = subprocess.run(["pgrep", "-f", pattern], stdout=subprocess.PIPE, text=True, check=False)
+        return sorted(int(p) for p in r.stdout.split() if pid_alive(int(p)))
+
+    def output(self):
+        return self.server.output(self.case.app)
+
+
 def read_metrics_files(metrics_dir):
     """rsmld's metrics files in `metrics_dir` (--metrics-dir), each parsed by the Prometheus
     Python client's text parser (text_string_to_metric_families, through scripts/prom_parse.py
     in .state/metrics-venv), not by rsmld's code: {file name: [(sample name, labels, value)]}.
     Only `*.prom` files (what node_exporter reads); one removed while listing is skipped. A
     missing parser or a file it rejects is a CaseFailed that says so."""
-    if not os.access(METRICS_PY, os.X_OK):
-        raise CaseFailed(f"no Prometheus Python client at {METRICS_PY}: run scripts/install-metrics-parser.sh")
     files = {}
     for name in sorted(os.listdir(metrics_dir)):
         if not name.endswith(".prom"):
@@ -301,13 +495,22 @@ def read_metrics_files(metrics_dir):
                 text = f.read()
         except FileNotFoundError:
             continue  # its lease just ended
-        r = subprocess.run([METRICS_PY, PROM_PARSE], input=text, capture_output=True, text=True,
-                           timeout=60, check=False)
-        if r.returncode != 0:
-            raise CaseFailed(f"{name} does not parse: {r.stderr.strip()[:300]}")
-        files[name] = [(s["name"], s["labels"], s["value"])
-                       for fam in json.loads(r.stdout) for s in fam["samples"]]
+        files[name] = parse_exposition(text, name)
     return files
+
+
+def parse_exposition(text, what):
+    """A Prometheus text exposition parsed by the Prometheus Python client's text parser
+    (text_string_to_metric_families, through scripts/prom_parse.py in .state/metrics-venv),
+    not by rsmld's code: [(sample name, labels, value)]. No parser, or a text it rejects
+    (`what` names it), is a CaseFailed that says so."""
+    if not os.access(METRICS_PY, os.X_OK):
+        raise CaseFailed(f"no Prometheus Python client at {METRICS_PY}: run scripts/install-metrics-parser.sh")
+    r = subprocess.run([METRICS_PY, PROM_PARSE], input=text, capture_output=True, text=True,
+                       timeout=60, check=False)
+    if r.returncode != 0:
+        raise CaseFailed(f"{what} does not parse: {r.stderr.strip()[:300]}")
+    return [(s["name"], s["labels"], s["value"]) for fam in json.loads(r.stdout) for s in fam["samples"]]
 
 
 def sample(samples, name, **labels):
@@ -619,6 +822,30 @@ class Case:
                 evs += pevs
         evs.sort(key=lambda e: (e["ts"], e["wpid"], e["seq"]))
         return evs
+
+
+
+class Side(Case):
+    """One stream and application of a case that runs several (the serve cases): its own
+    stream, lease table and manifest; its checks are the parent case's (prefixed by `label`),
+    its daemons are in the parent's list (cleanup, leftover check), its output is the
+    server's lines of its application."""
+
+    def __init__(self, parent, label, server):
+        self.name = f"{parent.name}-{label}"
+        super().__init__(parent.emu, parent.work, parent.kcl)
+        self.parent, self.label, self.server = parent, label, server
+        self.daemons = parent.daemons
+        self.checks, self.notes = parent.checks, parent.notes
+
+    def check(self, ok, label, detail=""):
+        return self.parent.check(ok, f"[{self.label}] {label}", detail)
+
+    def note(self, text):
+        self.parent.note(f"[{self.label}] {text}")
+
+    def output(self, daemons=None):
+        return self.server.output(self.app)
 
 
 # --------------------------------------------------------------------------------------------
