@@ -152,7 +152,16 @@ fn run_server(
     log: &logging::ServerLog,
 ) -> anyhow::Result<()> {
     cli.run.validate()?;
+    if cli.run.metrics_dir.is_some() && options.metrics_listen.is_some() {
+        // Each retires an ended lease's series once it has shown them: one reader only.
+        return Err(crate::cli::config::ConfigError::Invalid(
+            "--metrics-dir and --metrics-listen: choose one (a server scraped over HTTP needs no files)"
+                .into(),
+        )
+        .into());
+    }
     let progress_interval = cli.run.progress_interval;
+    let (metrics_dir, metrics_interval) = (cli.run.metrics_dir.clone(), cli.run.metrics_interval);
     crate::cli::check::prereq::startup(&cli.run)?;
     let config = cli.run.into_runtime_config()?;
     if !crate::process::reaper::become_subreaper() {
@@ -173,6 +182,17 @@ fn run_server(
         );
         sink = Arc::new(Fanout(vec![sink, metrics]));
     }
+    let mut metrics_files = None;
+    if let Some(dir) = &metrics_dir {
+        // One file per lease for node_exporter's textfile collector, as in child mode.
+        let metrics = Arc::new(crate::metrics::MetricsSink::new()?);
+        metrics_files = Some(crate::metrics::dir::start(
+            dir,
+            metrics_interval,
+            metrics.clone(),
+        )?);
+        sink = Arc::new(Fanout(vec![sink, metrics]));
+    }
     let listener = crate::serve::listen(&options.socket)
         .map_err(|e| crate::cli::config::ConfigError::Invalid(e.to_string()))?;
     let runtime = crate::runtime::Runtime::start(config, sink)?;
@@ -184,6 +204,9 @@ fn run_server(
     };
     let stopped = crate::serve::serve(listener, runtime, options, hook)?;
     drop(progress);
+    if let Some(writer) = metrics_files {
+        writer.stop();
+    }
     let swept = crate::process::reaper::sweep();
     if swept > 0 {
         log::warn!("killed {swept} handler process(es) still running at exit");

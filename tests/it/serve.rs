@@ -891,3 +891,51 @@ fn a_lost_worker_stops_the_server() {
     assert!(srv.stderr_contains("worker(s) lost"), "{}", srv.stderr());
     assert!(!socket.exists(), "socket left behind");
 }
+
+/// `--metrics-dir` on a server: one file per lease for node_exporter's textfile collector,
+/// as in child mode (named by application and shard, counting the lease's records), gone
+/// once the lease ends; with `--metrics-listen` too, a start-up error (each retires ended
+/// leases once shown: one reader only).
+#[test]
+fn a_server_writes_a_metrics_file_per_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("metrics");
+    std::fs::create_dir(&metrics).unwrap();
+    let mut list = vec!["--handler", "discard", "--metrics-interval", "0.2s"];
+    list.extend(["--metrics-dir", metrics.to_str().unwrap()]);
+    list.extend(common::CHECKPOINT_EVERY_BATCH);
+    let (mut srv, socket) = server(dir.path(), &list);
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut model = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut model, records(0, 12)).unwrap();
+    let file = metrics.join("rsmld-alpha-shardId-000000000001.prom");
+    let want = "rsmld_records_total{application=\"alpha\",shard=\"shardId-000000000001\"} 12";
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains(want)) {
+        assert!(Instant::now() < deadline, "no {want} in {}", file.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(finish(&mut a, &mut model), 0, "{}", srv.stderr());
+    let deadline = Instant::now() + WAIT;
+    while file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} outlived its lease",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sigterm(&srv);
+    assert_eq!(srv.wait(WAIT).unwrap(), 0, "{}", srv.stderr());
+
+    let out = std::process::Command::new(common::rsmld_bin())
+        .args(["serve", "--socket", socket.to_str().unwrap()])
+        .args(["--metrics-listen", "127.0.0.1:0", "--handler", "discard"])
+        .args(["--metrics-dir", metrics.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("choose one"), "{err}");
+}
