@@ -457,6 +457,10 @@ class Server:
             if r.status != 200:
                 raise CaseFailed(f"GET {url}: HTTP {r.status}")
             text = r.read().decode("utf-8")
+        # Kept in the run dir (metrics-1.prom, ...): what the checks read, for a failure's reader.
+        self.scrapes = getattr(self, "scrapes", 0) + 1
+        with open(os.path.join(self.dir, f"metrics-{self.scrapes}.prom"), "w", encoding="utf-8") as f:
+            f.write(text)
         return text, parse_exposition(text, f"GET {url}")
 
 
