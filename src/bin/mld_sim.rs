@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! mld_sim --batches K --records B --size S [--kpl A] [--end shutdown|shard-end]
-//!         [--seed N] [--json] [--label NAME] -- CMD ARGS...
+//!         [--seed N] [--json] [--label NAME] [--shard-id ID] [--start-at UNIX_S] -- CMD ARGS...
 //! ```
 //!
 //! The scenario is `initialize`; K `processRecords` batches of B records with S random bytes
@@ -35,7 +35,9 @@
 //! 10^6), the child's CPU time (user + sys, from `wait4`), its peak RSS (`VmHWM` of the
 //! child read at the final status; `ru_maxrss` is reported too, but it includes the
 //! pre-`exec` copy of the simulator), the time from spawn to `status(initialize)`, and
-//! per-batch round-trip percentiles.
+//! per-batch round-trip percentiles. `--start-at` lets many simulators (the many-leases
+//! benchmark) spawn their processors at one instant; the JSON report then carries
+//! `started_unix_s` and `start_late_s`.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -93,6 +95,11 @@ struct Args {
     /// Longest wait for one processor line, in seconds (the daemon's timeoutInSeconds).
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Spawn the processor at this wall-clock time (Unix seconds, fractions allowed), after
+    /// the scenario is generated: many simulators started together then begin their leases
+    /// at one instant (at once when the time has passed; the report says how late).
+    #[arg(long)]
+    start_at: Option<f64>,
     /// Copy the processor's stderr to ours (default: keep its last lines, shown on failure).
     #[arg(long)]
     child_stderr: bool,
@@ -534,6 +541,8 @@ fn main() -> ExitCode {
     let mut m = Measures::default();
     let mut violations = Vec::new();
 
+    let start_late = args.start_at.map(wait_until);
+    let started_unix = unix_now();
     let spawned = Instant::now();
     let mut run = match Run::spawn(&args.command, args.child_stderr) {
         Ok(r) => r,
@@ -612,6 +621,8 @@ fn main() -> ExitCode {
                 "largest_line_bytes": sc.largest_line,
                 "prepare_s": prep.as_secs_f64(),
             },
+            "started_unix_s": started_unix,
+            "start_late_s": start_late,
             "wall_s": nan_null(wall),
             "records_per_s": nan_null(records_per_s),
             "items_per_s": nan_null(records_per_s),
@@ -714,6 +725,23 @@ fn last(cps: &CheckpointModel) -> String {
     cps.last
         .as_ref()
         .map_or_else(|| "none".to_owned(), ToString::to_string)
+}
+
+/// The wall clock in Unix seconds (0 before 1970: a broken clock only skews a report).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Sleeps until the wall clock reads `at` (Unix seconds); returns how late the wake-up is
+/// (the time already passed counts as late).
+fn wait_until(at: f64) -> f64 {
+    let left = at - unix_now();
+    if left > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(left));
+    }
+    unix_now() - at
 }
 
 fn nan_null(x: f64) -> serde_json::Value {
