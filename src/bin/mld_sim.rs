@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! mld_sim --batches K --records B --size S [--kpl A] [--end shutdown|shard-end]
-//!         [--seed N] [--json] [--label NAME] [--shard-id ID] [--start-at UNIX_S] -- CMD ARGS...
+//!         [--seed N] [--json] [--label NAME] [--shard-id ID] [--gate] -- CMD ARGS...
 //! ```
 //!
 //! The scenario is `initialize`; K `processRecords` batches of B records with S random bytes
@@ -35,9 +35,10 @@
 //! 10^6), the child's CPU time (user + sys, from `wait4`), its peak RSS (`VmHWM` of the
 //! child read at the final status; `ru_maxrss` is reported too, but it includes the
 //! pre-`exec` copy of the simulator), the time from spawn to `status(initialize)`, and
-//! per-batch round-trip percentiles. `--start-at` lets many simulators (the many-leases
-//! benchmark) spawn their processors at one instant; the JSON report then carries
-//! `started_unix_s` and `start_late_s`.
+//! per-batch round-trip percentiles. `--gate` lets many simulators (the many-leases
+//! benchmark) spawn their processors at one instant: each says `ready` on stdout once its
+//! scenario is generated and spawns on a line from stdin; the JSON report carries
+//! `started_unix_s` (the spawn).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -95,11 +96,11 @@ struct Args {
     /// Longest wait for one processor line, in seconds (the daemon's timeoutInSeconds).
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// Spawn the processor at this wall-clock time (Unix seconds, fractions allowed), after
-    /// the scenario is generated: many simulators started together then begin their leases
-    /// at one instant (at once when the time has passed; the report says how late).
+    /// After generating the scenario, print `ready` on stdout and wait for one line on stdin
+    /// before spawning the processor: a benchmark running many simulators starts all their
+    /// leases at one instant (its own, when it has seen every `ready`).
     #[arg(long)]
-    start_at: Option<f64>,
+    gate: bool,
     /// Copy the processor's stderr to ours (default: keep its last lines, shown on failure).
     #[arg(long)]
     child_stderr: bool,
@@ -541,7 +542,12 @@ fn main() -> ExitCode {
     let mut m = Measures::default();
     let mut violations = Vec::new();
 
-    let start_late = args.start_at.map(wait_until);
+    if args.gate {
+        if let Err(e) = wait_for_gate() {
+            eprintln!("mld_sim: --gate: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let started_unix = unix_now();
     let spawned = Instant::now();
     let mut run = match Run::spawn(&args.command, args.child_stderr) {
@@ -622,7 +628,6 @@ fn main() -> ExitCode {
                 "prepare_s": prep.as_secs_f64(),
             },
             "started_unix_s": started_unix,
-            "start_late_s": start_late,
             "wall_s": nan_null(wall),
             "records_per_s": nan_null(records_per_s),
             "items_per_s": nan_null(records_per_s),
@@ -734,14 +739,13 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Sleeps until the wall clock reads `at` (Unix seconds); returns how late the wake-up is
-/// (the time already passed counts as late).
-fn wait_until(at: f64) -> f64 {
-    let left = at - unix_now();
-    if left > 0.0 {
-        std::thread::sleep(Duration::from_secs_f64(left));
-    }
-    unix_now() - at
+/// `--gate`: says `ready` on stdout, then waits for one line (or EOF) on stdin.
+#[expect(clippy::print_stdout, reason = "the gate's handshake is on stdout")]
+fn wait_for_gate() -> std::io::Result<()> {
+    println!("ready");
+    std::io::stdout().flush()?;
+    std::io::stdin().read_line(&mut String::new())?;
+    Ok(())
 }
 
 fn nan_null(x: f64) -> serde_json::Value {
