@@ -140,6 +140,11 @@ def rss_anon(pid: int) -> int:
     return 0
 
 
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def handler_args(handler: str, python: str, extra: list[str]) -> list[str]:
     if handler == "discard":
         return ["--handler", "discard", *extra]
@@ -160,12 +165,13 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
     rsmld = str(Path(a.bin) / "rsmld")
     sim = str(Path(a.bin) / "mld_sim")
     hargs = handler_args(handler, a.python, a.rsmld_args.split())
+    batches = a.discard_batches if handler == "discard" else a.exec_batches
     with tempfile.TemporaryDirectory(prefix="rsmld-leases.") as tmp:
         tmpd = Path(tmp)
         props = tmpd / "app.properties"
         props.write_text("applicationName = bench-leases\nexecutableName = rsmld attach\n")
         server = None
-        server_log = open(tmpd / "server.log", "wb")
+        server_log = open(tmpd / "server.log", "wb")  # noqa: SIM115 (closed in finally)
         try:
             if mode == "serve":
                 sock = tmpd / "rsmld.sock"
@@ -181,7 +187,7 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
             sims = []
             for i in range(n):
                 sims.append(subprocess.Popen(
-                    [sim, "--batches", str(a.batches), "--records", str(a.records),
+                    [sim, "--batches", str(batches), "--records", str(a.records),
                      "--size", str(a.size), "--seed", str(rep * 1000 + i),
                      "--shard-id", f"shardId-{i:012d}", "--gate",
                      "--json", "--label", f"leases/{mode}/{handler}/{n}/{i}",
@@ -260,23 +266,24 @@ def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
              ("items_per_s", "wall_s", "peak_rss_mib", "peak_anon_mib", "cpu_s", "peak_exec_children", "peak_processes")}
          for k, v in groups.items()}
     md = [
-        f"Many-leases benchmark (issue 13), run {meta['started']}: {meta['reps']} interleaved "
+        (f"Many-leases benchmark (issue 13), run {meta['started']}: {meta['reps']} interleaved "
         f"repetitions (child, serve, child, serve, ...), medians. {meta['nproc']} x {meta['cpu_model']}, "
         f"Linux {meta['kernel']}; load average at start {meta['load_start']}, at end {meta['load_end']}; "
         f"commit {meta['commit'][:10]}{' (dirty)' if meta['dirty'] else ''}"
         f"{'; rsmld options added: `' + a.rsmld_args + '`' if a.rsmld_args else ''}"
-        f"{'; QUICK run (not comparable)' if a.quick else ''}.",
+        f"{'; QUICK run (not comparable)' if a.quick else ''}."),
         "",
-        f"Each lease: one `mld_sim --batches {a.batches} --records {a.records} --size {a.size}` "
-        f"({a.batches * a.records:,} items, shardEnded), its own shard id; all leases start at one "
-        "instant. Child mode: each simulator spawns `rsmld HANDLER` (default workers = cores). "
+        (f"Each lease: one `mld_sim --batches K --records {a.records} --size {a.size}` (K = "
+        f"{a.discard_batches} with discard: {a.discard_batches * a.records:,} items; {a.exec_batches} with exec: "
+        f"{a.exec_batches * a.records:,} items; shardEnded), its own shard id; all leases start at one "
+        "instant (`mld_sim --gate`: when every scenario is generated). Child mode: each simulator spawns `rsmld HANDLER` (default workers = cores). "
         "Serve mode: one `rsmld serve --socket S HANDLER`, each simulator spawns `rsmld attach "
         "--socket S --properties P`. HANDLER: `--handler discard`, or `--handler exec "
         "--exec-framing batch -- python3 bench/naive_exec_child.py`. items/s: all items / (last "
         "simulator exit - start). RSS: peak over ~50 ms /proc samples of the sum over every "
         "process rsmld started (children, server, attaches, exec children; simulators excluded). "
         "CPU: user+sys from wait4 of the rsmld children / attaches (with their reaped exec "
-        "children) and of the server.",
+        "children) and of the server."),
         "",
         "| handler | leases | mode | items/s | wall s | peak RSS MiB | peak anon RSS MiB | CPU s | peak exec children | peak processes | runs (failed) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -318,7 +325,9 @@ def main() -> int:
     p.add_argument("--leases", default="1,4,16", help="comma-separated lease counts")
     p.add_argument("--handlers", default="discard,exec")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--batches", type=int, default=50)
+    p.add_argument("--batches", type=int, help="batches per lease, both handlers")
+    p.add_argument("--discard-batches", type=int, default=200)
+    p.add_argument("--exec-batches", type=int, default=50)
     p.add_argument("--records", type=int, default=1000)
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--python", default=sys.executable, help="interpreter of the exec child")
@@ -327,6 +336,8 @@ def main() -> int:
     p.add_argument("--out", required=True, help="markdown report")
     p.add_argument("--json", help="raw runs and medians")
     a = p.parse_args()
+    if a.batches is not None:
+        a.discard_batches = a.exec_batches = a.batches
     a.leases = [int(x) for x in a.leases.split(",") if x]
     a.handlers = [x for x in a.handlers.split(",") if x]
     if not a.leases or min(a.leases) < 1 or a.reps < 1:
@@ -340,16 +351,16 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
     def git(*args: str) -> str:
-        r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
         return r.stdout.strip()
 
-    cpu_model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
+    cpu_model = next((ln.split(":", 1)[1].strip() for ln in read("/proc/cpuinfo").splitlines() if ln.startswith("model name")), "")
     meta = {
-        "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "reps": a.reps, "nproc": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
-        "load_start": " ".join(open("/proc/loadavg").read().split()[:3]),
+        "load_start": " ".join(read("/proc/loadavg").split()[:3]),
         "commit": git("rev-parse", "HEAD"), "dirty": git("status", "--porcelain", "--untracked-files=no") != "",
-        "params": {"batches": a.batches, "records": a.records, "size": a.size, "python": a.python},
+        "params": {"discard_batches": a.discard_batches, "exec_batches": a.exec_batches, "records": a.records, "size": a.size, "python": a.python},
     }
     runs = []
     for rep in range(1, a.reps + 1):
@@ -361,7 +372,7 @@ def main() -> int:
                     print(f"[rep {rep}] {h:7} {n:3} leases {mode:5}: {num(r['items_per_s'], ',.0f')} items/s, "
                           f"{r['peak_rss_mib']:.1f} MiB, {r['cpu_s']:.2f} CPU s, "
                           f"{r['peak_exec_children']} python{'' if r['ok'] else ' FAILED'}", file=sys.stderr)
-    meta["load_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
+    meta["load_end"] = " ".join(read("/proc/loadavg").split()[:3])
     md = report(a, runs, meta)
     Path(a.out).write_text(md)
     if a.json:
