@@ -74,11 +74,12 @@ def proc_table() -> dict[int, tuple[int, str, int]]:
 
 
 class Sampler(threading.Thread):
-    """Samples the process tree under `root` every `period` s, without the simulators."""
+    """Samples, every `period` s, the processes rsmld started under `root` (this script)."""
 
-    def __init__(self, root: int, period: float = 0.05) -> None:
+    def __init__(self, root: int, server: int | None, period: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.root = root
+        self.server = server
         self.period = period
         self.stop = threading.Event()
         self.peak_rss = 0
@@ -95,25 +96,25 @@ class Sampler(threading.Thread):
             kids.setdefault(ppid, []).append(pid)
         rss = anon = execs = procs = 0
         split = {"server": 0, "lease": 0, "exec": 0, "other": 0}
-        todo = list(kids.get(self.root, []))
+        # Only what rsmld started: the server's tree, and the trees under each simulator
+        # (not the simulators, nor this script's own forks before they exec).
+        todo = []
+        for pid in kids.get(self.root, []):
+            if pid == self.server:
+                todo.append((pid, "server"))
+            elif table[pid][1] == "mld_sim":
+                todo.extend((k, "lease") for k in kids.get(pid, []) if table[k][1] != "mld_sim")
         while todo:
-            pid = todo.pop()
-            todo.extend(kids.get(pid, []))
-            ppid, comm, r = table[pid]
-            if comm == "mld_sim":  # the simulator (and its pre-exec forks) is the daemon
-                continue
+            pid, role = todo.pop()
+            todo.extend((k, "other") for k in kids.get(pid, []))
+            _, comm, r = table[pid]
             rss += r
             anon += rss_anon(pid)
             procs += 1
             if comm.startswith("python"):
                 execs += 1
-                split["exec"] += r
-            elif ppid == self.root:
-                split["server"] += r
-            elif table.get(ppid, (0, "", 0))[1] == "mld_sim":
-                split["lease"] += r  # an rsmld child or an attach
-            else:
-                split["other"] += r
+                role = "exec"
+            split[role] += r
         self.samples += 1
         if rss > self.peak_rss:
             self.peak_split = split
@@ -182,7 +183,7 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
                 cmd = [rsmld, "attach", "--socket", str(sock), "--properties", str(props)]
             else:
                 cmd = [rsmld, *hargs]
-            sampler = Sampler(os.getpid())
+            sampler = Sampler(os.getpid(), server.pid if server else None)
             sampler.start()
             sims = []
             for i in range(n):
