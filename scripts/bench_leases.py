@@ -192,7 +192,7 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
                      "--size", str(a.size), "--seed", str(rep * 1000 + i),
                      "--shard-id", f"shardId-{i:012d}", "--gate",
                      "--json", "--label", f"leases/{mode}/{handler}/{n}/{i}",
-                     "--", *cmd],
+                     *a.sim_args.split(), "--", *cmd],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 ))
             for p in sims:  # every scenario generated: the leases start at one instant
@@ -272,6 +272,8 @@ def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
         f"Linux {meta['kernel']}; load average at start {meta['load_start']}, at end {meta['load_end']}; "
         f"commit {meta['commit'][:10]}{' (dirty)' if meta['dirty'] else ''}"
         f"{'; rsmld options added: `' + a.rsmld_args + '`' if a.rsmld_args else ''}"
+        f"{'; mld_sim options added: `' + a.sim_args + '`' if a.sim_args else ''}"
+        f"{'; environment ' + env_note if (env_note := ' '.join(k + '=' + v for k, v in os.environ.items() if k.startswith('MALLOC_'))) else ''}"
         f"{'; QUICK run (not comparable)' if a.quick else ''}."),
         "",
         (f"Each lease: one `mld_sim --batches K --records {a.records} --size {a.size}` (K = "
@@ -333,6 +335,7 @@ def main() -> int:
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--python", default=sys.executable, help="interpreter of the exec child")
     p.add_argument("--rsmld-args", default="", help="more rsmld options, both modes (experiments)")
+    p.add_argument("--sim-args", default="", help="more mld_sim options, e.g. --pipe-size 4194304")
     p.add_argument("--quick", action="store_true", help="marks the report as a script check")
     p.add_argument("--out", required=True, help="markdown report")
     p.add_argument("--json", help="raw runs and medians")

@@ -101,6 +101,11 @@ struct Args {
     /// leases at one instant (its own, when it has seen every `ready`).
     #[arg(long)]
     gate: bool,
+    /// Enlarge the pipe to the processor's stdin to this many bytes (F_SETPIPE_SZ, capped
+    /// at /proc/sys/fs/pipe-max-size by the kernel): rsmld's child mode enlarges its own
+    /// stdin to 4 MiB, a lease served by `rsmld serve` keeps the daemon's pipe as it is.
+    #[arg(long)]
+    pipe_size: Option<usize>,
     /// Copy the processor's stderr to ours (default: keep its last lines, shown on failure).
     #[arg(long)]
     child_stderr: bool,
@@ -261,7 +266,7 @@ struct Run {
 }
 
 impl Run {
-    fn spawn(cmd: &[String], copy_stderr: bool) -> Result<Run, String> {
+    fn spawn(cmd: &[String], copy_stderr: bool, pipe_size: Option<usize>) -> Result<Run, String> {
         let mut c = Command::new(&cmd[0]);
         c.args(&cmd[1..])
             .stdin(Stdio::piped())
@@ -270,6 +275,17 @@ impl Run {
         let mut child = c
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", cmd[0]))?;
+        if let (Some(bytes), Some(stdin)) = (pipe_size, child.stdin.as_ref()) {
+            use std::os::fd::AsRawFd;
+            let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+            // SAFETY: fcntl on our end of the child's stdin pipe with an integer argument.
+            if unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_SETPIPE_SZ, want) } < 0 {
+                return Err(format!(
+                    "--pipe-size {bytes}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
         #[expect(clippy::expect_used, reason = "stdout was set to piped above")]
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
@@ -550,7 +566,7 @@ fn main() -> ExitCode {
     }
     let started_unix = unix_now();
     let spawned = Instant::now();
-    let mut run = match Run::spawn(&args.command, args.child_stderr) {
+    let mut run = match Run::spawn(&args.command, args.child_stderr, args.pipe_size) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mld_sim: {e}");
