@@ -87,6 +87,8 @@ class Sampler(threading.Thread):
         self.peak_exec = 0
         self.peak_procs = 0
         self.peak_split: dict[str, int] = {}
+        self.server_threads: dict[str, list[float]] = {}
+        self.threads_seen: dict[str, tuple[str, float]] = {}
         self.samples = 0
 
     def sample(self) -> None:
@@ -115,6 +117,8 @@ class Sampler(threading.Thread):
                 execs += 1
                 role = "exec"
             split[role] += r
+        if self.server:
+            self.sample_server_threads()
         self.samples += 1
         if rss > self.peak_rss:
             self.peak_split = split
@@ -122,6 +126,28 @@ class Sampler(threading.Thread):
         self.peak_anon = max(self.peak_anon, anon)
         self.peak_exec = max(self.peak_exec, execs)
         self.peak_procs = max(self.peak_procs, procs)
+
+    def sample_server_threads(self) -> None:
+        """CPU seconds of the server's threads by name (each thread's last sample kept)."""
+        try:
+            tids = os.listdir(f"/proc/{self.server}/task")
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.server}/task/{tid}/stat", "rb") as f:
+                    raw = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            comm = raw[raw.find("(") + 1 : raw.rfind(")")]
+            rest = raw[raw.rfind(")") + 2 :].split()
+            self.threads_seen[tid] = (comm, (int(rest[11]) + int(rest[12])) / TICK)
+        by: dict[str, list[float]] = {}
+        for comm, cpu in self.threads_seen.values():
+            e = by.setdefault(comm, [0, 0.0])
+            e[0] += 1
+            e[1] += cpu
+        self.server_threads = by
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -241,6 +267,7 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
         "server_cpu_s": server_cpu if mode == "serve" else None,
         "peak_anon_mib": sampler.peak_anon / 2**20,
         "peak_rss_split_mib": {k: v / 2**20 for k, v in sampler.peak_split.items()},
+        "server_threads_cpu_s": sampler.server_threads,
         "peak_exec_children": sampler.peak_exec,
         "peak_processes": sampler.peak_procs,
         "samples": sampler.samples,
