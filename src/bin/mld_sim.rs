@@ -758,8 +758,8 @@ fn unix_now() -> f64 {
 /// `--gate`: says `ready` on stdout, then waits for one line (or EOF) on stdin.
 #[expect(clippy::print_stdout, reason = "the gate's handshake is on stdout")]
 fn wait_for_gate() -> std::io::Result<()> {
+    // Rust's stdout is line-buffered: the line is out when println! returns.
     println!("ready");
-    std::io::stdout().flush()?;
     std::io::stdin().read_line(&mut String::new())?;
     Ok(())
 }
