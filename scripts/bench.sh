@@ -8,6 +8,7 @@
 #   scripts/bench.sh --reps 3
 #   scripts/bench.sh --quick          # tiny scenarios, 1 repetition: checks the script only
 #   scripts/bench.sh --baseline /tmp/rsmld-old   # also run an older rsmld build (c0) next to c
+#   scripts/bench.sh --leases 1,4,16  # the many-leases scenario only (child vs serve; R=3)
 #
 # Options: --reps N (default 5, or $BENCH_REPS)   --quick   --no-kclpy (skip baseline e)
 #          --no-chart   --out DIR (default bench/results)
@@ -15,6 +16,11 @@
 #          --only LIST (comma-separated scenarios, e.g. --only cpu,startup)
 #          --baseline BIN (an older rsmld binary: processor c0, on c's scenarios, in the
 #          same interleaved run; the report adds the ratios c/c0)
+#          --leases LIST (the scenario "leases" instead of the others: LIST simulators at once,
+#          each rsmld child mode against one `rsmld serve` with `rsmld attach` children, with
+#          the discard handler and an exec handler (bench/naive_exec_child.py, batch framing);
+#          items/s over all leases, peak RSS of everything rsmld started, CPU, exec children;
+#          R=3 unless --reps; scripts/bench_leases.py; writes <date>-leases[-TAG].md, .json)
 # Environment: RSMLD_CPU_ROUNDS (MD5 rounds per item for cpu_processor, default 20),
 #              BENCH_NICE (run each simulator run in its own session whose scheduler
 #              autogroup, and processes, get this nice level, e.g. -10 as root: on a shared
@@ -50,10 +56,13 @@ OUT="$RSMLD_REPO/bench/results"
 TAG=""
 ONLY=""
 BASELINE=""
+LEASES=""
+REPS_SET=0
+[ -n "${BENCH_REPS:-}" ] && REPS_SET=1
 while [ $# -gt 0 ]; do
     case "$1" in
-        --reps) REPS="$2"; shift 2 ;;
-        --reps=*) REPS="${1#*=}"; shift ;;
+        --reps) REPS="$2"; REPS_SET=1; shift 2 ;;
+        --reps=*) REPS="${1#*=}"; REPS_SET=1; shift ;;
         --quick) QUICK=1; shift ;;
         --no-kclpy) KCLPY=0; shift ;;
         --no-chart) CHART=0; shift ;;
@@ -62,7 +71,9 @@ while [ $# -gt 0 ]; do
         --only) ONLY="$2"; shift 2 ;;
         --baseline) BASELINE="$2"; shift 2 ;;
         --baseline=*) BASELINE="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+        --leases) LEASES="$2"; shift 2 ;;
+        --leases=*) LEASES="${1#*=}"; shift ;;
+        -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -101,6 +112,22 @@ cargo build --release --locked --quiet --features testkit \
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET_DIR/release"
 SIM="$BIN/mld_sim"
+
+# --- the many-leases scenario (--leases): its own run and report --------------------------------
+if [ -n "$LEASES" ]; then
+    case "$LEASES" in *[!0-9,]*|,*|*,|*,,*) die "--leases needs a comma-separated list of counts, e.g. 1,4,16" ;; esac
+    [ "$REPS_SET" = 1 ] || REPS=3
+    mkdir -p "$OUT"
+    DAY="$(date -u +%Y-%m-%d)-leases${TAG:+-$TAG}"
+    LEASE_ARGS=(--bin "$BIN" --leases "$LEASES" --reps "$REPS"
+        --out "$OUT/$DAY.md" --json "$OUT/$DAY.json"
+        --python "$(python3 -c 'import sys; print(sys.executable)')")
+    if [ "$QUICK" = 1 ]; then LEASE_ARGS+=(--reps 1 --batches 5 --quick); fi
+    log "leases scenario: $LEASES leases, $REPS repetitions (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    "${RUN_PREFIX[@]}" python3 "$RSMLD_REPO/scripts/bench_leases.py" "${LEASE_ARGS[@]}"
+    log "wrote $OUT/$DAY.md and $OUT/$DAY.json"
+    exit 0
+fi
 
 # --- Python: kclpy (baseline e) and matplotlib (chart) -------------------------------------------
 BENCH_VENV="$RSMLD_STATE/bench-venv"

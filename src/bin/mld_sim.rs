@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! mld_sim --batches K --records B --size S [--kpl A] [--end shutdown|shard-end]
-//!         [--seed N] [--json] [--label NAME] -- CMD ARGS...
+//!         [--seed N] [--json] [--label NAME] [--shard-id ID] [--gate] -- CMD ARGS...
 //! ```
 //!
 //! The scenario is `initialize`; K `processRecords` batches of B records with S random bytes
@@ -35,7 +35,10 @@
 //! 10^6), the child's CPU time (user + sys, from `wait4`), its peak RSS (`VmHWM` of the
 //! child read at the final status; `ru_maxrss` is reported too, but it includes the
 //! pre-`exec` copy of the simulator), the time from spawn to `status(initialize)`, and
-//! per-batch round-trip percentiles.
+//! per-batch round-trip percentiles. `--gate` lets many simulators (the many-leases
+//! benchmark) spawn their processors at one instant: each says `ready` on stdout once its
+//! scenario is generated and spawns on a line from stdin; the JSON report carries
+//! `started_unix_s` (the spawn).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -93,6 +96,16 @@ struct Args {
     /// Longest wait for one processor line, in seconds (the daemon's timeoutInSeconds).
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// After generating the scenario, print `ready` on stdout and wait for one line on stdin
+    /// before spawning the processor: a benchmark running many simulators starts all their
+    /// leases at one instant (its own, when it has seen every `ready`).
+    #[arg(long)]
+    gate: bool,
+    /// Enlarge the pipe to the processor's stdin to this many bytes (F_SETPIPE_SZ, capped
+    /// at /proc/sys/fs/pipe-max-size by the kernel): rsmld's child mode enlarges its own
+    /// stdin to 4 MiB, a lease served by `rsmld serve` keeps the daemon's pipe as it is.
+    #[arg(long)]
+    pipe_size: Option<usize>,
     /// Copy the processor's stderr to ours (default: keep its last lines, shown on failure).
     #[arg(long)]
     child_stderr: bool,
@@ -253,7 +266,7 @@ struct Run {
 }
 
 impl Run {
-    fn spawn(cmd: &[String], copy_stderr: bool) -> Result<Run, String> {
+    fn spawn(cmd: &[String], copy_stderr: bool, pipe_size: Option<usize>) -> Result<Run, String> {
         let mut c = Command::new(&cmd[0]);
         c.args(&cmd[1..])
             .stdin(Stdio::piped())
@@ -262,6 +275,17 @@ impl Run {
         let mut child = c
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", cmd[0]))?;
+        if let (Some(bytes), Some(stdin)) = (pipe_size, child.stdin.as_ref()) {
+            use std::os::fd::AsRawFd;
+            let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+            // SAFETY: fcntl on our end of the child's stdin pipe with an integer argument.
+            if unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_SETPIPE_SZ, want) } < 0 {
+                return Err(format!(
+                    "--pipe-size {bytes}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
         #[expect(clippy::expect_used, reason = "stdout was set to piped above")]
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
@@ -534,8 +558,15 @@ fn main() -> ExitCode {
     let mut m = Measures::default();
     let mut violations = Vec::new();
 
+    if args.gate {
+        if let Err(e) = wait_for_gate() {
+            eprintln!("mld_sim: --gate: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let started_unix = unix_now();
     let spawned = Instant::now();
-    let mut run = match Run::spawn(&args.command, args.child_stderr) {
+    let mut run = match Run::spawn(&args.command, args.child_stderr, args.pipe_size) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mld_sim: {e}");
@@ -612,6 +643,7 @@ fn main() -> ExitCode {
                 "largest_line_bytes": sc.largest_line,
                 "prepare_s": prep.as_secs_f64(),
             },
+            "started_unix_s": started_unix,
             "wall_s": nan_null(wall),
             "records_per_s": nan_null(records_per_s),
             "items_per_s": nan_null(records_per_s),
@@ -714,6 +746,22 @@ fn last(cps: &CheckpointModel) -> String {
     cps.last
         .as_ref()
         .map_or_else(|| "none".to_owned(), ToString::to_string)
+}
+
+/// The wall clock in Unix seconds (0 before 1970: a broken clock only skews a report).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `--gate`: says `ready` on stdout, then waits for one line (or EOF) on stdin.
+#[expect(clippy::print_stdout, reason = "the gate's handshake is on stdout")]
+fn wait_for_gate() -> std::io::Result<()> {
+    // Rust's stdout is line-buffered: the line is out when println! returns.
+    println!("ready");
+    std::io::stdin().read_line(&mut String::new())?;
+    Ok(())
 }
 
 fn nan_null(x: f64) -> serde_json::Value {

@@ -129,3 +129,67 @@ fn large_batches_with_tight_in_flight_bounds() {
         run(scenario, "shard-end", "2", &["--max-in-flight", "500"]);
     }
 }
+
+/// `mld_sim --gate` (the many-leases benchmark starts every lease at one instant): it says
+/// `ready` once its scenario is generated and spawns the processor only on a line from
+/// stdin; `--pipe-size` enlarges the processor's stdin pipe and the run still passes.
+#[test]
+fn the_simulator_gate_holds_the_lease_until_told() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    let mut sim = Command::new(mld_sim_bin())
+        .args(["--batches", "3", "--records", "100", "--size", "50"])
+        .args([
+            "--gate",
+            "--pipe-size",
+            "131072",
+            "--json",
+            "--timeout",
+            "60",
+            "--",
+        ])
+        .arg(rsmld_bin())
+        .args(["--handler", "discard"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(sim.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert_eq!(ready, "ready\n");
+    // Held: no processor spawned while the gate is closed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sim.try_wait().unwrap().is_none(),
+        "the simulator ended at its gate"
+    );
+    let children = format!("/proc/{0}/task/{0}/children", sim.id());
+    if let Ok(kids) = std::fs::read_to_string(&children) {
+        assert_eq!(
+            kids.trim(),
+            "",
+            "a processor was spawned before the gate opened"
+        );
+    }
+    let opened = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut stdin = sim.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let mut report = String::new();
+    stdout.read_to_string(&mut report).unwrap();
+    assert!(sim.wait().unwrap().success(), "{report}");
+    let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["scenario"]["records"], 300);
+    let started = report["started_unix_s"].as_f64().unwrap();
+    assert!(
+        started >= opened - 0.01,
+        "spawned at {started}, gate opened at {opened}"
+    );
+}

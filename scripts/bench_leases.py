@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""The many-leases benchmark (issue 13): N leases at once, child mode against serve mode.
+
+Called by `scripts/bench.sh --leases 1,4,16`; runnable alone:
+
+    scripts/bench_leases.py --bin target/release --leases 1,4,16 --reps 3 \
+        --out bench/results/DAY-leases.md --json bench/results/DAY-leases.json
+
+One run of (mode, handler, N) starts N simulators (`mld_sim`, one lease each: its own shard
+id, a fixed number of records) that spawn their processors at one instant (`--start-at`):
+
+- child mode: each simulator spawns its own `rsmld [handler options]` (default workers);
+- serve mode: one `rsmld serve --socket S [handler options]` started before the clock, and
+  each simulator spawns `rsmld attach --socket S --properties P`.
+
+Handlers: `discard`, and `exec --exec-framing batch` running bench/naive_exec_child.py
+(json.loads of each line, one flushed answer per line).
+
+Measured per run:
+
+- items/s: all leases' items / (last simulator's exit - the common start instant);
+- peak RSS: the largest sum, over samples every ~50 ms of /proc, of the resident sets of
+  every process under this script except the simulators (rsmld children, server, attaches,
+  exec children);
+- CPU s: user + system time from wait4 of everything rsmld started: the simulators' reports
+  of their children (an rsmld child with its reaped exec children, or an attach) plus, in
+  serve mode, the server's rusage after SIGTERM (it reaps its exec children);
+- peak exec children: the most Python processes alive in that tree in one sample.
+
+Repetitions interleave the modes: for each repetition, handler and N, child then serve. The
+report takes medians and checks issue 13's targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CHILD = REPO / "bench" / "naive_exec_child.py"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_table() -> dict[int, tuple[int, str, int]]:
+    """Every process: pid -> (ppid, comm, rss bytes), from /proc/<pid>/stat."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        lp, rp = raw.find("("), raw.rfind(")")
+        comm = raw[lp + 1 : rp]
+        rest = raw[rp + 2 :].split()
+        # rest[0] is the state (field 3); ppid is field 4, rss (pages) field 24.
+        out[int(name)] = (int(rest[1]), comm, int(rest[21]) * PAGE)
+    return out
+
+
+class Sampler(threading.Thread):
+    """Samples, every `period` s, the processes rsmld started under `root` (this script)."""
+
+    def __init__(self, root: int, server: int | None, period: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.server = server
+        self.period = period
+        self.stop = threading.Event()
+        self.peak_rss = 0
+        self.peak_anon = 0
+        self.peak_exec = 0
+        self.peak_procs = 0
+        self.peak_split: dict[str, int] = {}
+        self.server_threads: dict[str, list[float]] = {}
+        self.threads_seen: dict[str, tuple[str, float]] = {}
+        self.samples = 0
+
+    def sample(self) -> None:
+        table = proc_table()
+        kids: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in table.items():
+            kids.setdefault(ppid, []).append(pid)
+        rss = anon = execs = procs = 0
+        split = {"server": 0, "lease": 0, "exec": 0, "other": 0}
+        # Only what rsmld started: the server's tree, and the trees under each simulator
+        # (not the simulators, nor this script's own forks before they exec).
+        todo = []
+        for pid in kids.get(self.root, []):
+            if pid == self.server:
+                todo.append((pid, "server"))
+            elif table[pid][1] == "mld_sim":
+                todo.extend((k, "lease") for k in kids.get(pid, []) if table[k][1] != "mld_sim")
+        while todo:
+            pid, role = todo.pop()
+            todo.extend((k, "other") for k in kids.get(pid, []))
+            _, comm, r = table[pid]
+            rss += r
+            anon += rss_anon(pid)
+            procs += 1
+            if comm.startswith("python"):
+                execs += 1
+                role = "exec"
+            split[role] += r
+        if self.server:
+            self.sample_server_threads()
+        self.samples += 1
+        if rss > self.peak_rss:
+            self.peak_split = split
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_anon = max(self.peak_anon, anon)
+        self.peak_exec = max(self.peak_exec, execs)
+        self.peak_procs = max(self.peak_procs, procs)
+
+    def sample_server_threads(self) -> None:
+        """CPU seconds of the server's threads by name (each thread's last sample kept)."""
+        try:
+            tids = os.listdir(f"/proc/{self.server}/task")
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.server}/task/{tid}/stat", "rb") as f:
+                    raw = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            comm = raw[raw.find("(") + 1 : raw.rfind(")")]
+            rest = raw[raw.rfind(")") + 2 :].split()
+            self.threads_seen[tid] = (comm, (int(rest[11]) + int(rest[12])) / TICK)
+        by: dict[str, list[float]] = {}
+        for comm, cpu in self.threads_seen.values():
+            e = by.setdefault(comm, [0, 0.0])
+            e[0] += 1
+            e[1] += cpu
+        self.server_threads = by
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.sample()
+            self.stop.wait(self.period)
+
+
+def rss_anon(pid: int) -> int:
+    """RssAnon of a process in bytes (its private memory, not the shared pages of files)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def handler_args(handler: str, python: str, extra: list[str]) -> list[str]:
+    if handler == "discard":
+        return ["--handler", "discard", *extra]
+    return ["--handler", "exec", "--exec-framing", "batch", *extra, "--", python, str(CHILD)]
+
+
+def wait_for_socket(path: Path, server: subprocess.Popen, limit: float = 20.0) -> None:
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        if server.poll() is not None:
+            raise RuntimeError(f"rsmld serve exited with {server.returncode} before its socket")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rsmld serve made no socket at {path} in {limit:.0f} s")
+        time.sleep(0.01)
+
+
+def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) -> dict:
+    rsmld = str(Path(a.bin) / "rsmld")
+    sim = str(Path(a.bin) / "mld_sim")
+    hargs = handler_args(handler, a.python, a.rsmld_args.split())
+    batches = a.discard_batches if handler == "discard" else a.exec_batches
+    with tempfile.TemporaryDirectory(prefix="rsmld-leases.") as tmp:
+        tmpd = Path(tmp)
+        props = tmpd / "app.properties"
+        props.write_text("applicationName = bench-leases\nexecutableName = rsmld attach\n")
+        server = None
+        server_log = open(tmpd / "server.log", "wb")  # noqa: SIM115 (closed in finally)
+        try:
+            if mode == "serve":
+                sock = tmpd / "rsmld.sock"
+                server = subprocess.Popen(
+                    [rsmld, "serve", "--socket", str(sock), *hargs], stderr=server_log
+                )
+                wait_for_socket(sock, server)
+                cmd = [rsmld, "attach", "--socket", str(sock), "--properties", str(props)]
+            else:
+                cmd = [rsmld, *hargs]
+            sampler = Sampler(os.getpid(), server.pid if server else None)
+            sampler.start()
+            sims = []
+            for i in range(n):
+                sims.append(subprocess.Popen(
+                    [sim, "--batches", str(batches), "--records", str(a.records),
+                     "--size", str(a.size), "--seed", str(rep * 1000 + i),
+                     "--shard-id", f"shardId-{i:012d}", "--gate",
+                     "--json", "--label", f"leases/{mode}/{handler}/{n}/{i}",
+                     *a.sim_args.split(), "--", *cmd],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                ))
+            for p in sims:  # every scenario generated: the leases start at one instant
+                if p.stdout.readline() != b"ready\n":
+                    raise RuntimeError("mld_sim --gate did not say ready")
+            t0 = time.time()
+            for p in sims:
+                p.stdin.write(b"go\n")
+                p.stdin.close()
+            outs = [p.stdout.read() for p in sims]
+            codes = [p.wait() for p in sims]
+            end = time.time()
+            sampler.stop.set()
+            sampler.join()
+            reports = []
+            for out in outs:
+                text = out.decode(errors="replace").strip()
+                reports.append(json.loads(text) if text else {"ok": False, "violations": ["no report"]})
+            server_cpu = 0.0
+            server_exit = None
+            if server is not None:
+                server.send_signal(signal.SIGTERM)
+                _, status, ru = os.wait4(server.pid, 0)
+                server.returncode = os.waitstatus_to_exitcode(status)
+                server_exit = server.returncode
+                server_cpu = ru.ru_utime + ru.ru_stime
+                server = None
+        finally:
+            if server is not None:
+                server.kill()
+                server.wait()
+            server_log.close()
+        log_tail = (tmpd / "server.log").read_text(errors="replace")[-2000:]
+    items = sum(r["scenario"]["records"] for r in reports if r.get("scenario"))
+    violations = [v for r in reports for v in r.get("violations", [])]
+    ok = all(c == 0 for c in codes) and all(r.get("ok") for r in reports) and server_exit in (None, 0)
+    if not ok:
+        print(f"FAILED {mode}/{handler}/{n} rep {rep}: exits {codes}, server {server_exit}, "
+              f"{violations[:3]}\n{log_tail if mode == 'serve' else ''}", file=sys.stderr)
+    wall = end - t0
+    return {
+        "mode": mode, "handler": handler, "leases": n, "rep": rep, "ok": ok,
+        "items": items, "wall_s": wall, "items_per_s": items / wall if wall > 0 else None,
+        "peak_rss_mib": sampler.peak_rss / 2**20,
+        "cpu_s": sum(r.get("cpu_s") or 0.0 for r in reports) + server_cpu,
+        "server_cpu_s": server_cpu if mode == "serve" else None,
+        "peak_anon_mib": sampler.peak_anon / 2**20,
+        "peak_rss_split_mib": {k: v / 2**20 for k, v in sampler.peak_split.items()},
+        "server_threads_cpu_s": sampler.server_threads,
+        "peak_exec_children": sampler.peak_exec,
+        "peak_processes": sampler.peak_procs,
+        "samples": sampler.samples,
+        "spawn_spread_s": (max(st) - min(st)) if (st := [r["started_unix_s"] for r in reports if r.get("started_unix_s")]) else None,
+        "lease_wall_s_max": max((r.get("wall_s") or 0.0 for r in reports), default=None),
+        "exits": codes, "server_exit": server_exit, "violations": violations[:5],
+    }
+
+
+def med(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r["ok"] and r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def num(v: float | None, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
+    groups: dict[tuple[str, int, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["handler"], r["leases"], r["mode"]), []).append(r)
+    m = {k: {key: med(v, key) for key in
+             ("items_per_s", "wall_s", "peak_rss_mib", "peak_anon_mib", "cpu_s", "peak_exec_children", "peak_processes")}
+         for k, v in groups.items()}
+    md = [
+        (f"Many-leases benchmark (issue 13), run {meta['started']}: {meta['reps']} interleaved "
+        f"repetitions (child, serve, child, serve, ...), medians. {meta['nproc']} x {meta['cpu_model']}, "
+        f"Linux {meta['kernel']}; load average at start {meta['load_start']}, at end {meta['load_end']}; "
+        f"commit {meta['commit'][:10]}{' (dirty)' if meta['dirty'] else ''}"
+        f"{'; rsmld options added: `' + a.rsmld_args + '`' if a.rsmld_args else ''}"
+        f"{'; mld_sim options added: `' + a.sim_args + '`' if a.sim_args else ''}"
+        f"{'; environment ' + env_note if (env_note := ' '.join(k + '=' + v for k, v in os.environ.items() if k.startswith('MALLOC_'))) else ''}"
+        f"{'; QUICK run (not comparable)' if a.quick else ''}."),
+        "",
+        (f"Each lease: one `mld_sim --batches K --records {a.records} --size {a.size}` (K = "
+        f"{a.discard_batches} with discard: {a.discard_batches * a.records:,} items; {a.exec_batches} with exec: "
+        f"{a.exec_batches * a.records:,} items; shardEnded), its own shard id; all leases start at one "
+        "instant (`mld_sim --gate`: when every scenario is generated). Child mode: each simulator spawns `rsmld HANDLER` (default workers = cores). "
+        "Serve mode: one `rsmld serve --socket S HANDLER`, each simulator spawns `rsmld attach "
+        "--socket S --properties P`. HANDLER: `--handler discard`, or `--handler exec "
+        "--exec-framing batch -- python3 bench/naive_exec_child.py`. items/s: all items / (last "
+        "simulator exit - start). RSS: peak over ~50 ms /proc samples of the sum over every "
+        "process rsmld started (children, server, attaches, exec children; simulators excluded). "
+        "CPU: user+sys from wait4 of the rsmld children / attaches (with their reaped exec "
+        "children) and of the server."),
+        "",
+        "| handler | leases | mode | items/s | wall s | peak RSS MiB | peak anon RSS MiB | CPU s | peak exec children | peak processes | runs (failed) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (h, n, mode), rows in sorted(groups.items(), key=lambda kv: (kv[0][0] != "discard", kv[0][1], kv[0][2])):
+        t = m[(h, n, mode)]
+        md.append(
+            f"| {h} | {n} | {mode} | {num(t['items_per_s'], ',.0f')} | {num(t['wall_s'], '.3f')} | "
+            f"{num(t['peak_rss_mib'], '.1f')} | {num(t['peak_anon_mib'], '.1f')} | {num(t['cpu_s'], '.2f')} | "
+            f"{num(t['peak_exec_children'], '.0f') if h == 'exec' else '-'} | {num(t['peak_processes'], '.0f')} | "
+            f"{len(rows)} ({sum(1 for r in rows if not r['ok'])}) |"
+        )
+    md += ["", "| target (issue 13) | handler | leases | value | met |", "|---|---|---|---|---|"]
+    nmax = max(a.leases)
+    for h in a.handlers:
+        for n in a.leases:
+            c, s = m.get((h, n, "child")), m.get((h, n, "serve"))
+            r = (s["items_per_s"] / c["items_per_s"]) if c and s and c["items_per_s"] and s["items_per_s"] else None
+            md.append(f"| serve items/s >= child items/s | {h} | {n} | {num(r, '.2f')}x | "
+                      f"{'n/a' if r is None else ('yes' if r >= 1 else '**no**')} |")
+        c, s = m.get((h, nmax, "child")), m.get((h, nmax, "serve"))
+        r = (s["peak_rss_mib"] / c["peak_rss_mib"]) if c and s and c["peak_rss_mib"] and s["peak_rss_mib"] else None
+        md.append(f"| serve RSS <= 1/3 of child RSS at {nmax} leases | {h} | {nmax} | {num(r, '.2f')}x | "
+                  f"{'n/a' if r is None else ('yes' if r <= 1 / 3 else '**no**')} |")
+    if "exec" in a.handlers:
+        for n in a.leases:
+            s, c = m.get(("exec", n, "serve")), m.get(("exec", n, "child"))
+            v = s["peak_exec_children"] if s else None
+            cv = c["peak_exec_children"] if c else None
+            md.append(f"| serve exec children == server workers ({meta['nproc']}); child mode: {num(cv, '.0f')} "
+                      f"(leases x workers = {n * meta['nproc']}) | exec | {n} | {num(v, '.0f')} | "
+                      f"{'n/a' if v is None else ('yes' if v == meta['nproc'] else '**no**')} |")
+    return "\n".join(md) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bin", required=True, help="directory with rsmld and mld_sim")
+    p.add_argument("--leases", default="1,4,16", help="comma-separated lease counts")
+    p.add_argument("--handlers", default="discard,exec")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batches", type=int, help="batches per lease, both handlers")
+    p.add_argument("--discard-batches", type=int, default=200)
+    p.add_argument("--exec-batches", type=int, default=50)
+    p.add_argument("--records", type=int, default=1000)
+    p.add_argument("--size", type=int, default=100)
+    p.add_argument("--python", default=sys.executable, help="interpreter of the exec child")
+    p.add_argument("--rsmld-args", default="", help="more rsmld options, both modes (experiments)")
+    p.add_argument("--sim-args", default="", help="more mld_sim options, e.g. --pipe-size 4194304")
+    p.add_argument("--quick", action="store_true", help="marks the report as a script check")
+    p.add_argument("--out", required=True, help="markdown report")
+    p.add_argument("--json", help="raw runs and medians")
+    a = p.parse_args()
+    if a.batches is not None:
+        a.discard_batches = a.exec_batches = a.batches
+    a.leases = [int(x) for x in a.leases.split(",") if x]
+    a.handlers = [x for x in a.handlers.split(",") if x]
+    if not a.leases or min(a.leases) < 1 or a.reps < 1:
+        p.error("--leases needs positive counts, --reps a positive number")
+    for h in a.handlers:
+        if h not in ("discard", "exec"):
+            p.error(f"unknown handler {h} (discard, exec)")
+    # 16 simulators, 16 children, their pipes and exec children: well under the usual limits,
+    # but raise the soft descriptor limit anyway.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return r.stdout.strip()
+
+    cpu_model = next((ln.split(":", 1)[1].strip() for ln in read("/proc/cpuinfo").splitlines() if ln.startswith("model name")), "")
+    meta = {
+        "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "reps": a.reps, "nproc": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
+        "load_start": " ".join(read("/proc/loadavg").split()[:3]),
+        "commit": git("rev-parse", "HEAD"), "dirty": git("status", "--porcelain", "--untracked-files=no") != "",
+        "params": {"discard_batches": a.discard_batches, "exec_batches": a.exec_batches, "records": a.records, "size": a.size, "python": a.python},
+    }
+    runs = []
+    for rep in range(1, a.reps + 1):
+        for h in a.handlers:
+            for n in a.leases:
+                for mode in ("child", "serve"):
+                    r = one_run(a, mode, h, n, rep)
+                    runs.append(r)
+                    print(f"[rep {rep}] {h:7} {n:3} leases {mode:5}: {num(r['items_per_s'], ',.0f')} items/s, "
+                          f"{r['peak_rss_mib']:.1f} MiB, {r['cpu_s']:.2f} CPU s, "
+                          f"{r['peak_exec_children']} python{'' if r['ok'] else ' FAILED'}", file=sys.stderr)
+    meta["load_end"] = " ".join(read("/proc/loadavg").split()[:3])
+    md = report(a, runs, meta)
+    Path(a.out).write_text(md)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
+    print(md)
+    return 0 if all(r["ok"] for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
