@@ -172,6 +172,8 @@ fn run_server(
     if !crate::process::guard::enable_self() {
         log::debug!("no /proc/self/exe: exec handler children start without a guard");
     }
+    // As in child mode: multi-MiB lines mapped on their own, not fragmenting the heap.
+    crate::sys::tune_allocator();
     let mut sink = server_sink(log);
     let mut _metrics_listener = None;
     if let Some(addr) = options.metrics_listen {

@@ -28,7 +28,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// Duplicates fd 1 into a private close-on-exec fd for the protocol, then points fd 1 at
 /// fd 2. Returns the protocol output.
@@ -47,13 +47,20 @@ pub fn guard_stdout() -> io::Result<File> {
 /// crosses it in a few large writes instead of dozens of 64 KiB hand-offs between the
 /// daemon's writer and our reader, each a context switch. Returns the new size, if any.
 pub fn enlarge_stdin_pipe(bytes: usize) -> Option<usize> {
+    // SAFETY: fd 0 stays open for the whole process; the borrow ends in this call.
+    enlarge_pipe(unsafe { BorrowedFd::borrow_raw(libc::STDIN_FILENO) }, bytes)
+}
+
+/// [`enlarge_stdin_pipe`] for any pipe (a server's lease input, received from its attach).
+pub fn enlarge_pipe(fd: BorrowedFd<'_>, bytes: usize) -> Option<usize> {
     let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
         .unwrap_or(1 << 20);
     let want = bytes.min(max) as libc::c_int;
-    // SAFETY: fcntl on fd 0 with an integer argument; fails harmlessly on non-pipes.
-    let rc = unsafe { libc::fcntl(libc::STDIN_FILENO, libc::F_SETPIPE_SZ, want) };
+    // SAFETY: fcntl on a borrowed open descriptor with an integer argument; fails
+    // harmlessly on non-pipes.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
     (rc > 0).then_some(rc as usize)
 }
 

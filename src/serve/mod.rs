@@ -26,7 +26,7 @@ pub mod watch;
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -424,24 +424,31 @@ fn serve_one(
             log::error!("refused an attach: {e}");
             crate::app::EXIT_USAGE
         }
-        Ok((hello, input, output)) => match conn.try_clone() {
-            Err(e) => {
-                log::error!("refused an attach: {e}");
-                crate::app::EXIT_FAILURE
+        Ok((hello, input, output)) => {
+            // As child mode does with its stdin: a multi-MiB line crosses in a few writes.
+            if let Some(size) = crate::sys::enlarge_pipe(input.as_fd(), 4 << 20) {
+                log::debug!("lease input pipe enlarged to {size} bytes");
             }
-            Ok(watched) => {
-                log::info!(
-                    "attach {serial}: application {:?}, stream {:?}",
-                    hello.application,
-                    hello.stream
-                );
-                let input = watch::WatchedInput::new(input, watched, stop);
-                hook(serial, Some(&hello));
-                let result = runtime.run_lease_attached(&hello.application, serial, input, output);
-                hook(serial, None);
-                lease_status(&hello.application, &result)
+            match conn.try_clone() {
+                Err(e) => {
+                    log::error!("refused an attach: {e}");
+                    crate::app::EXIT_FAILURE
+                }
+                Ok(watched) => {
+                    log::info!(
+                        "attach {serial}: application {:?}, stream {:?}",
+                        hello.application,
+                        hello.stream
+                    );
+                    let input = watch::WatchedInput::new(input, watched, stop);
+                    hook(serial, Some(&hello));
+                    let result =
+                        runtime.run_lease_attached(&hello.application, serial, input, output);
+                    hook(serial, None);
+                    lease_status(&hello.application, &result)
+                }
             }
-        },
+        }
     };
     // The attach may be gone (the daemon killed it): nothing more to tell.
     let _ = conn.write_all(&[status]);

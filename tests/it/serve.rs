@@ -939,3 +939,23 @@ fn a_server_writes_a_metrics_file_per_lease() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("choose one"), "{err}");
 }
+
+/// The server enlarges each lease's input pipe as child mode enlarges its stdin (to 4 MiB,
+/// or the system's pipe-max-size), so a multi-MiB line crosses in a few writes.
+#[test]
+fn the_server_enlarges_each_lease_input_pipe() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, socket) = server(dir.path(), &["--handler", "discard"]);
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut model = init(&mut a, "shardId-000000000001");
+    let max: i32 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .map_or(1 << 20, |s| s.trim().parse().unwrap());
+    let fd = a.stdin.as_ref().unwrap().as_raw_fd();
+    // SAFETY (test): F_GETPIPE_SZ on our own open pipe end.
+    let size = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    assert_eq!(size, max.min(4 << 20), "{}", srv.stderr());
+    assert_eq!(finish(&mut a, &mut model), 0, "{}", srv.stderr());
+    sigterm(&srv);
+    assert_eq!(srv.wait(WAIT).unwrap(), 0, "{}", srv.stderr());
+}
