@@ -952,7 +952,7 @@ fn the_server_enlarges_each_lease_input_pipe() {
     let max: i32 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
         .map_or(1 << 20, |s| s.trim().parse().unwrap());
     let fd = a.stdin.as_ref().unwrap().as_raw_fd();
-    // SAFETY (test): F_GETPIPE_SZ on our own open pipe end.
+    // SAFETY: F_GETPIPE_SZ on our own open pipe end (this test holds it).
     let size = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
     assert_eq!(size, max.min(4 << 20), "{}", srv.stderr());
     assert_eq!(finish(&mut a, &mut model), 0, "{}", srv.stderr());
