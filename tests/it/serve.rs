@@ -614,15 +614,13 @@ fn pids_and_closed(marks: &Path) -> (Vec<i32>, usize) {
     (pids, closed)
 }
 
-/// SIGTERM, the lease ending within the grace: the server shuts the runtime down, so
-/// every exec child sees its stdin close (and exits) before the server exits. Old code:
-/// the children were killed by the exit sweep, never closed.
-#[test]
-fn sigterm_shuts_the_handlers_down_before_exit() {
-    let dir = tempfile::tempdir().unwrap();
-    let marks = dir.path().join("marks");
+/// A server whose two exec children mark their start and their stdin's close in
+/// `dir/marks` (see [`pids_and_closed`]), with `--grace GRACE`: the server, its socket and
+/// the marks directory.
+fn marking_server(dir: &Path, grace: &str) -> (Proc, PathBuf, PathBuf) {
+    let marks = dir.join("marks");
     std::fs::create_dir(&marks).unwrap();
-    let socket = dir.path().join("rsmld.sock");
+    let socket = dir.join("rsmld.sock");
     let mut list = args(&["serve", "--socket", socket.to_str().unwrap()]);
     list.extend(args(&[
         "--handler",
@@ -630,7 +628,7 @@ fn sigterm_shuts_the_handlers_down_before_exit() {
         "--workers",
         "2",
         "--grace",
-        "30s",
+        grace,
     ]));
     list.extend(args(&common::CHECKPOINT_EVERY_BATCH));
     list.extend(args(&["--", "/bin/sh", "-c", MARKING_CHILD]));
@@ -640,6 +638,16 @@ fn sigterm_shuts_the_handlers_down_before_exit() {
         assert!(Instant::now() < deadline, "{}", srv.stderr());
         std::thread::sleep(Duration::from_millis(20));
     }
+    (srv, socket, marks)
+}
+
+/// SIGTERM, the lease ending within the grace: the server shuts the runtime down, so
+/// every exec child sees its stdin close (and exits) before the server exits. Old code:
+/// the children were killed by the exit sweep, never closed.
+#[test]
+fn sigterm_shuts_the_handlers_down_before_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, socket, marks) = marking_server(dir.path(), "30s");
     let mut a = attach(dir.path(), &socket, "alpha");
     let mut m = init(&mut a, "shardId-000000000001");
     common::process_records(&mut a, &mut m, records(0, 20)).unwrap();
@@ -662,26 +670,7 @@ fn sigterm_shuts_the_handlers_down_before_exit() {
 #[test]
 fn sigterm_after_grace_abandons_then_shuts_down() {
     let dir = tempfile::tempdir().unwrap();
-    let marks = dir.path().join("marks");
-    std::fs::create_dir(&marks).unwrap();
-    let socket = dir.path().join("rsmld.sock");
-    let mut list = args(&["serve", "--socket", socket.to_str().unwrap()]);
-    list.extend(args(&[
-        "--handler",
-        "exec",
-        "--workers",
-        "2",
-        "--grace",
-        "1s",
-    ]));
-    list.extend(args(&common::CHECKPOINT_EVERY_BATCH));
-    list.extend(args(&["--", "/bin/sh", "-c", MARKING_CHILD]));
-    let mut srv = Proc::spawn_env(&list, &[("MARKS", marks.to_str().unwrap())]);
-    let deadline = Instant::now() + WAIT;
-    while !srv.stderr_contains("serving leases on") {
-        assert!(Instant::now() < deadline, "{}", srv.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut srv, socket, marks) = marking_server(dir.path(), "1s");
     let mut a = attach(dir.path(), &socket, "alpha");
     let mut m = init(&mut a, "shardId-000000000001");
     common::process_records(&mut a, &mut m, records(0, 20)).unwrap();
