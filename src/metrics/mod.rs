@@ -38,7 +38,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -159,6 +159,9 @@ struct LeaseMetrics {
     /// checkpoint error, a child restart), in Unix milliseconds; 0: never. Not a series: the
     /// status page's "failing" state ([`status`]).
     last_problem: AtomicU64,
+    /// A newer attachment of the same application+shard (`LeaseId::serial`) shares these
+    /// series: the gauges are its to set, this one only counts.
+    superseded: AtomicBool,
 }
 
 impl LeaseMetrics {
@@ -167,7 +170,9 @@ impl LeaseMetrics {
     }
 
     fn set(&self, g: G, v: i64) {
-        self.gauges[g as usize].set(v);
+        if !self.superseded.load(Ordering::Relaxed) {
+            self.gauges[g as usize].set(v);
+        }
     }
 
     /// Counts one event of this lease.
@@ -389,6 +394,7 @@ impl Families {
             backpressure: self.backpressure.with_label_values(&labels),
             batch_duration: self.batch_duration.with_label_values(&labels),
             last_problem: AtomicU64::new(0),
+            superseded: AtomicBool::new(false),
         }
     }
 
@@ -517,12 +523,17 @@ impl MetricsSink {
             None => {}
         }
         // Another attachment of the same application+shard (`LeaseId::serial`) shares the
-        // series: ended ones go now (a fresh start, as above), a live one keeps counting.
+        // series: ended ones go now (a fresh start, as above), a live one keeps counting
+        // (and leaves the gauges, a value each, to the new one).
         let same = |other: &LeaseId| other.application == id.application && other.shard == id.shard;
-        if !map
+        if map
             .iter()
             .any(|(other, e)| same(other) && e.ended.is_none())
         {
+            for (_, e) in map.iter().filter(|(other, _)| same(other)) {
+                e.metrics.superseded.store(true, Ordering::Relaxed);
+            }
+        } else {
             let before = map.len();
             map.retain(|other, _| !same(other));
             if map.len() < before {

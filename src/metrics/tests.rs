@@ -604,3 +604,39 @@ fn events_of_no_lease_are_counted_apart() {
     assert_eq!(got["rsmld_workers"], 8.0);
     assert!(s.leases().is_empty());
 }
+
+/// Two attachments of one shard share its gauges; the newer one owns them: the older one's
+/// abandon (in flight set to 0) and its late lag do not overwrite what the newer one has in
+/// flight and says. On the old code the older attachment's last write won.
+#[test]
+fn the_older_attachment_of_a_shard_does_not_overwrite_the_newer_ones_gauges() {
+    let s = sink();
+    let first = LeaseId::new("app", "shardId-1").with_serial(1);
+    let second = LeaseId::new("app", "shardId-1").with_serial(2);
+    s.emit(Some(&first), &lease_started());
+    s.emit(Some(&first), &batch(10, 100, 900));
+    s.emit(Some(&second), &lease_started());
+    s.emit(Some(&second), &batch(10, 100, 40));
+    s.emit(
+        Some(&second),
+        &Event::InFlight {
+            items: 5,
+            bytes: 50,
+        },
+    );
+    s.emit(Some(&first), &batch(1, 10, 900));
+    s.emit(
+        Some(&first),
+        &Event::Abandoned {
+            action: "leaseLost",
+            items: 7,
+        },
+    );
+    let labels = r#"{application="app",shard="shardId-1"}"#;
+    let got = samples(&s.render().unwrap());
+    assert_eq!(got[&format!("rsmld_in_flight_items{labels}")], 5.0);
+    assert_eq!(got[&format!("rsmld_in_flight_bytes{labels}")], 50.0);
+    assert_eq!(got[&format!("rsmld_millis_behind_latest{labels}")], 40.0);
+    // Counters still add up over both attachments.
+    assert_eq!(got[&format!("rsmld_records_total{labels}")], 21.0);
+}

@@ -232,13 +232,21 @@ impl Worker {
             let mut flush_now = self.fill();
             self.drop_dead();
             // Round robin by batch over the leases that have work now: each takes one
-            // handler batch (or one due retry) in turn.
+            // handler batch (or one due retry) in turn. New blocks join between turns, so
+            // a worker that always has work stays here: it still expires stale acks and
+            // forgets ended leases at least once per idle interval.
+            let mut tidy_at = Instant::now() + idle;
             while let Some(i) = self.pick(Instant::now()) {
                 self.serve(i);
                 if self.watch.is_lost() {
                     break;
                 }
                 flush_now |= self.take_queued();
+                if Instant::now() >= tidy_at {
+                    self.expire_pending();
+                    self.forget_ended();
+                    tidy_at = Instant::now() + idle;
+                }
                 self.drop_dead();
             }
             if flush_now {

@@ -428,6 +428,100 @@ fn a_hot_lease_cannot_starve_another_on_its_worker() {
     f.pool.shutdown(Duration::from_secs(10)).unwrap();
 }
 
+/// Holds the acks of lease `a` (never resolved, never dropped: `held` keeps them); takes
+/// 2 ms per batch of any other lease and resolves it at once; notes every `end_lease`.
+struct HoldsA {
+    held: Arc<Mutex<Vec<rsmld::handler::Ack>>>,
+    ended: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for HoldsA {
+    fn process(&mut self, _lease: &LeaseId, _items: &[Item]) -> Result<(), BatchError> {
+        Err(HandlerError::new("the pool calls submit").into())
+    }
+
+    fn submit(&mut self, lease: &LeaseId, _items: &[Item], ack: rsmld::handler::Ack) {
+        if &*lease.shard == "a" {
+            self.held.lock().unwrap().push(ack);
+        } else {
+            std::thread::sleep(Duration::from_millis(2));
+            ack.done();
+        }
+    }
+
+    fn end_lease(&mut self, lease: &LeaseId) -> Result<(), HandlerError> {
+        self.ended.lock().unwrap().push(lease.shard.to_string());
+        Ok(())
+    }
+}
+
+/// A worker that never runs out of work (lease `hot` keeps 32 items outstanding on it, so
+/// its queue is never empty) still does its housekeeping: a lease that ended is told to the
+/// handler (`end_lease`), and an ack of another lease left pending past the item timeout
+/// fails its batch. On the old code both waited for the worker to go idle, i.e. for as
+/// long as the hot lease kept it busy (here: forever).
+#[test]
+fn a_worker_kept_busy_by_a_hot_lease_still_ends_leases_and_expires_acks() {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let ended = Arc::new(Mutex::new(Vec::new()));
+    let (h, e) = (held.clone(), ended.clone());
+    let factory = move |_: &WorkerContext| -> Result<Box<dyn Handler>, HandlerError> {
+        Ok(Box::new(HoldsA {
+            held: h.clone(),
+            ended: e.clone(),
+        }))
+    };
+    let config = PoolConfig {
+        workers: 1,
+        max_batch: 1,
+        item_timeout: Some(Duration::from_millis(200)),
+        ..PoolConfig::default()
+    };
+    let pool = Pool::start(&config, &factory, Arc::new(NullSink)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hot = pool.attach(LeaseId::new("app", "hot"));
+    let feeder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut next, mut outstanding) = (0u64, 0usize);
+            while !stop.load(Ordering::SeqCst) {
+                while outstanding < 32 {
+                    hot.dispatch_block(item("hot", next, "k")).unwrap();
+                    next += 1;
+                    outstanding += 1;
+                }
+                match hot.events().recv_timeout(Duration::from_secs(30)) {
+                    Ok(WorkerEvent::Completed(ids)) => outstanding -= ids.len(),
+                    other => panic!("the hot lease: {other:?}"),
+                }
+            }
+            next
+        })
+    };
+    let c = pool.attach(LeaseId::new("app", "c"));
+    c.dispatch_block(item("c", 0, "k")).unwrap();
+    let (done, failed) = collect(&c, 1);
+    assert_eq!((done, failed), (vec![0], None));
+    c.end();
+    eventually("the handler told of lease c's end", || {
+        ended.lock().unwrap().iter().any(|s| s == "c")
+    });
+    let a = pool.attach(LeaseId::new("app", "a"));
+    a.dispatch_block(item("a", 0, "k")).unwrap();
+    let (done, failed) = collect(&a, 1);
+    assert!(done.is_empty(), "{done:?}");
+    let (records, error) = failed.expect("the held ack never failed its batch");
+    assert_eq!(records, vec![RecordId(0)]);
+    assert!(
+        error.contains("no acknowledgement within the item timeout"),
+        "{error}"
+    );
+    stop.store(true, Ordering::SeqCst);
+    assert!(feeder.join().unwrap() > 32);
+    held.lock().unwrap().clear();
+    pool.shutdown(Duration::from_secs(10)).unwrap();
+}
+
 /// A retry backoff of lease a (30 s) is a deferred batch of a, not a sleep of the worker:
 /// lease b's items on the same worker are handled while a's retry waits (by order of
 /// events: a's failed item was seen once when b completes). Shutdown then cuts the
