@@ -222,7 +222,9 @@ pub fn serve(
     };
     let drained = stop_on_signal(wake, &state, &options.socket, options.grace);
     state.stopping.store(true, Ordering::SeqCst);
-    let workers_lost = health.join().unwrap_or(0);
+    // A worker lost during the grace period (the health thread stops with the stop) counts
+    // too: the exit is then 1, whatever the leases did.
+    let workers_lost = health.join().unwrap_or(0).max(runtime.lost_workers());
     // Ends the accept loop, and every lease still attached (their attaches exit 1, their
     // daemons restart them from their last checkpoint).
     state.stop.fire();
