@@ -948,3 +948,37 @@ fn the_server_enlarges_each_lease_input_pipe() {
     sigterm(&srv);
     assert_eq!(srv.wait(WAIT).unwrap(), 0, "{}", srv.stderr());
 }
+
+/// A worker lost during the grace period (SIGTERM already in, the health check stopped):
+/// the exit is still 1, not the 0 of a clean stop.
+#[test]
+fn a_worker_lost_during_the_grace_period_still_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut list = vec!["--handler", "discard", "--workers", "1", "--grace", "30s"];
+    list.extend(["--item-timeout", "1s", "--debug-delay-ms", "10000"]);
+    list.extend(common::CHECKPOINT_EVERY_BATCH);
+    let (mut srv, socket) = server(dir.path(), &list);
+    let mut a = attach(dir.path(), &socket, "alpha");
+    let mut model = init(&mut a, "shardId-000000000001");
+    model.deliver_all(&records(0, 20));
+    a.send(&line(&rsmld::testkit::encode::process_records(
+        records(0, 20),
+        Some(0),
+    )));
+    // Before the watchdog's 1 s: the stop is under way when the worker is lost.
+    sigterm(&srv);
+    assert_eq!(
+        a.wait(Duration::from_secs(60)).unwrap(),
+        1,
+        "{}",
+        srv.stderr()
+    );
+    assert!(model.stored.is_empty(), "checkpointed {:?}", model.stored);
+    assert_eq!(
+        srv.wait(Duration::from_secs(60)).unwrap(),
+        1,
+        "{}",
+        srv.stderr()
+    );
+    assert!(srv.stderr_contains("worker(s)"), "{}", srv.stderr());
+}
