@@ -47,9 +47,15 @@ fn file_options(out: &Path) -> Vec<String> {
 /// A server with the file handler writing to `dir/out` (checkpoint after every batch):
 /// the server, its socket and the output directory.
 fn file_server(dir: &Path) -> (Proc, PathBuf, PathBuf) {
+    file_server_with(dir, &[])
+}
+
+/// [`file_server`] with `extra` options besides the file handler's.
+fn file_server_with(dir: &Path, extra: &[&str]) -> (Proc, PathBuf, PathBuf) {
     let out = dir.join("out");
     std::fs::create_dir(&out).unwrap();
-    let opts = file_options(&out);
+    let mut opts = file_options(&out);
+    opts.extend(args(extra));
     let (srv, socket) = server(dir, &opts.iter().map(String::as_str).collect::<Vec<_>>());
     (srv, socket, out)
 }
@@ -467,14 +473,7 @@ fn sigterm_lets_attached_leases_end_then_exits() {
 #[test]
 fn sigterm_grace_ends_and_leaves_the_lease_to_its_daemon() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let mut opts = file_options(&out);
-    opts.extend(args(&["--grace", "1s"]));
-    let (mut srv, socket) = server(
-        dir.path(),
-        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let (mut srv, socket, _out) = file_server_with(dir.path(), &["--grace", "1s"]);
     let mut a = attach(dir.path(), &socket, "alpha");
     let mut m = init(&mut a, "shardId-000000000001");
     common::process_records(&mut a, &mut m, records(0, 5)).unwrap();
@@ -760,18 +759,9 @@ fn two_attachments_of_one_shard_keep_their_files_apart() {
 #[test]
 fn json_log_lines_name_the_application_and_shard_of_each_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let mut opts = file_options(&out);
-    opts.extend(args(&[
-        "--log-format",
-        "json",
-        "--progress-interval",
-        "200ms",
-    ]));
-    let (mut srv, socket) = server(
+    let (mut srv, socket, _out) = file_server_with(
         dir.path(),
-        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["--log-format", "json", "--progress-interval", "200ms"],
     );
     let mut a = attach(dir.path(), &socket, "alpha");
     let mut b = attach(dir.path(), &socket, "beta");
@@ -816,14 +806,7 @@ fn json_log_lines_name_the_application_and_shard_of_each_lease() {
 #[test]
 fn text_log_lines_name_the_lease_and_have_progress_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let mut opts = file_options(&out);
-    opts.extend(args(&["--progress-interval", "200ms"]));
-    let (mut srv, socket) = server(
-        dir.path(),
-        &opts.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let (mut srv, socket, _out) = file_server_with(dir.path(), &["--progress-interval", "200ms"]);
     let mut a = attach(dir.path(), &socket, "alpha");
     let mut ma = init(&mut a, "shardId-000000000001");
     common::process_records(&mut a, &mut ma, records(0, 10)).unwrap();
