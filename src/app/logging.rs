@@ -328,16 +328,9 @@ impl Sink for ChildLog {
             }
         }
         self.0.progress.record(event);
-        if quiet_at_info(event) && log::max_level() < log::LevelFilter::Debug {
-            // The hot path (per batch, per completion) formats nothing at the default level.
-            return;
-        }
-        let Some((level, mut text)) = log_line(event) else {
+        let Some((level, mut text)) = enabled_line(event) else {
             return;
         };
-        if level > log::max_level() {
-            return;
-        }
         if let Event::LeaseEnded { .. } = event {
             // Per-checkpoint lines are debug: the end says where the lease stopped.
             let c = self.0.progress.checkpoint.lock();
@@ -492,6 +485,15 @@ impl ServerLog {
     }
 }
 
+/// The log line of `event` if its level is enabled. The hot path (per batch, per
+/// completion) formats nothing at the default level.
+fn enabled_line(event: &Event) -> Option<(log::Level, String)> {
+    if quiet_at_info(event) && log::max_level() < log::LevelFilter::Debug {
+        return None;
+    }
+    log_line(event).filter(|(level, _)| *level <= log::max_level())
+}
+
 /// One json line of the server: `ts`, `level`, `lease`, `application`, `shard` (null on
 /// lines of no lease), `message`, and the event's fields.
 fn write_server_json(
@@ -542,15 +544,9 @@ impl Sink for ServerLog {
         if let Some(l) = &entry {
             l.progress.record(event);
         }
-        if quiet_at_info(event) && log::max_level() < log::LevelFilter::Debug {
-            return;
-        }
-        let Some((level, mut text)) = log_line(event) else {
+        let Some((level, mut text)) = enabled_line(event) else {
             return;
         };
-        if level > log::max_level() {
-            return;
-        }
         let stream = match event {
             Event::LeaseStarted { .. } => lease.and_then(|id| self.stream_of(id)),
             _ => None,
