@@ -829,6 +829,32 @@ fn text_log_lines_name_the_lease_and_have_progress_lines() {
     );
 }
 
+/// A server (one worker, `--item-timeout 1s`, the hidden delay wrapper sleeping up to 10 s
+/// per item with no interrupter) and an attach whose 20 records are sent: the worker will
+/// be lost. The server, its socket, the attach and its daemon model.
+fn losing_a_worker(dir: &Path) -> (Proc, PathBuf, Proc, CheckpointModel) {
+    let mut list = vec!["--handler", "discard", "--workers", "1"];
+    list.extend(["--item-timeout", "1s", "--debug-delay-ms", "10000"]);
+    list.extend(common::CHECKPOINT_EVERY_BATCH);
+    let (srv, socket) = server(dir, &list);
+    let mut a = attach(dir, &socket, "alpha");
+    let mut model = init(&mut a, "shardId-000000000001");
+    model.deliver_all(&records(0, 20));
+    a.send(&line(&rsmld::testkit::encode::process_records(
+        records(0, 20),
+        Some(0),
+    )));
+    (srv, socket, a, model)
+}
+
+/// The lease failed (its attach exits 1, nothing checkpointed) and so did the server.
+fn assert_lease_and_server_failed(srv: &mut Proc, a: &mut Proc, model: &CheckpointModel) {
+    let wait = Duration::from_secs(60);
+    assert_eq!(a.wait(wait).unwrap(), 1, "{}", srv.stderr());
+    assert!(model.stored.is_empty(), "checkpointed {:?}", model.stored);
+    assert_eq!(srv.wait(wait).unwrap(), 1, "{}", srv.stderr());
+}
+
 /// A worker lost to a call that outlives `--item-timeout` and cannot be interrupted (the
 /// hidden delay wrapper sleeps, with no interrupter): the attached lease fails (its attach
 /// exits 1, nothing checkpointed) and the server stops itself with exit 1, so that its
@@ -836,30 +862,8 @@ fn text_log_lines_name_the_lease_and_have_progress_lines() {
 #[test]
 fn a_lost_worker_stops_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let mut list = vec!["--handler", "discard", "--workers", "1"];
-    list.extend(["--item-timeout", "1s", "--debug-delay-ms", "10000"]);
-    list.extend(common::CHECKPOINT_EVERY_BATCH);
-    let (mut srv, socket) = server(dir.path(), &list);
-    let mut a = attach(dir.path(), &socket, "alpha");
-    let mut model = init(&mut a, "shardId-000000000001");
-    model.deliver_all(&records(0, 20));
-    a.send(&line(&rsmld::testkit::encode::process_records(
-        records(0, 20),
-        Some(0),
-    )));
-    assert_eq!(
-        a.wait(Duration::from_secs(60)).unwrap(),
-        1,
-        "{}",
-        srv.stderr()
-    );
-    assert!(model.stored.is_empty(), "checkpointed {:?}", model.stored);
-    assert_eq!(
-        srv.wait(Duration::from_secs(60)).unwrap(),
-        1,
-        "{}",
-        srv.stderr()
-    );
+    let (mut srv, socket, mut a, model) = losing_a_worker(dir.path());
+    assert_lease_and_server_failed(&mut srv, &mut a, &model);
     assert!(srv.stderr_contains("worker(s) lost"), "{}", srv.stderr());
     assert!(!socket.exists(), "socket left behind");
 }
@@ -937,31 +941,9 @@ fn the_server_enlarges_each_lease_input_pipe() {
 #[test]
 fn a_worker_lost_during_the_grace_period_still_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    let mut list = vec!["--handler", "discard", "--workers", "1", "--grace", "30s"];
-    list.extend(["--item-timeout", "1s", "--debug-delay-ms", "10000"]);
-    list.extend(common::CHECKPOINT_EVERY_BATCH);
-    let (mut srv, socket) = server(dir.path(), &list);
-    let mut a = attach(dir.path(), &socket, "alpha");
-    let mut model = init(&mut a, "shardId-000000000001");
-    model.deliver_all(&records(0, 20));
-    a.send(&line(&rsmld::testkit::encode::process_records(
-        records(0, 20),
-        Some(0),
-    )));
+    let (mut srv, _socket, mut a, model) = losing_a_worker(dir.path());
     // Before the watchdog's 1 s: the stop is under way when the worker is lost.
     sigterm(&srv);
-    assert_eq!(
-        a.wait(Duration::from_secs(60)).unwrap(),
-        1,
-        "{}",
-        srv.stderr()
-    );
-    assert!(model.stored.is_empty(), "checkpointed {:?}", model.stored);
-    assert_eq!(
-        srv.wait(Duration::from_secs(60)).unwrap(),
-        1,
-        "{}",
-        srv.stderr()
-    );
+    assert_lease_and_server_failed(&mut srv, &mut a, &model);
     assert!(srv.stderr_contains("worker(s)"), "{}", srv.stderr());
 }
