@@ -75,16 +75,7 @@ pub fn run(program: Program) -> ExitCode {
     }
     let cli = match program.parse_with_properties(argv) {
         Ok(cli) => cli,
-        Err(e) => match e.downcast::<clap::Error>() {
-            Ok(clap_error) => clap_error.exit(),
-            Err(e) => {
-                // One line per problem: a properties file can have several.
-                for line in format!("{e}").lines() {
-                    eprintln!("rsmld[-] ERROR {line}");
-                }
-                return ExitCode::from(EXIT_USAGE);
-            }
-        },
+        Err(e) => return usage_error(e, "-"),
     };
     if let Some(Command::Check(args)) = &cli.command {
         return check(&program, args);
@@ -107,6 +98,21 @@ pub fn run(program: Program) -> ExitCode {
     }
 }
 
+/// A command line that cannot be used: clap's own errors exit as clap prints them; the
+/// others (a properties file can have several problems) one `rsmld[PREFIX] ERROR` line
+/// each, exit 2.
+fn usage_error(e: anyhow::Error, prefix: &str) -> ExitCode {
+    match e.downcast::<clap::Error>() {
+        Ok(clap_error) => clap_error.exit(),
+        Err(e) => {
+            for line in format!("{e}").lines() {
+                eprintln!("rsmld[{prefix}] ERROR {line}");
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
 /// `rsmld serve --socket PATH [child-mode options]`: one runtime for every attached lease
 /// ([`crate::serve`]).
 fn serve(program: &Program, argv: &[String]) -> ExitCode {
@@ -118,15 +124,7 @@ fn serve(program: &Program, argv: &[String]) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
         Ok(parsed) => parsed,
-        Err(e) => match e.downcast::<clap::Error>() {
-            Ok(clap_error) => clap_error.exit(),
-            Err(e) => {
-                for line in format!("{e}").lines() {
-                    eprintln!("rsmld[serve] ERROR {line}");
-                }
-                return ExitCode::from(EXIT_USAGE);
-            }
-        },
+        Err(e) => return usage_error(e, "serve"),
     };
     let log = logging::ServerLog::new(cli.run.log_format);
     logging::init_server(log.clone(), cli.run.log_level);
