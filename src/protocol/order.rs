@@ -20,11 +20,18 @@
 //!   processed, so skipping it loses nothing);
 //! - not among them, and no position at or above it was forgotten: it goes backwards
 //!   without ever having been delivered — a protocol error (records 5, 3, 4 in a batch);
-//! - older than the remembered runs: it cannot be told apart from one that goes
+//! - older than the remembered positions: it cannot be told apart from one that goes
 //!   backwards, so it is refused too. Refusing is safe — rsmld exits non-zero and the
 //!   daemon restarts from the checkpoint — while skipping a record that was never
 //!   delivered would lose it. (A real re-delivery — the KCL restarting its record
 //!   publisher — replays the last batch or so, well inside the bound.)
+//!
+//! What is remembered: the positions of the newest [`REMEMBERED_BATCHES`] batches (the one
+//! being delivered and the three before it), and of those at most [`REMEMBERED_RUNS`] runs.
+//! Bounding by batches keeps the history as large as a re-delivery can reach and no larger:
+//! a lease of 1 000-record batches remembers about 4 000 runs (under 200 KiB, mostly
+//! sharing the digits its items hold anyway), not the 32 768 that 10 000-record batches
+//! need. That matters on a host server, where every lease keeps its own history.
 //!
 //! Memory: one run per plain record or aggregate (the sequence number, shared with the
 //! record's items while they live, and two sub-sequence numbers: about 120 bytes), at most
@@ -38,6 +45,10 @@ use crate::protocol::sequence::{Esn, SequenceNumber};
 /// real sequence number): three full polling batches (10 000 records each) of plain
 /// records, far more aggregated user records.
 pub const REMEMBERED_RUNS: usize = 32_768;
+
+/// Batches whose positions are remembered: the one being delivered and the three before it
+/// (a re-delivery replays the last batch or so).
+pub const REMEMBERED_BATCHES: usize = 4;
 
 /// How a delivered position relates to the lease's earlier deliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +88,7 @@ pub enum OrderError {
         last: Esn,
     },
     /// Below the last delivered record and older than the remembered positions.
-    #[error("record {esn} is below the last delivered record {last} and older than the {REMEMBERED_RUNS} runs of positions rsmld remembers: it cannot be told apart from a record that goes backwards")]
+    #[error("record {esn} is below the last delivered record {last} and older than the positions rsmld remembers (those of the newest {REMEMBERED_BATCHES} batches, at most {REMEMBERED_RUNS} runs): it cannot be told apart from a record that goes backwards")]
     Forgotten {
         /// The record.
         esn: Esn,
@@ -103,8 +114,16 @@ pub struct DeliveryOrder {
     last: Option<Esn>,
     /// The newest delivered positions, increasing.
     runs: VecDeque<Run>,
-    /// The highest position forgotten because of the bound.
+    /// The highest position forgotten because of the bounds.
     forgotten: Option<Esn>,
+    /// Runs ever forgotten: the index, counted over the lease, of `runs[0]`.
+    dropped: u64,
+    /// Where each remembered batch's runs start (indexes counted over the lease), oldest
+    /// first; the last is the batch being delivered.
+    batch_starts: VecDeque<u64>,
+    /// The next position starts a run of its own: a run never spans two batches, so
+    /// forgetting a batch forgets exactly its runs.
+    new_run: bool,
 }
 
 impl DeliveryOrder {
@@ -122,6 +141,26 @@ impl DeliveryOrder {
     /// delivered in this lease.
     pub fn start_at(&mut self, checkpoint: Esn) {
         self.floor = Some(checkpoint);
+    }
+
+    /// A new batch begins: its positions are remembered with those of the
+    /// [`REMEMBERED_BATCHES`]` - 1` batches before it; older ones are forgotten.
+    pub fn begin_batch(&mut self) {
+        self.batch_starts
+            .push_back(self.dropped + self.runs.len() as u64);
+        self.new_run = true;
+        if self.batch_starts.len() > REMEMBERED_BATCHES {
+            self.batch_starts.pop_front();
+            // The oldest batch remembered now starts here: forget every run before it.
+            let keep_from = self.batch_starts.front().copied().unwrap_or(self.dropped);
+            while self.dropped < keep_from && !self.runs.is_empty() {
+                self.forget_oldest();
+            }
+        }
+        // A lease whose batches shrink gives the memory of its large ones back.
+        if self.runs.capacity() > 1024 && self.runs.capacity() > 4 * self.runs.len() {
+            self.runs.shrink_to(2 * self.runs.len());
+        }
     }
 
     /// Where `esn` stands; a new position is remembered as delivered.
@@ -165,21 +204,28 @@ impl DeliveryOrder {
     /// Appends a position above every remembered one.
     fn remember(&mut self, esn: &Esn) {
         self.last = Some(esn.clone());
-        if let Some(run) = self.runs.back_mut() {
+        if let Some(run) = self.runs.back_mut().filter(|_| !self.new_run) {
             if run.seq.cmp(&esn.seq).is_eq() && run.last.checked_add(1) == Some(esn.sub) {
                 run.last = esn.sub;
                 return;
             }
         }
+        self.new_run = false;
         self.runs.push_back(Run {
             seq: esn.seq.clone(),
             first: esn.sub,
             last: esn.sub,
         });
         if self.runs.len() > REMEMBERED_RUNS {
-            if let Some(run) = self.runs.pop_front() {
-                self.forgotten = Some(Esn::new(run.seq, run.last));
-            }
+            self.forget_oldest();
+        }
+    }
+
+    /// Forgets the oldest remembered run (there is one: callers checked).
+    fn forget_oldest(&mut self) {
+        if let Some(run) = self.runs.pop_front() {
+            self.dropped += 1;
+            self.forgotten = Some(Esn::new(run.seq, run.last));
         }
     }
 
@@ -324,6 +370,131 @@ mod tests {
             o.place(&esn(n + 1, 0)),
             Err(OrderError::Backwards { .. })
         ));
+    }
+
+    /// Delivers `batches` batches of `per_batch` plain records each, numbered from 1.
+    fn deliver_batches(o: &mut DeliveryOrder, batches: u64, per_batch: u64) {
+        for b in 0..batches {
+            o.begin_batch();
+            for i in 1..=per_batch {
+                o.place(&esn(b * per_batch + i, 0)).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_newest_batches_are_remembered() {
+        let mut o = DeliveryOrder::new();
+        deliver_batches(&mut o, 10, 1000);
+        assert_eq!(o.remembered_runs(), REMEMBERED_BATCHES * 1000);
+        // Batch 6 (records 6001..=7000) is forgotten, batch 7 remembered.
+        let oldest_kept = (10 - REMEMBERED_BATCHES as u64) * 1000 + 1;
+        assert!(matches!(
+            o.place(&esn(oldest_kept - 1, 0)),
+            Err(OrderError::Forgotten { .. })
+        ));
+        assert!(matches!(
+            o.place(&esn(oldest_kept, 0)),
+            Ok(Placement::Duplicate { .. })
+        ));
+        assert!(matches!(
+            o.place(&esn(1, 0)),
+            Err(OrderError::Forgotten { .. })
+        ));
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_run_bound_keeps_the_newest_runs() {
+        let mut o = DeliveryOrder::new();
+        deliver_batches(&mut o, 1, REMEMBERED_RUNS as u64 + 5);
+        assert_eq!(o.remembered_runs(), REMEMBERED_RUNS);
+        assert!(matches!(
+            o.place(&esn(5, 0)),
+            Err(OrderError::Forgotten { .. })
+        ));
+        assert!(matches!(
+            o.place(&esn(6, 0)),
+            Ok(Placement::Duplicate { .. })
+        ));
+        // Batches after it forget it as a whole, without tripping over the runs the run
+        // bound already dropped.
+        for b in 0..REMEMBERED_BATCHES as u64 {
+            o.begin_batch();
+            o.place(&esn(1_000_000 + b, 0)).unwrap();
+        }
+        assert_eq!(o.remembered_runs(), REMEMBERED_BATCHES);
+    }
+
+    #[test]
+    fn a_run_of_sub_records_never_spans_two_batches() {
+        let mut o = DeliveryOrder::new();
+        o.begin_batch();
+        o.place(&esn(5, 0)).unwrap();
+        o.place(&esn(5, 1)).unwrap();
+        o.begin_batch();
+        o.place(&esn(5, 2)).unwrap();
+        assert_eq!(o.remembered_runs(), 2);
+        for _ in 1..REMEMBERED_BATCHES {
+            o.begin_batch();
+        }
+        // The first batch is forgotten, the second (5/2) is not.
+        assert!(matches!(
+            o.place(&esn(5, 1)),
+            Err(OrderError::Forgotten { .. })
+        ));
+        assert!(matches!(
+            o.place(&esn(5, 2)),
+            Ok(Placement::Duplicate { .. })
+        ));
+    }
+
+    #[test]
+    fn the_history_gives_back_the_memory_of_large_batches() {
+        let mut o = DeliveryOrder::new();
+        deliver_batches(&mut o, REMEMBERED_BATCHES as u64, 8000);
+        let large = o.runs.capacity();
+        assert!(large >= REMEMBERED_BATCHES * 8000);
+        for b in 0..2 * REMEMBERED_BATCHES as u64 {
+            o.begin_batch();
+            o.place(&esn(1_000_000 + b, 0)).unwrap();
+        }
+        assert!(o.runs.capacity() < large / 4, "{}", o.runs.capacity());
+    }
+
+    proptest! {
+        /// Against a naive model that keeps each batch's positions: new exactly when above
+        /// all delivered ones, a duplicate exactly when delivered in one of the newest
+        /// batches, forgotten when below a position of an older batch, else backwards.
+        #[test]
+        fn matches_a_naive_model_of_batches(
+            events in prop::collection::vec(prop::option::of((0u64..16, 0i64..4)), 1..120),
+        ) {
+            let mut o = DeliveryOrder::new();
+            let mut batches: Vec<std::collections::BTreeSet<Esn>> = vec![Default::default()];
+            o.begin_batch();
+            for event in events {
+                let Some((n, sub)) = event else {
+                    o.begin_batch();
+                    batches.push(Default::default());
+                    continue;
+                };
+                let e = esn(n, sub);
+                let got = o.place(&e);
+                let kept = batches.len().saturating_sub(REMEMBERED_BATCHES);
+                let last = batches.iter().flatten().max().cloned();
+                let newest_forgotten = batches[..kept].iter().flatten().max().cloned();
+                if last.as_ref().is_none_or(|l| e > *l) {
+                    prop_assert_eq!(got, Ok(Placement::New));
+                    batches.last_mut().unwrap().insert(e);
+                } else if batches[kept..].iter().any(|b| b.contains(&e)) {
+                    prop_assert!(matches!(got, Ok(Placement::Duplicate { .. })), "{e}: {got:?}");
+                } else if newest_forgotten.as_ref().is_some_and(|f| e <= *f) {
+                    prop_assert!(matches!(got, Err(OrderError::Forgotten { .. })), "{e}: {got:?}");
+                } else {
+                    prop_assert!(matches!(got, Err(OrderError::Backwards { .. })), "{e}: {got:?}");
+                }
+            }
+        }
     }
 
     proptest! {

@@ -622,6 +622,7 @@ impl Session {
                 "a line admitted before the last one was delivered",
             ));
         }
+        self.order.begin_batch();
         self.emit(Event::BatchReceived {
             records: head.records,
             bytes: head.line_bytes,
