@@ -59,9 +59,7 @@ fn build() -> Result<(), String> {
         cmd.arg("-C").arg(format!("linker={linker}"));
     }
     cmd.arg(&source).arg("-o").arg(&out);
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run rustc: {e}"))?;
+    let output = cmd.output().map_err(|e| format!("cannot run rustc: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         // The error lines (rustc's and the linker's) say enough for a warning; the rest is
