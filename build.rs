@@ -29,7 +29,7 @@ fn main() {
         Ok(()) => println!("cargo::rustc-cfg=rsmld_waiter"),
         Err(why) => println!(
             "cargo::warning=rsmld: the attach waiter ({SOURCE}) was not built, so a waiting \
-             `rsmld attach` stays the whole rsmld process (about 4 MiB instead of 12 KiB): {why}"
+             `rsmld attach` stays the whole rsmld process (about 4 MiB instead of 16 KiB): {why}"
         ),
     }
 }

@@ -5,7 +5,7 @@
 //! `rsmld` binary costs 4 MiB of resident memory per lease (the pages of the 6 MB binary and
 //! of libc that start-up and the attach path touched, 64 KiB per fault with the kernel's
 //! fault-around), 64 MiB on a host of 16 leases. So attach executes this program instead
-//! (from a memfd, `src/attach.rs`), and the process waits at about 12 KiB.
+//! (from a memfd, `src/attach.rs`), and the process waits at 12-20 KiB.
 //!
 //! It is a separate image, not a module of the crate: any `std` program maps libc and
 //! the runtime's start-up (2 MiB dynamic, 1.2 MiB static), so this one is `no_std` and
