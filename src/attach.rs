@@ -9,6 +9,18 @@
 //!
 //! A server that is not there yet (no socket, or nothing listening) is retried every
 //! 100 ms for `--retry-for` (10 s by default); then one error line and exit 2.
+//!
+//! **The wait costs almost no memory.** Waiting as this binary holds 4 MiB resident for the whole
+//! lease (the pages of the 6 MB binary and libc that start-up and the attach path touched),
+//! so once the hello is sent attach replaces itself with a 2 KB waiter, `rsmld-attach`
+//! (`src/attach/wait.rs`, built by `build.rs`, embedded here and executed from a memfd),
+//! which waits for the status byte on descriptor 3 at 12-20 KiB and exits with it, or
+//! writes the same error line as below and exits 1. Nothing else attach holds must outlive
+//! the hello: its stdin and stdout are /dev/null by then, the socket is the one descriptor
+//! the waiter needs, stderr stays for its error line. Where the waiter cannot run (no
+//! memfd, executing one forbidden, `vm.memfd_noexec = 2`, seccomp; a target without a
+//! waiter) attach waits in-process as before, silently: the same status, 4 MiB. Setting
+//! `RSMLD_ATTACH_NO_EXEC=1` forces that in-process wait (a debugging switch).
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -24,6 +36,11 @@ use crate::serve::fd;
 use crate::serve::hello::Hello;
 
 pub use crate::cli::attach::{AttachArgs, DEFAULT_RETRY_FOR};
+
+/// The environment variable that, set (to anything but empty or `0`), keeps attach waiting
+/// in-process instead of executing the waiter: a debugging switch, and how the tests reach
+/// the fallback.
+pub const NO_EXEC: &str = "RSMLD_ATTACH_NO_EXEC";
 
 /// Runs attach with `args` (the arguments after `attach`); the exit code.
 pub fn main(args: &[String]) -> ExitCode {
@@ -70,6 +87,10 @@ fn run(args: &AttachArgs) -> Result<u8, (u8, String)> {
         )
     })?;
     release_stdio();
+    if std::env::var_os(NO_EXEC).is_none_or(|v| v.is_empty() || v == "0") {
+        // Returns only when the waiter could not be executed; then wait here.
+        let _ = waiter::exec(&conn);
+    }
     let mut status = [0u8; 1];
     match (&conn).read(&mut status) {
         Ok(1) => Ok(status[0]),
@@ -125,5 +146,93 @@ fn release_stdio() {
         unsafe {
             libc::dup2(null.as_raw_fd(), target);
         }
+    }
+}
+
+/// The waiter (`src/attach/wait.rs`): executing it from a memfd once the lease is handed
+/// over.
+#[cfg(rsmld_waiter)]
+mod waiter {
+    use std::ffi::CStr;
+    use std::io::{self, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::unix::net::UnixStream;
+
+    /// The waiter's ELF image, which build.rs compiled.
+    const IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rsmld-attach"));
+
+    /// The descriptor the waiter reads the status from (its `SOCKET_FD`).
+    const SOCKET_FD: RawFd = 3;
+
+    /// Its name: the memfd's (`/proc/PID/exe` is `/memfd:rsmld-attach (deleted)`) and its
+    /// argv[0] (what `ps` shows).
+    const NAME: &CStr = c"rsmld-attach";
+
+    /// Executes the waiter with `conn` as its descriptor 3; returns only if that failed,
+    /// with why (the process is unchanged but for a copy of `conn` on descriptor 3).
+    pub fn exec(conn: &UnixStream) -> io::Error {
+        match try_exec(conn) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    fn try_exec(conn: &UnixStream) -> io::Result<std::convert::Infallible> {
+        // The socket on 3 first, so that the memfd cannot take that number; a descriptor
+        // the daemon may have left on 3 is not attach's to keep.
+        if conn.as_raw_fd() == SOCKET_FD {
+            // SAFETY: F_SETFD on a descriptor this process owns; clears close-on-exec.
+            if unsafe { libc::fcntl(SOCKET_FD, libc::F_SETFD, 0) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        } else {
+            // SAFETY: dup2 of the live socket onto 3 (the copy is not close-on-exec).
+            if unsafe { libc::dup2(conn.as_raw_fd(), SOCKET_FD) } != SOCKET_FD {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let memfd = memfd()?;
+        std::fs::File::from(memfd.try_clone()?).write_all(IMAGE)?;
+        let argv = [NAME.as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null()];
+        // SAFETY: argv and envp are null-terminated arrays of NUL-terminated strings that
+        // live until the call returns, which it does only on failure.
+        unsafe {
+            libc::fexecve(memfd.as_raw_fd(), argv.as_ptr(), envp.as_ptr());
+        }
+        Err(io::Error::last_os_error())
+    }
+
+    /// A close-on-exec memfd for the image, executable where the kernel asks memfds to say
+    /// so (MFD_EXEC, Linux 6.3; older kernels reject the flag and need none).
+    fn memfd() -> io::Result<OwnedFd> {
+        let mut flags = libc::MFD_CLOEXEC | libc::MFD_EXEC;
+        loop {
+            // SAFETY: NAME is NUL-terminated; memfd_create takes no other pointer.
+            let fd = unsafe { libc::memfd_create(NAME.as_ptr(), flags) };
+            if fd >= 0 {
+                // SAFETY: a new descriptor that nothing else owns.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) && flags & libc::MFD_EXEC != 0 {
+                flags &= !libc::MFD_EXEC;
+                continue;
+            }
+            return Err(e);
+        }
+    }
+}
+
+/// No waiter on this target (or build.rs could not build it): attach always waits
+/// in-process.
+#[cfg(not(rsmld_waiter))]
+mod waiter {
+    use std::io;
+    use std::os::unix::net::UnixStream;
+
+    /// Never executes anything.
+    pub fn exec(_conn: &UnixStream) -> io::Error {
+        io::Error::new(io::ErrorKind::Unsupported, "no waiter in this build")
     }
 }

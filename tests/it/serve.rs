@@ -62,19 +62,27 @@ fn file_server_with(dir: &Path, extra: &[&str]) -> (Proc, PathBuf, PathBuf) {
 
 /// An attach for `application` (through a properties file naming it).
 fn attach(dir: &Path, socket: &Path, application: &str) -> Proc {
+    attach_env(dir, socket, application, &[])
+}
+
+/// [`attach`] with `env` added to its environment.
+fn attach_env(dir: &Path, socket: &Path, application: &str, env: &[(&str, &str)]) -> Proc {
     let props = dir.join(format!("{application}.properties"));
     std::fs::write(
         &props,
         format!("applicationName = {application}\nexecutableName = rsmld attach\n"),
     )
     .unwrap();
-    Proc::spawn(&args(&[
-        "attach",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--properties",
-        props.to_str().unwrap(),
-    ]))
+    Proc::spawn_env(
+        &args(&[
+            "attach",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--properties",
+            props.to_str().unwrap(),
+        ]),
+        env,
+    )
 }
 
 /// Initializes `p` for `shard` at TRIM_HORIZON.
@@ -239,6 +247,200 @@ fn no_server_retries_then_fails() {
     let err = p.stderr();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no rsmld serve answers on"), "{err}");
+}
+
+/// What process `p` is now: the target of /proc/PID/exe.
+fn exe_of(p: &Proc) -> String {
+    let link = std::fs::read_link(format!("/proc/{}/exe", p.child.id())).unwrap();
+    link.to_string_lossy().into_owned()
+}
+
+/// `p`'s resident memory (VmRSS) in KiB.
+fn rss_kib(p: &Proc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Waits until attach `p` has become the waiter (`src/attach/wait.rs`, run from a memfd).
+fn until_waiter(p: &Proc) {
+    let deadline = Instant::now() + WAIT;
+    while !exe_of(p).contains("memfd:rsmld-attach") {
+        assert!(Instant::now() < deadline, "still {}", exe_of(p));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether attach waits through the waiter on this build's targets (build.rs builds it
+/// for x86_64 and aarch64 Linux; elsewhere attach waits in-process).
+const WAITER: bool = cfg!(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+));
+
+/// Once its lease is handed over, a waiting attach is the 2 KB waiter: /proc shows
+/// `rsmld-attach` from a memfd, it holds the socket and nothing else but stdio, and its
+/// resident memory is a few KiB (old code: the rsmld binary, 3.6-4.5 MiB); the lease goes
+/// on through it and its status (0) comes back through it.
+#[test]
+fn a_waiting_attach_is_the_small_waiter() {
+    if !WAITER {
+        eprintln!("skipped: no waiter on this target");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, socket) = server(dir.path(), &["--handler", "discard"]);
+    let mut a = attach(dir.path(), &socket, "alpha");
+    assert!(
+        srv.stderr_contains("application \"alpha\""),
+        "{}",
+        srv.stderr()
+    );
+    until_waiter(&a);
+    let pid = a.child.id();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(cmdline, b"rsmld-attach\0");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim_end(), "rsmld-attach");
+    // Stdio, the socket on 3, and nothing attach opened: any other descriptor is one this
+    // test process left open for its children too (the harness's, the shell's).
+    let link = |pid: &str, fd: &str| std::fs::read_link(format!("/proc/{pid}/fd/{fd}"));
+    let socket_fd = link(&pid.to_string(), "3").unwrap();
+    assert!(
+        socket_fd.to_string_lossy().starts_with("socket:"),
+        "{socket_fd:?}"
+    );
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let fd = entry.unwrap().file_name().into_string().unwrap();
+        if !["0", "1", "2", "3"].contains(&fd.as_str()) {
+            let held = link(&pid.to_string(), &fd).unwrap();
+            assert_eq!(
+                link("self", &fd).ok(),
+                Some(held.clone()),
+                "the waiter holds descriptor {fd} ({held:?}), not inherited from the test"
+            );
+        }
+    }
+    let rss = rss_kib(&a);
+    assert!(rss < 512, "a waiting attach holds {rss} KiB");
+    let mut m = init(&mut a, "shardId-000000000001");
+    common::process_records(&mut a, &mut m, records(0, 10)).unwrap();
+    assert!(rss_kib(&a) < 512);
+    assert_eq!(finish(&mut a, &mut m), 0, "{}", srv.stderr());
+    assert_eq!(a.stderr(), "");
+}
+
+/// The lease's status reaches the daemon whichever way attach waits (`waiter`: the
+/// waiter, the default; else in-process, `RSMLD_ATTACH_NO_EXEC=1`): a protocol error 3, a
+/// clean end 0, and a server killed with SIGKILL exit 1 at once with one error line.
+fn statuses_pass_through(waiter: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, socket) = server(dir.path(), &["--handler", "discard"]);
+    let env: &[(&str, &str)] = if waiter {
+        &[]
+    } else {
+        &[("RSMLD_ATTACH_NO_EXEC", "1")]
+    };
+    let mut leases: Vec<(Proc, CheckpointModel)> = ["alpha", "beta", "gamma"]
+        .iter()
+        .enumerate()
+        .map(|(i, app)| {
+            let mut p = attach_env(dir.path(), &socket, app, env);
+            let m = init(&mut p, &format!("shardId-00000000000{i}"));
+            (p, m)
+        })
+        .collect();
+    for (p, m) in &mut leases {
+        common::process_records(p, m, records(0, 5)).unwrap();
+        if waiter {
+            until_waiter(p);
+        } else {
+            assert_eq!(exe_of(p), common::rsmld_bin().to_string_lossy());
+        }
+    }
+    let (broken, _) = &mut leases[0];
+    broken.send("this is not a message of the protocol");
+    assert_eq!(broken.wait(WAIT).unwrap(), 3, "{}", srv.stderr());
+    assert_eq!(broken.stderr(), "");
+    let (clean, m) = &mut leases[1];
+    assert_eq!(finish(clean, m), 0, "{}", srv.stderr());
+    assert_eq!(clean.stderr(), "");
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    let (orphan, _) = &mut leases[2];
+    assert_eq!(orphan.wait(WAIT).unwrap(), 1);
+    assert_eq!(
+        orphan.stderr(),
+        "rsmld[attach] ERROR the server closed the lease without a status (did it die?)\n"
+    );
+}
+
+/// Through the waiter: statuses 3 and 0 from the server, 1 and the error line when it dies.
+#[test]
+fn the_waiter_exits_with_the_lease_status() {
+    statuses_pass_through(WAITER);
+}
+
+/// `RSMLD_ATTACH_NO_EXEC=1` (and wherever the waiter cannot be executed): attach waits
+/// in-process, as the rsmld binary, with the same statuses and the same error line.
+#[test]
+fn the_in_process_wait_exits_with_the_lease_status() {
+    statuses_pass_through(false);
+}
+
+/// Runs `sh -c script` as pid 1 of a new pid namespace whose `vm.memfd_noexec` is 2 (no
+/// memfd may be executed there, Linux 6.3 and later), with `args` as its `$0 $@`; `None`
+/// where that cannot be set up (not root, no unshare, an older kernel).
+fn in_memfd_noexec_namespace(script: &str, args: &[String]) -> Option<std::process::Command> {
+    let script = format!("echo 2 > /proc/sys/vm/memfd_noexec && {script}");
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "sh", "-c", &script, "true"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    if rsmld::serve::fd::own_uid() != 0 || !probe.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "sh", "-c", &script])
+        .args(args);
+    Some(cmd)
+}
+
+/// Where the kernel refuses to execute a memfd (`vm.memfd_noexec = 2`), attach waits
+/// in-process, silently, and the lease's status still reaches the daemon: 3 for a
+/// protocol error, 0 for a clean end. Needs root and Linux 6.3; skipped otherwise.
+#[test]
+fn attach_waits_in_process_where_memfds_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, socket) = server(dir.path(), &["--handler", "discard"]);
+    let mut argv = vec![common::rsmld_bin().to_string_lossy().into_owned()];
+    argv.extend(args(&["attach", "--socket", socket.to_str().unwrap()]));
+    for (shard, broken) in [
+        ("shardId-000000000001", true),
+        ("shardId-000000000002", false),
+    ] {
+        let Some(cmd) = in_memfd_noexec_namespace(r#"exec "$0" "$@""#, &argv) else {
+            eprintln!("skipped: needs root, unshare and vm.memfd_noexec (Linux 6.3)");
+            return;
+        };
+        // unshare forks the namespace's pid 1 (the attach) and exits with its status.
+        let mut p = Proc::from_command(cmd);
+        let mut m = init(&mut p, shard);
+        common::process_records(&mut p, &mut m, records(0, 5)).unwrap();
+        let unshare = p.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap();
+        let attach: u32 = children.trim().parse().unwrap();
+        let exe = std::fs::read_link(format!("/proc/{attach}/exe")).unwrap();
+        assert_eq!(exe, common::rsmld_bin(), "the attach waits as itself");
+        if broken {
+            p.send("this is not a message of the protocol");
+            assert_eq!(p.wait(WAIT).unwrap(), 3, "{}", srv.stderr());
+        } else {
+            assert_eq!(finish(&mut p, &mut m), 0, "{}", srv.stderr());
+        }
+        assert_eq!(p.stderr(), "", "the fallback is silent");
+    }
 }
 
 /// A second server on a path where one answers refuses to start.
