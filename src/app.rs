@@ -172,6 +172,8 @@ fn run_server(
     }
     // As in child mode: multi-MiB lines mapped on their own, not fragmenting the heap.
     crate::sys::tune_allocator();
+    // Many leases' threads: one arena per CPU, not up to eight (their free memory adds up).
+    crate::sys::cap_allocator_arenas();
     let mut sink = server_sink(log);
     let mut _metrics_listener = None;
     if let Some(addr) = options.metrics_listen {

@@ -136,6 +136,53 @@ pub trait Host: Sync {
     fn sink(&self) -> &Arc<dyn Sink>;
     /// Attaches `lease` to the shared pool.
     fn attach(&self, lease: &LeaseId) -> Result<PoolLease, PoolError>;
+    /// The overlap slots its leases share, if they are bounded (a host server's).
+    fn overlap(&self) -> Option<&Overlap> {
+        None
+    }
+}
+
+/// How many leases of a host may overlap a batch with the next one at once.
+///
+/// A lease *overlaps* when it answers `status` while its items are still in flight (after
+/// decoding them, or before: acknowledged ahead), so that the daemon sends the next line
+/// meanwhile. That keeps a lease's workers busy across the daemon's round trip, and costs
+/// a second line in memory. On a host server the workers are shared: once as many leases
+/// overlap as there are workers, the workers never wait for a round trip, and each further
+/// overlapping lease only holds another line. So a lease overlaps only while it holds one
+/// of these slots (as many as workers); without one it answers each batch once its items
+/// are done. Slots are taken first come and held while the lease has items in flight;
+/// progress stays fair either way (the workers serve leases round robin).
+#[derive(Debug)]
+pub struct Overlap {
+    free: std::sync::atomic::AtomicUsize,
+}
+
+impl Overlap {
+    /// `slots` slots, all free.
+    pub fn new(slots: usize) -> Self {
+        Overlap {
+            free: std::sync::atomic::AtomicUsize::new(slots),
+        }
+    }
+
+    /// Takes a slot if one is free.
+    fn try_take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.free
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Gives a slot back.
+    fn give_back(&self) {
+        self.free.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Slots free now.
+    pub fn free(&self) -> usize {
+        self.free.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// One lease's loop; see the module docs.
@@ -161,6 +208,8 @@ pub struct Lease<'rt, W: Write> {
     pending: Option<ReadEvent>,
     /// How the lease ends if its input closes after the final status (from its events).
     end: LeaseEnd,
+    /// Whether this lease holds one of the host's [`Overlap`] slots.
+    overlapping: bool,
 }
 
 impl<'rt, W: Write> Lease<'rt, W> {
@@ -215,8 +264,10 @@ impl<'rt, W: Write> Lease<'rt, W> {
             lines,
             pending: None,
             end: LeaseEnd::Eof,
+            overlapping: false,
         };
         let result = lease.select_loop();
+        lease.leave_overlap();
         if let Some(pool) = lease.pool.take() {
             // Whatever is still queued is not covered by any checkpoint: drop it and go.
             pool.abandon();
@@ -235,6 +286,9 @@ impl<'rt, W: Write> Lease<'rt, W> {
     fn select_loop(&mut self) -> Result<(), LeaseError> {
         loop {
             self.perform_outputs()?;
+            if self.overlapping && self.session.tracker().in_flight() == 0 {
+                self.leave_overlap();
+            }
             let deadline = match self.session.next() {
                 Next::Exit => return Ok(()),
                 Next::WorkUntil(t) => Some(t),
@@ -254,6 +308,28 @@ impl<'rt, W: Write> Lease<'rt, W> {
                 recv(lines) -> ev => self.on_read_event(ev.unwrap_or(ReadEvent::Eof))?,
                 recv(events) -> ev => self.on_pool_recv(ev)?,
                 recv(timer) -> _ => self.on_timer()?,
+            }
+        }
+    }
+
+    /// Whether this line may overlap the next (see [`Overlap`]): always without a bound,
+    /// else while this lease holds a slot or can take one.
+    fn may_overlap(&mut self) -> bool {
+        match self.rt.overlap() {
+            None => true,
+            Some(_) if self.overlapping => true,
+            Some(slots) => {
+                self.overlapping = slots.try_take();
+                self.overlapping
+            }
+        }
+    }
+
+    /// Gives this lease's overlap slot back, if it holds one.
+    fn leave_overlap(&mut self) {
+        if std::mem::take(&mut self.overlapping) {
+            if let Some(slots) = self.rt.overlap() {
+                slots.give_back();
             }
         }
     }
@@ -301,6 +377,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
                 millis_behind_latest: layout.millis_behind_latest,
                 line_bytes: len,
                 ahead: true,
+                finish_first: !self.may_overlap(),
             };
             let admission = self
                 .session
@@ -325,6 +402,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
                     millis_behind_latest,
                     line_bytes: len,
                     ahead: false,
+                    finish_first: !self.may_overlap(),
                 };
                 let admission = self
                     .session
@@ -752,6 +830,7 @@ pub fn feed(
         millis_behind_latest,
         line_bytes,
         ahead: false,
+        finish_first: false,
     };
     let mut admission = session.handle_records(head, now)?;
     let mut blocks = Vec::new();
@@ -765,4 +844,20 @@ pub fn feed(
         blocks.extend(part.into_blocks(&duplicates));
     }
     Ok(blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Overlap;
+
+    #[test]
+    fn overlap_slots_are_never_handed_out_twice() {
+        let slots = Overlap::new(2);
+        assert!(slots.try_take() && slots.try_take());
+        assert!(!slots.try_take(), "a third lease got one of two slots");
+        slots.give_back();
+        assert_eq!(slots.free(), 1);
+        assert!(slots.try_take());
+        assert_eq!(slots.free(), 0);
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::handler::HandlerFactory;
-use crate::lease::{Host, Lease, LeaseError};
+use crate::lease::{Host, Lease, LeaseError, Overlap};
 use crate::pipeline::split::Splitter;
 use crate::pool::{Pool, PoolConfig, PoolError, PoolLease};
 use crate::protocol::session::{SessionConfig, Stats};
@@ -56,6 +56,10 @@ impl Host for Runtime {
     fn attach(&self, lease: &LeaseId) -> Result<PoolLease, PoolError> {
         Runtime::attach(self, lease)
     }
+
+    fn overlap(&self) -> Option<&Overlap> {
+        self.overlap.as_ref()
+    }
 }
 
 /// What leases share; see the module docs.
@@ -65,6 +69,9 @@ pub struct Runtime {
     /// The worker pool: started by [`Runtime::start`], or (child mode) by the first lease
     /// that attaches, for that lease.
     pool: Mutex<Option<Pool>>,
+    /// A host's overlap slots, one per worker ([`Runtime::start`]); none in child mode,
+    /// whose one lease always overlaps.
+    overlap: Option<Overlap>,
 }
 
 impl Runtime {
@@ -76,6 +83,7 @@ impl Runtime {
             config,
             sink,
             pool: Mutex::new(None),
+            overlap: None,
         }
     }
 
@@ -84,6 +92,7 @@ impl Runtime {
     pub fn start(config: RuntimeConfig, sink: Arc<dyn Sink>) -> Result<Self, PoolError> {
         let pool = Pool::start(&config.pool, config.handlers.as_ref(), sink.clone())?;
         Ok(Runtime {
+            overlap: Some(Overlap::new(pool.workers())),
             config,
             sink,
             pool: Mutex::new(Some(pool)),

@@ -77,6 +77,24 @@ pub fn tune_allocator() {
     }
 }
 
+/// Caps glibc's malloc arenas at one per CPU, for a host server. glibc gives each thread
+/// that allocates under contention an arena of its own, up to eight per CPU; a server runs
+/// two threads per lease (its loop and its reader), so with many leases each arena keeps
+/// its own free memory and the server's resident set grows with the lease count rather
+/// than with what is in use (about 6 MiB of 47 at 16 leases). One arena per CPU keeps the
+/// contention that arenas exist for low: no more threads than CPUs allocate at once.
+pub fn cap_allocator_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let arenas = libc::c_int::try_from(cpus).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt with a documented parameter, before other threads allocate much.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
 /// The signals rsmld ignores (see the module docs).
 pub const IGNORED_SIGNALS: [libc::c_int; 5] = [
     libc::SIGINT,

@@ -151,6 +151,10 @@ pub struct RecordsHead {
     /// in-flight bounds counting one item per record (the lease asks this for large lines
     /// whose structure it has checked: see [`Admission::acknowledged_ahead`]).
     pub ahead: bool,
+    /// Answer `status` only once every item in flight is done, whatever the in-flight
+    /// bounds allow (a host server's lease that holds no overlap slot: see
+    /// [`crate::lease::Overlap`]). Never acknowledged ahead.
+    pub finish_first: bool,
 }
 
 /// A `processRecords` line admitted by [`Session::handle_records`]: the ids its records
@@ -377,6 +381,9 @@ pub struct Session {
     tracker: Tracker,
     /// The positions delivered in this lease: tells re-deliveries from errors.
     order: DeliveryOrder,
+    /// The current `processRecords` answers only once nothing is in flight
+    /// ([`RecordsHead::finish_first`]).
+    finish_first: bool,
     /// The lease's checkpoint: from `initialize`, then every stored value.
     last_checkpoint: Option<Esn>,
     last_checkpoint_at: Instant,
@@ -424,6 +431,7 @@ impl Session {
             shard_id: Arc::from(""),
             tracker: Tracker::new(),
             order: DeliveryOrder::new(),
+            finish_first: false,
             last_checkpoint: None,
             last_checkpoint_at: now,
             checkpointing_stopped: false,
@@ -623,12 +631,13 @@ impl Session {
             ));
         }
         self.order.begin_batch();
+        self.finish_first = head.finish_first;
         self.emit(Event::BatchReceived {
             records: head.records,
             bytes: head.line_bytes,
             millis_behind_latest: head.millis_behind_latest,
         });
-        let ahead = head.ahead && self.can_acknowledge_ahead(head.records);
+        let ahead = head.ahead && !head.finish_first && self.can_acknowledge_ahead(head.records);
         let admission = Admission {
             next: self.tracker.next_id(),
             remaining: head.records,
@@ -895,8 +904,11 @@ impl Session {
             let (action, kind) = (*action, *kind);
             let next = match step {
                 Step::AwaitCapacity => {
-                    if self.tracker.in_flight() > self.config.max_in_flight
-                        || self.older_pinned_bytes() > self.config.max_in_flight_bytes
+                    let (max_items, max_bytes) = match (kind, self.finish_first) {
+                        (Kind::Records, true) => (0, 0),
+                        _ => (self.config.max_in_flight, self.config.max_in_flight_bytes),
+                    };
+                    if self.tracker.in_flight() > max_items || self.older_pinned_bytes() > max_bytes
                     {
                         self.capacity_wait.get_or_insert(now);
                         self.request_flush();
@@ -1232,6 +1244,7 @@ mod tests {
                 millis_behind_latest: None,
                 line_bytes: 0,
                 ahead: false,
+                finish_first: false,
             };
             let mut admission = s.handle_records(head, now).unwrap();
             let first = admission.next_id().0;
@@ -1280,6 +1293,7 @@ mod tests {
                 millis_behind_latest: None,
                 line_bytes: 0,
                 ahead: false,
+                finish_first: false,
             };
             let mut admission = s.handle_records(head, now).unwrap();
             let first = admission.next_id();

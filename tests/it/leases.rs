@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use rsmld::handler::{BatchError, Handler, HandlerError, HandlerFactory, WorkerCo
 use rsmld::pipeline::item::Item;
 use rsmld::pipeline::split::{SplitMode, Splitter};
 use rsmld::pool::PoolConfig;
+use rsmld::protocol::message::Action;
 use rsmld::protocol::sequence::{Esn, SequenceNumber};
 use rsmld::protocol::session::SessionConfig;
 use rsmld::runtime::{Runtime, RuntimeConfig};
@@ -115,17 +117,21 @@ impl Daemon {
     /// Sends an action and answers checkpoint requests until its status.
     fn action(&mut self, msg: &DaemonMessage) {
         self.send(msg);
+        self.await_status(msg.action());
+    }
+
+    /// Answers checkpoint requests until the status of `action`.
+    fn await_status(&mut self, action: Action) {
         loop {
             let mut line = String::new();
             assert!(
                 self.input.read_line(&mut line).unwrap() > 0,
-                "{}: stream closed before the status of {}",
+                "{}: stream closed before the status of {action:?}",
                 self.shard,
-                msg.action()
             );
             match ProcessorMessage::decode(line.trim_end().as_bytes()).unwrap() {
                 ProcessorMessage::Status { response_for } => {
-                    assert_eq!(response_for, msg.action(), "{}", self.shard);
+                    assert_eq!(response_for, action, "{}", self.shard);
                     return;
                 }
                 ProcessorMessage::Checkpoint {
@@ -178,9 +184,15 @@ impl Daemon {
     }
 
     fn batch(&mut self, b: u64) {
+        self.batch_without_status(b);
+        self.await_status(Action::ProcessRecords);
+    }
+
+    /// Sends batch `b` without waiting for its status.
+    fn batch_without_status(&mut self, b: u64) {
         let records: Vec<Record> = (b * RECORDS..(b + 1) * RECORDS).map(record).collect();
         self.delivered.extend(records.iter().map(Record::esn));
-        self.action(&DaemonMessage::ProcessRecords {
+        self.send(&DaemonMessage::ProcessRecords {
             records,
             millis_behind_latest: Some(0),
         });
@@ -304,5 +316,128 @@ fn leases_share_one_runtime_and_a_lost_lease_leaves_the_others_alone() {
             );
         }
     }
+    rt.shutdown().unwrap();
+}
+
+/// Holds every batch while `gate` is closed, then records it like [`Recorder`].
+struct Gated {
+    inner: Recorder,
+    gate: Arc<AtomicBool>,
+}
+
+impl Handler for Gated {
+    fn process(&mut self, lease: &LeaseId, items: &[Item]) -> Result<(), BatchError> {
+        while !self.gate.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.inner.process(lease, items)
+    }
+}
+
+struct GatedFactory(Arc<Mutex<Journal>>, Arc<AtomicBool>);
+
+impl HandlerFactory for GatedFactory {
+    fn create(&self, ctx: &WorkerContext) -> Result<Box<dyn Handler>, HandlerError> {
+        Ok(Box::new(Gated {
+            inner: Recorder {
+                journal: self.0.clone(),
+                worker: ctx.worker,
+            },
+            gate: self.1.clone(),
+        }))
+    }
+}
+
+/// Items of `shard` the handlers finished.
+fn done_of(journal: &Mutex<Journal>, shard: &str) -> usize {
+    lock(journal).done.get(shard).map_or(0, HashSet::len)
+}
+
+/// A daemon for `shard` on a lease of `rt`, initialized; its lease's thread.
+fn daemon_on<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    rt: &'s Runtime,
+    shard: &str,
+    journal: &Arc<Mutex<Journal>>,
+) -> (Daemon, std::thread::ScopedJoinHandle<'s, ()>) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let input = theirs.try_clone().unwrap();
+    let lease = s.spawn(move || {
+        rt.run_lease(input, theirs).expect("lease fails");
+    });
+    // Long enough for any machine; a status that never comes fails the test here.
+    ours.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut d = Daemon {
+        shard: shard.to_owned(),
+        input: BufReader::new(ours.try_clone().unwrap()),
+        out: ours,
+        journal: journal.clone(),
+        delivered: Vec::new(),
+        stored: Vec::new(),
+    };
+    d.action(&DaemonMessage::Initialize {
+        shard_id: shard.to_owned(),
+        sequence_number: Some(SequenceNumber::parse("TRIM_HORIZON").unwrap()),
+        sub_sequence_number: Some(0),
+    });
+    (d, lease)
+}
+
+/// On a host server one lease per worker overlaps a batch with the next (answers before
+/// its items are done); the others answer once their items are done, so that a host of
+/// many leases holds one line per lease, not two. A lease that ends gives its slot back.
+#[test]
+fn on_a_host_only_one_lease_per_worker_answers_before_its_items_are_done() {
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let gate = Arc::new(AtomicBool::new(false));
+    let config = RuntimeConfig {
+        session: SessionConfig::default(),
+        pool: PoolConfig {
+            workers: 1,
+            ..PoolConfig::default()
+        },
+        splitter: Splitter::new(SplitMode::None),
+        handlers: Arc::new(GatedFactory(journal.clone(), gate.clone())),
+        shutdown_timeout: Duration::from_secs(10),
+        max_line_bytes: 1 << 20,
+    };
+    let rt = Runtime::start(config, Arc::new(NullSink)).unwrap();
+    std::thread::scope(|s| {
+        let (mut a, lease_a) = daemon_on(s, &rt, "shardId-000000000000", &journal);
+        let (mut b, lease_b) = daemon_on(s, &rt, "shardId-000000000001", &journal);
+        // A takes the one slot: its status comes while the handler holds its items.
+        a.batch(0);
+        assert_eq!(done_of(&journal, &a.shard), 0);
+        // B has none: no status while its items wait.
+        b.batch_without_status(0);
+        b.out
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut early = String::new();
+        let got = b.input.read_line(&mut early);
+        assert!(
+            got.is_err(),
+            "B answered before its items were done: {early:?}"
+        );
+        b.out
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        gate.store(true, Ordering::SeqCst);
+        b.await_status(Action::ProcessRecords);
+        assert_eq!(done_of(&journal, &b.shard), RECORDS as usize);
+        // A ends and gives its slot back; B's next batch overlaps.
+        a.action(&DaemonMessage::ShutdownRequested);
+        a.out.shutdown(std::net::Shutdown::Write).unwrap();
+        lease_a.join().unwrap();
+        gate.store(false, Ordering::SeqCst);
+        b.batch(1);
+        assert_eq!(done_of(&journal, &b.shard), RECORDS as usize);
+        gate.store(true, Ordering::SeqCst);
+        b.action(&DaemonMessage::ShutdownRequested);
+        assert_eq!(b.stored.last(), b.delivered.last());
+        b.out.shutdown(std::net::Shutdown::Write).unwrap();
+        lease_b.join().unwrap();
+    });
     rt.shutdown().unwrap();
 }
