@@ -108,6 +108,24 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// The daemon of `shard` on `stream`, after `initialize` (from TRIM_HORIZON).
+    fn initialized(shard: &str, stream: UnixStream, journal: Arc<Mutex<Journal>>) -> Daemon {
+        let mut d = Daemon {
+            shard: shard.to_owned(),
+            input: BufReader::new(stream.try_clone().unwrap()),
+            out: stream,
+            journal,
+            delivered: Vec::new(),
+            stored: Vec::new(),
+        };
+        d.action(&DaemonMessage::Initialize {
+            shard_id: shard.to_owned(),
+            sequence_number: Some(SequenceNumber::parse("TRIM_HORIZON").unwrap()),
+            sub_sequence_number: Some(0),
+        });
+        d
+    }
+
     fn send(&mut self, msg: &DaemonMessage) {
         let mut line = rsmld::json::to_ascii_vec(msg).unwrap();
         line.push(b'\n');
@@ -242,19 +260,7 @@ fn leases_share_one_runtime_and_a_lost_lease_leaves_the_others_alone() {
             });
             let (journal, lost_tx, lost_rx) = (journal.clone(), lost_tx.clone(), &lost_rx);
             daemons.push(s.spawn(move || {
-                let mut d = Daemon {
-                    shard: shard.to_owned(),
-                    input: BufReader::new(ours.try_clone().unwrap()),
-                    out: ours,
-                    journal,
-                    delivered: Vec::new(),
-                    stored: Vec::new(),
-                };
-                d.action(&DaemonMessage::Initialize {
-                    shard_id: shard.to_owned(),
-                    sequence_number: Some(SequenceNumber::parse("TRIM_HORIZON").unwrap()),
-                    sub_sequence_number: Some(0),
-                });
+                let mut d = Daemon::initialized(shard, ours, journal);
                 for b in 0..BATCHES {
                     d.batch(b);
                     if b == LOST_AFTER {
@@ -368,20 +374,7 @@ fn daemon_on<'s>(
     // Long enough for any machine; a status that never comes fails the test here.
     ours.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let mut d = Daemon {
-        shard: shard.to_owned(),
-        input: BufReader::new(ours.try_clone().unwrap()),
-        out: ours,
-        journal: journal.clone(),
-        delivered: Vec::new(),
-        stored: Vec::new(),
-    };
-    d.action(&DaemonMessage::Initialize {
-        shard_id: shard.to_owned(),
-        sequence_number: Some(SequenceNumber::parse("TRIM_HORIZON").unwrap()),
-        sub_sequence_number: Some(0),
-    });
-    (d, lease)
+    (Daemon::initialized(shard, ours, journal.clone()), lease)
 }
 
 /// On a host server one lease per worker overlaps a batch with the next (answers before
