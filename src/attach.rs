@@ -13,6 +13,7 @@
 //! **The wait costs almost no memory.** Waiting as this binary holds 4 MiB resident for the whole
 //! lease (the pages of the 6 MB binary and libc that start-up and the attach path touched),
 //! so once the hello is sent attach replaces itself with a 2 KB waiter, `rsmld-attach`
+//! (its `comm`; its command line stays attach's)
 //! (`src/attach/wait.rs`, built by `build.rs`, embedded here and executed from a memfd),
 //! which waits for the status byte on descriptor 3 at 12-20 KiB and exits with it, or
 //! writes the same error line as below and exits 1. Nothing else attach holds must outlive
@@ -164,8 +165,8 @@ mod waiter {
     /// The descriptor the waiter reads the status from (its `SOCKET_FD`).
     const SOCKET_FD: RawFd = 3;
 
-    /// Its name: the memfd's (`/proc/PID/exe` is `/memfd:rsmld-attach (deleted)`) and its
-    /// argv[0] (what `ps` shows).
+    /// Its name: the memfd's (`/proc/PID/exe` is `/memfd:rsmld-attach (deleted)`); the
+    /// waiter also names its thread so (`comm`, what `ps -o comm` and `top` show).
     const NAME: &CStr = c"rsmld-attach";
 
     /// Executes the waiter with `conn` as its descriptor 3; returns only if that failed,
@@ -193,7 +194,16 @@ mod waiter {
         }
         let memfd = memfd()?;
         std::fs::File::from(memfd.try_clone()?).write_all(IMAGE)?;
-        let argv = [NAME.as_ptr(), std::ptr::null()];
+        // The command line stays attach's own (`ps` and `pgrep -f` find the attach of a
+        // daemon by its socket and properties file as before); the waiter ignores it.
+        let args: Vec<std::ffi::CString> = std::env::args_os()
+            .filter_map(|a| std::ffi::CString::new(a.into_encoded_bytes()).ok())
+            .collect();
+        let argv: Vec<*const libc::c_char> = args
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
         let envp = [std::ptr::null()];
         // SAFETY: argv and envp are null-terminated arrays of NUL-terminated strings that
         // live until the call returns, which it does only on failure.

@@ -298,8 +298,13 @@ fn a_waiting_attach_is_the_small_waiter() {
     );
     until_waiter(&a);
     let pid = a.child.id();
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert_eq!(cmdline, b"rsmld-attach\0");
+    // The command line stays attach's, so that `ps` and `pgrep -f` still tell the daemons'
+    // attaches apart by socket and properties file.
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<&str> = cmdline.trim_end_matches('\0').split('\0').collect();
+    assert_eq!(args[0], common::rsmld_bin().to_str().unwrap(), "{args:?}");
+    assert_eq!(args[1], "attach", "{args:?}");
+    assert!(args.contains(&socket.to_str().unwrap()), "{args:?}");
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm.trim_end(), "rsmld-attach");
     // Stdio, the socket on 3, and nothing attach opened: any other descriptor is one this
