@@ -14,7 +14,7 @@
 //! lease (the pages of the 6 MB binary and libc that start-up and the attach path touched),
 //! so once the hello is sent attach replaces itself with a 2 KB waiter, `rsmld-attach`
 //! (its `comm`; its command line stays attach's)
-//! (`src/attach/wait.rs`, built by `build.rs`, embedded here and executed from a memfd),
+//! (`src/attach/wait.rs`, built by `src/attach/build.rs`, embedded here and executed from a memfd),
 //! which waits for the status byte on descriptor 3 at 12-20 KiB and exits with it, or
 //! writes the same error line as below and exits 1. Nothing else attach holds must outlive
 //! the hello: its stdin and stdout are /dev/null by then, the socket is the one descriptor
@@ -159,7 +159,7 @@ mod waiter {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::os::unix::net::UnixStream;
 
-    /// The waiter's ELF image, which build.rs compiled.
+    /// The waiter's ELF image, which src/attach/build.rs compiled.
     const IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rsmld-attach"));
 
     /// The descriptor the waiter reads the status from (its `SOCKET_FD`).
@@ -234,7 +234,7 @@ mod waiter {
     }
 }
 
-/// No waiter on this target (or build.rs could not build it): attach always waits
+/// No waiter on this target (or src/attach/build.rs could not build it): attach always waits
 /// in-process.
 #[cfg(not(rsmld_waiter))]
 mod waiter {

@@ -271,7 +271,7 @@ fn until_waiter(p: &Proc) {
     }
 }
 
-/// Whether attach waits through the waiter on this build's targets (build.rs builds it
+/// Whether attach waits through the waiter on this build's targets (src/attach/build.rs builds it
 /// for x86_64 and aarch64 Linux; elsewhere attach waits in-process).
 const WAITER: bool = cfg!(all(
     target_os = "linux",
