@@ -174,6 +174,7 @@ fn run_server(
     crate::sys::tune_allocator();
     // Many leases' threads: one arena per CPU, not up to eight (their free memory adds up).
     crate::sys::cap_allocator_arenas();
+    crate::runtime::start_mapper_threads();
     let mut sink = server_sink(log);
     let mut _metrics_listener = None;
     if let Some(addr) = options.metrics_listen {

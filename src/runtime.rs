@@ -62,6 +62,19 @@ impl Host for Runtime {
     }
 }
 
+/// Starts the mapper threads (the global rayon pool) named `rsmld-map-N`, for a host:
+/// otherwise they start with the first line mapped in parallel and take the name of the
+/// lease thread that mapped it, so `top -H` shows them as leases. Does nothing if the pool
+/// already runs.
+pub fn start_mapper_threads() {
+    let named = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("rsmld-map-{i}"))
+        .build_global();
+    if let Err(e) = named {
+        log::debug!("mapper threads already started: {e}");
+    }
+}
+
 /// What leases share; see the module docs.
 pub struct Runtime {
     config: RuntimeConfig,

@@ -1154,3 +1154,26 @@ fn a_worker_lost_during_the_grace_period_still_exits_1() {
     assert_lease_and_server_failed(&mut srv, &mut a, &model);
     assert!(srv.stderr_contains("worker(s)"), "{}", srv.stderr());
 }
+
+/// The names of `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut names: Vec<String> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim_end().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The server's mapper threads carry their own name, not that of the lease thread that
+/// first mapped a line (which made `top -H` show them as leases).
+#[test]
+fn the_servers_mapper_threads_are_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, _socket) = server(dir.path(), &["--handler", "discard", "--workers", "2"]);
+    let names = thread_names(srv.child.id());
+    let mappers = names.iter().filter(|n| n.starts_with("rsmld-map-")).count();
+    assert!(mappers >= 1, "{names:?}");
+    assert!(!names.iter().any(|n| n == "rsmld-lease"), "{names:?}");
+}
