@@ -29,9 +29,9 @@
 //! What is remembered: the positions of the newest [`REMEMBERED_BATCHES`] batches (the one
 //! being delivered and the three before it), and of those at most [`REMEMBERED_RUNS`] runs.
 //! Bounding by batches keeps the history as large as a re-delivery can reach and no larger:
-//! a lease of 1 000-record batches remembers about 4 000 runs (under 200 KiB, mostly
-//! sharing the digits its items hold anyway), not the 32 768 that 10 000-record batches
-//! need. That matters on a host server, where every lease keeps its own history.
+//! a lease of 1 000-record batches remembers about 4 000 runs (32 bytes each, plus the
+//! digits of their sequence numbers, which the records' items share while they live), not
+//! the 32 768 that 10 000-record batches need. That matters on a host server, where every lease keeps its own history.
 //!
 //! Memory: one run per plain record or aggregate (the sequence number, shared with the
 //! record's items while they live, and two sub-sequence numbers: about 120 bytes), at most
@@ -121,9 +121,6 @@ pub struct DeliveryOrder {
     /// Where each remembered batch's runs start (indexes counted over the lease), oldest
     /// first; the last is the batch being delivered.
     batch_starts: VecDeque<u64>,
-    /// The next position starts a run of its own: a run never spans two batches, so
-    /// forgetting a batch forgets exactly its runs.
-    new_run: bool,
 }
 
 impl DeliveryOrder {
@@ -146,9 +143,7 @@ impl DeliveryOrder {
     /// A new batch begins: its positions are remembered with those of the
     /// [`REMEMBERED_BATCHES`]` - 1` batches before it; older ones are forgotten.
     pub fn begin_batch(&mut self) {
-        self.batch_starts
-            .push_back(self.dropped + self.runs.len() as u64);
-        self.new_run = true;
+        self.batch_starts.push_back(self.end());
         if self.batch_starts.len() > REMEMBERED_BATCHES {
             self.batch_starts.pop_front();
             // The oldest batch remembered now starts here: forget every run before it.
@@ -204,13 +199,18 @@ impl DeliveryOrder {
     /// Appends a position above every remembered one.
     fn remember(&mut self, esn: &Esn) {
         self.last = Some(esn.clone());
-        if let Some(run) = self.runs.back_mut().filter(|_| !self.new_run) {
+        // A run never spans two batches, so forgetting a batch forgets exactly its runs:
+        // only a run of the batch being delivered grows.
+        let current = self
+            .batch_starts
+            .back()
+            .is_none_or(|&start| self.end() > start);
+        if let Some(run) = self.runs.back_mut().filter(|_| current) {
             if run.seq.cmp(&esn.seq).is_eq() && run.last.checked_add(1) == Some(esn.sub) {
                 run.last = esn.sub;
                 return;
             }
         }
-        self.new_run = false;
         self.runs.push_back(Run {
             seq: esn.seq.clone(),
             first: esn.sub,
@@ -219,6 +219,11 @@ impl DeliveryOrder {
         if self.runs.len() > REMEMBERED_RUNS {
             self.forget_oldest();
         }
+    }
+
+    /// The index, counted over the lease, that the next run will have.
+    fn end(&self) -> u64 {
+        self.dropped + self.runs.len() as u64
     }
 
     /// Forgets the oldest remembered run (there is one: callers checked).
