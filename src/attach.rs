@@ -10,12 +10,12 @@
 //! A server that is not there yet (no socket, or nothing listening) is retried every
 //! 100 ms for `--retry-for` (10 s by default); then one error line and exit 2.
 //!
-//! **The wait costs almost no memory.** Waiting as this binary holds 4 MiB resident for the whole
-//! lease (the pages of the 6 MB binary and libc that start-up and the attach path touched),
-//! so once the hello is sent attach replaces itself with a 2 KB waiter, `rsmld-attach`
-//! (its `comm`; its command line stays attach's)
-//! (`src/attach/wait.rs`, built by `src/attach/build.rs`, embedded here and executed from a memfd),
-//! which waits for the status byte on descriptor 3 at 12-20 KiB and exits with it, or
+//! **The wait costs almost no memory.** Waiting as this binary holds 4 MiB resident for the
+//! whole lease (the pages of the 6 MB binary and libc that start-up and the attach path
+//! touched), so once the hello is sent attach replaces itself with a 2 KB waiter
+//! (`src/attach/wait.rs`, built by `src/attach/build.rs`, embedded here and executed from a
+//! memfd; its `comm` is `rsmld-attach`, its command line stays attach's), which waits for
+//! the status byte on descriptor 3 at 12-20 KiB and exits with it, or
 //! writes the same error line as below and exits 1. Nothing else attach holds must outlive
 //! the hello: its stdin and stdout are /dev/null by then, the socket is the one descriptor
 //! the waiter needs, stderr stays for its error line. Where the waiter cannot run (no

@@ -32,6 +32,7 @@
 //! Errors carry the 1-based line number and the first bytes of the offending line.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -155,20 +156,19 @@ pub trait Host: Sync {
 /// progress stays fair either way (the workers serve leases round robin).
 #[derive(Debug)]
 pub struct Overlap {
-    free: std::sync::atomic::AtomicUsize,
+    free: AtomicUsize,
 }
 
 impl Overlap {
     /// `slots` slots, all free.
     pub fn new(slots: usize) -> Self {
         Overlap {
-            free: std::sync::atomic::AtomicUsize::new(slots),
+            free: AtomicUsize::new(slots),
         }
     }
 
     /// Takes a slot if one is free.
     fn try_take(&self) -> bool {
-        use std::sync::atomic::Ordering;
         self.free
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .is_ok()
@@ -176,12 +176,12 @@ impl Overlap {
 
     /// Gives a slot back.
     fn give_back(&self) {
-        self.free.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.free.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Slots free now.
     pub fn free(&self) -> usize {
-        self.free.load(std::sync::atomic::Ordering::Acquire)
+        self.free.load(Ordering::Acquire)
     }
 }
 

@@ -11,10 +11,10 @@
 //! the runtime's start-up (2 MiB dynamic, 1.2 MiB static), so this one is `no_std` and
 //! `no_main` with its own `_start`, raw system calls and no libc at all: a static ELF of
 //! under 2 KB. A cargo `[[bin]]` cannot be that (the dev profile unwinds, which `no_std`
-//! does not support), so `src/attach/build.rs` compiles it with `$RUSTC` (panic=abort, opt-level=s,
-//! static relocation, linked with `-nostartfiles -nostdlib -static -no-pie`) into
-//! `$OUT_DIR`, for x86_64 and aarch64 Linux only; elsewhere, or when that fails, attach
-//! waits in-process as before.
+//! does not support), so `src/attach/build.rs` compiles it with `$RUSTC` (panic=abort,
+//! opt-level=s, static relocation, linked with `-nostartfiles -nostdlib -static -no-pie`)
+//! into `$OUT_DIR`, for x86_64 and aarch64 Linux only; elsewhere, or when that fails,
+//! attach waits in-process as before.
 //!
 //! The contract with attach: the server's socket is descriptor 3 (inherited, everything
 //! else attach held is closed on exec; stdin and stdout are /dev/null, stderr is attach's).
