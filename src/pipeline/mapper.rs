@@ -24,7 +24,7 @@ use crate::codec::parser::parse_record_at;
 use crate::codec::scan::ProcessRecordsLayout;
 use crate::codec::{LineBuf, Record};
 use crate::protocol::budget::PartBudget;
-use crate::protocol::sequence::{Esn, SequenceNumber};
+use crate::protocol::sequence::{DigitsSlab, Esn, SequenceNumber, SlabSpan};
 use crate::protocol::tracker::RecordId;
 
 /// A part of a line, mapped: its records and their items.
@@ -152,13 +152,17 @@ impl<'a> Mapper<'a> {
             .par_chunks(chunk)
             .enumerate()
             .map(|(c, ranges)| {
-                let mut records = Vec::with_capacity(ranges.len());
                 let mut blocks: Vec<ItemBlock> = (0..workers)
                     .map(|_| {
                         ItemBlock::with_capacity(Some(line.clone()), ranges.len() / workers + 8)
                     })
                     .collect();
-                let mut previous: Option<SequenceNumber> = None;
+                // Sequence numbers: digits into one slab for the chunk (a sentinel or a
+                // malformed one, parsed alone), made into numbers when the chunk is done.
+                let mut digits = DigitsSlab::with_capacity(ranges.len() * 56);
+                let mut seqs: Vec<(Result<SlabSpan, SequenceNumber>, i64, u32)> =
+                    Vec::with_capacity(ranges.len());
+                let mut last: Option<SlabSpan> = None;
                 let mut notes = Vec::new();
                 let mut held = 0;
                 for (k, range) in ranges.iter().enumerate() {
@@ -169,9 +173,11 @@ impl<'a> Mapper<'a> {
                         Some(text) => text,
                         None => parse_record_at(line, range.clone()).ok()?,
                     };
-                    let seq =
-                        SequenceNumber::parse_reusing(&text.sequence_number, previous.as_ref())
-                            .ok()?;
+                    let seq = match digits.push_reusing(&text.sequence_number, last) {
+                        Some(span) => Ok(span),
+                        None => Err(SequenceNumber::parse(&text.sequence_number).ok()?),
+                    };
+                    last = seq.as_ref().ok().copied();
                     let id = RecordId(first_id + (c * chunk + k) as u64);
                     let (n, note) = splitter.split_into_quiet((&text).into(), id, &mut |item| {
                         blocks[worker_of(item, workers)].push(item)
@@ -186,17 +192,21 @@ impl<'a> Mapper<'a> {
                         bytes.fetch_add(now - held, Ordering::Relaxed);
                         held = now;
                     }
-                    records.push((
-                        Esn::new(seq.clone(), text.sub_sequence_number.unwrap_or(0)),
-                        n,
-                    ));
-                    previous = Some(seq);
+                    seqs.push((seq, text.sub_sequence_number.unwrap_or(0), n));
                     if total_items > budget.items || bytes.load(Ordering::Relaxed) > budget.bytes {
                         // Enough for one part: every chunk stops; the records after the
                         // split prefix are split again, in parts.
                         over.store(true, Ordering::Relaxed);
                     }
                 }
+                let digits = digits.finish();
+                let records = seqs
+                    .into_iter()
+                    .map(|(seq, sub, n)| {
+                        let seq = seq.map_or_else(|own| own, |span| digits.get(span));
+                        (Esn::new(seq, sub), n)
+                    })
+                    .collect();
                 Some((records, blocks, notes))
             })
             .collect();
@@ -223,5 +233,67 @@ impl<'a> Mapper<'a> {
             splitter.report(self.shard, seq, *sub, note);
         }
         Some((part, complete))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::decode::DaemonMessage;
+    use crate::codec::scan::scan_process_records;
+    use crate::pipeline::split::Splitter;
+
+    /// A `processRecords` line of `n` plain records, then three user records of one
+    /// aggregate (one sequence number, sub-sequence numbers 0..3).
+    fn line(n: usize) -> Vec<u8> {
+        let mut records: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"data":"aGk=","partitionKey":"k{i}","sequenceNumber":"4968044549884195349469830793625622790741666244619{i:07}","approximateArrivalTimestamp":1}}"#
+                )
+            })
+            .collect();
+        for sub in 0..3 {
+            records.push(format!(
+                r#"{{"data":"aGk=","partitionKey":"a{sub}","sequenceNumber":"99{n}","subSequenceNumber":{sub},"approximateArrivalTimestamp":1}}"#
+            ));
+        }
+        format!(
+            r#"{{"action":"processRecords","records":[{}]}}"#,
+            records.join(",")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_scanned_line_maps_to_the_decoded_records_with_shared_digits() {
+        let bytes = line(300);
+        let shared = Arc::new(LineBuf::new(bytes.clone(), None));
+        let layout = scan_process_records(&bytes).unwrap();
+        let splitter = Splitter::default();
+        let mapper = Mapper::new(&splitter, "shardId-0", 2, PartBudget::of(100_000, 1 << 30));
+        let (part, complete) = mapper.map_scanned(&shared, &layout, RecordId(1)).unwrap();
+        assert!(complete);
+        let DaemonMessage::ProcessRecords { records, .. } = DaemonMessage::decode(&bytes).unwrap()
+        else {
+            panic!("not processRecords");
+        };
+        let want: Vec<Esn> = records.iter().map(Record::esn).collect();
+        let got: Vec<Esn> = part.records.iter().map(|(esn, _)| esn.clone()).collect();
+        assert_eq!(got, want);
+        // One allocation per chunk of records, not one per record.
+        let seqs: Vec<&SequenceNumber> = part.records.iter().map(|(esn, _)| &esn.seq).collect();
+        let storages = 1 + seqs
+            .windows(2)
+            .filter(|w| !w[0].shares_storage_with(w[1]))
+            .count();
+        let chunks = 303usize.div_ceil((303 / (rayon::current_num_threads().max(1) * 4)).max(64));
+        assert!(
+            storages <= chunks,
+            "{storages} allocations for {chunks} chunks"
+        );
+        // The aggregate's user records share one number.
+        let agg = &seqs[300..];
+        assert!(agg[0].shares_storage_with(agg[1]) && agg[1].shares_storage_with(agg[2]));
     }
 }
