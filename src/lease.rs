@@ -44,7 +44,7 @@ use crate::codec::reader::{prefix_of, spawn_reader, trim_line, ReadEvent};
 use crate::codec::scan::{scan_resumed, Prescan, ProcessRecordsLayout};
 use crate::codec::writer::ProtocolWriter;
 use crate::pipeline::item::ItemBlock;
-use crate::pipeline::mapper::{Mapper, Part};
+use crate::pipeline::mapper::{Mapper, MapperShare, Part};
 use crate::pipeline::split::Splitter;
 use crate::pool::{PoolError, PoolLease, WorkerEvent};
 use crate::protocol::session::SessionConfig;
@@ -141,6 +141,8 @@ pub trait Host: Sync {
     fn overlap(&self) -> Option<&Overlap> {
         None
     }
+    /// How its leases share the mapper threads.
+    fn mapper_share(&self) -> &MapperShare;
 }
 
 /// How many leases of a host may overlap a batch with the next one at once.
@@ -149,10 +151,11 @@ pub trait Host: Sync {
 /// decoding them, or before: acknowledged ahead), so that the daemon sends the next line
 /// meanwhile. That keeps a lease's workers busy across the daemon's round trip, and costs
 /// a second line in memory. On a host server the workers are shared: once as many leases
-/// overlap as there are workers, the workers never wait for a round trip, and each further
-/// overlapping lease only holds another line. So a lease overlaps only while it holds one
-/// of these slots (as many as workers); without one it answers each batch once its items
-/// are done. Slots are taken first come and held while the lease has items in flight;
+/// overlap as there are workers (with some slack for the time a lease spends on its next
+/// line), the workers never wait for a round trip, and each further overlapping lease
+/// only holds another line. So a lease overlaps only while it holds one of these slots
+/// (`runtime::OVERLAP_PER_WORKER` per worker); without one it answers each batch once its
+/// items are done. Slots are taken first come and held while the lease has items in flight;
 /// progress stays fair either way (the workers serve leases round robin).
 #[derive(Debug)]
 pub struct Overlap {
@@ -577,6 +580,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
             workers,
             self.session.part_budget(),
         )
+        .sharing(self.rt.mapper_share())
     }
 
     /// Hands one part of a line to the session and dispatches its items (without the

@@ -377,11 +377,13 @@ fn daemon_on<'s>(
     (Daemon::initialized(shard, ours, journal.clone()), lease)
 }
 
-/// On a host server one lease per worker overlaps a batch with the next (answers before
-/// its items are done); the others answer once their items are done, so that a host of
-/// many leases holds one line per lease, not two. A lease that ends gives its slot back.
+/// On a host server two leases per worker (`OVERLAP_PER_WORKER`) overlap a batch with the
+/// next (answer before their items are done); the others answer once their items are
+/// done, so that a host of many leases holds one line per lease, not two. A lease that
+/// ends gives its slot back.
 #[test]
-fn on_a_host_only_one_lease_per_worker_answers_before_its_items_are_done() {
+fn on_a_host_only_two_leases_per_worker_answer_before_their_items_are_done() {
+    assert_eq!(rsmld::runtime::OVERLAP_PER_WORKER, 2);
     let journal = Arc::new(Mutex::new(Journal::default()));
     let gate = Arc::new(AtomicBool::new(false));
     let config = RuntimeConfig {
@@ -399,38 +401,44 @@ fn on_a_host_only_one_lease_per_worker_answers_before_its_items_are_done() {
     std::thread::scope(|s| {
         let (mut a, lease_a) = daemon_on(s, &rt, "shardId-000000000000", &journal);
         let (mut b, lease_b) = daemon_on(s, &rt, "shardId-000000000001", &journal);
-        // A takes the one slot: its status comes while the handler holds its items.
+        let (mut c, lease_c) = daemon_on(s, &rt, "shardId-000000000002", &journal);
+        // A and B take the two slots: their statuses come while the handler holds their
+        // items.
         a.batch(0);
-        assert_eq!(done_of(&journal, &a.shard), 0);
-        // B has none: no status while its items wait.
-        b.batch_without_status(0);
-        b.out
+        b.batch(0);
+        assert_eq!(done_of(&journal, &a.shard) + done_of(&journal, &b.shard), 0);
+        // C has none: no status while its items wait.
+        c.batch_without_status(0);
+        c.out
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         let mut early = String::new();
-        let got = b.input.read_line(&mut early);
+        let got = c.input.read_line(&mut early);
         assert!(
             got.is_err(),
-            "B answered before its items were done: {early:?}"
+            "C answered before its items were done: {early:?}"
         );
-        b.out
+        c.out
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         gate.store(true, Ordering::SeqCst);
-        b.await_status(Action::ProcessRecords);
-        assert_eq!(done_of(&journal, &b.shard), RECORDS as usize);
-        // A ends and gives its slot back; B's next batch overlaps.
+        c.await_status(Action::ProcessRecords);
+        assert_eq!(done_of(&journal, &c.shard), RECORDS as usize);
+        // A ends and gives its slot back; C's next batch overlaps.
         a.action(&DaemonMessage::ShutdownRequested);
         a.out.shutdown(std::net::Shutdown::Write).unwrap();
         lease_a.join().unwrap();
         gate.store(false, Ordering::SeqCst);
-        b.batch(1);
-        assert_eq!(done_of(&journal, &b.shard), RECORDS as usize);
+        c.batch(1);
+        assert_eq!(done_of(&journal, &c.shard), RECORDS as usize);
         gate.store(true, Ordering::SeqCst);
-        b.action(&DaemonMessage::ShutdownRequested);
-        assert_eq!(b.stored.last(), b.delivered.last());
-        b.out.shutdown(std::net::Shutdown::Write).unwrap();
-        lease_b.join().unwrap();
+        for (d, lease) in [(b, lease_b), (c, lease_c)] {
+            let mut d = d;
+            d.action(&DaemonMessage::ShutdownRequested);
+            assert_eq!(d.stored.last(), d.delivered.last());
+            d.out.shutdown(std::net::Shutdown::Write).unwrap();
+            lease.join().unwrap();
+        }
     });
     rt.shutdown().unwrap();
 }
