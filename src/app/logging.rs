@@ -23,7 +23,7 @@
 use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,20 @@ struct Progress {
 }
 
 impl Progress {
+    /// Whether [`Progress::record`] counts `event` (the others need no lease's progress).
+    fn counts(event: &Event) -> bool {
+        matches!(
+            event,
+            Event::LeaseStarted { .. }
+                | Event::ItemsCompleted { .. }
+                | Event::InFlight { .. }
+                | Event::Abandoned { .. }
+                | Event::BatchReceived { .. }
+                | Event::CheckpointStored { .. }
+                | Event::LeaseEnded { .. }
+        )
+    }
+
     fn record(&self, event: &Event) {
         match event {
             Event::LeaseStarted { .. } => {
@@ -359,8 +373,10 @@ pub(super) struct ServerLog(Arc<ServerInner>);
 
 struct ServerInner {
     format: LogFormat,
-    /// The leases started and not ended, with their progress counts.
-    leases: Mutex<std::collections::HashMap<LeaseId, Arc<LeaseLog>>>,
+    /// The leases started and not ended, with their progress counts. Read by every event
+    /// that counts (from every lease's thread and every worker), written at a lease's start
+    /// and end only: so a read-write lock.
+    leases: RwLock<std::collections::HashMap<LeaseId, Arc<LeaseLog>>>,
     /// The stream each attach named, by its serial (`LeaseId::serial`), while attached.
     streams: Mutex<std::collections::HashMap<u64, String>>,
 }
@@ -378,7 +394,7 @@ impl ServerLog {
     pub(super) fn new(format: LogFormat) -> Self {
         ServerLog(Arc::new(ServerInner {
             format,
-            leases: Mutex::new(std::collections::HashMap::new()),
+            leases: RwLock::new(std::collections::HashMap::new()),
             streams: Mutex::new(std::collections::HashMap::new()),
         }))
     }
@@ -451,7 +467,7 @@ impl ServerLog {
         let leases: Vec<(LeaseId, Arc<LeaseLog>)> = self
             .0
             .leases
-            .lock()
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(id, l)| (id.clone(), l.clone()))
@@ -522,11 +538,14 @@ fn write_server_json(
 
 impl Sink for ServerLog {
     fn emit(&self, lease: Option<&LeaseId>, event: &Event) {
-        let entry = lease.and_then(|id| {
-            let mut leases = self.0.leases.lock().unwrap_or_else(PoisonError::into_inner);
-            match event {
+        let leases = &self.0.leases;
+        let entry = lease
+            .filter(|_| Progress::counts(event))
+            .and_then(|id| match event {
                 Event::LeaseStarted { .. } => Some(
                     leases
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
                         .entry(id.clone())
                         .or_insert_with(|| {
                             Arc::new(LeaseLog {
@@ -537,10 +556,16 @@ impl Sink for ServerLog {
                         })
                         .clone(),
                 ),
-                Event::LeaseEnded { .. } => leases.remove(id),
-                _ => leases.get(id).cloned(),
-            }
-        });
+                Event::LeaseEnded { .. } => leases
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(id),
+                _ => leases
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(id)
+                    .cloned(),
+            });
         if let Some(l) = &entry {
             l.progress.record(event);
         }
