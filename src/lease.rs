@@ -44,7 +44,8 @@ use crate::codec::reader::{prefix_of, spawn_reader, trim_line, ReadEvent};
 use crate::codec::scan::{scan_resumed, Prescan, ProcessRecordsLayout};
 use crate::codec::writer::ProtocolWriter;
 use crate::pipeline::item::ItemBlock;
-use crate::pipeline::mapper::{Mapper, MapperShare, Part};
+use crate::pipeline::mapper::{Mapper, Part};
+use crate::pipeline::share::MapperShare;
 use crate::pipeline::split::Splitter;
 use crate::pool::{PoolError, PoolLease, WorkerEvent};
 use crate::protocol::session::SessionConfig;
@@ -213,6 +214,8 @@ pub struct Lease<'rt, W: Write> {
     end: LeaseEnd,
     /// Whether this lease holds one of the host's [`Overlap`] slots.
     overlapping: bool,
+    /// This lease's token in the host's [`MapperShare`].
+    mapper_token: u64,
 }
 
 impl<'rt, W: Write> Lease<'rt, W> {
@@ -268,6 +271,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
             pending: None,
             end: LeaseEnd::Eof,
             overlapping: false,
+            mapper_token: rt.mapper_share().token(),
         };
         let result = lease.select_loop();
         lease.leave_overlap();
@@ -580,7 +584,7 @@ impl<'rt, W: Write> Lease<'rt, W> {
             workers,
             self.session.part_budget(),
         )
-        .sharing(self.rt.mapper_share())
+        .sharing(self.rt.mapper_share(), self.mapper_token)
     }
 
     /// Hands one part of a line to the session and dispatches its items (without the

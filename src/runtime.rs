@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::handler::HandlerFactory;
 use crate::lease::{Host, Lease, LeaseError, Overlap};
-use crate::pipeline::mapper::MapperShare;
+use crate::pipeline::share::MapperShare;
 use crate::pipeline::split::Splitter;
 use crate::pool::{Pool, PoolConfig, PoolError, PoolLease};
 use crate::protocol::session::{SessionConfig, Stats};

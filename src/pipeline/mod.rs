@@ -5,6 +5,8 @@
 //! - [`split`]: how one record becomes items (one file per `--split` mode);
 //! - [`mapper`]: a line's records into one block per worker, in parts under the in-flight
 //!   budget, sequentially or on several threads by size;
+//! - [`share`]: when a lease may split a line on the mapper threads that every lease of
+//!   a runtime shares;
 //! - [`partition`]: the one function that decides which worker an item goes to.
 //!
 //! Why a layer: the protocol core counts records and items and must stay free of them,
@@ -14,4 +16,5 @@
 pub mod item;
 pub mod mapper;
 pub mod partition;
+pub mod share;
 pub mod split;
