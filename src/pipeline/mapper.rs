@@ -164,6 +164,7 @@ impl<'a> Mapper<'a> {
                 .collect();
             // Sequence numbers: digits into one slab for the chunk (a sentinel or a
             // malformed one, parsed alone), made into numbers when the chunk is done.
+            // (Kinesis sequence numbers have 56 digits.)
             let mut digits = DigitsSlab::with_capacity(ranges.len() * 56);
             let mut seqs: Vec<(Result<SlabSpan, SequenceNumber>, i64, u32)> =
                 Vec::with_capacity(ranges.len());

@@ -14,7 +14,7 @@
 //! per item than child mode, which maps every line in parallel; at 4 leases, letting one
 //! lease at a time map in parallel cost 6–7% against never doing so, hence the window.
 //!
-//! The state is two atomics, read and written without a lock: two leases that begin at
+//! The state is a few atomics, read and written without a lock: two leases that begin at
 //! the same instant may both take the parallel path for one line, which costs a little
 //! speed and nothing else.
 
@@ -31,8 +31,8 @@ pub const BUSY_WINDOW: Duration = Duration::from_millis(100);
 pub struct MapperShare {
     /// Leases mapping a line now.
     mapping: AtomicUsize,
-    /// The token of the lease that began mapping a line last, and when (milliseconds
-    /// since `epoch`, plus one: 0 means never).
+    /// The token of the lease that began mapping a line last (0: none yet; tokens start
+    /// at 1), and when, in milliseconds since `epoch`.
     last_token: AtomicU64,
     last_at: AtomicU64,
     /// Tokens handed out.
@@ -80,12 +80,13 @@ impl MapperShare {
     fn enter_at(&self, token: u64, now: Instant) -> Turn<'_> {
         let others = self.mapping.fetch_add(1, Ordering::AcqRel);
         let at = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
-            .unwrap_or(u64::MAX - 1)
-            + 1;
+            .unwrap_or(u64::MAX);
         let last_token = self.last_token.swap(token, Ordering::AcqRel);
         let last_at = self.last_at.swap(at, Ordering::AcqRel);
         let window = BUSY_WINDOW.as_millis() as u64;
-        let other_recently = last_at != 0 && last_token != token && at - last_at.min(at) < window;
+        // A racing lease may have stored a later time than ours: that is recent too.
+        let other_recently =
+            last_token != 0 && last_token != token && at.saturating_sub(last_at) < window;
         Turn {
             share: self,
             parallel: others == 0 && !other_recently,
