@@ -27,8 +27,17 @@ Measured per run:
   serve mode, the server's rusage after SIGTERM (it reaps its exec children);
 - peak exec children: the most Python processes alive in that tree in one sample.
 
-Repetitions interleave the modes: for each repetition, handler and N, child then serve. The
-report takes medians and checks issue 13's targets.
+Also per run, over the timed interval only: the machine's CPU split from /proc/stat (idle,
+steal) and the CPU of the kernel's DAMON threads (`kdamond*`, proactive reclaim, where the
+kernel runs it), which compete with the run for the same cores and vary from minute to
+minute; the report gives their medians so a reader can tell the machine's noise from rsmld.
+
+Repetitions interleave the modes, in alternating order: for each repetition, handler and N,
+child then serve in odd repetitions and serve then child in even ones (so neither mode
+always runs on the warmer or the cooler machine). The report takes medians, and compares
+the modes by their paired ratios: serve / child items/s of the two runs of one repetition,
+which ran back to back. Its median decides the speed target, and a bootstrap 95% interval
+of that median says how far the machine's noise leaves it open.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import resource
 import signal
 import statistics
@@ -167,6 +177,34 @@ def rss_anon(pid: int) -> int:
     return 0
 
 
+def machine_cpu() -> dict[str, int]:
+    """The machine's CPU ticks so far: /proc/stat's busy, idle and steal, and the
+    kernel's DAMON threads (kdamond*, whose time /proc/stat counts as system time)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    out = {"idle": fields[3] + fields[4], "steal": fields[7] if len(fields) > 7 else 0,
+           "busy": fields[0] + fields[1] + fields[2] + fields[5] + fields[6], "reclaim": 0}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if raw[raw.find("(") + 1 : raw.rfind(")")].startswith("kdamond"):
+            rest = raw[raw.rfind(")") + 2 :].split()
+            out["reclaim"] += int(rest[11]) + int(rest[12])
+    return out
+
+
+def machine_shares(before: dict[str, int], after: dict[str, int], wall: float) -> dict[str, float]:
+    """Idle, steal and reclaim (kdamond) CPU over an interval, in percent of every core's time."""
+    span = (os.cpu_count() or 1) * wall * TICK
+    return {k: 100.0 * (after[k] - before[k]) / span if span > 0 else 0.0
+            for k in ("idle", "steal", "reclaim")}
+
+
 def read(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -224,6 +262,7 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
             for p in sims:  # every scenario generated: the leases start at one instant
                 if p.stdout.readline() != b"ready\n":
                     raise RuntimeError("mld_sim --gate did not say ready")
+            cpu0 = machine_cpu()
             t0 = time.time()
             for p in sims:
                 p.stdin.write(b"go\n")
@@ -231,6 +270,7 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
             outs = [p.stdout.read() for p in sims]
             codes = [p.wait() for p in sims]
             end = time.time()
+            cpu1 = machine_cpu()
             sampler.stop.set()
             sampler.join()
             reports = []
@@ -265,6 +305,7 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
         "peak_rss_mib": sampler.peak_rss / 2**20,
         "cpu_s": sum(r.get("cpu_s") or 0.0 for r in reports) + server_cpu,
         "server_cpu_s": server_cpu if mode == "serve" else None,
+        "machine_pct": machine_shares(cpu0, cpu1, wall),
         "peak_anon_mib": sampler.peak_anon / 2**20,
         "peak_rss_split_mib": {k: v / 2**20 for k, v in sampler.peak_split.items()},
         "server_threads_cpu_s": sampler.server_threads,
@@ -282,6 +323,30 @@ def med(rows: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def paired_ratios(runs: list[dict], handler: str, n: int) -> list[float]:
+    """serve / child items/s of each repetition where both runs of (handler, n) succeeded."""
+    by_rep: dict[int, dict[str, float]] = {}
+    for r in runs:
+        if r["handler"] == handler and r["leases"] == n and r["ok"] and r.get("items_per_s"):
+            by_rep.setdefault(r["rep"], {})[r["mode"]] = r["items_per_s"]
+    return [m["serve"] / m["child"] for m in by_rep.values() if "serve" in m and "child" in m]
+
+
+def median_interval(xs: list[float], rounds: int = 2000) -> tuple[float, float] | None:
+    """A bootstrap 95% interval of the median of `xs` (percentile method, fixed seed, so a
+    report is reproducible from its JSON)."""
+    if len(xs) < 3:
+        return None
+    rng = random.Random(13)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(rounds))
+    return meds[int(0.025 * rounds)], meds[int(0.975 * rounds) - 1]
+
+
+def med_machine(rows: list[dict], key: str) -> float | None:
+    vals = [r["machine_pct"][key] for r in rows if r["ok"] and r.get("machine_pct")]
+    return statistics.median(vals) if vals else None
+
+
 def num(v: float | None, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
@@ -295,7 +360,7 @@ def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
          for k, v in groups.items()}
     md = [
         (f"Many-leases benchmark (issue 13), run {meta['started']}: {meta['reps']} interleaved "
-        f"repetitions (child, serve, child, serve, ...), medians. {meta['nproc']} x {meta['cpu_model']}, "
+        f"repetitions (child then serve in odd ones, serve then child in even ones), medians. {meta['nproc']} x {meta['cpu_model']}, "
         f"Linux {meta['kernel']}; load average at start {meta['load_start']}, at end {meta['load_end']}; "
         f"commit {meta['commit'][:10]}{' (dirty)' if meta['dirty'] else ''}"
         f"{'; rsmld options added: `' + a.rsmld_args + '`' if a.rsmld_args else ''}"
@@ -313,10 +378,12 @@ def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
         "simulator exit - start). RSS: peak over ~50 ms /proc samples of the sum over every "
         "process rsmld started (children, server, attaches, exec children; simulators excluded). "
         "CPU: user+sys from wait4 of the rsmld children / attaches (with their reaped exec "
-        "children) and of the server."),
+        "children) and of the server. Machine, over each timed interval, in percent of all "
+        "cores' time: idle, steal (the hypervisor's), and reclaim (the kernel's DAMON threads, "
+        "`kdamond*`, which compete for the same cores; 0 where the kernel runs none)."),
         "",
-        "| handler | leases | mode | items/s | wall s | peak RSS MiB | peak anon RSS MiB | CPU s | peak exec children | peak processes | runs (failed) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| handler | leases | mode | items/s | wall s | peak RSS MiB | peak anon RSS MiB | CPU s | peak exec children | peak processes | idle % | steal % | reclaim % | runs (failed) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (h, n, mode), rows in sorted(groups.items(), key=lambda kv: (kv[0][0] != "discard", kv[0][1], kv[0][2])):
         t = m[(h, n, mode)]
@@ -324,15 +391,31 @@ def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
             f"| {h} | {n} | {mode} | {num(t['items_per_s'], ',.0f')} | {num(t['wall_s'], '.3f')} | "
             f"{num(t['peak_rss_mib'], '.1f')} | {num(t['peak_anon_mib'], '.1f')} | {num(t['cpu_s'], '.2f')} | "
             f"{num(t['peak_exec_children'], '.0f') if h == 'exec' else '-'} | {num(t['peak_processes'], '.0f')} | "
+            f"{num(med_machine(rows, 'idle'), '.1f')} | {num(med_machine(rows, 'steal'), '.1f')} | "
+            f"{num(med_machine(rows, 'reclaim'), '.1f')} | "
             f"{len(rows)} ({sum(1 for r in rows if not r['ok'])}) |"
         )
+    md += ["", ("Speed, serve / child: the median of the paired ratios (the two runs of one repetition), "
+                "its bootstrap 95% interval, the repetitions serve won, and the ratio of the medians above."),
+           "", "| handler | leases | paired median | 95% interval | serve faster | ratio of medians |",
+           "|---|---|---|---|---|---|"]
+    paired: dict[tuple[str, int], float | None] = {}
+    for h in a.handlers:
+        for n in a.leases:
+            rs = paired_ratios(runs, h, n)
+            paired[(h, n)] = statistics.median(rs) if rs else None
+            ci = median_interval(rs)
+            c, s = m.get((h, n, "child")), m.get((h, n, "serve"))
+            r = (s["items_per_s"] / c["items_per_s"]) if c and s and c["items_per_s"] and s["items_per_s"] else None
+            md.append(f"| {h} | {n} | {num(paired[(h, n)], '.3f')}x | "
+                      f"{'n/a' if ci is None else f'{ci[0]:.3f}x - {ci[1]:.3f}x'} | "
+                      f"{sum(1 for x in rs if x >= 1)} of {len(rs)} | {num(r, '.3f')}x |")
     md += ["", "| target (issue 13) | handler | leases | value | met |", "|---|---|---|---|---|"]
     nmax = max(a.leases)
     for h in a.handlers:
         for n in a.leases:
-            c, s = m.get((h, n, "child")), m.get((h, n, "serve"))
-            r = (s["items_per_s"] / c["items_per_s"]) if c and s and c["items_per_s"] and s["items_per_s"] else None
-            md.append(f"| serve items/s >= child items/s | {h} | {n} | {num(r, '.2f')}x | "
+            r = paired[(h, n)]
+            md.append(f"| serve items/s >= child items/s (paired median) | {h} | {n} | {num(r, '.3f')}x | "
                       f"{'n/a' if r is None else ('yes' if r >= 1 else '**no**')} |")
         c, s = m.get((h, nmax, "child")), m.get((h, nmax, "serve"))
         r = (s["peak_rss_mib"] / c["peak_rss_mib"]) if c and s and c["peak_rss_mib"] and s["peak_rss_mib"] else None
@@ -397,7 +480,7 @@ def main() -> int:
     for rep in range(1, a.reps + 1):
         for h in a.handlers:
             for n in a.leases:
-                for mode in ("child", "serve"):
+                for mode in ("child", "serve") if rep % 2 else ("serve", "child"):
                     r = one_run(a, mode, h, n, rep)
                     runs.append(r)
                     print(f"[rep {rep}] {h:7} {n:3} leases {mode:5}: {num(r['items_per_s'], ',.0f')} items/s, "
