@@ -64,9 +64,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_table() -> dict[int, tuple[int, str, int]]:
-    """Every process: pid -> (ppid, comm, rss bytes), from /proc/<pid>/stat."""
-    out = {}
+def proc_stats():
+    """Every process's /proc/<pid>/stat: (pid, comm, the fields after the comm)."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -76,11 +75,13 @@ def proc_table() -> dict[int, tuple[int, str, int]]:
         except OSError:
             continue
         lp, rp = raw.find("("), raw.rfind(")")
-        comm = raw[lp + 1 : rp]
-        rest = raw[rp + 2 :].split()
-        # rest[0] is the state (field 3); ppid is field 4, rss (pages) field 24.
-        out[int(name)] = (int(rest[1]), comm, int(rest[21]) * PAGE)
-    return out
+        yield int(name), raw[lp + 1 : rp], raw[rp + 2 :].split()
+
+
+def proc_table() -> dict[int, tuple[int, str, int]]:
+    """Every process: pid -> (ppid, comm, rss bytes), from /proc/<pid>/stat."""
+    # rest[0] is the state (field 3); ppid is field 4, rss (pages) field 24.
+    return {pid: (int(rest[1]), comm, int(rest[21]) * PAGE) for pid, comm, rest in proc_stats()}
 
 
 class Sampler(threading.Thread):
@@ -184,17 +185,8 @@ def machine_cpu() -> dict[str, int]:
         fields = [int(x) for x in f.readline().split()[1:]]
     out = {"idle": fields[3] + fields[4], "steal": fields[7] if len(fields) > 7 else 0,
            "busy": fields[0] + fields[1] + fields[2] + fields[5] + fields[6], "reclaim": 0}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if raw[raw.find("(") + 1 : raw.rfind(")")].startswith("kdamond"):
-            rest = raw[raw.rfind(")") + 2 :].split()
-            out["reclaim"] += int(rest[11]) + int(rest[12])
+    # utime and stime are fields 14 and 15.
+    out["reclaim"] = sum(int(rest[11]) + int(rest[12]) for _, comm, rest in proc_stats() if comm.startswith("kdamond"))
     return out
 
 
