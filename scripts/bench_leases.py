@@ -179,15 +179,13 @@ def rss_anon(pid: int) -> int:
 
 
 def machine_cpu() -> dict[str, int]:
-    """The machine's CPU ticks so far: /proc/stat's busy, idle and steal, and the
+    """The machine's CPU ticks so far: /proc/stat's idle (with iowait) and steal, and the
     kernel's DAMON threads (kdamond*, whose time /proc/stat counts as system time)."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
-    out = {"idle": fields[3] + fields[4], "steal": fields[7] if len(fields) > 7 else 0,
-           "busy": fields[0] + fields[1] + fields[2] + fields[5] + fields[6], "reclaim": 0}
-    # utime and stime are fields 14 and 15.
-    out["reclaim"] = sum(int(rest[11]) + int(rest[12]) for _, comm, rest in proc_stats() if comm.startswith("kdamond"))
-    return out
+    # utime and stime are fields 14 and 15 of a process's stat.
+    reclaim = sum(int(rest[11]) + int(rest[12]) for _, comm, rest in proc_stats() if comm.startswith("kdamond"))
+    return {"idle": fields[3] + fields[4], "steal": fields[7] if len(fields) > 7 else 0, "reclaim": reclaim}
 
 
 def machine_shares(before: dict[str, int], after: dict[str, int], wall: float) -> dict[str, float]:
