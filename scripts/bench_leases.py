@@ -32,18 +32,27 @@ steal) and the CPU of the kernel's DAMON threads (`kdamond*`, proactive reclaim,
 kernel runs it), which compete with the run for the same cores and vary from minute to
 minute; the report gives their medians so a reader can tell the machine's noise from rsmld.
 
-Repetitions interleave the modes, in alternating order: for each repetition, handler and N,
-child then serve in odd repetitions and serve then child in even ones (so neither mode
-always runs on the warmer or the cooler machine). The report takes medians, and compares
-the modes by their paired ratios: serve / child items/s of the two runs of one repetition,
-which ran back to back. Its median decides the speed target, and a bootstrap 95% interval
-of that median says how far the machine's noise leaves it open.
+Repetitions interleave the modes: for each repetition, handler and N, child then serve in
+odd repetitions and serve then child in even ones (so neither mode always runs on the warmer
+or the cooler machine). The report takes medians, and compares the modes by their paired
+ratios: serve / child items/s of the runs of one repetition, which ran back to back, with a
+bootstrap 95% interval of their median.
+
+The control (`--control`, on by default for discard): each repetition runs child mode a
+second time (`control`, the same command as `child`), in a rotating order of the three runs,
+and the report gives control / child like serve / child. Two runs of one command differ on
+this machine by several percent; the control shows by how much, so a serve / child interval
+that holds 1 can be read against it. The speed target: met when the paired median is at
+least 1, or when its interval holds 1 and reaches no lower than the control's (serve is as
+fast as child mode to the resolution of the machine); not met when the interval lies below
+1, or lower than the control's does.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -221,6 +230,8 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
     sim = str(Path(a.bin) / "mld_sim")
     hargs = handler_args(handler, a.python, a.rsmld_args.split())
     batches = a.discard_batches if handler == "discard" else a.exec_batches
+    # The control is child mode again: the same command, another run.
+    kind = "child" if mode == "control" else mode
     with tempfile.TemporaryDirectory(prefix="rsmld-leases.") as tmp:
         tmpd = Path(tmp)
         props = tmpd / "app.properties"
@@ -228,7 +239,7 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
         server = None
         server_log = open(tmpd / "server.log", "wb")  # noqa: SIM115 (closed in finally)
         try:
-            if mode == "serve":
+            if kind == "serve":
                 sock = tmpd / "rsmld.sock"
                 server = subprocess.Popen(
                     [rsmld, "serve", "--socket", str(sock), *hargs], stderr=server_log
@@ -287,14 +298,14 @@ def one_run(a: argparse.Namespace, mode: str, handler: str, n: int, rep: int) ->
     ok = all(c == 0 for c in codes) and all(r.get("ok") for r in reports) and server_exit in (None, 0)
     if not ok:
         print(f"FAILED {mode}/{handler}/{n} rep {rep}: exits {codes}, server {server_exit}, "
-              f"{violations[:3]}\n{log_tail if mode == 'serve' else ''}", file=sys.stderr)
+              f"{violations[:3]}\n{log_tail if kind == 'serve' else ''}", file=sys.stderr)
     wall = end - t0
     return {
         "mode": mode, "handler": handler, "leases": n, "rep": rep, "ok": ok,
         "items": items, "wall_s": wall, "items_per_s": items / wall if wall > 0 else None,
         "peak_rss_mib": sampler.peak_rss / 2**20,
         "cpu_s": sum(r.get("cpu_s") or 0.0 for r in reports) + server_cpu,
-        "server_cpu_s": server_cpu if mode == "serve" else None,
+        "server_cpu_s": server_cpu if kind == "serve" else None,
         "machine_pct": machine_shares(cpu0, cpu1, wall),
         "peak_anon_mib": sampler.peak_anon / 2**20,
         "peak_rss_split_mib": {k: v / 2**20 for k, v in sampler.peak_split.items()},
@@ -313,13 +324,40 @@ def med(rows: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def paired_ratios(runs: list[dict], handler: str, n: int) -> list[float]:
-    """serve / child items/s of each repetition where both runs of (handler, n) succeeded."""
+def paired_ratios(runs: list[dict], handler: str, n: int, mode: str = "serve") -> list[float]:
+    """`mode` / child items/s of each repetition where both runs of (handler, n) succeeded."""
     by_rep: dict[int, dict[str, float]] = {}
     for r in runs:
         if r["handler"] == handler and r["leases"] == n and r["ok"] and r.get("items_per_s"):
             by_rep.setdefault(r["rep"], {})[r["mode"]] = r["items_per_s"]
-    return [m["serve"] / m["child"] for m in by_rep.values() if "serve" in m and "child" in m]
+    return [m[mode] / m["child"] for m in by_rep.values() if mode in m and "child" in m]
+
+
+def run_order(rep: int, control: bool) -> tuple[str, ...]:
+    """The modes of one repetition, in the order they run: child and serve alternate which
+    goes first; with the control, the three rotate through all six orders."""
+    if not control:
+        return ("child", "serve") if rep % 2 else ("serve", "child")
+    return list(itertools.permutations(("child", "serve", "control")))[(rep - 1) % 6]
+
+
+def speed_verdict(ci: tuple[float, float] | None, median: float | None,
+                  control_ci: tuple[float, float] | None) -> tuple[str, bool | None]:
+    """Reads serve / child against 1 and against the control (child / child): what the
+    machine shows, and whether the speed target is met (None: too few pairs)."""
+    if ci is None or median is None:
+        return "too few pairs", None
+    if ci[0] > 1:
+        return "serve faster", True
+    if ci[1] < 1:
+        return "serve slower", False
+    if median >= 1:
+        return "no difference resolved, median >= 1", True
+    if control_ci is None:
+        return "no difference resolved, no control", False
+    if ci[0] >= control_ci[0]:
+        return "no difference resolved: within the control's noise", True
+    return "serve lower than the control reaches", False
 
 
 def median_interval(xs: list[float], rounds: int = 2000) -> tuple[float, float] | None:
@@ -350,7 +388,7 @@ def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
          for k, v in groups.items()}
     md = [
         (f"Many-leases benchmark (issue 13), run {meta['started']}: {meta['reps']} interleaved "
-        f"repetitions (child then serve in odd ones, serve then child in even ones), medians. {meta['nproc']} x {meta['cpu_model']}, "
+        f"repetitions ({'with discard, child, serve and the control (child again) in a rotating order; with exec, ' if a.control else ''}child then serve in odd ones, serve then child in even ones), medians. {meta['nproc']} x {meta['cpu_model']}, "
         f"Linux {meta['kernel']}; load average at start {meta['load_start']}, at end {meta['load_end']}; "
         f"commit {meta['commit'][:10]}{' (dirty)' if meta['dirty'] else ''}"
         f"{'; rsmld options added: `' + a.rsmld_args + '`' if a.rsmld_args else ''}"
@@ -385,31 +423,41 @@ def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
             f"{num(med_machine(rows, 'reclaim'), '.1f')} | "
             f"{len(rows)} ({sum(1 for r in rows if not r['ok'])}) |"
         )
-    md += ["", ("Speed, serve / child: the median of the paired ratios (the two runs of one repetition), "
-                "its bootstrap 95% interval, the repetitions serve won, and the ratio of the medians above."),
-           "", "| handler | leases | paired median | 95% interval | serve faster | ratio of medians |",
-           "|---|---|---|---|---|---|"]
-    paired: dict[tuple[str, int], float | None] = {}
+    md += ["", ("Speed, serve / child: the median of the paired ratios (the runs of one repetition), "
+                "its bootstrap 95% interval, the repetitions serve won, and the ratio of the medians above. "
+                "Control / child: the same for child mode run twice (`--control`), which shows how far two runs "
+                "of one command differ here. What the machine shows: serve faster or slower when the interval "
+                "lies above or below 1; otherwise no difference resolved, read against the control."),
+           "", ("| handler | leases | paired median | 95% interval | serve faster | ratio of medians "
+                "| control / child | control's interval | what the machine shows |"),
+           "|---|---|---|---|---|---|---|---|---|"]
+    verdicts: dict[tuple[str, int], tuple[float | None, bool | None]] = {}
+    fmt_ci = lambda ci: "n/a" if ci is None else f"{ci[0]:.3f}x - {ci[1]:.3f}x"
     for h in a.handlers:
         for n in a.leases:
             rs = paired_ratios(runs, h, n)
-            paired[(h, n)] = statistics.median(rs) if rs else None
+            median = statistics.median(rs) if rs else None
             ci = median_interval(rs)
+            cs = paired_ratios(runs, h, n, "control")
+            control_ci = median_interval(cs)
+            shows, met = speed_verdict(ci, median, control_ci)
+            verdicts[(h, n)] = (median, met)
             c, s = m.get((h, n, "child")), m.get((h, n, "serve"))
             r = (s["items_per_s"] / c["items_per_s"]) if c and s and c["items_per_s"] and s["items_per_s"] else None
-            md.append(f"| {h} | {n} | {num(paired[(h, n)], '.3f')}x | "
-                      f"{'n/a' if ci is None else f'{ci[0]:.3f}x - {ci[1]:.3f}x'} | "
-                      f"{sum(1 for x in rs if x >= 1)} of {len(rs)} | {num(r, '.3f')}x |")
+            md.append(f"| {h} | {n} | {num(median, '.3f')}x | {fmt_ci(ci)} | "
+                      f"{sum(1 for x in rs if x >= 1)} of {len(rs)} | {num(r, '.3f')}x | "
+                      f"{num(statistics.median(cs) if cs else None, '.3f')}{'x' if cs else ''} | "
+                      f"{fmt_ci(control_ci) if cs else '-'} | {shows} |")
     md += ["", "| target (issue 13) | handler | leases | value | met |", "|---|---|---|---|---|"]
     nmax = max(a.leases)
     for h in a.handlers:
         for n in a.leases:
-            r = paired[(h, n)]
-            md.append(f"| serve items/s >= child items/s (paired median) | {h} | {n} | {num(r, '.3f')}x | "
-                      f"{'n/a' if r is None else ('yes' if r >= 1 else '**no**')} |")
+            r, met = verdicts[(h, n)]
+            md.append(f"| serve items/s >= child items/s (paired median; interval against 1 and the control) "
+                      f"| {h} | {n} | {num(r, '.3f')}x | {'n/a' if met is None else ('yes' if met else '**no**')} |")
         c, s = m.get((h, nmax, "child")), m.get((h, nmax, "serve"))
         r = (s["peak_rss_mib"] / c["peak_rss_mib"]) if c and s and c["peak_rss_mib"] and s["peak_rss_mib"] else None
-        md.append(f"| serve RSS <= 1/3 of child RSS at {nmax} leases | {h} | {nmax} | {num(r, '.2f')}x | "
+        md.append(f"| serve RSS <= 1/3 of child RSS at {nmax} leases | {h} | {nmax} | {num(r, '.2f')}{'' if r is None else 'x'} | "
                   f"{'n/a' if r is None else ('yes' if r <= 1 / 3 else '**no**')} |")
     if "exec" in a.handlers:
         for n in a.leases:
@@ -436,6 +484,8 @@ def main() -> int:
     p.add_argument("--python", default=sys.executable, help="interpreter of the exec child")
     p.add_argument("--rsmld-args", default="", help="more rsmld options, both modes (experiments)")
     p.add_argument("--sim-args", default="", help="more mld_sim options, e.g. --pipe-size 4194304")
+    p.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
+                   help="with discard, run child mode a second time per repetition (the control)")
     p.add_argument("--quick", action="store_true", help="marks the report as a script check")
     p.add_argument("--out", required=True, help="markdown report")
     p.add_argument("--json", help="raw runs and medians")
@@ -470,7 +520,7 @@ def main() -> int:
     for rep in range(1, a.reps + 1):
         for h in a.handlers:
             for n in a.leases:
-                for mode in ("child", "serve") if rep % 2 else ("serve", "child"):
+                for mode in run_order(rep, a.control and h == "discard"):
                     r = one_run(a, mode, h, n, rep)
                     runs.append(r)
                     print(f"[rep {rep}] {h:7} {n:3} leases {mode:5}: {num(r['items_per_s'], ',.0f')} items/s, "

@@ -43,6 +43,8 @@ echo "== shellcheck (${#shell_scripts[@]} scripts)"
 "$SHELLCHECK" "${shell_scripts[@]}"
 echo "== ruff check (every Python file, .ruff.toml)"
 "$RUFF" check --no-cache --quiet .
+echo "== python unit tests (tests/bench: the benchmark scripts' pure parts)"
+python3 -m unittest discover -s tests/bench -q
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 # fuzz/ is a Cargo workspace of its own (cargo-fuzz targets); checking them needs neither
