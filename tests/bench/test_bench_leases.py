@@ -29,25 +29,31 @@ class RunOrder(unittest.TestCase):
 
 
 class SpeedVerdict(unittest.TestCase):
-    control = (0.95, 1.06)
+    control = (0.96, 1.04)
 
     def test_an_interval_above_one_is_faster_and_below_one_slower(self) -> None:
         self.assertEqual(bl.speed_verdict((1.02, 1.10), 1.05, self.control), ("serve faster", True))
         self.assertEqual(bl.speed_verdict((0.90, 0.99), 0.95, self.control), ("serve slower", False))
-        # Below 1 is slower even when the control is wider still.
-        self.assertFalse(bl.speed_verdict((0.90, 0.99), 0.95, (0.80, 1.20))[1])
+        # Below 1 is slower even when it is within the margin.
+        self.assertFalse(bl.speed_verdict((0.97, 0.995), 0.98, self.control)[1])
 
     def test_a_median_of_at_least_one_meets_the_target(self) -> None:
-        self.assertTrue(bl.speed_verdict((0.93, 1.05), 1.0, self.control)[1])
+        self.assertTrue(bl.speed_verdict((0.90, 1.08), 1.0, self.control)[1])
 
-    def test_below_one_with_one_in_the_interval_is_read_against_the_control(self) -> None:
-        self.assertTrue(bl.speed_verdict((0.96, 1.04), 0.99, self.control)[1])
-        self.assertTrue(bl.speed_verdict((0.95, 1.04), 0.99, self.control)[1])
-        shows, met = bl.speed_verdict((0.94, 1.04), 0.99, self.control)
+    def test_below_one_with_one_in_the_interval_needs_equality_within_the_margin(self) -> None:
+        shows, met = bl.speed_verdict((0.956, 1.013), 0.998, self.control)
+        self.assertTrue(met)
+        self.assertIn("equal within 5%", shows)
+        self.assertTrue(bl.speed_verdict((0.95, 1.05), 0.99, self.control)[1])
+        shows, met = bl.speed_verdict((0.94, 1.02), 0.99, self.control)
         self.assertFalse(met)
-        self.assertIn("lower than the control", shows)
-        # Without a control there is nothing to read it against: not met.
-        self.assertFalse(bl.speed_verdict((0.96, 1.04), 0.99, None)[1])
+        self.assertIn("not shown within 5%", shows)
+
+    def test_a_run_whose_control_is_wider_than_the_margin_cannot_tell(self) -> None:
+        shows, met = bl.speed_verdict((0.96, 1.02), 0.99, (0.93, 1.04))
+        self.assertFalse(met)
+        self.assertIn("not resolved", shows)
+        self.assertFalse(bl.speed_verdict((0.96, 1.02), 0.99, None)[1])
 
     def test_too_few_pairs_decide_nothing(self) -> None:
         self.assertEqual(bl.speed_verdict(None, None, self.control), ("too few pairs", None))
