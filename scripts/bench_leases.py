@@ -348,6 +348,9 @@ def run_order(rep: int, control: bool) -> tuple[str, ...]:
 #: of 24 repetitions, so a closer margin would be below what the machine can resolve.
 EQUAL_WITHIN = 0.05
 
+#: The lease count issue 13's memory target is set at.
+RSS_AT = 16
+
 
 def within_margin(ci: tuple[float, float] | None) -> bool:
     return ci is not None and 1 - EQUAL_WITHIN <= ci[0] and ci[1] <= 1 + EQUAL_WITHIN
@@ -394,6 +397,62 @@ def med_machine(rows: list[dict], key: str) -> float | None:
 
 def num(v: float | None, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
+
+
+def speed_section(runs: list[dict], handlers: list[str], leases: list[int]
+                  ) -> tuple[list[str], dict[tuple[str, int], tuple[float | None, bool | None]]]:
+    """The speed table (serve / child and control / child, paired) and each row's verdict."""
+    medians: dict[tuple[str, int, str], float | None] = {}
+    for r in runs:
+        medians.setdefault((r["handler"], r["leases"], r["mode"]), None)
+    for k in medians:
+        medians[k] = med([r for r in runs if (r["handler"], r["leases"], r["mode"]) == k], "items_per_s")
+    md = ["", ("Speed, serve / child: the median of the paired ratios (the runs of one repetition), "
+               "its bootstrap 95% interval, the repetitions serve won, and the ratio of the medians above. "
+               "Control / child: the same for child mode run twice (`--control`), which shows how far two runs "
+               "of one command differ here. What the machine shows: serve faster or slower when the interval "
+               f"lies above or below 1; otherwise whether the two are equal within {EQUAL_WITHIN:.0%} (the interval and "
+               "the control's inside that margin)."),
+          "", ("| handler | leases | paired median | 95% interval | serve faster | ratio of medians "
+               "| control / child | control's interval | what the machine shows |"),
+          "|---|---|---|---|---|---|---|---|---|"]
+    verdicts: dict[tuple[str, int], tuple[float | None, bool | None]] = {}
+    fmt_ci = lambda ci: "n/a" if ci is None else f"{ci[0]:.3f}x - {ci[1]:.3f}x"
+    for h in handlers:
+        for n in leases:
+            rs = paired_ratios(runs, h, n)
+            median = statistics.median(rs) if rs else None
+            ci = median_interval(rs)
+            cs = paired_ratios(runs, h, n, "control")
+            control_ci = median_interval(cs)
+            shows, met = speed_verdict(ci, median, control_ci)
+            verdicts[(h, n)] = (median, met)
+            c, s = medians.get((h, n, "child")), medians.get((h, n, "serve"))
+            r = s / c if c and s else None
+            md.append(f"| {h} | {n} | {num(median, '.3f')}x | {fmt_ci(ci)} | "
+                      f"{sum(1 for x in rs if x >= 1)} of {len(rs)} | {num(r, '.3f')}x | "
+                      f"{num(statistics.median(cs) if cs else None, '.3f')}{'x' if cs else ''} | "
+                      f"{fmt_ci(control_ci) if cs else '-'} | {shows} |")
+    return md, verdicts
+
+
+def pooled_report(paths: list[str]) -> str:
+    """The speed table over the runs of several reports (`--pool`): the same parameters, each
+    report's repetitions kept apart (a pair never spans two reports)."""
+    runs: list[dict] = []
+    params = None
+    for i, path in enumerate(paths):
+        d = json.loads(Path(path).read_text())
+        if params is not None and d["meta"]["params"] != params:
+            raise SystemExit(f"{path}: other parameters than {paths[0]} ({d['meta']['params']} != {params})")
+        params = d["meta"]["params"]
+        runs += [{**r, "rep": (i, r["rep"])} for r in d["runs"]]
+    handlers = sorted({r["handler"] for r in runs})
+    leases = sorted({r["leases"] for r in runs})
+    speed, _ = speed_section(runs, handlers, leases)
+    head = (f"Pooled: the runs of {', '.join(paths)} ({len({r['rep'] for r in runs})} repetitions in all; "
+            f"parameters {params}).")
+    return "\n".join([head, *speed]) + "\n"
 
 
 def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
@@ -443,42 +502,19 @@ def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
             f"{num(med_machine(rows, 'reclaim'), '.1f')} | "
             f"{len(rows)} ({sum(1 for r in rows if not r['ok'])}) |"
         )
-    md += ["", ("Speed, serve / child: the median of the paired ratios (the runs of one repetition), "
-                "its bootstrap 95% interval, the repetitions serve won, and the ratio of the medians above. "
-                "Control / child: the same for child mode run twice (`--control`), which shows how far two runs "
-                "of one command differ here. What the machine shows: serve faster or slower when the interval "
-                f"lies above or below 1; otherwise whether the two are equal within {EQUAL_WITHIN:.0%} (the interval and "
-                "the control's inside that margin)."),
-           "", ("| handler | leases | paired median | 95% interval | serve faster | ratio of medians "
-                "| control / child | control's interval | what the machine shows |"),
-           "|---|---|---|---|---|---|---|---|---|"]
-    verdicts: dict[tuple[str, int], tuple[float | None, bool | None]] = {}
-    fmt_ci = lambda ci: "n/a" if ci is None else f"{ci[0]:.3f}x - {ci[1]:.3f}x"
-    for h in a.handlers:
-        for n in a.leases:
-            rs = paired_ratios(runs, h, n)
-            median = statistics.median(rs) if rs else None
-            ci = median_interval(rs)
-            cs = paired_ratios(runs, h, n, "control")
-            control_ci = median_interval(cs)
-            shows, met = speed_verdict(ci, median, control_ci)
-            verdicts[(h, n)] = (median, met)
-            c, s = m.get((h, n, "child")), m.get((h, n, "serve"))
-            r = (s["items_per_s"] / c["items_per_s"]) if c and s and c["items_per_s"] and s["items_per_s"] else None
-            md.append(f"| {h} | {n} | {num(median, '.3f')}x | {fmt_ci(ci)} | "
-                      f"{sum(1 for x in rs if x >= 1)} of {len(rs)} | {num(r, '.3f')}x | "
-                      f"{num(statistics.median(cs) if cs else None, '.3f')}{'x' if cs else ''} | "
-                      f"{fmt_ci(control_ci) if cs else '-'} | {shows} |")
+    speed, verdicts = speed_section(runs, a.handlers, a.leases)
+    md += speed
     md += ["", "| target (issue 13) | handler | leases | value | met |", "|---|---|---|---|---|"]
-    nmax = max(a.leases)
     for h in a.handlers:
         for n in a.leases:
             r, met = verdicts[(h, n)]
             md.append(f"| serve items/s >= child items/s (paired median; interval against 1 and the control) "
                       f"| {h} | {n} | {num(r, '.3f')}x | {'n/a' if met is None else ('yes' if met else '**no**')} |")
-        c, s = m.get((h, nmax, "child")), m.get((h, nmax, "serve"))
+        if RSS_AT not in a.leases:
+            continue
+        c, s = m.get((h, RSS_AT, "child")), m.get((h, RSS_AT, "serve"))
         r = (s["peak_rss_mib"] / c["peak_rss_mib"]) if c and s and c["peak_rss_mib"] and s["peak_rss_mib"] else None
-        md.append(f"| serve RSS <= 1/3 of child RSS at {nmax} leases | {h} | {nmax} | {num(r, '.2f')}{'' if r is None else 'x'} | "
+        md.append(f"| serve RSS <= 1/3 of child RSS at {RSS_AT} leases | {h} | {RSS_AT} | {num(r, '.2f')}{'' if r is None else 'x'} | "
                   f"{'n/a' if r is None else ('yes' if r <= 1 / 3 else '**no**')} |")
     if "exec" in a.handlers:
         for n in a.leases:
@@ -493,7 +529,7 @@ def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bin", required=True, help="directory with rsmld and mld_sim")
+    p.add_argument("--bin", help="directory with rsmld and mld_sim (required unless --pool)")
     p.add_argument("--leases", default="1,4,16", help="comma-separated lease counts")
     p.add_argument("--handlers", default="discard,exec")
     p.add_argument("--reps", type=int, default=3)
@@ -508,9 +544,16 @@ def main() -> int:
     p.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
                    help="with discard, run child mode a second time per repetition (the control)")
     p.add_argument("--quick", action="store_true", help="marks the report as a script check")
-    p.add_argument("--out", required=True, help="markdown report")
+    p.add_argument("--pool", nargs="+", metavar="JSON",
+                   help="print the speed table over these reports' runs (same parameters), run nothing")
+    p.add_argument("--out", help="markdown report (required unless --pool)")
     p.add_argument("--json", help="raw runs and medians")
     a = p.parse_args()
+    if a.pool:
+        print(pooled_report(a.pool), end="")
+        return 0
+    if not a.out or not a.bin:
+        p.error("--bin and --out are required")
     if a.batches is not None:
         a.discard_batches = a.exec_batches = a.batches
     a.leases = [int(x) for x in a.leases.split(",") if x]

@@ -4,7 +4,9 @@ Run by scripts/check.sh (`python3 -m unittest discover -s tests/bench`); stdlib 
 """
 
 import itertools
+import json
 import sys
+import tempfile
 import unittest
 from pathlib import Path
 
@@ -70,6 +72,30 @@ class PairedRatios(unittest.TestCase):
         self.assertEqual(bl.paired_ratios(runs, "discard", 4), [1.1])
         self.assertEqual(bl.paired_ratios(runs, "discard", 4, "control"), [0.95, 1.05])
         self.assertEqual(bl.paired_ratios(runs, "exec", 4), [])
+
+
+class Pooled(unittest.TestCase):
+    def write(self, d: Path, name: str, runs: list[dict], batches: int = 200) -> str:
+        path = d / name
+        path.write_text(json.dumps({"meta": {"params": {"discard_batches": batches}}, "runs": runs}))
+        return str(path)
+
+    def test_repetitions_of_two_reports_are_never_paired_and_parameters_must_match(self) -> None:
+        def run(mode: str, rep: int, ips: float) -> dict:
+            return {"handler": "discard", "leases": 1, "mode": mode, "rep": rep, "ok": True, "items_per_s": ips}
+
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            # Report a's repetition 1 has only a child run, b's only a serve run: no pair.
+            a = self.write(d, "a.json", [run("child", 1, 100.0), run("child", 2, 100.0), run("serve", 2, 120.0)])
+            b = self.write(d, "b.json", [run("serve", 1, 90.0), run("child", 2, 100.0), run("serve", 2, 80.0)])
+            text = bl.pooled_report([a, b])
+            self.assertIn("4 repetitions in all", text)
+            self.assertIn("| discard | 1 | 1.000x |", text)  # the median of 1.2 and 0.8
+            self.assertIn("1 of 2", text)
+            c = self.write(d, "c.json", [], batches=800)
+            with self.assertRaises(SystemExit):
+                bl.pooled_report([a, c])
 
 
 if __name__ == "__main__":
