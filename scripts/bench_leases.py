@@ -328,7 +328,7 @@ def med(rows: list[dict], key: str) -> float | None:
 
 def paired_ratios(runs: list[dict], handler: str, n: int, mode: str = "serve") -> list[float]:
     """`mode` / child items/s of each repetition where both runs of (handler, n) succeeded."""
-    by_rep: dict[int, dict[str, float]] = {}
+    by_rep: dict[object, dict[str, float]] = {}  # a repetition, or (report, repetition) pooled
     for r in runs:
         if r["handler"] == handler and r["leases"] == n and r["ok"] and r.get("items_per_s"):
             by_rep.setdefault(r["rep"], {})[r["mode"]] = r["items_per_s"]
@@ -402,11 +402,10 @@ def num(v: float | None, fmt: str) -> str:
 def speed_section(runs: list[dict], handlers: list[str], leases: list[int]
                   ) -> tuple[list[str], dict[tuple[str, int], tuple[float | None, bool | None]]]:
     """The speed table (serve / child and control / child, paired) and each row's verdict."""
-    medians: dict[tuple[str, int, str], float | None] = {}
+    groups: dict[tuple[str, int, str], list[dict]] = {}
     for r in runs:
-        medians.setdefault((r["handler"], r["leases"], r["mode"]), None)
-    for k in medians:
-        medians[k] = med([r for r in runs if (r["handler"], r["leases"], r["mode"]) == k], "items_per_s")
+        groups.setdefault((r["handler"], r["leases"], r["mode"]), []).append(r)
+    medians = {k: med(v, "items_per_s") for k, v in groups.items()}
     md = ["", ("Speed, serve / child: the median of the paired ratios (the runs of one repetition), "
                "its bootstrap 95% interval, the repetitions serve won, and the ratio of the medians above. "
                "Control / child: the same for child mode run twice (`--control`), which shows how far two runs "
