@@ -399,12 +399,18 @@ def num(v: float | None, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
-def speed_section(runs: list[dict], handlers: list[str], leases: list[int]
-                  ) -> tuple[list[str], dict[tuple[str, int], tuple[float | None, bool | None]]]:
-    """The speed table (serve / child and control / child, paired) and each row's verdict."""
+def group_runs(runs: list[dict]) -> dict[tuple[str, int, str], list[dict]]:
+    """The runs by (handler, leases, mode)."""
     groups: dict[tuple[str, int, str], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["handler"], r["leases"], r["mode"]), []).append(r)
+    return groups
+
+
+def speed_section(runs: list[dict], handlers: list[str], leases: list[int]
+                  ) -> tuple[list[str], dict[tuple[str, int], tuple[float | None, bool | None]]]:
+    """The speed table (serve / child and control / child, paired) and each row's verdict."""
+    groups = group_runs(runs)
     medians = {k: med(v, "items_per_s") for k, v in groups.items()}
     md = ["", ("Speed, serve / child: the median of the paired ratios (the runs of one repetition), "
                "its bootstrap 95% interval, the repetitions serve won, and the ratio of the medians above. "
@@ -455,9 +461,7 @@ def pooled_report(paths: list[str]) -> str:
 
 
 def report(a: argparse.Namespace, runs: list[dict], meta: dict) -> str:
-    groups: dict[tuple[str, int, str], list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["handler"], r["leases"], r["mode"]), []).append(r)
+    groups = group_runs(runs)
     m = {k: {key: med(v, key) for key in
              ("items_per_s", "wall_s", "peak_rss_mib", "peak_anon_mib", "cpu_s", "peak_exec_children", "peak_processes",
               "start_to_init_ms")}
